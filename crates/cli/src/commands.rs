@@ -1,0 +1,499 @@
+//! The user-facing subcommands.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use runegrid_client::Client;
+use runegrid_core::Limits;
+use runegrid_proto::{JobEvent, JobResults, JobStatus, SubmitJob, TaskSpec};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the API is and who is calling.
+pub struct Conn {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl Conn {
+    /// A client; the token defaults to the admin token of a local coordinator started from the
+    /// current directory with the default data directory.
+    pub fn client(&self) -> Result<Client> {
+        Ok(Client::new(&self.url, Some(self.token()?)))
+    }
+
+    /// The token to use: given, or the local coordinator's admin token.
+    pub fn token(&self) -> Result<String> {
+        match &self.token {
+            Some(t) => Ok(t.clone()),
+            None => runegrid_coordinator::read_admin_token(&crate::default_data_dir()).map_err(|_| {
+                anyhow::anyhow!(
+                    "no api token: set RUNEGRID_TOKEN (or --token); a coordinator writes its admin token to DATA/admin.token"
+                )
+            }),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value_t = crate::default_listen())]
+    pub listen: SocketAddr,
+    /// Data directory (database, admin token).
+    #[arg(long, default_value_os_t = crate::default_data_dir())]
+    pub data: PathBuf,
+    /// Heartbeat interval asked of workers; three missed intervals lose a worker's attempts.
+    #[arg(long, default_value_t = 2000)]
+    pub heartbeat_ms: u64,
+    /// Extra seconds past a task's wall-time limit before its lease expires.
+    #[arg(long, default_value_t = 10)]
+    pub lease_grace_secs: u64,
+}
+
+/// Name of the file, in the data directory, where `serve` writes the URL it listens on.
+pub const URL_FILE: &str = "coordinator.url";
+
+pub async fn serve(a: ServeArgs) -> Result<i32> {
+    let mut config = runegrid_coordinator::Config::new(a.listen, a.data.clone());
+    config.heartbeat = Duration::from_millis(a.heartbeat_ms.max(50));
+    config.lease_grace = Duration::from_secs(a.lease_grace_secs);
+    let running = runegrid_coordinator::start(config).await?;
+    let url = format!("http://{}", running.addr);
+    std::fs::write(a.data.join(URL_FILE), &url).context("writing the coordinator url file")?;
+    eprintln!("runegrid coordinator listening on {url}");
+    eprintln!("admin token: {}", running.admin_token_file.display());
+    tokio::select! {
+        r = running.server => { r??; }
+        _ = tokio::signal::ctrl_c() => { eprintln!("shutting down"); }
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Coordinator URL (overrides --url).
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    /// Tasks run at once (default: the number of cores).
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// Where the worker keeps its key and program cache.
+    #[arg(long, default_value = ".runegrid/worker")]
+    pub data: PathBuf,
+    /// Name shown in `runegrid workers`.
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Fault injection for tests and benchmarks.
+    #[arg(long, hide = true)]
+    pub misbehave: Option<runegrid_worker::Misbehaviour>,
+    /// Exit after this many failed connection attempts in a row (default: retry forever).
+    #[arg(long)]
+    pub max_reconnects: Option<u32>,
+}
+
+pub async fn worker(conn: &Conn, a: WorkerArgs) -> Result<i32> {
+    let url = a.coordinator.unwrap_or_else(|| conn.url.clone());
+    let token = conn.token()?;
+    let slots = a.slots.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
+    let name = if a.name.is_empty() { hostname() } else { a.name };
+    let config = runegrid_worker::WorkerConfig {
+        coordinator: url,
+        token,
+        slots,
+        data_dir: a.data,
+        name,
+        misbehaviour: a.misbehave,
+        max_reconnects: a.max_reconnects,
+    };
+    tokio::select! {
+        r = runegrid_worker::run(config) => { r?; }
+        _ = tokio::signal::ctrl_c() => { eprintln!("worker stopping"); }
+    }
+    Ok(0)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "worker".into())
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// The WASI module (.wasm, or .wat text).
+    pub module: PathBuf,
+    /// One task per line: {"args": [...], "stdin": "...", "env": {"K": "V"}} (fields optional).
+    #[arg(long)]
+    pub input_file: Option<PathBuf>,
+    /// An argument of the single task (repeatable; without --input-file).
+    #[arg(long = "arg", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// Stdin of the single task.
+    #[arg(long)]
+    pub stdin: Option<String>,
+    /// Environment variable K=V of every task (repeatable).
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// Attempts per task on distinct workers.
+    #[arg(long, default_value_t = runegrid_proto::default_replicas())]
+    pub replicas: u32,
+    /// Matching results needed to accept a task's result.
+    #[arg(long, default_value_t = runegrid_proto::default_agree())]
+    pub agree: u32,
+    /// Fuel per attempt (about one unit per WebAssembly instruction).
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Linear memory cap per attempt, in MiB.
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+    /// Wall-clock cap per attempt, in seconds.
+    #[arg(long)]
+    pub wall_time: Option<f64>,
+    /// Stdout cap per attempt, in bytes.
+    #[arg(long)]
+    pub stdout_bytes: Option<u64>,
+    /// A name for the job.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Wait for the job to finish and print its results.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print JSON (with --wait: the results object).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Reads an input file: one JSON task per non-empty line.
+pub fn read_inputs(path: &std::path::Path) -> Result<Vec<TaskSpec>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut tasks = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let t: TaskSpec = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a task (expected {{\"args\": [...], \"stdin\": \"...\", \"env\": {{...}}}})", path.display(), i + 1))?;
+        tasks.push(t);
+    }
+    if tasks.is_empty() {
+        bail!("{} has no tasks", path.display());
+    }
+    Ok(tasks)
+}
+
+pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
+    let client = conn.client()?;
+    let module = std::fs::read(&a.module).with_context(|| format!("reading {}", a.module.display()))?;
+    let mut env = BTreeMap::new();
+    for kv in &a.env {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv}: expected K=V"))?;
+        env.insert(k.to_string(), v.to_string());
+    }
+    let mut tasks = match &a.input_file {
+        Some(p) => {
+            if !a.args.is_empty() || a.stdin.is_some() {
+                bail!("--arg and --stdin describe a single task; put them in the input file instead");
+            }
+            read_inputs(p)?
+        }
+        None => vec![TaskSpec { args: a.args.clone(), stdin: a.stdin.clone().unwrap_or_default(), env: BTreeMap::new() }],
+    };
+    for t in &mut tasks {
+        for (k, v) in &env {
+            t.env.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    let mut limits = Limits::default();
+    if let Some(f) = a.fuel {
+        limits.fuel = f;
+    }
+    if let Some(m) = a.memory_mb {
+        limits.memory_bytes = m.saturating_mul(1 << 20);
+    }
+    if let Some(w) = a.wall_time {
+        limits.wall_time_ms = (w * 1000.0) as u64;
+    }
+    if let Some(s) = a.stdout_bytes {
+        limits.stdout_bytes = s;
+    }
+    let program = client.upload_program(module).await?;
+    let n = tasks.len();
+    let job = SubmitJob {
+        program: program.program,
+        name: a.name.clone().or_else(|| a.module.file_name().map(|f| f.to_string_lossy().into_owned())),
+        tasks,
+        replicas: a.replicas,
+        agree: a.agree,
+        max_attempts: None,
+        limits,
+    };
+    let sub = client.submit(&job).await?;
+    if !a.wait {
+        if a.json {
+            println!("{}", serde_json::to_string(&sub)?);
+        } else {
+            println!("job {} submitted: {} tasks", sub.job, n);
+        }
+        return Ok(0);
+    }
+    if !a.json {
+        eprintln!("job {} submitted: {} tasks, {} of {} replicas must agree", sub.job, n, a.agree, a.replicas);
+    }
+    let results = wait_with_progress(&client, sub.job, !a.json).await?;
+    print_results(&results, a.json)?;
+    Ok(exit_code(&results))
+}
+
+/// 0 when every task verified, 3 when some failed or were cancelled.
+pub fn exit_code(r: &JobResults) -> i32 {
+    if r.tasks.iter().all(|t| t.state == "verified") { 0 } else { 3 }
+}
+
+/// Follows the job's events (with a progress bar when `bar`) until it is done, then fetches
+/// the results.
+pub async fn wait_with_progress(client: &Client, job: i64, bar: bool) -> Result<JobResults> {
+    let status = client.status(job).await?;
+    let pb = if bar {
+        let pb = ProgressBar::new(status.counts.total());
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tasks {msg}")
+                .expect("valid template"),
+        );
+        pb.enable_steady_tick(Duration::from_millis(120));
+        Some(pb)
+    } else {
+        None
+    };
+    let mut last_hint = std::time::Instant::now();
+    loop {
+        // The event stream ends when the job is done; if it breaks, reconnect.
+        let mut events = client.events(job).await?;
+        let mut done = false;
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
+            let ev = match ev {
+                Ok(Some(ev)) => ev?,
+                Ok(None) => break,
+                Err(_) => {
+                    // Quiet for a while: say why, if the coordinator knows.
+                    if let (Some(pb), Ok(st)) = (&pb, client.status(job).await) {
+                        pb.set_message(st.waiting_for.unwrap_or_default());
+                    }
+                    continue;
+                }
+            };
+            match ev {
+                JobEvent::Progress { counts } => {
+                    if let Some(pb) = &pb {
+                        pb.set_position(counts.finished());
+                        if last_hint.elapsed() > Duration::from_secs(1) {
+                            pb.set_message(format!("{} verified, {} failed", counts.verified, counts.failed));
+                            last_hint = std::time::Instant::now();
+                        }
+                    }
+                }
+                JobEvent::Done { counts, .. } => {
+                    if let Some(pb) = &pb {
+                        pb.set_position(counts.finished());
+                        pb.finish_with_message(format!("{} verified, {} failed", counts.verified, counts.failed));
+                    }
+                    done = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if done || client.status(job).await?.state != "active" {
+            break;
+        }
+    }
+    Ok(client.results(job, None).await?)
+}
+
+fn first_line(s: &str, max: usize) -> String {
+    let line = s.lines().next().unwrap_or("");
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
+pub fn print_results(r: &JobResults, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    let verified = r.tasks.iter().filter(|t| t.state == "verified").count();
+    println!("job {}: {} tasks, {} verified", r.job, r.tasks.len(), verified);
+    println!("{:>6}  {:<9} {:>4} {:>14} {:>8}  {:<12}  output", "task", "state", "exit", "fuel", "attempts", "digest");
+    for t in &r.tasks {
+        let out = match (&t.error, &t.stdout, &t.stdout_base64) {
+            (Some(e), _, _) => format!("error: {}", first_line(e, 80)),
+            (None, _, Some(_)) => format!("({} bytes of binary output)", t.stdout_bytes().map_or(0, |b| b.len())),
+            (None, Some(s), None) => first_line(s, 60),
+            _ => String::new(),
+        };
+        println!(
+            "{:>6}  {:<9} {:>4} {:>14} {:>8}  {:<12}  {}",
+            t.index,
+            t.state,
+            t.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            t.fuel.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
+            t.attempts,
+            t.digest.map(|d| d.short()).unwrap_or_else(|| "-".into()),
+            out
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct JobArgs {
+    pub job: i64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ResultsArgs {
+    pub job: i64,
+    #[arg(long)]
+    pub json: bool,
+    /// Wait for the job to finish first.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Args)]
+pub struct JsonArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn print_status(s: &JobStatus) {
+    let c = s.counts;
+    println!(
+        "job {} ({}) {}: {} tasks — {} verified, {} failed, {} running, {} queued{}",
+        s.job,
+        if s.name.is_empty() { "unnamed" } else { &s.name },
+        s.state,
+        c.total(),
+        c.verified,
+        c.failed,
+        c.running,
+        c.queued,
+        if c.cancelled > 0 { format!(", {} cancelled", c.cancelled) } else { String::new() }
+    );
+    if let Some(w) = &s.waiting_for {
+        println!("  waiting: {w}");
+    }
+}
+
+pub async fn status(conn: &Conn, a: JobArgs) -> Result<i32> {
+    let s = conn.client()?.status(a.job).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print_status(&s);
+    }
+    Ok(0)
+}
+
+pub async fn cancel(conn: &Conn, a: JobArgs) -> Result<i32> {
+    let s = conn.client()?.cancel(a.job).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print_status(&s);
+    }
+    Ok(0)
+}
+
+pub async fn results(conn: &Conn, a: ResultsArgs) -> Result<i32> {
+    let client = conn.client()?;
+    let r = if a.wait {
+        wait_with_progress(&client, a.job, !a.json).await?
+    } else {
+        client.results(a.job, None).await?
+    };
+    print_results(&r, a.json)?;
+    Ok(exit_code(&r))
+}
+
+pub async fn jobs(conn: &Conn, a: JsonArgs) -> Result<i32> {
+    let jobs = conn.client()?.jobs().await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+    } else if jobs.is_empty() {
+        println!("no jobs");
+    } else {
+        for j in &jobs {
+            print_status(j);
+        }
+    }
+    Ok(0)
+}
+
+pub async fn workers(conn: &Conn, a: JsonArgs) -> Result<i32> {
+    let ws = conn.client()?.workers().await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&ws)?);
+        return Ok(0);
+    }
+    if ws.is_empty() {
+        println!("no workers have connected yet");
+        return Ok(0);
+    }
+    println!("{:>4}  {:<20} {:<10} {:<9} {:>5} {:>7} {:>9}  key", "id", "name", "owner", "state", "slots", "running", "completed");
+    for w in &ws {
+        println!(
+            "{:>4}  {:<20} {:<10} {:<9} {:>5} {:>7} {:>9}  {}…",
+            w.id,
+            first_line(&w.name, 20),
+            first_line(&w.owner, 10),
+            if w.connected { "connected" } else { "offline" },
+            w.slots,
+            w.running,
+            w.completed,
+            &w.public_key[..12.min(w.public_key.len())]
+        );
+    }
+    Ok(0)
+}
+
+#[derive(Subcommand)]
+pub enum AccountCmd {
+    /// Create an account and print its token (admin only).
+    Create {
+        name: String,
+        /// Make it an admin.
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the account of the current token.
+    Whoami,
+}
+
+pub async fn account(conn: &Conn, a: AccountCmd) -> Result<i32> {
+    let client = conn.client()?;
+    match a {
+        AccountCmd::Create { name, admin, json } => {
+            let acct = client.create_account(&name, admin).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&acct)?);
+            } else {
+                println!("account {} created (id {})", acct.name, acct.id);
+                println!("token: {}", acct.token.unwrap_or_default());
+            }
+        }
+        AccountCmd::Whoami => {
+            let me = client.me().await?;
+            println!("{} (id {}{})", me.name, me.id, if me.admin { ", admin" } else { "" });
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,215 @@
+//! Test harness: a real coordinator and real worker processes on loopback ports.
+#![allow(dead_code)]
+
+use runegrid_client::Client;
+use runegrid_proto::{JobResults, SubmitJob, TaskSpec};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `runegrid` binary cargo built for these tests (unset under `cargo check`).
+pub const BIN: &str = match option_env!("CARGO_BIN_EXE_runegrid") {
+    Some(p) => p,
+    None => "runegrid",
+};
+
+/// Polls `f` until it returns `Some`, failing the test after `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub struct Grid {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub token: String,
+    pub heartbeat_ms: u64,
+    coordinator: Option<Child>,
+    workers: Vec<Option<Child>>,
+}
+
+fn log(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log"))).unwrap()
+}
+
+impl Grid {
+    pub async fn start() -> Grid {
+        Grid::start_with(300).await
+    }
+
+    pub async fn start_with(heartbeat_ms: u64) -> Grid {
+        let dir = tempfile::Builder::new().prefix("runegrid-test-").tempdir().unwrap();
+        let mut g = Grid { dir, url: String::new(), token: String::new(), heartbeat_ms, coordinator: None, workers: vec![] };
+        g.start_coordinator("127.0.0.1:0").await;
+        g
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("coordinator")
+    }
+
+    async fn start_coordinator(&mut self, listen: &str) {
+        let data = self.data();
+        let url_file = data.join("coordinator.url");
+        let _ = std::fs::remove_file(&url_file);
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", listen, "--heartbeat-ms", &self.heartbeat_ms.to_string(), "--lease-grace-secs", "2", "--data"])
+            .arg(&data)
+            .env("RUNEGRID_LOG", "info,runegrid_coordinator=debug")
+            .stdin(Stdio::null())
+            .stdout(log(self.dir.path(), "coordinator"))
+            .stderr(log(self.dir.path(), "coordinator"))
+            .spawn()
+            .unwrap();
+        self.coordinator = Some(child);
+        self.url = wait_until("the coordinator url file", Duration::from_secs(30), || {
+            let f = url_file.clone();
+            async move { std::fs::read_to_string(&f).ok().map(|s| s.trim().to_string()) }
+        })
+        .await;
+        self.token = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_string();
+    }
+
+    /// Kills the coordinator with SIGKILL and starts it again on the same port and data.
+    pub async fn restart_coordinator(&mut self) {
+        let mut c = self.coordinator.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+        let listen = self.url.trim_start_matches("http://").to_string();
+        self.start_coordinator(&listen).await;
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url, Some(self.token.clone()))
+    }
+
+    pub fn client_with(&self, token: &str) -> Client {
+        Client::new(&self.url, Some(token.to_string()))
+    }
+
+    /// Starts a worker process; returns its index.
+    pub fn worker(&mut self, name: &str, slots: u32, extra: &[&str]) -> usize {
+        let child = Command::new(BIN)
+            .args(["worker", "--coordinator", &self.url, "--name", name, "--slots", &slots.to_string(), "--data"])
+            .arg(self.dir.path().join(name))
+            .args(extra)
+            .env("RUNEGRID_TOKEN", &self.token)
+            .env("RUNEGRID_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log(self.dir.path(), name))
+            .stderr(log(self.dir.path(), name))
+            .spawn()
+            .unwrap();
+        self.workers.push(Some(child));
+        self.workers.len() - 1
+    }
+
+    pub fn kill_worker(&mut self, i: usize) {
+        let mut c = self.workers[i].take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    pub fn worker_pid(&self, i: usize) -> u32 {
+        self.workers[i].as_ref().unwrap().id()
+    }
+
+    pub async fn wait_workers(&self, n: usize) {
+        let c = self.client();
+        wait_until(&format!("{n} connected workers"), Duration::from_secs(60), || {
+            let c = c.clone();
+            async move {
+                let ws = c.workers().await.ok()?;
+                (ws.iter().filter(|w| w.connected).count() >= n).then_some(())
+            }
+        })
+        .await
+    }
+
+    pub async fn upload(&self, module: &[u8]) -> String {
+        self.client().upload_program(module.to_vec()).await.unwrap().program
+    }
+
+    /// Submits and waits for the job (up to 120 s).
+    pub async fn run(&self, job: &SubmitJob) -> JobResults {
+        let c = self.client();
+        let sub = c.submit(job).await.unwrap();
+        self.wait(sub.job).await
+    }
+
+    pub async fn wait(&self, job: i64) -> JobResults {
+        let c = self.client();
+        wait_until(&format!("job {job} to finish"), Duration::from_secs(120), || {
+            let c = c.clone();
+            async move {
+                let s = c.status(job).await.ok()?;
+                (s.state != "active").then_some(())
+            }
+        })
+        .await;
+        c.results(job, None).await.unwrap()
+    }
+
+    /// Runs the CLI against this grid.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("RUNEGRID_URL", &self.url)
+            .env("RUNEGRID_TOKEN", &self.token)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// The logs, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                out.push_str(&format!("==== {}\n", e.path().display()));
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let start = text.len().saturating_sub(4000);
+                out.push_str(&text[text.floor_char_boundary(start)..]);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Grid {
+    fn drop(&mut self) {
+        for c in self.workers.iter_mut().flatten().chain(self.coordinator.as_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+pub fn job(program: &str, tasks: Vec<TaskSpec>, replicas: u32, agree: u32) -> SubmitJob {
+    SubmitJob {
+        program: program.to_string(),
+        name: Some("test".into()),
+        tasks,
+        replicas,
+        agree,
+        max_attempts: None,
+        limits: Default::default(),
+    }
+}
+
+pub fn args(a: &[&str]) -> TaskSpec {
+    TaskSpec { args: a.iter().map(|s| s.to_string()).collect(), ..TaskSpec::default() }
+}

@@ -1,0 +1,216 @@
+//! A typed client for the runegrid API, used by the CLI, the benchmarks and the tests.
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use runegrid_proto::{
+    AccountInfo, CreateAccount, ErrorBody, JobEvent, JobResults, JobStatus, ProgramInfo, SubmitJob,
+    SubmitJobResponse, WorkerInfo,
+};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// A failed API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The coordinator answered with an error.
+    #[error("{message} ({code}, http {status})")]
+    Api { status: u16, code: String, message: String },
+    /// The coordinator could not be reached or the connection broke.
+    #[error("cannot reach the coordinator at {url}: {source}")]
+    Transport { url: String, source: reqwest::Error },
+    /// The answer was not what the API promises.
+    #[error("unexpected answer from the coordinator: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The API error code (`not_found`, `invalid_module`, ...), if the coordinator sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A connection to one coordinator with one account's token.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// `base` is like `http://127.0.0.1:7070`.
+    pub fn new(base: &str, token: Option<String>) -> Client {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("http client builds");
+        Client { http, base: base.trim_end_matches('/').to_string(), token }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    async fn send(&self, r: RequestBuilder) -> Result<reqwest::Response> {
+        let resp = r.send().await.map_err(|source| ClientError::Transport { url: self.base.clone(), source })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => ClientError::Api { status: status.as_u16(), code: b.error.code, message: b.error.message },
+            Err(_) => ClientError::Api {
+                status: status.as_u16(),
+                code: status_code(status).into(),
+                message: if text.is_empty() { status.to_string() } else { text },
+            },
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, r: RequestBuilder) -> Result<T> {
+        let resp = self.send(r).await?;
+        let bytes = resp.bytes().await.map_err(|source| ClientError::Transport { url: self.base.clone(), source })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    pub async fn me(&self) -> Result<AccountInfo> {
+        self.json(self.req(Method::GET, "/v1/me")).await
+    }
+
+    /// Creates an account (admin only); the answer carries its token.
+    pub async fn create_account(&self, name: &str, admin: bool) -> Result<AccountInfo> {
+        let body = CreateAccount { name: name.into(), admin };
+        self.json(self.req(Method::POST, "/v1/accounts").json(&body)).await
+    }
+
+    /// Uploads a module (binary or WAT); the coordinator validates and meters it.
+    pub async fn upload_program(&self, module: Vec<u8>) -> Result<ProgramInfo> {
+        self.json(self.req(Method::POST, "/v1/programs").body(module)).await
+    }
+
+    pub async fn submit(&self, job: &SubmitJob) -> Result<SubmitJobResponse> {
+        self.json(self.req(Method::POST, "/v1/jobs").json(job)).await
+    }
+
+    /// Submits and waits up to `wait` for the job to finish: one round trip for a remote call.
+    pub async fn submit_wait(&self, job: &SubmitJob, wait: Duration) -> Result<SubmitJobResponse> {
+        let path = format!("/v1/jobs?wait={}", wait.as_secs_f64());
+        self.json(self.req(Method::POST, &path).json(job)).await
+    }
+
+    pub async fn jobs(&self) -> Result<Vec<JobStatus>> {
+        self.json(self.req(Method::GET, "/v1/jobs")).await
+    }
+
+    pub async fn status(&self, job: i64) -> Result<JobStatus> {
+        self.json(self.req(Method::GET, &format!("/v1/jobs/{job}"))).await
+    }
+
+    pub async fn cancel(&self, job: i64) -> Result<JobStatus> {
+        self.json(self.req(Method::DELETE, &format!("/v1/jobs/{job}"))).await
+    }
+
+    /// Results now, or after waiting up to `wait` for the job to finish.
+    pub async fn results(&self, job: i64, wait: Option<Duration>) -> Result<JobResults> {
+        let path = match wait {
+            Some(w) => format!("/v1/jobs/{job}/results?wait={}", w.as_secs_f64()),
+            None => format!("/v1/jobs/{job}/results"),
+        };
+        self.json(self.req(Method::GET, &path)).await
+    }
+
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        self.json(self.req(Method::GET, "/v1/workers")).await
+    }
+
+    /// Opens the job's event stream.
+    pub async fn events(&self, job: i64) -> Result<EventStream> {
+        let resp = self.send(self.req(Method::GET, &format!("/v1/jobs/{job}/events"))).await?;
+        Ok(EventStream { resp, buf: Vec::new(), base: self.base.clone() })
+    }
+}
+
+fn status_code(s: StatusCode) -> &'static str {
+    match s.as_u16() {
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        413 => "too_large",
+        _ => "http_error",
+    }
+}
+
+/// Server-Sent Events of one job, decoded.
+pub struct EventStream {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    base: String,
+}
+
+impl EventStream {
+    /// The next event; `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<Result<JobEvent>> {
+        loop {
+            if let Some(pos) = find_blank_line(&self.buf) {
+                let block: Vec<u8> = self.buf.drain(..pos.0 + pos.1).collect();
+                let text = String::from_utf8_lossy(&block[..pos.0]).into_owned();
+                let data: Vec<&str> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d)))
+                    .collect();
+                if data.is_empty() {
+                    continue; // keep-alive comment
+                }
+                return Some(serde_json::from_str(&data.join("\n")).map_err(|e| ClientError::Decode(e.to_string())));
+            }
+            match self.resp.chunk().await {
+                Ok(Some(c)) => self.buf.extend_from_slice(&c),
+                Ok(None) => return None,
+                Err(source) => return Some(Err(ClientError::Transport { url: self.base.clone(), source })),
+            }
+        }
+    }
+}
+
+/// Position and length of the first blank-line separator.
+fn find_blank_line(buf: &[u8]) -> Option<(usize, usize)> {
+    let a = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
+    let b = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, 4));
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if x.0 <= y.0 { x } else { y }),
+        (x, y) => x.or(y),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_line_separators() {
+        assert_eq!(find_blank_line(b"data: x\n\nrest"), Some((7, 2)));
+        assert_eq!(find_blank_line(b"data: x\r\n\r\n"), Some((7, 4)));
+        assert_eq!(find_blank_line(b"data: x\n"), None);
+    }
+}

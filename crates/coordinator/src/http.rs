@@ -1,0 +1,476 @@
+//! The `/v1` HTTP API.
+
+use crate::auth;
+use crate::state::{App, ProgramBytes, counts_of, now_ms, status_of, task_result};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream};
+use runegrid_core::{JobId, Quorum};
+use runegrid_proto::{
+    AccountInfo, CreateAccount, ErrorBody, ErrorDetail, JobEvent, JobResults, JobStatus, ProgramInfo, SubmitJob,
+    SubmitJobResponse, WorkerInfo,
+};
+use runegrid_store::{Account, JobRecord, JobState, NewJob, NewTask, ProgramRecord, StoreError, TaskState};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+type AppState = Arc<App>;
+
+/// Most tasks one job may have.
+pub const MAX_TASKS: usize = 1_000_000;
+/// Largest module accepted.
+pub const MAX_MODULE_BYTES: usize = 64 << 20;
+
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/v1/me", get(me))
+        .route("/v1/accounts", post(create_account))
+        .route("/v1/programs", post(upload_program).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES)))
+        .route("/v1/jobs", post(submit_job).get(list_jobs).layer(DefaultBodyLimit::max(256 << 20)))
+        .route("/v1/jobs/{id}", get(job_status).delete(cancel_job))
+        .route("/v1/jobs/{id}/results", get(job_results))
+        .route("/v1/jobs/{id}/events", get(job_events))
+        .route("/v1/workers", get(workers))
+        .route("/v1/worker", get(crate::ws::upgrade))
+        .with_state(app)
+}
+
+/// An API error: status, stable code, message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+    pub fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    fn not_found(what: String) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!(error = %e, "store error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("store error: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+async fn blocking<T: Send + 'static>(app: &AppState, f: impl FnOnce(&App) -> T + Send + 'static) -> T {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || f(&app)).await.expect("blocking task panicked")
+}
+
+/// The authenticated account of a request.
+pub struct Authed(pub Account);
+
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let t = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+    Some(t.trim().to_string())
+}
+
+/// Resolves a token to its account (cached after the first lookup).
+pub async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Account, ApiError> {
+    let token = bearer(headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing api token: send Authorization: Bearer TOKEN (the CLI reads RUNEGRID_TOKEN)",
+        )
+    })?;
+    let hash = auth::hash_token(&token);
+    if let Some(a) = app.accounts.lock().unwrap_or_else(|e| e.into_inner()).get(&hash) {
+        return Ok(a.clone());
+    }
+    let found = blocking(app, move |app| app.read(|s| auth::account_for(s, &token))).await?;
+    let account = found
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid api token"))?;
+    app.accounts.lock().unwrap_or_else(|e| e.into_inner()).insert(hash, account.clone());
+    Ok(account)
+}
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        authenticate(app, &parts.headers).await.map(Authed)
+    }
+}
+
+async fn me(Authed(a): Authed) -> Json<AccountInfo> {
+    Json(AccountInfo { id: a.id, name: a.name, admin: a.admin, token: None })
+}
+
+async fn create_account(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Json(req): Json<CreateAccount>,
+) -> ApiResult<AccountInfo> {
+    if !a.admin {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an admin can create accounts"));
+    }
+    let name = req.name.trim().to_string();
+    if name.is_empty() || name.len() > 64 {
+        return Err(ApiError::bad("invalid_request", "account name must be 1 to 64 characters"));
+    }
+    let token = auth::new_token();
+    let acct = match app.writer.create_account(name.clone(), auth::hash_token(&token), req.admin).await {
+        Err(StoreError::Conflict(_)) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("account {name} already exists")));
+        }
+        r => r?,
+    };
+    Ok(Json(AccountInfo { id: acct.id, name: acct.name, admin: acct.admin, token: Some(token) }))
+}
+
+async fn upload_program(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    body: axum::body::Bytes,
+) -> ApiResult<ProgramInfo> {
+    if body.is_empty() {
+        return Err(ApiError::bad("invalid_module", "empty module: send the .wasm bytes as the request body"));
+    }
+    let sha = hex::encode(Sha256::digest(&body));
+    let size = body.len() as u64;
+    let bytes = body.to_vec();
+    let instrumented = tokio::task::spawn_blocking(move || {
+        runegrid_instrument::instrument(&bytes, &runegrid_instrument::Options::default())
+    })
+    .await
+    .expect("instrument task panicked")
+    .map_err(|e| ApiError::bad(instrument_error_code(&e), e.to_string()))?;
+    let module = instrumented.bytes;
+    let isha = hex::encode(Sha256::digest(&module));
+    let info = ProgramInfo {
+        program: sha.clone(),
+        instrumented_sha256: isha.clone(),
+        size,
+        instrumented_size: module.len() as u64,
+    };
+    app.writer
+        .put_program(ProgramRecord {
+            sha256: sha,
+            instrumented_sha256: isha,
+            instrumented: module,
+            original_size: size as i64,
+            owner: a.id,
+            created_at: now_ms(),
+        })
+        .await?;
+    Ok(Json(info))
+}
+
+fn instrument_error_code(e: &runegrid_instrument::InstrumentError) -> &'static str {
+    use runegrid_instrument::InstrumentError as E;
+    match e {
+        E::ForbiddenImport { .. } => "forbidden_import",
+        _ => "invalid_module",
+    }
+}
+
+async fn submit_job(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Query(q): Query<ResultsQuery>,
+    Json(req): Json<SubmitJob>,
+) -> ApiResult<SubmitJobResponse> {
+    if req.tasks.is_empty() {
+        return Err(ApiError::bad("invalid_job", "job has no tasks: give at least one input"));
+    }
+    if req.tasks.len() > MAX_TASKS {
+        return Err(ApiError::bad("invalid_job", format!("job has {} tasks; at most {MAX_TASKS} are allowed", req.tasks.len())));
+    }
+    req.limits.validate().map_err(|e| ApiError::bad("invalid_limits", e.to_string()))?;
+    let quorum = match req.max_attempts {
+        Some(m) => Quorum::with_cap(req.replicas, req.agree, m),
+        None => Quorum::new(req.replicas, req.agree),
+    }
+    .map_err(|e| ApiError::bad("invalid_policy", e.to_string()))?;
+    let sha = req.program.clone();
+    let program = blocking(&app, move |app| app.read(|s| s.program(&sha))).await?.ok_or_else(|| {
+        ApiError::bad(
+            "unknown_program",
+            format!("unknown program {}: upload the module first (POST /v1/programs)", req.program),
+        )
+    })?;
+    let salt: u64 = rand::random();
+    let tasks: Vec<NewTask> = req
+        .tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| NewTask {
+            args: t.args,
+            env: t.env,
+            stdin: t.stdin.into_bytes(),
+            seed: seed_for(salt, i as u64),
+        })
+        .collect();
+    let created_at = now_ms();
+    let new = NewJob {
+        owner: a.id,
+        name: req.name.unwrap_or_default(),
+        program: req.program.clone(),
+        replicas: quorum.replicas,
+        agree: quorum.agree,
+        max_attempts: quorum.max_attempts,
+        limits: req.limits,
+        created_at,
+    };
+    let (id, ids) = app.writer.create_job(new.clone(), tasks.clone()).await?;
+    let n = ids.len() as u64;
+    let rec = JobRecord {
+        id,
+        owner: new.owner,
+        name: new.name,
+        program: new.program,
+        replicas: new.replicas,
+        agree: new.agree,
+        max_attempts: new.max_attempts,
+        limits: new.limits,
+        created_at,
+        state: JobState::Active,
+        finished_at: None,
+    };
+    let task_recs = ids
+        .into_iter()
+        .zip(tasks)
+        .enumerate()
+        .map(|(i, (tid, t))| runegrid_store::TaskRecord {
+            id: tid,
+            job: id,
+            index: i as u32,
+            args: t.args,
+            env: t.env,
+            stdin: t.stdin,
+            seed: t.seed,
+            state: TaskState::Queued,
+            outcome: None,
+            attempts: 0,
+        })
+        .collect();
+    let program = Arc::new(ProgramBytes { sha256: program.instrumented_sha256, module: program.instrumented });
+    app.add_job(rec, a.name.clone(), program, task_recs);
+    tracing::debug!(job = id, tasks = n, account = %a.name, "job submitted");
+    let results = match q.wait.filter(|s| *s > 0.0) {
+        Some(secs) => {
+            if let Some((_, _, mut done, _)) = app.subscribe(id) {
+                let _ = tokio::time::timeout(Duration::from_secs_f64(secs.min(3600.0)), done.wait_for(|d| *d)).await;
+            }
+            app.job_results(id).map(|(_, r)| r)
+        }
+        None => None,
+    };
+    Ok(Json(SubmitJobResponse { job: id, tasks: n, results }))
+}
+
+/// A task's seed: the same for every replica, below 2^53 so every JSON reader keeps it exact.
+fn seed_for(salt: u64, index: u64) -> u64 {
+    let h = Sha256::digest(format!("runegrid-seed-v1\n{salt}\n{index}").as_bytes());
+    u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) & ((1 << 53) - 1)
+}
+
+fn visible(a: &Account, owner: i64) -> bool {
+    a.admin || a.id == owner
+}
+
+async fn stored_status(app: &AppState, id: JobId) -> Result<Option<(i64, JobStatus)>, ApiError> {
+    Ok(blocking(app, move |app| {
+        app.read(|s| -> Result<_, StoreError> {
+            let Some(job) = s.job(id)? else { return Ok(None) };
+            let counts = counts_of(s.tasks(id)?.iter().map(|t| t.state));
+            let owner = s.accounts()?.into_iter().find(|x| x.id == job.owner).map(|x| x.name).unwrap_or_default();
+            Ok(Some((job.owner, status_of(&job, &owner, counts))))
+        })
+    })
+    .await?)
+}
+
+async fn status(app: &AppState, a: &Account, id: JobId) -> Result<JobStatus, ApiError> {
+    let found = match app.job_status(id) {
+        Some(x) => Some(x),
+        None => stored_status(app, id).await?,
+    };
+    match found {
+        Some((owner, s)) if visible(a, owner) => Ok(s),
+        _ => Err(ApiError::not_found(format!("job {id}"))),
+    }
+}
+
+async fn job_status(State(app): State<AppState>, Authed(a): Authed, Path(id): Path<JobId>) -> ApiResult<JobStatus> {
+    Ok(Json(status(&app, &a, id).await?))
+}
+
+async fn cancel_job(State(app): State<AppState>, Authed(a): Authed, Path(id): Path<JobId>) -> ApiResult<JobStatus> {
+    status(&app, &a, id).await?;
+    app.cancel(id);
+    Ok(Json(status(&app, &a, id).await?))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+async fn list_jobs(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Vec<JobStatus>> {
+    let limit = q.limit.unwrap_or(50).min(1000);
+    let owner = (!a.admin).then_some(a.id);
+    let jobs = blocking(&app, move |app| app.read(|s| s.jobs(owner, limit))).await?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        out.push(status(&app, &a, j.id).await?);
+    }
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+struct ResultsQuery {
+    /// Wait up to this many seconds for the job to finish.
+    #[serde(default)]
+    wait: Option<f64>,
+}
+
+async fn job_results(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Path(id): Path<JobId>,
+    Query(q): Query<ResultsQuery>,
+) -> ApiResult<JobResults> {
+    if let Some(secs) = q.wait.filter(|s| *s > 0.0)
+        && let Some((owner, _, mut done, _)) = app.subscribe(id)
+    {
+        if !visible(&a, owner) {
+            return Err(ApiError::not_found(format!("job {id}")));
+        }
+        let _ = tokio::time::timeout(Duration::from_secs_f64(secs.min(3600.0)), done.wait_for(|d| *d)).await;
+    }
+    if let Some((owner, r)) = app.job_results(id) {
+        if !visible(&a, owner) {
+            return Err(ApiError::not_found(format!("job {id}")));
+        }
+        return Ok(Json(r));
+    }
+    let stored = blocking(&app, move |app| {
+        app.read(|s| -> Result<_, StoreError> {
+            let Some(job) = s.job(id)? else { return Ok(None) };
+            let tasks = s.tasks(id)?;
+            Ok(Some((job.owner, tasks)))
+        })
+    })
+    .await?;
+    match stored {
+        Some((owner, tasks)) if visible(&a, owner) => Ok(Json(JobResults {
+            job: id,
+            tasks: tasks.iter().map(|t| task_result(t.index, t.state, t.outcome.as_ref(), t.attempts)).collect(),
+        })),
+        _ => Err(ApiError::not_found(format!("job {id}"))),
+    }
+}
+
+fn sse_event(e: &JobEvent) -> Event {
+    Event::default().event(e.name()).data(serde_json::to_string(e).expect("events serialize"))
+}
+
+async fn job_events(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Path(id): Path<JobId>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    enum S {
+        Live(tokio::sync::broadcast::Receiver<JobEvent>),
+        Last(JobEvent),
+        End,
+    }
+    let (first, rest) = match app.subscribe(id) {
+        Some((owner, rx, _, counts)) => {
+            if !visible(&a, owner) {
+                return Err(ApiError::not_found(format!("job {id}")));
+            }
+            let st = status(&app, &a, id).await?;
+            if st.state != "active" {
+                (JobEvent::Progress { counts }, S::Last(JobEvent::Done { state: st.state, counts }))
+            } else {
+                (JobEvent::Progress { counts }, S::Live(rx))
+            }
+        }
+        None => {
+            let st = status(&app, &a, id).await?;
+            (JobEvent::Progress { counts: st.counts }, S::Last(JobEvent::Done { state: st.state, counts: st.counts }))
+        }
+    };
+    let head = stream::iter([Ok(sse_event(&first))]);
+    let tail = stream::unfold(rest, |s| async move {
+        match s {
+            S::End => None,
+            S::Last(e) => Some((Ok(sse_event(&e)), S::End)),
+            S::Live(mut rx) => loop {
+                match rx.recv().await {
+                    Ok(e @ JobEvent::Done { .. }) => return Some((Ok(sse_event(&e)), S::End)),
+                    Ok(e) => return Some((Ok(sse_event(&e)), S::Live(rx))),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(skipped = n, "event stream reader lagged");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            },
+        }
+    });
+    use futures_util::StreamExt as _;
+    Ok(Sse::new(head.chain(tail)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+async fn workers(State(app): State<AppState>, Authed(a): Authed) -> ApiResult<Vec<WorkerInfo>> {
+    let (records, accounts) =
+        blocking(&app, |app| app.read(|s| Ok::<_, StoreError>((s.workers()?, s.accounts()?)))).await?;
+    let connected = app.connected();
+    let out = records
+        .into_iter()
+        .filter(|w| a.admin || w.owner == a.id)
+        .map(|w| {
+            let live = connected.get(&w.id).copied();
+            WorkerInfo {
+                id: w.id,
+                name: w.name,
+                public_key: w.public_key,
+                owner: accounts.iter().find(|x| x.id == w.owner).map(|x| x.name.clone()).unwrap_or_default(),
+                connected: live.is_some(),
+                slots: live.map_or(0, |l| l.0),
+                running: live.map_or(0, |l| l.1),
+                completed: w.completed,
+                capabilities: w.capabilities,
+                last_seen: w.last_seen,
+            }
+        })
+        .collect();
+    Ok(Json(out))
+}

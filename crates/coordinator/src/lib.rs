@@ -1,0 +1,99 @@
+//! The coordinator: owns the queue, pushes attempts to workers over their WebSockets, compares
+//! results, and serves the user API.
+//!
+//! Code map:
+//! - `state`: the in-memory grid (active jobs, tasks, running attempts, connected workers) and
+//!   every transition; calls the pure decisions in `runegrid_core` and emits store changes.
+//! - `writer`: the one thread that writes the store, batching changes into transactions.
+//! - `http`: the `/v1` routes, authentication, Server-Sent Events.
+//! - `ws`: one task per worker connection: handshake, then messages in and out.
+//!
+//! Architecture Invariant: every mutation of grid state happens under the `state` lock and
+//! produces its store changes in the same critical section, so the store sees changes in the
+//! order they happened.
+
+mod auth;
+mod http;
+mod state;
+mod writer;
+mod ws;
+
+use runegrid_store::{SqliteStore, Store};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use auth::hash_token;
+
+/// How the coordinator runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// How often workers must send a heartbeat; three missed intervals lose the worker.
+    pub heartbeat: Duration,
+    /// Extra time on top of a task's wall-time limit before its attempt's lease expires.
+    pub lease_grace: Duration,
+}
+
+impl Config {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Config {
+        Config { listen, data_dir, heartbeat: Duration::from_secs(2), lease_grace: Duration::from_secs(10) }
+    }
+}
+
+/// A coordinator failure at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("store: {0}")]
+    Store(#[from] runegrid_store::StoreError),
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A running coordinator.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// Path of the file holding the admin token (written on first start).
+    pub admin_token_file: PathBuf,
+    pub server: tokio::task::JoinHandle<Result<(), CoordinatorError>>,
+}
+
+/// Name of the database file inside the data directory.
+pub const DB_FILE: &str = "runegrid.sqlite";
+/// Name of the admin token file inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Opens the store, recovers unfinished work, binds the listener and starts serving.
+pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| CoordinatorError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    let db = config.data_dir.join(DB_FILE);
+    let mut write_store = SqliteStore::open(&db)?;
+    let read_store = SqliteStore::open(&db)?;
+    let admin_token_file = config.data_dir.join(ADMIN_TOKEN_FILE);
+    auth::ensure_admin(&mut write_store, &admin_token_file)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| CoordinatorError::Listen { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(CoordinatorError::Serve)?;
+    let app = state::App::recover(config.clone(), Box::new(write_store) as Box<dyn Store>, Box::new(read_store))?;
+    let app = Arc::new(app);
+    tokio::spawn(state::ticker(app.clone()));
+    let router = http::router(app.clone());
+    tracing::info!(%addr, data = %config.data_dir.display(), "coordinator listening");
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router).await.map_err(CoordinatorError::Serve)
+    });
+    Ok(Running { addr, admin_token_file, server })
+}
+
+/// Reads the admin token a coordinator wrote into its data directory.
+pub fn read_admin_token(data_dir: &Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE))?.trim().to_string())
+}

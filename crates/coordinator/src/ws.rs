@@ -1,0 +1,156 @@
+//! One task per worker connection: challenge, hello, then messages both ways.
+
+use crate::http::{ApiError, authenticate};
+use crate::state::{App, now_ms};
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use futures_util::{SinkExt, StreamExt};
+use runegrid_proto::PROTOCOL_VERSION;
+use runegrid_proto::worker::{Capabilities, ToCoordinator, ToWorker, hello_message};
+use runegrid_store::{Account, NewWorker};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Largest message a worker may send (results carry stdout).
+const MAX_MESSAGE: usize = 200 << 20;
+
+pub async fn upgrade(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let account = authenticate(&app, &headers).await?;
+    Ok(ws.max_message_size(MAX_MESSAGE).on_upgrade(move |socket| async move {
+        if let Err(e) = serve(app, account, socket).await {
+            tracing::info!(error = %e, "worker connection ended");
+        }
+    }))
+}
+
+fn send_text(msg: &ToWorker) -> Message {
+    Message::Text(serde_json::to_string(msg).expect("messages serialize").into())
+}
+
+async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(), String> {
+    let (mut sink, mut stream) = socket.split();
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    sink.send(send_text(&ToWorker::Challenge { protocol: PROTOCOL_VERSION, nonce: nonce.clone() }))
+        .await
+        .map_err(|e| e.to_string())?;
+    let hello = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .map_err(|_| "no hello within 10 s".to_string())?;
+    let Some(Ok(Message::Text(text))) = hello else { return Err("connection closed before hello".into()) };
+    let (key, name, caps) = match check_hello(&text, &nonce) {
+        Ok(x) => x,
+        Err(message) => {
+            tracing::warn!(%message, account = %account.name, "worker rejected");
+            let _ = sink.send(send_text(&ToWorker::Reject { message: message.clone() })).await;
+            let _ = sink.close().await;
+            return Err(message);
+        }
+    };
+    let public_key = hex::encode(key.as_bytes());
+    let record = app
+        .writer
+        .upsert_worker(NewWorker {
+            public_key: public_key.clone(),
+            owner: account.id,
+            name: name.clone(),
+            capabilities: serde_json::to_value(&caps).expect("capabilities serialize"),
+            at: now_ms(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let id = record.id;
+    let (tx, mut rx) = mpsc::unbounded_channel::<ToWorker>();
+    tx.send(ToWorker::Welcome { worker_id: id, heartbeat_ms: app.config.heartbeat.as_millis() as u64 })
+        .expect("receiver alive");
+    // The state holds the only sender: when it drops this worker, the writer below ends and so
+    // does this connection.
+    let conn = app.worker_connected(id, key, &caps, tx);
+    tracing::info!(worker = id, %name, slots = caps.slots, account = %account.name, "worker connected");
+
+    // Outbound: everything queued for this worker, batched into as few flushes as possible.
+    let mut writer = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            if sink.feed(send_text(&first)).await.is_err() {
+                return;
+            }
+            while let Ok(m) = rx.try_recv() {
+                if sink.feed(send_text(&m)).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let why = loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = &mut writer => break "coordinator dropped the connection".to_string(),
+        };
+        let text = match msg {
+            None => break "connection closed".to_string(),
+            Some(Err(e)) => break format!("connection error: {e}"),
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) => break "worker closed the connection".to_string(),
+            Some(Ok(_)) => continue,
+        };
+        app.touch(id, conn);
+        let msg: ToCoordinator = match serde_json::from_str(&text) {
+            Ok(m) => m,
+            Err(e) => break format!("malformed message: {e}"),
+        };
+        match msg {
+            ToCoordinator::Heartbeat => {}
+            ToCoordinator::Output { attempt, data } => app.on_output(id, attempt, &data),
+            ToCoordinator::Result(r) => app.on_result(id, r),
+            ToCoordinator::Failed { attempt, reason } => app.on_failed(id, attempt, &reason),
+            ToCoordinator::NeedProgram { sha256 } => match app.program_for(&sha256) {
+                Some(p) => app.send(id, conn, ToWorker::Program { sha256, module: p.module.clone() }),
+                None => tracing::warn!(worker = id, %sha256, "worker asked for an unknown program"),
+            },
+            ToCoordinator::Hello { .. } => break "second hello on one connection".to_string(),
+        }
+    };
+    tracing::info!(worker = id, reason = %why, "worker disconnected");
+    app.worker_gone(id, conn, &format!("worker disconnected: {why}"));
+    writer.abort();
+    Ok(())
+}
+
+fn check_hello(text: &str, nonce: &str) -> Result<(VerifyingKey, String, Capabilities), String> {
+    let msg: ToCoordinator = serde_json::from_str(text).map_err(|e| format!("malformed hello: {e}"))?;
+    let ToCoordinator::Hello { protocol, public_key, signature, name, capabilities } = msg else {
+        return Err("expected hello".into());
+    };
+    if protocol != PROTOCOL_VERSION {
+        return Err(format!(
+            "unsupported worker protocol {protocol}: this coordinator speaks version {PROTOCOL_VERSION}"
+        ));
+    }
+    let key_bytes: [u8; 32] = hex::decode(&public_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or("public key must be 32 bytes in hex")?;
+    let key = VerifyingKey::from_bytes(&key_bytes).map_err(|e| format!("bad public key: {e}"))?;
+    let sig = hex::decode(&signature)
+        .ok()
+        .and_then(|b| Signature::from_slice(&b).ok())
+        .ok_or("signature must be 64 bytes in hex")?;
+    key.verify(&hello_message(nonce), &sig).map_err(|_| "hello signature does not match the key".to_string())?;
+    if capabilities.slots == 0 || capabilities.slots > 1024 {
+        return Err(format!("slots must be between 1 and 1024, got {}", capabilities.slots));
+    }
+    let name = if name.trim().is_empty() { format!("worker-{}", &public_key[..8]) } else { name };
+    Ok((key, name, capabilities))
+}

@@ -1,0 +1,213 @@
+//! What one execution of a task produced, and the digest that replicas compare.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::fmt;
+
+/// Why a module trapped. Only the kind takes part in the digest: engines word their trap
+/// messages differently, but they agree on the kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrapKind {
+    /// `unreachable` executed (this is also how a Rust guest's panic ends).
+    Unreachable,
+    /// Memory access out of bounds.
+    MemoryOutOfBounds,
+    /// Integer division by zero.
+    IntegerDivisionByZero,
+    /// Integer overflow (e.g. `i32.div_s` of `INT_MIN / -1`).
+    IntegerOverflow,
+    /// Invalid float to integer conversion.
+    BadConversionToInteger,
+    /// Indirect call to a null table entry or with the wrong signature, or table out of bounds.
+    IndirectCall,
+    /// Any other trap.
+    Other,
+}
+
+impl TrapKind {
+    /// Stable snake_case name used in digests and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrapKind::Unreachable => "unreachable",
+            TrapKind::MemoryOutOfBounds => "memory_out_of_bounds",
+            TrapKind::IntegerDivisionByZero => "integer_division_by_zero",
+            TrapKind::IntegerOverflow => "integer_overflow",
+            TrapKind::BadConversionToInteger => "bad_conversion_to_integer",
+            TrapKind::IndirectCall => "indirect_call",
+            TrapKind::Other => "other",
+        }
+    }
+}
+
+/// How a deterministic execution ended. Every variant is reproducible: the same module and
+/// input end the same way on every engine, so replicas can compare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ExecStatus {
+    /// The program returned from `_start` (code 0) or called `proc_exit(code)`.
+    Exited { code: i32 },
+    /// The fuel limit was reached.
+    OutOfFuel,
+    /// The program asked for more linear memory than its limit allows.
+    MemoryLimit,
+    /// The call depth limit was reached.
+    StackOverflow,
+    /// The program wrote more to stdout than its cap allows.
+    StdoutLimit,
+    /// The module trapped.
+    Trap { trap: TrapKind },
+}
+
+impl ExecStatus {
+    /// Canonical text form, part of the digest.
+    pub fn code(&self) -> String {
+        match self {
+            ExecStatus::Exited { code } => format!("exit:{code}"),
+            ExecStatus::OutOfFuel => "out_of_fuel".into(),
+            ExecStatus::MemoryLimit => "memory_limit".into(),
+            ExecStatus::StackOverflow => "stack_overflow".into(),
+            ExecStatus::StdoutLimit => "stdout_limit".into(),
+            ExecStatus::Trap { trap } => format!("trap:{}", trap.as_str()),
+        }
+    }
+
+    /// True for a normal, successful exit (code 0).
+    pub fn is_success(&self) -> bool {
+        matches!(self, ExecStatus::Exited { code: 0 })
+    }
+
+    /// Exit code when the program exited, else `None`.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            ExecStatus::Exited { code } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ExecStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExecStatus::Exited { code: 0 } => write!(f, "exited successfully"),
+            ExecStatus::Exited { code } => write!(f, "program exited with code {code}"),
+            ExecStatus::OutOfFuel => write!(f, "out of fuel: the fuel limit was reached"),
+            ExecStatus::MemoryLimit => {
+                write!(f, "memory limit: the program asked for more memory than allowed")
+            }
+            ExecStatus::StackOverflow => write!(f, "stack overflow: call depth limit reached"),
+            ExecStatus::StdoutLimit => write!(f, "stdout limit: the program wrote more than its cap"),
+            ExecStatus::Trap { trap } => write!(f, "trap: {}", trap.as_str()),
+        }
+    }
+}
+
+/// The deterministic result of running a task once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    pub status: ExecStatus,
+    /// Everything written to stdout (up to the cap).
+    pub stdout: Vec<u8>,
+    /// Fuel consumed, as counted by the metering injected into the module.
+    pub fuel: u64,
+}
+
+impl Execution {
+    /// Digest replicas compare.
+    pub fn digest(&self) -> Digest {
+        digest(&self.status, self.fuel, &self.stdout)
+    }
+}
+
+/// SHA-256 digest of an execution, hex encoded when shown.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Digest> {
+        let bytes = hex::decode(s).ok()?;
+        Some(Digest(bytes.try_into().ok()?))
+    }
+
+    /// First 12 hex characters, for messages.
+    pub fn short(&self) -> String {
+        self.to_hex()[..12].to_string()
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.short())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Digest::from_hex(&s).ok_or_else(|| serde::de::Error::custom("digest must be 64 hex digits"))
+    }
+}
+
+/// The digest of (status, fuel, stdout): `sha256("runegrid-digest-v1\n" status "\n" fuel "\n" stdout)`
+/// where status is [`ExecStatus::code`] and fuel is in decimal. Any engine can compute it.
+pub fn digest(status: &ExecStatus, fuel: u64, stdout: &[u8]) -> Digest {
+    let mut h = Sha256::new();
+    h.update(b"runegrid-digest-v1\n");
+    h.update(status.code().as_bytes());
+    h.update(b"\n");
+    h.update(fuel.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(stdout);
+    Digest(h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_depends_on_every_part() {
+        let ok = ExecStatus::Exited { code: 0 };
+        let d = digest(&ok, 10, b"hi");
+        assert_ne!(d, digest(&ExecStatus::Exited { code: 1 }, 10, b"hi"));
+        assert_ne!(d, digest(&ok, 11, b"hi"));
+        assert_ne!(d, digest(&ok, 10, b"hj"));
+        assert_eq!(d, digest(&ok, 10, b"hi"));
+    }
+
+    #[test]
+    fn digest_hex_roundtrip() {
+        let d = digest(&ExecStatus::OutOfFuel, 5, b"");
+        assert_eq!(Digest::from_hex(&d.to_hex()), Some(d));
+        assert_eq!(Digest::from_hex("zz"), None);
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
+    }
+
+    #[test]
+    fn status_codes_are_stable() {
+        assert_eq!(ExecStatus::Exited { code: -3 }.code(), "exit:-3");
+        assert_eq!(
+            ExecStatus::Trap { trap: TrapKind::IntegerDivisionByZero }.code(),
+            "trap:integer_division_by_zero"
+        );
+        let json = serde_json::to_string(&ExecStatus::Exited { code: 2 }).unwrap();
+        assert_eq!(json, r#"{"kind":"exited","code":2}"#);
+    }
+}

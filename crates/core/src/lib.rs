@@ -1,0 +1,27 @@
+//! Domain types and the pure decisions of runegrid: what a task is, what an execution
+//! produced, when replicas agree, and which worker gets which task.
+//!
+//! Architecture Invariant: nothing here does I/O, spawns, sleeps or reads a clock. Every
+//! function is a deterministic function of its arguments, so it is tested exhaustively and
+//! compiles for `wasm32-unknown-unknown` (the browser worker reuses it).
+
+pub mod exec;
+pub mod limits;
+pub mod schedule;
+pub mod verify;
+
+pub use exec::{Digest, ExecStatus, Execution, TrapKind, digest};
+pub use limits::{Limits, LimitsError};
+pub use schedule::{Assignment, Need, WorkerView, plan};
+pub use verify::{AttemptTally, Quorum, QuorumError, Verdict, decide};
+
+/// Identifier of a job, unique within one coordinator.
+pub type JobId = i64;
+/// Identifier of a task (one input of a job).
+pub type TaskId = i64;
+/// Identifier of one execution of a task on one worker.
+pub type AttemptId = i64;
+/// Identifier of a connected worker record.
+pub type WorkerId = i64;
+/// Identifier of an account.
+pub type AccountId = i64;

@@ -1,0 +1,881 @@
+//! Step 3 of [`crate::instrument`]: the rewrite that injects fuel metering, the call-depth
+//! limit, the memory limit and NaN canonicalization (see the crate documentation for the
+//! model). Instruction bytes that need no change are copied verbatim; only the sections that
+//! gain entries (types, functions, globals, exports, code) are re-encoded, through
+//! [`wasm_encoder::reencode`].
+
+use crate::validate::ModuleInfo;
+use crate::{
+    DEPTH_GLOBAL, FUEL_GLOBAL, InstrumentError, MAX_TABLE_ELEMENTS, MEMORY_DENIED_GLOBAL,
+    MEMORY_LIMIT_GLOBAL, Options,
+};
+use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
+use wasm_encoder::{
+    ConstExpr, DataCountSection, ExportKind, ExportSection, FunctionSection, GlobalSection,
+    GlobalType, Module, RawSection, SectionId, TypeSection, ValType,
+};
+use wasmparser::{Operator, OperatorsReader, OperatorsReaderAllocations};
+
+fn invalid(e: impl std::fmt::Display) -> InstrumentError {
+    InstrumentError::Invalid(e.to_string())
+}
+
+/// Rewrites a module that passed [`crate::validate::check`].
+pub(crate) fn rewrite(
+    wasm: &[u8],
+    info: &ModuleInfo<'_>,
+    opts: &Options,
+) -> Result<Vec<u8>, InstrumentError> {
+    let mut re = RoundtripReencoder;
+    let mut module = Module::new();
+    let raw = |module: &mut Module, id: SectionId, range: std::ops::Range<usize>| {
+        module.section(&RawSection {
+            id: id as u8,
+            data: &wasm[range],
+        });
+    };
+
+    let grow_type = info.types.len() as u32;
+    let grow_func = info.func_types.len() as u32;
+    let g = Globals {
+        fuel: info.num_globals,
+        depth: info.num_globals + 1,
+        limit: info.num_globals + 2,
+        denied: info.num_globals + 3,
+    };
+
+    let mut types = TypeSection::new();
+    if let Some(r) = &info.type_section {
+        re.parse_type_section(&mut types, r.clone())
+            .map_err(invalid)?;
+    }
+    types.ty().function([ValType::I32], [ValType::I32]);
+    module.section(&types);
+
+    if let Some(r) = &info.import_section {
+        raw(&mut module, SectionId::Import, r.range());
+    }
+
+    let mut functions = FunctionSection::new();
+    if let Some(r) = &info.function_section {
+        re.parse_function_section(&mut functions, r.clone())
+            .map_err(invalid)?;
+    }
+    functions.function(grow_type);
+    module.section(&functions);
+
+    if let Some(r) = &info.table_section {
+        raw(&mut module, SectionId::Table, r.range());
+    }
+    if let Some(r) = &info.memory_section {
+        raw(&mut module, SectionId::Memory, r.range());
+    }
+
+    let mut globals = GlobalSection::new();
+    if let Some(r) = &info.global_section {
+        re.parse_global_section(&mut globals, r.clone())
+            .map_err(invalid)?;
+    }
+    let mutable = |val_type| GlobalType {
+        val_type,
+        mutable: true,
+        shared: false,
+    };
+    globals.global(mutable(ValType::I64), &ConstExpr::i64_const(0));
+    globals.global(
+        mutable(ValType::I32),
+        &ConstExpr::i32_const(opts.max_call_depth as i32),
+    );
+    globals.global(mutable(ValType::I32), &ConstExpr::i32_const(0));
+    globals.global(mutable(ValType::I32), &ConstExpr::i32_const(0));
+    module.section(&globals);
+
+    let mut exports = ExportSection::new();
+    if let Some(r) = &info.export_section {
+        re.parse_export_section(&mut exports, r.clone())
+            .map_err(invalid)?;
+    }
+    exports.export(FUEL_GLOBAL, ExportKind::Global, g.fuel);
+    exports.export(DEPTH_GLOBAL, ExportKind::Global, g.depth);
+    exports.export(MEMORY_LIMIT_GLOBAL, ExportKind::Global, g.limit);
+    exports.export(MEMORY_DENIED_GLOBAL, ExportKind::Global, g.denied);
+    module.section(&exports);
+
+    if let Some(r) = &info.element_section {
+        raw(&mut module, SectionId::Element, r.range());
+    }
+    if let Some(count) = info.data_count {
+        module.section(&DataCountSection { count });
+    }
+
+    // The code section is assembled by hand: bodies are written straight into one buffer.
+    let bodies = info.code_section.as_ref().map_or(0, |r| r.count());
+    let input_code_len = info.code_section.as_ref().map_or(0, |r| r.range().len());
+    let mut code = Vec::with_capacity(input_code_len * 2 + 64);
+    uleb(&mut code, u64::from(bodies) + 1);
+    let mut rw = FuncRewriter::new(wasm, info.num_imported_funcs, opts, g, grow_func);
+    if let Some(r) = &info.code_section {
+        for (i, body) in r.clone().into_iter().enumerate() {
+            let body = body.map_err(invalid)?;
+            let func = info.num_imported_funcs as usize + i;
+            let ty = info
+                .func_types
+                .get(func)
+                .and_then(|t| info.types.get(*t as usize))
+                .ok_or_else(|| InstrumentError::Internal(format!("function {func} has no type")))?;
+            rw.function(&body, ty.params().len() as u32, &mut code)?;
+        }
+    }
+    let grow = grow_function(g);
+    uleb(&mut code, grow.len() as u64);
+    code.extend_from_slice(&grow);
+    module.section(&RawSection {
+        id: SectionId::Code as u8,
+        data: &code,
+    });
+
+    if let Some(r) = &info.data_section {
+        raw(&mut module, SectionId::Data, r.range());
+    }
+    Ok(module.finish())
+}
+
+/// Indices of the injected globals.
+#[derive(Clone, Copy)]
+struct Globals {
+    fuel: u32,
+    depth: u32,
+    limit: u32,
+    denied: u32,
+}
+
+// Opcodes of the injected instructions.
+const UNREACHABLE: u8 = 0x00;
+const IF: u8 = 0x04;
+const ELSE: u8 = 0x05;
+const END: u8 = 0x0b;
+const RETURN: u8 = 0x0f;
+const CALL: u8 = 0x10;
+const SELECT: u8 = 0x1b;
+const LOCAL_GET: u8 = 0x20;
+const LOCAL_SET: u8 = 0x21;
+const LOCAL_TEE: u8 = 0x22;
+const GLOBAL_GET: u8 = 0x23;
+const GLOBAL_SET: u8 = 0x24;
+const MEMORY_SIZE: u8 = 0x3f;
+const MEMORY_GROW: u8 = 0x40;
+const I32_CONST: u8 = 0x41;
+const I64_CONST: u8 = 0x42;
+const F32_CONST: u8 = 0x43;
+const F64_CONST: u8 = 0x44;
+const I32_LT_S: u8 = 0x48;
+const I64_LT_S: u8 = 0x53;
+const I64_GT_U: u8 = 0x56;
+const F32_EQ: u8 = 0x5b;
+const F64_EQ: u8 = 0x61;
+const I32_ADD: u8 = 0x6a;
+const I32_SUB: u8 = 0x6b;
+const I32_SHR_U: u8 = 0x76;
+const I64_ADD: u8 = 0x7c;
+const I64_SUB: u8 = 0x7d;
+const I64_EXTEND_I32_U: u8 = 0xad;
+const PREFIX_FC: u8 = 0xfc;
+const TABLE_GROW: u32 = 15;
+const TABLE_SIZE: u32 = 16;
+const BLOCK_EMPTY: u8 = 0x40;
+const BLOCK_I32: u8 = 0x7f;
+
+/// `log2` of the number of bytes (or table elements) a bulk instruction may move per unit of
+/// fuel.
+const BULK_SHIFT: u8 = 6;
+
+fn uleb(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn uleb_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn sleb(out: &mut Vec<u8>, mut v: i64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        let done = (v == 0 && byte & 0x40 == 0) || (v == -1 && byte & 0x40 != 0);
+        if done {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn op_idx(out: &mut Vec<u8>, op: u8, idx: u32) {
+    out.push(op);
+    uleb(out, u64::from(idx));
+}
+
+/// `if (cond) unreachable end`.
+fn trap_if(out: &mut Vec<u8>) {
+    out.extend_from_slice(&[IF, BLOCK_EMPTY, UNREACHABLE, END]);
+}
+
+/// Body of the function that replaces `memory.grow`: `(param $delta i32) (result i32)`.
+fn grow_function(g: Globals) -> Vec<u8> {
+    let mut b = vec![0]; // no locals
+    b.extend_from_slice(&[
+        MEMORY_SIZE,
+        0,
+        I64_EXTEND_I32_U,
+        LOCAL_GET,
+        0,
+        I64_EXTEND_I32_U,
+    ]);
+    b.push(I64_ADD);
+    op_idx(&mut b, GLOBAL_GET, g.limit);
+    b.extend_from_slice(&[I64_EXTEND_I32_U, I64_GT_U, IF, BLOCK_EMPTY, I32_CONST, 1]);
+    op_idx(&mut b, GLOBAL_SET, g.denied);
+    b.extend_from_slice(&[I32_CONST, 0x7f, RETURN, END]);
+    b.extend_from_slice(&[LOCAL_GET, 0, MEMORY_GROW, 0, END]);
+    b
+}
+
+/// A float type, for NaN canonicalization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Float {
+    F32,
+    F64,
+}
+
+/// Which consumed operands an instruction ignores the NaN payload of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Insensitive {
+    /// It may observe the payload of any operand.
+    No,
+    /// It never observes the payload of an operand of this float type.
+    Float(Float),
+    /// It observes nothing (`drop`).
+    All,
+}
+
+/// How the rewriter treats one original instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A plain instruction with a known stack effect (for the NaN tracker); `canon` when its
+    /// result may be a NaN with an engine-dependent payload.
+    Stack {
+        pops: u32,
+        pushes: u32,
+        insensitive: Insensitive,
+        canon: Option<Float>,
+    },
+    /// A plain instruction the NaN tracker does not follow.
+    Opaque,
+    /// Ends the current segment (control flow).
+    SegmentEnd,
+    /// `call` (of a module function) / `call_indirect`: depth accounting, then ends the
+    /// segment.
+    Call,
+    /// `memory.grow`: replaced by a call to the injected function.
+    MemoryGrow,
+    /// Bulk instruction charged `len >> BULK_SHIFT` extra.
+    Bulk,
+    /// `table.grow` of this table: refused above [`MAX_TABLE_ELEMENTS`].
+    TableGrow(u32),
+}
+
+fn classify(op: &Operator<'_>) -> Result<Kind, InstrumentError> {
+    use Float::{F32, F64};
+    use Insensitive::{All, No};
+    use Operator as O;
+    let stack = |pops, pushes, insensitive, canon| Kind::Stack {
+        pops,
+        pushes,
+        insensitive,
+        canon,
+    };
+    let plain = |pops, pushes| stack(pops, pushes, No, None);
+    let f = Insensitive::Float;
+    Ok(match op {
+        O::Block { .. }
+        | O::Loop { .. }
+        | O::If { .. }
+        | O::Else
+        | O::End
+        | O::Br { .. }
+        | O::BrIf { .. }
+        | O::BrTable { .. }
+        | O::Return
+        | O::Unreachable => Kind::SegmentEnd,
+        O::Call { .. } | O::CallIndirect { .. } => Kind::Call,
+        O::MemoryGrow { .. } => Kind::MemoryGrow,
+        O::MemoryFill { .. }
+        | O::MemoryCopy { .. }
+        | O::MemoryInit { .. }
+        | O::TableFill { .. }
+        | O::TableCopy { .. }
+        | O::TableInit { .. } => Kind::Bulk,
+        O::TableGrow { table } => Kind::TableGrow(*table),
+        O::DataDrop { .. } | O::ElemDrop { .. } => Kind::Opaque,
+
+        O::Nop => plain(0, 0),
+        O::LocalGet { .. }
+        | O::GlobalGet { .. }
+        | O::I32Const { .. }
+        | O::I64Const { .. }
+        | O::F32Const { .. }
+        | O::F64Const { .. }
+        | O::MemorySize { .. }
+        | O::RefNull { .. }
+        | O::RefFunc { .. }
+        | O::TableSize { .. } => plain(0, 1),
+        O::I32Load { .. }
+        | O::I64Load { .. }
+        | O::F32Load { .. }
+        | O::F64Load { .. }
+        | O::I32Load8S { .. }
+        | O::I32Load8U { .. }
+        | O::I32Load16S { .. }
+        | O::I32Load16U { .. }
+        | O::I64Load8S { .. }
+        | O::I64Load8U { .. }
+        | O::I64Load16S { .. }
+        | O::I64Load16U { .. }
+        | O::I64Load32S { .. }
+        | O::I64Load32U { .. }
+        | O::TableGet { .. }
+        | O::LocalTee { .. } => plain(1, 1),
+        O::I32Store { .. }
+        | O::I64Store { .. }
+        | O::F32Store { .. }
+        | O::F64Store { .. }
+        | O::I32Store8 { .. }
+        | O::I32Store16 { .. }
+        | O::I64Store8 { .. }
+        | O::I64Store16 { .. }
+        | O::I64Store32 { .. }
+        | O::TableSet { .. } => plain(2, 0),
+        O::LocalSet { .. } | O::GlobalSet { .. } => plain(1, 0),
+        O::Drop => stack(1, 0, All, None),
+        O::Select | O::TypedSelect { .. } => plain(3, 1),
+
+        // Unary, payload-blind or not taking floats.
+        O::I32Eqz
+        | O::I64Eqz
+        | O::I32Clz
+        | O::I32Ctz
+        | O::I32Popcnt
+        | O::I64Clz
+        | O::I64Ctz
+        | O::I64Popcnt
+        | O::I32WrapI64
+        | O::I64ExtendI32S
+        | O::I64ExtendI32U
+        | O::I32Extend8S
+        | O::I32Extend16S
+        | O::I64Extend8S
+        | O::I64Extend16S
+        | O::I64Extend32S
+        | O::RefIsNull
+        | O::F32ConvertI32S
+        | O::F32ConvertI32U
+        | O::F32ConvertI64S
+        | O::F32ConvertI64U
+        | O::F64ConvertI32S
+        | O::F64ConvertI32U
+        | O::F64ConvertI64S
+        | O::F64ConvertI64U
+        | O::F32ReinterpretI32
+        | O::F64ReinterpretI64
+        | O::I32ReinterpretF32
+        | O::I64ReinterpretF64
+        | O::F32Abs
+        | O::F32Neg
+        | O::F64Abs
+        | O::F64Neg => plain(1, 1),
+
+        // Integer binary operators and comparisons; copysign (it observes the sign of a NaN).
+        O::I32Add
+        | O::I32Sub
+        | O::I32Mul
+        | O::I32DivS
+        | O::I32DivU
+        | O::I32RemS
+        | O::I32RemU
+        | O::I32And
+        | O::I32Or
+        | O::I32Xor
+        | O::I32Shl
+        | O::I32ShrS
+        | O::I32ShrU
+        | O::I32Rotl
+        | O::I32Rotr
+        | O::I64Add
+        | O::I64Sub
+        | O::I64Mul
+        | O::I64DivS
+        | O::I64DivU
+        | O::I64RemS
+        | O::I64RemU
+        | O::I64And
+        | O::I64Or
+        | O::I64Xor
+        | O::I64Shl
+        | O::I64ShrS
+        | O::I64ShrU
+        | O::I64Rotl
+        | O::I64Rotr
+        | O::I32Eq
+        | O::I32Ne
+        | O::I32LtS
+        | O::I32LtU
+        | O::I32GtS
+        | O::I32GtU
+        | O::I32LeS
+        | O::I32LeU
+        | O::I32GeS
+        | O::I32GeU
+        | O::I64Eq
+        | O::I64Ne
+        | O::I64LtS
+        | O::I64LtU
+        | O::I64GtS
+        | O::I64GtU
+        | O::I64LeS
+        | O::I64LeU
+        | O::I64GeS
+        | O::I64GeU
+        | O::F32Copysign
+        | O::F64Copysign => plain(2, 1),
+
+        // Float comparisons: the result does not depend on a NaN's payload.
+        O::F32Eq | O::F32Ne | O::F32Lt | O::F32Gt | O::F32Le | O::F32Ge => {
+            stack(2, 1, f(F32), None)
+        }
+        O::F64Eq | O::F64Ne | O::F64Lt | O::F64Gt | O::F64Le | O::F64Ge => {
+            stack(2, 1, f(F64), None)
+        }
+
+        // Float to integer: traps (or saturates to 0) on any NaN.
+        O::I32TruncF32S
+        | O::I32TruncF32U
+        | O::I64TruncF32S
+        | O::I64TruncF32U
+        | O::I32TruncSatF32S
+        | O::I32TruncSatF32U
+        | O::I64TruncSatF32S
+        | O::I64TruncSatF32U => stack(1, 1, f(F32), None),
+        O::I32TruncF64S
+        | O::I32TruncF64U
+        | O::I64TruncF64S
+        | O::I64TruncF64U
+        | O::I32TruncSatF64S
+        | O::I32TruncSatF64U
+        | O::I64TruncSatF64S
+        | O::I64TruncSatF64U => stack(1, 1, f(F64), None),
+
+        // May produce a NaN with an engine-dependent payload.
+        O::F32Add | O::F32Sub | O::F32Mul | O::F32Div | O::F32Min | O::F32Max => {
+            stack(2, 1, f(F32), Some(F32))
+        }
+        O::F64Add | O::F64Sub | O::F64Mul | O::F64Div | O::F64Min | O::F64Max => {
+            stack(2, 1, f(F64), Some(F64))
+        }
+        O::F32Ceil | O::F32Floor | O::F32Trunc | O::F32Nearest | O::F32Sqrt => {
+            stack(1, 1, f(F32), Some(F32))
+        }
+        O::F64Ceil | O::F64Floor | O::F64Trunc | O::F64Nearest | O::F64Sqrt => {
+            stack(1, 1, f(F64), Some(F64))
+        }
+        O::F32DemoteF64 => stack(1, 1, f(F64), Some(F32)),
+        O::F64PromoteF32 => stack(1, 1, f(F32), Some(F64)),
+
+        other => {
+            return Err(InstrumentError::Internal(format!(
+                "unexpected instruction {other:?} in a validated module"
+            )));
+        }
+    })
+}
+
+/// Scratch locals the injected code uses, appended after a function's own locals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scratch {
+    I32,
+    I64,
+    F32,
+    F64,
+    FuncRef,
+}
+
+impl Scratch {
+    fn byte(self) -> u8 {
+        match self {
+            Scratch::I32 => 0x7f,
+            Scratch::I64 => 0x7e,
+            Scratch::F32 => 0x7d,
+            Scratch::F64 => 0x7c,
+            Scratch::FuncRef => 0x70,
+        }
+    }
+}
+
+/// A float result whose canonicalization is not decided yet.
+struct Pending {
+    /// Where the canonicalizing code goes in the segment buffer (right after the producer).
+    pos: usize,
+    ty: Float,
+    /// How many values lie above it on the operand stack.
+    depth: u32,
+}
+
+/// Rewrites function bodies one at a time, reusing its buffers.
+struct FuncRewriter<'w> {
+    wasm: &'w [u8],
+    num_imported_funcs: u32,
+    nan: bool,
+    g: Globals,
+    grow_func: u32,
+    /// Code of the finished segments of the current function.
+    out: Vec<u8>,
+    /// Code of the current segment, without its charge.
+    seg: Vec<u8>,
+    seg_cost: u64,
+    pending: Vec<Pending>,
+    /// Positions in `seg` that get NaN-canonicalizing code.
+    inserts: Vec<(usize, Float)>,
+    scratch: Vec<(Scratch, u32)>,
+    next_local: u32,
+    allocs: Option<OperatorsReaderAllocations>,
+}
+
+impl<'w> FuncRewriter<'w> {
+    fn new(
+        wasm: &'w [u8],
+        num_imported_funcs: u32,
+        opts: &Options,
+        g: Globals,
+        grow_func: u32,
+    ) -> Self {
+        FuncRewriter {
+            wasm,
+            num_imported_funcs,
+            nan: opts.nan_canonicalization,
+            g,
+            grow_func,
+            out: Vec::new(),
+            seg: Vec::new(),
+            seg_cost: 0,
+            pending: Vec::new(),
+            inserts: Vec::new(),
+            scratch: Vec::new(),
+            next_local: 0,
+            allocs: Some(OperatorsReaderAllocations::default()),
+        }
+    }
+
+    /// Index of the scratch local of type `ty`, declared on first use.
+    fn local(&mut self, ty: Scratch) -> u32 {
+        if let Some((_, idx)) = self.scratch.iter().find(|(t, _)| *t == ty) {
+            return *idx;
+        }
+        let idx = self.next_local;
+        self.next_local += 1;
+        self.scratch.push((ty, idx));
+        idx
+    }
+
+    /// Rewrites one function body and appends it, with its size, to `code`.
+    fn function(
+        &mut self,
+        body: &wasmparser::FunctionBody<'w>,
+        params: u32,
+        code: &mut Vec<u8>,
+    ) -> Result<(), InstrumentError> {
+        self.out.clear();
+        self.seg.clear();
+        self.seg_cost = 0;
+        self.pending.clear();
+        self.inserts.clear();
+        self.scratch.clear();
+
+        let mut locals = body.get_locals_reader().map_err(invalid)?;
+        let declarations = locals.get_count();
+        let decl_start = locals.original_position();
+        let mut count = params;
+        for _ in 0..declarations {
+            let (n, _) = locals.read().map_err(invalid)?;
+            count = count
+                .checked_add(n)
+                .ok_or_else(|| InstrumentError::Invalid("too many locals".into()))?;
+        }
+        let decl_end = locals.original_position();
+        self.next_local = count;
+
+        let ops = body.get_binary_reader_for_operators().map_err(invalid)?;
+        let allocs = self.allocs.take().unwrap_or_default();
+        let mut reader = OperatorsReader::new_with_allocs(ops, allocs);
+        while !reader.eof() {
+            let (op, start) = reader.read_with_offset().map_err(invalid)?;
+            let end = reader.original_position();
+            let kind = match op {
+                // Host functions never call back into the module: no depth accounting.
+                Operator::Call { function_index } if function_index < self.num_imported_funcs => {
+                    Kind::SegmentEnd
+                }
+                _ => classify(&op)?,
+            };
+            self.instruction(kind, start, end);
+        }
+        self.allocs = Some(reader.into_allocations());
+        if !self.seg.is_empty() {
+            self.flush();
+        }
+
+        let declared = u64::from(declarations) + self.scratch.len() as u64;
+        let len =
+            uleb_len(declared) + (decl_end - decl_start) + 2 * self.scratch.len() + self.out.len();
+        uleb(code, len as u64);
+        uleb(code, declared);
+        code.extend_from_slice(&self.wasm[decl_start..decl_end]);
+        for (ty, _) in &self.scratch {
+            code.extend_from_slice(&[1, ty.byte()]);
+        }
+        code.extend_from_slice(&self.out);
+        Ok(())
+    }
+
+    fn instruction(&mut self, kind: Kind, start: usize, end: usize) {
+        let wasm = self.wasm;
+        let raw = &wasm[start..end];
+        self.seg_cost += 1;
+        match kind {
+            Kind::Stack {
+                pops,
+                pushes,
+                insensitive,
+                canon,
+            } => {
+                self.track(pops, pushes, insensitive);
+                self.seg.extend_from_slice(raw);
+                if let (true, Some(ty)) = (self.nan, canon) {
+                    self.pending.push(Pending {
+                        pos: self.seg.len(),
+                        ty,
+                        depth: 0,
+                    });
+                }
+            }
+            Kind::Opaque => {
+                self.resolve_all();
+                self.seg.extend_from_slice(raw);
+            }
+            Kind::SegmentEnd => {
+                self.resolve_all();
+                self.seg.extend_from_slice(raw);
+                self.flush();
+            }
+            Kind::Call => {
+                self.resolve_all();
+                // depth -= 1; if depth < 0 { unreachable }
+                let t = self.local(Scratch::I32);
+                let d = self.g.depth;
+                let seg = &mut self.seg;
+                op_idx(seg, GLOBAL_GET, d);
+                seg.extend_from_slice(&[I32_CONST, 1, I32_SUB]);
+                op_idx(seg, LOCAL_TEE, t);
+                op_idx(seg, GLOBAL_SET, d);
+                op_idx(seg, LOCAL_GET, t);
+                seg.extend_from_slice(&[I32_CONST, 0, I32_LT_S]);
+                trap_if(seg);
+                seg.extend_from_slice(raw);
+                self.flush();
+                // depth += 1 once the call returned.
+                let out = &mut self.out;
+                op_idx(out, GLOBAL_GET, d);
+                out.extend_from_slice(&[I32_CONST, 1, I32_ADD]);
+                op_idx(out, GLOBAL_SET, d);
+            }
+            Kind::MemoryGrow => {
+                self.track(1, 1, Insensitive::No);
+                op_idx(&mut self.seg, CALL, self.grow_func);
+            }
+            Kind::Bulk => {
+                self.resolve_all();
+                // len = pop; fuel -= len >> BULK_SHIFT; if fuel < 0 { unreachable }; push len
+                let len = self.local(Scratch::I32);
+                let tmp = self.local(Scratch::I64);
+                let fuel = self.g.fuel;
+                let seg = &mut self.seg;
+                op_idx(seg, LOCAL_SET, len);
+                op_idx(seg, GLOBAL_GET, fuel);
+                op_idx(seg, LOCAL_GET, len);
+                seg.extend_from_slice(&[
+                    I32_CONST,
+                    BULK_SHIFT,
+                    I32_SHR_U,
+                    I64_EXTEND_I32_U,
+                    I64_SUB,
+                ]);
+                op_idx(seg, LOCAL_TEE, tmp);
+                op_idx(seg, GLOBAL_SET, fuel);
+                op_idx(seg, LOCAL_GET, tmp);
+                seg.extend_from_slice(&[I64_CONST, 0, I64_LT_S]);
+                trap_if(seg);
+                op_idx(seg, LOCAL_GET, len);
+                seg.extend_from_slice(raw);
+            }
+            Kind::TableGrow(table) => {
+                self.resolve_all();
+                // delta = pop; init = pop;
+                // if size + delta > MAX { -1 } else { table.grow(init, delta) }
+                let delta = self.local(Scratch::I32);
+                // Tables hold funcref: externref is refused at validation.
+                let init = self.local(Scratch::FuncRef);
+                let seg = &mut self.seg;
+                op_idx(seg, LOCAL_SET, delta);
+                op_idx(seg, LOCAL_SET, init);
+                seg.push(PREFIX_FC);
+                uleb(seg, u64::from(TABLE_SIZE));
+                uleb(seg, u64::from(table));
+                seg.push(I64_EXTEND_I32_U);
+                op_idx(seg, LOCAL_GET, delta);
+                seg.extend_from_slice(&[I64_EXTEND_I32_U, I64_ADD, I64_CONST]);
+                sleb(seg, i64::from(MAX_TABLE_ELEMENTS));
+                seg.extend_from_slice(&[I64_GT_U, IF, BLOCK_I32, I32_CONST, 0x7f, ELSE]);
+                op_idx(seg, LOCAL_GET, init);
+                op_idx(seg, LOCAL_GET, delta);
+                seg.push(PREFIX_FC);
+                uleb(seg, u64::from(TABLE_GROW));
+                uleb(seg, u64::from(table));
+                seg.push(END);
+            }
+        }
+    }
+
+    /// Follows the pending float results through an instruction that pops `pops` values and
+    /// pushes `pushes`; a consumed result is canonicalized unless the consumer ignores its
+    /// payload.
+    fn track(&mut self, pops: u32, pushes: u32, insensitive: Insensitive) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &mut self.pending[i];
+            if p.depth < pops {
+                let blind = match insensitive {
+                    Insensitive::All => true,
+                    Insensitive::Float(f) => f == p.ty,
+                    Insensitive::No => false,
+                };
+                let p = self.pending.swap_remove(i);
+                if !blind {
+                    self.inserts.push((p.pos, p.ty));
+                }
+                continue;
+            }
+            p.depth = p.depth - pops + pushes;
+            i += 1;
+        }
+    }
+
+    /// Canonicalizes every pending result.
+    fn resolve_all(&mut self) {
+        for p in self.pending.drain(..) {
+            self.inserts.push((p.pos, p.ty));
+        }
+    }
+
+    /// Ends the segment: emits its charge, then its code with the canonicalizations.
+    fn flush(&mut self) {
+        self.resolve_all();
+        let tmp = self.local(Scratch::I64);
+        let fuel = self.g.fuel;
+        // fuel -= cost; if fuel < 0 { unreachable }
+        let out = &mut self.out;
+        op_idx(out, GLOBAL_GET, fuel);
+        out.push(I64_CONST);
+        sleb(out, self.seg_cost as i64);
+        out.push(I64_SUB);
+        op_idx(out, LOCAL_TEE, tmp);
+        op_idx(out, GLOBAL_SET, fuel);
+        op_idx(out, LOCAL_GET, tmp);
+        out.extend_from_slice(&[I64_CONST, 0, I64_LT_S]);
+        trap_if(out);
+
+        if self.inserts.is_empty() {
+            self.out.extend_from_slice(&self.seg);
+        } else {
+            self.inserts.sort_unstable_by_key(|(pos, _)| *pos);
+            let mut inserts = std::mem::take(&mut self.inserts);
+            let mut last = 0;
+            for (pos, ty) in inserts.drain(..) {
+                self.out.extend_from_slice(&self.seg[last..pos]);
+                last = pos;
+                let (scratch, konst, eq) = match ty {
+                    Float::F32 => (Scratch::F32, F32_CONST, F32_EQ),
+                    Float::F64 => (Scratch::F64, F64_CONST, F64_EQ),
+                };
+                let t = self.local(scratch);
+                // tee t; const NaN; get t; get t; eq; select  =>  t == t ? t : NaN
+                op_idx(&mut self.out, LOCAL_TEE, t);
+                self.out.push(konst);
+                match ty {
+                    Float::F32 => self.out.extend_from_slice(&0x7fc0_0000u32.to_le_bytes()),
+                    Float::F64 => self
+                        .out
+                        .extend_from_slice(&0x7ff8_0000_0000_0000u64.to_le_bytes()),
+                }
+                op_idx(&mut self.out, LOCAL_GET, t);
+                op_idx(&mut self.out, LOCAL_GET, t);
+                self.out.extend_from_slice(&[eq, SELECT]);
+            }
+            self.out.extend_from_slice(&self.seg[last..]);
+            self.inserts = inserts;
+        }
+        self.seg.clear();
+        self.seg_cost = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leb_encodings() {
+        let enc = |f: fn(&mut Vec<u8>, i64), v| {
+            let mut b = Vec::new();
+            f(&mut b, v);
+            b
+        };
+        let s = |b: &mut Vec<u8>, v| sleb(b, v);
+        let u = |b: &mut Vec<u8>, v: i64| uleb(b, v as u64);
+        assert_eq!(enc(s, 0), [0]);
+        assert_eq!(enc(s, 63), [63]);
+        assert_eq!(enc(s, 64), [0xc0, 0]);
+        assert_eq!(enc(s, -1), [0x7f]);
+        assert_eq!(enc(s, -65), [0xbf, 0x7f]);
+        assert_eq!(enc(u, 127), [127]);
+        assert_eq!(enc(u, 128), [0x80, 1]);
+        assert_eq!(enc(u, 624485), [0xe5, 0x8e, 0x26]);
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            16383,
+            16384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            assert_eq!(uleb_len(v), enc(u, v as i64).len(), "{v}");
+        }
+    }
+}

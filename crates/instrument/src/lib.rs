@@ -1,0 +1,210 @@
+//! Validation and deterministic instrumentation of untrusted WASI preview-1 modules.
+//!
+//! Runs once, at job submission, on the coordinator. [`instrument`] checks that a module stays
+//! inside the runegrid execution model (see [`validate`]) and rewrites it so that **any** engine
+//! that runs the output (native wasmtime, a browser's engine) counts fuel, limits call depth,
+//! limits memory and produces NaN bit patterns identically. Nothing here touches an engine or
+//! does I/O: the crate is a pure function from bytes to bytes.
+//!
+//! # What the output contains
+//!
+//! Existing indices never move: every new type, function, global and local is appended at the
+//! end of its index space, so the module's own functions, globals, tables, element segments and
+//! `call_indirect` type indices are untouched. Instruction bytes that need no change are copied
+//! verbatim. Added items:
+//!
+//! | export | type | meaning |
+//! | --- | --- | --- |
+//! | [`FUEL_GLOBAL`] | mutable `i64`, initially 0 | fuel left; the host sets the limit before `_start` and reads it after |
+//! | [`DEPTH_GLOBAL`] | mutable `i32`, initially [`Options::max_call_depth`] | calls still allowed on the stack |
+//! | [`MEMORY_LIMIT_GLOBAL`] | mutable `i32`, initially 0 | memory cap in 64 KiB pages (read as unsigned); the host sets it |
+//! | [`MEMORY_DENIED_GLOBAL`] | mutable `i32`, initially 0 | set to 1 when a `memory.grow` was refused by the cap |
+//!
+//! plus one function (`(i32) -> i32`, appended after the module's functions, not exported) that
+//! replaces every `memory.grow`, and its type (appended after the module's types).
+//!
+//! Custom sections (`name`, DWARF, `producers`, …) are dropped: the output is what every replica
+//! must run byte for byte, and debug sections only make it bigger.
+//!
+//! # Cost model (fuel)
+//!
+//! Every function body is split into straight-line *segments*. A segment ends right after each
+//! of these instructions: `block`, `loop`, `if`, `else`, `end`, `br`, `br_if`, `br_table`,
+//! `return`, `unreachable`, `call`, `call_indirect`; the next segment starts with the following
+//! instruction (so the body of a `loop`, the arms of an `if` and the code after a `call` each
+//! start a segment).
+//!
+//! - Every original instruction costs **1**, including `block`, `loop`, `if`, `else` and `end`.
+//! - A segment's whole cost is subtracted from [`FUEL_GLOBAL`] when the segment *starts*; a
+//!   trap or exit in the middle of a segment has already paid for all of it.
+//! - `memory.fill`, `memory.copy`, `memory.init`, `table.fill`, `table.copy` and `table.init`
+//!   additionally cost `len / 64` (unsigned, rounded down; `len` is the operand on top of the
+//!   stack), charged just before the instruction runs.
+//! - Host (WASI) functions cost only their `call`; instructions injected by this crate cost
+//!   nothing.
+//! - When a charge leaves the fuel global **below zero** the module executes `unreachable`.
+//!   The host tells running out of fuel from the guest's own trap by reading the global after
+//!   the trap: negative means out of fuel, and the fuel used is then the whole limit.
+//!
+//! Example: `(func (local $i i32) i32.const 10 local.set $i loop br_if… end)` with a 5
+//! instruction loop body run 10 times costs `3 + 10 × 5 + 2` (the prologue `i32.const`,
+//! `local.set`, `loop`; the body; the final two `end`s).
+//!
+//! # Call depth
+//!
+//! Around every original `call` of a function the module defines, and every `call_indirect`,
+//! the module decrements [`DEPTH_GLOBAL`] (trapping with `unreachable` when it goes below zero)
+//! and increments it again when the call returns. Calls of imported (WASI) functions are not
+//! counted: the host never calls back into the module. The module initialises the global to [`Options::max_call_depth`]; after a trap the
+//! host reads it and a negative value means the depth limit was hit (check fuel first). Every
+//! engine therefore overflows at the same depth, whatever its native stack.
+//!
+//! # Memory
+//!
+//! Every `memory.grow` becomes a call to the injected function: if
+//! `memory.size + delta > limit` (computed in 64 bits, `limit` the unsigned value of
+//! [`MEMORY_LIMIT_GLOBAL`]) it sets [`MEMORY_DENIED_GLOBAL`] to 1 and returns -1 without
+//! growing; otherwise it runs the real `memory.grow`. `table.grow` is similarly refused
+//! (returns -1) beyond [`MAX_TABLE_ELEMENTS`]; a table declared larger is rejected.
+//!
+//! # NaN canonicalization
+//!
+//! With [`Options::nan_canonicalization`] (the default), every float result that may be a NaN
+//! with an engine-dependent payload (`add`, `sub`, `mul`, `div`, `sqrt`, `min`, `max`, `ceil`,
+//! `floor`, `trunc`, `nearest` of `f32`/`f64`, `f32.demote_f64`, `f64.promote_f32`) is replaced
+//! by the canonical quiet NaN (`0x7fc00000`, `0x7ff8000000000000`) when it is a NaN. Bit-exact
+//! instructions (`neg`, `abs`, `copysign`, loads, constants, reinterpretations) are left alone.
+//! Canonicalization is skipped, as an optimization that cannot change any observable bit, when
+//! a tracker of the operand stack within the segment proves the value is consumed only by an
+//! instruction that does not look at NaN payloads (another of the operations above, a float
+//! comparison, a float-to-int truncation, or `drop`).
+
+mod inject;
+mod validate;
+
+pub use validate::{ALLOWED_FEATURES, ALLOWED_WASI_IMPORTS, WASI_MODULE};
+
+/// Exported mutable `i64` global holding the fuel left.
+pub const FUEL_GLOBAL: &str = "__runegrid_fuel";
+/// Exported mutable `i32` global holding how many more nested calls are allowed.
+pub const DEPTH_GLOBAL: &str = "__runegrid_depth";
+/// Exported mutable `i32` global the host sets to the memory cap, in 64 KiB pages (unsigned).
+pub const MEMORY_LIMIT_GLOBAL: &str = "__runegrid_memory_limit_pages";
+/// Exported mutable `i32` global set to 1 when a `memory.grow` was refused by the cap.
+pub const MEMORY_DENIED_GLOBAL: &str = "__runegrid_memory_denied";
+/// Export names starting with this prefix are reserved for the instrumentation.
+pub const RESERVED_PREFIX: &str = "__runegrid_";
+/// Largest number of elements a table may have (declared or grown).
+pub const MAX_TABLE_ELEMENTS: u32 = 1 << 20;
+/// Default for [`Options::max_call_depth`].
+pub const DEFAULT_MAX_CALL_DEPTH: u32 = 4096;
+
+/// How to instrument a module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Replace NaN results of float arithmetic with the canonical NaN (default `true`).
+    pub nan_canonicalization: bool,
+    /// Most calls that may be nested at once (default [`DEFAULT_MAX_CALL_DEPTH`]); at most
+    /// `i32::MAX`.
+    pub max_call_depth: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            nan_canonicalization: true,
+            max_call_depth: DEFAULT_MAX_CALL_DEPTH,
+        }
+    }
+}
+
+/// An instrumented module, ready to be run by any engine that implements the runegrid host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instrumented {
+    /// The instrumented module (binary).
+    pub bytes: Vec<u8>,
+    /// The WASI functions it imports, as `"module.name"`, in import order.
+    pub imports: Vec<String>,
+}
+
+/// Why a module was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstrumentError {
+    /// Neither a WebAssembly binary nor valid WAT text.
+    #[error("malformed module: {0}")]
+    Malformed(String),
+    /// The module is not valid WebAssembly, or uses something the grid does not support.
+    #[error("invalid or unsupported module: {0}")]
+    Invalid(String),
+    /// The module uses a WebAssembly proposal the grid refuses (non-deterministic or not
+    /// supported by every engine).
+    #[error("module uses a forbidden feature: {feature}")]
+    ForbiddenFeature {
+        /// Name of the proposal, e.g. `simd`.
+        feature: &'static str,
+    },
+    /// The module imports something outside the runegrid WASI subset.
+    #[error("import {module}.{name} is not allowed: {reason}")]
+    ForbiddenImport {
+        module: String,
+        name: String,
+        reason: String,
+    },
+    /// The module lacks the `_start` entry point or has it with the wrong type.
+    #[error("module must export a function `_start` of type [] -> []: {0}")]
+    MissingStart(String),
+    /// The module lacks its own memory exported as `memory`.
+    #[error("module must define one memory and export it as `memory`: {0}")]
+    MissingMemory(String),
+    /// The module has a start section.
+    #[error("modules with a start section are not supported; export _start instead")]
+    StartSection,
+    /// The module exports a name reserved for the instrumentation.
+    #[error("export name {0} is reserved for runegrid")]
+    ReservedExport(String),
+    /// Bad [`Options`].
+    #[error("invalid instrumentation options: {0}")]
+    InvalidOptions(String),
+    /// The instrumentation produced an invalid module: a bug in this crate.
+    #[error("internal instrumentation error: {0}")]
+    Internal(String),
+}
+
+/// Validates `wasm` (binary, or WAT text) and returns it instrumented.
+///
+/// Deterministic: the same input and options always give the same bytes.
+pub fn instrument(wasm: &[u8], opts: &Options) -> Result<Instrumented, InstrumentError> {
+    if opts.max_call_depth > i32::MAX as u32 {
+        return Err(InstrumentError::InvalidOptions(format!(
+            "max_call_depth {} is above {}",
+            opts.max_call_depth,
+            i32::MAX
+        )));
+    }
+    let binary;
+    let wasm = if wasm.starts_with(b"\0asm") {
+        wasm
+    } else {
+        binary = wat::parse_bytes(wasm).map_err(|e| InstrumentError::Malformed(e.to_string()))?;
+        &binary[..]
+    };
+    let info = validate::check(wasm)?;
+    let bytes = inject::rewrite(wasm, &info, opts)?;
+    if cfg!(debug_assertions) || VALIDATE_OUTPUT {
+        wasmparser::Validator::new_with_features(ALLOWED_FEATURES)
+            .validate_all(&bytes)
+            .map_err(|e| InstrumentError::Internal(format!("output does not validate: {e}")))?;
+    }
+    Ok(Instrumented {
+        bytes,
+        imports: info
+            .imports
+            .iter()
+            .map(|i| format!("{WASI_MODULE}.{}", i.name))
+            .collect(),
+    })
+}
+
+/// Re-validate the output in release builds too: it catches a bug here at submission rather
+/// than on every worker, for about the cost of the input's own validation.
+const VALIDATE_OUTPUT: bool = true;

@@ -1,0 +1,36 @@
+//! Wire types shared by the coordinator, workers and clients.
+//!
+//! Architecture Invariant: these types are the compatibility surface. Field names are stable;
+//! new fields are optional (`#[serde(default)]`); a breaking change to the worker protocol bumps
+//! [`PROTOCOL_VERSION`].
+
+pub mod api;
+pub mod worker;
+
+pub use api::*;
+
+/// Version of the worker protocol spoken over the WebSocket.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Base64 (standard alphabet, padded) for bytes inside JSON.
+pub mod b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn encode(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    pub fn decode(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
+        base64::engine::general_purpose::STANDARD.decode(s)
+    }
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        decode(&s).map_err(serde::de::Error::custom)
+    }
+}

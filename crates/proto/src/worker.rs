@@ -1,0 +1,145 @@
+//! The worker protocol: JSON text frames over one WebSocket per worker.
+//!
+//! 1. The worker connects to `/v1/worker` with `Authorization: Bearer TOKEN` (its owner's
+//!    account).
+//! 2. The coordinator sends [`ToWorker::Challenge`]; the worker answers [`ToWorker`]'s
+//!    counterpart [`ToCoordinator::Hello`], signing the nonce with its ed25519 key.
+//! 3. The coordinator answers [`ToWorker::Welcome`] (or [`ToWorker::Reject`] and closes).
+//! 4. The coordinator pushes [`ToWorker::Assign`] while the worker has free slots; the worker
+//!    streams [`ToCoordinator::Output`] and ends each attempt with a signed
+//!    [`ToCoordinator::Result`] or a [`ToCoordinator::Failed`].
+//! 5. The worker sends [`ToCoordinator::Heartbeat`] every `heartbeat_ms`; silence for three
+//!    intervals loses the worker's attempts.
+
+use runegrid_core::{AttemptId, Digest, ExecStatus, JobId, Limits, TaskId};
+use serde::{Deserialize, Serialize};
+
+/// What a worker offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub cores: u32,
+    pub memory_bytes: u64,
+    pub slots: u32,
+    /// e.g. `x86_64`; replicas compare across architectures thanks to NaN canonicalization.
+    pub arch: String,
+    pub os: String,
+    /// e.g. `native/0.1.0`.
+    pub runtime: String,
+}
+
+/// Messages from the coordinator to a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker {
+    Challenge { protocol: u32, nonce: String },
+    Welcome { worker_id: i64, heartbeat_ms: u64 },
+    Reject { message: String },
+    Assign(Assign),
+    /// The bytes of a program the worker asked for.
+    Program {
+        sha256: String,
+        #[serde(with = "crate::b64")]
+        module: Vec<u8>,
+    },
+    /// Stop an attempt: its result is no longer needed.
+    Cancel { attempt: AttemptId, reason: String },
+}
+
+/// One attempt to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assign {
+    pub attempt: AttemptId,
+    pub job: JobId,
+    pub task: TaskId,
+    /// SHA-256 of the instrumented module.
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    #[serde(with = "crate::b64")]
+    pub stdin: Vec<u8>,
+    pub seed: u64,
+    pub limits: Limits,
+}
+
+/// Messages from a worker to the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToCoordinator {
+    Hello {
+        protocol: u32,
+        /// Hex ed25519 public key.
+        public_key: String,
+        /// Hex signature of `runegrid-hello-v1\n{nonce}`.
+        signature: String,
+        name: String,
+        capabilities: Capabilities,
+    },
+    /// Send me the module with this hash.
+    NeedProgram { sha256: String },
+    /// A chunk of stdout, as written.
+    Output {
+        attempt: AttemptId,
+        #[serde(with = "crate::b64")]
+        data: Vec<u8>,
+    },
+    /// A finished attempt.
+    Result(AttemptResult),
+    /// An attempt that ended without a comparable result (timeout, internal error).
+    Failed { attempt: AttemptId, reason: String },
+    Heartbeat,
+}
+
+/// The signed outcome of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptResult {
+    pub attempt: AttemptId,
+    pub status: ExecStatus,
+    #[serde(with = "crate::b64")]
+    pub stdout: Vec<u8>,
+    pub fuel: u64,
+    pub digest: Digest,
+    /// Hex signature of [`result_message`].
+    pub signature: String,
+    /// Last bytes of stderr, for the user's diagnostics (not verified).
+    #[serde(default)]
+    pub stderr: String,
+    pub elapsed_us: u64,
+}
+
+/// The bytes a worker signs to answer a challenge.
+pub fn hello_message(nonce: &str) -> Vec<u8> {
+    format!("runegrid-hello-v1\n{nonce}").into_bytes()
+}
+
+/// The bytes a worker signs for a result.
+pub fn result_message(attempt: AttemptId, digest: &Digest) -> Vec<u8> {
+    format!("runegrid-result-v1\n{attempt}\n{}", digest.to_hex()).into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_tagged() {
+        let m = ToCoordinator::Heartbeat;
+        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"type":"heartbeat"}"#);
+        let m = ToWorker::Cancel { attempt: 3, reason: "done".into() };
+        let s = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<ToWorker>(&s).unwrap(), m);
+        let a = ToWorker::Assign(Assign {
+            attempt: 1,
+            job: 2,
+            task: 3,
+            program: "p".into(),
+            args: vec!["x".into()],
+            env: vec![("K".into(), "V".into())],
+            stdin: vec![0, 1],
+            seed: u64::MAX,
+            limits: Limits::default(),
+        });
+        let s = serde_json::to_string(&a).unwrap();
+        assert!(s.starts_with(r#"{"type":"assign","attempt":1"#), "{s}");
+        assert_eq!(serde_json::from_str::<ToWorker>(&s).unwrap(), a);
+    }
+}

@@ -1,0 +1,569 @@
+//! Runs instrumented WASI preview-1 tasks deterministically. The only crate that touches
+//! wasmtime.
+//!
+//! Input is the output of [`runegrid_instrument::instrument`]: the module meters its own fuel,
+//! call depth and memory growth and canonicalizes its NaNs, so this crate only sets the limits
+//! in the module's exported globals, runs `_start` against a deterministic WASI host (see
+//! [`wasi`] for the exact behaviour a browser host must reproduce) and reads the globals back
+//! to tell how the run ended:
+//!
+//! 1. `proc_exit(code)` → `Exited { code }`; returning from `_start` → `Exited { code: 0 }`;
+//! 2. a stdout write past the cap → `StdoutLimit` (stdout holds exactly the cap);
+//! 3. an epoch interrupt (wall time) → [`SandboxError::Timeout`]: not deterministic, so not an
+//!    [`Execution`];
+//! 4. any other trap: fuel global below zero → `OutOfFuel`; depth global below zero →
+//!    `StackOverflow`; memory-denied flag set → `MemoryLimit`; otherwise the trap's kind.
+//!
+//! Fuel used is `limit - remaining`, or the whole limit when it ran out. A module whose initial
+//! memory is above the limit ends with `MemoryLimit` and fuel 0 before running.
+//!
+//! Architecture Invariant: nothing a host function does depends on anything but the task and
+//! what the guest did before; wasmtime's own NaN canonicalization and fuel are off (the module
+//! carries both), so the same module gives the same bytes on any engine.
+//!
+//! Each run executes on a fresh thread of [`THREAD_STACK_BYTES`] (so callers need no special
+//! stack), while the calling thread receives stdout as it is written and hands it to the
+//! `on_stdout` callback.
+//!
+//! Measured on the 2-core development machine (release build): compiling and caching aside, a
+//! run of a no-op module (thread spawn, instantiation, `_start`, teardown) costs about
+//! 40-60 µs; see `tests/overhead.rs`.
+
+pub mod wasi;
+
+use runegrid_core::{ExecStatus, Execution, Limits, TrapKind};
+use runegrid_instrument::{DEPTH_GLOBAL, FUEL_GLOBAL, MEMORY_DENIED_GLOBAL, MEMORY_LIMIT_GLOBAL};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasi::{Host, SplitMix64, Stop};
+use wasmtime::{
+    Config, Engine, Extern, ExternType, InstancePre, Linker, Module, ModuleExport, OptLevel, Store,
+    StoreLimitsBuilder, Strategy, Trap, Val,
+};
+
+/// Stack size of the thread each run executes on.
+pub const THREAD_STACK_BYTES: usize = 32 << 20;
+/// Native stack wasm may use before wasmtime traps. The injected call-depth limit is meant to
+/// trigger long before (4096 calls by default); this is only a backstop.
+pub const MAX_WASM_STACK_BYTES: usize = 16 << 20;
+/// Period of the epoch ticker that enforces wall time.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Compiled programs kept in the cache.
+pub const CACHE_CAPACITY: usize = 64;
+/// Most elements a table may reach (wasmtime backstop; the module enforces the same).
+const MAX_TABLE_ELEMENTS: usize = runegrid_instrument::MAX_TABLE_ELEMENTS as usize;
+
+/// Why a run produced no [`Execution`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SandboxError {
+    /// The module could not be compiled or is not an instrumented runegrid module.
+    #[error("cannot compile module: {0}")]
+    Compile(String),
+    /// The run exceeded its wall-time limit (not deterministic: the attempt is lost).
+    #[error("wall time limit of {wall_time_ms} ms exceeded")]
+    Timeout { wall_time_ms: u64 },
+    /// Instantiation failed (resources exhausted on this worker).
+    #[error("cannot instantiate module: {0}")]
+    Instantiate(String),
+    /// A bug or an unexpected engine failure.
+    #[error("internal sandbox error: {0}")]
+    Internal(String),
+}
+
+/// One task to run.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskRun<'a> {
+    /// Arguments after `argv[0]` (which is always `main`).
+    pub args: &'a [String],
+    /// Environment variables, in order.
+    pub env: &'a [(String, String)],
+    /// Everything fd 0 reads.
+    pub stdin: &'a [u8],
+    /// Seed of `random_get`.
+    pub seed: u64,
+    pub limits: Limits,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutput {
+    /// The deterministic part, compared between replicas.
+    pub execution: Execution,
+    /// Stderr, capped at [`wasi::STDERR_CAP`]; not part of the digest.
+    pub stderr: Vec<u8>,
+}
+
+/// A compiled, linked module, ready to instantiate.
+pub struct Program {
+    pre: InstancePre<Host>,
+    sha256: [u8; 32],
+    initial_pages: u64,
+    exports: Exports,
+}
+
+impl Program {
+    /// SHA-256 of the module bytes.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("sha256", &hex_short(&self.sha256))
+            .field("initial_pages", &self.initial_pages)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hex_short(bytes: &[u8]) -> String {
+    bytes.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Pre-resolved exports, so a run does no name lookups.
+struct Exports {
+    start: ModuleExport,
+    memory: ModuleExport,
+    fuel: ModuleExport,
+    depth: ModuleExport,
+    limit: ModuleExport,
+    denied: ModuleExport,
+}
+
+/// The wasmtime engine, the WASI linker, a cache of compiled programs and the epoch ticker.
+/// `Send + Sync`: one sandbox serves many concurrent runs.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<Host>,
+    cache: Mutex<Cache>,
+    ticker: Arc<Ticker>,
+    ticker_thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Cache {
+    programs: HashMap<[u8; 32], (Arc<Program>, u64)>,
+    clock: u64,
+}
+
+/// Runs the epoch forward every [`EPOCH_TICK`] while at least one run is in flight.
+#[derive(Default)]
+struct Ticker {
+    state: Mutex<TickerState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct TickerState {
+    active: usize,
+    stop: bool,
+}
+
+impl Ticker {
+    fn run(&self, engine: &Engine) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if state.stop {
+                return;
+            }
+            if state.active == 0 {
+                state = self
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            drop(state);
+            std::thread::sleep(EPOCH_TICK);
+            engine.increment_epoch();
+            state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut TickerState)) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut state);
+        self.wake.notify_all();
+    }
+}
+
+/// Counts a run as active for the ticker while alive.
+struct ActiveRun<'a>(&'a Ticker);
+
+impl<'a> ActiveRun<'a> {
+    fn new(ticker: &'a Ticker) -> Self {
+        ticker.update(|s| s.active += 1);
+        ActiveRun(ticker)
+    }
+}
+
+impl Drop for ActiveRun<'_> {
+    fn drop(&mut self) {
+        self.0.update(|s| s.active -= 1);
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.ticker.update(|s| s.stop = true);
+        if let Some(thread) = self.ticker_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").finish_non_exhaustive()
+    }
+}
+
+/// The wasmtime configuration: Cranelift, no wasmtime fuel and no Cranelift NaN
+/// canonicalization (the module carries both), epoch interruption for wall time, exactly the
+/// WebAssembly features the instrumentation allows.
+fn config() -> Config {
+    let allowed = runegrid_instrument::ALLOWED_FEATURES;
+    let mut config = Config::new();
+    config
+        .strategy(Strategy::Cranelift)
+        .cranelift_opt_level(OptLevel::Speed)
+        .cranelift_nan_canonicalization(false)
+        .consume_fuel(false)
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK_BYTES)
+        // Unused (runs are synchronous) but wasmtime requires it to be at least max_wasm_stack.
+        .async_stack_size(MAX_WASM_STACK_BYTES + (1 << 20))
+        .parallel_compilation(true)
+        .wasm_features(wasmtime::WasmFeatures::all().difference(allowed), false)
+        .wasm_features(allowed, true);
+    config
+}
+
+impl Sandbox {
+    /// Builds the engine and the WASI linker and starts the (idle) epoch ticker.
+    pub fn new() -> Result<Sandbox, SandboxError> {
+        let engine =
+            Engine::new(&config()).map_err(|e| SandboxError::Internal(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker).map_err(|e| SandboxError::Internal(format!("{e:#}")))?;
+        let ticker = Arc::new(Ticker::default());
+        let ticker_thread = {
+            let ticker = ticker.clone();
+            let engine = engine.clone();
+            std::thread::Builder::new()
+                .name("runegrid-epoch".into())
+                .spawn(move || ticker.run(&engine))
+                .map_err(|e| {
+                    SandboxError::Internal(format!("cannot start the epoch ticker: {e}"))
+                })?
+        };
+        Ok(Sandbox {
+            engine,
+            linker,
+            cache: Mutex::new(Cache::default()),
+            ticker,
+            ticker_thread: Some(ticker_thread),
+        })
+    }
+
+    /// Compiles an instrumented module, or returns the cached program with the same SHA-256.
+    pub fn compile(&self, instrumented_wasm: &[u8]) -> Result<Arc<Program>, SandboxError> {
+        let sha256: [u8; 32] = Sha256::digest(instrumented_wasm).into();
+        if let Some(program) = self.cached(&sha256) {
+            return Ok(program);
+        }
+        let started = std::time::Instant::now();
+        let program = Arc::new(self.compile_uncached(instrumented_wasm, sha256)?);
+        tracing::debug!(
+            sha256 = %hex_short(&sha256),
+            bytes = instrumented_wasm.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "compiled module"
+        );
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.clock += 1;
+        let clock = cache.clock;
+        if cache.programs.len() >= CACHE_CAPACITY && !cache.programs.contains_key(&sha256) {
+            let oldest = cache
+                .programs
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                cache.programs.remove(&oldest);
+            }
+        }
+        let entry = cache.programs.entry(sha256).or_insert((program, clock));
+        entry.1 = clock;
+        Ok(entry.0.clone())
+    }
+
+    fn cached(&self, sha256: &[u8; 32]) -> Option<Arc<Program>> {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.clock += 1;
+        let clock = cache.clock;
+        let (program, used) = cache.programs.get_mut(sha256)?;
+        *used = clock;
+        Some(program.clone())
+    }
+
+    fn compile_uncached(&self, wasm: &[u8], sha256: [u8; 32]) -> Result<Program, SandboxError> {
+        let compile = |e: wasmtime::Error| SandboxError::Compile(format!("{e:#}"));
+        let module = Module::new(&self.engine, wasm).map_err(compile)?;
+        let not_instrumented = |what: &str| {
+            SandboxError::Compile(format!(
+                "module is not instrumented for runegrid: {what} (run it through runegrid-instrument)"
+            ))
+        };
+        let global = |name: &str| match module.get_export(name) {
+            Some(ExternType::Global(g)) if g.mutability() == wasmtime::Mutability::Var => module
+                .get_export_index(name)
+                .ok_or_else(|| not_instrumented(&format!("no export {name}"))),
+            _ => Err(not_instrumented(&format!("no mutable global {name}"))),
+        };
+        let exports = Exports {
+            fuel: global(FUEL_GLOBAL)?,
+            depth: global(DEPTH_GLOBAL)?,
+            limit: global(MEMORY_LIMIT_GLOBAL)?,
+            denied: global(MEMORY_DENIED_GLOBAL)?,
+            start: match module.get_export("_start") {
+                Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {
+                    module.get_export_index("_start")
+                }
+                _ => None,
+            }
+            .ok_or_else(|| not_instrumented("no `_start` function of type [] -> []"))?,
+            memory: module
+                .get_export_index("memory")
+                .ok_or_else(|| not_instrumented("no export `memory`"))?,
+        };
+        let initial_pages = match module.get_export("memory") {
+            Some(ExternType::Memory(m)) if !m.is_64() && !m.is_shared() => m.minimum(),
+            _ => return Err(not_instrumented("`memory` is not a 32-bit unshared memory")),
+        };
+        let pre = self.linker.instantiate_pre(&module).map_err(compile)?;
+        Ok(Program {
+            pre,
+            sha256,
+            initial_pages,
+            exports,
+        })
+    }
+
+    /// Runs a task; `on_stdout` receives stdout as the guest writes it (on the calling thread).
+    pub fn run(
+        &self,
+        program: &Program,
+        task: &TaskRun<'_>,
+        on_stdout: &mut dyn FnMut(&[u8]),
+    ) -> Result<RunOutput, SandboxError> {
+        let limits = task.limits;
+        if program.initial_pages > u64::from(limits.memory_pages()) {
+            return Ok(RunOutput {
+                execution: Execution {
+                    status: ExecStatus::MemoryLimit,
+                    stdout: Vec::new(),
+                    fuel: 0,
+                },
+                stderr: Vec::new(),
+            });
+        }
+        let (stdout_tx, stdout_rx) = mpsc::channel::<Vec<u8>>();
+        let host = host(task, stdout_tx);
+        let _active = ActiveRun::new(&self.ticker);
+        std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name("runegrid-task".into())
+                .stack_size(THREAD_STACK_BYTES)
+                .spawn_scoped(scope, move || self.execute(program, host, limits))
+                .map_err(|e| SandboxError::Internal(format!("cannot start a task thread: {e}")))?;
+            let mut stdout = Vec::new();
+            // Ends when the store, which owns the sender, is dropped.
+            for chunk in stdout_rx {
+                on_stdout(&chunk);
+                stdout.extend_from_slice(&chunk);
+            }
+            let (status, fuel, stderr) = worker
+                .join()
+                .map_err(|_| SandboxError::Internal("the task thread panicked".into()))??;
+            Ok(RunOutput {
+                execution: Execution {
+                    status,
+                    stdout,
+                    fuel,
+                },
+                stderr,
+            })
+        })
+    }
+
+    /// Instantiates and runs `_start` on the current thread; returns (status, fuel, stderr).
+    fn execute(
+        &self,
+        program: &Program,
+        host: Host,
+        limits: Limits,
+    ) -> Result<(ExecStatus, u64, Vec<u8>), SandboxError> {
+        let internal = |e: wasmtime::Error| SandboxError::Internal(format!("{e:#}"));
+        let mut store = Store::new(&self.engine, host);
+        store.limiter(|host| &mut host.limits);
+        let ticks = limits.wall_time_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let instance = program
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| SandboxError::Instantiate(format!("{e:#}")))?;
+        let ex = &program.exports;
+        let mut get = |export: &ModuleExport| instance.get_module_export(&mut store, export);
+        let (Some(Extern::Memory(memory)), Some(Extern::Func(start))) =
+            (get(&ex.memory), get(&ex.start))
+        else {
+            return Err(SandboxError::Internal(
+                "instance lacks memory or _start".into(),
+            ));
+        };
+        let (Some(Extern::Global(fuel)), Some(Extern::Global(depth))) =
+            (get(&ex.fuel), get(&ex.depth))
+        else {
+            return Err(SandboxError::Internal(
+                "instance lacks the fuel or depth global".into(),
+            ));
+        };
+        let (Some(Extern::Global(limit)), Some(Extern::Global(denied))) =
+            (get(&ex.limit), get(&ex.denied))
+        else {
+            return Err(SandboxError::Internal(
+                "instance lacks the memory globals".into(),
+            ));
+        };
+        store.data_mut().memory = Some(memory);
+        let fuel_limit = limits.fuel.min(i64::MAX as u64) as i64;
+        fuel.set(&mut store, Val::I64(fuel_limit))
+            .map_err(internal)?;
+        limit
+            .set(&mut store, Val::I32(limits.memory_pages() as i32))
+            .map_err(internal)?;
+        let start = start.typed::<(), ()>(&store).map_err(internal)?;
+
+        let result = start.call(&mut store, ());
+
+        let remaining = fuel.get(&mut store).i64().unwrap_or(0);
+        let used = if remaining < 0 {
+            fuel_limit
+        } else {
+            fuel_limit - remaining
+        } as u64;
+        let status = match result {
+            Ok(()) => ExecStatus::Exited { code: 0 },
+            Err(err) => {
+                let depth = depth.get(&mut store).i32().unwrap_or(0);
+                let denied = denied.get(&mut store).i32().unwrap_or(0) != 0;
+                classify(&err, remaining, depth, denied, limits)?
+            }
+        };
+        let stderr = std::mem::take(&mut store.data_mut().stderr);
+        Ok((status, used, stderr))
+    }
+}
+
+/// The store state of a run.
+fn host(task: &TaskRun<'_>, stdout_tx: mpsc::Sender<Vec<u8>>) -> Host {
+    let nul = |mut v: Vec<u8>| {
+        v.push(0);
+        v
+    };
+    let args = std::iter::once("main")
+        .chain(task.args.iter().map(String::as_str))
+        .map(|a| nul(a.as_bytes().to_vec()))
+        .collect();
+    let env = task
+        .env
+        .iter()
+        .map(|(k, v)| nul(format!("{k}={v}").into_bytes()))
+        .collect();
+    let memory_bytes = u64::from(task.limits.memory_pages()) * 65536;
+    Host {
+        args,
+        env,
+        stdin: task.stdin.to_vec(),
+        stdin_pos: 0,
+        stdout_len: 0,
+        stdout_cap: task.limits.stdout_bytes,
+        stdout_tx,
+        stderr: Vec::new(),
+        clock_ns: 0,
+        rng: SplitMix64::new(task.seed),
+        memory: None,
+        limits: StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .instances(1)
+            .memories(1)
+            .tables(64)
+            .build(),
+    }
+}
+
+/// How a run that did not return from `_start` ended.
+fn classify(
+    err: &wasmtime::Error,
+    fuel_remaining: i64,
+    depth: i32,
+    memory_denied: bool,
+    limits: Limits,
+) -> Result<ExecStatus, SandboxError> {
+    if let Some(stop) = err.downcast_ref::<Stop>() {
+        return Ok(match stop {
+            Stop::Exit(code) => ExecStatus::Exited { code: *code },
+            Stop::StdoutLimit => ExecStatus::StdoutLimit,
+        });
+    }
+    let trap = err.downcast_ref::<Trap>().copied();
+    if trap == Some(Trap::Interrupt) {
+        return Err(SandboxError::Timeout {
+            wall_time_ms: limits.wall_time_ms,
+        });
+    }
+    if fuel_remaining < 0 {
+        return Ok(ExecStatus::OutOfFuel);
+    }
+    if depth < 0 {
+        return Ok(ExecStatus::StackOverflow);
+    }
+    if memory_denied {
+        return Ok(ExecStatus::MemoryLimit);
+    }
+    let kind = match trap {
+        None => return Err(SandboxError::Internal(format!("{err:#}"))),
+        Some(Trap::StackOverflow) => return Ok(ExecStatus::StackOverflow),
+        Some(Trap::UnreachableCodeReached) => TrapKind::Unreachable,
+        Some(Trap::MemoryOutOfBounds) => TrapKind::MemoryOutOfBounds,
+        Some(Trap::IntegerDivisionByZero) => TrapKind::IntegerDivisionByZero,
+        Some(Trap::IntegerOverflow) => TrapKind::IntegerOverflow,
+        Some(Trap::BadConversionToInteger) => TrapKind::BadConversionToInteger,
+        Some(Trap::TableOutOfBounds | Trap::IndirectCallToNull | Trap::BadSignature) => {
+            TrapKind::IndirectCall
+        }
+        Some(_) => TrapKind::Other,
+    };
+    Ok(ExecStatus::Trap { trap: kind })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn sandbox_and_program_are_send_sync() {
+        assert_send_sync::<Sandbox>();
+        assert_send_sync::<Program>();
+    }
+}

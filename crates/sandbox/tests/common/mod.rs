@@ -1,0 +1,87 @@
+//! Helpers shared by the sandbox tests: one sandbox, WAT → instrumented → compiled programs.
+
+#![allow(dead_code)]
+
+use runegrid_core::Limits;
+use runegrid_instrument::{Options, instrument};
+use runegrid_sandbox::{Program, RunOutput, Sandbox, SandboxError, TaskRun};
+use std::sync::{Arc, OnceLock};
+
+pub fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| Sandbox::new().expect("sandbox"))
+}
+
+/// Instruments `wat` with `opts` and compiles it.
+pub fn program_with(wat: &str, opts: &Options) -> Arc<Program> {
+    let out = instrument(wat.as_bytes(), opts).expect("instrument");
+    sandbox().compile(&out.bytes).expect("compile")
+}
+
+/// Instruments `wat` with the default options and compiles it.
+pub fn program(wat: &str) -> Arc<Program> {
+    program_with(wat, &Options::default())
+}
+
+/// Generous limits for tests.
+pub fn limits() -> Limits {
+    Limits {
+        fuel: 1_000_000_000,
+        memory_bytes: 16 << 20,
+        wall_time_ms: 20_000,
+        stdout_bytes: 1 << 20,
+    }
+}
+
+/// Runs with no args, env or stdin, seed 0.
+pub fn run(program: &Program, limits: Limits) -> RunOutput {
+    try_run(program, &[], &[], b"", 0, limits).expect("run")
+}
+
+pub fn try_run(
+    program: &Program,
+    args: &[String],
+    env: &[(String, String)],
+    stdin: &[u8],
+    seed: u64,
+    limits: Limits,
+) -> Result<RunOutput, SandboxError> {
+    let task = TaskRun {
+        args,
+        env,
+        stdin,
+        seed,
+        limits,
+    };
+    sandbox().run(program, &task, &mut |_| {})
+}
+
+/// Imports of every module built by [`module`].
+pub const IMPORTS: &str = r#"
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))"#;
+
+/// A memory, and `$write (fd, ptr, len)` and `$print (ptr, len)` helpers writing through an
+/// iovec at address 0.
+pub const PRELUDE: &str = r#"
+  (memory (export "memory") 1)
+  (func $write (param $fd i32) (param $ptr i32) (param $len i32)
+    (i32.store (i32.const 0) (local.get $ptr))
+    (i32.store (i32.const 4) (local.get $len))
+    (drop (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8))))
+  (func $print (param $ptr i32) (param $len i32)
+    (call $write (i32.const 1) (local.get $ptr) (local.get $len)))
+"#;
+
+/// A module made of [`IMPORTS`], [`PRELUDE`] and `body`; the lines of `body` that start with
+/// `(import` are moved up with the imports, as the text format requires.
+pub fn module(body: &str) -> String {
+    let (imports, rest): (Vec<&str>, Vec<&str>) = body
+        .lines()
+        .partition(|l| l.trim_start().starts_with("(import"));
+    format!(
+        "(module {IMPORTS}\n{}\n{PRELUDE}\n{})",
+        imports.join("\n"),
+        rest.join("\n")
+    )
+}

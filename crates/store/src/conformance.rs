@@ -1,0 +1,182 @@
+//! The behaviour every [`Store`] backend must show. Each backend's tests call [`run_all`]
+//! with a factory for fresh, empty stores; a failed expectation panics.
+
+use crate::records::*;
+use crate::{Store, StoreError};
+use runegrid_core::{Digest, ExecStatus, Limits};
+use std::collections::BTreeMap;
+
+/// Runs every check, each on a fresh store from `fresh`.
+pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
+    accounts(fresh().as_mut());
+    programs(fresh().as_mut());
+    job_lifecycle(fresh().as_mut());
+    apply_is_atomic(fresh().as_mut());
+    workers(fresh().as_mut());
+}
+
+fn job_fixture(s: &mut dyn Store) -> (Account, JobRecord, Vec<TaskRecord>) {
+    let acct = s.create_account("alice", "hash-a", false).unwrap();
+    s.put_program(&ProgramRecord {
+        sha256: "p1".into(),
+        instrumented_sha256: "i1".into(),
+        instrumented: vec![0, 97, 115, 109],
+        original_size: 4,
+        owner: acct.id,
+        created_at: 1,
+    })
+    .unwrap();
+    let new = NewJob {
+        owner: acct.id,
+        name: "j".into(),
+        program: "p1".into(),
+        replicas: 3,
+        agree: 2,
+        max_attempts: 7,
+        limits: Limits::default(),
+        created_at: 5,
+    };
+    let tasks: Vec<NewTask> = (0..3)
+        .map(|i| NewTask {
+            args: vec![format!("a{i}")],
+            env: BTreeMap::from([("K".to_string(), format!("v{i}"))]),
+            stdin: vec![i as u8; 3],
+            seed: u64::MAX - i,
+        })
+        .collect();
+    let (id, ids) = s.create_job(&new, &tasks).unwrap();
+    assert_eq!(ids.len(), 3);
+    let job = s.job(id).unwrap().expect("job stored");
+    let stored = s.tasks(id).unwrap();
+    (acct, job, stored)
+}
+
+fn accounts(s: &mut dyn Store) {
+    let a = s.create_account("admin", "h1", true).unwrap();
+    let b = s.create_account("bob", "h2", false).unwrap();
+    assert_ne!(a.id, b.id);
+    assert!(matches!(s.create_account("bob", "h3", false), Err(StoreError::Conflict(_))));
+    assert_eq!(s.account_by_token("h2").unwrap().unwrap().name, "bob");
+    assert!(s.account_by_token("h1").unwrap().unwrap().admin);
+    assert!(s.account_by_token("nope").unwrap().is_none());
+    assert_eq!(s.accounts().unwrap().len(), 2);
+}
+
+fn programs(s: &mut dyn Store) {
+    let acct = s.create_account("a", "h", false).unwrap();
+    let p = ProgramRecord {
+        sha256: "abc".into(),
+        instrumented_sha256: "def".into(),
+        instrumented: vec![1, 2, 3],
+        original_size: 10,
+        owner: acct.id,
+        created_at: 7,
+    };
+    s.put_program(&p).unwrap();
+    // A second upload of the same program is a no-op.
+    s.put_program(&ProgramRecord { instrumented: vec![9], ..p.clone() }).unwrap();
+    assert_eq!(s.program("abc").unwrap(), Some(p));
+    assert_eq!(s.program("zzz").unwrap(), None);
+}
+
+fn job_lifecycle(s: &mut dyn Store) {
+    let (acct, job, tasks) = job_fixture(s);
+    assert_eq!(job.state, JobState::Active);
+    assert_eq!(job.limits, Limits::default());
+    assert_eq!((job.replicas, job.agree, job.max_attempts), (3, 2, 7));
+    assert_eq!(tasks[2].seed, u64::MAX - 2);
+    assert_eq!(tasks[1].args, vec!["a1".to_string()]);
+    assert_eq!(tasks[1].env["K"], "v1");
+    assert_eq!(tasks[1].stdin, vec![1, 1, 1]);
+    assert!(tasks.iter().all(|t| t.state == TaskState::Queued && t.outcome.is_none()));
+    assert_eq!(s.unfinished_jobs().unwrap().len(), 1);
+    assert_eq!(s.jobs(Some(acct.id), 10).unwrap().len(), 1);
+    assert_eq!(s.jobs(Some(acct.id + 100), 10).unwrap().len(), 0);
+
+    let w = s
+        .upsert_worker(&NewWorker {
+            public_key: "k".into(),
+            owner: acct.id,
+            name: "w".into(),
+            capabilities: serde_json::json!({"slots": 2}),
+            at: 1,
+        })
+        .unwrap();
+    let digest = Digest([7; 32]);
+    let status = ExecStatus::Exited { code: 0 };
+    s.apply(&[
+        Change::StartAttempt { id: 10, task: tasks[0].id, job: job.id, worker: w.id, at: 2 },
+        Change::StartAttempt { id: 11, task: tasks[0].id, job: job.id, worker: w.id, at: 2 },
+        Change::TaskState { id: tasks[0].id, state: TaskState::Running, attempts: 2 },
+    ])
+    .unwrap();
+    assert_eq!(s.max_attempt_id().unwrap(), 11);
+    s.apply(&[
+        Change::FinishAttempt { id: 10, status, digest, fuel: 99, signature: "sig".into(), at: 3 },
+        Change::LoseAttempt { id: 11, error: "worker vanished".into(), at: 3 },
+        Change::FinishTask {
+            id: tasks[0].id,
+            state: TaskState::Verified,
+            outcome: TaskOutcome {
+                status: Some(status),
+                stdout: b"out".to_vec(),
+                fuel: 99,
+                digest: Some(digest),
+                error: None,
+            },
+            attempts: 2,
+        },
+        Change::WorkerSeen { id: w.id, at: 3, completed_delta: 1 },
+    ])
+    .unwrap();
+    let att = s.attempts(job.id).unwrap();
+    assert_eq!(att.len(), 2);
+    assert_eq!(att[0].state, AttemptState::Done);
+    assert_eq!(att[0].digest, Some(digest));
+    assert_eq!(att[0].fuel, Some(99));
+    assert_eq!(att[1].state, AttemptState::Lost);
+    assert_eq!(att[1].error.as_deref(), Some("worker vanished"));
+    let t0 = &s.tasks(job.id).unwrap()[0];
+    assert_eq!(t0.state, TaskState::Verified);
+    let o = t0.outcome.as_ref().unwrap();
+    assert_eq!((o.stdout.as_slice(), o.fuel, o.digest, o.status), (&b"out"[..], 99, Some(digest), Some(status)));
+    assert_eq!(s.workers().unwrap()[0].completed, 1);
+
+    s.apply(&[Change::FinishJob { id: job.id, state: JobState::Done, at: 9 }]).unwrap();
+    assert_eq!(s.job(job.id).unwrap().unwrap().state, JobState::Done);
+    assert_eq!(s.job(job.id).unwrap().unwrap().finished_at, Some(9));
+    assert!(s.unfinished_jobs().unwrap().is_empty());
+    assert!(s.job(job.id + 1).unwrap().is_none());
+}
+
+fn apply_is_atomic(s: &mut dyn Store) {
+    let (_, job, tasks) = job_fixture(s);
+    s.apply(&[Change::StartAttempt { id: 1, task: tasks[0].id, job: job.id, worker: 1, at: 1 }]).unwrap();
+    // The second change collides with attempt 1: nothing of the batch may remain.
+    let r = s.apply(&[
+        Change::TaskState { id: tasks[1].id, state: TaskState::Running, attempts: 1 },
+        Change::StartAttempt { id: 1, task: tasks[1].id, job: job.id, worker: 1, at: 1 },
+    ]);
+    assert!(r.is_err());
+    assert_eq!(s.tasks(job.id).unwrap()[1].state, TaskState::Queued);
+    assert_eq!(s.attempts(job.id).unwrap().len(), 1);
+}
+
+fn workers(s: &mut dyn Store) {
+    let a = s.create_account("a", "h", false).unwrap();
+    let nw = NewWorker {
+        public_key: "key1".into(),
+        owner: a.id,
+        name: "one".into(),
+        capabilities: serde_json::json!({"cores": 2}),
+        at: 5,
+    };
+    let w1 = s.upsert_worker(&nw).unwrap();
+    let w2 = s.upsert_worker(&NewWorker { name: "renamed".into(), at: 8, ..nw.clone() }).unwrap();
+    assert_eq!(w1.id, w2.id, "a key keeps its worker id");
+    assert_eq!(w2.name, "renamed");
+    assert_eq!((w2.first_seen, w2.last_seen), (5, 8));
+    let w3 = s.upsert_worker(&NewWorker { public_key: "key2".into(), ..nw }).unwrap();
+    assert_ne!(w3.id, w1.id);
+    assert_eq!(s.workers().unwrap().len(), 2);
+}

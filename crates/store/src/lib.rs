@@ -1,0 +1,67 @@
+//! Persistence for the coordinator: one [`Store`] interface, its SQLite backend, and the
+//! conformance suite every backend must pass.
+//!
+//! Architecture Invariant: the coordinator talks to storage only through [`Store`]. A backend
+//! is a connection: the coordinator owns one for writing (on its writer thread) and one for
+//! reading, and never shares one between threads.
+
+pub mod conformance;
+mod records;
+mod sqlite;
+
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+use runegrid_core::{AccountId, JobId, TaskId};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("cannot open the store at {path}: {message}")]
+    Open { path: String, message: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The coordinator's durable state.
+pub trait Store: Send {
+    /// Creates an account; `token_hash` is the hash of its API token (never the token).
+    fn create_account(&mut self, name: &str, token_hash: &str, admin: bool) -> Result<Account>;
+    /// The account holding a token with this hash.
+    fn account_by_token(&mut self, token_hash: &str) -> Result<Option<Account>>;
+    /// All accounts, oldest first.
+    fn accounts(&mut self) -> Result<Vec<Account>>;
+
+    /// Stores a program unless one with the same hash exists.
+    fn put_program(&mut self, program: &ProgramRecord) -> Result<()>;
+    fn program(&mut self, sha256: &str) -> Result<Option<ProgramRecord>>;
+
+    /// Creates a job and its tasks in one transaction; returns their ids in order.
+    fn create_job(&mut self, job: &NewJob, tasks: &[NewTask]) -> Result<(JobId, Vec<TaskId>)>;
+    fn job(&mut self, id: JobId) -> Result<Option<JobRecord>>;
+    /// Jobs of an account (all accounts with `None`), newest first.
+    fn jobs(&mut self, owner: Option<AccountId>, limit: u32) -> Result<Vec<JobRecord>>;
+    /// A job's tasks in index order.
+    fn tasks(&mut self, job: JobId) -> Result<Vec<TaskRecord>>;
+    /// Attempts of a job's tasks, in id order.
+    fn attempts(&mut self, job: JobId) -> Result<Vec<AttemptRecord>>;
+    /// Jobs that are not finished, for recovery after a restart.
+    fn unfinished_jobs(&mut self) -> Result<Vec<JobRecord>>;
+    /// Applies state changes in one transaction: all or none.
+    fn apply(&mut self, changes: &[Change]) -> Result<()>;
+    /// The largest attempt id ever stored (0 when none).
+    fn max_attempt_id(&mut self) -> Result<i64>;
+
+    /// Registers a worker key on first sight, or updates its owner, name and capabilities.
+    fn upsert_worker(&mut self, w: &NewWorker) -> Result<WorkerRecord>;
+    fn workers(&mut self) -> Result<Vec<WorkerRecord>>;
+}
+
+/// Milliseconds since the Unix epoch, the unit of every stored time.
+pub type Millis = i64;

@@ -1,0 +1,247 @@
+//! The records a store keeps.
+
+use runegrid_core::{AccountId, AttemptId, Digest, ExecStatus, JobId, Limits, TaskId, WorkerId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::Millis;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    pub admin: bool,
+    pub created_at: Millis,
+}
+
+/// A program as uploaded (hash of the original bytes) with its instrumented form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramRecord {
+    pub sha256: String,
+    pub instrumented_sha256: String,
+    pub instrumented: Vec<u8>,
+    pub original_size: i64,
+    pub owner: AccountId,
+    pub created_at: Millis,
+}
+
+/// Life of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Some tasks are not finished.
+    Active,
+    /// Every task is verified or failed.
+    Done,
+    /// Cancelled by its owner.
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Active => "active",
+            JobState::Done => "done",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "active" => JobState::Active,
+            "done" => JobState::Done,
+            "cancelled" => JobState::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub owner: AccountId,
+    pub name: String,
+    pub program: String,
+    pub replicas: u32,
+    pub agree: u32,
+    pub max_attempts: u32,
+    pub limits: Limits,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub owner: AccountId,
+    pub name: String,
+    pub program: String,
+    pub replicas: u32,
+    pub agree: u32,
+    pub max_attempts: u32,
+    pub limits: Limits,
+    pub created_at: Millis,
+    pub state: JobState,
+    pub finished_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub stdin: Vec<u8>,
+    pub seed: u64,
+}
+
+/// Life of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for (more) attempts or results.
+    Queued,
+    /// At least one attempt is running.
+    Running,
+    /// A quorum agreed and the agreed run exited with code 0.
+    Verified,
+    /// A quorum agreed on a failure (non-zero exit, out of fuel, trap, ...), or no quorum
+    /// could be reached.
+    Failed,
+    /// The job was cancelled.
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Verified => "verified",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<TaskState> {
+        Some(match s {
+            "queued" => TaskState::Queued,
+            "running" => TaskState::Running,
+            "verified" => TaskState::Verified,
+            "failed" => TaskState::Failed,
+            "cancelled" => TaskState::Cancelled,
+            _ => return None,
+        })
+    }
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskState::Verified | TaskState::Failed | TaskState::Cancelled)
+    }
+}
+
+/// The agreed outcome of a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOutcome {
+    pub status: Option<ExecStatus>,
+    pub stdout: Vec<u8>,
+    pub fuel: u64,
+    pub digest: Option<Digest>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub job: JobId,
+    pub index: u32,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub stdin: Vec<u8>,
+    pub seed: u64,
+    pub state: TaskState,
+    pub outcome: Option<TaskOutcome>,
+    pub attempts: u32,
+}
+
+/// Life of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptState {
+    Running,
+    /// Finished with a signed result.
+    Done,
+    /// No result: the worker vanished, the lease expired or the wall time ran out.
+    Lost,
+    /// No longer needed.
+    Cancelled,
+}
+
+impl AttemptState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptState::Running => "running",
+            AttemptState::Done => "done",
+            AttemptState::Lost => "lost",
+            AttemptState::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<AttemptState> {
+        Some(match s {
+            "running" => AttemptState::Running,
+            "done" => AttemptState::Done,
+            "lost" => AttemptState::Lost,
+            "cancelled" => AttemptState::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub id: AttemptId,
+    pub task: TaskId,
+    pub job: JobId,
+    pub worker: WorkerId,
+    pub state: AttemptState,
+    pub status: Option<ExecStatus>,
+    pub digest: Option<Digest>,
+    pub fuel: Option<u64>,
+    pub signature: Option<String>,
+    pub error: Option<String>,
+    pub started_at: Millis,
+    pub finished_at: Option<Millis>,
+}
+
+/// One state change, applied with others in a single transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    StartAttempt { id: AttemptId, task: TaskId, job: JobId, worker: WorkerId, at: Millis },
+    FinishAttempt {
+        id: AttemptId,
+        status: ExecStatus,
+        digest: Digest,
+        fuel: u64,
+        signature: String,
+        at: Millis,
+    },
+    LoseAttempt { id: AttemptId, error: String, at: Millis },
+    CancelAttempt { id: AttemptId, at: Millis },
+    TaskState { id: TaskId, state: TaskState, attempts: u32 },
+    FinishTask { id: TaskId, state: TaskState, outcome: TaskOutcome, attempts: u32 },
+    FinishJob { id: JobId, state: JobState, at: Millis },
+    WorkerSeen { id: WorkerId, at: Millis, completed_delta: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWorker {
+    pub public_key: String,
+    pub owner: AccountId,
+    pub name: String,
+    pub capabilities: serde_json::Value,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRecord {
+    pub id: WorkerId,
+    pub public_key: String,
+    pub owner: AccountId,
+    pub name: String,
+    pub capabilities: serde_json::Value,
+    pub first_seen: Millis,
+    pub last_seen: Millis,
+    pub completed: u64,
+}

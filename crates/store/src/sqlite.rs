@@ -1,0 +1,461 @@
+//! The SQLite backend: one file, WAL mode, nothing to install.
+
+use crate::records::*;
+use crate::{Result, Store, StoreError};
+use runegrid_core::{AccountId, Digest, ExecStatus, JobId, Limits, TaskId};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::path::Path;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS accounts (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    token_hash TEXT NOT NULL UNIQUE,
+    admin INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS programs (
+    sha256 TEXT PRIMARY KEY,
+    instrumented_sha256 TEXT NOT NULL,
+    instrumented BLOB NOT NULL,
+    original_size INTEGER NOT NULL,
+    owner INTEGER NOT NULL REFERENCES accounts(id),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    owner INTEGER NOT NULL REFERENCES accounts(id),
+    name TEXT NOT NULL,
+    program TEXT NOT NULL REFERENCES programs(sha256),
+    replicas INTEGER NOT NULL,
+    agree INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    limits TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    finished_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, id);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY,
+    job INTEGER NOT NULL REFERENCES jobs(id),
+    idx INTEGER NOT NULL,
+    args TEXT NOT NULL,
+    env TEXT NOT NULL,
+    stdin BLOB NOT NULL,
+    seed INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    status TEXT,
+    stdout BLOB,
+    fuel INTEGER,
+    digest TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    UNIQUE(job, idx)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    task INTEGER NOT NULL REFERENCES tasks(id),
+    job INTEGER NOT NULL REFERENCES jobs(id),
+    worker INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    status TEXT,
+    digest TEXT,
+    fuel INTEGER,
+    signature TEXT,
+    error TEXT,
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job, id);
+CREATE TABLE IF NOT EXISTS workers (
+    id INTEGER PRIMARY KEY,
+    public_key TEXT NOT NULL UNIQUE,
+    owner INTEGER NOT NULL REFERENCES accounts(id),
+    name TEXT NOT NULL,
+    capabilities TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0
+);
+"#;
+
+/// A connection to a runegrid SQLite database.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let conn = Connection::open(path).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        // WAL with synchronous=NORMAL: a commit survives the process being killed (the WAL is
+        // in the OS's hands); only a power loss can drop the last commits.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore { conn })
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("records serialize")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| corrupt(what, e))
+}
+
+fn digest_col(s: Option<String>) -> Result<Option<Digest>> {
+    s.map(|s| Digest::from_hex(&s).ok_or_else(|| corrupt("digest", s))).transpose()
+}
+
+fn status_col(s: Option<String>) -> Result<Option<ExecStatus>> {
+    s.map(|s| from_json("status", &s)).transpose()
+}
+
+fn account_row(r: &Row) -> rusqlite::Result<Account> {
+    Ok(Account { id: r.get(0)?, name: r.get(1)?, admin: r.get(2)?, created_at: r.get(3)? })
+}
+
+const JOB_COLS: &str =
+    "id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, finished_at";
+
+fn job_row(r: &Row) -> Result<JobRecord> {
+    let limits: String = r.get(7)?;
+    let state: String = r.get(9)?;
+    Ok(JobRecord {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        name: r.get(2)?,
+        program: r.get(3)?,
+        replicas: r.get(4)?,
+        agree: r.get(5)?,
+        max_attempts: r.get(6)?,
+        limits: from_json::<Limits>("limits", &limits)?,
+        created_at: r.get(8)?,
+        state: JobState::parse(&state).ok_or_else(|| corrupt("job state", &state))?,
+        finished_at: r.get(10)?,
+    })
+}
+
+const TASK_COLS: &str =
+    "id, job, idx, args, env, stdin, seed, state, status, stdout, fuel, digest, error, attempts";
+
+fn task_row(r: &Row) -> Result<TaskRecord> {
+    let args: String = r.get(3)?;
+    let env: String = r.get(4)?;
+    let state: String = r.get(7)?;
+    let state = TaskState::parse(&state).ok_or_else(|| corrupt("task state", &state))?;
+    let status = status_col(r.get(8)?)?;
+    let stdout: Option<Vec<u8>> = r.get(9)?;
+    let fuel: Option<i64> = r.get(10)?;
+    let digest = digest_col(r.get(11)?)?;
+    let error: Option<String> = r.get(12)?;
+    let outcome = if state.is_final() {
+        Some(TaskOutcome { status, stdout: stdout.unwrap_or_default(), fuel: fuel.unwrap_or(0) as u64, digest, error })
+    } else {
+        None
+    };
+    Ok(TaskRecord {
+        id: r.get(0)?,
+        job: r.get(1)?,
+        index: r.get(2)?,
+        args: from_json("task args", &args)?,
+        env: from_json("task env", &env)?,
+        stdin: r.get(5)?,
+        seed: r.get::<_, i64>(6)? as u64,
+        state,
+        outcome,
+        attempts: r.get(13)?,
+    })
+}
+
+const ATTEMPT_COLS: &str =
+    "id, task, job, worker, state, status, digest, fuel, signature, error, started_at, finished_at";
+
+fn attempt_row(r: &Row) -> Result<AttemptRecord> {
+    let state: String = r.get(4)?;
+    Ok(AttemptRecord {
+        id: r.get(0)?,
+        task: r.get(1)?,
+        job: r.get(2)?,
+        worker: r.get(3)?,
+        state: AttemptState::parse(&state).ok_or_else(|| corrupt("attempt state", &state))?,
+        status: status_col(r.get(5)?)?,
+        digest: digest_col(r.get(6)?)?,
+        fuel: r.get::<_, Option<i64>>(7)?.map(|f| f as u64),
+        signature: r.get(8)?,
+        error: r.get(9)?,
+        started_at: r.get(10)?,
+        finished_at: r.get(11)?,
+    })
+}
+
+const WORKER_COLS: &str =
+    "id, public_key, owner, name, capabilities, first_seen, last_seen, completed";
+
+fn worker_row(r: &Row) -> Result<WorkerRecord> {
+    let caps: String = r.get(4)?;
+    Ok(WorkerRecord {
+        id: r.get(0)?,
+        public_key: r.get(1)?,
+        owner: r.get(2)?,
+        name: r.get(3)?,
+        capabilities: from_json("worker capabilities", &caps)?,
+        first_seen: r.get(5)?,
+        last_seen: r.get(6)?,
+        completed: r.get::<_, i64>(7)? as u64,
+    })
+}
+
+fn collect<T>(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    f: fn(&Row) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(f(r)?);
+    }
+    Ok(out)
+}
+
+
+
+impl Store for SqliteStore {
+    fn create_account(&mut self, name: &str, token_hash: &str, admin: bool) -> Result<Account> {
+        let created_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let res = self.conn.execute(
+            "INSERT INTO accounts (name, token_hash, admin, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![name, token_hash, admin, created_at],
+        );
+        match res {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                return Err(StoreError::Conflict(format!("account {name}")));
+            }
+            r => r?,
+        };
+        Ok(Account { id: self.conn.last_insert_rowid(), name: name.into(), admin, created_at })
+    }
+
+    fn account_by_token(&mut self, token_hash: &str) -> Result<Option<Account>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id, name, admin, created_at FROM accounts WHERE token_hash = ?1")?
+            .query_row([token_hash], account_row)
+            .optional()?)
+    }
+
+    fn accounts(&mut self) -> Result<Vec<Account>> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT id, name, admin, created_at FROM accounts ORDER BY id")?;
+        let rows = stmt.query_map([], account_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn put_program(&mut self, p: &ProgramRecord) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO programs (sha256, instrumented_sha256, instrumented, original_size, owner, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![p.sha256, p.instrumented_sha256, p.instrumented, p.original_size, p.owner, p.created_at],
+        )?;
+        Ok(())
+    }
+
+    fn program(&mut self, sha256: &str) -> Result<Option<ProgramRecord>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT sha256, instrumented_sha256, instrumented, original_size, owner, created_at
+                 FROM programs WHERE sha256 = ?1",
+            )?
+            .query_row([sha256], |r| {
+                Ok(ProgramRecord {
+                    sha256: r.get(0)?,
+                    instrumented_sha256: r.get(1)?,
+                    instrumented: r.get(2)?,
+                    original_size: r.get(3)?,
+                    owner: r.get(4)?,
+                    created_at: r.get(5)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn create_job(&mut self, job: &NewJob, tasks: &[NewTask]) -> Result<(JobId, Vec<TaskId>)> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO jobs (owner, name, program, replicas, agree, max_attempts, limits, created_at, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active')",
+            params![
+                job.owner,
+                job.name,
+                job.program,
+                job.replicas,
+                job.agree,
+                job.max_attempts,
+                to_json(&job.limits),
+                job.created_at
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let mut ids = Vec::with_capacity(tasks.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO tasks (job, idx, args, env, stdin, seed, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued')",
+            )?;
+            for (i, t) in tasks.iter().enumerate() {
+                stmt.execute(params![id, i as i64, to_json(&t.args), to_json(&t.env), t.stdin, t.seed as i64])?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit()?;
+        Ok((id, ids))
+    }
+
+    fn job(&mut self, id: JobId) -> Result<Option<JobRecord>> {
+        let mut stmt = self.conn.prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"))?;
+        Ok(collect(&mut stmt, [id], job_row)?.pop())
+    }
+
+    fn jobs(&mut self, owner: Option<AccountId>, limit: u32) -> Result<Vec<JobRecord>> {
+        match owner {
+            Some(o) => {
+                let mut stmt = self.conn.prepare_cached(&format!(
+                    "SELECT {JOB_COLS} FROM jobs WHERE owner = ?1 ORDER BY id DESC LIMIT ?2"
+                ))?;
+                collect(&mut stmt, params![o, limit], job_row)
+            }
+            None => {
+                let mut stmt = self
+                    .conn
+                    .prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs ORDER BY id DESC LIMIT ?1"))?;
+                collect(&mut stmt, params![limit], job_row)
+            }
+        }
+    }
+
+    fn tasks(&mut self, job: JobId) -> Result<Vec<TaskRecord>> {
+        let mut stmt =
+            self.conn.prepare_cached(&format!("SELECT {TASK_COLS} FROM tasks WHERE job = ?1 ORDER BY idx"))?;
+        collect(&mut stmt, [job], task_row)
+    }
+
+    fn attempts(&mut self, job: JobId) -> Result<Vec<AttemptRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE job = ?1 ORDER BY id"))?;
+        collect(&mut stmt, [job], attempt_row)
+    }
+
+    fn unfinished_jobs(&mut self) -> Result<Vec<JobRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE state = 'active' ORDER BY id"))?;
+        collect(&mut stmt, [], job_row)
+    }
+
+    fn apply(&mut self, changes: &[Change]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for c in changes {
+            match c {
+                Change::StartAttempt { id, task, job, worker, at } => {
+                    tx.prepare_cached(
+                        "INSERT INTO attempts (id, task, job, worker, state, started_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+                    )?
+                    .execute(params![id, task, job, worker, at])?;
+                }
+                Change::FinishAttempt { id, status, digest, fuel, signature, at } => {
+                    tx.prepare_cached(
+                        "UPDATE attempts SET state = 'done', status = ?2, digest = ?3, fuel = ?4, signature = ?5, finished_at = ?6 WHERE id = ?1",
+                    )?
+                    .execute(params![id, to_json(status), digest.to_hex(), *fuel as i64, signature, at])?;
+                }
+                Change::LoseAttempt { id, error, at } => {
+                    tx.prepare_cached(
+                        "UPDATE attempts SET state = 'lost', error = ?2, finished_at = ?3 WHERE id = ?1 AND state = 'running'",
+                    )?
+                    .execute(params![id, error, at])?;
+                }
+                Change::CancelAttempt { id, at } => {
+                    tx.prepare_cached(
+                        "UPDATE attempts SET state = 'cancelled', finished_at = ?2 WHERE id = ?1 AND state = 'running'",
+                    )?
+                    .execute(params![id, at])?;
+                }
+                Change::TaskState { id, state, attempts } => {
+                    tx.prepare_cached("UPDATE tasks SET state = ?2, attempts = ?3 WHERE id = ?1")?
+                        .execute(params![id, state.as_str(), attempts])?;
+                }
+                Change::FinishTask { id, state, outcome, attempts } => {
+                    tx.prepare_cached(
+                        "UPDATE tasks SET state = ?2, status = ?3, stdout = ?4, fuel = ?5, digest = ?6, error = ?7, attempts = ?8 WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        id,
+                        state.as_str(),
+                        outcome.status.as_ref().map(to_json),
+                        outcome.stdout,
+                        outcome.fuel as i64,
+                        outcome.digest.map(|d| d.to_hex()),
+                        outcome.error,
+                        attempts
+                    ])?;
+                }
+                Change::FinishJob { id, state, at } => {
+                    tx.prepare_cached("UPDATE jobs SET state = ?2, finished_at = ?3 WHERE id = ?1")?
+                        .execute(params![id, state.as_str(), at])?;
+                }
+                Change::WorkerSeen { id, at, completed_delta } => {
+                    tx.prepare_cached(
+                        "UPDATE workers SET last_seen = max(last_seen, ?2), completed = completed + ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![id, at, completed_delta])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn max_attempt_id(&mut self) -> Result<i64> {
+        Ok(self.conn.query_row("SELECT COALESCE(MAX(id), 0) FROM attempts", [], |r| r.get(0))?)
+    }
+
+    fn upsert_worker(&mut self, w: &NewWorker) -> Result<WorkerRecord> {
+
+        self.conn.execute(
+            "INSERT INTO workers (public_key, owner, name, capabilities, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+             ON CONFLICT(public_key) DO UPDATE SET owner = ?2, name = ?3, capabilities = ?4, last_seen = ?5",
+            params![w.public_key, w.owner, w.name, to_json(&w.capabilities), w.at],
+        )?;
+        let mut stmt =
+            self.conn.prepare_cached(&format!("SELECT {WORKER_COLS} FROM workers WHERE public_key = ?1"))?;
+        collect(&mut stmt, [&w.public_key], worker_row)?
+            .pop()
+            .ok_or_else(|| corrupt("worker", "vanished after upsert"))
+    }
+
+    fn workers(&mut self) -> Result<Vec<WorkerRecord>> {
+        let mut stmt = self.conn.prepare_cached(&format!("SELECT {WORKER_COLS} FROM workers ORDER BY id"))?;
+        collect(&mut stmt, [], worker_row)
+    }
+}

@@ -1,0 +1,3 @@
+//! Does nothing and exits 0: the smallest possible task, for round-trip benchmarks.
+
+fn main() {}
