@@ -175,14 +175,15 @@ async fn upload_program(
     };
     app.writer
         .put_program(ProgramRecord {
-            sha256: sha,
-            instrumented_sha256: isha,
-            instrumented: module,
+            sha256: sha.clone(),
+            instrumented_sha256: isha.clone(),
+            instrumented: module.clone(),
             original_size: size as i64,
             owner: a.id,
             created_at: now_ms(),
         })
         .await?;
+    app.cache_program(&sha, Arc::new(ProgramBytes { sha256: isha, module }));
     Ok(Json(info))
 }
 
@@ -213,7 +214,11 @@ async fn submit_job(
     }
     .map_err(|e| ApiError::bad("invalid_policy", e.to_string()))?;
     let sha = req.program.clone();
-    let program = blocking(&app, move |app| app.read(|s| s.program(&sha))).await?.ok_or_else(|| {
+    let program = match app.cached_program(&sha) {
+        Some(p) => Some(p),
+        None => blocking(&app, move |app| app.program(&sha)).await?,
+    }
+    .ok_or_else(|| {
         ApiError::bad(
             "unknown_program",
             format!("unknown program {}: upload the module first (POST /v1/programs)", req.program),
@@ -274,7 +279,6 @@ async fn submit_job(
             attempts: 0,
         })
         .collect();
-    let program = Arc::new(ProgramBytes { sha256: program.instrumented_sha256, module: program.instrumented });
     app.add_job(rec, a.name.clone(), program, task_recs);
     tracing::debug!(job = id, tasks = n, account = %a.name, "job submitted");
     let results = match q.wait.filter(|s| *s > 0.0) {

