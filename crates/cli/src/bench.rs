@@ -35,7 +35,13 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 pub async fn run(a: BenchArgs) -> Result<i32> {
-    println!("runegrid bench on {} ({} cores)", std::env::consts::ARCH, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "runegrid bench on {} ({} cores)",
+        std::env::consts::ARCH,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     if !a.grid_only {
         tokio::task::spawn_blocking(sandbox_bench).await??;
     }
@@ -61,12 +67,25 @@ fn sandbox_bench() -> Result<()> {
     use runegrid_examples::kernels;
     use runegrid_sandbox::{Sandbox, TaskRun};
     let sandbox = Sandbox::new()?;
-    let limits = Limits { fuel: Limits::MAX_FUEL, wall_time_ms: 600_000, ..Limits::default() };
+    let limits = Limits {
+        fuel: Limits::MAX_FUEL,
+        wall_time_ms: 600_000,
+        ..Limits::default()
+    };
     let run_in = |module: &[u8], nan: bool, args: &[String]| -> Result<(Duration, Vec<u8>)> {
-        let opts = runegrid_instrument::Options { nan_canonicalization: nan, ..Default::default() };
+        let opts = runegrid_instrument::Options {
+            nan_canonicalization: nan,
+            ..Default::default()
+        };
         let m = runegrid_instrument::instrument(module, &opts)?;
         let p = sandbox.compile(&m.bytes)?;
-        let task = TaskRun { args, env: &[], stdin: &[], seed: 1, limits };
+        let task = TaskRun {
+            args,
+            env: &[],
+            stdin: &[],
+            seed: 1,
+            limits,
+        };
         let mut err = None;
         let (t, out) = best_of(3, || match sandbox.run(&p, &task, &mut |_| {}) {
             Ok(o) => o.execution.stdout,
@@ -81,26 +100,46 @@ fn sandbox_bench() -> Result<()> {
         Ok((t, out))
     };
     println!("\nsandbox: one kernel as WASI (metered, in wasmtime) vs native Rust, best of 3");
-    println!("{:<28} {:>11} {:>11} {:>11} {:>8} {:>8}", "kernel", "native", "wasi", "wasi+nan", "ratio", "+nan");
-    let cases: Vec<(&str, &[u8], Vec<String>, Box<dyn Fn() -> String>)> = vec![
+    println!(
+        "{:<28} {:>11} {:>11} {:>11} {:>8} {:>8}",
+        "kernel", "native", "wasi", "wasi+nan", "ratio", "+nan"
+    );
+    type Native = Box<dyn Fn() -> String>;
+    let cases: Vec<(&str, &[u8], Vec<String>, Native)> = vec![
         (
             "collatz limit=3000000 (int)",
             runegrid_examples::COLLATZ,
             vec!["3000000".into()],
-            Box::new(|| kernels::collatz_report(3_000_000, kernels::collatz_steps(std::hint::black_box(3_000_000)))),
+            Box::new(|| {
+                kernels::collatz_report(
+                    3_000_000,
+                    kernels::collatz_steps(std::hint::black_box(3_000_000)),
+                )
+            }),
         ),
         (
             "matmul n=256 (f64)",
             runegrid_examples::MATMUL,
             vec!["256".into()],
-            Box::new(|| kernels::matmul_report(256, kernels::matmul(std::hint::black_box(256), kernels::DEFAULT_SEED))),
+            Box::new(|| {
+                kernels::matmul_report(
+                    256,
+                    kernels::matmul(std::hint::black_box(256), kernels::DEFAULT_SEED),
+                )
+            }),
         ),
         (
             "montecarlo 10^7 (f64)",
             runegrid_examples::MONTECARLO,
             vec!["10000000".into()],
             Box::new(|| {
-                kernels::monte_carlo_report(10_000_000, kernels::monte_carlo_pi(std::hint::black_box(10_000_000), kernels::DEFAULT_SEED))
+                kernels::monte_carlo_report(
+                    10_000_000,
+                    kernels::monte_carlo_pi(
+                        std::hint::black_box(10_000_000),
+                        kernels::DEFAULT_SEED,
+                    ),
+                )
             }),
         ),
     ];
@@ -110,7 +149,11 @@ fn sandbox_bench() -> Result<()> {
         let (twn, out_nan) = run_in(module, true, &args)?;
         let expect = format!("{expect}\n");
         if out != expect.as_bytes() || out_nan != expect.as_bytes() {
-            bail!("{name}: wasm output {:?} differs from native {:?}", String::from_utf8_lossy(&out), expect);
+            bail!(
+                "{name}: wasm output {:?} differs from native {:?}",
+                String::from_utf8_lossy(&out),
+                expect
+            );
         }
         println!(
             "{:<28} {:>9.1}ms {:>9.1}ms {:>9.1}ms {:>7.2}x {:>7.2}x",
@@ -125,13 +168,22 @@ fn sandbox_bench() -> Result<()> {
     // Per-run overhead of the smallest module.
     let m = runegrid_instrument::instrument(runegrid_examples::NOOP, &Default::default())?;
     let p = sandbox.compile(&m.bytes)?;
-    let task = TaskRun { args: &[], env: &[], stdin: &[], seed: 1, limits: Limits::default() };
+    let task = TaskRun {
+        args: &[],
+        env: &[],
+        stdin: &[],
+        seed: 1,
+        limits: Limits::default(),
+    };
     let n = 2000;
     let t = Instant::now();
     for _ in 0..n {
         sandbox.run(&p, &task, &mut |_| {})?;
     }
-    println!("no-op module: {:.1} µs per run (instantiate + _start + teardown)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+    println!(
+        "no-op module: {:.1} µs per run (instantiate + _start + teardown)",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
     Ok(())
 }
 
@@ -142,7 +194,10 @@ async fn grid_bench(a: &BenchArgs) -> Result<()> {
     }
     grid.wait_for_workers(a.workers as usize).await?;
     let client = grid.client();
-    let program = client.upload_program(runegrid_examples::NOOP.to_vec()).await?.program;
+    let program = client
+        .upload_program(runegrid_examples::NOOP.to_vec())
+        .await?
+        .program;
     let job = |n: u32| SubmitJob {
         program: program.clone(),
         name: Some("bench".into()),
@@ -165,7 +220,10 @@ async fn grid_bench(a: &BenchArgs) -> Result<()> {
         let t = Instant::now();
         let r = client.submit_wait(&job(1), Duration::from_secs(30)).await?;
         times.push(t.elapsed());
-        if r.results.as_ref().is_none_or(|r| r.tasks[0].state != "verified") {
+        if r.results
+            .as_ref()
+            .is_none_or(|r| r.tasks[0].state != "verified")
+        {
             bail!("a no-op call did not verify: {r:?}");
         }
     }
@@ -178,7 +236,9 @@ async fn grid_bench(a: &BenchArgs) -> Result<()> {
     );
     let t = Instant::now();
     let sub = client.submit(&job(a.tasks)).await?;
-    let r = client.results(sub.job, Some(Duration::from_secs(600))).await?;
+    let r = client
+        .results(sub.job, Some(Duration::from_secs(600)))
+        .await?;
     let el = t.elapsed();
     let ok = r.tasks.iter().filter(|t| t.state == "verified").count();
     if ok != a.tasks as usize {

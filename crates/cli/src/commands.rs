@@ -97,8 +97,16 @@ pub struct WorkerArgs {
 pub async fn worker(conn: &Conn, a: WorkerArgs) -> Result<i32> {
     let url = a.coordinator.unwrap_or_else(|| conn.url.clone());
     let token = conn.token()?;
-    let slots = a.slots.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
-    let name = if a.name.is_empty() { hostname() } else { a.name };
+    let slots = a.slots.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+    });
+    let name = if a.name.is_empty() {
+        hostname()
+    } else {
+        a.name
+    };
     let config = runegrid_worker::WorkerConfig {
         coordinator: url,
         token,
@@ -116,7 +124,9 @@ pub async fn worker(conn: &Conn, a: WorkerArgs) -> Result<i32> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "worker".into())
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "worker".into())
 }
 
 #[derive(Args)]
@@ -166,7 +176,8 @@ pub struct SubmitArgs {
 
 /// Reads an input file: one JSON task per non-empty line.
 pub fn read_inputs(path: &std::path::Path) -> Result<Vec<TaskSpec>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut tasks = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -184,20 +195,29 @@ pub fn read_inputs(path: &std::path::Path) -> Result<Vec<TaskSpec>> {
 
 pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
     let client = conn.client()?;
-    let module = std::fs::read(&a.module).with_context(|| format!("reading {}", a.module.display()))?;
+    let module =
+        std::fs::read(&a.module).with_context(|| format!("reading {}", a.module.display()))?;
     let mut env = BTreeMap::new();
     for kv in &a.env {
-        let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv}: expected K=V"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--env {kv}: expected K=V"))?;
         env.insert(k.to_string(), v.to_string());
     }
     let mut tasks = match &a.input_file {
         Some(p) => {
             if !a.args.is_empty() || a.stdin.is_some() {
-                bail!("--arg and --stdin describe a single task; put them in the input file instead");
+                bail!(
+                    "--arg and --stdin describe a single task; put them in the input file instead"
+                );
             }
             read_inputs(p)?
         }
-        None => vec![TaskSpec { args: a.args.clone(), stdin: a.stdin.clone().unwrap_or_default(), env: BTreeMap::new() }],
+        None => vec![TaskSpec {
+            args: a.args.clone(),
+            stdin: a.stdin.clone().unwrap_or_default(),
+            env: BTreeMap::new(),
+        }],
     };
     for t in &mut tasks {
         for (k, v) in &env {
@@ -221,7 +241,11 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
     let n = tasks.len();
     let job = SubmitJob {
         program: program.program,
-        name: a.name.clone().or_else(|| a.module.file_name().map(|f| f.to_string_lossy().into_owned())),
+        name: a.name.clone().or_else(|| {
+            a.module
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        }),
         tasks,
         replicas: a.replicas,
         agree: a.agree,
@@ -238,7 +262,10 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
         return Ok(0);
     }
     if !a.json {
-        eprintln!("job {} submitted: {} tasks, {} of {} replicas must agree", sub.job, n, a.agree, a.replicas);
+        eprintln!(
+            "job {} submitted: {} tasks, {} of {} replicas must agree",
+            sub.job, n, a.agree, a.replicas
+        );
     }
     let results = wait_with_progress(&client, sub.job, !a.json).await?;
     print_results(&results, a.json)?;
@@ -247,7 +274,11 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
 
 /// 0 when every task verified, 3 when some failed or were cancelled.
 pub fn exit_code(r: &JobResults) -> i32 {
-    if r.tasks.iter().all(|t| t.state == "verified") { 0 } else { 3 }
+    if r.tasks.iter().all(|t| t.state == "verified") {
+        0
+    } else {
+        3
+    }
 }
 
 /// Follows the job's events (with a progress bar when `bar`) until it is done, then fetches
@@ -257,8 +288,10 @@ pub async fn wait_with_progress(client: &Client, job: i64, bar: bool) -> Result<
     let pb = if bar {
         let pb = ProgressBar::new(status.counts.total());
         pb.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tasks {msg}")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tasks {msg}",
+            )
+            .expect("valid template"),
         );
         pb.enable_steady_tick(Duration::from_millis(120));
         Some(pb)
@@ -288,7 +321,10 @@ pub async fn wait_with_progress(client: &Client, job: i64, bar: bool) -> Result<
                     if let Some(pb) = &pb {
                         pb.set_position(counts.finished());
                         if last_hint.elapsed() > Duration::from_secs(1) {
-                            pb.set_message(format!("{} verified, {} failed", counts.verified, counts.failed));
+                            pb.set_message(format!(
+                                "{} verified, {} failed",
+                                counts.verified, counts.failed
+                            ));
                             last_hint = std::time::Instant::now();
                         }
                     }
@@ -296,7 +332,10 @@ pub async fn wait_with_progress(client: &Client, job: i64, bar: bool) -> Result<
                 JobEvent::Done { counts, .. } => {
                     if let Some(pb) = &pb {
                         pb.set_position(counts.finished());
-                        pb.finish_with_message(format!("{} verified, {} failed", counts.verified, counts.failed));
+                        pb.finish_with_message(format!(
+                            "{} verified, {} failed",
+                            counts.verified, counts.failed
+                        ));
                     }
                     done = true;
                     break;
@@ -326,12 +365,23 @@ pub fn print_results(r: &JobResults, json: bool) -> Result<()> {
         return Ok(());
     }
     let verified = r.tasks.iter().filter(|t| t.state == "verified").count();
-    println!("job {}: {} tasks, {} verified", r.job, r.tasks.len(), verified);
-    println!("{:>6}  {:<9} {:>4} {:>14} {:>8}  {:<12}  output", "task", "state", "exit", "fuel", "attempts", "digest");
+    println!(
+        "job {}: {} tasks, {} verified",
+        r.job,
+        r.tasks.len(),
+        verified
+    );
+    println!(
+        "{:>6}  {:<9} {:>4} {:>14} {:>8}  {:<12}  output",
+        "task", "state", "exit", "fuel", "attempts", "digest"
+    );
     for t in &r.tasks {
         let out = match (&t.error, &t.stdout, &t.stdout_base64) {
             (Some(e), _, _) => format!("error: {}", first_line(e, 80)),
-            (None, _, Some(_)) => format!("({} bytes of binary output)", t.stdout_bytes().map_or(0, |b| b.len())),
+            (None, _, Some(_)) => format!(
+                "({} bytes of binary output)",
+                t.stdout_bytes().map_or(0, |b| b.len())
+            ),
             (None, Some(s), None) => first_line(s, 60),
             _ => String::new(),
         };
@@ -339,7 +389,9 @@ pub fn print_results(r: &JobResults, json: bool) -> Result<()> {
             "{:>6}  {:<9} {:>4} {:>14} {:>8}  {:<12}  {}",
             t.index,
             t.state,
-            t.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            t.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
             t.fuel.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
             t.attempts,
             t.digest.map(|d| d.short()).unwrap_or_else(|| "-".into()),
@@ -377,14 +429,22 @@ fn print_status(s: &JobStatus) {
     println!(
         "job {} ({}) {}: {} tasks — {} verified, {} failed, {} running, {} queued{}",
         s.job,
-        if s.name.is_empty() { "unnamed" } else { &s.name },
+        if s.name.is_empty() {
+            "unnamed"
+        } else {
+            &s.name
+        },
         s.state,
         c.total(),
         c.verified,
         c.failed,
         c.running,
         c.queued,
-        if c.cancelled > 0 { format!(", {} cancelled", c.cancelled) } else { String::new() }
+        if c.cancelled > 0 {
+            format!(", {} cancelled", c.cancelled)
+        } else {
+            String::new()
+        }
     );
     if let Some(w) = &s.waiting_for {
         println!("  waiting: {w}");
@@ -446,7 +506,10 @@ pub async fn workers(conn: &Conn, a: JsonArgs) -> Result<i32> {
         println!("no workers have connected yet");
         return Ok(0);
     }
-    println!("{:>4}  {:<20} {:<10} {:<9} {:>5} {:>7} {:>9}  key", "id", "name", "owner", "state", "slots", "running", "completed");
+    println!(
+        "{:>4}  {:<20} {:<10} {:<9} {:>5} {:>7} {:>9}  key",
+        "id", "name", "owner", "state", "slots", "running", "completed"
+    );
     for w in &ws {
         println!(
             "{:>4}  {:<20} {:<10} {:<9} {:>5} {:>7} {:>9}  {}…",
@@ -492,7 +555,12 @@ pub async fn account(conn: &Conn, a: AccountCmd) -> Result<i32> {
         }
         AccountCmd::Whoami => {
             let me = client.me().await?;
-            println!("{} (id {}{})", me.name, me.id, if me.admin { ", admin" } else { "" });
+            println!(
+                "{} (id {}{})",
+                me.name,
+                me.id,
+                if me.admin { ", admin" } else { "" }
+            );
         }
     }
     Ok(0)

@@ -44,31 +44,56 @@ pub struct DemoArgs {
 
 pub async fn run(a: DemoArgs) -> Result<i32> {
     if a.workers + a.liars < a.replicas {
-        bail!("{} replicas need at least {} workers", a.replicas, a.replicas);
+        bail!(
+            "{} replicas need at least {} workers",
+            a.replicas,
+            a.replicas
+        );
     }
-    println!("runegrid demo: a coordinator and {} worker processes on this machine", a.workers + a.liars);
+    println!(
+        "runegrid demo: a coordinator and {} worker processes on this machine",
+        a.workers + a.liars
+    );
     let mut grid = LocalGrid::start(a.dir.clone()).await?;
-    println!("  coordinator  {} (data and logs in {})", grid.url, grid.dir.display());
+    println!(
+        "  coordinator  {} (data and logs in {})",
+        grid.url,
+        grid.dir.display()
+    );
     for i in 0..a.workers {
         grid.spawn_worker(&format!("worker-{}", i + 1), a.slots, &[])?;
     }
     for i in 0..a.liars {
         grid.spawn_worker(&format!("liar-{}", i + 1), a.slots, &["--misbehave", "lie"])?;
     }
-    grid.wait_for_workers((a.workers + a.liars) as usize).await?;
-    println!("  workers      {} connected ({} slot(s) each{})", a.workers + a.liars, a.slots,
-        if a.liars > 0 { format!(", {} of them lying on purpose", a.liars) } else { String::new() });
+    grid.wait_for_workers((a.workers + a.liars) as usize)
+        .await?;
+    println!(
+        "  workers      {} connected ({} slot(s) each{})",
+        a.workers + a.liars,
+        a.slots,
+        if a.liars > 0 {
+            format!(", {} of them lying on purpose", a.liars)
+        } else {
+            String::new()
+        }
+    );
     let client = grid.client();
 
     // 1. The tile renderer.
     let plan = tiles::plan(a.width, a.height, a.tile);
-    let program = client.upload_program(runegrid_examples::RENDER.to_vec()).await?;
+    let program = client
+        .upload_program(runegrid_examples::RENDER.to_vec())
+        .await?;
     let job = SubmitJob {
         program: program.program,
         name: Some("demo: render".into()),
         tasks: plan
             .iter()
-            .map(|t| TaskSpec { args: tiles::args(a.width, a.height, t, 500), ..TaskSpec::default() })
+            .map(|t| TaskSpec {
+                args: tiles::args(a.width, a.height, t, 500),
+                ..TaskSpec::default()
+            })
             .collect(),
         replicas: a.replicas,
         agree: a.agree,
@@ -78,7 +103,12 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
     let sub = client.submit(&job).await?;
     println!(
         "\njob {}: render a {}×{} Mandelbrot in {} tiles; each tile runs on {} workers and {} must agree",
-        sub.job, a.width, a.height, plan.len(), a.replicas, a.agree
+        sub.job,
+        a.width,
+        a.height,
+        plan.len(),
+        a.replicas,
+        a.agree
     );
     let started = std::time::Instant::now();
     let results = wait_with_progress(&client, sub.job, true).await?;
@@ -91,7 +121,12 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
         attempts += r.attempts;
         fuel += r.fuel.unwrap_or(0);
         if r.state != "verified" {
-            failed.push(format!("tile {} ({}): {}", r.index, r.state, r.error.clone().unwrap_or_default()));
+            failed.push(format!(
+                "tile {} ({}): {}",
+                r.index,
+                r.state,
+                r.error.clone().unwrap_or_default()
+            ));
             continue;
         }
         let bytes = r.stdout_bytes().context("tile output")?;
@@ -117,18 +152,28 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
     println!("wrote {}", a.out.display());
 
     // 2. A numeric kernel: Monte Carlo estimates of pi, one seed per task.
-    let program = client.upload_program(runegrid_examples::MONTECARLO.to_vec()).await?;
+    let program = client
+        .upload_program(runegrid_examples::MONTECARLO.to_vec())
+        .await?;
     let job = SubmitJob {
         program: program.program,
         name: Some("demo: monte carlo".into()),
-        tasks: (1..=6).map(|seed| TaskSpec { args: vec!["2000000".into(), seed.to_string()], ..TaskSpec::default() }).collect(),
+        tasks: (1..=6)
+            .map(|seed| TaskSpec {
+                args: vec!["2000000".into(), seed.to_string()],
+                ..TaskSpec::default()
+            })
+            .collect(),
         replicas: a.replicas,
         agree: a.agree,
         max_attempts: None,
         limits: Default::default(),
     };
     let sub = client.submit(&job).await?;
-    println!("\njob {}: estimate pi with 2,000,000 samples under 6 seeds", sub.job);
+    println!(
+        "\njob {}: estimate pi with 2,000,000 samples under 6 seeds",
+        sub.job
+    );
     let results = wait_with_progress(&client, sub.job, true).await?;
     print_results(&results, false)?;
 

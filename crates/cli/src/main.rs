@@ -11,10 +11,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "runegrid", version, about = "A compute grid made of other people's idle machines")]
+#[command(
+    name = "runegrid",
+    version,
+    about = "A compute grid made of other people's idle machines"
+)]
 struct Cli {
     /// Coordinator URL.
-    #[arg(long, global = true, env = "RUNEGRID_URL", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "RUNEGRID_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
     url: String,
     /// API token (default: the admin token of a coordinator started from this directory).
     #[arg(long, global = true, env = "RUNEGRID_TOKEN", hide_env_values = true)]
@@ -68,8 +77,14 @@ fn main() {
         };
         tracing_subscriber::EnvFilter::new(default)
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -82,7 +97,10 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> Result<i32> {
-    let conn = commands::Conn { url: cli.url, token: cli.token };
+    let conn = commands::Conn {
+        url: cli.url,
+        token: cli.token,
+    };
     match cli.command {
         Command::Serve(a) => commands::serve(a).await,
         Command::Worker(a) => commands::worker(&conn, a).await,

@@ -21,7 +21,8 @@ fn exe() -> Result<PathBuf> {
 }
 
 fn log_file(dir: &Path, name: &str) -> Result<std::fs::File> {
-    std::fs::File::create(dir.join(format!("{name}.log"))).with_context(|| format!("creating {name}.log"))
+    std::fs::File::create(dir.join(format!("{name}.log")))
+        .with_context(|| format!("creating {name}.log"))
 }
 
 impl LocalGrid {
@@ -43,14 +44,23 @@ impl LocalGrid {
         let coordinator = Command::new(exe()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(&data)
-            .env("RUNEGRID_LOG", std::env::var("RUNEGRID_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUNEGRID_LOG",
+                std::env::var("RUNEGRID_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log_file(&dir, "coordinator")?)
             .stderr(log_file(&dir, "coordinator")?)
             .spawn()
             .context("starting the coordinator")?;
-        let mut grid =
-            LocalGrid { dir: dir.clone(), url: String::new(), token: String::new(), coordinator, workers: vec![], _tmp: tmp };
+        let mut grid = LocalGrid {
+            dir: dir.clone(),
+            url: String::new(),
+            token: String::new(),
+            coordinator,
+            workers: vec![],
+            _tmp: tmp,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(url) = std::fs::read_to_string(data.join(crate::commands::URL_FILE)) {
@@ -58,14 +68,21 @@ impl LocalGrid {
                 break;
             }
             if let Some(status) = grid.coordinator.try_wait()? {
-                bail!("the coordinator exited ({status}); see {}", dir.join("coordinator.log").display());
+                bail!(
+                    "the coordinator exited ({status}); see {}",
+                    dir.join("coordinator.log").display()
+                );
             }
             if Instant::now() > deadline {
-                bail!("the coordinator did not start within 30 s; see {}", dir.join("coordinator.log").display());
+                bail!(
+                    "the coordinator did not start within 30 s; see {}",
+                    dir.join("coordinator.log").display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        grid.token = runegrid_coordinator::read_admin_token(&data).context("reading the admin token")?;
+        grid.token =
+            runegrid_coordinator::read_admin_token(&data).context("reading the admin token")?;
         Ok(grid)
     }
 
@@ -77,11 +94,23 @@ impl LocalGrid {
     pub fn spawn_worker(&mut self, name: &str, slots: u32, extra: &[&str]) -> Result<()> {
         let data = self.dir.join(name);
         let child = Command::new(exe()?)
-            .args(["worker", "--coordinator", &self.url, "--name", name, "--slots", &slots.to_string(), "--data"])
+            .args([
+                "worker",
+                "--coordinator",
+                &self.url,
+                "--name",
+                name,
+                "--slots",
+                &slots.to_string(),
+                "--data",
+            ])
             .arg(&data)
             .args(extra)
             .env("RUNEGRID_TOKEN", &self.token)
-            .env("RUNEGRID_LOG", std::env::var("RUNEGRID_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUNEGRID_LOG",
+                std::env::var("RUNEGRID_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log_file(&self.dir, name)?)
             .stderr(log_file(&self.dir, name)?)
@@ -96,12 +125,20 @@ impl LocalGrid {
         let client = self.client();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let connected = client.workers().await?.iter().filter(|w| w.connected).count();
+            let connected = client
+                .workers()
+                .await?
+                .iter()
+                .filter(|w| w.connected)
+                .count();
             if connected >= n {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("only {connected} of {n} workers connected within 60 s; see the logs in {}", self.dir.display());
+                bail!(
+                    "only {connected} of {n} workers connected within 60 s; see the logs in {}",
+                    self.dir.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -110,7 +147,11 @@ impl LocalGrid {
 
 impl Drop for LocalGrid {
     fn drop(&mut self) {
-        for c in self.workers.iter_mut().chain(std::iter::once(&mut self.coordinator)) {
+        for c in self
+            .workers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.coordinator))
+        {
             let _ = c.kill();
             let _ = c.wait();
         }

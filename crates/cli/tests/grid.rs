@@ -35,7 +35,11 @@ async fn job_is_verified_end_to_end_through_the_cli() {
         "--wait",
         "--json",
     ]);
-    assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "submit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: JobResults = serde_json::from_slice(&out.stdout).expect("one json object");
     assert_eq!(r.tasks.len(), 3);
     for t in &r.tasks {
@@ -46,11 +50,26 @@ async fn job_is_verified_end_to_end_through_the_cli() {
         assert!(t.error.is_none());
         assert!(t.digest.is_some());
     }
-    assert_eq!(r.tasks[0].stdout.as_deref(), Some("arg[1]=100000\nenv K=V\nstdin=7\n"));
-    assert_eq!(r.tasks[1].stdout.as_deref(), Some("arg[1]=a\narg[2]=b\nstdin="));
+    assert_eq!(
+        r.tasks[0].stdout.as_deref(),
+        Some("arg[1]=100000\nenv K=V\nstdin=7\n")
+    );
+    assert_eq!(
+        r.tasks[1].stdout.as_deref(),
+        Some("arg[1]=a\narg[2]=b\nstdin=")
+    );
     // The raw JSON keeps the documented field names.
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for k in ["index", "state", "exit_code", "stdout", "fuel", "digest", "attempts", "error"] {
+    for k in [
+        "index",
+        "state",
+        "exit_code",
+        "stdout",
+        "fuel",
+        "digest",
+        "attempts",
+        "error",
+    ] {
         assert!(v["tasks"][0].get(k).is_some(), "missing field {k}");
     }
     // status and results subcommands agree.
@@ -71,12 +90,18 @@ async fn events_stream_stdout_and_results() {
     let mut g = Grid::start().await;
     let p = g.upload(runegrid_examples::ECHO).await;
     let c = g.client();
-    let sub = c.submit(&job(&p, vec![args(&["hello"])], 1, 1)).await.unwrap();
+    let sub = c
+        .submit(&job(&p, vec![args(&["hello"])], 1, 1))
+        .await
+        .unwrap();
     let mut events = c.events(sub.job).await.unwrap();
     // Start the worker only after subscribing, so nothing is missed.
     g.worker("w", 1, &[]);
     let mut seen = Vec::new();
-    while let Some(ev) = tokio::time::timeout(Duration::from_secs(60), events.next()).await.expect("event in time") {
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(60), events.next())
+        .await
+        .expect("event in time")
+    {
         seen.push(ev.unwrap());
     }
     let stdout: String = seen
@@ -86,8 +111,14 @@ async fn events_stream_stdout_and_results() {
             _ => None,
         })
         .collect();
-    assert!(stdout.contains("arg[1]=hello"), "streamed stdout: {stdout:?}");
-    assert!(seen.iter().any(|e| matches!(e, JobEvent::Task { result } if result.state == "verified")));
+    assert!(
+        stdout.contains("arg[1]=hello"),
+        "streamed stdout: {stdout:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, JobEvent::Task { result } if result.state == "verified"))
+    );
     assert!(matches!(seen.last(), Some(JobEvent::Done { state, .. }) if state == "done"));
 }
 
@@ -102,18 +133,36 @@ async fn lying_worker_is_outvoted() {
     let tasks = (1..=6).map(|s| args(&["20000", &s.to_string()])).collect();
     let sub = c.submit(&job(&p, tasks, 3, 2)).await.unwrap();
     // With one honest worker and one liar every task is split 1:1; the liar has answered all.
-    wait_until("the liar to answer every task", Duration::from_secs(60), || {
-        let c = c.clone();
-        async move { c.workers().await.ok()?.iter().any(|w| w.name == "liar" && w.completed >= 6).then_some(()) }
-    })
+    wait_until(
+        "the liar to answer every task",
+        Duration::from_secs(60),
+        || {
+            let c = c.clone();
+            async move {
+                c.workers()
+                    .await
+                    .ok()?
+                    .iter()
+                    .any(|w| w.name == "liar" && w.completed >= 6)
+                    .then_some(())
+            }
+        },
+    )
     .await;
-    assert_eq!(c.status(sub.job).await.unwrap().counts.verified, 0, "no quorum without a third worker");
+    assert_eq!(
+        c.status(sub.job).await.unwrap().counts.verified,
+        0,
+        "no quorum without a third worker"
+    );
     g.worker("honest-2", 2, &[]);
     let r = g.wait(sub.job).await;
     for (i, t) in r.tasks.iter().enumerate() {
         assert_eq!(t.state, "verified", "{t:?}");
         assert_eq!(t.attempts, 3);
-        let expect = runegrid_examples::kernels::monte_carlo_report(20000, runegrid_examples::kernels::monte_carlo_pi(20000, i as u64 + 1));
+        let expect = runegrid_examples::kernels::monte_carlo_report(
+            20000,
+            runegrid_examples::kernels::monte_carlo_pi(20000, i as u64 + 1),
+        );
         assert_eq!(t.stdout.as_deref(), Some(format!("{expect}\n").as_str()));
     }
 }
@@ -131,7 +180,10 @@ async fn disagreement_without_quorum_fails_with_a_reason() {
     let t = &r.tasks[0];
     assert_eq!(t.state, "failed");
     let e = t.error.as_deref().unwrap();
-    assert!(e.starts_with("replicas disagreed: 2 results in 2 groups"), "{e}");
+    assert!(
+        e.starts_with("replicas disagreed: 2 results in 2 groups"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,19 +193,35 @@ async fn killed_worker_loses_its_attempts_and_the_job_completes() {
     g.wait_workers(1).await;
     let p = g.upload(runegrid_examples::MONTECARLO).await;
     let c = g.client();
-    let tasks = (1..=4).map(|s| args(&["30000000", &s.to_string()])).collect();
+    let tasks = (1..=4)
+        .map(|s| args(&["30000000", &s.to_string()]))
+        .collect();
     let sub = c.submit(&job(&p, tasks, 1, 1)).await.unwrap();
     // Kill the only worker while it is running attempts.
-    wait_until("the victim to run attempts", Duration::from_secs(30), || {
-        let c = c.clone();
-        async move { c.workers().await.ok()?.iter().any(|w| w.running > 0).then_some(()) }
-    })
+    wait_until(
+        "the victim to run attempts",
+        Duration::from_secs(30),
+        || {
+            let c = c.clone();
+            async move {
+                c.workers()
+                    .await
+                    .ok()?
+                    .iter()
+                    .any(|w| w.running > 0)
+                    .then_some(())
+            }
+        },
+    )
     .await;
     g.kill_worker(victim);
     g.worker("rescuer", 2, &[]);
     let r = g.wait(sub.job).await;
     assert!(r.tasks.iter().all(|t| t.state == "verified"), "{r:?}");
-    assert!(r.tasks.iter().any(|t| t.attempts >= 2), "some attempt was lost and redone: {r:?}");
+    assert!(
+        r.tasks.iter().any(|t| t.attempts >= 2),
+        "some attempt was lost and redone: {r:?}"
+    );
 }
 
 #[cfg(unix)]
@@ -164,18 +232,35 @@ async fn frozen_worker_misses_heartbeats_and_its_attempts_move() {
     g.wait_workers(1).await;
     let p = g.upload(runegrid_examples::MONTECARLO).await;
     let c = g.client();
-    let tasks = (1..=2).map(|s| args(&["30000000", &s.to_string()])).collect();
+    let tasks = (1..=2)
+        .map(|s| args(&["30000000", &s.to_string()]))
+        .collect();
     let sub = c.submit(&job(&p, tasks, 1, 1)).await.unwrap();
     wait_until("attempts on the worker", Duration::from_secs(30), || {
         let c = c.clone();
-        async move { c.workers().await.ok()?.iter().any(|w| w.running > 0).then_some(()) }
+        async move {
+            c.workers()
+                .await
+                .ok()?
+                .iter()
+                .any(|w| w.running > 0)
+                .then_some(())
+        }
     })
     .await;
     let pid = g.worker_pid(frozen).to_string();
-    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     g.worker("alive", 2, &[]);
     let r = g.wait(sub.job).await;
-    let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
     assert!(r.tasks.iter().all(|t| t.state == "verified"), "{r:?}");
     assert!(r.tasks.iter().all(|t| t.attempts >= 2), "{r:?}");
 }
@@ -192,14 +277,20 @@ async fn job_survives_a_coordinator_kill() {
     g.worker("w1", 1, &[]);
     g.worker("w2", 1, &[]);
     g.wait_workers(2).await;
-    let heavy = c.submit(&job(&p, vec![args(&["20000000", "9"]); 3], 2, 2)).await.unwrap();
+    let heavy = c
+        .submit(&job(&p, vec![args(&["20000000", "9"]); 3], 2, 2))
+        .await
+        .unwrap();
     g.restart_coordinator().await;
     // Workers reconnect by themselves.
     g.wait_workers(2).await;
     let r = g.wait(queued.job).await;
     assert!(r.tasks.iter().all(|t| t.state == "verified"), "{r:?}");
     for (i, t) in r.tasks.iter().enumerate() {
-        let expect = runegrid_examples::kernels::monte_carlo_report(100000, runegrid_examples::kernels::monte_carlo_pi(100000, i as u64 + 1));
+        let expect = runegrid_examples::kernels::monte_carlo_report(
+            100000,
+            runegrid_examples::kernels::monte_carlo_pi(100000, i as u64 + 1),
+        );
         assert_eq!(t.stdout.as_deref(), Some(format!("{expect}\n").as_str()));
     }
     let r = g.wait(heavy.job).await;
@@ -215,10 +306,16 @@ async fn hostile_modules_get_clear_errors_and_workers_keep_serving() {
     let c = g.client();
 
     // Rejected at upload.
-    let e = c.upload_program(b"\0asm\x01\0\0\0garbage".to_vec()).await.unwrap_err();
+    let e = c
+        .upload_program(b"\0asm\x01\0\0\0garbage".to_vec())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some("invalid_module"), "{e}");
     assert_eq!(e.status(), Some(400));
-    let e = c.upload_program(b"not wasm at all".to_vec()).await.unwrap_err();
+    let e = c
+        .upload_program(b"not wasm at all".to_vec())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some("invalid_module"), "{e}");
     let forbidden = br#"(module (import "env" "open_socket" (func)) (memory (export "memory") 1) (func (export "_start")))"#;
     let e = c.upload_program(forbidden.to_vec()).await.unwrap_err();
@@ -236,44 +333,80 @@ async fn hostile_modules_get_clear_errors_and_workers_keep_serving() {
     assert_eq!(e.code(), Some("invalid_job"));
     let e = c.submit(&job(&p, vec![args(&[])], 2, 3)).await.unwrap_err();
     assert_eq!(e.code(), Some("invalid_policy"));
-    let e = c.submit(&job(&"0".repeat(64), vec![args(&[])], 1, 1)).await.unwrap_err();
+    let e = c
+        .submit(&job(&"0".repeat(64), vec![args(&[])], 1, 1))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some("unknown_program"));
 
     // Run, and fail the same way on every replica.
     let mut j = job(
         &p,
-        vec![args(&["loop"]), args(&["membomb"]), args(&["spew"]), args(&["panic"]), args(&["exit", "7"]), args(&["recurse"])],
+        vec![
+            args(&["loop"]),
+            args(&["membomb"]),
+            args(&["spew"]),
+            args(&["panic"]),
+            args(&["exit", "7"]),
+            args(&["recurse"]),
+        ],
         2,
         2,
     );
-    j.limits = Limits { fuel: 50_000_000, memory_bytes: 32 << 20, stdout_bytes: 10_000, ..Limits::default() };
+    j.limits = Limits {
+        fuel: 50_000_000,
+        memory_bytes: 32 << 20,
+        stdout_bytes: 10_000,
+        ..Limits::default()
+    };
     let r = g.run(&j).await;
     let expect = [
         ExecStatus::OutOfFuel,
         ExecStatus::MemoryLimit,
         ExecStatus::StdoutLimit,
-        ExecStatus::Trap { trap: runegrid_core::TrapKind::Unreachable },
+        ExecStatus::Trap {
+            trap: runegrid_core::TrapKind::Unreachable,
+        },
         ExecStatus::Exited { code: 7 },
         ExecStatus::StackOverflow,
     ];
     for (t, want) in r.tasks.iter().zip(expect) {
         assert_eq!(t.state, "failed", "{t:?}");
         assert_eq!(t.status, Some(want), "{t:?}");
-        assert!(t.digest.is_some(), "the failure itself was agreed on: {t:?}");
+        assert!(
+            t.digest.is_some(),
+            "the failure itself was agreed on: {t:?}"
+        );
         assert!(t.error.as_deref().is_some_and(|e| !e.is_empty()));
     }
     assert_eq!(r.tasks[0].fuel, Some(50_000_000));
     assert!(r.tasks[0].error.as_deref().unwrap().contains("out of fuel"));
     assert_eq!(r.tasks[2].stdout.as_ref().map(|s| s.len()), Some(10_000));
-    assert!(r.tasks[3].error.as_deref().unwrap().contains("panicked"), "stderr reaches the user: {:?}", r.tasks[3].error);
+    assert!(
+        r.tasks[3].error.as_deref().unwrap().contains("panicked"),
+        "stderr reaches the user: {:?}",
+        r.tasks[3].error
+    );
     assert_eq!(r.tasks[4].exit_code, Some(7));
 
     // Wall time: not deterministic, so the attempt is lost, and the task fails after retries.
     let mut j = job(&p, vec![args(&["loop"])], 1, 1);
-    j.limits = Limits { fuel: Limits::MAX_FUEL, wall_time_ms: 300, ..Limits::default() };
+    j.limits = Limits {
+        fuel: Limits::MAX_FUEL,
+        wall_time_ms: 300,
+        ..Limits::default()
+    };
     let r = g.run(&j).await;
     assert_eq!(r.tasks[0].state, "failed");
-    assert!(r.tasks[0].error.as_deref().unwrap().contains("attempts were lost"), "{:?}", r.tasks[0]);
+    assert!(
+        r.tasks[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("attempts were lost"),
+        "{:?}",
+        r.tasks[0]
+    );
 
     // The workers are still serving.
     let p = g.upload(runegrid_examples::ECHO).await;
@@ -293,7 +426,11 @@ async fn accounts_are_isolated() {
     let bob = g.client_with(bob.token.as_deref().unwrap());
     assert_eq!(alice.me().await.unwrap().name, "alice");
 
-    let p = alice.upload_program(runegrid_examples::ECHO.to_vec()).await.unwrap().program;
+    let p = alice
+        .upload_program(runegrid_examples::ECHO.to_vec())
+        .await
+        .unwrap()
+        .program;
     let mut j = job(&p, vec![args(&["secret"])], 1, 1);
     j.tasks[0].env = BTreeMap::from([("TOKEN".to_string(), "s3cr3t".to_string())]);
     let sub = alice.submit(&j).await.unwrap();
@@ -312,12 +449,24 @@ async fn accounts_are_isolated() {
     assert_eq!(e.status(), Some(403));
     let e = g.client_with("rg_wrong").status(sub.job).await.unwrap_err();
     assert_eq!(e.status(), Some(401));
-    let e = runegrid_client::Client::new(&g.url, None).status(sub.job).await.unwrap_err();
+    let e = runegrid_client::Client::new(&g.url, None)
+        .status(sub.job)
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(401));
 
     // Alice's job still runs to completion and she sees it.
     g.worker("w", 1, &[]);
-    let r = alice.results(sub.job, Some(Duration::from_secs(60))).await.unwrap();
+    let r = alice
+        .results(sub.job, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
     assert_eq!(r.tasks[0].state, "verified");
-    assert!(r.tasks[0].stdout.as_deref().unwrap().contains("env TOKEN=s3cr3t"));
+    assert!(
+        r.tasks[0]
+            .stdout
+            .as_deref()
+            .unwrap()
+            .contains("env TOKEN=s3cr3t")
+    );
 }

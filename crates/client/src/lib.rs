@@ -13,7 +13,11 @@ use std::time::Duration;
 pub enum ClientError {
     /// The coordinator answered with an error.
     #[error("{message} ({code}, http {status})")]
-    Api { status: u16, code: String, message: String },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// The coordinator could not be reached or the connection broke.
     #[error("cannot reach the coordinator at {url}: {source}")]
     Transport { url: String, source: reqwest::Error },
@@ -56,7 +60,11 @@ impl Client {
             .pool_max_idle_per_host(64)
             .build()
             .expect("http client builds");
-        Client { http, base: base.trim_end_matches('/').to_string(), token }
+        Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        }
     }
 
     pub fn base(&self) -> &str {
@@ -72,25 +80,42 @@ impl Client {
     }
 
     async fn send(&self, r: RequestBuilder) -> Result<reqwest::Response> {
-        let resp = r.send().await.map_err(|source| ClientError::Transport { url: self.base.clone(), source })?;
+        let resp = r.send().await.map_err(|source| ClientError::Transport {
+            url: self.base.clone(),
+            source,
+        })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         Err(match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(b) => ClientError::Api { status: status.as_u16(), code: b.error.code, message: b.error.message },
+            Ok(b) => ClientError::Api {
+                status: status.as_u16(),
+                code: b.error.code,
+                message: b.error.message,
+            },
             Err(_) => ClientError::Api {
                 status: status.as_u16(),
                 code: status_code(status).into(),
-                message: if text.is_empty() { status.to_string() } else { text },
+                message: if text.is_empty() {
+                    status.to_string()
+                } else {
+                    text
+                },
             },
         })
     }
 
     async fn json<T: DeserializeOwned>(&self, r: RequestBuilder) -> Result<T> {
         let resp = self.send(r).await?;
-        let bytes = resp.bytes().await.map_err(|source| ClientError::Transport { url: self.base.clone(), source })?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: self.base.clone(),
+                source,
+            })?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
@@ -100,17 +125,23 @@ impl Client {
 
     /// Creates an account (admin only); the answer carries its token.
     pub async fn create_account(&self, name: &str, admin: bool) -> Result<AccountInfo> {
-        let body = CreateAccount { name: name.into(), admin };
-        self.json(self.req(Method::POST, "/v1/accounts").json(&body)).await
+        let body = CreateAccount {
+            name: name.into(),
+            admin,
+        };
+        self.json(self.req(Method::POST, "/v1/accounts").json(&body))
+            .await
     }
 
     /// Uploads a module (binary or WAT); the coordinator validates and meters it.
     pub async fn upload_program(&self, module: Vec<u8>) -> Result<ProgramInfo> {
-        self.json(self.req(Method::POST, "/v1/programs").body(module)).await
+        self.json(self.req(Method::POST, "/v1/programs").body(module))
+            .await
     }
 
     pub async fn submit(&self, job: &SubmitJob) -> Result<SubmitJobResponse> {
-        self.json(self.req(Method::POST, "/v1/jobs").json(job)).await
+        self.json(self.req(Method::POST, "/v1/jobs").json(job))
+            .await
     }
 
     /// Submits and waits up to `wait` for the job to finish: one round trip for a remote call.
@@ -124,11 +155,13 @@ impl Client {
     }
 
     pub async fn status(&self, job: i64) -> Result<JobStatus> {
-        self.json(self.req(Method::GET, &format!("/v1/jobs/{job}"))).await
+        self.json(self.req(Method::GET, &format!("/v1/jobs/{job}")))
+            .await
     }
 
     pub async fn cancel(&self, job: i64) -> Result<JobStatus> {
-        self.json(self.req(Method::DELETE, &format!("/v1/jobs/{job}"))).await
+        self.json(self.req(Method::DELETE, &format!("/v1/jobs/{job}")))
+            .await
     }
 
     /// Results now, or after waiting up to `wait` for the job to finish.
@@ -146,8 +179,14 @@ impl Client {
 
     /// Opens the job's event stream.
     pub async fn events(&self, job: i64) -> Result<EventStream> {
-        let resp = self.send(self.req(Method::GET, &format!("/v1/jobs/{job}/events"))).await?;
-        Ok(EventStream { resp, buf: Vec::new(), base: self.base.clone() })
+        let resp = self
+            .send(self.req(Method::GET, &format!("/v1/jobs/{job}/events")))
+            .await?;
+        Ok(EventStream {
+            resp,
+            buf: Vec::new(),
+            base: self.base.clone(),
+        })
     }
 }
 
@@ -177,17 +216,28 @@ impl EventStream {
                 let text = String::from_utf8_lossy(&block[..pos.0]).into_owned();
                 let data: Vec<&str> = text
                     .lines()
-                    .filter_map(|l| l.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d)))
+                    .filter_map(|l| {
+                        l.strip_prefix("data:")
+                            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                    })
                     .collect();
                 if data.is_empty() {
                     continue; // keep-alive comment
                 }
-                return Some(serde_json::from_str(&data.join("\n")).map_err(|e| ClientError::Decode(e.to_string())));
+                return Some(
+                    serde_json::from_str(&data.join("\n"))
+                        .map_err(|e| ClientError::Decode(e.to_string())),
+                );
             }
             match self.resp.chunk().await {
                 Ok(Some(c)) => self.buf.extend_from_slice(&c),
                 Ok(None) => return None,
-                Err(source) => return Some(Err(ClientError::Transport { url: self.base.clone(), source })),
+                Err(source) => {
+                    return Some(Err(ClientError::Transport {
+                        url: self.base.clone(),
+                        source,
+                    }));
+                }
             }
         }
     }
@@ -196,7 +246,10 @@ impl EventStream {
 /// Position and length of the first blank-line separator.
 fn find_blank_line(buf: &[u8]) -> Option<(usize, usize)> {
     let a = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
-    let b = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, 4));
+    let b = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, 4));
     match (a, b) {
         (Some(x), Some(y)) => Some(if x.0 <= y.0 { x } else { y }),
         (x, y) => x.or(y),

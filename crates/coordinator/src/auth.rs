@@ -23,8 +23,10 @@ pub fn ensure_admin(store: &mut dyn Store, file: &Path) -> Result<(), crate::Coo
         return Ok(());
     }
     let token = new_token();
-    write_secret(file, &token)
-        .map_err(|source| crate::CoordinatorError::DataDir { path: file.display().to_string(), source })?;
+    write_secret(file, &token).map_err(|source| crate::CoordinatorError::DataDir {
+        path: file.display().to_string(),
+        source,
+    })?;
     store.create_account("admin", &hash_token(&token), true)?;
     tracing::info!(file = %file.display(), "created the admin account; its token is in this file");
     Ok(())

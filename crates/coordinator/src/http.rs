@@ -12,10 +12,12 @@ use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
 use runegrid_core::{JobId, Quorum};
 use runegrid_proto::{
-    AccountInfo, CreateAccount, ErrorBody, ErrorDetail, JobEvent, JobResults, JobStatus, ProgramInfo, SubmitJob,
-    SubmitJobResponse, WorkerInfo,
+    AccountInfo, CreateAccount, ErrorBody, ErrorDetail, JobEvent, JobResults, JobStatus,
+    ProgramInfo, SubmitJob, SubmitJobResponse, WorkerInfo,
 };
-use runegrid_store::{Account, JobRecord, JobState, NewJob, NewTask, ProgramRecord, StoreError, TaskState};
+use runegrid_store::{
+    Account, JobRecord, JobState, NewJob, NewTask, ProgramRecord, StoreError, TaskState,
+};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use std::convert::Infallible;
@@ -34,8 +36,16 @@ pub fn router(app: AppState) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/v1/me", get(me))
         .route("/v1/accounts", post(create_account))
-        .route("/v1/programs", post(upload_program).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES)))
-        .route("/v1/jobs", post(submit_job).get(list_jobs).layer(DefaultBodyLimit::max(256 << 20)))
+        .route(
+            "/v1/programs",
+            post(upload_program).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES)),
+        )
+        .route(
+            "/v1/jobs",
+            post(submit_job)
+                .get(list_jobs)
+                .layer(DefaultBodyLimit::max(256 << 20)),
+        )
         .route("/v1/jobs/{id}", get(job_status).delete(cancel_job))
         .route("/v1/jobs/{id}/results", get(job_results))
         .route("/v1/jobs/{id}/events", get(job_events))
@@ -54,35 +64,57 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
     fn not_found(what: String) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         tracing::error!(error = %e, "store error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("store error: {e}"))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("store error: {e}"),
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-async fn blocking<T: Send + 'static>(app: &AppState, f: impl FnOnce(&App) -> T + Send + 'static) -> T {
+async fn blocking<T: Send + 'static>(
+    app: &AppState,
+    f: impl FnOnce(&App) -> T + Send + 'static,
+) -> T {
     let app = app.clone();
-    tokio::task::spawn_blocking(move || f(&app)).await.expect("blocking task panicked")
+    tokio::task::spawn_blocking(move || f(&app))
+        .await
+        .expect("blocking task panicked")
 }
 
 /// The authenticated account of a request.
@@ -90,8 +122,13 @@ pub struct Authed(pub Account);
 
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let t = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let t = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?;
     Some(t.trim().to_string())
 }
 
@@ -105,25 +142,46 @@ pub async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Account
         )
     })?;
     let hash = auth::hash_token(&token);
-    if let Some(a) = app.accounts.lock().unwrap_or_else(|e| e.into_inner()).get(&hash) {
+    if let Some(a) = app
+        .accounts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&hash)
+    {
         return Ok(a.clone());
     }
     let found = blocking(app, move |app| app.read(|s| auth::account_for(s, &token))).await?;
-    let account = found
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid api token"))?;
-    app.accounts.lock().unwrap_or_else(|e| e.into_inner()).insert(hash, account.clone());
+    let account = found.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid api token",
+        )
+    })?;
+    app.accounts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(hash, account.clone());
     Ok(account)
 }
 
 impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         authenticate(app, &parts.headers).await.map(Authed)
     }
 }
 
 async fn me(Authed(a): Authed) -> Json<AccountInfo> {
-    Json(AccountInfo { id: a.id, name: a.name, admin: a.admin, token: None })
+    Json(AccountInfo {
+        id: a.id,
+        name: a.name,
+        admin: a.admin,
+        token: None,
+    })
 }
 
 async fn create_account(
@@ -132,20 +190,40 @@ async fn create_account(
     Json(req): Json<CreateAccount>,
 ) -> ApiResult<AccountInfo> {
     if !a.admin {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an admin can create accounts"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an admin can create accounts",
+        ));
     }
     let name = req.name.trim().to_string();
     if name.is_empty() || name.len() > 64 {
-        return Err(ApiError::bad("invalid_request", "account name must be 1 to 64 characters"));
+        return Err(ApiError::bad(
+            "invalid_request",
+            "account name must be 1 to 64 characters",
+        ));
     }
     let token = auth::new_token();
-    let acct = match app.writer.create_account(name.clone(), auth::hash_token(&token), req.admin).await {
+    let acct = match app
+        .writer
+        .create_account(name.clone(), auth::hash_token(&token), req.admin)
+        .await
+    {
         Err(StoreError::Conflict(_)) => {
-            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("account {name} already exists")));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("account {name} already exists"),
+            ));
         }
         r => r?,
     };
-    Ok(Json(AccountInfo { id: acct.id, name: acct.name, admin: acct.admin, token: Some(token) }))
+    Ok(Json(AccountInfo {
+        id: acct.id,
+        name: acct.name,
+        admin: acct.admin,
+        token: Some(token),
+    }))
 }
 
 async fn upload_program(
@@ -154,7 +232,10 @@ async fn upload_program(
     body: axum::body::Bytes,
 ) -> ApiResult<ProgramInfo> {
     if body.is_empty() {
-        return Err(ApiError::bad("invalid_module", "empty module: send the .wasm bytes as the request body"));
+        return Err(ApiError::bad(
+            "invalid_module",
+            "empty module: send the .wasm bytes as the request body",
+        ));
     }
     let sha = hex::encode(Sha256::digest(&body));
     let size = body.len() as u64;
@@ -183,7 +264,13 @@ async fn upload_program(
             created_at: now_ms(),
         })
         .await?;
-    app.cache_program(&sha, Arc::new(ProgramBytes { sha256: isha, module }));
+    app.cache_program(
+        &sha,
+        Arc::new(ProgramBytes {
+            sha256: isha,
+            module,
+        }),
+    );
     Ok(Json(info))
 }
 
@@ -202,12 +289,23 @@ async fn submit_job(
     Json(req): Json<SubmitJob>,
 ) -> ApiResult<SubmitJobResponse> {
     if req.tasks.is_empty() {
-        return Err(ApiError::bad("invalid_job", "job has no tasks: give at least one input"));
+        return Err(ApiError::bad(
+            "invalid_job",
+            "job has no tasks: give at least one input",
+        ));
     }
     if req.tasks.len() > MAX_TASKS {
-        return Err(ApiError::bad("invalid_job", format!("job has {} tasks; at most {MAX_TASKS} are allowed", req.tasks.len())));
+        return Err(ApiError::bad(
+            "invalid_job",
+            format!(
+                "job has {} tasks; at most {MAX_TASKS} are allowed",
+                req.tasks.len()
+            ),
+        ));
     }
-    req.limits.validate().map_err(|e| ApiError::bad("invalid_limits", e.to_string()))?;
+    req.limits
+        .validate()
+        .map_err(|e| ApiError::bad("invalid_limits", e.to_string()))?;
     let quorum = match req.max_attempts {
         Some(m) => Quorum::with_cap(req.replicas, req.agree, m),
         None => Quorum::new(req.replicas, req.agree),
@@ -221,7 +319,10 @@ async fn submit_job(
     .ok_or_else(|| {
         ApiError::bad(
             "unknown_program",
-            format!("unknown program {}: upload the module first (POST /v1/programs)", req.program),
+            format!(
+                "unknown program {}: upload the module first (POST /v1/programs)",
+                req.program
+            ),
         )
     })?;
     let salt: u64 = rand::random();
@@ -284,13 +385,21 @@ async fn submit_job(
     let results = match q.wait.filter(|s| *s > 0.0) {
         Some(secs) => {
             if let Some((_, _, mut done, _)) = app.subscribe(id) {
-                let _ = tokio::time::timeout(Duration::from_secs_f64(secs.min(3600.0)), done.wait_for(|d| *d)).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs_f64(secs.min(3600.0)),
+                    done.wait_for(|d| *d),
+                )
+                .await;
             }
             app.job_results(id).map(|(_, r)| r)
         }
         None => None,
     };
-    Ok(Json(SubmitJobResponse { job: id, tasks: n, results }))
+    Ok(Json(SubmitJobResponse {
+        job: id,
+        tasks: n,
+        results,
+    }))
 }
 
 /// A task's seed: the same for every replica, below 2^53 so every JSON reader keeps it exact.
@@ -306,9 +415,16 @@ fn visible(a: &Account, owner: i64) -> bool {
 async fn stored_status(app: &AppState, id: JobId) -> Result<Option<(i64, JobStatus)>, ApiError> {
     Ok(blocking(app, move |app| {
         app.read(|s| -> Result<_, StoreError> {
-            let Some(job) = s.job(id)? else { return Ok(None) };
+            let Some(job) = s.job(id)? else {
+                return Ok(None);
+            };
             let counts = counts_of(s.tasks(id)?.iter().map(|t| t.state));
-            let owner = s.accounts()?.into_iter().find(|x| x.id == job.owner).map(|x| x.name).unwrap_or_default();
+            let owner = s
+                .accounts()?
+                .into_iter()
+                .find(|x| x.id == job.owner)
+                .map(|x| x.name)
+                .unwrap_or_default();
             Ok(Some((job.owner, status_of(&job, &owner, counts))))
         })
     })
@@ -326,11 +442,19 @@ async fn status(app: &AppState, a: &Account, id: JobId) -> Result<JobStatus, Api
     }
 }
 
-async fn job_status(State(app): State<AppState>, Authed(a): Authed, Path(id): Path<JobId>) -> ApiResult<JobStatus> {
+async fn job_status(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Path(id): Path<JobId>,
+) -> ApiResult<JobStatus> {
     Ok(Json(status(&app, &a, id).await?))
 }
 
-async fn cancel_job(State(app): State<AppState>, Authed(a): Authed, Path(id): Path<JobId>) -> ApiResult<JobStatus> {
+async fn cancel_job(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Path(id): Path<JobId>,
+) -> ApiResult<JobStatus> {
     status(&app, &a, id).await?;
     app.cancel(id);
     Ok(Json(status(&app, &a, id).await?))
@@ -376,7 +500,11 @@ async fn job_results(
         if !visible(&a, owner) {
             return Err(ApiError::not_found(format!("job {id}")));
         }
-        let _ = tokio::time::timeout(Duration::from_secs_f64(secs.min(3600.0)), done.wait_for(|d| *d)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs_f64(secs.min(3600.0)),
+            done.wait_for(|d| *d),
+        )
+        .await;
     }
     if let Some((owner, r)) = app.job_results(id) {
         if !visible(&a, owner) {
@@ -386,7 +514,9 @@ async fn job_results(
     }
     let stored = blocking(&app, move |app| {
         app.read(|s| -> Result<_, StoreError> {
-            let Some(job) = s.job(id)? else { return Ok(None) };
+            let Some(job) = s.job(id)? else {
+                return Ok(None);
+            };
             let tasks = s.tasks(id)?;
             Ok(Some((job.owner, tasks)))
         })
@@ -395,14 +525,19 @@ async fn job_results(
     match stored {
         Some((owner, tasks)) if visible(&a, owner) => Ok(Json(JobResults {
             job: id,
-            tasks: tasks.iter().map(|t| task_result(t.index, t.state, t.outcome.as_ref(), t.attempts)).collect(),
+            tasks: tasks
+                .iter()
+                .map(|t| task_result(t.index, t.state, t.outcome.as_ref(), t.attempts))
+                .collect(),
         })),
         _ => Err(ApiError::not_found(format!("job {id}"))),
     }
 }
 
 fn sse_event(e: &JobEvent) -> Event {
-    Event::default().event(e.name()).data(serde_json::to_string(e).expect("events serialize"))
+    Event::default()
+        .event(e.name())
+        .data(serde_json::to_string(e).expect("events serialize"))
 }
 
 async fn job_events(
@@ -422,14 +557,26 @@ async fn job_events(
             }
             let st = status(&app, &a, id).await?;
             if st.state != "active" {
-                (JobEvent::Progress { counts }, S::Last(JobEvent::Done { state: st.state, counts }))
+                (
+                    JobEvent::Progress { counts },
+                    S::Last(JobEvent::Done {
+                        state: st.state,
+                        counts,
+                    }),
+                )
             } else {
                 (JobEvent::Progress { counts }, S::Live(rx))
             }
         }
         None => {
             let st = status(&app, &a, id).await?;
-            (JobEvent::Progress { counts: st.counts }, S::Last(JobEvent::Done { state: st.state, counts: st.counts }))
+            (
+                JobEvent::Progress { counts: st.counts },
+                S::Last(JobEvent::Done {
+                    state: st.state,
+                    counts: st.counts,
+                }),
+            )
         }
     };
     let head = stream::iter([Ok(sse_event(&first))]);
@@ -454,8 +601,10 @@ async fn job_events(
 }
 
 async fn workers(State(app): State<AppState>, Authed(a): Authed) -> ApiResult<Vec<WorkerInfo>> {
-    let (records, accounts) =
-        blocking(&app, |app| app.read(|s| Ok::<_, StoreError>((s.workers()?, s.accounts()?)))).await?;
+    let (records, accounts) = blocking(&app, |app| {
+        app.read(|s| Ok::<_, StoreError>((s.workers()?, s.accounts()?)))
+    })
+    .await?;
     let connected = app.connected();
     let out = records
         .into_iter()
@@ -466,7 +615,11 @@ async fn workers(State(app): State<AppState>, Authed(a): Authed) -> ApiResult<Ve
                 id: w.id,
                 name: w.name,
                 public_key: w.public_key,
-                owner: accounts.iter().find(|x| x.id == w.owner).map(|x| x.name.clone()).unwrap_or_default(),
+                owner: accounts
+                    .iter()
+                    .find(|x| x.id == w.owner)
+                    .map(|x| x.name.clone())
+                    .unwrap_or_default(),
                 connected: live.is_some(),
                 slots: live.map_or(0, |l| l.0),
                 running: live.map_or(0, |l| l.1),

@@ -39,7 +39,12 @@ pub struct Config {
 
 impl Config {
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Config {
-        Config { listen, data_dir, heartbeat: Duration::from_secs(2), lease_grace: Duration::from_secs(10) }
+        Config {
+            listen,
+            data_dir,
+            heartbeat: Duration::from_secs(2),
+            lease_grace: Duration::from_secs(10),
+        }
     }
 }
 
@@ -49,9 +54,15 @@ pub enum CoordinatorError {
     #[error("store: {0}")]
     Store(#[from] runegrid_store::StoreError),
     #[error("cannot use data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("server: {0}")]
     Serve(std::io::Error),
 }
@@ -71,8 +82,10 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// Opens the store, recovers unfinished work, binds the listener and starts serving.
 pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| CoordinatorError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| CoordinatorError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
     let db = config.data_dir.join(DB_FILE);
     let mut write_store = SqliteStore::open(&db)?;
     let read_store = SqliteStore::open(&db)?;
@@ -80,20 +93,35 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
     auth::ensure_admin(&mut write_store, &admin_token_file)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| CoordinatorError::Listen { addr: config.listen, source })?;
+        .map_err(|source| CoordinatorError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let addr = listener.local_addr().map_err(CoordinatorError::Serve)?;
-    let app = state::App::recover(config.clone(), Box::new(write_store) as Box<dyn Store>, Box::new(read_store))?;
+    let app = state::App::recover(
+        config.clone(),
+        Box::new(write_store) as Box<dyn Store>,
+        Box::new(read_store),
+    )?;
     let app = Arc::new(app);
     tokio::spawn(state::ticker(app.clone()));
     let router = http::router(app.clone());
     tracing::info!(%addr, data = %config.data_dir.display(), "coordinator listening");
     let server = tokio::spawn(async move {
-        axum::serve(listener, router).await.map_err(CoordinatorError::Serve)
+        axum::serve(listener, router)
+            .await
+            .map_err(CoordinatorError::Serve)
     });
-    Ok(Running { addr, admin_token_file, server })
+    Ok(Running {
+        addr,
+        admin_token_file,
+        server,
+    })
 }
 
 /// Reads the admin token a coordinator wrote into its data directory.
 pub fn read_admin_token(data_dir: &Path) -> std::io::Result<String> {
-    Ok(std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE))?.trim().to_string())
+    Ok(std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE))?
+        .trim()
+        .to_string())
 }

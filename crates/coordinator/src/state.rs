@@ -3,8 +3,8 @@
 use crate::Config;
 use crate::writer::Writer;
 use runegrid_core::{
-    AccountId, AttemptId, AttemptTally, Digest, ExecStatus, JobId, Need, Quorum, TaskId, Verdict, WorkerId,
-    WorkerView, decide, plan,
+    AccountId, AttemptId, AttemptTally, Digest, ExecStatus, JobId, Need, Quorum, TaskId, Verdict,
+    WorkerId, WorkerView, decide, plan,
 };
 use runegrid_proto::worker::{Assign, AttemptResult, Capabilities, ToWorker};
 use runegrid_proto::{Counts, JobEvent, JobResults, JobStatus, TaskResult};
@@ -124,7 +124,11 @@ type Changes = Vec<Change>;
 impl App {
     /// Loads unfinished jobs from the store, marks attempts that were running as lost, and
     /// queues what still needs work.
-    pub fn recover(config: Config, mut write: Box<dyn Store>, read: Box<dyn Store>) -> Result<App, StoreError> {
+    pub fn recover(
+        config: Config,
+        mut write: Box<dyn Store>,
+        read: Box<dyn Store>,
+    ) -> Result<App, StoreError> {
         let mut st = State {
             jobs: HashMap::new(),
             tasks: HashMap::new(),
@@ -135,8 +139,11 @@ impl App {
             next_conn: 1,
             lease_grace: config.lease_grace,
         };
-        let accounts: HashMap<AccountId, String> =
-            write.accounts()?.into_iter().map(|a| (a.id, a.name)).collect();
+        let accounts: HashMap<AccountId, String> = write
+            .accounts()?
+            .into_iter()
+            .map(|a| (a.id, a.name))
+            .collect();
         let mut changes = Vec::new();
         let at = now_ms();
         let jobs = write.unfinished_jobs()?;
@@ -144,16 +151,25 @@ impl App {
         for job in jobs {
             let Some(program) = write.program(&job.program)? else {
                 tracing::error!(job = job.id, program = %job.program, "program of an unfinished job is missing; failing the job");
-                changes.push(Change::FinishJob { id: job.id, state: JobState::Done, at });
+                changes.push(Change::FinishJob {
+                    id: job.id,
+                    state: JobState::Done,
+                    at,
+                });
                 continue;
             };
-            let program = Arc::new(ProgramBytes { sha256: program.instrumented_sha256, module: program.instrumented });
+            let program = Arc::new(ProgramBytes {
+                sha256: program.instrumented_sha256,
+                module: program.instrumented,
+            });
             let tasks = write.tasks(job.id)?;
             let attempts = write.attempts(job.id)?;
             let owner_name = accounts.get(&job.owner).cloned().unwrap_or_default();
             st.insert_job(job, owner_name, program, tasks);
             for a in attempts {
-                let Some(t) = st.tasks.get_mut(&a.task) else { continue };
+                let Some(t) = st.tasks.get_mut(&a.task) else {
+                    continue;
+                };
                 if t.state.is_final() {
                     continue;
                 }
@@ -172,7 +188,11 @@ impl App {
                     }
                     runegrid_store::AttemptState::Running => {
                         t.lost += 1;
-                        changes.push(Change::LoseAttempt { id: a.id, error: "coordinator restarted".into(), at });
+                        changes.push(Change::LoseAttempt {
+                            id: a.id,
+                            error: "coordinator restarted".into(),
+                            at,
+                        });
                     }
                     runegrid_store::AttemptState::Lost => t.lost += 1,
                     runegrid_store::AttemptState::Cancelled => {}
@@ -187,7 +207,11 @@ impl App {
             }
         }
         if n_jobs > 0 {
-            tracing::info!(jobs = n_jobs, queued = st.queue.len(), "recovered unfinished jobs");
+            tracing::info!(
+                jobs = n_jobs,
+                queued = st.queue.len(),
+                "recovered unfinished jobs"
+            );
         }
         let writer = Writer::spawn(write);
         writer.apply(changes);
@@ -221,7 +245,13 @@ impl App {
     }
 
     /// Adds a freshly stored job and dispatches its tasks.
-    pub fn add_job(&self, job: JobRecord, owner_name: String, program: Arc<ProgramBytes>, tasks: Vec<TaskRecord>) {
+    pub fn add_job(
+        &self,
+        job: JobRecord,
+        owner_name: String,
+        program: Arc<ProgramBytes>,
+        tasks: Vec<TaskRecord>,
+    ) {
         self.with(|st, ch| {
             let ids = st.insert_job(job, owner_name, program, tasks);
             for id in ids {
@@ -243,12 +273,22 @@ impl App {
             let conn = st.next_conn;
             st.next_conn += 1;
             if st.workers.contains_key(&id) {
-                tracing::info!(worker = id, "worker reconnected; dropping its previous connection");
+                tracing::info!(
+                    worker = id,
+                    "worker reconnected; dropping its previous connection"
+                );
                 st.drop_worker(id, "worker reconnected", ch);
             }
             st.workers.insert(
                 id,
-                WorkerConn { conn, slots: caps.slots, capacity: caps.slots.saturating_mul(2), busy: HashSet::new(), tx, last_seen: Instant::now() },
+                WorkerConn {
+                    conn,
+                    slots: caps.slots,
+                    capacity: caps.slots.saturating_mul(2),
+                    busy: HashSet::new(),
+                    tx,
+                    last_seen: Instant::now(),
+                },
             );
             st.dispatch(ch);
             conn
@@ -278,14 +318,23 @@ impl App {
         if let Some(p) = self.cached_program(sha256) {
             return Ok(Some(p));
         }
-        let Some(rec) = self.read(|s| s.program(sha256))? else { return Ok(None) };
-        let p = Arc::new(ProgramBytes { sha256: rec.instrumented_sha256, module: rec.instrumented });
+        let Some(rec) = self.read(|s| s.program(sha256))? else {
+            return Ok(None);
+        };
+        let p = Arc::new(ProgramBytes {
+            sha256: rec.instrumented_sha256,
+            module: rec.instrumented,
+        });
         self.cache_program(sha256, p.clone());
         Ok(Some(p))
     }
 
     pub fn cached_program(&self, sha256: &str) -> Option<Arc<ProgramBytes>> {
-        self.programs.lock().unwrap_or_else(|e| e.into_inner()).get(sha256).cloned()
+        self.programs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sha256)
+            .cloned()
     }
 
     pub fn cache_program(&self, sha256: &str, p: Arc<ProgramBytes>) {
@@ -308,12 +357,17 @@ impl App {
 
     pub fn program_for(&self, sha256: &str) -> Option<Arc<ProgramBytes>> {
         let st = self.lock();
-        st.jobs.values().find(|j| j.program.sha256 == sha256).map(|j| j.program.clone())
+        st.jobs
+            .values()
+            .find(|j| j.program.sha256 == sha256)
+            .map(|j| j.program.clone())
     }
 
     pub fn on_output(&self, worker: WorkerId, attempt: AttemptId, data: &[u8]) {
         let st = self.lock();
-        let Some(a) = st.attempts.get(&attempt).filter(|a| a.worker == worker) else { return };
+        let Some(a) = st.attempts.get(&attempt).filter(|a| a.worker == worker) else {
+            return;
+        };
         let t = &st.tasks[&a.task];
         let job = &st.jobs[&t.job];
         if job.events.receiver_count() > 0 {
@@ -337,7 +391,11 @@ impl App {
             if let Some(w) = st.workers.get_mut(&worker) {
                 w.busy.remove(&attempt);
             }
-            if st.attempts.get(&attempt).is_some_and(|a| a.worker == worker) {
+            if st
+                .attempts
+                .get(&attempt)
+                .is_some_and(|a| a.worker == worker)
+            {
                 st.lose_attempt(attempt, reason, ch);
             }
             st.dispatch(ch);
@@ -356,22 +414,35 @@ impl App {
                 .map(|(id, _)| *id)
                 .collect();
             for id in silent {
-                tracing::warn!(worker = id, "worker missed its heartbeats; its attempts are lost");
+                tracing::warn!(
+                    worker = id,
+                    "worker missed its heartbeats; its attempts are lost"
+                );
                 st.drop_worker(id, "worker missed its heartbeats", ch);
             }
-            let expired: Vec<AttemptId> =
-                st.attempts.iter().filter(|(_, a)| a.deadline <= now).map(|(id, _)| *id).collect();
+            let expired: Vec<AttemptId> = st
+                .attempts
+                .iter()
+                .filter(|(_, a)| a.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
             for id in expired {
                 let worker = st.attempts[&id].worker;
                 if let Some(w) = st.workers.get(&worker) {
-                    let _ = w.tx.send(ToWorker::Cancel { attempt: id, reason: "lease expired".into() });
+                    let _ = w.tx.send(ToWorker::Cancel {
+                        attempt: id,
+                        reason: "lease expired".into(),
+                    });
                 }
                 st.lose_attempt(id, "lease expired before a result arrived", ch);
             }
             st.dispatch(ch);
             st.jobs
                 .iter()
-                .filter(|(_, j)| j.finished.is_some_and(|f| now.duration_since(f) > KEEP_FINISHED))
+                .filter(|(_, j)| {
+                    j.finished
+                        .is_some_and(|f| now.duration_since(f) > KEEP_FINISHED)
+                })
                 .map(|(id, _)| *id)
                 .collect()
         })
@@ -400,9 +471,17 @@ impl App {
                 s.waiting_for = Some(format!(
                     "each task needs {} distinct workers and {} connected",
                     j.quorum.replicas,
-                    if connected == 1 { "1 is".to_string() } else { format!("{connected} are") }
+                    if connected == 1 {
+                        "1 is".to_string()
+                    } else {
+                        format!("{connected} are")
+                    }
                 ));
-            } else if st.workers.values().all(|w| w.busy.len() as u32 >= w.capacity) {
+            } else if st
+                .workers
+                .values()
+                .all(|w| w.busy.len() as u32 >= w.capacity)
+            {
                 s.waiting_for = Some("every worker slot is busy".into());
             }
         }
@@ -413,21 +492,40 @@ impl App {
     pub fn job_results(&self, id: JobId) -> Option<(AccountId, JobResults)> {
         let st = self.lock();
         let j = st.jobs.get(&id)?;
-        let tasks = j.tasks.iter().map(|t| st.task_result(&st.tasks[t])).collect();
+        let tasks = j
+            .tasks
+            .iter()
+            .map(|t| st.task_result(&st.tasks[t]))
+            .collect();
         Some((j.rec.owner, JobResults { job: id, tasks }))
     }
 
     /// Event stream and completion flag of a job held in memory.
-    pub fn subscribe(&self, id: JobId) -> Option<(AccountId, broadcast::Receiver<JobEvent>, watch::Receiver<bool>, Counts)> {
+    pub fn subscribe(
+        &self,
+        id: JobId,
+    ) -> Option<(
+        AccountId,
+        broadcast::Receiver<JobEvent>,
+        watch::Receiver<bool>,
+        Counts,
+    )> {
         let st = self.lock();
         let j = st.jobs.get(&id)?;
-        Some((j.rec.owner, j.events.subscribe(), j.done.subscribe(), j.counts))
+        Some((
+            j.rec.owner,
+            j.events.subscribe(),
+            j.done.subscribe(),
+            j.counts,
+        ))
     }
 
     /// Cancels a job: queued and running tasks end as cancelled.
     pub fn cancel(&self, id: JobId) -> bool {
         self.with(|st, ch| {
-            let Some(j) = st.jobs.get(&id) else { return false };
+            let Some(j) = st.jobs.get(&id) else {
+                return false;
+            };
             if j.finished.is_some() {
                 return false;
             }
@@ -436,7 +534,13 @@ impl App {
                     st.finalize(
                         t,
                         TaskState::Cancelled,
-                        TaskOutcome { status: None, stdout: vec![], fuel: 0, digest: None, error: Some("job cancelled".into()) },
+                        TaskOutcome {
+                            status: None,
+                            stdout: vec![],
+                            fuel: 0,
+                            digest: None,
+                            error: Some("job cancelled".into()),
+                        },
                         ch,
                     );
                 }
@@ -448,13 +552,17 @@ impl App {
     /// Connected workers: id → (slots, running).
     pub fn connected(&self) -> HashMap<WorkerId, (u32, u32)> {
         let st = self.lock();
-        st.workers.iter().map(|(id, w)| (*id, (w.slots, w.busy.len() as u32))).collect()
+        st.workers
+            .iter()
+            .map(|(id, w)| (*id, (w.slots, w.busy.len() as u32)))
+            .collect()
     }
 }
 
 /// Periodic duties until the process ends.
 pub async fn ticker(app: Arc<App>) {
-    let period = (app.config.heartbeat / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
+    let period =
+        (app.config.heartbeat / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
     let mut interval = tokio::time::interval(period);
     loop {
         interval.tick().await;
@@ -485,7 +593,12 @@ pub fn status_of(rec: &JobRecord, owner_name: &str, counts: Counts) -> JobStatus
 }
 
 /// A task's public result from its stored or in-memory parts.
-pub fn task_result(index: u32, state: TaskState, outcome: Option<&TaskOutcome>, attempts: u32) -> TaskResult {
+pub fn task_result(
+    index: u32,
+    state: TaskState,
+    outcome: Option<&TaskOutcome>,
+    attempts: u32,
+) -> TaskResult {
     let mut r = TaskResult {
         index,
         state: state.as_str().to_string(),
@@ -538,7 +651,11 @@ impl State {
         program: Arc<ProgramBytes>,
         tasks: Vec<TaskRecord>,
     ) -> Vec<TaskId> {
-        let quorum = Quorum { replicas: rec.replicas, agree: rec.agree, max_attempts: rec.max_attempts };
+        let quorum = Quorum {
+            replicas: rec.replicas,
+            agree: rec.agree,
+            max_attempts: rec.max_attempts,
+        };
         let counts = counts_of(tasks.iter().map(|t| t.state));
         let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
         let job = rec.id;
@@ -567,7 +684,17 @@ impl State {
         let (done, _) = watch::channel(false);
         self.jobs.insert(
             job,
-            JobMem { rec, owner_name, quorum, program, tasks: ids.clone(), counts, events, done, finished: None },
+            JobMem {
+                rec,
+                owner_name,
+                quorum,
+                program,
+                tasks: ids.clone(),
+                counts,
+                events,
+                done,
+                finished: None,
+            },
         );
         ids
     }
@@ -595,7 +722,11 @@ impl State {
 
     fn exclude(&self, t: &TaskMem) -> Vec<WorkerId> {
         let mut v: Vec<WorkerId> = t.results.iter().map(|r| r.worker).collect();
-        v.extend(t.running.iter().filter_map(|a| self.attempts.get(a).map(|a| a.worker)));
+        v.extend(
+            t.running
+                .iter()
+                .filter_map(|a| self.attempts.get(a).map(|a| a.worker)),
+        );
         v
     }
 
@@ -608,9 +739,18 @@ impl State {
         let q = self.jobs[&t.job].quorum;
         match decide(&q, &self.tally(t)) {
             Verdict::Verified { digest, agreeing } => {
-                let r = t.results.iter().find(|r| r.digest == digest && r.stdout.is_some());
-                let Some(r) = r.or_else(|| t.results.iter().find(|r| r.digest == digest)) else { return };
-                let state = if r.status.is_success() { TaskState::Verified } else { TaskState::Failed };
+                let r = t
+                    .results
+                    .iter()
+                    .find(|r| r.digest == digest && r.stdout.is_some());
+                let Some(r) = r.or_else(|| t.results.iter().find(|r| r.digest == digest)) else {
+                    return;
+                };
+                let state = if r.status.is_success() {
+                    TaskState::Verified
+                } else {
+                    TaskState::Failed
+                };
                 let mut error = (!r.status.is_success()).then(|| {
                     let mut e = r.status.to_string();
                     if !r.stderr.is_empty() {
@@ -633,7 +773,13 @@ impl State {
                 self.finalize(id, state, outcome, ch);
             }
             Verdict::Failed { reason } => {
-                let outcome = TaskOutcome { status: None, stdout: vec![], fuel: 0, digest: None, error: Some(reason) };
+                let outcome = TaskOutcome {
+                    status: None,
+                    stdout: vec![],
+                    fuel: 0,
+                    digest: None,
+                    error: Some(reason),
+                };
                 self.finalize(id, TaskState::Failed, outcome, ch);
             }
             Verdict::Dispatch(_) => {
@@ -643,7 +789,14 @@ impl State {
                     t.queued = true;
                     self.queue.push_front(id);
                 }
-                self.set_state(id, if running { TaskState::Running } else { TaskState::Queued });
+                self.set_state(
+                    id,
+                    if running {
+                        TaskState::Running
+                    } else {
+                        TaskState::Queued
+                    },
+                );
             }
             Verdict::Wait => {}
         }
@@ -655,14 +808,22 @@ impl State {
         for a in running {
             if let Some(att) = self.attempts.remove(&a) {
                 if let Some(w) = self.workers.get(&att.worker) {
-                    let _ = w.tx.send(ToWorker::Cancel { attempt: a, reason: "task already decided".into() });
+                    let _ = w.tx.send(ToWorker::Cancel {
+                        attempt: a,
+                        reason: "task already decided".into(),
+                    });
                 }
                 ch.push(Change::CancelAttempt { id: a, at });
             }
         }
         self.set_state(id, state);
         let t = self.tasks.get_mut(&id).expect("task exists");
-        ch.push(Change::FinishTask { id, state, outcome: outcome.clone(), attempts: t.attempts });
+        ch.push(Change::FinishTask {
+            id,
+            state,
+            outcome: outcome.clone(),
+            attempts: t.attempts,
+        });
         t.outcome = Some(outcome);
         let job_id = t.job;
         let result = self.task_result(&self.tasks[&id]);
@@ -671,14 +832,30 @@ impl State {
         let _ = j.events.send(JobEvent::Progress { counts: j.counts });
         if j.counts.finished() == j.counts.total() && j.finished.is_none() {
             let cancelled = j.counts.cancelled > 0;
-            let st = if cancelled { JobState::Cancelled } else { JobState::Done };
+            let st = if cancelled {
+                JobState::Cancelled
+            } else {
+                JobState::Done
+            };
             j.rec.state = st;
             j.rec.finished_at = Some(at);
             j.finished = Some(Instant::now());
-            ch.push(Change::FinishJob { id: job_id, state: st, at });
-            let _ = j.events.send(JobEvent::Done { state: st.as_str().into(), counts: j.counts });
+            ch.push(Change::FinishJob {
+                id: job_id,
+                state: st,
+                at,
+            });
+            let _ = j.events.send(JobEvent::Done {
+                state: st.as_str().into(),
+                counts: j.counts,
+            });
             let _ = j.done.send(true);
-            tracing::debug!(job = job_id, verified = j.counts.verified, failed = j.counts.failed, "job finished");
+            tracing::debug!(
+                job = job_id,
+                verified = j.counts.verified,
+                failed = j.counts.failed,
+                "job finished"
+            );
         }
     }
 
@@ -687,12 +864,24 @@ impl State {
     }
 
     fn lose_attempt(&mut self, id: AttemptId, reason: &str, ch: &mut Changes) {
-        let Some(a) = self.attempts.remove(&id) else { return };
-        ch.push(Change::LoseAttempt { id, error: reason.to_string(), at: now_ms() });
+        let Some(a) = self.attempts.remove(&id) else {
+            return;
+        };
+        ch.push(Change::LoseAttempt {
+            id,
+            error: reason.to_string(),
+            at: now_ms(),
+        });
         if let Some(t) = self.tasks.get_mut(&a.task) {
             t.running.retain(|x| *x != id);
             t.lost += 1;
-            tracing::info!(attempt = id, task = a.task, worker = a.worker, reason, "attempt lost");
+            tracing::info!(
+                attempt = id,
+                task = a.task,
+                worker = a.worker,
+                reason,
+                "attempt lost"
+            );
             if t.running.is_empty() && !t.state.is_final() {
                 self.set_state(a.task, TaskState::Queued);
             }
@@ -701,16 +890,20 @@ impl State {
     }
 
     fn drop_worker(&mut self, id: WorkerId, why: &str, ch: &mut Changes) {
-        let Some(w) = self.workers.remove(&id) else { return };
+        let Some(w) = self.workers.remove(&id) else {
+            return;
+        };
         for a in w.busy {
             self.lose_attempt(a, why, ch);
         }
     }
 
     fn on_result(&mut self, worker: WorkerId, res: AttemptResult, ch: &mut Changes) {
-        let Some(w) = self.workers.get_mut(&worker) else { return };
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
         w.busy.remove(&res.attempt);
-        if !self.attempts.get(&res.attempt).is_some_and(|a| a.worker == worker) {
+        if self.attempts.get(&res.attempt).is_none_or(|a| a.worker != worker) {
             // Cancelled or expired meanwhile: the result is not needed.
             return;
         }
@@ -724,7 +917,11 @@ impl State {
             signature: res.signature,
             at,
         });
-        ch.push(Change::WorkerSeen { id: worker, at, completed_delta: 1 });
+        ch.push(Change::WorkerSeen {
+            id: worker,
+            at,
+            completed_delta: 1,
+        });
         let t = self.tasks.get_mut(&a.task).expect("attempt's task exists");
         t.running.retain(|x| *x != res.attempt);
         t.results.push(ResultMem {
@@ -773,7 +970,11 @@ impl State {
                 }
                 if let Verdict::Dispatch(n) = decide(&self.jobs[&t.job].quorum, &self.tally(t)) {
                     want += n;
-                    needs.push(Need { task: t.id, count: n, exclude: self.exclude(t) });
+                    needs.push(Need {
+                        task: t.id,
+                        count: n,
+                        exclude: self.exclude(t),
+                    });
                 }
             }
             for a in plan(&needs, &views) {
@@ -786,7 +987,10 @@ impl State {
         for id in scanned {
             let t = &self.tasks[&id];
             let needs_more = !t.state.is_final()
-                && matches!(decide(&self.jobs[&t.job].quorum, &self.tally(t)), Verdict::Dispatch(_));
+                && matches!(
+                    decide(&self.jobs[&t.job].quorum, &self.tally(t)),
+                    Verdict::Dispatch(_)
+                );
             if needs_more {
                 keep.push(id);
             } else {
@@ -823,9 +1027,23 @@ impl State {
         t.running.push(id);
         t.attempts += 1;
         let job_id = t.job;
-        let deadline = Instant::now() + Duration::from_millis(limits.wall_time_ms) + self.lease_grace;
-        self.attempts.insert(id, AttemptMem { task, worker, deadline });
-        ch.push(Change::StartAttempt { id, task, job: job_id, worker, at: now_ms() });
+        let deadline =
+            Instant::now() + Duration::from_millis(limits.wall_time_ms) + self.lease_grace;
+        self.attempts.insert(
+            id,
+            AttemptMem {
+                task,
+                worker,
+                deadline,
+            },
+        );
+        ch.push(Change::StartAttempt {
+            id,
+            task,
+            job: job_id,
+            worker,
+            at: now_ms(),
+        });
         self.set_state(task, TaskState::Running);
     }
 }

@@ -4,7 +4,9 @@
 //! the next one (group commit), so throughput does not pay one commit per event.
 
 use runegrid_core::{JobId, TaskId};
-use runegrid_store::{Account, Change, NewJob, NewTask, NewWorker, ProgramRecord, Store, StoreError, WorkerRecord};
+use runegrid_store::{
+    Account, Change, NewJob, NewTask, NewWorker, ProgramRecord, Store, StoreError, WorkerRecord,
+};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -75,7 +77,11 @@ impl Writer {
         }
     }
 
-    pub async fn create_job(&self, job: NewJob, tasks: Vec<NewTask>) -> Result<(JobId, Vec<TaskId>), StoreError> {
+    pub async fn create_job(
+        &self,
+        job: NewJob,
+        tasks: Vec<NewTask>,
+    ) -> Result<(JobId, Vec<TaskId>), StoreError> {
         self.ask(|r| Msg::CreateJob(Box::new(job), tasks, r)).await
     }
 
@@ -87,8 +93,14 @@ impl Writer {
         self.ask(|r| Msg::UpsertWorker(w, r)).await
     }
 
-    pub async fn create_account(&self, name: String, token_hash: String, admin: bool) -> Result<Account, StoreError> {
-        self.ask(|r| Msg::CreateAccount(name, token_hash, admin, r)).await
+    pub async fn create_account(
+        &self,
+        name: String,
+        token_hash: String,
+        admin: bool,
+    ) -> Result<Account, StoreError> {
+        self.ask(|r| Msg::CreateAccount(name, token_hash, admin, r))
+            .await
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Msg) -> Result<T, StoreError> {
@@ -96,7 +108,8 @@ impl Writer {
         self.tx
             .send(make(tx))
             .map_err(|_| StoreError::Corrupt("store writer stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Corrupt("store writer stopped".into()))?
+        rx.await
+            .map_err(|_| StoreError::Corrupt("store writer stopped".into()))?
     }
 }
 
@@ -121,7 +134,11 @@ fn commit(store: &mut dyn Store, batch: &mut Vec<Change>) {
 fn coalesce_worker_seen(batch: &mut Vec<Change>) {
     let mut seen: std::collections::BTreeMap<i64, (i64, u32)> = Default::default();
     batch.retain(|c| match c {
-        Change::WorkerSeen { id, at, completed_delta } => {
+        Change::WorkerSeen {
+            id,
+            at,
+            completed_delta,
+        } => {
             let e = seen.entry(*id).or_insert((*at, 0));
             e.0 = e.0.max(*at);
             e.1 += completed_delta;
@@ -129,7 +146,14 @@ fn coalesce_worker_seen(batch: &mut Vec<Change>) {
         }
         _ => true,
     });
-    batch.extend(seen.into_iter().map(|(id, (at, completed_delta))| Change::WorkerSeen { id, at, completed_delta }));
+    batch.extend(
+        seen.into_iter()
+            .map(|(id, (at, completed_delta))| Change::WorkerSeen {
+                id,
+                at,
+                completed_delta,
+            }),
+    );
 }
 
 fn serve(store: &mut dyn Store, msg: Msg) {

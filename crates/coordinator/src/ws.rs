@@ -9,7 +9,9 @@ use axum::response::Response;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use futures_util::{SinkExt, StreamExt};
 use runegrid_proto::PROTOCOL_VERSION;
-use runegrid_proto::worker::{AttemptResult, Capabilities, ToCoordinator, ToWorker, hello_message, result_message};
+use runegrid_proto::worker::{
+    AttemptResult, Capabilities, ToCoordinator, ToWorker, hello_message, result_message,
+};
 use runegrid_store::{Account, NewWorker};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,32 +26,47 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let account = authenticate(&app, &headers).await?;
-    Ok(ws.max_message_size(MAX_MESSAGE).on_upgrade(move |socket| async move {
-        if let Err(e) = serve(app, account, socket).await {
-            tracing::info!(error = %e, "worker connection ended");
-        }
-    }))
+    Ok(ws
+        .max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            if let Err(e) = serve(app, account, socket).await {
+                tracing::info!(error = %e, "worker connection ended");
+            }
+        }))
 }
 
 fn send_text(msg: &ToWorker) -> Message {
-    Message::Text(serde_json::to_string(msg).expect("messages serialize").into())
+    Message::Text(
+        serde_json::to_string(msg)
+            .expect("messages serialize")
+            .into(),
+    )
 }
 
 async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(), String> {
     let (mut sink, mut stream) = socket.split();
     let nonce = hex::encode(rand::random::<[u8; 16]>());
-    sink.send(send_text(&ToWorker::Challenge { protocol: PROTOCOL_VERSION, nonce: nonce.clone() }))
-        .await
-        .map_err(|e| e.to_string())?;
+    sink.send(send_text(&ToWorker::Challenge {
+        protocol: PROTOCOL_VERSION,
+        nonce: nonce.clone(),
+    }))
+    .await
+    .map_err(|e| e.to_string())?;
     let hello = tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
         .map_err(|_| "no hello within 10 s".to_string())?;
-    let Some(Ok(Message::Text(text))) = hello else { return Err("connection closed before hello".into()) };
+    let Some(Ok(Message::Text(text))) = hello else {
+        return Err("connection closed before hello".into());
+    };
     let (key, name, caps) = match check_hello(&text, &nonce) {
         Ok(x) => x,
         Err(message) => {
             tracing::warn!(%message, account = %account.name, "worker rejected");
-            let _ = sink.send(send_text(&ToWorker::Reject { message: message.clone() })).await;
+            let _ = sink
+                .send(send_text(&ToWorker::Reject {
+                    message: message.clone(),
+                }))
+                .await;
             let _ = sink.close().await;
             return Err(message);
         }
@@ -68,8 +85,11 @@ async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(),
         .map_err(|e| e.to_string())?;
     let id = record.id;
     let (tx, mut rx) = mpsc::unbounded_channel::<ToWorker>();
-    tx.send(ToWorker::Welcome { worker_id: id, heartbeat_ms: app.config.heartbeat.as_millis() as u64 })
-        .expect("receiver alive");
+    tx.send(ToWorker::Welcome {
+        worker_id: id,
+        heartbeat_ms: app.config.heartbeat.as_millis() as u64,
+    })
+    .expect("receiver alive");
     // The state holds the only sender: when it drops this worker, the writer below ends and so
     // does this connection.
     let conn = app.worker_connected(id, &caps, tx);
@@ -124,7 +144,14 @@ async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(),
             },
             ToCoordinator::Failed { attempt, reason } => app.on_failed(id, attempt, &reason),
             ToCoordinator::NeedProgram { sha256 } => match app.program_for(&sha256) {
-                Some(p) => app.send(id, conn, ToWorker::Program { sha256, module: p.module.clone() }),
+                Some(p) => app.send(
+                    id,
+                    conn,
+                    ToWorker::Program {
+                        sha256,
+                        module: p.module.clone(),
+                    },
+                ),
                 None => tracing::warn!(worker = id, %sha256, "worker asked for an unknown program"),
             },
             ToCoordinator::Hello { .. } => break "second hello on one connection".to_string(),
@@ -145,12 +172,21 @@ fn check_result(key: &VerifyingKey, r: &AttemptResult) -> Result<(), &'static st
         .ok()
         .and_then(|b| Signature::from_slice(&b).ok())
         .ok_or("result signature is malformed")?;
-    key.verify(&result_message(r.attempt, &r.digest), &sig).map_err(|_| "result signature is invalid")
+    key.verify(&result_message(r.attempt, &r.digest), &sig)
+        .map_err(|_| "result signature is invalid")
 }
 
 fn check_hello(text: &str, nonce: &str) -> Result<(VerifyingKey, String, Capabilities), String> {
-    let msg: ToCoordinator = serde_json::from_str(text).map_err(|e| format!("malformed hello: {e}"))?;
-    let ToCoordinator::Hello { protocol, public_key, signature, name, capabilities } = msg else {
+    let msg: ToCoordinator =
+        serde_json::from_str(text).map_err(|e| format!("malformed hello: {e}"))?;
+    let ToCoordinator::Hello {
+        protocol,
+        public_key,
+        signature,
+        name,
+        capabilities,
+    } = msg
+    else {
         return Err("expected hello".into());
     };
     if protocol != PROTOCOL_VERSION {
@@ -167,10 +203,18 @@ fn check_hello(text: &str, nonce: &str) -> Result<(VerifyingKey, String, Capabil
         .ok()
         .and_then(|b| Signature::from_slice(&b).ok())
         .ok_or("signature must be 64 bytes in hex")?;
-    key.verify(&hello_message(nonce), &sig).map_err(|_| "hello signature does not match the key".to_string())?;
+    key.verify(&hello_message(nonce), &sig)
+        .map_err(|_| "hello signature does not match the key".to_string())?;
     if capabilities.slots == 0 || capabilities.slots > 1024 {
-        return Err(format!("slots must be between 1 and 1024, got {}", capabilities.slots));
+        return Err(format!(
+            "slots must be between 1 and 1024, got {}",
+            capabilities.slots
+        ));
     }
-    let name = if name.trim().is_empty() { format!("worker-{}", &public_key[..8]) } else { name };
+    let name = if name.trim().is_empty() {
+        format!("worker-{}", &public_key[..8])
+    } else {
+        name
+    };
     Ok((key, name, capabilities))
 }

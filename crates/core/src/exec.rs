@@ -93,10 +93,15 @@ impl fmt::Display for ExecStatus {
             ExecStatus::Exited { code } => write!(f, "program exited with code {code}"),
             ExecStatus::OutOfFuel => write!(f, "out of fuel: the fuel limit was reached"),
             ExecStatus::MemoryLimit => {
-                write!(f, "memory limit: the program asked for more memory than allowed")
+                write!(
+                    f,
+                    "memory limit: the program asked for more memory than allowed"
+                )
             }
             ExecStatus::StackOverflow => write!(f, "stack overflow: call depth limit reached"),
-            ExecStatus::StdoutLimit => write!(f, "stdout limit: the program wrote more than its cap"),
+            ExecStatus::StdoutLimit => {
+                write!(f, "stdout limit: the program wrote more than its cap")
+            }
             ExecStatus::Trap { trap } => write!(f, "trap: {}", trap.as_str()),
         }
     }
@@ -204,7 +209,10 @@ mod tests {
     fn status_codes_are_stable() {
         assert_eq!(ExecStatus::Exited { code: -3 }.code(), "exit:-3");
         assert_eq!(
-            ExecStatus::Trap { trap: TrapKind::IntegerDivisionByZero }.code(),
+            ExecStatus::Trap {
+                trap: TrapKind::IntegerDivisionByZero
+            }
+            .code(),
             "trap:integer_division_by_zero"
         );
         let json = serde_json::to_string(&ExecStatus::Exited { code: 2 }).unwrap();

@@ -49,13 +49,23 @@ impl Limits {
     pub fn validate(&self) -> Result<(), LimitsError> {
         let check = |name, value, min, max| {
             if value < min || value > max {
-                Err(LimitsError { name, value, min, max })
+                Err(LimitsError {
+                    name,
+                    value,
+                    min,
+                    max,
+                })
             } else {
                 Ok(())
             }
         };
         check("fuel", self.fuel, 1, Self::MAX_FUEL)?;
-        check("memory_bytes", self.memory_bytes, Self::MIN_MEMORY, Self::MAX_MEMORY)?;
+        check(
+            "memory_bytes",
+            self.memory_bytes,
+            Self::MIN_MEMORY,
+            Self::MAX_MEMORY,
+        )?;
         check("wall_time_ms", self.wall_time_ms, 1, Self::MAX_WALL_MS)?;
         check("stdout_bytes", self.stdout_bytes, 0, Self::MAX_STDOUT)?;
         Ok(())
@@ -78,11 +88,17 @@ mod tests {
 
     #[test]
     fn out_of_range_is_named() {
-        let l = Limits { fuel: 0, ..Limits::default() };
+        let l = Limits {
+            fuel: 0,
+            ..Limits::default()
+        };
         let e = l.validate().unwrap_err();
         assert_eq!(e.name, "fuel");
         assert!(e.to_string().starts_with("limit fuel = 0 is out of range"));
-        let l = Limits { memory_bytes: 8 << 30, ..Limits::default() };
+        let l = Limits {
+            memory_bytes: 8 << 30,
+            ..Limits::default()
+        };
         assert_eq!(l.validate().unwrap_err().name, "memory_bytes");
     }
 }

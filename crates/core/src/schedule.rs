@@ -56,8 +56,17 @@ pub fn plan(needs: &[Need], workers: &[WorkerView]) -> Vec<Assignment> {
                 }
                 let better = match best {
                     None => true,
-                    Some(b) => (free[i], std::cmp::Reverse(running[i]), std::cmp::Reverse(w.id))
-                        > (free[b], std::cmp::Reverse(running[b]), std::cmp::Reverse(workers[b].id)),
+                    Some(b) => {
+                        (
+                            free[i],
+                            std::cmp::Reverse(running[i]),
+                            std::cmp::Reverse(w.id),
+                        ) > (
+                            free[b],
+                            std::cmp::Reverse(running[b]),
+                            std::cmp::Reverse(workers[b].id),
+                        )
+                    }
                 };
                 if better {
                     best = Some(i);
@@ -68,7 +77,10 @@ pub fn plan(needs: &[Need], workers: &[WorkerView]) -> Vec<Assignment> {
             running[i] += 1;
             total_free -= 1;
             chosen.push(workers[i].id);
-            out.push(Assignment { task: need.task, worker: workers[i].id });
+            out.push(Assignment {
+                task: need.task,
+                worker: workers[i].id,
+            });
         }
     }
     out
@@ -81,12 +93,20 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     fn w(id: WorkerId, free: u32) -> WorkerView {
-        WorkerView { id, free_slots: free, running: 0 }
+        WorkerView {
+            id,
+            free_slots: free,
+            running: 0,
+        }
     }
 
     #[test]
     fn replicas_spread_over_distinct_workers() {
-        let needs = vec![Need { task: 1, count: 3, exclude: vec![] }];
+        let needs = vec![Need {
+            task: 1,
+            count: 3,
+            exclude: vec![],
+        }];
         let a = plan(&needs, &[w(1, 4), w(2, 4), w(3, 4)]);
         let ws: HashSet<_> = a.iter().map(|a| a.worker).collect();
         assert_eq!(a.len(), 3);
@@ -95,7 +115,11 @@ mod tests {
 
     #[test]
     fn too_few_workers_assigns_what_it_can() {
-        let needs = vec![Need { task: 1, count: 3, exclude: vec![] }];
+        let needs = vec![Need {
+            task: 1,
+            count: 3,
+            exclude: vec![],
+        }];
         let a = plan(&needs, &[w(1, 4), w(2, 4)]);
         assert_eq!(a.len(), 2);
     }
@@ -103,8 +127,16 @@ mod tests {
     #[test]
     fn excluded_worker_is_skipped_and_does_not_block() {
         let needs = vec![
-            Need { task: 1, count: 1, exclude: vec![1] },
-            Need { task: 2, count: 1, exclude: vec![] },
+            Need {
+                task: 1,
+                count: 1,
+                exclude: vec![1],
+            },
+            Need {
+                task: 2,
+                count: 1,
+                exclude: vec![],
+            },
         ];
         let a = plan(&needs, &[w(1, 1)]);
         assert_eq!(a, vec![Assignment { task: 2, worker: 1 }]);
@@ -112,7 +144,11 @@ mod tests {
 
     #[test]
     fn prefers_the_least_loaded_worker() {
-        let needs = vec![Need { task: 1, count: 1, exclude: vec![] }];
+        let needs = vec![Need {
+            task: 1,
+            count: 1,
+            exclude: vec![],
+        }];
         let a = plan(&needs, &[w(1, 1), w(2, 3)]);
         assert_eq!(a[0].worker, 2);
     }

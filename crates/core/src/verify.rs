@@ -21,7 +21,9 @@ pub enum QuorumError {
     Replicas { got: u32, max: u32 },
     #[error("agree must be between 1 and replicas ({replicas}), got {got}")]
     Agree { got: u32, replicas: u32 },
-    #[error("agree ({agree}) must be more than half of replicas ({replicas}) so that two different results cannot both be accepted")]
+    #[error(
+        "agree ({agree}) must be more than half of replicas ({replicas}) so that two different results cannot both be accepted"
+    )]
     NoMajority { agree: u32, replicas: u32 },
     #[error("max_attempts must be between replicas ({replicas}) and {max}, got {got}")]
     MaxAttempts { got: u32, replicas: u32, max: u32 },
@@ -38,24 +40,42 @@ impl Quorum {
     }
 
     pub fn with_cap(replicas: u32, agree: u32, max_attempts: u32) -> Result<Quorum, QuorumError> {
-        let q = Quorum { replicas, agree, max_attempts };
+        let q = Quorum {
+            replicas,
+            agree,
+            max_attempts,
+        };
         q.validate()?;
         Ok(q)
     }
 
     pub fn validate(&self) -> Result<(), QuorumError> {
-        let Quorum { replicas, agree, max_attempts } = *self;
+        let Quorum {
+            replicas,
+            agree,
+            max_attempts,
+        } = *self;
         if replicas == 0 || replicas > Self::MAX_REPLICAS {
-            return Err(QuorumError::Replicas { got: replicas, max: Self::MAX_REPLICAS });
+            return Err(QuorumError::Replicas {
+                got: replicas,
+                max: Self::MAX_REPLICAS,
+            });
         }
         if agree == 0 || agree > replicas {
-            return Err(QuorumError::Agree { got: agree, replicas });
+            return Err(QuorumError::Agree {
+                got: agree,
+                replicas,
+            });
         }
         if agree * 2 <= replicas {
             return Err(QuorumError::NoMajority { agree, replicas });
         }
         if max_attempts < replicas || max_attempts > Self::MAX_ATTEMPTS {
-            return Err(QuorumError::MaxAttempts { got: max_attempts, replicas, max: Self::MAX_ATTEMPTS });
+            return Err(QuorumError::MaxAttempts {
+                got: max_attempts,
+                replicas,
+                max: Self::MAX_ATTEMPTS,
+            });
         }
         Ok(())
     }
@@ -108,7 +128,10 @@ pub fn decide(q: &Quorum, tally: &AttemptTally) -> Verdict {
     if let Some((digest, n)) = best
         && n >= q.agree
     {
-        return Verdict::Verified { digest, agreeing: n };
+        return Verdict::Verified {
+            digest,
+            agreeing: n,
+        };
     }
     if tally.lost >= q.max_lost() {
         if tally.running > 0 {
@@ -162,17 +185,30 @@ mod tests {
     }
 
     fn tally(ds: &[u8], running: u32, lost: u32) -> AttemptTally {
-        AttemptTally { digests: ds.iter().map(|n| d(*n)).collect(), running, lost }
+        AttemptTally {
+            digests: ds.iter().map(|n| d(*n)).collect(),
+            running,
+            lost,
+        }
     }
 
     #[test]
     fn validation() {
         assert!(Quorum::new(3, 2).is_ok());
         assert!(Quorum::new(1, 1).is_ok());
-        assert_eq!(Quorum::new(0, 1), Err(QuorumError::Replicas { got: 0, max: 16 }));
+        assert_eq!(
+            Quorum::new(0, 1),
+            Err(QuorumError::Replicas { got: 0, max: 16 })
+        );
         assert!(matches!(Quorum::new(3, 4), Err(QuorumError::Agree { .. })));
-        assert!(matches!(Quorum::new(4, 2), Err(QuorumError::NoMajority { .. })));
-        assert!(matches!(Quorum::with_cap(3, 2, 2), Err(QuorumError::MaxAttempts { .. })));
+        assert!(matches!(
+            Quorum::new(4, 2),
+            Err(QuorumError::NoMajority { .. })
+        ));
+        assert!(matches!(
+            Quorum::with_cap(3, 2, 2),
+            Err(QuorumError::MaxAttempts { .. })
+        ));
     }
 
     #[test]
@@ -186,18 +222,36 @@ mod tests {
     #[test]
     fn agreement_verifies_early() {
         let q = Quorum::new(3, 2).unwrap();
-        assert_eq!(decide(&q, &tally(&[1, 1], 1, 0)), Verdict::Verified { digest: d(1), agreeing: 2 });
-        assert_eq!(decide(&q, &tally(&[2, 1, 1], 0, 0)), Verdict::Verified { digest: d(1), agreeing: 2 });
+        assert_eq!(
+            decide(&q, &tally(&[1, 1], 1, 0)),
+            Verdict::Verified {
+                digest: d(1),
+                agreeing: 2
+            }
+        );
+        assert_eq!(
+            decide(&q, &tally(&[2, 1, 1], 0, 0)),
+            Verdict::Verified {
+                digest: d(1),
+                agreeing: 2
+            }
+        );
     }
 
     #[test]
     fn disagreement_dispatches_more_then_fails() {
         let q = Quorum::with_cap(3, 2, 5).unwrap();
         assert_eq!(decide(&q, &tally(&[1, 2, 3], 0, 0)), Verdict::Dispatch(1));
-        assert_eq!(decide(&q, &tally(&[1, 2, 3, 4], 0, 0)), Verdict::Dispatch(1));
+        assert_eq!(
+            decide(&q, &tally(&[1, 2, 3, 4], 0, 0)),
+            Verdict::Dispatch(1)
+        );
         match decide(&q, &tally(&[1, 2, 3, 4, 5], 0, 0)) {
             Verdict::Failed { reason } => {
-                assert!(reason.starts_with("replicas disagreed: 5 results in 5 groups"), "{reason}")
+                assert!(
+                    reason.starts_with("replicas disagreed: 5 results in 5 groups"),
+                    "{reason}"
+                )
             }
             v => panic!("unexpected {v:?}"),
         }
@@ -207,7 +261,10 @@ mod tests {
     fn lost_attempts_are_replaced_then_fail() {
         let q = Quorum::new(1, 1).unwrap();
         assert_eq!(decide(&q, &tally(&[], 0, 1)), Verdict::Dispatch(1));
-        assert!(matches!(decide(&q, &tally(&[], 0, q.max_lost())), Verdict::Failed { .. }));
+        assert!(matches!(
+            decide(&q, &tally(&[], 0, q.max_lost())),
+            Verdict::Failed { .. }
+        ));
     }
 
     proptest! {

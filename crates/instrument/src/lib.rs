@@ -1,9 +1,9 @@
 //! Validation and deterministic instrumentation of untrusted WASI preview-1 modules.
 //!
 //! Runs once, at job submission, on the coordinator. [`instrument`] checks that a module stays
-//! inside the runegrid execution model (see [`validate`]) and rewrites it so that **any** engine
-//! that runs the output (native wasmtime, a browser's engine) counts fuel, limits call depth,
-//! limits memory and produces NaN bit patterns identically. Nothing here touches an engine or
+//! inside the runegrid execution model (feature set, imports, exports) and rewrites it so that
+//! **any** engine that runs the output (native wasmtime, a browser's engine) counts fuel,
+//! limits call depth, limits memory and produces NaN bit patterns identically. Nothing here touches an engine or
 //! does I/O: the crate is a pure function from bytes to bytes.
 //!
 //! # What the output contains

@@ -215,7 +215,11 @@ pub enum JobEvent {
     /// Task counts changed.
     Progress { counts: Counts },
     /// A chunk of a running attempt's stdout, as the worker wrote it (unverified).
-    Stdout { task: u32, attempt: i64, data: String },
+    Stdout {
+        task: u32,
+        attempt: i64,
+        data: String,
+    },
     /// A task reached a final state.
     Task { result: TaskResult },
     /// Every task is final; the stream ends.

@@ -31,9 +31,17 @@ pub struct Capabilities {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToWorker {
-    Challenge { protocol: u32, nonce: String },
-    Welcome { worker_id: i64, heartbeat_ms: u64 },
-    Reject { message: String },
+    Challenge {
+        protocol: u32,
+        nonce: String,
+    },
+    Welcome {
+        worker_id: i64,
+        heartbeat_ms: u64,
+    },
+    Reject {
+        message: String,
+    },
     Assign(Assign),
     /// The bytes of a program the worker asked for.
     Program {
@@ -42,7 +50,10 @@ pub enum ToWorker {
         module: Vec<u8>,
     },
     /// Stop an attempt: its result is no longer needed.
-    Cancel { attempt: AttemptId, reason: String },
+    Cancel {
+        attempt: AttemptId,
+        reason: String,
+    },
 }
 
 /// One attempt to run.
@@ -75,7 +86,9 @@ pub enum ToCoordinator {
         capabilities: Capabilities,
     },
     /// Send me the module with this hash.
-    NeedProgram { sha256: String },
+    NeedProgram {
+        sha256: String,
+    },
     /// A chunk of stdout, as written.
     Output {
         attempt: AttemptId,
@@ -85,7 +98,10 @@ pub enum ToCoordinator {
     /// A finished attempt.
     Result(AttemptResult),
     /// An attempt that ended without a comparable result (timeout, internal error).
-    Failed { attempt: AttemptId, reason: String },
+    Failed {
+        attempt: AttemptId,
+        reason: String,
+    },
     Heartbeat,
 }
 
@@ -123,8 +139,14 @@ mod tests {
     #[test]
     fn messages_are_tagged() {
         let m = ToCoordinator::Heartbeat;
-        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"type":"heartbeat"}"#);
-        let m = ToWorker::Cancel { attempt: 3, reason: "done".into() };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"heartbeat"}"#
+        );
+        let m = ToWorker::Cancel {
+            attempt: 3,
+            reason: "done".into(),
+        };
         let s = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<ToWorker>(&s).unwrap(), m);
         let a = ToWorker::Assign(Assign {

@@ -12,7 +12,9 @@
 //! 3. an epoch interrupt (wall time) → [`SandboxError::Timeout`]: not deterministic, so not an
 //!    [`Execution`];
 //! 4. any other trap: fuel global below zero → `OutOfFuel`; depth global below zero →
-//!    `StackOverflow`; memory-denied flag set → `MemoryLimit`; otherwise the trap's kind.
+//!    `StackOverflow`; memory-denied flag set → `MemoryLimit`; otherwise the trap's kind
+//!    (wasmtime's own stack overflow, a backstop the depth limit should pre-empt, is
+//!    `StackOverflow` too).
 //!
 //! Fuel used is `limit - remaining`, or the whole limit when it ran out. A module whose initial
 //! memory is above the limit ends with `MemoryLimit` and fuel 0 before running.
@@ -23,7 +25,13 @@
 //!
 //! Each run executes on a pooled runner thread with a stack of [`THREAD_STACK_BYTES`] (so
 //! callers need no special stack), while the calling thread receives stdout as it is written
-//! and hands it to the `on_stdout` callback.
+//! and hands it to the `on_stdout` callback (which therefore needs neither `Send` nor
+//! `'static`).
+//!
+//! Per-run overhead, measured on the shared 2-core development machine under load (release,
+//! `tests/overhead.rs`): a no-op module costs about 35-45 µs per run (median), most of it the
+//! hand-off to the runner thread and the teardown of the instance's memory mapping; the
+//! pooling allocator measured no faster, so the default on-demand allocator is used.
 
 mod runner;
 pub mod wasi;
@@ -41,7 +49,8 @@ use wasmtime::{
     StoreLimitsBuilder, Strategy, Trap, Val,
 };
 
-/// Stack size of the thread each run executes on.
+/// Stack size of the runner threads that execute runs. Callers of [`Sandbox::run`] need no
+/// particular stack: the guest runs on a runner thread, never on the caller's.
 pub const THREAD_STACK_BYTES: usize = 32 << 20;
 /// Native stack wasm may use before wasmtime traps. The injected call-depth limit is meant to
 /// trigger long before (4096 calls by default); this is only a backstop.
@@ -81,6 +90,7 @@ pub struct TaskRun<'a> {
     pub stdin: &'a [u8],
     /// Seed of `random_get`.
     pub seed: u64,
+    /// Fuel, memory, wall-time and stdout limits of this run.
     pub limits: Limits,
 }
 
@@ -93,7 +103,7 @@ pub struct RunOutput {
     pub stderr: Vec<u8>,
 }
 
-/// A compiled, linked module, ready to instantiate.
+/// A compiled, linked module, ready to instantiate. Cloning is cheap (shared code).
 #[derive(Clone)]
 pub struct Program {
     pre: InstancePre<Host>,
@@ -184,10 +194,14 @@ impl Ticker {
         }
     }
 
+    /// Changes the state; wakes the ticker if it may be waiting for work (or must stop).
     fn update(&self, f: impl FnOnce(&mut TickerState)) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let was_idle = state.active == 0;
         f(&mut state);
-        self.wake.notify_all();
+        if state.stop || (was_idle && state.active > 0) {
+            self.wake.notify_all();
+        }
     }
 }
 
@@ -357,6 +371,7 @@ impl Sandbox {
     }
 
     /// Runs a task; `on_stdout` receives stdout as the guest writes it (on the calling thread).
+    /// Deterministic outcomes, traps included, are `Ok`; `Err` means the attempt is lost.
     pub fn run(
         &self,
         program: &Program,

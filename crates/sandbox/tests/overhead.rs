@@ -39,22 +39,6 @@ fn per_run_overhead_of_a_noop_module() {
         "no-op run: median {:?}, mean {mean:?} over {n} runs",
         median(times)
     );
-
-    // What the run thread alone costs (spawn + join with the sandbox's stack size).
-    let mut spawn = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .stack_size(runegrid_sandbox::THREAD_STACK_BYTES)
-                .spawn_scoped(s, || black_box(1))
-                .unwrap()
-                .join()
-                .unwrap()
-        });
-        spawn.push(t.elapsed());
-    }
-    println!("  of which thread spawn + join: median {:?}", median(spawn));
 }
 
 /// Module text with the runegrid exports declared by hand and no metering: the baseline.

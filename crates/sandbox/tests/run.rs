@@ -227,6 +227,20 @@ fn refused_growth_can_be_handled() {
 }
 
 #[test]
+fn table_grow_is_capped() {
+    let p = program(&module(
+        r#"(table $t 1 funcref)
+        (func (export "_start")
+          (i32.store8 (i32.const 64) (table.grow $t (ref.null func) (i32.const 5)))
+          (i32.store8 (i32.const 65) (table.grow $t (ref.null func) (i32.const 2000000)))
+          (i32.store8 (i32.const 66) (table.size $t))
+          (call $print (i32.const 64) (i32.const 3)))"#,
+    ));
+    // Old size 1; refused (-1); new size 6.
+    assert_eq!(run(&p, limits()).execution.stdout, [1, 0xff, 6]);
+}
+
+#[test]
 fn initial_memory_above_the_limit_is_refused_before_running() {
     let p = program(r#"(module (memory (export "memory") 100) (func (export "_start")))"#);
     let out = run(

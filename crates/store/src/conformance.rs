@@ -55,7 +55,10 @@ fn accounts(s: &mut dyn Store) {
     let a = s.create_account("admin", "h1", true).unwrap();
     let b = s.create_account("bob", "h2", false).unwrap();
     assert_ne!(a.id, b.id);
-    assert!(matches!(s.create_account("bob", "h3", false), Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.create_account("bob", "h3", false),
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(s.account_by_token("h2").unwrap().unwrap().name, "bob");
     assert!(s.account_by_token("h1").unwrap().unwrap().admin);
     assert!(s.account_by_token("nope").unwrap().is_none());
@@ -74,7 +77,11 @@ fn programs(s: &mut dyn Store) {
     };
     s.put_program(&p).unwrap();
     // A second upload of the same program is a no-op.
-    s.put_program(&ProgramRecord { instrumented: vec![9], ..p.clone() }).unwrap();
+    s.put_program(&ProgramRecord {
+        instrumented: vec![9],
+        ..p.clone()
+    })
+    .unwrap();
     assert_eq!(s.program("abc").unwrap(), Some(p));
     assert_eq!(s.program("zzz").unwrap(), None);
 }
@@ -88,7 +95,11 @@ fn job_lifecycle(s: &mut dyn Store) {
     assert_eq!(tasks[1].args, vec!["a1".to_string()]);
     assert_eq!(tasks[1].env["K"], "v1");
     assert_eq!(tasks[1].stdin, vec![1, 1, 1]);
-    assert!(tasks.iter().all(|t| t.state == TaskState::Queued && t.outcome.is_none()));
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.state == TaskState::Queued && t.outcome.is_none())
+    );
     assert_eq!(s.unfinished_jobs().unwrap().len(), 1);
     assert_eq!(s.jobs(Some(acct.id), 10).unwrap().len(), 1);
     assert_eq!(s.jobs(Some(acct.id + 100), 10).unwrap().len(), 0);
@@ -105,15 +116,42 @@ fn job_lifecycle(s: &mut dyn Store) {
     let digest = Digest([7; 32]);
     let status = ExecStatus::Exited { code: 0 };
     s.apply(&[
-        Change::StartAttempt { id: 10, task: tasks[0].id, job: job.id, worker: w.id, at: 2 },
-        Change::StartAttempt { id: 11, task: tasks[0].id, job: job.id, worker: w.id, at: 2 },
-        Change::TaskState { id: tasks[0].id, state: TaskState::Running, attempts: 2 },
+        Change::StartAttempt {
+            id: 10,
+            task: tasks[0].id,
+            job: job.id,
+            worker: w.id,
+            at: 2,
+        },
+        Change::StartAttempt {
+            id: 11,
+            task: tasks[0].id,
+            job: job.id,
+            worker: w.id,
+            at: 2,
+        },
+        Change::TaskState {
+            id: tasks[0].id,
+            state: TaskState::Running,
+            attempts: 2,
+        },
     ])
     .unwrap();
     assert_eq!(s.max_attempt_id().unwrap(), 11);
     s.apply(&[
-        Change::FinishAttempt { id: 10, status, digest, fuel: 99, signature: "sig".into(), at: 3 },
-        Change::LoseAttempt { id: 11, error: "worker vanished".into(), at: 3 },
+        Change::FinishAttempt {
+            id: 10,
+            status,
+            digest,
+            fuel: 99,
+            signature: "sig".into(),
+            at: 3,
+        },
+        Change::LoseAttempt {
+            id: 11,
+            error: "worker vanished".into(),
+            at: 3,
+        },
         Change::FinishTask {
             id: tasks[0].id,
             state: TaskState::Verified,
@@ -126,7 +164,11 @@ fn job_lifecycle(s: &mut dyn Store) {
             },
             attempts: 2,
         },
-        Change::WorkerSeen { id: w.id, at: 3, completed_delta: 1 },
+        Change::WorkerSeen {
+            id: w.id,
+            at: 3,
+            completed_delta: 1,
+        },
     ])
     .unwrap();
     let att = s.attempts(job.id).unwrap();
@@ -139,10 +181,18 @@ fn job_lifecycle(s: &mut dyn Store) {
     let t0 = &s.tasks(job.id).unwrap()[0];
     assert_eq!(t0.state, TaskState::Verified);
     let o = t0.outcome.as_ref().unwrap();
-    assert_eq!((o.stdout.as_slice(), o.fuel, o.digest, o.status), (&b"out"[..], 99, Some(digest), Some(status)));
+    assert_eq!(
+        (o.stdout.as_slice(), o.fuel, o.digest, o.status),
+        (&b"out"[..], 99, Some(digest), Some(status))
+    );
     assert_eq!(s.workers().unwrap()[0].completed, 1);
 
-    s.apply(&[Change::FinishJob { id: job.id, state: JobState::Done, at: 9 }]).unwrap();
+    s.apply(&[Change::FinishJob {
+        id: job.id,
+        state: JobState::Done,
+        at: 9,
+    }])
+    .unwrap();
     assert_eq!(s.job(job.id).unwrap().unwrap().state, JobState::Done);
     assert_eq!(s.job(job.id).unwrap().unwrap().finished_at, Some(9));
     assert!(s.unfinished_jobs().unwrap().is_empty());
@@ -151,11 +201,28 @@ fn job_lifecycle(s: &mut dyn Store) {
 
 fn apply_is_atomic(s: &mut dyn Store) {
     let (_, job, tasks) = job_fixture(s);
-    s.apply(&[Change::StartAttempt { id: 1, task: tasks[0].id, job: job.id, worker: 1, at: 1 }]).unwrap();
+    s.apply(&[Change::StartAttempt {
+        id: 1,
+        task: tasks[0].id,
+        job: job.id,
+        worker: 1,
+        at: 1,
+    }])
+    .unwrap();
     // The second change collides with attempt 1: nothing of the batch may remain.
     let r = s.apply(&[
-        Change::TaskState { id: tasks[1].id, state: TaskState::Running, attempts: 1 },
-        Change::StartAttempt { id: 1, task: tasks[1].id, job: job.id, worker: 1, at: 1 },
+        Change::TaskState {
+            id: tasks[1].id,
+            state: TaskState::Running,
+            attempts: 1,
+        },
+        Change::StartAttempt {
+            id: 1,
+            task: tasks[1].id,
+            job: job.id,
+            worker: 1,
+            at: 1,
+        },
     ]);
     assert!(r.is_err());
     assert_eq!(s.tasks(job.id).unwrap()[1].state, TaskState::Queued);
@@ -172,11 +239,22 @@ fn workers(s: &mut dyn Store) {
         at: 5,
     };
     let w1 = s.upsert_worker(&nw).unwrap();
-    let w2 = s.upsert_worker(&NewWorker { name: "renamed".into(), at: 8, ..nw.clone() }).unwrap();
+    let w2 = s
+        .upsert_worker(&NewWorker {
+            name: "renamed".into(),
+            at: 8,
+            ..nw.clone()
+        })
+        .unwrap();
     assert_eq!(w1.id, w2.id, "a key keeps its worker id");
     assert_eq!(w2.name, "renamed");
     assert_eq!((w2.first_seen, w2.last_seen), (5, 8));
-    let w3 = s.upsert_worker(&NewWorker { public_key: "key2".into(), ..nw }).unwrap();
+    let w3 = s
+        .upsert_worker(&NewWorker {
+            public_key: "key2".into(),
+            ..nw
+        })
+        .unwrap();
     assert_ne!(w3.id, w1.id);
     assert_eq!(s.workers().unwrap().len(), 2);
 }

@@ -128,7 +128,10 @@ impl TaskState {
         })
     }
     pub fn is_final(self) -> bool {
-        matches!(self, TaskState::Verified | TaskState::Failed | TaskState::Cancelled)
+        matches!(
+            self,
+            TaskState::Verified | TaskState::Failed | TaskState::Cancelled
+        )
     }
 }
 
@@ -208,7 +211,13 @@ pub struct AttemptRecord {
 /// One state change, applied with others in a single transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    StartAttempt { id: AttemptId, task: TaskId, job: JobId, worker: WorkerId, at: Millis },
+    StartAttempt {
+        id: AttemptId,
+        task: TaskId,
+        job: JobId,
+        worker: WorkerId,
+        at: Millis,
+    },
     FinishAttempt {
         id: AttemptId,
         status: ExecStatus,
@@ -217,12 +226,36 @@ pub enum Change {
         signature: String,
         at: Millis,
     },
-    LoseAttempt { id: AttemptId, error: String, at: Millis },
-    CancelAttempt { id: AttemptId, at: Millis },
-    TaskState { id: TaskId, state: TaskState, attempts: u32 },
-    FinishTask { id: TaskId, state: TaskState, outcome: TaskOutcome, attempts: u32 },
-    FinishJob { id: JobId, state: JobState, at: Millis },
-    WorkerSeen { id: WorkerId, at: Millis, completed_delta: u32 },
+    LoseAttempt {
+        id: AttemptId,
+        error: String,
+        at: Millis,
+    },
+    CancelAttempt {
+        id: AttemptId,
+        at: Millis,
+    },
+    TaskState {
+        id: TaskId,
+        state: TaskState,
+        attempts: u32,
+    },
+    FinishTask {
+        id: TaskId,
+        state: TaskState,
+        outcome: TaskOutcome,
+        attempts: u32,
+    },
+    FinishJob {
+        id: JobId,
+        state: JobState,
+        at: Millis,
+    },
+    WorkerSeen {
+        id: WorkerId,
+        at: Millis,
+        completed_delta: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

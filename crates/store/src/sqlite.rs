@@ -117,7 +117,8 @@ fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
 }
 
 fn digest_col(s: Option<String>) -> Result<Option<Digest>> {
-    s.map(|s| Digest::from_hex(&s).ok_or_else(|| corrupt("digest", s))).transpose()
+    s.map(|s| Digest::from_hex(&s).ok_or_else(|| corrupt("digest", s)))
+        .transpose()
 }
 
 fn status_col(s: Option<String>) -> Result<Option<ExecStatus>> {
@@ -125,11 +126,15 @@ fn status_col(s: Option<String>) -> Result<Option<ExecStatus>> {
 }
 
 fn account_row(r: &Row) -> rusqlite::Result<Account> {
-    Ok(Account { id: r.get(0)?, name: r.get(1)?, admin: r.get(2)?, created_at: r.get(3)? })
+    Ok(Account {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        admin: r.get(2)?,
+        created_at: r.get(3)?,
+    })
 }
 
-const JOB_COLS: &str =
-    "id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, finished_at";
+const JOB_COLS: &str = "id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, finished_at";
 
 fn job_row(r: &Row) -> Result<JobRecord> {
     let limits: String = r.get(7)?;
@@ -163,7 +168,13 @@ fn task_row(r: &Row) -> Result<TaskRecord> {
     let digest = digest_col(r.get(11)?)?;
     let error: Option<String> = r.get(12)?;
     let outcome = if state.is_final() {
-        Some(TaskOutcome { status, stdout: stdout.unwrap_or_default(), fuel: fuel.unwrap_or(0) as u64, digest, error })
+        Some(TaskOutcome {
+            status,
+            stdout: stdout.unwrap_or_default(),
+            fuel: fuel.unwrap_or(0) as u64,
+            digest,
+            error,
+        })
     } else {
         None
     };
@@ -232,8 +243,6 @@ fn collect<T>(
     Ok(out)
 }
 
-
-
 impl Store for SqliteStore {
     fn create_account(&mut self, name: &str, token_hash: &str, admin: bool) -> Result<Account> {
         let created_at = std::time::SystemTime::now()
@@ -252,20 +261,28 @@ impl Store for SqliteStore {
             }
             r => r?,
         };
-        Ok(Account { id: self.conn.last_insert_rowid(), name: name.into(), admin, created_at })
+        Ok(Account {
+            id: self.conn.last_insert_rowid(),
+            name: name.into(),
+            admin,
+            created_at,
+        })
     }
 
     fn account_by_token(&mut self, token_hash: &str) -> Result<Option<Account>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT id, name, admin, created_at FROM accounts WHERE token_hash = ?1")?
+            .prepare_cached(
+                "SELECT id, name, admin, created_at FROM accounts WHERE token_hash = ?1",
+            )?
             .query_row([token_hash], account_row)
             .optional()?)
     }
 
     fn accounts(&mut self) -> Result<Vec<Account>> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT id, name, admin, created_at FROM accounts ORDER BY id")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, name, admin, created_at FROM accounts ORDER BY id")?;
         let rows = stmt.query_map([], account_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -322,7 +339,14 @@ impl Store for SqliteStore {
                 "INSERT INTO tasks (job, idx, args, env, stdin, seed, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued')",
             )?;
             for (i, t) in tasks.iter().enumerate() {
-                stmt.execute(params![id, i as i64, to_json(&t.args), to_json(&t.env), t.stdin, t.seed as i64])?;
+                stmt.execute(params![
+                    id,
+                    i as i64,
+                    to_json(&t.args),
+                    to_json(&t.env),
+                    t.stdin,
+                    t.seed as i64
+                ])?;
                 ids.push(tx.last_insert_rowid());
             }
         }
@@ -331,7 +355,9 @@ impl Store for SqliteStore {
     }
 
     fn job(&mut self, id: JobId) -> Result<Option<JobRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"))?;
         Ok(collect(&mut stmt, [id], job_row)?.pop())
     }
 
@@ -344,31 +370,32 @@ impl Store for SqliteStore {
                 collect(&mut stmt, params![o, limit], job_row)
             }
             None => {
-                let mut stmt = self
-                    .conn
-                    .prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs ORDER BY id DESC LIMIT ?1"))?;
+                let mut stmt = self.conn.prepare_cached(&format!(
+                    "SELECT {JOB_COLS} FROM jobs ORDER BY id DESC LIMIT ?1"
+                ))?;
                 collect(&mut stmt, params![limit], job_row)
             }
         }
     }
 
     fn tasks(&mut self, job: JobId) -> Result<Vec<TaskRecord>> {
-        let mut stmt =
-            self.conn.prepare_cached(&format!("SELECT {TASK_COLS} FROM tasks WHERE job = ?1 ORDER BY idx"))?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE job = ?1 ORDER BY idx"
+        ))?;
         collect(&mut stmt, [job], task_row)
     }
 
     fn attempts(&mut self, job: JobId) -> Result<Vec<AttemptRecord>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE job = ?1 ORDER BY id"))?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts WHERE job = ?1 ORDER BY id"
+        ))?;
         collect(&mut stmt, [job], attempt_row)
     }
 
     fn unfinished_jobs(&mut self) -> Result<Vec<JobRecord>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE state = 'active' ORDER BY id"))?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE state = 'active' ORDER BY id"
+        ))?;
         collect(&mut stmt, [], job_row)
     }
 
@@ -376,13 +403,26 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction()?;
         for c in changes {
             match c {
-                Change::StartAttempt { id, task, job, worker, at } => {
+                Change::StartAttempt {
+                    id,
+                    task,
+                    job,
+                    worker,
+                    at,
+                } => {
                     tx.prepare_cached(
                         "INSERT INTO attempts (id, task, job, worker, state, started_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
                     )?
                     .execute(params![id, task, job, worker, at])?;
                 }
-                Change::FinishAttempt { id, status, digest, fuel, signature, at } => {
+                Change::FinishAttempt {
+                    id,
+                    status,
+                    digest,
+                    fuel,
+                    signature,
+                    at,
+                } => {
                     tx.prepare_cached(
                         "UPDATE attempts SET state = 'done', status = ?2, digest = ?3, fuel = ?4, signature = ?5, finished_at = ?6 WHERE id = ?1",
                     )?
@@ -400,11 +440,20 @@ impl Store for SqliteStore {
                     )?
                     .execute(params![id, at])?;
                 }
-                Change::TaskState { id, state, attempts } => {
+                Change::TaskState {
+                    id,
+                    state,
+                    attempts,
+                } => {
                     tx.prepare_cached("UPDATE tasks SET state = ?2, attempts = ?3 WHERE id = ?1")?
                         .execute(params![id, state.as_str(), attempts])?;
                 }
-                Change::FinishTask { id, state, outcome, attempts } => {
+                Change::FinishTask {
+                    id,
+                    state,
+                    outcome,
+                    attempts,
+                } => {
                     tx.prepare_cached(
                         "UPDATE tasks SET state = ?2, status = ?3, stdout = ?4, fuel = ?5, digest = ?6, error = ?7, attempts = ?8 WHERE id = ?1",
                     )?
@@ -420,10 +469,16 @@ impl Store for SqliteStore {
                     ])?;
                 }
                 Change::FinishJob { id, state, at } => {
-                    tx.prepare_cached("UPDATE jobs SET state = ?2, finished_at = ?3 WHERE id = ?1")?
-                        .execute(params![id, state.as_str(), at])?;
+                    tx.prepare_cached(
+                        "UPDATE jobs SET state = ?2, finished_at = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![id, state.as_str(), at])?;
                 }
-                Change::WorkerSeen { id, at, completed_delta } => {
+                Change::WorkerSeen {
+                    id,
+                    at,
+                    completed_delta,
+                } => {
                     tx.prepare_cached(
                         "UPDATE workers SET last_seen = max(last_seen, ?2), completed = completed + ?3 WHERE id = ?1",
                     )?
@@ -436,26 +491,32 @@ impl Store for SqliteStore {
     }
 
     fn max_attempt_id(&mut self) -> Result<i64> {
-        Ok(self.conn.query_row("SELECT COALESCE(MAX(id), 0) FROM attempts", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM attempts", [], |r| {
+                r.get(0)
+            })?)
     }
 
     fn upsert_worker(&mut self, w: &NewWorker) -> Result<WorkerRecord> {
-
         self.conn.execute(
             "INSERT INTO workers (public_key, owner, name, capabilities, first_seen, last_seen)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)
              ON CONFLICT(public_key) DO UPDATE SET owner = ?2, name = ?3, capabilities = ?4, last_seen = ?5",
             params![w.public_key, w.owner, w.name, to_json(&w.capabilities), w.at],
         )?;
-        let mut stmt =
-            self.conn.prepare_cached(&format!("SELECT {WORKER_COLS} FROM workers WHERE public_key = ?1"))?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {WORKER_COLS} FROM workers WHERE public_key = ?1"
+        ))?;
         collect(&mut stmt, [&w.public_key], worker_row)?
             .pop()
             .ok_or_else(|| corrupt("worker", "vanished after upsert"))
     }
 
     fn workers(&mut self) -> Result<Vec<WorkerRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!("SELECT {WORKER_COLS} FROM workers ORDER BY id"))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {WORKER_COLS} FROM workers ORDER BY id"))?;
         collect(&mut stmt, [], worker_row)
     }
 }

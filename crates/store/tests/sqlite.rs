@@ -24,6 +24,12 @@ fn sqlite_survives_reopen() {
 
 #[test]
 fn unopenable_path_is_a_clear_error() {
-    let err = SqliteStore::open(std::path::Path::new("/nonexistent-dir/x/db.sqlite")).err().unwrap();
-    assert!(err.to_string().starts_with("cannot open the store at /nonexistent-dir/x/db.sqlite"), "{err}");
+    let err = SqliteStore::open(std::path::Path::new("/nonexistent-dir/x/db.sqlite"))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .starts_with("cannot open the store at /nonexistent-dir/x/db.sqlite"),
+        "{err}"
+    );
 }

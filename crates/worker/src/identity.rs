@@ -9,12 +9,21 @@ const KEY_FILE: &str = "worker.key";
 /// Loads the key in `dir/worker.key`, creating it on first use.
 pub fn load_or_create_key(dir: &Path) -> Result<SigningKey, WorkerError> {
     let path = dir.join(KEY_FILE);
-    let err = |source| WorkerError::DataDir { path: path.display().to_string(), source };
+    let err = |source| WorkerError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
     match std::fs::read_to_string(&path) {
         Ok(s) => {
-            let bytes: [u8; 32] = hex::decode(s.trim()).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
-                err(std::io::Error::new(std::io::ErrorKind::InvalidData, "worker.key must hold 32 bytes in hex"))
-            })?;
+            let bytes: [u8; 32] = hex::decode(s.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "worker.key must hold 32 bytes in hex",
+                    ))
+                })?;
             Ok(SigningKey::from_bytes(&bytes))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

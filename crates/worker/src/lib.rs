@@ -45,22 +45,35 @@ pub struct WorkerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("cannot use data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid coordinator url {url}: {message}")]
     Url { url: String, message: String },
     #[error("the coordinator rejected this worker: {0}")]
     Rejected(String),
     #[error("cannot reach the coordinator at {url} after {tries} tries: {last}")]
-    Unreachable { url: String, tries: u32, last: String },
+    Unreachable {
+        url: String,
+        tries: u32,
+        last: String,
+    },
     #[error("sandbox: {0}")]
     Sandbox(String),
 }
 
 /// Events from the runner threads to the connection.
 pub(crate) enum Event {
-    Out { session: u64, msg: ToCoordinator },
+    Out {
+        session: u64,
+        msg: ToCoordinator,
+    },
     /// A program finished compiling (or failed to).
-    Compiled { sha256: String, result: Result<Arc<runegrid_sandbox::Program>, String> },
+    Compiled {
+        sha256: String,
+        result: Result<Arc<runegrid_sandbox::Program>, String>,
+    },
 }
 
 fn ws_url(base: &str) -> Result<String, WorkerError> {
@@ -72,23 +85,35 @@ fn ws_url(base: &str) -> Result<String, WorkerError> {
     } else if base.starts_with("ws://") || base.starts_with("wss://") {
         base.to_string()
     } else {
-        return Err(WorkerError::Url { url: base.into(), message: "expected http://HOST:PORT".into() });
+        return Err(WorkerError::Url {
+            url: base.into(),
+            message: "expected http://HOST:PORT".into(),
+        });
     };
     Ok(format!("{rest}/v1/worker"))
 }
 
 /// Runs the worker until a fatal error.
 pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
-    std::fs::create_dir_all(config.data_dir.join("programs")).map_err(|source| WorkerError::DataDir {
-        path: config.data_dir.display().to_string(),
-        source,
+    std::fs::create_dir_all(config.data_dir.join("programs")).map_err(|source| {
+        WorkerError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        }
     })?;
     let key = load_or_create_key(&config.data_dir)?;
     let url = ws_url(&config.coordinator)?;
-    let sandbox =
-        Arc::new(runegrid_sandbox::Sandbox::new().map_err(|e| WorkerError::Sandbox(e.to_string()))?);
+    let sandbox = Arc::new(
+        runegrid_sandbox::Sandbox::new().map_err(|e| WorkerError::Sandbox(e.to_string()))?,
+    );
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
-    let pool = runner::Pool::start(config.slots, sandbox.clone(), key.clone(), events_tx.clone(), config.misbehaviour);
+    let pool = runner::Pool::start(
+        config.slots,
+        sandbox.clone(),
+        key.clone(),
+        events_tx.clone(),
+        config.misbehaviour,
+    );
     let mut programs: HashMap<String, Arc<runegrid_sandbox::Program>> = HashMap::new();
     let mut session: u64 = 0;
     let mut failures: u32 = 0;
@@ -96,8 +121,18 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     tracing::info!(public_key = %hex::encode(key.verifying_key().as_bytes()), slots = config.slots, "worker starting");
     loop {
         session += 1;
-        match session_once(&config, &url, &key, session, &pool, &sandbox, &mut programs, &events_tx, &mut events_rx)
-            .await
+        match session_once(
+            &config,
+            &url,
+            &key,
+            session,
+            &pool,
+            &sandbox,
+            &mut programs,
+            &events_tx,
+            &mut events_rx,
+        )
+        .await
         {
             Ok(()) => {
                 failures = 0;
@@ -108,7 +143,11 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
             Err(SessionError::Retry(last)) => {
                 failures += 1;
                 if config.max_reconnects.is_some_and(|m| failures > m) {
-                    return Err(WorkerError::Unreachable { url: url.clone(), tries: failures, last });
+                    return Err(WorkerError::Unreachable {
+                        url: url.clone(),
+                        tries: failures,
+                        last,
+                    });
                 }
                 tracing::warn!(error = %last, retry_in_ms = backoff.as_millis() as u64, "cannot reach the coordinator");
             }
@@ -125,7 +164,11 @@ enum SessionError {
 }
 
 fn text(msg: &ToCoordinator) -> Message {
-    Message::Text(serde_json::to_string(msg).expect("messages serialize").into())
+    Message::Text(
+        serde_json::to_string(msg)
+            .expect("messages serialize")
+            .into(),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -140,42 +183,62 @@ async fn session_once(
     events_tx: &mpsc::UnboundedSender<Event>,
     events_rx: &mut mpsc::UnboundedReceiver<Event>,
 ) -> Result<(), SessionError> {
-    let mut req = url
-        .into_client_request()
-        .map_err(|e| SessionError::Fatal(WorkerError::Url { url: url.into(), message: e.to_string() }))?;
+    let mut req = url.into_client_request().map_err(|e| {
+        SessionError::Fatal(WorkerError::Url {
+            url: url.into(),
+            message: e.to_string(),
+        })
+    })?;
     req.headers_mut().insert(
         "authorization",
-        format!("Bearer {}", config.token)
-            .parse()
-            .map_err(|_| SessionError::Fatal(WorkerError::Rejected("the api token has invalid characters".into())))?,
+        format!("Bearer {}", config.token).parse().map_err(|_| {
+            SessionError::Fatal(WorkerError::Rejected(
+                "the api token has invalid characters".into(),
+            ))
+        })?,
     );
     let ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(256 << 20))
         .max_frame_size(Some(256 << 20));
-    let (ws, _) = match tokio_tungstenite::connect_async_with_config(req, Some(ws_config), true).await {
-        Ok(x) => x,
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let status = resp.status();
-            let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
-            if status.as_u16() == 401 || status.as_u16() == 403 {
-                return Err(SessionError::Fatal(WorkerError::Rejected(format!("{status}: {body}"))));
+    let (ws, _) =
+        match tokio_tungstenite::connect_async_with_config(req, Some(ws_config), true).await {
+            Ok(x) => x,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let status = resp.status();
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                if status.as_u16() == 401 || status.as_u16() == 403 {
+                    return Err(SessionError::Fatal(WorkerError::Rejected(format!(
+                        "{status}: {body}"
+                    ))));
+                }
+                return Err(SessionError::Retry(format!("{status}: {body}")));
             }
-            return Err(SessionError::Retry(format!("{status}: {body}")));
-        }
-        Err(e) => return Err(SessionError::Retry(e.to_string())),
-    };
+            Err(e) => return Err(SessionError::Retry(e.to_string())),
+        };
     let (mut sink, mut stream) = ws.split();
     // Handshake.
     let nonce = match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
         Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ToWorker>(&t) {
             Ok(ToWorker::Challenge { nonce, .. }) => nonce,
-            Ok(ToWorker::Reject { message }) => return Err(SessionError::Fatal(WorkerError::Rejected(message))),
+            Ok(ToWorker::Reject { message }) => {
+                return Err(SessionError::Fatal(WorkerError::Rejected(message)));
+            }
             _ => return Err(SessionError::Retry("expected a challenge".into())),
         },
-        _ => return Err(SessionError::Retry("no challenge from the coordinator".into())),
+        _ => {
+            return Err(SessionError::Retry(
+                "no challenge from the coordinator".into(),
+            ));
+        }
     };
     let caps = Capabilities {
-        cores: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
         memory_bytes: runner::total_memory(),
         slots: config.slots,
         arch: std::env::consts::ARCH.into(),
@@ -189,17 +252,28 @@ async fn session_once(
         name: config.name.clone(),
         capabilities: caps,
     };
-    sink.send(text(&hello)).await.map_err(|e| SessionError::Retry(e.to_string()))?;
+    sink.send(text(&hello))
+        .await
+        .map_err(|e| SessionError::Retry(e.to_string()))?;
     let heartbeat = match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
         Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ToWorker>(&t) {
-            Ok(ToWorker::Welcome { worker_id, heartbeat_ms }) => {
+            Ok(ToWorker::Welcome {
+                worker_id,
+                heartbeat_ms,
+            }) => {
                 tracing::info!(worker = worker_id, "connected to the coordinator");
                 Duration::from_millis(heartbeat_ms.max(50))
             }
-            Ok(ToWorker::Reject { message }) => return Err(SessionError::Fatal(WorkerError::Rejected(message))),
+            Ok(ToWorker::Reject { message }) => {
+                return Err(SessionError::Fatal(WorkerError::Rejected(message)));
+            }
             _ => return Err(SessionError::Retry("expected welcome".into())),
         },
-        _ => return Err(SessionError::Retry("no welcome from the coordinator".into())),
+        _ => {
+            return Err(SessionError::Retry(
+                "no welcome from the coordinator".into(),
+            ));
+        }
     };
     pool.set_session(session);
     let mut ticker = tokio::time::interval(heartbeat);
@@ -325,7 +399,10 @@ fn handle_event(
                 Err(e) => {
                     tracing::error!(program = %sha256, error = %e, "program does not compile");
                     for a in list {
-                        out.push(ToCoordinator::Failed { attempt: a.attempt, reason: format!("compile error: {e}") });
+                        out.push(ToCoordinator::Failed {
+                            attempt: a.attempt,
+                            reason: format!("compile error: {e}"),
+                        });
                     }
                 }
             }

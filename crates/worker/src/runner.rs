@@ -77,19 +77,39 @@ impl Pool {
                             continue; // assigned on a connection that is gone
                         }
                         let attempt = job.assign.attempt;
-                        if cancelled.lock().unwrap_or_else(|e| e.into_inner()).remove(&attempt) {
-                            let msg = ToCoordinator::Failed { attempt, reason: "cancelled".into() };
-                            let _ = events.send(Event::Out { session: job.session, msg });
+                        if cancelled
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&attempt)
+                        {
+                            let msg = ToCoordinator::Failed {
+                                attempt,
+                                reason: "cancelled".into(),
+                            };
+                            let _ = events.send(Event::Out {
+                                session: job.session,
+                                msg,
+                            });
                             continue;
                         }
                         let msg = execute(&sandbox, &key, &job, &events, misbehaviour);
-                        cancelled.lock().unwrap_or_else(|e| e.into_inner()).remove(&attempt);
-                        let _ = events.send(Event::Out { session: job.session, msg });
+                        cancelled
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&attempt);
+                        let _ = events.send(Event::Out {
+                            session: job.session,
+                            msg,
+                        });
                     }
                 })
                 .expect("spawn sandbox thread");
         }
-        Pool { tx, session, cancelled }
+        Pool {
+            tx,
+            session,
+            cancelled,
+        }
     }
 
     pub fn set_session(&self, s: u64) {
@@ -98,17 +118,27 @@ impl Pool {
 
     pub fn forget_session(&self) {
         self.session.store(0, Ordering::Relaxed);
-        self.cancelled.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     pub fn submit(&self, assign: Assign, program: Arc<Program>) {
         let session = self.session.load(Ordering::Relaxed);
-        let _ = self.tx.send(Job { assign, program, session });
+        let _ = self.tx.send(Job {
+            assign,
+            program,
+            session,
+        });
     }
 
     /// Marks an attempt cancelled: skipped if not started yet.
     pub fn cancel(&self, attempt: AttemptId) {
-        self.cancelled.lock().unwrap_or_else(|e| e.into_inner()).insert(attempt);
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(attempt);
     }
 }
 
@@ -121,11 +151,20 @@ fn execute(
 ) -> ToCoordinator {
     let a = &job.assign;
     let started = Instant::now();
-    let run = TaskRun { args: &a.args, env: &a.env, stdin: &a.stdin, seed: a.seed, limits: a.limits };
+    let run = TaskRun {
+        args: &a.args,
+        env: &a.env,
+        stdin: &a.stdin,
+        seed: a.seed,
+        limits: a.limits,
+    };
     let session = job.session;
     let attempt = a.attempt;
     let mut on_stdout = |chunk: &[u8]| {
-        let msg = ToCoordinator::Output { attempt, data: chunk.to_vec() };
+        let msg = ToCoordinator::Output {
+            attempt,
+            data: chunk.to_vec(),
+        };
         let _ = events.send(Event::Out { session, msg });
     };
     match sandbox.run(&job.program, &run, &mut on_stdout) {
@@ -154,7 +193,9 @@ fn execute(
         }
         Err(e) => {
             let reason = match e {
-                SandboxError::Timeout { wall_time_ms } => format!("wall time limit of {wall_time_ms} ms reached"),
+                SandboxError::Timeout { wall_time_ms } => {
+                    format!("wall time limit of {wall_time_ms} ms reached")
+                }
                 other => other.to_string(),
             };
             ToCoordinator::Failed { attempt, reason }
@@ -174,7 +215,12 @@ fn tail(s: &str, max: usize) -> String {
 }
 
 /// Compiles a program off the async runtime and reports back.
-pub fn compile_async(sandbox: Arc<Sandbox>, sha256: String, module: Vec<u8>, events: UnboundedSender<Event>) {
+pub fn compile_async(
+    sandbox: Arc<Sandbox>,
+    sha256: String,
+    module: Vec<u8>,
+    events: UnboundedSender<Event>,
+) {
     std::thread::spawn(move || {
         let result = sandbox.compile(&module).map_err(|e| e.to_string());
         let _ = events.send(Event::Compiled { sha256, result });
@@ -195,7 +241,10 @@ pub fn cached_program(dir: &Path, sha256: &str) -> Option<Vec<u8>> {
 pub fn store_program(dir: &Path, sha256: &str, module: &[u8]) {
     let path = dir.join("programs").join(format!("{sha256}.wasm"));
     let tmp = path.with_extension("tmp");
-    if std::fs::write(&tmp, module).and_then(|_| std::fs::rename(&tmp, &path)).is_err() {
+    if std::fs::write(&tmp, module)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .is_err()
+    {
         tracing::warn!(path = %path.display(), "cannot cache program on disk");
     }
 }

@@ -24,7 +24,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -39,7 +42,11 @@ pub struct Grid {
 }
 
 fn log(dir: &Path, name: &str) -> std::fs::File {
-    std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log"))).unwrap()
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .unwrap()
 }
 
 impl Grid {
@@ -48,8 +55,18 @@ impl Grid {
     }
 
     pub async fn start_with(heartbeat_ms: u64) -> Grid {
-        let dir = tempfile::Builder::new().prefix("runegrid-test-").tempdir().unwrap();
-        let mut g = Grid { dir, url: String::new(), token: String::new(), heartbeat_ms, coordinator: None, workers: vec![] };
+        let dir = tempfile::Builder::new()
+            .prefix("runegrid-test-")
+            .tempdir()
+            .unwrap();
+        let mut g = Grid {
+            dir,
+            url: String::new(),
+            token: String::new(),
+            heartbeat_ms,
+            coordinator: None,
+            workers: vec![],
+        };
         g.start_coordinator("127.0.0.1:0").await;
         g
     }
@@ -63,7 +80,16 @@ impl Grid {
         let url_file = data.join("coordinator.url");
         let _ = std::fs::remove_file(&url_file);
         let child = Command::new(BIN)
-            .args(["serve", "--listen", listen, "--heartbeat-ms", &self.heartbeat_ms.to_string(), "--lease-grace-secs", "2", "--data"])
+            .args([
+                "serve",
+                "--listen",
+                listen,
+                "--heartbeat-ms",
+                &self.heartbeat_ms.to_string(),
+                "--lease-grace-secs",
+                "2",
+                "--data",
+            ])
             .arg(&data)
             .env("RUNEGRID_LOG", "info,runegrid_coordinator=debug")
             .stdin(Stdio::null())
@@ -74,10 +100,17 @@ impl Grid {
         self.coordinator = Some(child);
         self.url = wait_until("the coordinator url file", Duration::from_secs(30), || {
             let f = url_file.clone();
-            async move { std::fs::read_to_string(&f).ok().map(|s| s.trim().to_string()) }
+            async move {
+                std::fs::read_to_string(&f)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            }
         })
         .await;
-        self.token = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_string();
+        self.token = std::fs::read_to_string(data.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string();
     }
 
     /// Kills the coordinator with SIGKILL and starts it again on the same port and data.
@@ -100,7 +133,16 @@ impl Grid {
     /// Starts a worker process; returns its index.
     pub fn worker(&mut self, name: &str, slots: u32, extra: &[&str]) -> usize {
         let child = Command::new(BIN)
-            .args(["worker", "--coordinator", &self.url, "--name", name, "--slots", &slots.to_string(), "--data"])
+            .args([
+                "worker",
+                "--coordinator",
+                &self.url,
+                "--name",
+                name,
+                "--slots",
+                &slots.to_string(),
+                "--data",
+            ])
             .arg(self.dir.path().join(name))
             .args(extra)
             .env("RUNEGRID_TOKEN", &self.token)
@@ -126,18 +168,26 @@ impl Grid {
 
     pub async fn wait_workers(&self, n: usize) {
         let c = self.client();
-        wait_until(&format!("{n} connected workers"), Duration::from_secs(60), || {
-            let c = c.clone();
-            async move {
-                let ws = c.workers().await.ok()?;
-                (ws.iter().filter(|w| w.connected).count() >= n).then_some(())
-            }
-        })
+        wait_until(
+            &format!("{n} connected workers"),
+            Duration::from_secs(60),
+            || {
+                let c = c.clone();
+                async move {
+                    let ws = c.workers().await.ok()?;
+                    (ws.iter().filter(|w| w.connected).count() >= n).then_some(())
+                }
+            },
+        )
         .await
     }
 
     pub async fn upload(&self, module: &[u8]) -> String {
-        self.client().upload_program(module.to_vec()).await.unwrap().program
+        self.client()
+            .upload_program(module.to_vec())
+            .await
+            .unwrap()
+            .program
     }
 
     /// Submits and waits for the job (up to 120 s).
@@ -149,13 +199,17 @@ impl Grid {
 
     pub async fn wait(&self, job: i64) -> JobResults {
         let c = self.client();
-        wait_until(&format!("job {job} to finish"), Duration::from_secs(120), || {
-            let c = c.clone();
-            async move {
-                let s = c.status(job).await.ok()?;
-                (s.state != "active").then_some(())
-            }
-        })
+        wait_until(
+            &format!("job {job} to finish"),
+            Duration::from_secs(120),
+            || {
+                let c = c.clone();
+                async move {
+                    let s = c.status(job).await.ok()?;
+                    (s.state != "active").then_some(())
+                }
+            },
+        )
         .await;
         c.results(job, None).await.unwrap()
     }
@@ -188,7 +242,12 @@ impl Grid {
 
 impl Drop for Grid {
     fn drop(&mut self) {
-        for c in self.workers.iter_mut().flatten().chain(self.coordinator.as_mut()) {
+        for c in self
+            .workers
+            .iter_mut()
+            .flatten()
+            .chain(self.coordinator.as_mut())
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -211,5 +270,8 @@ pub fn job(program: &str, tasks: Vec<TaskSpec>, replicas: u32, agree: u32) -> Su
 }
 
 pub fn args(a: &[&str]) -> TaskSpec {
-    TaskSpec { args: a.iter().map(|s| s.to_string()).collect(), ..TaskSpec::default() }
+    TaskSpec {
+        args: a.iter().map(|s| s.to_string()).collect(),
+        ..TaskSpec::default()
+    }
 }
