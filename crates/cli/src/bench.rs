@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// Only the grid measurements.
     #[arg(long)]
     pub grid_only: bool,
+    /// Keep the grid's data and logs in this directory (default: a temporary directory).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -188,7 +191,7 @@ fn sandbox_bench() -> Result<()> {
 }
 
 async fn grid_bench(a: &BenchArgs) -> Result<()> {
-    let mut grid = LocalGrid::start(None).await?;
+    let mut grid = LocalGrid::start(a.dir.clone()).await?;
     for i in 0..a.workers {
         grid.spawn_worker(&format!("bench-{}", i + 1), a.slots, &[])?;
     }
@@ -215,6 +218,27 @@ async fn grid_bench(a: &BenchArgs) -> Result<()> {
     for _ in 0..20 {
         client.submit_wait(&job(1), Duration::from_secs(30)).await?;
     }
+    // The floors under a round trip: an authenticated HTTP call, and a durable submission.
+    let mut floor = Vec::new();
+    for _ in 0..a.calls.min(1000) {
+        let t = Instant::now();
+        client.me().await?;
+        floor.push(t.elapsed());
+    }
+    floor.sort();
+    let mut submit = Vec::new();
+    for _ in 0..a.calls.min(1000) {
+        let t = Instant::now();
+        client.submit(&job(1)).await?;
+        submit.push(t.elapsed());
+    }
+    submit.sort();
+
+    println!(
+        "floors: authenticated GET p50 {:.0} µs; durable submit of a 1-task job p50 {:.0} µs",
+        pct(&floor, 0.5).as_secs_f64() * 1e6,
+        pct(&submit, 0.5).as_secs_f64() * 1e6
+    );
     let mut times = Vec::with_capacity(a.calls as usize);
     for _ in 0..a.calls {
         let t = Instant::now();

@@ -470,3 +470,33 @@ async fn accounts_are_isolated() {
             .contains("env TOKEN=s3cr3t")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_calls_return_their_results() {
+    let mut g = Grid::start().await;
+    g.worker("w", 2, &[]);
+    g.wait_workers(1).await;
+    let p = g.upload(runegrid_examples::ECHO).await;
+    let c = g.client();
+    for i in 0..20 {
+        let r = c
+            .submit_wait(
+                &job(&p, vec![args(&[&i.to_string()])], 1, 1),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let res = r.results.expect("results in the answer");
+        assert_eq!(res.tasks[0].state, "verified");
+        assert_eq!(
+            res.tasks[0].stdout.as_deref(),
+            Some(format!("arg[1]={i}\nstdin=").as_str())
+        );
+        // Waiting on a finished job answers at once.
+        let again = c
+            .results(r.job, Some(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert_eq!(again, res);
+    }
+}

@@ -15,9 +15,7 @@ use runegrid_proto::{
     AccountInfo, CreateAccount, ErrorBody, ErrorDetail, JobEvent, JobResults, JobStatus,
     ProgramInfo, SubmitJob, SubmitJobResponse, WorkerInfo,
 };
-use runegrid_store::{
-    Account, JobRecord, JobState, NewJob, NewTask, ProgramRecord, StoreError, TaskState,
-};
+use runegrid_store::{Account, NewJob, NewTask, ProgramRecord, StoreError};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use std::convert::Infallible;
@@ -337,54 +335,31 @@ async fn submit_job(
             seed: seed_for(salt, i as u64),
         })
         .collect();
-    let created_at = now_ms();
+    let n = tasks.len() as u64;
     let new = NewJob {
         owner: a.id,
         name: req.name.unwrap_or_default(),
-        program: req.program.clone(),
+        program: req.program,
         replicas: quorum.replicas,
         agree: quorum.agree,
         max_attempts: quorum.max_attempts,
         limits: req.limits,
-        created_at,
+        created_at: now_ms(),
     };
-    let (id, ids) = app.writer.create_job(new.clone(), tasks.clone()).await?;
-    let n = ids.len() as u64;
-    let rec = JobRecord {
-        id,
-        owner: new.owner,
-        name: new.name,
-        program: new.program,
-        replicas: new.replicas,
-        agree: new.agree,
-        max_attempts: new.max_attempts,
-        limits: new.limits,
-        created_at,
-        state: JobState::Active,
-        finished_at: None,
-    };
-    let task_recs = ids
-        .into_iter()
-        .zip(tasks)
-        .enumerate()
-        .map(|(i, (tid, t))| runegrid_store::TaskRecord {
-            id: tid,
-            job: id,
-            index: i as u32,
-            args: t.args,
-            env: t.env,
-            stdin: t.stdin,
-            seed: t.seed,
-            state: TaskState::Queued,
-            outcome: None,
-            attempts: 0,
-        })
-        .collect();
-    app.add_job(rec, a.name.clone(), program, task_recs);
+    // Dispatch starts at once; the answer waits for the commit, so an accepted job is durable.
+    let (id, seq) = app.add_job(new, tasks, a.name.clone(), program);
+    if app.writer.committed(seq).await.is_err() {
+        app.discard_job(id);
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the job could not be stored; nothing was accepted",
+        ));
+    }
     tracing::debug!(job = id, tasks = n, account = %a.name, "job submitted");
     let results = match q.wait.filter(|s| *s > 0.0) {
         Some(secs) => {
-            if let Some((_, _, mut done, _)) = app.subscribe(id) {
+            if let Some((_, mut done)) = app.done_flag(id) {
                 let _ = tokio::time::timeout(
                     Duration::from_secs_f64(secs.min(3600.0)),
                     done.wait_for(|d| *d),
@@ -495,7 +470,7 @@ async fn job_results(
     Query(q): Query<ResultsQuery>,
 ) -> ApiResult<JobResults> {
     if let Some(secs) = q.wait.filter(|s| *s > 0.0)
-        && let Some((owner, _, mut done, _)) = app.subscribe(id)
+        && let Some((owner, mut done)) = app.done_flag(id)
     {
         if !visible(&a, owner) {
             return Err(ApiError::not_found(format!("job {id}")));

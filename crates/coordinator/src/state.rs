@@ -9,7 +9,8 @@ use runegrid_core::{
 use runegrid_proto::worker::{Assign, AttemptResult, Capabilities, ToWorker};
 use runegrid_proto::{Counts, JobEvent, JobResults, JobStatus, TaskResult};
 use runegrid_store::{
-    Change, JobRecord, JobState, Store, StoreError, TaskOutcome, TaskRecord, TaskState,
+    Change, JobRecord, JobState, NewJob, NewTask, Store, StoreError, TaskOutcome, TaskRecord,
+    TaskState,
 };
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,8 +19,12 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 /// How many queued tasks one dispatch pass looks at, at most.
 const SCAN_LIMIT: usize = 8192;
-/// Finished jobs stay in memory this long (then reads go to the store).
+/// Finished jobs stay in memory this long (then reads go to the store)...
 const KEEP_FINISHED: Duration = Duration::from_secs(30);
+/// ...and at most this many of them.
+const MAX_FINISHED: usize = 10_000;
+/// Events buffered per job for slow followers.
+const EVENT_BUFFER: usize = 256;
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -41,7 +46,8 @@ struct JobMem {
     program: Arc<ProgramBytes>,
     tasks: Vec<TaskId>,
     counts: Counts,
-    events: broadcast::Sender<JobEvent>,
+    /// Created when someone first follows the job's events.
+    events: Option<broadcast::Sender<JobEvent>>,
     done: watch::Sender<bool>,
     finished: Option<Instant>,
 }
@@ -97,7 +103,11 @@ pub struct State {
     tasks: HashMap<TaskId, TaskMem>,
     attempts: HashMap<AttemptId, AttemptMem>,
     queue: VecDeque<TaskId>,
+    /// Finished jobs still in memory, oldest first.
+    finished: VecDeque<(JobId, Instant)>,
     workers: BTreeMap<WorkerId, WorkerConn>,
+    next_job: JobId,
+    next_task: TaskId,
     next_attempt: AttemptId,
     next_conn: u64,
     lease_grace: Duration,
@@ -129,13 +139,17 @@ impl App {
         mut write: Box<dyn Store>,
         read: Box<dyn Store>,
     ) -> Result<App, StoreError> {
+        let max = write.max_ids()?;
         let mut st = State {
             jobs: HashMap::new(),
             tasks: HashMap::new(),
             attempts: HashMap::new(),
             queue: VecDeque::new(),
+            finished: VecDeque::new(),
             workers: BTreeMap::new(),
-            next_attempt: write.max_attempt_id()? + 1,
+            next_job: max.job + 1,
+            next_task: max.task + 1,
+            next_attempt: max.attempt + 1,
             next_conn: 1,
             lease_grace: config.lease_grace,
         };
@@ -237,29 +251,87 @@ impl App {
 
     /// Applies a transition and hands its changes to the writer while still ordered.
     fn with<T>(&self, f: impl FnOnce(&mut State, &mut Changes) -> T) -> T {
+        self.with_seq(f).0
+    }
+
+    /// Like [`App::with`], also returning the sequence number of the changes, to wait for
+    /// their commit with [`Writer::committed`].
+    fn with_seq<T>(&self, f: impl FnOnce(&mut State, &mut Changes) -> T) -> (T, u64) {
         let mut st = self.lock();
         let mut changes = Vec::new();
         let out = f(&mut st, &mut changes);
-        self.writer.apply(changes);
-        out
+        let seq = self.writer.apply(changes);
+        (out, seq)
     }
 
-    /// Adds a freshly stored job and dispatches its tasks.
+    /// Accepts a job: gives it and its tasks ids, queues their creation in the store, and
+    /// dispatches at once (the commit runs alongside). Returns the job id and the sequence
+    /// number to wait for before telling anyone the job is accepted.
     pub fn add_job(
         &self,
-        job: JobRecord,
+        new: NewJob,
+        tasks: Vec<NewTask>,
         owner_name: String,
         program: Arc<ProgramBytes>,
-        tasks: Vec<TaskRecord>,
-    ) {
-        self.with(|st, ch| {
-            let ids = st.insert_job(job, owner_name, program, tasks);
-            for id in ids {
-                st.queue.push_back(id);
-                st.tasks.get_mut(&id).expect("just inserted").queued = true;
+    ) -> (JobId, u64) {
+        self.with_seq(|st, ch| {
+            let id = st.next_job;
+            st.next_job += 1;
+            let first_task = st.next_task;
+            st.next_task += tasks.len() as i64;
+            let rec = JobRecord {
+                id,
+                owner: new.owner,
+                name: new.name.clone(),
+                program: new.program.clone(),
+                replicas: new.replicas,
+                agree: new.agree,
+                max_attempts: new.max_attempts,
+                limits: new.limits,
+                created_at: new.created_at,
+                state: JobState::Active,
+                finished_at: None,
+            };
+            let records = tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| TaskRecord {
+                    id: first_task + i as i64,
+                    job: id,
+                    index: i as u32,
+                    args: t.args.clone(),
+                    env: t.env.clone(),
+                    stdin: t.stdin.clone(),
+                    seed: t.seed,
+                    state: TaskState::Queued,
+                    outcome: None,
+                    attempts: 0,
+                })
+                .collect();
+            let tasks = tasks
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| (first_task + i as i64, t))
+                .collect();
+            ch.push(Change::CreateJob {
+                id,
+                job: Box::new(new),
+                tasks,
+            });
+            let ids = st.insert_job(rec, owner_name, program, records);
+            for tid in ids {
+                st.queue.push_back(tid);
+                st.tasks.get_mut(&tid).expect("just inserted").queued = true;
             }
             st.dispatch(ch);
+            id
         })
+    }
+
+    /// Forgets a job whose creation could not be stored.
+    pub fn discard_job(&self, id: JobId) {
+        self.cancel(id);
+        self.evict(&[id]);
     }
 
     /// Registers a connected, authenticated worker; returns its connection number.
@@ -370,8 +442,8 @@ impl App {
         };
         let t = &st.tasks[&a.task];
         let job = &st.jobs[&t.job];
-        if job.events.receiver_count() > 0 {
-            let _ = job.events.send(JobEvent::Stdout {
+        if let Some(events) = job.events.as_ref().filter(|e| e.receiver_count() > 0) {
+            let _ = events.send(JobEvent::Stdout {
                 task: t.index,
                 attempt,
                 data: String::from_utf8_lossy(data).into_owned(),
@@ -437,14 +509,15 @@ impl App {
                 st.lose_attempt(id, "lease expired before a result arrived", ch);
             }
             st.dispatch(ch);
-            st.jobs
-                .iter()
-                .filter(|(_, j)| {
-                    j.finished
-                        .is_some_and(|f| now.duration_since(f) > KEEP_FINISHED)
-                })
-                .map(|(id, _)| *id)
-                .collect()
+            let mut old = Vec::new();
+            while let Some((id, at)) = st.finished.front().copied() {
+                if now.duration_since(at) <= KEEP_FINISHED && st.finished.len() <= MAX_FINISHED {
+                    break;
+                }
+                st.finished.pop_front();
+                old.push(id);
+            }
+            old
         })
     }
 
@@ -510,14 +583,20 @@ impl App {
         watch::Receiver<bool>,
         Counts,
     )> {
+        let mut st = self.lock();
+        let j = st.jobs.get_mut(&id)?;
+        let events = j
+            .events
+            .get_or_insert_with(|| broadcast::channel(EVENT_BUFFER).0)
+            .subscribe();
+        Some((j.rec.owner, events, j.done.subscribe(), j.counts))
+    }
+
+    /// The completion flag of a job held in memory.
+    pub fn done_flag(&self, id: JobId) -> Option<(AccountId, watch::Receiver<bool>)> {
         let st = self.lock();
         let j = st.jobs.get(&id)?;
-        Some((
-            j.rec.owner,
-            j.events.subscribe(),
-            j.done.subscribe(),
-            j.counts,
-        ))
+        Some((j.rec.owner, j.done.subscribe()))
     }
 
     /// Cancels a job: queued and running tasks end as cancelled.
@@ -680,7 +759,6 @@ impl State {
                 },
             );
         }
-        let (events, _) = broadcast::channel(1024);
         let (done, _) = watch::channel(false);
         self.jobs.insert(
             job,
@@ -691,7 +769,7 @@ impl State {
                 program,
                 tasks: ids.clone(),
                 counts,
-                events,
+                events: None,
                 done,
                 finished: None,
             },
@@ -828,8 +906,10 @@ impl State {
         let job_id = t.job;
         let result = self.task_result(&self.tasks[&id]);
         let j = self.jobs.get_mut(&job_id).expect("job exists");
-        let _ = j.events.send(JobEvent::Task { result });
-        let _ = j.events.send(JobEvent::Progress { counts: j.counts });
+        if let Some(events) = j.events.as_ref().filter(|e| e.receiver_count() > 0) {
+            let _ = events.send(JobEvent::Task { result });
+            let _ = events.send(JobEvent::Progress { counts: j.counts });
+        }
         if j.counts.finished() == j.counts.total() && j.finished.is_none() {
             let cancelled = j.counts.cancelled > 0;
             let st = if cancelled {
@@ -845,17 +925,20 @@ impl State {
                 state: st,
                 at,
             });
-            let _ = j.events.send(JobEvent::Done {
-                state: st.as_str().into(),
-                counts: j.counts,
-            });
-            let _ = j.done.send(true);
+            if let Some(events) = &j.events {
+                let _ = events.send(JobEvent::Done {
+                    state: st.as_str().into(),
+                    counts: j.counts,
+                });
+            }
+            j.done.send_replace(true);
             tracing::debug!(
                 job = job_id,
                 verified = j.counts.verified,
                 failed = j.counts.failed,
                 "job finished"
             );
+            self.finished.push_back((job_id, Instant::now()));
         }
     }
 
@@ -903,7 +986,11 @@ impl State {
             return;
         };
         w.busy.remove(&res.attempt);
-        if self.attempts.get(&res.attempt).is_none_or(|a| a.worker != worker) {
+        if self
+            .attempts
+            .get(&res.attempt)
+            .is_none_or(|a| a.worker != worker)
+        {
             // Cancelled or expired meanwhile: the result is not needed.
             return;
         }

@@ -1,21 +1,20 @@
 //! The store writer: one thread owns the write connection and applies changes in batches.
 //!
 //! Changes from many events that arrive while a transaction commits are applied together in
-//! the next one (group commit), so throughput does not pay one commit per event.
+//! the next one (group commit), so throughput does not pay one commit per event. Every batch of
+//! changes handed over gets a sequence number; [`Writer::committed`] waits until a sequence
+//! number is durable, which is how an answer to a user waits for what it promises.
 
-use runegrid_core::{JobId, TaskId};
-use runegrid_store::{
-    Account, Change, NewJob, NewTask, NewWorker, ProgramRecord, Store, StoreError, WorkerRecord,
-};
-use std::sync::mpsc;
-use tokio::sync::oneshot;
+use runegrid_store::{Account, Change, NewWorker, ProgramRecord, Store, StoreError, WorkerRecord};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use tokio::sync::{oneshot, watch};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Msg {
-    Apply(Vec<Change>),
-    Flush(oneshot::Sender<()>),
-    CreateJob(Box<NewJob>, Vec<NewTask>, Reply<(JobId, Vec<TaskId>)>),
+    Apply(u64, Vec<Change>),
     PutProgram(Box<ProgramRecord>, Reply<()>),
     UpsertWorker(NewWorker, Reply<WorkerRecord>),
     CreateAccount(String, String, bool, Reply<Account>),
@@ -25,64 +24,94 @@ enum Msg {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Msg>,
+    next_seq: Arc<AtomicU64>,
+    committed: watch::Receiver<u64>,
+    /// Sequence numbers whose changes could not be written.
+    failed: Arc<Mutex<BTreeSet<u64>>>,
 }
+
+/// A batch of changes that could not be stored.
+#[derive(Debug, thiserror::Error)]
+#[error("the store could not record the change (see the coordinator log)")]
+pub struct NotStored;
 
 impl Writer {
     pub fn spawn(mut store: Box<dyn Store>) -> Writer {
         let (tx, rx) = mpsc::channel::<Msg>();
+        let (committed_tx, committed) = watch::channel(0u64);
+        let failed = Arc::new(Mutex::new(BTreeSet::new()));
+        let failed_w = failed.clone();
         std::thread::Builder::new()
             .name("runegrid-store-writer".into())
             .spawn(move || {
-                let mut batch: Vec<Change> = Vec::new();
-                let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+                let mut batch: Vec<(u64, Vec<Change>)> = Vec::new();
                 while let Ok(first) = rx.recv() {
                     let mut next = Some(first);
-                    // Drain what is already queued, in order; requests that need an answer
-                    // are served after the changes queued before them are written.
+                    let mut size = 0usize;
+                    // Drain what is already queued, in order; requests that need an answer are
+                    // served after the changes queued before them are written.
                     while let Some(msg) = next.take() {
                         match msg {
-                            Msg::Apply(c) => batch.extend(c),
-                            Msg::Flush(ack) => flushes.push(ack),
+                            Msg::Apply(seq, c) => {
+                                size += c.len();
+                                batch.push((seq, c));
+                            }
                             other => {
-                                commit(store.as_mut(), &mut batch);
+                                commit(store.as_mut(), &mut batch, &committed_tx, &failed_w);
                                 serve(store.as_mut(), other);
                             }
                         }
-                        if batch.len() < 50_000 {
+                        if size < 50_000 {
                             next = rx.try_recv().ok();
                         }
                     }
-                    commit(store.as_mut(), &mut batch);
-                    for ack in flushes.drain(..) {
-                        let _ = ack.send(());
-                    }
+                    commit(store.as_mut(), &mut batch, &committed_tx, &failed_w);
                 }
             })
             .expect("spawn store writer thread");
-        Writer { tx }
-    }
-
-    /// Queues changes; they are written in order with the next batch.
-    pub fn apply(&self, changes: Vec<Change>) {
-        if !changes.is_empty() {
-            let _ = self.tx.send(Msg::Apply(changes));
+        Writer {
+            tx,
+            next_seq: Arc::new(AtomicU64::new(1)),
+            committed,
+            failed,
         }
     }
 
-    /// Waits until every change queued before this call is committed.
+    /// Queues changes; they are written in order with the next batch. Returns their sequence
+    /// number (0 when there was nothing to write).
+    pub fn apply(&self, changes: Vec<Change>) -> u64 {
+        if changes.is_empty() {
+            return 0;
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+        let _ = self.tx.send(Msg::Apply(seq, changes));
+        seq
+    }
+
+    /// Waits until the changes with sequence number `seq` (and all before) are committed.
+    pub async fn committed(&self, seq: u64) -> Result<(), NotStored> {
+        if seq == 0 {
+            return Ok(());
+        }
+        let mut rx = self.committed.clone();
+        if rx.wait_for(|c| *c >= seq).await.is_err() {
+            return Err(NotStored);
+        }
+        if self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&seq)
+        {
+            return Err(NotStored);
+        }
+        Ok(())
+    }
+
+    /// Waits until everything queued so far is committed.
     pub async fn flush(&self) {
-        let (ack, rx) = oneshot::channel();
-        if self.tx.send(Msg::Flush(ack)).is_ok() {
-            let _ = rx.await;
-        }
-    }
-
-    pub async fn create_job(
-        &self,
-        job: NewJob,
-        tasks: Vec<NewTask>,
-    ) -> Result<(JobId, Vec<TaskId>), StoreError> {
-        self.ask(|r| Msg::CreateJob(Box::new(job), tasks, r)).await
+        let seq = self.next_seq.load(Ordering::SeqCst).saturating_sub(1);
+        let _ = self.committed(seq).await;
     }
 
     pub async fn put_program(&self, p: ProgramRecord) -> Result<(), StoreError> {
@@ -113,21 +142,32 @@ impl Writer {
     }
 }
 
-fn commit(store: &mut dyn Store, batch: &mut Vec<Change>) {
-    if batch.is_empty() {
+fn commit(
+    store: &mut dyn Store,
+    batch: &mut Vec<(u64, Vec<Change>)>,
+    committed: &watch::Sender<u64>,
+    failed: &Mutex<BTreeSet<u64>>,
+) {
+    let Some(last) = batch.last().map(|(s, _)| *s) else {
         return;
-    }
-    coalesce_worker_seen(batch);
-    if let Err(e) = store.apply(batch) {
-        // Retry change by change so one bad change cannot drop the others.
-        tracing::error!(error = %e, changes = batch.len(), "store batch failed; applying one by one");
-        for c in batch.iter() {
-            if let Err(e) = store.apply(std::slice::from_ref(c)) {
-                tracing::error!(error = %e, change = ?c, "store change failed");
+    };
+    let mut all: Vec<Change> = batch.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
+    coalesce_worker_seen(&mut all);
+    if let Err(e) = store.apply(&all) {
+        // Retry message by message so one bad change cannot take the others down with it.
+        tracing::error!(error = %e, changes = all.len(), "store batch failed; applying one by one");
+        for (seq, changes) in batch.iter() {
+            if let Err(e) = store.apply(changes) {
+                tracing::error!(error = %e, seq, "store changes failed");
+                failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(*seq);
             }
         }
     }
     batch.clear();
+    committed.send_replace(last);
 }
 
 /// Folds the batch's `WorkerSeen` changes into one per worker (they commute).
@@ -158,9 +198,6 @@ fn coalesce_worker_seen(batch: &mut Vec<Change>) {
 
 fn serve(store: &mut dyn Store, msg: Msg) {
     match msg {
-        Msg::CreateJob(job, tasks, r) => {
-            let _ = r.send(store.create_job(&job, &tasks));
-        }
         Msg::PutProgram(p, r) => {
             let _ = r.send(store.put_program(&p));
         }
@@ -170,6 +207,6 @@ fn serve(store: &mut dyn Store, msg: Msg) {
         Msg::CreateAccount(n, h, a, r) => {
             let _ = r.send(store.create_account(&n, &h, a));
         }
-        Msg::Apply(_) | Msg::Flush(_) => unreachable!("handled by the batch loop"),
+        Msg::Apply(..) => unreachable!("handled by the batch loop"),
     }
 }

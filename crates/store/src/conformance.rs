@@ -44,8 +44,17 @@ fn job_fixture(s: &mut dyn Store) -> (Account, JobRecord, Vec<TaskRecord>) {
             seed: u64::MAX - i,
         })
         .collect();
-    let (id, ids) = s.create_job(&new, &tasks).unwrap();
-    assert_eq!(ids.len(), 3);
+    let base = s.max_ids().unwrap();
+    let id = base.job + 1;
+    let ids: Vec<i64> = (1..=3).map(|i| base.task + i).collect();
+    s.apply(&[Change::CreateJob {
+        id,
+        job: Box::new(new),
+        tasks: ids.iter().copied().zip(tasks).collect(),
+    }])
+    .unwrap();
+    let after = s.max_ids().unwrap();
+    assert_eq!((after.job, after.task), (id, base.task + 3));
     let job = s.job(id).unwrap().expect("job stored");
     let stored = s.tasks(id).unwrap();
     (acct, job, stored)
@@ -137,7 +146,7 @@ fn job_lifecycle(s: &mut dyn Store) {
         },
     ])
     .unwrap();
-    assert_eq!(s.max_attempt_id().unwrap(), 11);
+    assert_eq!(s.max_ids().unwrap().attempt, 11);
     s.apply(&[
         Change::FinishAttempt {
             id: 10,

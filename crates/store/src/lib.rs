@@ -12,7 +12,7 @@ mod sqlite;
 pub use records::*;
 pub use sqlite::SqliteStore;
 
-use runegrid_core::{AccountId, JobId, TaskId};
+use runegrid_core::{AccountId, JobId};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +42,6 @@ pub trait Store: Send {
     fn put_program(&mut self, program: &ProgramRecord) -> Result<()>;
     fn program(&mut self, sha256: &str) -> Result<Option<ProgramRecord>>;
 
-    /// Creates a job and its tasks in one transaction; returns their ids in order.
-    fn create_job(&mut self, job: &NewJob, tasks: &[NewTask]) -> Result<(JobId, Vec<TaskId>)>;
     fn job(&mut self, id: JobId) -> Result<Option<JobRecord>>;
     /// Jobs of an account (all accounts with `None`), newest first.
     fn jobs(&mut self, owner: Option<AccountId>, limit: u32) -> Result<Vec<JobRecord>>;
@@ -55,8 +53,9 @@ pub trait Store: Send {
     fn unfinished_jobs(&mut self) -> Result<Vec<JobRecord>>;
     /// Applies state changes in one transaction: all or none.
     fn apply(&mut self, changes: &[Change]) -> Result<()>;
-    /// The largest attempt id ever stored (0 when none).
-    fn max_attempt_id(&mut self) -> Result<i64>;
+    /// The largest job, task and attempt ids ever stored (0 when none): the coordinator hands
+    /// out ids itself, above these.
+    fn max_ids(&mut self) -> Result<MaxIds>;
 
     /// Registers a worker key on first sight, or updates its owner, name and capabilities.
     fn upsert_worker(&mut self, w: &NewWorker) -> Result<WorkerRecord>;

@@ -208,9 +208,23 @@ pub struct AttemptRecord {
     pub finished_at: Option<Millis>,
 }
 
+/// Largest ids in use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaxIds {
+    pub job: JobId,
+    pub task: TaskId,
+    pub attempt: AttemptId,
+}
+
 /// One state change, applied with others in a single transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
+    /// A new job and its tasks (ids chosen by the coordinator), all queued.
+    CreateJob {
+        id: JobId,
+        job: Box<NewJob>,
+        tasks: Vec<(TaskId, NewTask)>,
+    },
     StartAttempt {
         id: AttemptId,
         task: TaskId,

@@ -2,7 +2,7 @@
 
 use crate::records::*;
 use crate::{Result, Store, StoreError};
-use runegrid_core::{AccountId, Digest, ExecStatus, JobId, Limits, TaskId};
+use runegrid_core::{AccountId, Digest, ExecStatus, JobId, Limits};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 
@@ -316,44 +316,6 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
-    fn create_job(&mut self, job: &NewJob, tasks: &[NewTask]) -> Result<(JobId, Vec<TaskId>)> {
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO jobs (owner, name, program, replicas, agree, max_attempts, limits, created_at, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active')",
-            params![
-                job.owner,
-                job.name,
-                job.program,
-                job.replicas,
-                job.agree,
-                job.max_attempts,
-                to_json(&job.limits),
-                job.created_at
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
-        let mut ids = Vec::with_capacity(tasks.len());
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO tasks (job, idx, args, env, stdin, seed, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued')",
-            )?;
-            for (i, t) in tasks.iter().enumerate() {
-                stmt.execute(params![
-                    id,
-                    i as i64,
-                    to_json(&t.args),
-                    to_json(&t.env),
-                    t.stdin,
-                    t.seed as i64
-                ])?;
-                ids.push(tx.last_insert_rowid());
-            }
-        }
-        tx.commit()?;
-        Ok((id, ids))
-    }
-
     fn job(&mut self, id: JobId) -> Result<Option<JobRecord>> {
         let mut stmt = self
             .conn
@@ -403,6 +365,37 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction()?;
         for c in changes {
             match c {
+                Change::CreateJob { id, job, tasks } => {
+                    tx.prepare_cached(
+                        "INSERT INTO jobs (id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active')",
+                    )?
+                    .execute(params![
+                        id,
+                        job.owner,
+                        job.name,
+                        job.program,
+                        job.replicas,
+                        job.agree,
+                        job.max_attempts,
+                        to_json(&job.limits),
+                        job.created_at
+                    ])?;
+                    let mut stmt = tx.prepare_cached(
+                        "INSERT INTO tasks (id, job, idx, args, env, stdin, seed, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued')",
+                    )?;
+                    for (i, (tid, t)) in tasks.iter().enumerate() {
+                        stmt.execute(params![
+                            tid,
+                            id,
+                            i as i64,
+                            to_json(&t.args),
+                            to_json(&t.env),
+                            t.stdin,
+                            t.seed as i64
+                        ])?;
+                    }
+                }
                 Change::StartAttempt {
                     id,
                     task,
@@ -490,12 +483,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn max_attempt_id(&mut self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM attempts", [], |r| {
-                r.get(0)
-            })?)
+    fn max_ids(&mut self) -> Result<MaxIds> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM jobs), (SELECT COALESCE(MAX(id), 0) FROM tasks),
+                    (SELECT COALESCE(MAX(id), 0) FROM attempts)",
+            [],
+            |r| Ok(MaxIds { job: r.get(0)?, task: r.get(1)?, attempt: r.get(2)? }),
+        )?)
     }
 
     fn upsert_worker(&mut self, w: &NewWorker) -> Result<WorkerRecord> {
