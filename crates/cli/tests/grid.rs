@@ -500,3 +500,28 @@ async fn blocking_calls_return_their_results() {
         assert_eq!(again, res);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_one_key_are_told_apart() {
+    let mut g = Grid::start().await;
+    let data = g.dir.path().join("shared-key");
+    let data = data.to_str().unwrap().to_string();
+    let first = g.worker("first", 1, &["--data", &data]);
+    g.wait_workers(1).await;
+    g.worker("second", 1, &["--data", &data]);
+    // The older connection is replaced and its process exits with a clear error.
+    let status = wait_until("the first worker to exit", Duration::from_secs(30), || {
+        let s = g.try_wait_worker(first);
+        async move { s }
+    })
+    .await;
+    assert!(!status.success());
+    let log = std::fs::read_to_string(g.dir.path().join("first.log")).unwrap();
+    assert!(
+        log.contains("each worker process needs its own data directory"),
+        "{log}"
+    );
+    let ws = g.client().workers().await.unwrap();
+    assert_eq!(ws.len(), 1);
+    assert!(ws[0].connected);
+}

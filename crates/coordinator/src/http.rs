@@ -1,7 +1,7 @@
 //! The `/v1` HTTP API.
 
 use crate::auth;
-use crate::state::{App, ProgramBytes, counts_of, now_ms, status_of, task_result};
+use crate::state::{App, ProgramBytes, bump, now_ms, status_of, task_result};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
 use runegrid_core::{JobId, Quorum};
 use runegrid_proto::{
-    AccountInfo, CreateAccount, ErrorBody, ErrorDetail, JobEvent, JobResults, JobStatus,
+    AccountInfo, Counts, CreateAccount, ErrorBody, ErrorDetail, JobEvent, JobResults, JobStatus,
     ProgramInfo, SubmitJob, SubmitJobResponse, WorkerInfo,
 };
 use runegrid_store::{Account, NewJob, NewTask, ProgramRecord, StoreError};
@@ -393,7 +393,10 @@ async fn stored_status(app: &AppState, id: JobId) -> Result<Option<(i64, JobStat
             let Some(job) = s.job(id)? else {
                 return Ok(None);
             };
-            let counts = counts_of(s.tasks(id)?.iter().map(|t| t.state));
+            let mut counts = Counts::default();
+            for (state, n) in s.task_states(id)? {
+                bump(&mut counts, state, n as i64);
+            }
             let owner = s
                 .accounts()?
                 .into_iter()

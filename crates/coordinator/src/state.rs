@@ -349,6 +349,13 @@ impl App {
                     worker = id,
                     "worker reconnected; dropping its previous connection"
                 );
+                if let Some(old) = st.workers.get(&id) {
+                    let _ = old.tx.send(ToWorker::Reject {
+                        message: "another connection with this worker's key replaced this one; \
+                                  each worker process needs its own data directory (--data)"
+                            .into(),
+                    });
+                }
                 st.drop_worker(id, "worker reconnected", ch);
             }
             st.workers.insert(
@@ -711,7 +718,8 @@ pub fn counts_of(states: impl Iterator<Item = TaskState>) -> Counts {
     c
 }
 
-fn bump(c: &mut Counts, s: TaskState, by: i64) {
+/// Adds `by` tasks in state `s` to the counts.
+pub fn bump(c: &mut Counts, s: TaskState, by: i64) {
     let f = match s {
         TaskState::Queued => &mut c.queued,
         TaskState::Running => &mut c.running,

@@ -206,16 +206,16 @@ impl Ticker {
 }
 
 /// Counts a run as active for the ticker while alive.
-struct ActiveRun<'a>(&'a Ticker);
+struct ActiveRun(Arc<Ticker>);
 
-impl<'a> ActiveRun<'a> {
-    fn new(ticker: &'a Ticker) -> Self {
+impl ActiveRun {
+    fn new(ticker: Arc<Ticker>) -> Self {
         ticker.update(|s| s.active += 1);
         ActiveRun(ticker)
     }
 }
 
-impl Drop for ActiveRun<'_> {
+impl Drop for ActiveRun {
     fn drop(&mut self) {
         self.0.update(|s| s.active -= 1);
     }
@@ -378,59 +378,105 @@ impl Sandbox {
         task: &TaskRun<'_>,
         on_stdout: &mut dyn FnMut(&[u8]),
     ) -> Result<RunOutput, SandboxError> {
+        enum Event {
+            Out(Vec<u8>),
+            Done(Result<RunOutput, SandboxError>),
+        }
+        let (tx, rx) = mpsc::channel::<Event>();
+        let out = tx.clone();
+        self.spawn(
+            program,
+            task,
+            Box::new(move |chunk| {
+                let _ = out.send(Event::Out(chunk.to_vec()));
+            }),
+            Box::new(move |r| {
+                let _ = tx.send(Event::Done(r));
+            }),
+        );
+        // Chunks arrive before the outcome: both are sent from the one runner thread.
+        for ev in rx {
+            match ev {
+                Event::Out(chunk) => on_stdout(&chunk),
+                Event::Done(r) => return r,
+            }
+        }
+        Err(SandboxError::Internal("the runner thread vanished".into()))
+    }
+
+    /// Starts a task on a runner thread and returns at once. `on_stdout` receives stdout as
+    /// the guest writes it and `on_done` the outcome (as [`Sandbox::run`] returns it), both on
+    /// the runner thread. This saves the caller a thread of its own per run.
+    pub fn spawn(
+        &self,
+        program: &Program,
+        task: &TaskRun<'_>,
+        on_stdout: StdoutSink,
+        on_done: DoneSink,
+    ) {
         let limits = task.limits;
         if program.initial_pages > u64::from(limits.memory_pages()) {
-            return Ok(RunOutput {
+            on_done(Ok(RunOutput {
                 execution: Execution {
                     status: ExecStatus::MemoryLimit,
                     stdout: Vec::new(),
                     fuel: 0,
                 },
                 stderr: Vec::new(),
-            });
+            }));
+            return;
         }
-        let (stdout_tx, stdout_rx) = mpsc::channel::<Vec<u8>>();
-        let (done_tx, done_rx) = mpsc::sync_channel(1);
-        let host = host(task, stdout_tx);
-        let _active = ActiveRun::new(&self.ticker);
+        let host = host(task, on_stdout);
+        let active = ActiveRun::new(self.ticker.clone());
         let (engine, program) = (self.engine.clone(), program.clone());
-        self.runners
-            .submit(Box::new(move || {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    execute(&engine, &program, host, limits)
-                }))
-                .unwrap_or_else(|_| Err(SandboxError::Internal("a run panicked".into())));
-                let _ = done_tx.send(result);
+        // The job owns `on_done`; if no runner thread can start, it comes back in the error.
+        let done = Arc::new(Mutex::new(Some(on_done)));
+        let done_job = done.clone();
+        let submitted = self.runners.submit(Box::new(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                execute(&engine, &program, host, limits)
             }))
-            .map_err(|e| SandboxError::Internal(format!("cannot start a runner thread: {e}")))?;
-        let mut stdout = Vec::new();
-        // Ends when the store, which owns the sender, is dropped.
-        for chunk in stdout_rx {
-            on_stdout(&chunk);
-            stdout.extend_from_slice(&chunk);
+            .unwrap_or_else(|_| Err(SandboxError::Internal("a run panicked".into())))
+            .map(|(status, fuel, stdout, stderr)| RunOutput {
+                execution: Execution {
+                    status,
+                    stdout,
+                    fuel,
+                },
+                stderr,
+            });
+            drop(active);
+            if let Some(f) = done_job
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            {
+                f(result);
+            }
+        }));
+        if let Err(e) = submitted
+            && let Some(f) = done.lock().unwrap_or_else(PoisonError::into_inner).take()
+        {
+            f(Err(SandboxError::Internal(format!(
+                "cannot start a runner thread: {e}"
+            ))));
         }
-        let (status, fuel, stderr) = done_rx
-            .recv()
-            .map_err(|_| SandboxError::Internal("the runner thread vanished".into()))??;
-        Ok(RunOutput {
-            execution: Execution {
-                status,
-                stdout,
-                fuel,
-            },
-            stderr,
-        })
     }
 }
 
+/// Receives stdout chunks of a spawned run.
+pub type StdoutSink = Box<dyn FnMut(&[u8]) + Send>;
+/// Receives the outcome of a spawned run.
+pub type DoneSink = Box<dyn FnOnce(Result<RunOutput, SandboxError>) + Send>;
+
 /// Instantiates `program` and runs `_start` on the current thread; returns (status, fuel used,
-/// stderr).
+/// stdout, stderr).
 fn execute(
     engine: &Engine,
     program: &Program,
     host: Host,
     limits: Limits,
-) -> Result<(ExecStatus, u64, Vec<u8>), SandboxError> {
+) -> Result<(ExecStatus, u64, Vec<u8>, Vec<u8>), SandboxError> {
     let internal = |e: wasmtime::Error| SandboxError::Internal(format!("{e:#}"));
     let mut store = Store::new(engine, host);
     store.limiter(|host| &mut host.limits);
@@ -490,11 +536,12 @@ fn execute(
         }
     };
     let stderr = std::mem::take(&mut store.data_mut().stderr);
-    Ok((status, used, stderr))
+    let stdout = std::mem::take(&mut store.data_mut().stdout);
+    Ok((status, used, stdout, stderr))
 }
 
 /// The store state of a run.
-fn host(task: &TaskRun<'_>, stdout_tx: mpsc::Sender<Vec<u8>>) -> Host {
+fn host(task: &TaskRun<'_>, on_stdout: StdoutSink) -> Host {
     let nul = |mut v: Vec<u8>| {
         v.push(0);
         v
@@ -514,9 +561,9 @@ fn host(task: &TaskRun<'_>, stdout_tx: mpsc::Sender<Vec<u8>>) -> Host {
         env,
         stdin: task.stdin.to_vec(),
         stdin_pos: 0,
-        stdout_len: 0,
+        stdout: Vec::new(),
         stdout_cap: task.limits.stdout_bytes,
-        stdout_tx,
+        on_stdout,
         stderr: Vec::new(),
         clock_ns: 0,
         rng: SplitMix64::new(task.seed),

@@ -31,7 +31,6 @@
 //! - A pointer or length that leaves linear memory gives `EFAULT` and changes nothing (no
 //!   bytes written, no clock tick, no random output consumed).
 
-use std::sync::mpsc::Sender;
 use wasmtime::{Caller, Linker, Memory, StoreLimits};
 
 /// Most stderr bytes kept per run.
@@ -104,10 +103,10 @@ pub(crate) struct Host {
     pub env: Vec<Vec<u8>>,
     pub stdin: Vec<u8>,
     pub stdin_pos: usize,
-    /// Stdout bytes written so far (they go to `stdout_tx`).
-    pub stdout_len: u64,
+    /// Stdout written so far (capped), also handed to `on_stdout` as it is written.
+    pub stdout: Vec<u8>,
     pub stdout_cap: u64,
-    pub stdout_tx: Sender<Vec<u8>>,
+    pub on_stdout: crate::StdoutSink,
     pub stderr: Vec<u8>,
     pub clock_ns: u64,
     pub rng: SplitMix64,
@@ -227,7 +226,7 @@ fn fd_write(mem: &mut [u8], host: &mut Host, fd: i32, iovs: i32, count: i32, out
     }
     let total: u64 = iovs.iter().map(|r| r.len() as u64).sum();
     if fd == 1 {
-        let room = host.stdout_cap.saturating_sub(host.stdout_len);
+        let room = host.stdout_cap.saturating_sub(host.stdout.len() as u64);
         let keep = total.min(room);
         if keep > 0 {
             let mut chunk = Vec::with_capacity(keep as usize);
@@ -235,9 +234,8 @@ fn fd_write(mem: &mut [u8], host: &mut Host, fd: i32, iovs: i32, count: i32, out
                 let want = (keep as usize - chunk.len()).min(r.len());
                 chunk.extend_from_slice(&mem[r.start..r.start + want]);
             }
-            host.stdout_len += keep;
-            // The receiver lives as long as the run; a send error means the caller is gone.
-            let _ = host.stdout_tx.send(chunk);
+            (host.on_stdout)(&chunk);
+            host.stdout.extend_from_slice(&chunk);
         }
         if total > room {
             return Err(wasmtime::Error::new(Stop::StdoutLimit));

@@ -641,3 +641,45 @@ fn wasi_signature(name: &str) -> &'static str {
         _ => "(param i32 i32) (result i32)",
     }
 }
+
+#[test]
+fn spawn_streams_stdout_then_reports_the_outcome() {
+    use runegrid_sandbox::Sandbox;
+    use std::sync::mpsc;
+    let sandbox = Sandbox::new().unwrap();
+    let module = runegrid_instrument::instrument(
+        br#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 16) "hi\n")
+            (func (export "_start")
+                (i32.store (i32.const 0) (i32.const 16))
+                (i32.store (i32.const 4) (i32.const 3))
+                (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+                (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        &Default::default(),
+    )
+    .unwrap();
+    let program = sandbox.compile(&module.bytes).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = tx.clone();
+    let task = TaskRun {
+        args: &[],
+        env: &[],
+        stdin: &[],
+        seed: 1,
+        limits: Default::default(),
+    };
+    sandbox.spawn(
+        &program,
+        &task,
+        Box::new(move |c| out.send(Ok(c.to_vec())).unwrap()),
+        Box::new(move |r| tx.send(Err(r)).unwrap()),
+    );
+    let events: Vec<_> = rx.iter().take(3).collect();
+    assert_eq!(events[0].as_ref().unwrap(), b"hi\n");
+    assert_eq!(events[1].as_ref().unwrap(), b"hi\n");
+    let done = events[2].as_ref().unwrap_err().as_ref().unwrap();
+    assert_eq!(done.execution.stdout, b"hi\nhi\n");
+    assert!(done.execution.status.is_success());
+}

@@ -195,6 +195,10 @@ fn job_lifecycle(s: &mut dyn Store) {
         (&b"out"[..], 99, Some(digest), Some(status))
     );
     assert_eq!(s.workers().unwrap()[0].completed, 1);
+    assert_eq!(
+        s.task_states(job.id).unwrap(),
+        vec![(TaskState::Queued, 2), (TaskState::Verified, 1)]
+    );
 
     s.apply(&[Change::FinishJob {
         id: job.id,

@@ -47,6 +47,8 @@ pub trait Store: Send {
     fn jobs(&mut self, owner: Option<AccountId>, limit: u32) -> Result<Vec<JobRecord>>;
     /// A job's tasks in index order.
     fn tasks(&mut self, job: JobId) -> Result<Vec<TaskRecord>>;
+    /// How many of a job's tasks are in each state.
+    fn task_states(&mut self, job: JobId) -> Result<Vec<(TaskState, u64)>>;
     /// Attempts of a job's tasks, in id order.
     fn attempts(&mut self, job: JobId) -> Result<Vec<AttemptRecord>>;
     /// Jobs that are not finished, for recovery after a restart.

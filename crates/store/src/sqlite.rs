@@ -347,6 +347,23 @@ impl Store for SqliteStore {
         collect(&mut stmt, [job], task_row)
     }
 
+    fn task_states(&mut self, job: JobId) -> Result<Vec<(TaskState, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT state, COUNT(*) FROM tasks WHERE job = ?1 GROUP BY state ORDER BY state",
+        )?;
+        let mut rows = stmt.query([job])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let state: String = r.get(0)?;
+            let n: i64 = r.get(1)?;
+            out.push((
+                TaskState::parse(&state).ok_or_else(|| corrupt("task state", &state))?,
+                n as u64,
+            ));
+        }
+        Ok(out)
+    }
+
     fn attempts(&mut self, job: JobId) -> Result<Vec<AttemptRecord>> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {ATTEMPT_COLS} FROM attempts WHERE job = ?1 ORDER BY id"

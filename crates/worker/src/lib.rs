@@ -1,9 +1,9 @@
 //! The native worker: one outbound WebSocket to the coordinator (so it works behind NAT), a
-//! pool of sandbox threads, an ed25519 identity that signs every result.
+//! bounded number of sandbox runs at once, an ed25519 identity that signs every result.
 //!
-//! Architecture Invariant: the async runtime never runs WebAssembly. Tasks run on the worker's
-//! own threads (with stacks large enough for the sandbox), and talk to the connection task
-//! through channels.
+//! Architecture Invariant: the async runtime never runs WebAssembly. Attempts run on the
+//! sandbox's runner threads (`Sandbox::spawn`), at most `slots` at once, and report to the
+//! connection task through a channel.
 
 mod identity;
 mod runner;
@@ -65,10 +65,10 @@ pub enum WorkerError {
 
 /// Events from the runner threads to the connection.
 pub(crate) enum Event {
-    Out {
-        session: u64,
-        msg: ToCoordinator,
-    },
+    /// A message for the coordinator (dropped if its connection is gone).
+    Out { session: u64, msg: ToCoordinator },
+    /// The message that ends an attempt; its slot is free again.
+    Done { session: u64, msg: ToCoordinator },
     /// A program finished compiling (or failed to).
     Compiled {
         sha256: String,
@@ -107,7 +107,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         runegrid_sandbox::Sandbox::new().map_err(|e| WorkerError::Sandbox(e.to_string()))?,
     );
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
-    let pool = runner::Pool::start(
+    let mut slots = runner::Slots::new(
         config.slots,
         sandbox.clone(),
         key.clone(),
@@ -126,7 +126,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
             &url,
             &key,
             session,
-            &pool,
+            &mut slots,
             &sandbox,
             &mut programs,
             &events_tx,
@@ -152,7 +152,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
                 tracing::warn!(error = %last, retry_in_ms = backoff.as_millis() as u64, "cannot reach the coordinator");
             }
         }
-        pool.forget_session();
+        slots.clear();
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
@@ -177,7 +177,7 @@ async fn session_once(
     url: &str,
     key: &SigningKey,
     session: u64,
-    pool: &runner::Pool,
+    slots: &mut runner::Slots,
     sandbox: &Arc<runegrid_sandbox::Sandbox>,
     programs: &mut HashMap<String, Arc<runegrid_sandbox::Program>>,
     events_tx: &mpsc::UnboundedSender<Event>,
@@ -275,7 +275,6 @@ async fn session_once(
             ));
         }
     };
-    pool.set_session(session);
     let mut ticker = tokio::time::interval(heartbeat);
     // Assignments waiting for their program.
     let mut waiting: HashMap<String, Vec<Assign>> = HashMap::new();
@@ -290,9 +289,9 @@ async fn session_once(
             ev = events_rx.recv() => {
                 let Some(ev) = ev else { return Ok(()) };
                 let mut out = Vec::new();
-                handle_event(ev, session, pool, programs, &mut waiting, &mut out);
+                handle_event(ev, session, slots, programs, &mut waiting, &mut out);
                 while let Ok(ev) = events_rx.try_recv() {
-                    handle_event(ev, session, pool, programs, &mut waiting, &mut out);
+                    handle_event(ev, session, slots, programs, &mut waiting, &mut out);
                 }
                 for m in out {
                     if sink.feed(text(&m)).await.is_err() {
@@ -319,7 +318,7 @@ async fn session_once(
                 match msg {
                     ToWorker::Assign(a) => {
                         if let Some(p) = programs.get(&a.program) {
-                            pool.submit(a, p.clone());
+                            slots.submit(a, p.clone(), session);
                         } else if let Some(bytes) = runner::cached_program(&config.data_dir, &a.program) {
                             let sha = a.program.clone();
                             waiting.entry(sha.clone()).or_default().push(a);
@@ -347,20 +346,19 @@ async fn session_once(
                         runner::compile_async(sandbox.clone(), sha256, module, events_tx.clone());
                     }
                     ToWorker::Cancel { attempt, .. } => {
-                        // Not started yet: drop it here; running: the pool skips or reports it.
+                        // Not started yet: drop it and say so.
                         let mut found = false;
                         for list in waiting.values_mut() {
                             let before = list.len();
                             list.retain(|a| a.attempt != attempt);
                             found |= list.len() != before;
                         }
-                        if found {
+                        // A running attempt finishes and its result is ignored.
+                        if found || slots.cancel(attempt) {
                             let m = ToCoordinator::Failed { attempt, reason: "cancelled".into() };
                             if sink.send(text(&m)).await.is_err() {
                                 return Ok(());
                             }
-                        } else {
-                            pool.cancel(attempt);
                         }
                     }
                     ToWorker::Reject { message } => {
@@ -376,7 +374,7 @@ async fn session_once(
 fn handle_event(
     ev: Event,
     session: u64,
-    pool: &runner::Pool,
+    slots: &mut runner::Slots,
     programs: &mut HashMap<String, Arc<runegrid_sandbox::Program>>,
     waiting: &mut HashMap<String, Vec<Assign>>,
     out: &mut Vec<ToCoordinator>,
@@ -387,13 +385,19 @@ fn handle_event(
                 out.push(msg);
             }
         }
+        Event::Done { session: s, msg } => {
+            slots.finished();
+            if s == session {
+                out.push(msg);
+            }
+        }
         Event::Compiled { sha256, result } => {
             let list = waiting.remove(&sha256).unwrap_or_default();
             match result {
                 Ok(p) => {
                     programs.insert(sha256, p.clone());
                     for a in list {
-                        pool.submit(a, p.clone());
+                        slots.submit(a, p.clone(), session);
                     }
                 }
                 Err(e) => {

@@ -4,11 +4,10 @@ use crate::Event;
 use ed25519_dalek::{Signer, SigningKey};
 use runegrid_core::{AttemptId, ExecStatus, Execution};
 use runegrid_proto::worker::{Assign, AttemptResult, ToCoordinator, result_message};
-use runegrid_sandbox::{Program, Sandbox, SandboxError, TaskRun};
-use std::collections::HashSet;
+use runegrid_sandbox::{Program, RunOutput, Sandbox, SandboxError, TaskRun};
+use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -29,157 +28,117 @@ impl std::str::FromStr for Misbehaviour {
     }
 }
 
-struct Job {
-    assign: Assign,
-    program: Arc<Program>,
-    session: u64,
+/// Runs attempts in the sandbox, at most `slots` at once; the rest wait in order.
+pub struct Slots {
+    slots: u32,
+    running: u32,
+    pending: VecDeque<(Assign, Arc<Program>, u64)>,
+    sandbox: Arc<Sandbox>,
+    key: SigningKey,
+    events: UnboundedSender<Event>,
+    misbehaviour: Option<Misbehaviour>,
 }
 
-/// Threads that run attempts.
-pub struct Pool {
-    tx: mpsc::Sender<Job>,
-    session: Arc<AtomicU64>,
-    cancelled: Arc<Mutex<HashSet<AttemptId>>>,
-}
-
-impl Pool {
-    pub fn start(
+impl Slots {
+    pub fn new(
         slots: u32,
         sandbox: Arc<Sandbox>,
         key: SigningKey,
         events: UnboundedSender<Event>,
         misbehaviour: Option<Misbehaviour>,
-    ) -> Pool {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        let session = Arc::new(AtomicU64::new(0));
-        let cancelled = Arc::new(Mutex::new(HashSet::new()));
-        for i in 0..slots.max(1) {
-            let rx = rx.clone();
-            let sandbox = sandbox.clone();
-            let key = key.clone();
-            let events = events.clone();
-            let session = session.clone();
-            let cancelled = cancelled.clone();
-            std::thread::Builder::new()
-                .name(format!("runegrid-slot-{i}"))
-                .stack_size(runegrid_sandbox::THREAD_STACK_BYTES)
-                .spawn(move || {
-                    loop {
-                        let job = {
-                            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-                            match rx.recv() {
-                                Ok(j) => j,
-                                Err(_) => return,
-                            }
-                        };
-                        if job.session != session.load(Ordering::Relaxed) {
-                            continue; // assigned on a connection that is gone
-                        }
-                        let attempt = job.assign.attempt;
-                        if cancelled
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&attempt)
-                        {
-                            let msg = ToCoordinator::Failed {
-                                attempt,
-                                reason: "cancelled".into(),
-                            };
-                            let _ = events.send(Event::Out {
-                                session: job.session,
-                                msg,
-                            });
-                            continue;
-                        }
-                        let msg = execute(&sandbox, &key, &job, &events, misbehaviour);
-                        cancelled
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&attempt);
-                        let _ = events.send(Event::Out {
-                            session: job.session,
-                            msg,
-                        });
-                    }
-                })
-                .expect("spawn sandbox thread");
-        }
-        Pool {
-            tx,
-            session,
-            cancelled,
+    ) -> Slots {
+        Slots {
+            slots: slots.max(1),
+            running: 0,
+            pending: VecDeque::new(),
+            sandbox,
+            key,
+            events,
+            misbehaviour,
         }
     }
 
-    pub fn set_session(&self, s: u64) {
-        self.session.store(s, Ordering::Relaxed);
+    /// Runs the attempt now if a slot is free, else queues it.
+    pub fn submit(&mut self, assign: Assign, program: Arc<Program>, session: u64) {
+        self.pending.push_back((assign, program, session));
+        self.fill();
     }
 
-    pub fn forget_session(&self) {
-        self.session.store(0, Ordering::Relaxed);
-        self.cancelled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+    /// A run ended: its slot is free again.
+    pub fn finished(&mut self) {
+        self.running = self.running.saturating_sub(1);
+        self.fill();
     }
 
-    pub fn submit(&self, assign: Assign, program: Arc<Program>) {
-        let session = self.session.load(Ordering::Relaxed);
-        let _ = self.tx.send(Job {
-            assign,
-            program,
-            session,
+    /// Removes a queued attempt; false when it is not queued (running, or unknown).
+    pub fn cancel(&mut self, attempt: AttemptId) -> bool {
+        let before = self.pending.len();
+        self.pending.retain(|(a, _, _)| a.attempt != attempt);
+        self.pending.len() != before
+    }
+
+    /// Drops queued attempts (their connection is gone, so they are lost anyway).
+    pub fn clear(&mut self) {
+        self.pending.clear();
+    }
+
+    fn fill(&mut self) {
+        while self.running < self.slots {
+            let Some((assign, program, session)) = self.pending.pop_front() else {
+                return;
+            };
+            self.running += 1;
+            self.start(assign, &program, session);
+        }
+    }
+
+    fn start(&self, a: Assign, program: &Program, session: u64) {
+        let run = TaskRun {
+            args: &a.args,
+            env: &a.env,
+            stdin: &a.stdin,
+            seed: a.seed,
+            limits: a.limits,
+        };
+        let attempt = a.attempt;
+        let out = self.events.clone();
+        let on_stdout = Box::new(move |chunk: &[u8]| {
+            let msg = ToCoordinator::Output {
+                attempt,
+                data: chunk.to_vec(),
+            };
+            let _ = out.send(Event::Out { session, msg });
         });
-    }
-
-    /// Marks an attempt cancelled: skipped if not started yet.
-    pub fn cancel(&self, attempt: AttemptId) {
-        self.cancelled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(attempt);
+        let events = self.events.clone();
+        let key = self.key.clone();
+        let misbehaviour = self.misbehaviour;
+        let started = Instant::now();
+        let on_done = Box::new(move |r: Result<RunOutput, SandboxError>| {
+            let msg = outcome(r, attempt, &key, misbehaviour, started);
+            let _ = events.send(Event::Done { session, msg });
+        });
+        self.sandbox.spawn(program, &run, on_stdout, on_done);
     }
 }
 
-fn execute(
-    sandbox: &Sandbox,
+/// The message that ends an attempt: a signed result, or why there is none.
+fn outcome(
+    r: Result<RunOutput, SandboxError>,
+    attempt: AttemptId,
     key: &SigningKey,
-    job: &Job,
-    events: &UnboundedSender<Event>,
     misbehaviour: Option<Misbehaviour>,
+    started: Instant,
 ) -> ToCoordinator {
-    let a = &job.assign;
-    let started = Instant::now();
-    let run = TaskRun {
-        args: &a.args,
-        env: &a.env,
-        stdin: &a.stdin,
-        seed: a.seed,
-        limits: a.limits,
-    };
-    let session = job.session;
-    let attempt = a.attempt;
-    let mut on_stdout = |chunk: &[u8]| {
-        let msg = ToCoordinator::Output {
-            attempt,
-            data: chunk.to_vec(),
-        };
-        let _ = events.send(Event::Out { session, msg });
-    };
-    match sandbox.run(&job.program, &run, &mut on_stdout) {
+    match r {
         Ok(out) => {
             let mut exec: Execution = out.execution;
             if misbehaviour == Some(Misbehaviour::Lie) {
                 exec.stdout.extend_from_slice(b" (forged)");
-                if exec.status != (ExecStatus::Exited { code: 0 }) {
-                    exec.status = ExecStatus::Exited { code: 0 };
-                }
+                exec.status = ExecStatus::Exited { code: 0 };
             }
             let digest = exec.digest();
             let signature = hex::encode(key.sign(&result_message(attempt, &digest)).to_bytes());
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let stderr = tail(&stderr, 4096);
             ToCoordinator::Result(AttemptResult {
                 attempt,
                 status: exec.status,
@@ -187,19 +146,18 @@ fn execute(
                 fuel: exec.fuel,
                 digest,
                 signature,
-                stderr,
+                stderr: tail(&stderr, 4096),
                 elapsed_us: started.elapsed().as_micros() as u64,
             })
         }
-        Err(e) => {
-            let reason = match e {
-                SandboxError::Timeout { wall_time_ms } => {
-                    format!("wall time limit of {wall_time_ms} ms reached")
-                }
-                other => other.to_string(),
-            };
-            ToCoordinator::Failed { attempt, reason }
-        }
+        Err(SandboxError::Timeout { wall_time_ms }) => ToCoordinator::Failed {
+            attempt,
+            reason: format!("wall time limit of {wall_time_ms} ms reached"),
+        },
+        Err(e) => ToCoordinator::Failed {
+            attempt,
+            reason: e.to_string(),
+        },
     }
 }
 

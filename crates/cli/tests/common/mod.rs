@@ -132,18 +132,20 @@ impl Grid {
 
     /// Starts a worker process; returns its index.
     pub fn worker(&mut self, name: &str, slots: u32, extra: &[&str]) -> usize {
-        let child = Command::new(BIN)
-            .args([
-                "worker",
-                "--coordinator",
-                &self.url,
-                "--name",
-                name,
-                "--slots",
-                &slots.to_string(),
-                "--data",
-            ])
-            .arg(self.dir.path().join(name))
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "worker",
+            "--coordinator",
+            &self.url,
+            "--name",
+            name,
+            "--slots",
+            &slots.to_string(),
+        ]);
+        if !extra.contains(&"--data") {
+            cmd.arg("--data").arg(self.dir.path().join(name));
+        }
+        let child = cmd
             .args(extra)
             .env("RUNEGRID_TOKEN", &self.token)
             .env("RUNEGRID_LOG", "info")
@@ -160,6 +162,11 @@ impl Grid {
         let mut c = self.workers[i].take().unwrap();
         c.kill().unwrap();
         c.wait().unwrap();
+    }
+
+    /// The exit status of a worker process, if it has exited.
+    pub fn try_wait_worker(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.workers[i].as_mut().unwrap().try_wait().unwrap()
     }
 
     pub fn worker_pid(&self, i: usize) -> u32 {
