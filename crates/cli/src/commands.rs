@@ -151,6 +151,9 @@ pub struct SubmitArgs {
     /// Matching results needed to accept a task's result.
     #[arg(long, default_value_t = runegrid_proto::default_agree())]
     pub agree: u32,
+    /// Most attempts per task when replicas disagree (default: replicas + 2 × agree).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
     /// Fuel per attempt (about one unit per WebAssembly instruction).
     #[arg(long)]
     pub fuel: Option<u64>,
@@ -249,7 +252,7 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
         tasks,
         replicas: a.replicas,
         agree: a.agree,
-        max_attempts: None,
+        max_attempts: a.max_attempts,
         limits,
     };
     let sub = client.submit(&job).await?;
@@ -397,6 +400,16 @@ pub fn print_results(r: &JobResults, json: bool) -> Result<()> {
             t.digest.map(|d| d.short()).unwrap_or_else(|| "-".into()),
             out
         );
+    }
+    // Errors in full, where the table had to cut them.
+    for t in &r.tasks {
+        if let Some(e) = t
+            .error
+            .as_deref()
+            .filter(|e| e.chars().count() > 80 || e.contains('\n'))
+        {
+            println!("task {}: {}", t.index, e);
+        }
     }
     Ok(())
 }

@@ -718,6 +718,39 @@ pub fn counts_of(states: impl Iterator<Item = TaskState>) -> Counts {
     c
 }
 
+/// What each group of disagreeing results reported, e.g.
+/// `; 3f2a…: exit:0, fuel 1200, 14 bytes of stdout (workers 1, 4)`.
+fn describe_groups(results: &[ResultMem]) -> String {
+    let mut groups: Vec<(Digest, Vec<&ResultMem>)> = Vec::new();
+    for r in results {
+        match groups.iter_mut().find(|(d, _)| *d == r.digest) {
+            Some((_, g)) => g.push(r),
+            None => groups.push((r.digest, vec![r])),
+        }
+    }
+    let mut out = String::new();
+    for (d, g) in groups {
+        let r = g[0];
+        let stdout = r
+            .stdout
+            .as_ref()
+            .map_or("stdout not kept".to_string(), |s| {
+                format!("{} bytes of stdout", s.len())
+            });
+        let workers: Vec<String> = g.iter().map(|r| r.worker.to_string()).collect();
+        out.push_str(&format!(
+            "; {}: {}, fuel {}, {} (worker{} {})",
+            d.short(),
+            r.status.code(),
+            r.fuel,
+            stdout,
+            if workers.len() == 1 { "" } else { "s" },
+            workers.join(", ")
+        ));
+    }
+    out
+}
+
 /// Adds `by` tasks in state `s` to the counts.
 pub fn bump(c: &mut Counts, s: TaskState, by: i64) {
     let f = match s {
@@ -864,7 +897,7 @@ impl State {
                     stdout: vec![],
                     fuel: 0,
                     digest: None,
-                    error: Some(reason),
+                    error: Some(format!("{reason}{}", describe_groups(&t.results))),
                 };
                 self.finalize(id, TaskState::Failed, outcome, ch);
             }
