@@ -525,3 +525,31 @@ async fn two_processes_with_one_key_are_told_apart() {
     assert_eq!(ws.len(), 1);
     assert!(ws[0].connected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_results_survive_a_coordinator_kill() {
+    let mut g = Grid::start().await;
+    g.worker("w1", 1, &[]);
+    g.worker("w2", 1, &[]);
+    g.wait_workers(2).await;
+    let p = g.upload(runegrid_examples::MATMUL).await;
+    let tasks = (1..=4).map(|s| args(&["40", &s.to_string()])).collect();
+    let before = g.run(&job(&p, tasks, 2, 2)).await;
+    assert!(
+        before.tasks.iter().all(|t| t.state == "verified"),
+        "{before:?}"
+    );
+    g.restart_coordinator().await;
+    // Read back from the store (a task whose result had not been committed runs again and,
+    // being deterministic, must give the same answer).
+    let after = g.wait(before.job).await;
+    for (a, b) in after.tasks.iter().zip(&before.tasks) {
+        assert_eq!(
+            (&a.state, &a.stdout, a.fuel, a.digest),
+            (&b.state, &b.stdout, b.fuel, b.digest)
+        );
+    }
+    let st = g.client().status(before.job).await.unwrap();
+    assert_eq!(st.state, "done");
+    assert_eq!(st.counts.verified, 4);
+}
