@@ -61,6 +61,8 @@ pub enum WorkerError {
     },
     #[error("sandbox: {0}")]
     Sandbox(String),
+    #[error("invalid worker settings: {0}")]
+    Config(String),
 }
 
 /// Events from the runner threads to the connection.
@@ -95,6 +97,13 @@ fn ws_url(base: &str) -> Result<String, WorkerError> {
 
 /// Runs the worker until a fatal error.
 pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
+    let max = runegrid_sandbox::MAX_CONCURRENT_RUNS;
+    if config.slots == 0 || config.slots > max {
+        return Err(WorkerError::Config(format!(
+            "slots must be between 1 and {max}, got {}",
+            config.slots
+        )));
+    }
     std::fs::create_dir_all(config.data_dir.join("programs")).map_err(|source| {
         WorkerError::DataDir {
             path: config.data_dir.display().to_string(),
