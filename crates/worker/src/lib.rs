@@ -390,9 +390,24 @@ fn handle_event(
 ) {
     match ev {
         Event::Out { session: s, msg } => {
-            if s == session {
-                out.push(msg);
+            if s != session {
+                return;
             }
+            // Chunks of one attempt that piled up meanwhile travel as one message.
+            if let (
+                ToCoordinator::Output { attempt, data },
+                Some(ToCoordinator::Output {
+                    attempt: last,
+                    data: buf,
+                }),
+            ) = (&msg, out.last_mut())
+                && attempt == last
+                && buf.len() < 1 << 20
+            {
+                buf.extend_from_slice(data);
+                return;
+            }
+            out.push(msg);
         }
         Event::Done { session: s, msg } => {
             slots.finished();
