@@ -133,21 +133,9 @@ async fn lying_worker_is_outvoted() {
     let tasks = (1..=6).map(|s| args(&["20000", &s.to_string()])).collect();
     let sub = c.submit(&job(&p, tasks, 3, 2)).await.unwrap();
     // With one honest worker and one liar every task is split 1:1; the liar has answered all.
-    wait_until(
-        "the liar to answer every task",
-        Duration::from_secs(60),
-        || {
-            let c = c.clone();
-            async move {
-                c.workers()
-                    .await
-                    .ok()?
-                    .iter()
-                    .any(|w| w.name == "liar" && w.completed >= 6)
-                    .then_some(())
-            }
-        },
-    )
+    g.wait_worker("the liar to answer every task", |w| {
+        w.name == "liar" && w.completed >= 6
+    })
     .await;
     assert_eq!(
         c.status(sub.job).await.unwrap().counts.verified,
@@ -198,22 +186,8 @@ async fn killed_worker_loses_its_attempts_and_the_job_completes() {
         .collect();
     let sub = c.submit(&job(&p, tasks, 1, 1)).await.unwrap();
     // Kill the only worker while it is running attempts.
-    wait_until(
-        "the victim to run attempts",
-        Duration::from_secs(30),
-        || {
-            let c = c.clone();
-            async move {
-                c.workers()
-                    .await
-                    .ok()?
-                    .iter()
-                    .any(|w| w.running > 0)
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+    g.wait_worker("the victim to run attempts", |w| w.running > 0)
+        .await;
     g.kill_worker(victim);
     g.worker("rescuer", 2, &[]);
     let r = g.wait(sub.job).await;
@@ -236,18 +210,8 @@ async fn frozen_worker_misses_heartbeats_and_its_attempts_move() {
         .map(|s| args(&["30000000", &s.to_string()]))
         .collect();
     let sub = c.submit(&job(&p, tasks, 1, 1)).await.unwrap();
-    wait_until("attempts on the worker", Duration::from_secs(30), || {
-        let c = c.clone();
-        async move {
-            c.workers()
-                .await
-                .ok()?
-                .iter()
-                .any(|w| w.running > 0)
-                .then_some(())
-        }
-    })
-    .await;
+    g.wait_worker("attempts on the worker", |w| w.running > 0)
+        .await;
     let pid = g.worker_pid(frozen).to_string();
     assert!(
         std::process::Command::new("kill")

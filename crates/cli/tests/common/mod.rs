@@ -189,6 +189,21 @@ impl Grid {
         .await
     }
 
+    /// Waits until some worker's record satisfies `pred`.
+    pub async fn wait_worker(
+        &self,
+        what: &str,
+        pred: impl Fn(&runegrid_proto::WorkerInfo) -> bool,
+    ) {
+        let c = self.client();
+        let pred = &pred;
+        wait_until(what, Duration::from_secs(60), || {
+            let c = c.clone();
+            async move { c.workers().await.ok()?.iter().any(pred).then_some(()) }
+        })
+        .await
+    }
+
     pub async fn upload(&self, module: &[u8]) -> String {
         self.client()
             .upload_program(module.to_vec())
