@@ -60,14 +60,31 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
     let mut config = runegrid_coordinator::Config::new(a.listen, a.data.clone());
     config.heartbeat = Duration::from_millis(a.heartbeat_ms.max(50));
     config.lease_grace = Duration::from_secs(a.lease_grace_secs);
-    let running = runegrid_coordinator::start(config).await?;
+    let mut running = runegrid_coordinator::start(config).await?;
     let url = format!("http://{}", running.addr);
     std::fs::write(a.data.join(URL_FILE), &url).context("writing the coordinator url file")?;
     eprintln!("runegrid coordinator listening on {url}");
     eprintln!("admin token: {}", running.admin_token_file.display());
+    let stop = async {
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r,
+                _ = term.recv() => Ok(()),
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await
+    };
     tokio::select! {
-        r = running.server => { r??; }
-        _ = tokio::signal::ctrl_c() => { eprintln!("shutting down"); }
+        r = &mut running.server => { r??; }
+        r = stop => {
+            r.context("waiting for a signal")?;
+            eprintln!("shutting down: writing what is pending");
+            running.flush().await;
+        }
     }
     Ok(0)
 }

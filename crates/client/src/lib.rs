@@ -19,7 +19,7 @@ pub enum ClientError {
         message: String,
     },
     /// The coordinator could not be reached or the connection broke.
-    #[error("cannot reach the coordinator at {url}: {source}")]
+    #[error("cannot reach the coordinator at {url}")]
     Transport { url: String, source: reqwest::Error },
     /// The answer was not what the API promises.
     #[error("unexpected answer from the coordinator: {0}")]

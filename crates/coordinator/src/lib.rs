@@ -53,12 +53,12 @@ impl Config {
 pub enum CoordinatorError {
     #[error("store: {0}")]
     Store(#[from] runegrid_store::StoreError),
-    #[error("cannot use data directory {path}: {source}")]
+    #[error("cannot use data directory {path}")]
     DataDir {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
         source: std::io::Error,
@@ -73,6 +73,15 @@ pub struct Running {
     /// Path of the file holding the admin token (written on first start).
     pub admin_token_file: PathBuf,
     pub server: tokio::task::JoinHandle<Result<(), CoordinatorError>>,
+    app: Arc<state::App>,
+}
+
+impl Running {
+    /// Waits until every state change made so far is committed: call before exiting so a
+    /// stopped coordinator leaves nothing to redo.
+    pub async fn flush(&self) {
+        self.app.writer.flush().await;
+    }
 }
 
 /// Name of the database file inside the data directory.
@@ -113,6 +122,7 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
             .map_err(CoordinatorError::Serve)
     });
     Ok(Running {
+        app: app.clone(),
         addr,
         admin_token_file,
         server,

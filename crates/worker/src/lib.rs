@@ -44,7 +44,7 @@ pub struct WorkerConfig {
 /// Why a worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("cannot use data directory {path}: {source}")]
+    #[error("cannot use data directory {path}")]
     DataDir {
         path: String,
         source: std::io::Error,
