@@ -205,8 +205,9 @@ async fn grid_bench(a: &BenchArgs) -> Result<()> {
         program: program.clone(),
         name: Some("bench".into()),
         tasks: vec![TaskSpec::default(); n as usize],
-        replicas: 1,
-        agree: 1,
+        policy: Some(runegrid_core::PolicyKind::None),
+        replicas: None,
+        agree: None,
         max_attempts: None,
         limits: Limits::default(),
     };

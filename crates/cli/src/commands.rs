@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use runegrid_client::Client;
-use runegrid_core::Limits;
+use runegrid_core::{Limits, PolicyKind};
 use runegrid_proto::{JobEvent, JobResults, JobStatus, SubmitJob, TaskSpec};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -51,6 +51,13 @@ pub struct ServeArgs {
     /// Extra seconds past a task's wall-time limit before its lease expires.
     #[arg(long, default_value_t = 10)]
     pub lease_grace_secs: u64,
+    /// Consecutive results agreeing with consensus before a worker's results are accepted
+    /// alone (adaptive policy).
+    #[arg(long, default_value_t = runegrid_core::TrustParams::default().trust_after)]
+    pub trust_after: u32,
+    /// Lowest spot-check rate for trusted workers (0..=1).
+    #[arg(long, default_value_t = runegrid_core::TrustParams::default().min_spot_rate)]
+    pub min_spot_rate: f64,
 }
 
 /// Name of the file, in the data directory, where `serve` writes the URL it listens on.
@@ -60,6 +67,14 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
     let mut config = runegrid_coordinator::Config::new(a.listen, a.data.clone());
     config.heartbeat = Duration::from_millis(a.heartbeat_ms.max(50));
     config.lease_grace = Duration::from_secs(a.lease_grace_secs);
+    if a.trust_after == 0 {
+        bail!("--trust-after must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&a.min_spot_rate) {
+        bail!("--min-spot-rate must be between 0 and 1");
+    }
+    config.trust.trust_after = a.trust_after;
+    config.trust.min_spot_rate = a.min_spot_rate;
     let mut running = runegrid_coordinator::start(config).await?;
     let url = format!("http://{}", running.addr);
     std::fs::write(a.data.join(URL_FILE), &url).context("writing the coordinator url file")?;
@@ -162,12 +177,18 @@ pub struct SubmitArgs {
     /// Environment variable K=V of every task (repeatable).
     #[arg(long = "env")]
     pub env: Vec<String>,
-    /// Attempts per task on distinct workers.
-    #[arg(long, default_value_t = runegrid_proto::default_replicas())]
-    pub replicas: u32,
-    /// Matching results needed to accept a task's result.
-    #[arg(long, default_value_t = runegrid_proto::default_agree())]
-    pub agree: u32,
+    /// How results are checked: adaptive (the default without --replicas/--agree: trusted
+    /// workers run tasks alone, spot-checked; others are replicated), quorum (the default with
+    /// them: always replicated) or none (one attempt, accepted as reported).
+    #[arg(long, value_parser = parse_policy)]
+    pub policy: Option<PolicyKind>,
+    /// Attempts per task on distinct workers (adaptive: for untrusted workers). Default 2 under
+    /// adaptive, 3 under quorum.
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// Matching results needed to accept a task's result (default: a majority of replicas).
+    #[arg(long)]
+    pub agree: Option<u32>,
     /// Most attempts per task when replicas disagree (default: replicas + 2 × agree).
     #[arg(long)]
     pub max_attempts: Option<u32>,
@@ -189,9 +210,18 @@ pub struct SubmitArgs {
     /// Wait for the job to finish and print its results.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: print each task's first (unverified) result as it arrives, then its
+    /// verified result and any correction.
+    #[arg(long)]
+    pub watch: bool,
     /// Print JSON (with --wait: the results object).
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_policy(s: &str) -> std::result::Result<PolicyKind, String> {
+    PolicyKind::parse(s)
+        .ok_or_else(|| format!("unknown policy {s}: expected adaptive, quorum or none"))
 }
 
 /// Reads an input file: one JSON task per non-empty line.
@@ -267,11 +297,13 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
                 .map(|f| f.to_string_lossy().into_owned())
         }),
         tasks,
+        policy: a.policy,
         replicas: a.replicas,
         agree: a.agree,
         max_attempts: a.max_attempts,
         limits,
     };
+    let (policy, replicas, agree) = job.resolved_policy().map_err(anyhow::Error::msg)?;
     let sub = client.submit(&job).await?;
     if !a.wait {
         if a.json {
@@ -282,12 +314,20 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
         return Ok(0);
     }
     if !a.json {
-        eprintln!(
-            "job {} submitted: {} tasks, {} of {} replicas must agree",
-            sub.job, n, a.agree, a.replicas
-        );
+        let how = match policy {
+            PolicyKind::None => "each run once, unreplicated".to_string(),
+            PolicyKind::Quorum => format!("{agree} of {replicas} replicas must agree"),
+            PolicyKind::Adaptive => format!(
+                "adaptive: trusted workers alone with spot checks, others {agree} of {replicas}"
+            ),
+        };
+        eprintln!("job {} submitted: {} tasks, {how}", sub.job, n);
     }
-    let results = wait_with_progress(&client, sub.job, !a.json).await?;
+    let results = if a.watch && !a.json {
+        watch(&client, sub.job).await?
+    } else {
+        wait_with_progress(&client, sub.job, !a.json).await?
+    };
     print_results(&results, a.json)?;
     Ok(exit_code(&results))
 }
@@ -370,6 +410,45 @@ pub async fn wait_with_progress(client: &Client, job: i64, bar: bool) -> Result<
     Ok(client.results(job, None).await?)
 }
 
+/// Prints every task event of a job until it is done (first results unverified, then verified
+/// results and corrections), then fetches the results.
+pub async fn watch(client: &Client, job: i64) -> Result<JobResults> {
+    let describe = |r: &runegrid_proto::TaskResult| {
+        let out = match (&r.error, &r.stdout) {
+            (Some(e), _) => format!("error: {}", first_line(e, 80)),
+            (None, Some(s)) => first_line(s, 60),
+            _ => String::new(),
+        };
+        let how = r
+            .acceptance
+            .as_deref()
+            .map(|a| format!(" ({a})"))
+            .unwrap_or_default();
+        format!("task {} {}{how}: {out}", r.index, r.state)
+    };
+    loop {
+        let mut events = client.events(job).await?;
+        while let Some(ev) = events.next().await {
+            match ev? {
+                JobEvent::Task { result } => println!("{}", describe(&result)),
+                JobEvent::Corrected {
+                    result,
+                    previous_digest,
+                } => println!(
+                    "{} — corrected by an audit (was {})",
+                    describe(&result),
+                    previous_digest.map(|d| d.short()).unwrap_or_default()
+                ),
+                JobEvent::Done { .. } => return Ok(client.results(job, None).await?),
+                _ => {}
+            }
+        }
+        if client.status(job).await?.state != "active" {
+            return Ok(client.results(job, None).await?);
+        }
+    }
+}
+
 fn first_line(s: &str, max: usize) -> String {
     let line = s.lines().next().unwrap_or("");
     if line.chars().count() > max {
@@ -392,8 +471,8 @@ pub fn print_results(r: &JobResults, json: bool) -> Result<()> {
         verified
     );
     println!(
-        "{:>6}  {:<9} {:>4} {:>14} {:>8}  {:<12}  output",
-        "task", "state", "exit", "fuel", "attempts", "digest"
+        "{:>6}  {:<10} {:<12} {:>4} {:>14} {:>8}  {:<12}  output",
+        "task", "state", "accepted", "exit", "fuel", "attempts", "digest"
     );
     for t in &r.tasks {
         let out = match (&t.error, &t.stdout, &t.stdout_base64) {
@@ -406,9 +485,10 @@ pub fn print_results(r: &JobResults, json: bool) -> Result<()> {
             _ => String::new(),
         };
         println!(
-            "{:>6}  {:<9} {:>4} {:>14} {:>8}  {:<12}  {}",
+            "{:>6}  {:<10} {:<12} {:>4} {:>14} {:>8}  {:<12}  {}",
             t.index,
             t.state,
+            t.acceptance.as_deref().unwrap_or("-"),
             t.exit_code
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "-".into()),
@@ -457,7 +537,7 @@ pub struct JsonArgs {
 fn print_status(s: &JobStatus) {
     let c = s.counts;
     println!(
-        "job {} ({}) {}: {} tasks — {} verified, {} failed, {} running, {} queued{}",
+        "job {} ({}) {}, policy {}: {} tasks — {} verified, {} failed, {} running, {} queued{}",
         s.job,
         if s.name.is_empty() {
             "unnamed"
@@ -465,6 +545,7 @@ fn print_status(s: &JobStatus) {
             &s.name
         },
         s.state,
+        s.policy,
         c.total(),
         c.verified,
         c.failed,
@@ -526,7 +607,25 @@ pub async fn jobs(conn: &Conn, a: JsonArgs) -> Result<i32> {
     Ok(0)
 }
 
-pub async fn workers(conn: &Conn, a: JsonArgs) -> Result<i32> {
+#[derive(Args)]
+pub struct WorkersArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Lift the quarantine of the worker with this id (admin only): it starts over as new.
+    #[arg(long, value_name = "ID")]
+    pub release: Option<i64>,
+}
+
+pub async fn workers(conn: &Conn, a: WorkersArgs) -> Result<i32> {
+    if let Some(id) = a.release {
+        let w = conn.client()?.release_worker(id).await?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&w)?);
+        } else {
+            println!("worker {} ({}) released: now {}", w.id, w.name, w.standing);
+        }
+        return Ok(0);
+    }
     let ws = conn.client()?.workers().await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&ws)?);
@@ -537,12 +636,23 @@ pub async fn workers(conn: &Conn, a: JsonArgs) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:>4}  {:<20} {:<10} {:<9} {:>5} {:>7} {:>9}  key",
-        "id", "name", "owner", "state", "slots", "running", "completed"
+        "{:>4}  {:<20} {:<10} {:<9} {:>5} {:>7} {:>9}  {:<11} {:>5} {:>6} {:>5} {:>5}  key",
+        "id",
+        "name",
+        "owner",
+        "state",
+        "slots",
+        "running",
+        "completed",
+        "standing",
+        "score",
+        "agreed",
+        "disag",
+        "speed"
     );
     for w in &ws {
         println!(
-            "{:>4}  {:<20} {:<10} {:<9} {:>5} {:>7} {:>9}  {}…",
+            "{:>4}  {:<20} {:<10} {:<9} {:>5} {:>7} {:>9}  {:<11} {:>5.2} {:>6} {:>5} {:>5}  {}…",
             w.id,
             first_line(&w.name, 20),
             first_line(&w.owner, 10),
@@ -550,7 +660,23 @@ pub async fn workers(conn: &Conn, a: JsonArgs) -> Result<i32> {
             w.slots,
             w.running,
             w.completed,
+            w.standing,
+            w.score,
+            w.agreed,
+            w.disagreed,
+            if w.speed > 0.0 {
+                format!("{:.1}", w.speed)
+            } else {
+                "-".into()
+            },
             &w.public_key[..12.min(w.public_key.len())]
+        );
+    }
+    for w in ws.iter().filter(|w| w.quarantine.is_some()) {
+        println!(
+            "worker {} is quarantined: {}",
+            w.id,
+            w.quarantine.as_deref().unwrap_or_default()
         );
     }
     Ok(0)

@@ -95,8 +95,9 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
                 ..TaskSpec::default()
             })
             .collect(),
-        replicas: a.replicas,
-        agree: a.agree,
+        policy: Some(runegrid_core::PolicyKind::Quorum),
+        replicas: Some(a.replicas),
+        agree: Some(a.agree),
         max_attempts: None,
         limits: Default::default(),
     };
@@ -164,8 +165,9 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
                 ..TaskSpec::default()
             })
             .collect(),
-        replicas: a.replicas,
-        agree: a.agree,
+        policy: Some(runegrid_core::PolicyKind::Quorum),
+        replicas: Some(a.replicas),
+        agree: Some(a.agree),
         max_attempts: None,
         limits: Default::default(),
     };
@@ -179,10 +181,20 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
 
     println!("\nworkers:");
     for w in client.workers().await? {
-        println!("  {:<10} completed {:>4} attempts", w.name, w.completed);
+        println!(
+            "  {:<10} completed {:>4} attempts, {:>4} agreed, {:>3} disagreed: {}{}",
+            w.name,
+            w.completed,
+            w.agreed,
+            w.disagreed,
+            w.standing,
+            w.quarantine.map(|q| format!(" ({q})")).unwrap_or_default()
+        );
     }
     if a.liars > 0 {
-        println!("(the liars' results disagreed with the quorum and were discarded)");
+        println!(
+            "(the liars' results disagreed with the quorum: they were discarded, and the liars quarantined)"
+        );
     }
     Ok(0)
 }

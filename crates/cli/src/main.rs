@@ -49,7 +49,7 @@ enum Command {
     /// Cancel a job.
     Cancel(commands::JobArgs),
     /// List workers.
-    Workers(commands::JsonArgs),
+    Workers(commands::WorkersArgs),
     /// Manage accounts (admin).
     #[command(subcommand)]
     Account(commands::AccountCmd),

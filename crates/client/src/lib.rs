@@ -177,6 +177,12 @@ impl Client {
         self.json(self.req(Method::GET, "/v1/workers")).await
     }
 
+    /// Lifts a worker's quarantine (admin only).
+    pub async fn release_worker(&self, id: i64) -> Result<WorkerInfo> {
+        self.json(self.req(Method::POST, &format!("/v1/workers/{id}/release")))
+            .await
+    }
+
     /// Opens the job's event stream.
     pub async fn events(&self, job: i64) -> Result<EventStream> {
         let resp = self

@@ -48,6 +48,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/jobs/{id}/results", get(job_results))
         .route("/v1/jobs/{id}/events", get(job_events))
         .route("/v1/workers", get(workers))
+        .route("/v1/workers/{id}/release", post(release_worker))
         .route("/v1/worker", get(crate::ws::upgrade))
         .with_state(app)
 }
@@ -304,9 +305,12 @@ async fn submit_job(
     req.limits
         .validate()
         .map_err(|e| ApiError::bad("invalid_limits", e.to_string()))?;
+    let (policy, replicas, agree) = req
+        .resolved_policy()
+        .map_err(|e| ApiError::bad("invalid_policy", e))?;
     let quorum = match req.max_attempts {
-        Some(m) => Quorum::with_cap(req.replicas, req.agree, m),
-        None => Quorum::new(req.replicas, req.agree),
+        Some(m) => Quorum::with_cap(replicas, agree, m),
+        None => Quorum::new(replicas, agree),
     }
     .map_err(|e| ApiError::bad("invalid_policy", e.to_string()))?;
     let sha = req.program.clone();
@@ -340,6 +344,7 @@ async fn submit_job(
         owner: a.id,
         name: req.name.unwrap_or_default(),
         program: req.program,
+        policy,
         replicas: quorum.replicas,
         agree: quorum.agree,
         max_attempts: quorum.max_attempts,
@@ -525,7 +530,7 @@ async fn job_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     enum S {
         Live(tokio::sync::broadcast::Receiver<JobEvent>),
-        Last(JobEvent),
+        Last(Box<JobEvent>),
         End,
     }
     let (first, rest) = match app.subscribe(id) {
@@ -537,10 +542,10 @@ async fn job_events(
             if st.state != "active" {
                 (
                     JobEvent::Progress { counts },
-                    S::Last(JobEvent::Done {
+                    S::Last(Box::new(JobEvent::Done {
                         state: st.state,
                         counts,
-                    }),
+                    })),
                 )
             } else {
                 (JobEvent::Progress { counts }, S::Live(rx))
@@ -550,10 +555,10 @@ async fn job_events(
             let st = status(&app, &a, id).await?;
             (
                 JobEvent::Progress { counts: st.counts },
-                S::Last(JobEvent::Done {
+                S::Last(Box::new(JobEvent::Done {
                     state: st.state,
                     counts: st.counts,
-                }),
+                })),
             )
         }
     };
@@ -584,11 +589,13 @@ async fn workers(State(app): State<AppState>, Authed(a): Authed) -> ApiResult<Ve
     })
     .await?;
     let connected = app.connected();
+    let params = app.trust_params();
     let out = records
         .into_iter()
         .filter(|w| a.admin || w.owner == a.id)
         .map(|w| {
             let live = connected.get(&w.id).copied();
+            let trust = app.trust_of(w.id).unwrap_or(w.trust);
             WorkerInfo {
                 id: w.id,
                 name: w.name,
@@ -604,8 +611,67 @@ async fn workers(State(app): State<AppState>, Authed(a): Authed) -> ApiResult<Ve
                 completed: w.completed,
                 capabilities: w.capabilities,
                 last_seen: w.last_seen,
+                standing: trust.standing(&params).as_str().to_string(),
+                score: trust.score(),
+                agreed: trust.agreed,
+                disagreed: trust.disagreed,
+                abandoned: trust.abandoned,
+                accepted_alone: trust.accepted_alone,
+                speed: trust.speed,
+                quarantine: trust.quarantine,
             }
         })
         .collect();
     Ok(Json(out))
+}
+
+/// `POST /v1/workers/{id}/release` (admin only): lifts a quarantine; the worker starts over as
+/// new, its results replicated until it earns trust again.
+async fn release_worker(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Path(id): Path<i64>,
+) -> ApiResult<WorkerInfo> {
+    if !a.admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an administrator can lift a quarantine",
+        ));
+    }
+    let (records, accounts) = blocking(&app, |app| {
+        app.read(|s| Ok::<_, StoreError>((s.workers()?, s.accounts()?)))
+    })
+    .await?;
+    let w = records
+        .into_iter()
+        .find(|w| w.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("worker {id}")))?;
+    let trust = app.release(w.id, w.owner, w.trust.clone());
+    tracing::info!(worker = id, admin = %a.name, "quarantine lifted");
+    let live = app.connected().get(&w.id).copied();
+    Ok(Json(WorkerInfo {
+        id: w.id,
+        name: w.name,
+        public_key: w.public_key,
+        owner: accounts
+            .iter()
+            .find(|x| x.id == w.owner)
+            .map(|x| x.name.clone())
+            .unwrap_or_default(),
+        connected: live.is_some(),
+        slots: live.map_or(0, |l| l.0),
+        running: live.map_or(0, |l| l.1),
+        completed: w.completed,
+        capabilities: w.capabilities,
+        last_seen: w.last_seen,
+        standing: trust.standing(&app.trust_params()).as_str().to_string(),
+        score: trust.score(),
+        agreed: trust.agreed,
+        disagreed: trust.disagreed,
+        abandoned: trust.abandoned,
+        accepted_alone: trust.accepted_alone,
+        speed: trust.speed,
+        quarantine: trust.quarantine,
+    }))
 }

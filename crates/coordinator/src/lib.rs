@@ -35,6 +35,8 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Extra time on top of a task's wall-time limit before its attempt's lease expires.
     pub lease_grace: Duration,
+    /// When workers are trusted, spot-checked and quarantined.
+    pub trust: runegrid_core::TrustParams,
 }
 
 impl Config {
@@ -44,6 +46,7 @@ impl Config {
             data_dir,
             heartbeat: Duration::from_secs(2),
             lease_grace: Duration::from_secs(10),
+            trust: runegrid_core::TrustParams::default(),
         }
     }
 }
@@ -80,6 +83,7 @@ impl Running {
     /// Waits until every state change made so far is committed: call before exiting so a
     /// stopped coordinator leaves nothing to redo.
     pub async fn flush(&self) {
+        self.app.flush_trust();
         self.app.writer.flush().await;
     }
 }

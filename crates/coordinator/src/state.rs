@@ -2,9 +2,13 @@
 
 use crate::Config;
 use crate::writer::Writer;
+use rand::{Rng, SeedableRng};
+use runegrid_core::straggler::{self, JobTiming};
+use runegrid_core::trust::attribute;
 use runegrid_core::{
-    AccountId, AttemptId, AttemptTally, Digest, ExecStatus, JobId, Need, Quorum, TaskId, Verdict,
-    WorkerId, WorkerView, decide, plan,
+    Acceptance, AccountId, AttemptId, AttemptTally, Digest, ExecStatus, JobId, Limits, Need,
+    Policy, PolicyKind, Quorum, Requirement, Standing, TaskId, TrustParams, TrustRecord, Verdict,
+    WorkerId, WorkerView, decide, plan, requirement,
 };
 use runegrid_proto::worker::{Assign, AttemptResult, Capabilities, ToWorker};
 use runegrid_proto::{Counts, JobEvent, JobResults, JobStatus, TaskResult};
@@ -25,6 +29,10 @@ const KEEP_FINISHED: Duration = Duration::from_secs(30);
 const MAX_FINISHED: usize = 10_000;
 /// Events buffered per job for slow followers.
 const EVENT_BUFFER: usize = 256;
+/// Results accepted on one worker's word that stay open to a retroactive audit.
+const SOLE_WINDOW: usize = 512;
+/// Verified tasks kept as known-answer probes for new workers.
+const PROBE_POOL: usize = 64;
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -42,7 +50,9 @@ pub struct ProgramBytes {
 struct JobMem {
     rec: JobRecord,
     owner_name: String,
-    quorum: Quorum,
+    policy: Policy,
+    /// Times of its finished attempts, for the straggler rule.
+    timing: JobTiming,
     program: Arc<ProgramBytes>,
     tasks: Vec<TaskId>,
     counts: Counts,
@@ -62,14 +72,38 @@ struct ResultMem {
     stderr: String,
 }
 
-struct TaskMem {
-    id: TaskId,
-    job: JobId,
-    index: u32,
+/// What a worker needs to run a task; shared with audits and probes of it.
+struct TaskInput {
     args: Vec<String>,
     env: Vec<(String, String)>,
     stdin: Vec<u8>,
     seed: u64,
+}
+
+/// A task the coordinator made for itself; it is not part of its job's counts or stored.
+enum SpecialKind {
+    /// Re-execution of a result accepted on `liar`'s word alone, after it was caught lying.
+    Audit {
+        of: TaskId,
+        accepted: Digest,
+        liar: WorkerId,
+    },
+    /// A known-answer task for a new worker.
+    Probe { expect: Digest, worker: WorkerId },
+}
+
+struct Special {
+    kind: SpecialKind,
+    program: Arc<ProgramBytes>,
+    limits: Limits,
+    quorum: Quorum,
+}
+
+struct TaskMem {
+    id: TaskId,
+    job: JobId,
+    index: u32,
+    input: Arc<TaskInput>,
     state: TaskState,
     results: Vec<ResultMem>,
     running: Vec<AttemptId>,
@@ -77,12 +111,53 @@ struct TaskMem {
     attempts: u32,
     outcome: Option<TaskOutcome>,
     queued: bool,
+    /// What the task needs, fixed when its first attempt is given out and only ever stricter
+    /// after that (reset when every attempt was lost).
+    req: Option<Requirement>,
+    /// Backup attempts given for stragglers, and those still to give.
+    backups: u32,
+    backup_wanted: u32,
+    /// The first result was shown to the job's followers (unverified).
+    shown_first: bool,
+    special: Option<Box<Special>>,
 }
 
 struct AttemptMem {
     task: TaskId,
+    job: JobId,
     worker: WorkerId,
     deadline: Instant,
+    started: Instant,
+    backup: bool,
+}
+
+/// A result accepted on one worker's word, kept for a retroactive audit.
+struct SoleEntry {
+    task: TaskId,
+    job: JobId,
+    index: u32,
+    digest: Digest,
+    input: Arc<TaskInput>,
+    program: Arc<ProgramBytes>,
+    limits: Limits,
+    quorum: Quorum,
+}
+
+/// A verified task whose answer is known: a probe for new workers.
+struct ProbeSource {
+    job: JobId,
+    index: u32,
+    digest: Digest,
+    input: Arc<TaskInput>,
+    program: Arc<ProgramBytes>,
+    limits: Limits,
+    ran: Vec<WorkerId>,
+}
+
+/// A worker's trust record and owner, for every worker seen since start.
+struct TrustMem {
+    record: TrustRecord,
+    owner: AccountId,
 }
 
 struct WorkerConn {
@@ -95,6 +170,11 @@ struct WorkerConn {
     busy: HashSet<AttemptId>,
     tx: mpsc::UnboundedSender<ToWorker>,
     last_seen: Instant,
+    owner: AccountId,
+    memory_bytes: u64,
+    /// The known-answer probe it is running, if any.
+    probing: Option<TaskId>,
+    probes_given: u32,
 }
 
 /// Everything the coordinator holds in memory.
@@ -111,6 +191,16 @@ pub struct State {
     next_attempt: AttemptId,
     next_conn: u64,
     lease_grace: Duration,
+    params: TrustParams,
+    rng: rand::rngs::StdRng,
+    trust: HashMap<WorkerId, TrustMem>,
+    /// Workers whose trust record changed since it was last written.
+    trust_dirty: HashSet<WorkerId>,
+    /// Per worker, the results recently accepted on its word alone (oldest first).
+    sole: HashMap<WorkerId, VecDeque<Arc<SoleEntry>>>,
+    probes: VecDeque<Arc<ProbeSource>>,
+    /// A dispatch pass made some task need more attempts (a requirement became stricter).
+    again: bool,
 }
 
 /// The coordinator's shared core.
@@ -152,6 +242,13 @@ impl App {
             next_attempt: max.attempt + 1,
             next_conn: 1,
             lease_grace: config.lease_grace,
+            params: config.trust,
+            rng: rand::rngs::StdRng::from_entropy(),
+            trust: HashMap::new(),
+            trust_dirty: HashSet::new(),
+            sole: HashMap::new(),
+            probes: VecDeque::new(),
+            again: false,
         };
         let accounts: HashMap<AccountId, String> = write
             .accounts()?
@@ -284,6 +381,7 @@ impl App {
                 owner: new.owner,
                 name: new.name.clone(),
                 program: new.program.clone(),
+                policy: new.policy,
                 replicas: new.replicas,
                 agree: new.agree,
                 max_attempts: new.max_attempts,
@@ -334,14 +432,30 @@ impl App {
         self.evict(&[id]);
     }
 
-    /// Registers a connected, authenticated worker; returns its connection number.
+    /// Registers a connected, authenticated worker (with its owner and stored trust record,
+    /// unless a fresher one is in memory); returns its connection number.
     pub fn worker_connected(
         &self,
         id: WorkerId,
+        owner: AccountId,
+        stored: TrustRecord,
         caps: &Capabilities,
         tx: mpsc::UnboundedSender<ToWorker>,
     ) -> u64 {
         self.with(|st, ch| {
+            let params = st.params;
+            let t = st.trust.entry(id).or_insert(TrustMem {
+                record: stored,
+                owner,
+            });
+            t.owner = owner;
+            let standing = t.record.standing(&params);
+            if standing != Standing::New {
+                let _ = tx.send(ToWorker::Standing {
+                    standing: standing.as_str().into(),
+                    reason: t.record.quarantine.clone(),
+                });
+            }
             let conn = st.next_conn;
             st.next_conn += 1;
             if st.workers.contains_key(&id) {
@@ -367,6 +481,10 @@ impl App {
                     busy: HashSet::new(),
                     tx,
                     last_seen: Instant::now(),
+                    owner,
+                    memory_bytes: caps.memory_bytes,
+                    probing: None,
+                    probes_given: 0,
                 },
             );
             st.dispatch(ch);
@@ -475,7 +593,9 @@ impl App {
                 .get(&attempt)
                 .is_some_and(|a| a.worker == worker)
             {
-                st.lose_attempt(attempt, reason, ch);
+                // Running out of wall time says more about the task than the worker.
+                let blame = !reason.starts_with("wall time limit");
+                st.lose_attempt(attempt, reason, blame, ch);
             }
             st.dispatch(ch);
         })
@@ -513,9 +633,14 @@ impl App {
                         reason: "lease expired".into(),
                     });
                 }
-                st.lose_attempt(id, "lease expired before a result arrived", ch);
+                st.lose_attempt(id, "lease expired before a result arrived", true, ch);
+            }
+            let jobs: HashSet<JobId> = st.attempts.values().map(|a| a.job).collect();
+            for job in jobs {
+                st.check_stragglers(job);
             }
             st.dispatch(ch);
+            st.flush_trust(ch);
             let mut old = Vec::new();
             while let Some((id, at)) = st.finished.front().copied() {
                 if now.duration_since(at) <= KEEP_FINISHED && st.finished.len() <= MAX_FINISHED {
@@ -546,11 +671,29 @@ impl App {
         let j = st.jobs.get(&id)?;
         let mut s = status_of(&j.rec, &j.owner_name, j.counts);
         if j.counts.queued > 0 {
-            let connected = st.workers.len() as u32;
-            if connected < j.quorum.replicas {
+            let params = st.params;
+            let standing = |id: &WorkerId| {
+                st.trust
+                    .get(id)
+                    .map_or(Standing::New, |t| t.record.standing(&params))
+            };
+            let usable: Vec<Standing> = st
+                .workers
+                .keys()
+                .map(standing)
+                .filter(|s| *s != Standing::Quarantined)
+                .collect();
+            let connected = usable.len() as u32;
+            let needed = match j.policy.kind {
+                PolicyKind::None => 1,
+                PolicyKind::Quorum => j.policy.quorum.replicas,
+                PolicyKind::Adaptive if usable.contains(&Standing::Trusted) => 1,
+                PolicyKind::Adaptive => j.policy.quorum.replicas,
+            };
+            if connected < needed {
                 s.waiting_for = Some(format!(
-                    "each task needs {} distinct workers and {} connected",
-                    j.quorum.replicas,
+                    "each task needs {} distinct workers and {} connected (and not quarantined)",
+                    needed,
                     if connected == 1 {
                         "1 is".to_string()
                     } else {
@@ -626,12 +769,46 @@ impl App {
                             fuel: 0,
                             digest: None,
                             error: Some("job cancelled".into()),
+                            acceptance: None,
                         },
                         ch,
                     );
                 }
             }
             true
+        })
+    }
+
+    /// Writes the trust records that changed since the last write.
+    pub fn flush_trust(&self) {
+        self.with(|st, ch| st.flush_trust(ch));
+    }
+
+    /// A worker's trust record as it stands in memory (fresher than the store's), if seen
+    /// since start.
+    pub fn trust_of(&self, id: WorkerId) -> Option<TrustRecord> {
+        self.lock().trust.get(&id).map(|t| t.record.clone())
+    }
+
+    pub fn trust_params(&self) -> TrustParams {
+        self.config.trust
+    }
+
+    /// Lifts a worker's quarantine (it starts over as new); `stored` is its record from the
+    /// store, used when it was not seen since start. Returns the new record.
+    pub fn release(&self, id: WorkerId, owner: AccountId, stored: TrustRecord) -> TrustRecord {
+        self.with(|st, ch| {
+            let t = st.trust.entry(id).or_insert(TrustMem {
+                record: stored,
+                owner,
+            });
+            t.record.release();
+            let record = t.record.clone();
+            st.trust_dirty.insert(id);
+            st.standing_changed(id, ch);
+            st.flush_trust(ch);
+            st.dispatch(ch);
+            record
         })
     }
 
@@ -667,6 +844,7 @@ pub fn status_of(rec: &JobRecord, owner_name: &str, counts: Counts) -> JobStatus
         owner: owner_name.to_string(),
         program: rec.program.clone(),
         state: rec.state.as_str().to_string(),
+        policy: rec.policy.as_str().to_string(),
         replicas: rec.replicas,
         agree: rec.agree,
         max_attempts: rec.max_attempts,
@@ -688,6 +866,7 @@ pub fn task_result(
     let mut r = TaskResult {
         index,
         state: state.as_str().to_string(),
+        acceptance: None,
         exit_code: None,
         stdout: None,
         stdout_base64: None,
@@ -706,6 +885,7 @@ pub fn task_result(
         r.digest = o.digest;
         r.error = o.error.clone();
         r.status = o.status;
+        r.acceptance = o.acceptance.map(|a| a.as_str().to_string());
     }
     r
 }
@@ -771,10 +951,13 @@ impl State {
         program: Arc<ProgramBytes>,
         tasks: Vec<TaskRecord>,
     ) -> Vec<TaskId> {
-        let quorum = Quorum {
-            replicas: rec.replicas,
-            agree: rec.agree,
-            max_attempts: rec.max_attempts,
+        let policy = Policy {
+            kind: rec.policy,
+            quorum: Quorum {
+                replicas: rec.replicas,
+                agree: rec.agree,
+                max_attempts: rec.max_attempts,
+            },
         };
         let counts = counts_of(tasks.iter().map(|t| t.state));
         let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
@@ -786,10 +969,12 @@ impl State {
                     id: t.id,
                     job,
                     index: t.index,
-                    args: t.args,
-                    env: t.env.into_iter().collect(),
-                    stdin: t.stdin,
-                    seed: t.seed,
+                    input: Arc::new(TaskInput {
+                        args: t.args,
+                        env: t.env.into_iter().collect(),
+                        stdin: t.stdin,
+                        seed: t.seed,
+                    }),
                     state: t.state,
                     results: Vec::new(),
                     running: Vec::new(),
@@ -797,6 +982,11 @@ impl State {
                     attempts: t.attempts,
                     outcome: t.outcome,
                     queued: false,
+                    req: None,
+                    backups: 0,
+                    backup_wanted: 0,
+                    shown_first: false,
+                    special: None,
                 },
             );
         }
@@ -806,7 +996,8 @@ impl State {
             JobMem {
                 rec,
                 owner_name,
-                quorum,
+                policy,
+                timing: JobTiming::default(),
                 program,
                 tasks: ids.clone(),
                 counts,
@@ -825,6 +1016,9 @@ impl State {
             return;
         }
         t.state = new;
+        if t.special.is_some() {
+            return;
+        }
         if let Some(j) = self.jobs.get_mut(&t.job) {
             bump(&mut j.counts, old, -1);
             bump(&mut j.counts, new, 1);
@@ -846,7 +1040,76 @@ impl State {
                 .iter()
                 .filter_map(|a| self.attempts.get(a).map(|a| a.worker)),
         );
+        if let Some(Special {
+            kind: SpecialKind::Audit { liar, .. },
+            ..
+        }) = t.special.as_deref()
+        {
+            v.push(*liar);
+        }
         v
+    }
+
+    /// The quorum a task is decided by now.
+    fn quorum_of(&self, t: &TaskMem) -> Quorum {
+        if let Some(s) = &t.special {
+            return s.quorum;
+        }
+        if let Some(r) = t.req {
+            return r.quorum;
+        }
+        let p = self.jobs[&t.job].policy;
+        match p.kind {
+            PolicyKind::Quorum => p.quorum,
+            // One attempt first; who runs it decides how many more.
+            PolicyKind::None | PolicyKind::Adaptive => Quorum {
+                replicas: 1,
+                agree: 1,
+                max_attempts: p.quorum.max_attempts,
+            },
+        }
+    }
+
+    /// More attempts the task wants now (backups for stragglers included).
+    fn need_count(&self, t: &TaskMem) -> u32 {
+        if t.state.is_final() {
+            return 0;
+        }
+        match decide(&self.quorum_of(t), &self.tally(t)) {
+            Verdict::Dispatch(n) => n + t.backup_wanted,
+            Verdict::Wait => t.backup_wanted,
+            Verdict::Verified { .. } | Verdict::Failed { .. } => 0,
+        }
+    }
+
+    fn trust_mut(&mut self, w: WorkerId) -> &mut TrustRecord {
+        self.trust_dirty.insert(w);
+        &mut self
+            .trust
+            .entry(w)
+            .or_insert(TrustMem {
+                record: TrustRecord::default(),
+                owner: 0,
+            })
+            .record
+    }
+
+    fn standing(&self, w: WorkerId) -> Standing {
+        self.trust
+            .get(&w)
+            .map_or(Standing::New, |t| t.record.standing(&self.params))
+    }
+
+    /// Writes the trust records that changed.
+    fn flush_trust(&mut self, ch: &mut Changes) {
+        for id in self.trust_dirty.drain() {
+            if let Some(t) = self.trust.get(&id) {
+                ch.push(Change::WorkerTrust {
+                    id,
+                    trust: t.record.clone(),
+                });
+            }
+        }
     }
 
     /// Re-decides a task after something changed.
@@ -855,7 +1118,10 @@ impl State {
         if t.state.is_final() {
             return;
         }
-        let q = self.jobs[&t.job].quorum;
+        if t.special.is_some() {
+            return self.evaluate_special(id, ch);
+        }
+        let q = self.quorum_of(t);
         match decide(&q, &self.tally(t)) {
             Verdict::Verified { digest, agreeing } => {
                 let r = t
@@ -865,6 +1131,10 @@ impl State {
                 let Some(r) = r.or_else(|| t.results.iter().find(|r| r.digest == digest)) else {
                     return;
                 };
+                let mut acceptance = t.req.map_or(Acceptance::Quorum, |r| r.acceptance);
+                if agreeing >= 2 {
+                    acceptance = Acceptance::Quorum;
+                }
                 let state = if r.status.is_success() {
                     TaskState::Verified
                 } else {
@@ -887,9 +1157,33 @@ impl State {
                     fuel: r.fuel,
                     digest: Some(digest),
                     error,
+                    acceptance: Some(acceptance),
                 };
-                tracing::debug!(task = id, agreeing, "task verified");
+                let sole_worker = r.worker;
+                let success = r.status.is_success();
+                let pairs: Vec<(WorkerId, Digest)> =
+                    t.results.iter().map(|r| (r.worker, r.digest)).collect();
+                tracing::debug!(
+                    task = id,
+                    agreeing,
+                    acceptance = acceptance.as_str(),
+                    "task accepted"
+                );
                 self.finalize(id, state, outcome, ch);
+                let (agreed, disagreed) = attribute(&pairs, digest, acceptance);
+                for w in agreed {
+                    self.trust_mut(w).record_agreement();
+                }
+                for w in disagreed {
+                    self.caught(w, ch);
+                }
+                match acceptance {
+                    Acceptance::Trusted => self.remember_sole(id, sole_worker, digest),
+                    Acceptance::Quorum if success && agreeing >= 2 => {
+                        self.remember_probe(id, digest, &pairs)
+                    }
+                    _ => {}
+                }
             }
             Verdict::Failed { reason } => {
                 let outcome = TaskOutcome {
@@ -898,32 +1192,408 @@ impl State {
                     fuel: 0,
                     digest: None,
                     error: Some(format!("{reason}{}", describe_groups(&t.results))),
+                    acceptance: None,
                 };
                 self.finalize(id, TaskState::Failed, outcome, ch);
             }
-            Verdict::Dispatch(_) => {
-                let running = !t.running.is_empty();
-                let t = self.tasks.get_mut(&id).expect("task exists");
-                if !t.queued {
-                    t.queued = true;
-                    self.queue.push_front(id);
+            Verdict::Dispatch(_) => self.requeue(id),
+            Verdict::Wait => {
+                if self.tasks[&id].backup_wanted > 0 {
+                    self.requeue(id);
                 }
-                self.set_state(
-                    id,
-                    if running {
-                        TaskState::Running
-                    } else {
-                        TaskState::Queued
-                    },
+            }
+        }
+    }
+
+    /// Puts a task that wants attempts at the front of the queue.
+    fn requeue(&mut self, id: TaskId) {
+        let t = self.tasks.get_mut(&id).expect("task exists");
+        let running = !t.running.is_empty();
+        if !t.queued {
+            t.queued = true;
+            self.queue.push_front(id);
+        }
+        self.set_state(
+            id,
+            if running {
+                TaskState::Running
+            } else {
+                TaskState::Queued
+            },
+        );
+    }
+
+    /// An audit or probe decided (or gave up): act on it and forget it.
+    fn evaluate_special(&mut self, id: TaskId, ch: &mut Changes) {
+        let t = &self.tasks[&id];
+        let s = t.special.as_deref().expect("special task");
+        match decide(&s.quorum, &self.tally(t)) {
+            Verdict::Verified { digest, .. } => {
+                let pairs: Vec<(WorkerId, Digest)> =
+                    t.results.iter().map(|r| (r.worker, r.digest)).collect();
+                let winner = t
+                    .results
+                    .iter()
+                    .find(|r| r.digest == digest)
+                    .expect("a result has the verified digest");
+                let (status, stdout, fuel, stderr) = (
+                    winner.status,
+                    winner.stdout.clone().unwrap_or_default(),
+                    winner.fuel,
+                    winner.stderr.clone(),
                 );
+                match s.kind {
+                    SpecialKind::Probe { expect, worker } => {
+                        if digest == expect {
+                            tracing::debug!(worker, "known-answer probe passed");
+                            self.trust_mut(worker).record_agreement();
+                        } else {
+                            tracing::warn!(worker, "known-answer probe failed");
+                            self.caught(worker, ch);
+                        }
+                    }
+                    SpecialKind::Audit { of, accepted, liar } => {
+                        let (agreed, disagreed) = attribute(&pairs, digest, Acceptance::Quorum);
+                        for w in agreed {
+                            self.trust_mut(w).record_agreement();
+                        }
+                        for w in disagreed {
+                            self.caught(w, ch);
+                        }
+                        if digest == accepted {
+                            tracing::info!(
+                                task = of,
+                                liar,
+                                "audit confirmed a result accepted alone"
+                            );
+                        } else {
+                            tracing::warn!(
+                                task = of,
+                                liar,
+                                "audit corrected a result accepted alone"
+                            );
+                            let params = self.params;
+                            self.trust_mut(liar).record_disagreement(&params);
+                            let error = (!status.is_success()).then(|| {
+                                let mut e = status.to_string();
+                                if !stderr.is_empty() {
+                                    e.push_str("; stderr: ");
+                                    e.push_str(stderr.trim_end());
+                                }
+                                e
+                            });
+                            let outcome = TaskOutcome {
+                                status: Some(status),
+                                stdout,
+                                fuel,
+                                digest: Some(digest),
+                                error,
+                                acceptance: Some(Acceptance::Audited),
+                            };
+                            self.correct(of, accepted, outcome, ch);
+                        }
+                    }
+                }
+                self.drop_special(id);
+            }
+            Verdict::Failed { reason } => {
+                tracing::warn!(task = id, %reason, "an audit or probe could not be decided");
+                self.drop_special(id);
+            }
+            Verdict::Dispatch(_) => {
+                if matches!(s.kind, SpecialKind::Probe { .. }) {
+                    // A probe belongs to one worker: if it was lost, it is over.
+                    self.drop_special(id);
+                } else {
+                    self.requeue(id);
+                }
             }
             Verdict::Wait => {}
+        }
+    }
+
+    /// Forgets an audit or probe, cancelling what still runs of it.
+    fn drop_special(&mut self, id: TaskId) {
+        let Some(t) = self.tasks.remove(&id) else {
+            return;
+        };
+        for a in t.running {
+            if let Some(att) = self.attempts.remove(&a)
+                && let Some(w) = self.workers.get(&att.worker)
+            {
+                let _ = w.tx.send(ToWorker::Cancel {
+                    attempt: a,
+                    reason: "task already decided".into(),
+                });
+            }
+        }
+        if let Some(SpecialKind::Probe { worker, .. }) = t.special.map(|s| s.kind)
+            && let Some(w) = self.workers.get_mut(&worker)
+            && w.probing == Some(id)
+        {
+            w.probing = None;
+        }
+    }
+
+    /// Replaces a finished task's outcome with an audit's, and tells the job's followers.
+    fn correct(&mut self, of: TaskId, previous: Digest, outcome: TaskOutcome, ch: &mut Changes) {
+        let state = if outcome.status.is_some_and(|s| s.is_success()) {
+            TaskState::Verified
+        } else {
+            TaskState::Failed
+        };
+        ch.push(Change::CorrectTask {
+            id: of,
+            state,
+            outcome: outcome.clone(),
+        });
+        let Some(t) = self.tasks.get(&of) else {
+            return; // evicted: the store has the correction
+        };
+        if !t.state.is_final() {
+            return;
+        }
+        self.set_state(of, state);
+        let t = self.tasks.get_mut(&of).expect("task exists");
+        t.outcome = Some(outcome);
+        let job = t.job;
+        let result = self.task_result(&self.tasks[&of]);
+        if let Some(j) = self.jobs.get(&job)
+            && let Some(events) = j.events.as_ref().filter(|e| e.receiver_count() > 0)
+        {
+            let _ = events.send(JobEvent::Corrected {
+                result,
+                previous_digest: Some(previous),
+            });
+            let _ = events.send(JobEvent::Progress { counts: j.counts });
+        }
+    }
+
+    /// A worker's result contradicted a consensus: its record suffers, what it had accepted
+    /// alone is audited, and it may be quarantined.
+    fn caught(&mut self, w: WorkerId, ch: &mut Changes) {
+        let params = self.params;
+        let before = self.standing(w);
+        self.trust_mut(w).record_disagreement(&params);
+        let after = self.standing(w);
+        tracing::warn!(
+            worker = w,
+            standing = after.as_str(),
+            "result disagreed with the consensus"
+        );
+        if let Some(list) = self.sole.remove(&w) {
+            tracing::warn!(
+                worker = w,
+                results = list.len(),
+                "auditing results accepted on this worker's word"
+            );
+            for e in list {
+                self.start_audit(&e, w);
+            }
+        }
+        if after != before {
+            self.standing_changed(w, ch);
+        }
+    }
+
+    /// Tells a worker its new standing; a quarantined worker's attempts are taken back.
+    fn standing_changed(&mut self, w: WorkerId, ch: &mut Changes) {
+        let standing = self.standing(w);
+        let reason = self.trust.get(&w).and_then(|t| t.record.quarantine.clone());
+        let Some(conn) = self.workers.get(&w) else {
+            return;
+        };
+        let _ = conn.tx.send(ToWorker::Standing {
+            standing: standing.as_str().into(),
+            reason: reason.clone(),
+        });
+        if standing == Standing::Quarantined {
+            tracing::warn!(
+                worker = w,
+                reason = reason.as_deref().unwrap_or(""),
+                "worker quarantined"
+            );
+            let held: Vec<AttemptId> = conn.busy.iter().copied().collect();
+            let tx = conn.tx.clone();
+            for a in held {
+                if self.attempts.get(&a).is_some_and(|x| x.worker == w) {
+                    let _ = tx.send(ToWorker::Cancel {
+                        attempt: a,
+                        reason: "worker quarantined".into(),
+                    });
+                    self.lose_attempt(a, "worker quarantined", false, ch);
+                }
+            }
+        }
+    }
+
+    fn start_audit(&mut self, e: &SoleEntry, liar: WorkerId) {
+        let id = self.next_task;
+        self.next_task += 1;
+        let mut quorum = e.quorum;
+        if quorum.agree < 2 {
+            quorum = Quorum {
+                replicas: 2,
+                agree: 2,
+                max_attempts: quorum.max_attempts.max(4),
+            };
+        }
+        self.tasks.insert(
+            id,
+            TaskMem {
+                id,
+                job: e.job,
+                index: e.index,
+                input: e.input.clone(),
+                state: TaskState::Queued,
+                results: Vec::new(),
+                running: Vec::new(),
+                lost: 0,
+                attempts: 0,
+                outcome: None,
+                queued: true,
+                req: None,
+                backups: 0,
+                backup_wanted: 0,
+                shown_first: false,
+                special: Some(Box::new(Special {
+                    kind: SpecialKind::Audit {
+                        of: e.task,
+                        accepted: e.digest,
+                        liar,
+                    },
+                    program: e.program.clone(),
+                    limits: e.limits,
+                    quorum,
+                })),
+            },
+        );
+        self.queue.push_front(id);
+    }
+
+    /// Keeps a result accepted on `worker`'s word alone open to audit.
+    fn remember_sole(&mut self, task: TaskId, worker: WorkerId, digest: Digest) {
+        let t = &self.tasks[&task];
+        let j = &self.jobs[&t.job];
+        let e = Arc::new(SoleEntry {
+            task,
+            job: t.job,
+            index: t.index,
+            digest,
+            input: t.input.clone(),
+            program: j.program.clone(),
+            limits: j.rec.limits,
+            quorum: j.policy.quorum,
+        });
+        let list = self.sole.entry(worker).or_default();
+        if list.len() >= SOLE_WINDOW {
+            list.pop_front();
+        }
+        list.push_back(e);
+        self.trust_mut(worker).accepted_alone += 1;
+    }
+
+    /// Keeps a task verified by a quorum as a known-answer probe.
+    fn remember_probe(&mut self, task: TaskId, digest: Digest, pairs: &[(WorkerId, Digest)]) {
+        let t = &self.tasks[&task];
+        let j = &self.jobs[&t.job];
+        // Probes should be cheap: skip big inputs and long runs.
+        if t.input.stdin.len() > 64 * 1024 || j.rec.limits.wall_time_ms > 120_000 {
+            return;
+        }
+        if self.probes.len() >= PROBE_POOL {
+            self.probes.pop_front();
+        }
+        self.probes.push_back(Arc::new(ProbeSource {
+            job: t.job,
+            index: t.index,
+            digest,
+            input: t.input.clone(),
+            program: j.program.clone(),
+            limits: j.rec.limits,
+            ran: pairs.iter().map(|(w, _)| *w).collect(),
+        }));
+    }
+
+    /// Gives each idle new worker a known-answer probe, so it can earn trust while there is
+    /// nothing else for it to do.
+    fn give_probes(&mut self, ch: &mut Changes) {
+        if self.probes.is_empty() {
+            return;
+        }
+        let limit = self.params.trust_after.saturating_mul(2);
+        let idle: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                w.busy.is_empty() && w.probing.is_none() && w.probes_given < limit && w.capacity > 0
+            })
+            .map(|(id, _)| *id)
+            .filter(|id| self.standing(*id) == Standing::New)
+            .collect();
+        for wid in idle {
+            let Some(src) = self
+                .probes
+                .iter()
+                .rev()
+                .find(|p| !p.ran.contains(&wid))
+                .cloned()
+            else {
+                continue;
+            };
+            let id = self.next_task;
+            self.next_task += 1;
+            self.tasks.insert(
+                id,
+                TaskMem {
+                    id,
+                    job: src.job,
+                    index: src.index,
+                    input: src.input.clone(),
+                    state: TaskState::Queued,
+                    results: Vec::new(),
+                    running: Vec::new(),
+                    lost: 0,
+                    attempts: 0,
+                    outcome: None,
+                    queued: false,
+                    req: None,
+                    backups: 0,
+                    backup_wanted: 0,
+                    shown_first: false,
+                    special: Some(Box::new(Special {
+                        kind: SpecialKind::Probe {
+                            expect: src.digest,
+                            worker: wid,
+                        },
+                        program: src.program.clone(),
+                        limits: src.limits,
+                        quorum: Quorum {
+                            replicas: 1,
+                            agree: 1,
+                            max_attempts: 1,
+                        },
+                    })),
+                },
+            );
+            if self.start_attempt(id, wid, ch) {
+                let w = self.workers.get_mut(&wid).expect("worker exists");
+                w.probing = Some(id);
+                w.probes_given += 1;
+            } else {
+                self.tasks.remove(&id);
+            }
         }
     }
 
     fn finalize(&mut self, id: TaskId, state: TaskState, outcome: TaskOutcome, ch: &mut Changes) {
         let at = now_ms();
         let running = std::mem::take(&mut self.tasks.get_mut(&id).expect("task exists").running);
+        let job_id = self.tasks[&id].job;
+        let threshold = self
+            .jobs
+            .get(&job_id)
+            .and_then(|j| j.timing.threshold_ms().zip(j.timing.mean_ms()));
         for a in running {
             if let Some(att) = self.attempts.remove(&a) {
                 if let Some(w) = self.workers.get(&att.worker) {
@@ -932,11 +1602,19 @@ impl State {
                         reason: "task already decided".into(),
                     });
                 }
+                // A straggler that lost the race still tells how slow its worker is.
+                let elapsed = att.started.elapsed().as_secs_f64() * 1000.0;
+                if let Some((limit, mean)) = threshold
+                    && elapsed > limit
+                {
+                    self.trust_mut(att.worker).record_speed(elapsed / mean);
+                }
                 ch.push(Change::CancelAttempt { id: a, at });
             }
         }
         self.set_state(id, state);
         let t = self.tasks.get_mut(&id).expect("task exists");
+        t.backup_wanted = 0;
         ch.push(Change::FinishTask {
             id,
             state,
@@ -944,7 +1622,6 @@ impl State {
             attempts: t.attempts,
         });
         t.outcome = Some(outcome);
-        let job_id = t.job;
         let result = self.task_result(&self.tasks[&id]);
         let j = self.jobs.get_mut(&job_id).expect("job exists");
         if let Some(events) = j.events.as_ref().filter(|e| e.receiver_count() > 0) {
@@ -983,34 +1660,63 @@ impl State {
         }
     }
 
+    /// A task's public result: final, or its first result marked unverified.
     fn task_result(&self, t: &TaskMem) -> TaskResult {
+        if t.outcome.is_none()
+            && let Some(first) = t.results.iter().find(|r| r.stdout.is_some())
+        {
+            let mut r = task_result(t.index, t.state, None, t.attempts);
+            r.state = "unverified".into();
+            r.set_stdout(first.stdout.as_deref().unwrap_or_default());
+            r.exit_code = first.status.exit_code();
+            r.fuel = Some(first.fuel);
+            r.digest = Some(first.digest);
+            r.status = Some(first.status);
+            return r;
+        }
         task_result(t.index, t.state, t.outcome.as_ref(), t.attempts)
     }
 
-    fn lose_attempt(&mut self, id: AttemptId, reason: &str, ch: &mut Changes) {
+    /// An attempt ended without a result. `blame`: whether it counts against the worker.
+    fn lose_attempt(&mut self, id: AttemptId, reason: &str, blame: bool, ch: &mut Changes) {
         let Some(a) = self.attempts.remove(&id) else {
             return;
         };
-        ch.push(Change::LoseAttempt {
-            id,
-            error: reason.to_string(),
-            at: now_ms(),
-        });
-        if let Some(t) = self.tasks.get_mut(&a.task) {
-            t.running.retain(|x| *x != id);
-            t.lost += 1;
-            tracing::info!(
-                attempt = id,
-                task = a.task,
-                worker = a.worker,
-                reason,
-                "attempt lost"
-            );
-            if t.running.is_empty() && !t.state.is_final() {
-                self.set_state(a.task, TaskState::Queued);
+        if blame {
+            let params = self.params;
+            let before = self.standing(a.worker);
+            self.trust_mut(a.worker).record_abandoned(&params);
+            if self.standing(a.worker) != before {
+                self.standing_changed(a.worker, ch);
             }
-            self.evaluate(a.task, ch);
         }
+        let Some(t) = self.tasks.get_mut(&a.task) else {
+            return;
+        };
+        if t.special.is_none() {
+            ch.push(Change::LoseAttempt {
+                id,
+                error: reason.to_string(),
+                at: now_ms(),
+            });
+        }
+        t.running.retain(|x| *x != id);
+        t.lost += 1;
+        if t.results.is_empty() && t.running.is_empty() {
+            // Nobody answered: whoever runs it next decides what it needs.
+            t.req = None;
+        }
+        tracing::info!(
+            attempt = id,
+            task = a.task,
+            worker = a.worker,
+            reason,
+            "attempt lost"
+        );
+        if t.running.is_empty() && !t.state.is_final() {
+            self.set_state(a.task, TaskState::Queued);
+        }
+        self.evaluate(a.task, ch);
     }
 
     fn drop_worker(&mut self, id: WorkerId, why: &str, ch: &mut Changes) {
@@ -1018,8 +1724,9 @@ impl State {
             return;
         };
         for a in w.busy {
-            self.lose_attempt(a, why, ch);
+            self.lose_attempt(a, why, true, ch);
         }
+        self.flush_trust(ch);
     }
 
     fn on_result(&mut self, worker: WorkerId, res: AttemptResult, ch: &mut Changes) {
@@ -1036,22 +1743,50 @@ impl State {
             return;
         }
         let a = self.attempts.remove(&res.attempt).expect("checked above");
-        let at = now_ms();
-        ch.push(Change::FinishAttempt {
-            id: res.attempt,
-            status: res.status,
-            digest: res.digest,
-            fuel: res.fuel,
-            signature: res.signature,
-            at,
+        let elapsed_ms = a.started.elapsed().as_secs_f64() * 1000.0;
+        self.trust_mut(worker).record_completed();
+        let Some(t) = self.tasks.get(&a.task) else {
+            return;
+        };
+        let special = t.special.is_some();
+        if !special {
+            let at = now_ms();
+            ch.push(Change::FinishAttempt {
+                id: res.attempt,
+                status: res.status,
+                digest: res.digest,
+                fuel: res.fuel,
+                signature: res.signature,
+                at,
+            });
+            ch.push(Change::WorkerSeen {
+                id: worker,
+                at,
+                completed_delta: 1,
+            });
+            let j = self.jobs.get_mut(&a.job).expect("job of a running task");
+            if let Some(mean) = j.timing.mean_ms().filter(|m| *m > 0.0) {
+                let ratio = elapsed_ms / mean;
+                self.trust_mut(worker).record_speed(ratio);
+            }
+            let j = self.jobs.get_mut(&a.job).expect("job of a running task");
+            j.timing.record(elapsed_ms);
+        }
+        let policy = (!special).then(|| self.jobs[&a.job].policy);
+        let now_req = policy.map(|p| {
+            let record = self
+                .trust
+                .get(&worker)
+                .map(|t| t.record.clone())
+                .unwrap_or_default();
+            requirement(&p, &record, &self.params, 1.0)
         });
-        ch.push(Change::WorkerSeen {
-            id: worker,
-            at,
-            completed_delta: 1,
-        });
-        let t = self.tasks.get_mut(&a.task).expect("attempt's task exists");
+        let t = self.tasks.get_mut(&a.task).expect("checked above");
         t.running.retain(|x| *x != res.attempt);
+        if let Some(r) = now_req {
+            // A result from a worker that is no longer trusted cannot be accepted alone.
+            t.req = Some(t.req.map_or(r, |c| c.join(r)));
+        }
         t.results.push(ResultMem {
             worker,
             digest: res.digest,
@@ -1060,29 +1795,123 @@ impl State {
             stdout: Some(res.stdout),
             stderr: res.stderr,
         });
-        if t.running.is_empty() {
+        if t.running.is_empty() && !t.state.is_final() {
             self.set_state(a.task, TaskState::Queued);
         }
         self.evaluate(a.task, ch);
+        if special {
+            return;
+        }
+        // First answer fast: the first result goes out at once, marked unverified.
+        if let Some(t) = self.tasks.get(&a.task)
+            && !t.state.is_final()
+            && !t.shown_first
+        {
+            let result = self.task_result(t);
+            if let Some(events) = self.jobs[&a.job]
+                .events
+                .as_ref()
+                .filter(|e| e.receiver_count() > 0)
+            {
+                let _ = events.send(JobEvent::Task { result });
+            }
+            self.tasks.get_mut(&a.task).expect("exists").shown_first = true;
+        }
+        self.check_stragglers(a.job);
     }
 
-    /// Fills free worker slots from the queue.
+    /// Asks for backups of the job's attempts that run past the straggler threshold.
+    fn check_stragglers(&mut self, job: JobId) {
+        let Some(j) = self.jobs.get(&job) else {
+            return;
+        };
+        if j.timing.threshold_ms().is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let mut running = Vec::new();
+        for a in self.attempts.values().filter(|a| a.job == job) {
+            let Some(t) = self.tasks.get(&a.task) else {
+                continue;
+            };
+            if t.special.is_some() || t.state.is_final() {
+                continue;
+            }
+            let covered = t.backup_wanted > 0
+                || t.running.iter().any(|o| {
+                    self.attempts
+                        .get(o)
+                        .is_some_and(|o| o.backup && o.started > a.started)
+                });
+            running.push(straggler::Running {
+                task: a.task,
+                elapsed_ms: now.duration_since(a.started).as_secs_f64() * 1000.0,
+                backups: t.backups,
+                covered,
+            });
+        }
+        for task in straggler::backups(&j.timing, &running) {
+            tracing::debug!(task, job, "straggler: asking for a backup attempt");
+            let t = self.tasks.get_mut(&task).expect("running task exists");
+            t.backups += 1;
+            t.backup_wanted += 1;
+            if !t.queued {
+                t.queued = true;
+                self.queue.push_front(task);
+            }
+        }
+    }
+
+    /// Fills free worker slots from the queue, then gives idle new workers probes.
     fn dispatch(&mut self, ch: &mut Changes) {
+        for _ in 0..3 {
+            self.again = false;
+            self.dispatch_once(ch);
+            if !self.again {
+                break;
+            }
+        }
+        self.give_probes(ch);
+    }
+
+    fn views(&self) -> Vec<WorkerView> {
+        self.workers
+            .iter()
+            .filter_map(|(id, w)| {
+                let (record, owner) = self
+                    .trust
+                    .get(id)
+                    .map_or((None, w.owner), |t| (Some(&t.record), t.owner));
+                let standing = record.map_or(Standing::New, |r| r.standing(&self.params));
+                let speed = record.map_or(0.0, |r| r.speed);
+                // A slow worker gets no attempts queued behind its running ones.
+                let capacity = if speed > runegrid_core::schedule::SLOW {
+                    w.slots
+                } else {
+                    w.capacity
+                };
+                let busy = w.busy.len() as u32;
+                (capacity > busy && standing != Standing::Quarantined).then(|| WorkerView {
+                    id: *id,
+                    free_slots: capacity - busy,
+                    running: busy,
+                    owner,
+                    standing,
+                    score: record.map_or(0.5, |r| r.score()),
+                    speed,
+                    memory_bytes: w.memory_bytes,
+                })
+            })
+            .collect()
+    }
+
+    fn dispatch_once(&mut self, ch: &mut Changes) {
         if self.queue.is_empty() {
             return;
         }
         let mut i = 0;
         while i < self.queue.len() && i < SCAN_LIMIT {
-            let views: Vec<WorkerView> = self
-                .workers
-                .iter()
-                .filter(|(_, w)| w.capacity as usize > w.busy.len())
-                .map(|(id, w)| WorkerView {
-                    id: *id,
-                    free_slots: w.capacity - w.busy.len() as u32,
-                    running: w.busy.len() as u32,
-                })
-                .collect();
+            let views = self.views();
             let free: u32 = views.iter().map(|v| v.free_slots).sum();
             if free == 0 {
                 break;
@@ -1091,19 +1920,32 @@ impl State {
             let mut needs = Vec::new();
             let mut want = 0u32;
             while i < self.queue.len() && i - start < 1024 && want < free * 2 {
-                let t = &self.tasks[&self.queue[i]];
+                let id = self.queue[i];
                 i += 1;
-                if t.state.is_final() {
+                let Some(t) = self.tasks.get(&id) else {
+                    continue;
+                };
+                let n = self.need_count(t);
+                if n == 0 {
                     continue;
                 }
-                if let Verdict::Dispatch(n) = decide(&self.jobs[&t.job].quorum, &self.tally(t)) {
-                    want += n;
-                    needs.push(Need {
-                        task: t.id,
-                        count: n,
-                        exclude: self.exclude(t),
-                    });
-                }
+                want += n;
+                let exclude = self.exclude(t);
+                let owners = exclude
+                    .iter()
+                    .filter_map(|w| self.trust.get(w).map(|t| t.owner))
+                    .collect();
+                let memory_bytes = match &t.special {
+                    Some(s) => s.limits.memory_bytes,
+                    None => self.jobs[&t.job].rec.limits.memory_bytes,
+                };
+                needs.push(Need {
+                    task: t.id,
+                    count: n,
+                    exclude,
+                    owners,
+                    memory_bytes,
+                });
             }
             for a in plan(&needs, &views) {
                 self.start_attempt(a.task, a.worker, ch);
@@ -1113,13 +1955,10 @@ impl State {
         let scanned: Vec<TaskId> = self.queue.drain(..i).collect();
         let mut keep = Vec::new();
         for id in scanned {
-            let t = &self.tasks[&id];
-            let needs_more = !t.state.is_final()
-                && matches!(
-                    decide(&self.jobs[&t.job].quorum, &self.tally(t)),
-                    Verdict::Dispatch(_)
-                );
-            if needs_more {
+            let Some(t) = self.tasks.get(&id) else {
+                continue;
+            };
+            if self.need_count(t) > 0 {
                 keep.push(id);
             } else {
                 self.tasks.get_mut(&id).expect("task exists").queued = false;
@@ -1130,48 +1969,84 @@ impl State {
         }
     }
 
-    fn start_attempt(&mut self, task: TaskId, worker: WorkerId, ch: &mut Changes) {
+    /// Gives `task` to `worker`; false when the worker's connection is gone.
+    fn start_attempt(&mut self, task: TaskId, worker: WorkerId, ch: &mut Changes) -> bool {
         let id = self.next_attempt;
-        self.next_attempt += 1;
-        let t = self.tasks.get_mut(&task).expect("task exists");
-        let job = &self.jobs[&t.job];
-        let limits = job.rec.limits;
-        let w = self.workers.get_mut(&worker).expect("worker exists");
+        let t = &self.tasks[&task];
+        let (program, limits, policy) = match &t.special {
+            Some(s) => (s.program.sha256.clone(), s.limits, None),
+            None => {
+                let job = &self.jobs[&t.job];
+                (job.program.sha256.clone(), job.rec.limits, Some(job.policy))
+            }
+        };
         let assign = Assign {
             attempt: id,
             job: t.job,
             task,
-            program: job.program.sha256.clone(),
-            args: t.args.clone(),
-            env: t.env.clone(),
-            stdin: t.stdin.clone(),
-            seed: t.seed,
+            program,
+            args: t.input.args.clone(),
+            env: t.input.env.clone(),
+            stdin: t.input.stdin.clone(),
+            seed: t.input.seed,
             limits,
         };
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return false;
+        };
         if w.tx.send(ToWorker::Assign(assign)).is_err() {
-            return;
+            return false;
         }
         w.busy.insert(id);
+        self.next_attempt += 1;
+        let req = policy.map(|p| {
+            let draw: f64 = self.rng.r#gen();
+            let record = self
+                .trust
+                .get(&worker)
+                .map(|t| t.record.clone())
+                .unwrap_or_default();
+            requirement(&p, &record, &self.params, draw)
+        });
+        let t = self.tasks.get_mut(&task).expect("task exists");
+        if let Some(r) = req {
+            let joined = t.req.map_or(r, |c| c.join(r));
+            // A stricter requirement means more attempts now: dispatch again.
+            self.again |= t.req.is_some_and(|c| c.quorum != joined.quorum)
+                || (t.req.is_none() && joined.quorum.replicas > 1);
+            t.req = Some(joined);
+        }
         t.running.push(id);
         t.attempts += 1;
+        let backup = t.backup_wanted > 0;
+        if backup {
+            t.backup_wanted -= 1;
+        }
         let job_id = t.job;
-        let deadline =
-            Instant::now() + Duration::from_millis(limits.wall_time_ms) + self.lease_grace;
+        let special = t.special.is_some();
+        let now = Instant::now();
+        let deadline = now + Duration::from_millis(limits.wall_time_ms) + self.lease_grace;
         self.attempts.insert(
             id,
             AttemptMem {
                 task,
+                job: job_id,
                 worker,
                 deadline,
+                started: now,
+                backup,
             },
         );
-        ch.push(Change::StartAttempt {
-            id,
-            task,
-            job: job_id,
-            worker,
-            at: now_ms(),
-        });
+        if !special {
+            ch.push(Change::StartAttempt {
+                id,
+                task,
+                job: job_id,
+                worker,
+                at: now_ms(),
+            });
+        }
         self.set_state(task, TaskState::Running);
+        true
     }
 }

@@ -92,7 +92,7 @@ async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(),
     .expect("receiver alive");
     // The state holds the only sender: when it drops this worker, the writer below ends and so
     // does this connection.
-    let conn = app.worker_connected(id, &caps, tx);
+    let conn = app.worker_connected(id, account.id, record.trust, &caps, tx);
     tracing::info!(worker = id, %name, slots = caps.slots, account = %account.name, "worker connected");
 
     // Outbound: everything queued for this worker, batched into as few flushes as possible.

@@ -8,11 +8,16 @@
 pub mod exec;
 pub mod limits;
 pub mod schedule;
+pub mod straggler;
+pub mod trust;
 pub mod verify;
 
 pub use exec::{Digest, ExecStatus, Execution, TrapKind, digest};
 pub use limits::{Limits, LimitsError};
 pub use schedule::{Assignment, Need, WorkerView, plan};
+pub use trust::{
+    Acceptance, Policy, PolicyKind, Requirement, Standing, TrustParams, TrustRecord, requirement,
+};
 pub use verify::{AttemptTally, Quorum, QuorumError, Verdict, decide};
 
 /// Identifier of a job, unique within one coordinator.

@@ -3,25 +3,39 @@
 //! Architecture Invariant: [`plan`] is pure. The coordinator builds the views from its state,
 //! calls `plan`, and carries out the assignments; every rule about who may run what lives here.
 
-use crate::{TaskId, WorkerId};
+use crate::trust::Standing;
+use crate::{AccountId, TaskId, WorkerId};
 
 /// A worker as the scheduler sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerView {
     pub id: WorkerId,
     /// Slots the worker announced and has not been given work for.
     pub free_slots: u32,
     /// Attempts currently running on it.
     pub running: u32,
+    /// The account that owns it.
+    pub owner: AccountId,
+    pub standing: Standing,
+    /// [`crate::TrustRecord::score`]: reliability, completion and speed in [0, 1].
+    pub score: f64,
+    /// Relative attempt time (1.0 = typical for the jobs it ran, 0 = unknown).
+    pub speed: f64,
+    /// Memory the worker offers (0 = unknown, accepted for any task).
+    pub memory_bytes: u64,
 }
 
 /// A task that wants `count` more attempts, on workers other than `exclude` (the workers that
 /// already ran or are running it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Need {
     pub task: TaskId,
     pub count: u32,
     pub exclude: Vec<WorkerId>,
+    /// Owners of the workers in `exclude`: workers of other owners are preferred.
+    pub owners: Vec<AccountId>,
+    /// The task's memory limit: a worker offering less cannot take it.
+    pub memory_bytes: u64,
 }
 
 /// One decision: run `task` on `worker`.
@@ -31,42 +45,57 @@ pub struct Assignment {
     pub worker: WorkerId,
 }
 
+/// A worker slower than this (relative attempt time) is picked only after faster ones.
+pub const SLOW: f64 = 2.0;
+
+/// Whether `w` may run the need's task at all.
+pub fn eligible(w: &WorkerView, need: &Need) -> bool {
+    w.standing != Standing::Quarantined
+        && !need.exclude.contains(&w.id)
+        && (w.memory_bytes == 0 || w.memory_bytes >= need.memory_bytes)
+}
+
 /// Assigns needs, in order (the queue order is the priority), to workers with free slots.
 ///
-/// Rules: a worker gets at most its free slots; a task's attempts go to distinct workers, none in
-/// its `exclude` list; among eligible workers the one with the most free slots wins (then the
-/// fewest running attempts, then the lowest id), which spreads load. A need that no eligible
+/// Hard rules: a worker gets at most its free slots; a task's attempts go to distinct workers,
+/// none in its `exclude` list; a quarantined worker or one with too little memory gets nothing.
+/// Among eligible workers the preference is, in order: an owner the task has not met yet (so
+/// replicas land with distinct accounts where possible), higher standing (trusted first), not
+/// slow, more free slots (spreading load), higher score, lower id. A need that no eligible
 /// worker can take is skipped, so it never blocks the needs behind it.
 pub fn plan(needs: &[Need], workers: &[WorkerView]) -> Vec<Assignment> {
     let mut free: Vec<u32> = workers.iter().map(|w| w.free_slots).collect();
-    let mut running: Vec<u32> = workers.iter().map(|w| w.running).collect();
     let mut total_free: u64 = free.iter().map(|f| *f as u64).sum();
     let mut out = Vec::new();
     let mut chosen: Vec<WorkerId> = Vec::new();
+    let mut owners: Vec<AccountId> = Vec::new();
     for need in needs {
         if total_free == 0 {
             break;
         }
         chosen.clear();
+        owners.clear();
+        owners.extend_from_slice(&need.owners);
         for _ in 0..need.count {
+            let key = |i: usize| {
+                let w = &workers[i];
+                (
+                    !owners.contains(&w.owner),
+                    w.standing,
+                    w.speed <= SLOW,
+                    free[i],
+                    w.score,
+                    std::cmp::Reverse(w.id),
+                )
+            };
             let mut best: Option<usize> = None;
             for (i, w) in workers.iter().enumerate() {
-                if free[i] == 0 || need.exclude.contains(&w.id) || chosen.contains(&w.id) {
+                if free[i] == 0 || chosen.contains(&w.id) || !eligible(w, need) {
                     continue;
                 }
                 let better = match best {
                     None => true,
-                    Some(b) => {
-                        (
-                            free[i],
-                            std::cmp::Reverse(running[i]),
-                            std::cmp::Reverse(w.id),
-                        ) > (
-                            free[b],
-                            std::cmp::Reverse(running[b]),
-                            std::cmp::Reverse(workers[b].id),
-                        )
-                    }
+                    Some(b) => key(i).partial_cmp(&key(b)) == Some(std::cmp::Ordering::Greater),
                 };
                 if better {
                     best = Some(i);
@@ -74,9 +103,9 @@ pub fn plan(needs: &[Need], workers: &[WorkerView]) -> Vec<Assignment> {
             }
             let Some(i) = best else { break };
             free[i] -= 1;
-            running[i] += 1;
             total_free -= 1;
             chosen.push(workers[i].id);
+            owners.push(workers[i].owner);
             out.push(Assignment {
                 task: need.task,
                 worker: workers[i].id,
@@ -97,17 +126,26 @@ mod tests {
             id,
             free_slots: free,
             running: 0,
+            owner: id,
+            standing: Standing::New,
+            score: 0.5,
+            speed: 0.0,
+            memory_bytes: 0,
+        }
+    }
+
+    fn need(task: TaskId, count: u32, exclude: Vec<WorkerId>) -> Need {
+        Need {
+            task,
+            count,
+            exclude,
+            ..Need::default()
         }
     }
 
     #[test]
     fn replicas_spread_over_distinct_workers() {
-        let needs = vec![Need {
-            task: 1,
-            count: 3,
-            exclude: vec![],
-        }];
-        let a = plan(&needs, &[w(1, 4), w(2, 4), w(3, 4)]);
+        let a = plan(&[need(1, 3, vec![])], &[w(1, 4), w(2, 4), w(3, 4)]);
         let ws: HashSet<_> = a.iter().map(|a| a.worker).collect();
         assert_eq!(a.len(), 3);
         assert_eq!(ws.len(), 3);
@@ -115,86 +153,158 @@ mod tests {
 
     #[test]
     fn too_few_workers_assigns_what_it_can() {
-        let needs = vec![Need {
-            task: 1,
-            count: 3,
-            exclude: vec![],
-        }];
-        let a = plan(&needs, &[w(1, 4), w(2, 4)]);
+        let a = plan(&[need(1, 3, vec![])], &[w(1, 4), w(2, 4)]);
         assert_eq!(a.len(), 2);
     }
 
     #[test]
     fn excluded_worker_is_skipped_and_does_not_block() {
-        let needs = vec![
-            Need {
-                task: 1,
-                count: 1,
-                exclude: vec![1],
-            },
-            Need {
-                task: 2,
-                count: 1,
-                exclude: vec![],
-            },
-        ];
-        let a = plan(&needs, &[w(1, 1)]);
+        let a = plan(&[need(1, 1, vec![1]), need(2, 1, vec![])], &[w(1, 1)]);
         assert_eq!(a, vec![Assignment { task: 2, worker: 1 }]);
     }
 
     #[test]
     fn prefers_the_least_loaded_worker() {
-        let needs = vec![Need {
-            task: 1,
-            count: 1,
-            exclude: vec![],
-        }];
-        let a = plan(&needs, &[w(1, 1), w(2, 3)]);
+        let a = plan(&[need(1, 1, vec![])], &[w(1, 1), w(2, 3)]);
         assert_eq!(a[0].worker, 2);
     }
 
+    #[test]
+    fn trusted_fast_workers_first() {
+        let mut t = w(1, 1);
+        t.standing = Standing::Trusted;
+        let mut slow = w(2, 4);
+        slow.standing = Standing::Trusted;
+        slow.speed = 10.0;
+        let a = plan(&[need(1, 1, vec![])], &[w(3, 4), slow.clone(), t]);
+        assert_eq!(a[0].worker, 1);
+        // With the fast one busy, the slow trusted one still beats a new one.
+        let a = plan(&[need(1, 1, vec![])], &[w(3, 4), slow]);
+        assert_eq!(a[0].worker, 2);
+    }
+
+    #[test]
+    fn replicas_go_to_distinct_owners_where_possible() {
+        let mut ws: Vec<WorkerView> = (1..=4).map(|i| w(i, 2)).collect();
+        ws[0].owner = 7;
+        ws[1].owner = 7;
+        ws[2].owner = 7;
+        ws[3].owner = 8;
+        let a = plan(&[need(1, 2, vec![])], &ws);
+        let owners: HashSet<_> = a
+            .iter()
+            .map(|x| ws.iter().find(|w| w.id == x.worker).unwrap().owner)
+            .collect();
+        assert_eq!(owners.len(), 2);
+        // An owner already on the task counts too.
+        let n = Need {
+            owners: vec![8],
+            exclude: vec![4],
+            ..need(2, 1, vec![])
+        };
+        let a = plan(&[n], &ws);
+        assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn quarantined_or_too_small_workers_get_nothing() {
+        let mut q = w(1, 4);
+        q.standing = Standing::Quarantined;
+        let mut small = w(2, 4);
+        small.memory_bytes = 1 << 20;
+        let n = Need {
+            memory_bytes: 64 << 20,
+            ..need(1, 2, vec![])
+        };
+        assert!(plan(&[n], &[q, small]).is_empty());
+    }
+
+    fn standing() -> impl Strategy<Value = Standing> {
+        prop_oneof![
+            Just(Standing::Quarantined),
+            Just(Standing::Doubtful),
+            Just(Standing::New),
+            Just(Standing::Trusted)
+        ]
+    }
+
     proptest! {
+        /// Safety: never more than a worker's free slots, distinct workers per task, never an
+        /// excluded, quarantined or too small worker. Liveness: a need left short means no
+        /// worker with a free slot could take it.
         #[test]
         fn plan_is_safe_and_work_conserving(
-            slots in proptest::collection::vec(0u32..4, 0..6),
-            needs in proptest::collection::vec((1u32..4, proptest::collection::vec(0i64..6, 0..3)), 0..12),
+            workers in proptest::collection::vec(
+                (0u32..4, standing(), 0i64..3, 0f64..5.0, prop_oneof![Just(0u64), Just(1u64 << 20), Just(1u64 << 30)]),
+                0..6),
+            needs in proptest::collection::vec(
+                (1u32..4, proptest::collection::vec(0i64..6, 0..3), proptest::collection::vec(0i64..3, 0..2), prop_oneof![Just(0u64), Just(1u64 << 24)]),
+                0..12),
         ) {
-            let workers: Vec<WorkerView> =
-                slots.iter().enumerate().map(|(i, s)| w(i as i64, *s)).collect();
+            let workers: Vec<WorkerView> = workers
+                .into_iter()
+                .enumerate()
+                .map(|(i, (free, standing, owner, speed, memory_bytes))| WorkerView {
+                    id: i as i64,
+                    free_slots: free,
+                    running: 0,
+                    owner,
+                    standing,
+                    score: 1.0 / (1.0 + speed),
+                    speed,
+                    memory_bytes,
+                })
+                .collect();
             let needs: Vec<Need> = needs
                 .into_iter()
                 .enumerate()
-                .map(|(i, (count, exclude))| Need { task: i as i64, count, exclude })
+                .map(|(i, (count, exclude, owners, memory_bytes))| Need { task: i as i64, count, exclude, owners, memory_bytes })
                 .collect();
             let a = plan(&needs, &workers);
-            // Never more than a worker's free slots.
             let mut per_worker: HashMap<WorkerId, u32> = HashMap::new();
             for x in &a {
                 *per_worker.entry(x.worker).or_default() += 1;
             }
             for wv in &workers {
-                prop_assert!(per_worker.get(&wv.id).copied().unwrap_or(0) <= wv.free_slots);
+                let got = per_worker.get(&wv.id).copied().unwrap_or(0);
+                prop_assert!(got <= wv.free_slots);
+                if wv.standing == Standing::Quarantined {
+                    prop_assert_eq!(got, 0);
+                }
             }
-            // Distinct workers per task, never an excluded one, never more than asked.
             for n in &needs {
                 let mine: Vec<_> = a.iter().filter(|x| x.task == n.task).map(|x| x.worker).collect();
                 let set: HashSet<_> = mine.iter().collect();
                 prop_assert_eq!(set.len(), mine.len());
                 prop_assert!(mine.len() as u32 <= n.count);
                 for wid in &mine {
-                    prop_assert!(!n.exclude.contains(wid));
+                    let wv = workers.iter().find(|w| w.id == *wid).unwrap();
+                    prop_assert!(eligible(wv, n));
                 }
-                // Work conserving: if the need is not fully served, every worker left with a
-                // free slot is one it may not use.
                 if (mine.len() as u32) < n.count {
                     for wv in &workers {
                         let left = wv.free_slots - per_worker.get(&wv.id).copied().unwrap_or(0);
                         if left > 0 {
-                            prop_assert!(n.exclude.contains(&wv.id) || mine.contains(&wv.id));
+                            prop_assert!(!eligible(wv, n) || mine.contains(&wv.id));
                         }
                     }
                 }
             }
+        }
+
+        /// When enough eligible workers of distinct owners are free, one task's replicas land
+        /// with distinct owners.
+        #[test]
+        fn distinct_owners_when_possible(owners in proptest::collection::vec(0i64..4, 1..8), count in 1u32..4) {
+            let workers: Vec<WorkerView> = owners.iter().enumerate().map(|(i, o)| {
+                let mut v = w(i as i64, 1);
+                v.owner = *o;
+                v
+            }).collect();
+            let distinct: HashSet<_> = owners.iter().collect();
+            let a = plan(&[need(1, count, vec![])], &workers);
+            let got: HashSet<_> = a.iter().map(|x| workers[x.worker as usize].owner).collect();
+            prop_assert_eq!(got.len(), a.len().min(distinct.len()));
         }
     }
 }

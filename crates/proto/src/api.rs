@@ -1,6 +1,6 @@
 //! The user-facing HTTP/JSON API under `/v1`.
 
-use runegrid_core::{Digest, ExecStatus, JobId, Limits};
+use runegrid_core::{Digest, ExecStatus, JobId, Limits, PolicyKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -37,10 +37,18 @@ pub struct SubmitJob {
     pub name: Option<String>,
     /// One task per entry; must not be empty.
     pub tasks: Vec<TaskSpec>,
-    #[serde(default = "default_replicas")]
-    pub replicas: u32,
-    #[serde(default = "default_agree")]
-    pub agree: u32,
+    /// `adaptive` (the default when no `replicas`/`agree` are given: trusted workers run a task
+    /// alone, with spot checks; others are replicated), `quorum` (the default when they are:
+    /// always replicated) or `none` (one attempt, accepted as reported).
+    #[serde(default)]
+    pub policy: Option<PolicyKind>,
+    /// Attempts on distinct workers (adaptive: for results of untrusted workers). Default 2
+    /// under `adaptive`, 3 under `quorum`.
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    /// Matching results needed. Default 2.
+    #[serde(default)]
+    pub agree: Option<u32>,
     /// Cap on attempts per task when replicas disagree (default `replicas + 2 * agree`).
     #[serde(default)]
     pub max_attempts: Option<u32>,
@@ -48,11 +56,31 @@ pub struct SubmitJob {
     pub limits: Limits,
 }
 
-pub fn default_replicas() -> u32 {
-    3
-}
-pub fn default_agree() -> u32 {
-    2
+impl SubmitJob {
+    /// The policy and quorum this submission asks for, defaults filled in.
+    pub fn resolved_policy(&self) -> Result<(PolicyKind, u32, u32), String> {
+        let kind = self
+            .policy
+            .unwrap_or(if self.replicas.is_some() || self.agree.is_some() {
+                PolicyKind::Quorum
+            } else {
+                PolicyKind::Adaptive
+            });
+        let (replicas, agree) = match kind {
+            PolicyKind::None => {
+                if self.replicas.is_some_and(|r| r != 1) || self.agree.is_some_and(|a| a != 1) {
+                    return Err("policy none runs one attempt: leave out replicas and agree".into());
+                }
+                (1, 1)
+            }
+            PolicyKind::Adaptive => (self.replicas.unwrap_or(2), self.agree.unwrap_or(2)),
+            PolicyKind::Quorum => {
+                let replicas = self.replicas.unwrap_or(3);
+                (replicas, self.agree.unwrap_or(replicas / 2 + 1))
+            }
+        };
+        Ok((kind, replicas, agree))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +121,8 @@ pub struct JobStatus {
     pub program: String,
     /// `active`, `done` or `cancelled`.
     pub state: String,
+    /// `adaptive`, `quorum` or `none`.
+    pub policy: String,
     pub replicas: u32,
     pub agree: u32,
     pub max_attempts: u32,
@@ -109,8 +139,14 @@ pub struct JobStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskResult {
     pub index: u32,
-    /// `queued`, `running`, `verified`, `failed` or `cancelled`.
+    /// `queued`, `running`, `unverified` (a first result is in, shown at once; the quorum is
+    /// pending), `verified`, `failed` or `cancelled`.
     pub state: String,
+    /// How the result was accepted: `quorum` (replicas agreed), `trusted` (a trusted worker's
+    /// result, accepted alone), `unreplicated` (policy `none`) or `audited` (re-executed by a
+    /// quorum after its worker was caught lying, and corrected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceptance: Option<String>,
     pub exit_code: Option<i32>,
     /// Stdout as text (invalid UTF-8 replaced); see `stdout_base64` for the exact bytes.
     pub stdout: Option<String>,
@@ -172,6 +208,22 @@ pub struct WorkerInfo {
     pub completed: u64,
     pub capabilities: serde_json::Value,
     pub last_seen: i64,
+    /// `trusted`, `new`, `doubtful` or `quarantined`.
+    pub standing: String,
+    /// Reliability, completion and speed in [0, 1].
+    pub score: f64,
+    /// Results that matched / contradicted the consensus.
+    pub agreed: u64,
+    pub disagreed: u64,
+    /// Attempts abandoned (vanished, failed, lease expired).
+    pub abandoned: u64,
+    /// Results accepted on its word alone.
+    pub accepted_alone: u64,
+    /// Relative attempt time (1.0 = typical, 0 = not measured yet).
+    pub speed: f64,
+    /// Why it gets no work; shown to its owner and administrators only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
 }
 
 /// `GET /v1/me` and `POST /v1/accounts`.
@@ -220,8 +272,14 @@ pub enum JobEvent {
         attempt: i64,
         data: String,
     },
-    /// A task reached a final state.
+    /// A task's first result (state `unverified`, sent at once) or its final state.
     Task { result: TaskResult },
+    /// A result accepted on one worker's word was re-executed after that worker was caught
+    /// lying, and the quorum's answer differs: `result` replaces the task's earlier result.
+    Corrected {
+        result: TaskResult,
+        previous_digest: Option<Digest>,
+    },
     /// Every task is final; the stream ends.
     Done { state: String, counts: Counts },
 }
@@ -232,6 +290,7 @@ impl JobEvent {
             JobEvent::Progress { .. } => "progress",
             JobEvent::Stdout { .. } => "stdout",
             JobEvent::Task { .. } => "task",
+            JobEvent::Corrected { .. } => "corrected",
             JobEvent::Done { .. } => "done",
         }
     }
@@ -253,10 +312,44 @@ mod tests {
     }
 
     #[test]
+    fn policy_defaults() {
+        let job = |s: &str| -> SubmitJob { serde_json::from_str(s).unwrap() };
+        let base = r#""program": "p", "tasks": [{}]"#;
+        assert_eq!(
+            job(&format!("{{{base}}}")).resolved_policy(),
+            Ok((PolicyKind::Adaptive, 2, 2))
+        );
+        assert_eq!(
+            job(&format!(r#"{{{base}, "replicas": 5}}"#)).resolved_policy(),
+            Ok((PolicyKind::Quorum, 5, 3))
+        );
+        assert_eq!(
+            job(&format!(
+                r#"{{{base}, "policy": "adaptive", "replicas": 3}}"#
+            ))
+            .resolved_policy(),
+            Ok((PolicyKind::Adaptive, 3, 2))
+        );
+        assert_eq!(
+            job(&format!(r#"{{{base}, "policy": "none"}}"#)).resolved_policy(),
+            Ok((PolicyKind::None, 1, 1))
+        );
+        assert!(
+            job(&format!(r#"{{{base}, "policy": "none", "replicas": 3}}"#))
+                .resolved_policy()
+                .is_err()
+        );
+        assert!(
+            serde_json::from_str::<SubmitJob>(&format!(r#"{{{base}, "policy": "vote"}}"#)).is_err()
+        );
+    }
+
+    #[test]
     fn binary_stdout_roundtrips() {
         let mut r = TaskResult {
             index: 0,
             state: "verified".into(),
+            acceptance: None,
             exit_code: Some(0),
             stdout: None,
             stdout_base64: None,

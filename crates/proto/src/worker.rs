@@ -54,6 +54,13 @@ pub enum ToWorker {
         attempt: AttemptId,
         reason: String,
     },
+    /// The worker's standing (`trusted`, `new`, `doubtful`, `quarantined`) changed, or is not
+    /// `new` at connection time; a quarantined worker gets no work and is told why.
+    Standing {
+        standing: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 /// One attempt to run.

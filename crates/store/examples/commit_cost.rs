@@ -24,6 +24,7 @@ fn main() {
         owner: a.id,
         name: "j".into(),
         program: "p".into(),
+        policy: runegrid_core::PolicyKind::None,
         replicas: 1,
         agree: 1,
         max_attempts: 3,

@@ -3,7 +3,7 @@
 
 use crate::records::*;
 use crate::{Store, StoreError};
-use runegrid_core::{Digest, ExecStatus, Limits};
+use runegrid_core::{Acceptance, Digest, ExecStatus, Limits, PolicyKind, TrustParams, TrustRecord};
 use std::collections::BTreeMap;
 
 /// Runs every check, each on a fresh store from `fresh`.
@@ -30,6 +30,7 @@ fn job_fixture(s: &mut dyn Store) -> (Account, JobRecord, Vec<TaskRecord>) {
         owner: acct.id,
         name: "j".into(),
         program: "p1".into(),
+        policy: PolicyKind::Adaptive,
         replicas: 3,
         agree: 2,
         max_attempts: 7,
@@ -170,6 +171,7 @@ fn job_lifecycle(s: &mut dyn Store) {
                 fuel: 99,
                 digest: Some(digest),
                 error: None,
+                acceptance: Some(Acceptance::Trusted),
             },
             attempts: 2,
         },
@@ -194,6 +196,40 @@ fn job_lifecycle(s: &mut dyn Store) {
         (o.stdout.as_slice(), o.fuel, o.digest, o.status),
         (&b"out"[..], 99, Some(digest), Some(status))
     );
+    assert_eq!(o.acceptance, Some(Acceptance::Trusted));
+    // An audit corrects a finished task in place.
+    s.apply(&[Change::CorrectTask {
+        id: tasks[0].id,
+        state: TaskState::Failed,
+        outcome: TaskOutcome {
+            status: Some(ExecStatus::Exited { code: 3 }),
+            stdout: b"right".to_vec(),
+            fuel: 7,
+            digest: Some(Digest([9; 32])),
+            error: Some("exit code 3".into()),
+            acceptance: Some(Acceptance::Audited),
+        },
+    }])
+    .unwrap();
+    let t0 = &s.tasks(job.id).unwrap()[0];
+    assert_eq!((t0.state, t0.attempts), (TaskState::Failed, 2));
+    let o = t0.outcome.as_ref().unwrap();
+    assert_eq!(o.stdout, b"right");
+    assert_eq!(o.acceptance, Some(Acceptance::Audited));
+    s.apply(&[Change::CorrectTask {
+        id: tasks[0].id,
+        state: TaskState::Verified,
+        outcome: TaskOutcome {
+            status: Some(status),
+            stdout: b"out".to_vec(),
+            fuel: 99,
+            digest: Some(digest),
+            error: None,
+            acceptance: Some(Acceptance::Trusted),
+        },
+    }])
+    .unwrap();
+    assert_eq!(job.policy, PolicyKind::Adaptive);
     assert_eq!(s.workers().unwrap()[0].completed, 1);
     assert_eq!(
         s.task_states(job.id).unwrap(),
@@ -270,4 +306,29 @@ fn workers(s: &mut dyn Store) {
         .unwrap();
     assert_ne!(w3.id, w1.id);
     assert_eq!(s.workers().unwrap().len(), 2);
+    // A trust record is kept as written and survives a re-registration.
+    assert_eq!(w1.trust, TrustRecord::default());
+    let mut trust = TrustRecord {
+        agreed: 40,
+        streak: 12,
+        completed: 41,
+        speed: 1.25,
+        ..TrustRecord::default()
+    };
+    trust.record_disagreement(&TrustParams::default());
+    s.apply(&[Change::WorkerTrust {
+        id: w1.id,
+        trust: trust.clone(),
+    }])
+    .unwrap();
+    let again = s
+        .upsert_worker(&NewWorker {
+            public_key: "key1".into(),
+            owner: a.id,
+            name: "one".into(),
+            capabilities: serde_json::json!({}),
+            at: 9,
+        })
+        .unwrap();
+    assert_eq!(again.trust, trust);
 }

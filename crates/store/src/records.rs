@@ -1,6 +1,9 @@
 //! The records a store keeps.
 
-use runegrid_core::{AccountId, AttemptId, Digest, ExecStatus, JobId, Limits, TaskId, WorkerId};
+use runegrid_core::{
+    Acceptance, AccountId, AttemptId, Digest, ExecStatus, JobId, Limits, PolicyKind, TaskId,
+    TrustRecord, WorkerId,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -60,6 +63,7 @@ pub struct NewJob {
     pub owner: AccountId,
     pub name: String,
     pub program: String,
+    pub policy: PolicyKind,
     pub replicas: u32,
     pub agree: u32,
     pub max_attempts: u32,
@@ -80,6 +84,7 @@ pub struct JobRecord {
     pub created_at: Millis,
     pub state: JobState,
     pub finished_at: Option<Millis>,
+    pub policy: PolicyKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +148,8 @@ pub struct TaskOutcome {
     pub fuel: u64,
     pub digest: Option<Digest>,
     pub error: Option<String>,
+    /// How the result was accepted (`None` for failures without a quorum and cancellations).
+    pub acceptance: Option<Acceptance>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,7 +224,7 @@ pub struct MaxIds {
 }
 
 /// One state change, applied with others in a single transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// A new job and its tasks (ids chosen by the coordinator), all queued.
     CreateJob {
@@ -260,6 +267,12 @@ pub enum Change {
         outcome: TaskOutcome,
         attempts: u32,
     },
+    /// A finished task's outcome replaced after an audit (its attempts count is unchanged).
+    CorrectTask {
+        id: TaskId,
+        state: TaskState,
+        outcome: TaskOutcome,
+    },
     FinishJob {
         id: JobId,
         state: JobState,
@@ -269,6 +282,11 @@ pub enum Change {
         id: WorkerId,
         at: Millis,
         completed_delta: u32,
+    },
+    /// A worker's trust record changed.
+    WorkerTrust {
+        id: WorkerId,
+        trust: TrustRecord,
     },
 }
 
@@ -291,4 +309,5 @@ pub struct WorkerRecord {
     pub first_seen: Millis,
     pub last_seen: Millis,
     pub completed: u64,
+    pub trust: TrustRecord,
 }

@@ -2,7 +2,7 @@
 
 use crate::records::*;
 use crate::{Result, Store, StoreError};
-use runegrid_core::{AccountId, Digest, ExecStatus, JobId, Limits};
+use runegrid_core::{Acceptance, AccountId, Digest, ExecStatus, JobId, Limits, PolicyKind};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 
@@ -81,6 +81,15 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 "#;
 
+/// Schema changes after the first release, applied in order; `PRAGMA user_version` counts how
+/// many a database has.
+const MIGRATIONS: &[&str] = &[
+    // 1: replication policy per job, how each task was accepted, each worker's trust record.
+    "ALTER TABLE jobs ADD COLUMN policy TEXT NOT NULL DEFAULT 'quorum';
+     ALTER TABLE tasks ADD COLUMN acceptance TEXT;
+     ALTER TABLE workers ADD COLUMN trust TEXT NOT NULL DEFAULT '{}';",
+];
+
 /// A connection to a runegrid SQLite database.
 pub struct SqliteStore {
     conn: Connection,
@@ -100,6 +109,13 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(m)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
         Ok(SqliteStore { conn })
     }
 }
@@ -134,7 +150,7 @@ fn account_row(r: &Row) -> rusqlite::Result<Account> {
     })
 }
 
-const JOB_COLS: &str = "id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, finished_at";
+const JOB_COLS: &str = "id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, finished_at, policy";
 
 fn job_row(r: &Row) -> Result<JobRecord> {
     let limits: String = r.get(7)?;
@@ -151,11 +167,14 @@ fn job_row(r: &Row) -> Result<JobRecord> {
         created_at: r.get(8)?,
         state: JobState::parse(&state).ok_or_else(|| corrupt("job state", &state))?,
         finished_at: r.get(10)?,
+        policy: {
+            let p: String = r.get(11)?;
+            PolicyKind::parse(&p).ok_or_else(|| corrupt("job policy", &p))?
+        },
     })
 }
 
-const TASK_COLS: &str =
-    "id, job, idx, args, env, stdin, seed, state, status, stdout, fuel, digest, error, attempts";
+const TASK_COLS: &str = "id, job, idx, args, env, stdin, seed, state, status, stdout, fuel, digest, error, attempts, acceptance";
 
 fn task_row(r: &Row) -> Result<TaskRecord> {
     let args: String = r.get(3)?;
@@ -167,6 +186,10 @@ fn task_row(r: &Row) -> Result<TaskRecord> {
     let fuel: Option<i64> = r.get(10)?;
     let digest = digest_col(r.get(11)?)?;
     let error: Option<String> = r.get(12)?;
+    let acceptance: Option<String> = r.get(14)?;
+    let acceptance = acceptance
+        .map(|a| Acceptance::parse(&a).ok_or_else(|| corrupt("task acceptance", &a)))
+        .transpose()?;
     let outcome = if state.is_final() {
         Some(TaskOutcome {
             status,
@@ -174,6 +197,7 @@ fn task_row(r: &Row) -> Result<TaskRecord> {
             fuel: fuel.unwrap_or(0) as u64,
             digest,
             error,
+            acceptance,
         })
     } else {
         None
@@ -214,7 +238,7 @@ fn attempt_row(r: &Row) -> Result<AttemptRecord> {
 }
 
 const WORKER_COLS: &str =
-    "id, public_key, owner, name, capabilities, first_seen, last_seen, completed";
+    "id, public_key, owner, name, capabilities, first_seen, last_seen, completed, trust";
 
 fn worker_row(r: &Row) -> Result<WorkerRecord> {
     let caps: String = r.get(4)?;
@@ -227,6 +251,10 @@ fn worker_row(r: &Row) -> Result<WorkerRecord> {
         first_seen: r.get(5)?,
         last_seen: r.get(6)?,
         completed: r.get::<_, i64>(7)? as u64,
+        trust: {
+            let t: String = r.get(8)?;
+            from_json("worker trust", &t)?
+        },
     })
 }
 
@@ -384,8 +412,8 @@ impl Store for SqliteStore {
             match c {
                 Change::CreateJob { id, job, tasks } => {
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active')",
+                        "INSERT INTO jobs (id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, policy)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10)",
                     )?
                     .execute(params![
                         id,
@@ -396,7 +424,8 @@ impl Store for SqliteStore {
                         job.agree,
                         job.max_attempts,
                         to_json(&job.limits),
-                        job.created_at
+                        job.created_at,
+                        job.policy.as_str()
                     ])?;
                     let mut stmt = tx.prepare_cached(
                         "INSERT INTO tasks (id, job, idx, args, env, stdin, seed, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued')",
@@ -465,7 +494,7 @@ impl Store for SqliteStore {
                     attempts,
                 } => {
                     tx.prepare_cached(
-                        "UPDATE tasks SET state = ?2, status = ?3, stdout = ?4, fuel = ?5, digest = ?6, error = ?7, attempts = ?8 WHERE id = ?1",
+                        "UPDATE tasks SET state = ?2, status = ?3, stdout = ?4, fuel = ?5, digest = ?6, error = ?7, attempts = ?8, acceptance = ?9 WHERE id = ?1",
                     )?
                     .execute(params![
                         id,
@@ -475,7 +504,23 @@ impl Store for SqliteStore {
                         outcome.fuel as i64,
                         outcome.digest.map(|d| d.to_hex()),
                         outcome.error,
-                        attempts
+                        attempts,
+                        outcome.acceptance.map(|a| a.as_str())
+                    ])?;
+                }
+                Change::CorrectTask { id, state, outcome } => {
+                    tx.prepare_cached(
+                        "UPDATE tasks SET state = ?2, status = ?3, stdout = ?4, fuel = ?5, digest = ?6, error = ?7, acceptance = ?8 WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        id,
+                        state.as_str(),
+                        outcome.status.as_ref().map(to_json),
+                        outcome.stdout,
+                        outcome.fuel as i64,
+                        outcome.digest.map(|d| d.to_hex()),
+                        outcome.error,
+                        outcome.acceptance.map(|a| a.as_str())
                     ])?;
                 }
                 Change::FinishJob { id, state, at } => {
@@ -493,6 +538,10 @@ impl Store for SqliteStore {
                         "UPDATE workers SET last_seen = max(last_seen, ?2), completed = completed + ?3 WHERE id = ?1",
                     )?
                     .execute(params![id, at, completed_delta])?;
+                }
+                Change::WorkerTrust { id, trust } => {
+                    tx.prepare_cached("UPDATE workers SET trust = ?2 WHERE id = ?1")?
+                        .execute(params![id, to_json(trust)])?;
                 }
             }
         }

@@ -373,6 +373,10 @@ async fn session_once(
                     ToWorker::Reject { message } => {
                         return Err(SessionError::Fatal(WorkerError::Rejected(message)));
                     }
+                    ToWorker::Standing { standing, reason } => match reason {
+                        Some(reason) => tracing::warn!(%standing, %reason, "the coordinator changed this worker's standing"),
+                        None => tracing::info!(%standing, "the coordinator changed this worker's standing"),
+                    },
                     ToWorker::Challenge { .. } | ToWorker::Welcome { .. } => {}
                 }
             }

@@ -284,8 +284,9 @@ pub fn job(program: &str, tasks: Vec<TaskSpec>, replicas: u32, agree: u32) -> Su
         program: program.to_string(),
         name: Some("test".into()),
         tasks,
-        replicas,
-        agree,
+        policy: None,
+        replicas: Some(replicas),
+        agree: Some(agree),
         max_attempts: None,
         limits: Default::default(),
     }
