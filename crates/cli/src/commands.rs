@@ -55,7 +55,10 @@ pub struct ServeArgs {
     /// alone (adaptive policy).
     #[arg(long, default_value_t = runegrid_core::TrustParams::default().trust_after)]
     pub trust_after: u32,
-    /// Lowest spot-check rate for trusted workers (0..=1).
+    /// A trusted worker's spot-check rate is SCALE × trust-after / its streak...
+    #[arg(long, default_value_t = runegrid_core::TrustParams::default().spot_scale)]
+    pub spot_scale: f64,
+    /// ...and never below this (0..=1).
     #[arg(long, default_value_t = runegrid_core::TrustParams::default().min_spot_rate)]
     pub min_spot_rate: f64,
 }
@@ -75,6 +78,10 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
     }
     config.trust.trust_after = a.trust_after;
     config.trust.min_spot_rate = a.min_spot_rate;
+    if !(a.spot_scale.is_finite() && a.spot_scale >= 0.0) {
+        bail!("--spot-scale must be a number of at least 0");
+    }
+    config.trust.spot_scale = a.spot_scale;
     let mut running = runegrid_coordinator::start(config).await?;
     let url = format!("http://{}", running.addr);
     std::fs::write(a.data.join(URL_FILE), &url).context("writing the coordinator url file")?;

@@ -533,8 +533,11 @@ async fn job_events(
         Last(Box<JobEvent>),
         End,
     }
+    let mut pending = Vec::new();
     let (first, rest) = match app.subscribe(id) {
-        Some((owner, rx, _, counts)) => {
+        Some(sub) => {
+            let (owner, rx, counts) = (sub.owner, sub.events, sub.counts);
+            pending = sub.unverified;
             if !visible(&a, owner) {
                 return Err(ApiError::not_found(format!("job {id}")));
             }
@@ -562,7 +565,13 @@ async fn job_events(
             )
         }
     };
-    let head = stream::iter([Ok(sse_event(&first))]);
+    let mut head = vec![Ok(sse_event(&first))];
+    head.extend(
+        pending
+            .into_iter()
+            .map(|result| Ok(sse_event(&JobEvent::Task { result }))),
+    );
+    let head = stream::iter(head);
     let tail = stream::unfold(rest, |s| async move {
         match s {
             S::End => None,

@@ -174,6 +174,9 @@ struct WorkerConn {
     memory_bytes: u64,
     /// The known-answer probe it is running, if any.
     probing: Option<TaskId>,
+    /// Jobs it returned a result for: its first result of a job includes fetching and
+    /// compiling the program, so it does not count for speed.
+    jobs_seen: HashSet<JobId>,
     probes_given: u32,
 }
 
@@ -213,6 +216,15 @@ pub struct App {
     pub accounts: Mutex<HashMap<String, runegrid_store::Account>>,
     /// Recently used programs by upload hash, so a submission does not read the module back.
     programs: Mutex<HashMap<String, Arc<ProgramBytes>>>,
+}
+
+/// A follower of a job's events.
+pub struct Subscription {
+    pub owner: AccountId,
+    pub events: broadcast::Receiver<JobEvent>,
+    pub counts: Counts,
+    /// Tasks whose first result is in and not yet verified.
+    pub unverified: Vec<TaskResult>,
 }
 
 /// Programs kept in the submission cache.
@@ -484,6 +496,7 @@ impl App {
                     owner,
                     memory_bytes: caps.memory_bytes,
                     probing: None,
+                    jobs_seen: HashSet::new(),
                     probes_given: 0,
                 },
             );
@@ -723,23 +736,30 @@ impl App {
         Some((j.rec.owner, JobResults { job: id, tasks }))
     }
 
-    /// Event stream and completion flag of a job held in memory.
-    pub fn subscribe(
-        &self,
-        id: JobId,
-    ) -> Option<(
-        AccountId,
-        broadcast::Receiver<JobEvent>,
-        watch::Receiver<bool>,
-        Counts,
-    )> {
+    /// Event stream and completion flag of a job held in memory, with the first results
+    /// already shown (still unverified) so a late follower sees them too.
+    pub fn subscribe(&self, id: JobId) -> Option<Subscription> {
         let mut st = self.lock();
         let j = st.jobs.get_mut(&id)?;
         let events = j
             .events
             .get_or_insert_with(|| broadcast::channel(EVENT_BUFFER).0)
             .subscribe();
-        Some((j.rec.owner, events, j.done.subscribe(), j.counts))
+        let (owner, counts) = (j.rec.owner, j.counts);
+        let j = &st.jobs[&id];
+        let unverified = j
+            .tasks
+            .iter()
+            .filter_map(|t| st.tasks.get(t))
+            .filter(|t| t.shown_first && t.outcome.is_none())
+            .map(|t| st.task_result(t))
+            .collect();
+        Some(Subscription {
+            owner,
+            events,
+            counts,
+            unverified,
+        })
     }
 
     /// The completion flag of a job held in memory.
@@ -1744,6 +1764,13 @@ impl State {
         }
         let a = self.attempts.remove(&res.attempt).expect("checked above");
         let elapsed_ms = a.started.elapsed().as_secs_f64() * 1000.0;
+        let warm = {
+            let w = self.workers.get_mut(&worker).expect("checked above");
+            if w.jobs_seen.len() > 4096 {
+                w.jobs_seen.clear();
+            }
+            !w.jobs_seen.insert(a.job)
+        };
         self.trust_mut(worker).record_completed();
         let Some(t) = self.tasks.get(&a.task) else {
             return;
@@ -1765,12 +1792,13 @@ impl State {
                 completed_delta: 1,
             });
             let j = self.jobs.get_mut(&a.job).expect("job of a running task");
-            if let Some(mean) = j.timing.mean_ms().filter(|m| *m > 0.0) {
-                let ratio = elapsed_ms / mean;
-                self.trust_mut(worker).record_speed(ratio);
+            if warm {
+                let mean = j.timing.mean_ms().filter(|m| *m > 0.0);
+                j.timing.record(elapsed_ms);
+                if let Some(mean) = mean {
+                    self.trust_mut(worker).record_speed(elapsed_ms / mean);
+                }
             }
-            let j = self.jobs.get_mut(&a.job).expect("job of a running task");
-            j.timing.record(elapsed_ms);
         }
         let policy = (!special).then(|| self.jobs[&a.job].policy);
         let now_req = policy.map(|p| {

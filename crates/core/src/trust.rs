@@ -22,7 +22,9 @@ pub struct TrustParams {
     pub trust_after: u32,
     /// Highest disagreement rate, over its whole record, that a trusted worker may have.
     pub max_error_rate: f64,
-    /// The spot-check rate of a trusted worker falls with its streak, never below this.
+    /// A trusted worker's spot-check rate is `spot_scale × trust_after / streak`...
+    pub spot_scale: f64,
+    /// ...never below this.
     pub min_spot_rate: f64,
     /// Quarantine after this many disagreements...
     pub quarantine_disagreements: u32,
@@ -39,6 +41,7 @@ impl Default for TrustParams {
         TrustParams {
             trust_after: 20,
             max_error_rate: 0.02,
+            spot_scale: 0.5,
             min_spot_rate: 0.05,
             quarantine_disagreements: 3,
             quarantine_error_rate: 0.05,
@@ -117,15 +120,15 @@ impl TrustRecord {
         self.agreed + self.disagreed
     }
 
-    /// Probability that a trusted worker's next task gets a spot replica: half the trust
-    /// threshold over the streak, so it halves as the streak doubles, floored at
+    /// Probability that a trusted worker's next task gets a spot replica: by default half
+    /// the trust threshold over the streak, so it halves as the streak doubles, floored at
     /// `min_spot_rate`. 1 for a worker that is not trusted.
     pub fn spot_rate(&self, p: &TrustParams) -> f64 {
         if self.standing(p) != Standing::Trusted {
             return 1.0;
         }
-        let r = p.trust_after as f64 / (2.0 * self.streak.max(1) as f64);
-        r.clamp(p.min_spot_rate, 1.0)
+        let r = p.spot_scale * p.trust_after as f64 / self.streak.max(1) as f64;
+        r.clamp(p.min_spot_rate.clamp(0.0, 1.0), 1.0)
     }
 
     /// A number in [0, 1]: higher means more reliable, more complete and faster.

@@ -8,22 +8,65 @@ use runegrid_sandbox::{Program, RunOutput, Sandbox, SandboxError, TaskRun};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
-/// Deliberate faults, for tests and benchmarks of verification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Deliberate faults, for tests and benchmarks of verification. Every result stays correctly
+/// signed: these are workers that lie, not forgers.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Misbehaviour {
-    /// Every result is wrong (stdout altered), correctly signed.
+    /// `lie`: every result is wrong, each in its own way (independent liars never agree).
     Lie,
+    /// `lie:P`: each result is wrong with probability P.
+    LieSometimes(f64),
+    /// `lie-after:N`: honest for N results (earning trust), then always wrong.
+    LieAfter(u32),
+    /// `collude`: every result is wrong in the same way as every other colluder's.
+    Collude,
+    /// `slow:F`: correct results, delivered F times later than they took.
+    Slow(f64),
+    /// `vanish:P`: with probability P an attempt ends the process before its result is sent.
+    Vanish(f64),
 }
+
+const EXPECTED: &str = "expected lie, lie:P, lie-after:N, collude, slow:F or vanish:P";
 
 impl std::str::FromStr for Misbehaviour {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "lie" => Ok(Misbehaviour::Lie),
-            _ => Err(format!("unknown misbehaviour {s}: expected lie")),
+        let (name, arg) = match s.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (s, None),
+        };
+        let num = |what: &str| -> Result<f64, String> {
+            let a = arg.ok_or_else(|| format!("{name} needs {what}: {EXPECTED}"))?;
+            a.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| format!("{name}: {a} is not a valid {what}"))
+        };
+        let prob = || -> Result<f64, String> {
+            let p = num("a probability")?;
+            if p > 1.0 {
+                return Err(format!("{name}: probability {p} is above 1"));
+            }
+            Ok(p)
+        };
+        match (name, arg) {
+            ("lie", None) => Ok(Misbehaviour::Lie),
+            ("lie", Some(_)) => Ok(Misbehaviour::LieSometimes(prob()?)),
+            ("lie-after", _) => Ok(Misbehaviour::LieAfter(num("a count")? as u32)),
+            ("collude", None) => Ok(Misbehaviour::Collude),
+            ("slow", _) => {
+                let f = num("a factor")?;
+                if f < 1.0 {
+                    return Err(format!("slow: factor {f} is below 1"));
+                }
+                Ok(Misbehaviour::Slow(f))
+            }
+            ("vanish", _) => Ok(Misbehaviour::Vanish(prob()?)),
+            _ => Err(format!("unknown misbehaviour {s}: {EXPECTED}")),
         }
     }
 }
@@ -37,6 +80,8 @@ pub struct Slots {
     key: SigningKey,
     events: UnboundedSender<Event>,
     misbehaviour: Option<Misbehaviour>,
+    /// Results produced so far (for `lie-after`).
+    produced: Arc<AtomicU32>,
 }
 
 impl Slots {
@@ -55,6 +100,7 @@ impl Slots {
             key,
             events,
             misbehaviour,
+            produced: Arc::new(AtomicU32::new(0)),
         }
     }
 
@@ -112,10 +158,27 @@ impl Slots {
         let events = self.events.clone();
         let key = self.key.clone();
         let misbehaviour = self.misbehaviour;
+        let produced = self.produced.clone();
         let started = Instant::now();
         let on_done = Box::new(move |r: Result<RunOutput, SandboxError>| {
-            let msg = outcome(r, attempt, &key, misbehaviour, started);
-            let _ = events.send(Event::Done { session, msg });
+            let n = produced.fetch_add(1, Ordering::Relaxed);
+            let msg = outcome(r, attempt, &key, misbehaviour, n, started);
+            match misbehaviour {
+                Some(Misbehaviour::Vanish(p)) if rand::random::<f64>() < p => {
+                    tracing::warn!(attempt, "misbehaving on purpose: vanishing mid-task");
+                    std::process::exit(17);
+                }
+                Some(Misbehaviour::Slow(f)) => {
+                    let delay = started.elapsed().mul_f64(f - 1.0);
+                    std::thread::spawn(move || {
+                        std::thread::sleep(delay);
+                        let _ = events.send(Event::Done { session, msg });
+                    });
+                }
+                _ => {
+                    let _ = events.send(Event::Done { session, msg });
+                }
+            }
         });
         self.sandbox.spawn(program, &run, on_stdout, on_done);
     }
@@ -127,13 +190,27 @@ fn outcome(
     attempt: AttemptId,
     key: &SigningKey,
     misbehaviour: Option<Misbehaviour>,
+    produced: u32,
     started: Instant,
 ) -> ToCoordinator {
     match r {
         Ok(out) => {
             let mut exec: Execution = out.execution;
-            if misbehaviour == Some(Misbehaviour::Lie) {
-                exec.stdout.extend_from_slice(b" (forged)");
+            let forge = match misbehaviour {
+                Some(Misbehaviour::Lie) => {
+                    Some(format!(" (forged {:016x})", rand::random::<u64>()))
+                }
+                Some(Misbehaviour::LieSometimes(p)) if rand::random::<f64>() < p => {
+                    Some(format!(" (forged {:016x})", rand::random::<u64>()))
+                }
+                Some(Misbehaviour::LieAfter(n)) if produced >= n => {
+                    Some(format!(" (forged {:016x})", rand::random::<u64>()))
+                }
+                Some(Misbehaviour::Collude) => Some(" (forged together)".to_string()),
+                _ => None,
+            };
+            if let Some(f) = forge {
+                exec.stdout.extend_from_slice(f.as_bytes());
                 exec.status = ExecStatus::Exited { code: 0 };
             }
             let digest = exec.digest();
@@ -218,4 +295,22 @@ pub fn total_memory() -> u64 {
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Misbehaviour;
+
+    #[test]
+    fn misbehaviours_parse() {
+        assert_eq!("lie".parse(), Ok(Misbehaviour::Lie));
+        assert_eq!("lie:0.3".parse(), Ok(Misbehaviour::LieSometimes(0.3)));
+        assert_eq!("lie-after:20".parse(), Ok(Misbehaviour::LieAfter(20)));
+        assert_eq!("collude".parse(), Ok(Misbehaviour::Collude));
+        assert_eq!("slow:10".parse(), Ok(Misbehaviour::Slow(10.0)));
+        assert_eq!("vanish:0.05".parse(), Ok(Misbehaviour::Vanish(0.05)));
+        for bad in ["lie:2", "slow:0.5", "slow", "vanish:x", "sulk", "collude:1"] {
+            assert!(bad.parse::<Misbehaviour>().is_err(), "{bad}");
+        }
+    }
 }

@@ -37,6 +37,8 @@ pub struct Grid {
     pub url: String,
     pub token: String,
     pub heartbeat_ms: u64,
+    /// Extra `serve` flags.
+    pub serve_args: Vec<String>,
     coordinator: Option<Child>,
     workers: Vec<Option<Child>>,
 }
@@ -55,6 +57,11 @@ impl Grid {
     }
 
     pub async fn start_with(heartbeat_ms: u64) -> Grid {
+        Grid::start_opts(heartbeat_ms, &[]).await
+    }
+
+    /// A grid whose coordinator gets extra `serve` flags.
+    pub async fn start_opts(heartbeat_ms: u64, serve_args: &[&str]) -> Grid {
         let dir = tempfile::Builder::new()
             .prefix("runegrid-test-")
             .tempdir()
@@ -64,6 +71,7 @@ impl Grid {
             url: String::new(),
             token: String::new(),
             heartbeat_ms,
+            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
             coordinator: None,
             workers: vec![],
         };
@@ -91,6 +99,7 @@ impl Grid {
                 "--data",
             ])
             .arg(&data)
+            .args(&self.serve_args)
             .env("RUNEGRID_LOG", "info,runegrid_coordinator=debug")
             .stdin(Stdio::null())
             .stdout(log(self.dir.path(), "coordinator"))
