@@ -2,13 +2,22 @@
 
 use crate::procs::LocalGrid;
 use anyhow::{Result, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 use runegrid_core::Limits;
 use runegrid_proto::{SubmitJob, TaskSpec};
 use std::time::{Duration, Instant};
 
+#[derive(Subcommand)]
+pub enum Suite {
+    /// Verification under misbehaving workers: liars, colluders, stragglers, vanishing workers.
+    Trust(crate::bench_trust::TrustBenchArgs),
+}
+
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    pub suite: Option<Suite>,
     /// Blocking round trips to time.
     #[arg(long, default_value_t = 2000)]
     pub calls: u32,
@@ -38,6 +47,9 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 pub async fn run(a: BenchArgs) -> Result<i32> {
+    if let Some(Suite::Trust(t)) = a.suite {
+        return crate::bench_trust::run(t).await;
+    }
     println!(
         "runegrid bench on {} ({} cores)",
         std::env::consts::ARCH,

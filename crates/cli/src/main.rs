@@ -1,6 +1,7 @@
 //! `runegrid`: the one binary — coordinator, worker, and the user's CLI.
 
 mod bench;
+mod bench_trust;
 mod commands;
 mod demo;
 mod procs;
@@ -55,7 +56,8 @@ enum Command {
     Account(commands::AccountCmd),
     /// Start a local grid (a coordinator and workers) and run an example job on it.
     Demo(demo::DemoArgs),
-    /// Measure round trips, throughput and sandbox overhead on a local grid.
+    /// Measure round trips, throughput and sandbox overhead on a local grid (`bench trust`:
+    /// verification under misbehaving workers).
     Bench(bench::BenchArgs),
 }
 

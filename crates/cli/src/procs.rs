@@ -29,6 +29,11 @@ impl LocalGrid {
     /// Starts a coordinator on a free loopback port with its data under `dir` (a temporary
     /// directory when `None`) and waits until it answers.
     pub async fn start(dir: Option<PathBuf>) -> Result<LocalGrid> {
+        LocalGrid::start_with(dir, &[]).await
+    }
+
+    /// Like [`LocalGrid::start`], with extra `serve` flags.
+    pub async fn start_with(dir: Option<PathBuf>, serve_args: &[&str]) -> Result<LocalGrid> {
         let (dir, tmp) = match dir {
             Some(d) => {
                 std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
@@ -44,6 +49,7 @@ impl LocalGrid {
         let coordinator = Command::new(exe()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(&data)
+            .args(serve_args)
             .env(
                 "RUNEGRID_LOG",
                 std::env::var("RUNEGRID_LOG").unwrap_or_else(|_| "info".into()),

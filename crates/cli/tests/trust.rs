@@ -433,3 +433,55 @@ async fn the_first_result_is_shown_unverified_then_verified() {
     let r = g.wait(sub.job).await;
     assert_correct(&r, 2_000_000, 5);
 }
+
+/// `runegrid bench trust` runs its scenarios end to end on a small grid and reports no wrong
+/// result accepted from independent liars.
+#[test]
+fn the_trust_benchmark_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "bench",
+            "trust",
+            "--workers",
+            "5",
+            "--tasks",
+            "20",
+            "--record",
+            "5",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let section = text
+        .split("\n\n")
+        .find(|s| s.starts_with("independent liars"))
+        .unwrap_or_else(|| panic!("no independent liars section in:\n{text}"));
+    let counts: Vec<u64> = section
+        .split("wrong results accepted: ")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(counts, vec![0, 0], "{section}");
+    for part in [
+        "executions per accepted task",
+        "colluding",
+        "makespan",
+        "vanishing",
+    ] {
+        assert!(text.contains(part), "missing {part} in:\n{text}");
+    }
+}
