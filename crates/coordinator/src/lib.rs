@@ -13,6 +13,8 @@
 //! order they happened.
 
 mod auth;
+#[cfg(test)]
+mod churn_tests;
 mod http;
 mod state;
 mod writer;

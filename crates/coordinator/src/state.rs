@@ -832,6 +832,24 @@ impl App {
         })
     }
 
+    /// Tasks of a job that are neither final, nor queued, nor running an attempt: lost work
+    /// (always empty; checked by tests).
+    #[cfg(test)]
+    pub fn tasks_without_progress(&self, job: JobId) -> Vec<TaskId> {
+        let st = self.lock();
+        let Some(j) = st.jobs.get(&job) else {
+            return vec![];
+        };
+        j.tasks
+            .iter()
+            .filter(|id| {
+                let t = &st.tasks[id];
+                !t.state.is_final() && !t.queued && t.running.is_empty()
+            })
+            .copied()
+            .collect()
+    }
+
     /// Connected workers: id → (slots, running).
     pub fn connected(&self) -> HashMap<WorkerId, (u32, u32)> {
         let st = self.lock();
