@@ -40,11 +40,31 @@ fn expected(samples: u64, seed: u64) -> String {
     )
 }
 
+/// A job that makes no progress for this long has stalled (its workers can no longer reach a
+/// quorum); it is cancelled and its unfinished tasks reported.
+const STALL: Duration = Duration::from_secs(45);
+
 struct Run {
     results: JobResults,
     makespan: Duration,
     wrong: usize,
     attempts: u64,
+    /// Tasks left unfinished by a stalled job, and what the job was waiting for.
+    stalled: usize,
+    waiting: Option<String>,
+}
+
+impl Run {
+    fn stall_note(&self) -> String {
+        if self.stalled == 0 {
+            return String::new();
+        }
+        format!(
+            "; STALLED with {} tasks unfinished ({})",
+            self.stalled,
+            self.waiting.as_deref().unwrap_or("no quorum reachable")
+        )
+    }
 }
 
 async fn run_job(
@@ -72,25 +92,43 @@ async fn run_job(
     };
     let started = Instant::now();
     let sub = c.submit(&job).await?;
+    let finished = |t: &runegrid_proto::TaskResult| {
+        matches!(t.state.as_str(), "verified" | "failed" | "cancelled")
+    };
+    let mut progress = (0, Instant::now());
     loop {
-        let r = c.results(sub.job, Some(Duration::from_secs(30))).await?;
-        if r.tasks
-            .iter()
-            .all(|t| matches!(t.state.as_str(), "verified" | "failed" | "cancelled"))
-        {
+        let r = c.results(sub.job, Some(Duration::from_secs(5))).await?;
+        let done = r.tasks.iter().filter(|t| finished(t)).count();
+        if done > progress.0 {
+            progress = (done, Instant::now());
+        }
+        let stuck = progress.1.elapsed() > STALL;
+        if done == r.tasks.len() || stuck {
             let makespan = started.elapsed();
+            let waiting = if stuck {
+                let w = c.status(sub.job).await?.waiting_for;
+                c.cancel(sub.job).await?;
+                w
+            } else {
+                None
+            };
             let wrong = r
                 .tasks
                 .iter()
                 .zip(seeds.clone())
-                .filter(|(t, s)| t.stdout.as_deref() != Some(expected(samples, *s).as_str()))
+                .filter(|(t, s)| {
+                    finished(t) && t.stdout.as_deref() != Some(expected(samples, *s).as_str())
+                })
                 .count();
             let attempts = r.tasks.iter().map(|t| t.attempts as u64).sum();
+            let stalled = r.tasks.len() - done;
             return Ok(Run {
                 results: r,
                 makespan,
                 wrong,
                 attempts,
+                stalled,
+                waiting,
             });
         }
     }
@@ -159,6 +197,9 @@ async fn warm_up(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let r = job.await??;
+        if r.stalled > 0 {
+            bail!("a warm-up job stalled{}", r.stall_note());
+        }
         wrong += r.wrong;
         accepted += r.results.tasks.len() as u64;
         jobs += 1;
@@ -222,10 +263,11 @@ async fn liars(a: &TrustBenchArgs, kind: &str, label: &str) -> Result<()> {
         println!("  {missed} misbehaving worker(s) not quarantined (yet)");
     }
     println!(
-        "  measured job ({} tasks, honest records ≥ {min_record} agreements): {:.3} executions per accepted task, wrong results accepted: {}",
+        "  measured job ({} tasks, honest records ≥ {min_record} agreements): {:.3} executions per accepted task, wrong results accepted: {}{}",
         a.tasks,
         measured.attempts as f64 / a.tasks as f64,
-        measured.wrong
+        measured.wrong,
+        measured.stall_note()
     );
     let alone = measured
         .results
@@ -255,6 +297,7 @@ async fn colluders(a: &TrustBenchArgs) -> Result<()> {
         let c = g.client();
         let mut wrong = 0;
         let mut total = 0;
+        let mut note = String::new();
         for j in 0..3u64 {
             let first = 1 + j * a.tasks as u64;
             let r = run_job(
@@ -266,7 +309,12 @@ async fn colluders(a: &TrustBenchArgs) -> Result<()> {
             )
             .await?;
             wrong += r.wrong;
-            total += r.results.tasks.len();
+            total += r.results.tasks.len() - r.stalled;
+            if r.stalled > 0 {
+                // The honest workers left can no longer outvote the colluders: stop here.
+                note = r.stall_note();
+                break;
+            }
         }
         let ws = c.workers().await?;
         let q_bad = ws
@@ -282,9 +330,9 @@ async fn colluders(a: &TrustBenchArgs) -> Result<()> {
             .filter(|w| !is_honest(w) && w.standing == "trusted")
             .count();
         println!(
-            "  {:>3.0}% colluding: wrong results accepted {wrong} of {total} ({:.2}%); colluders quarantined {q_bad}/{k}, trusted {t_bad}; honest workers quarantined {q_good}/{}",
+            "  {:>3.0}% colluding: wrong results accepted {wrong} of {total} ({:.2}%); colluders quarantined {q_bad}/{k}, trusted {t_bad}; honest workers quarantined {q_good}/{}{note}",
             100.0 * k as f64 / a.workers as f64,
-            100.0 * wrong as f64 / total as f64,
+            100.0 * wrong as f64 / total.max(1) as f64,
             a.workers - k
         );
     }
@@ -307,8 +355,12 @@ async fn stragglers(a: &TrustBenchArgs) -> Result<()> {
         // Warm every worker up (program fetched and compiled) before timing.
         run_job(&c, &p, PolicyKind::None, 1000, 1..1 + 4 * a.workers as u64).await?;
         let r = run_job(&c, &p, PolicyKind::None, LONG_SAMPLES, 1..1 + tasks).await?;
-        if r.wrong > 0 {
-            bail!("{} wrong results in the straggler run", r.wrong);
+        if r.wrong > 0 || r.stalled > 0 {
+            bail!(
+                "{} wrong results in the straggler run{}",
+                r.wrong,
+                r.stall_note()
+            );
         }
         spans.push((label, r.makespan, r.attempts));
     }
@@ -337,12 +389,13 @@ async fn vanishing(a: &TrustBenchArgs) -> Result<()> {
         .filter(|t| t.state == "verified")
         .count();
     println!(
-        "\nvanishing: {} workers, 1 `vanish:0.2` (exits mid-task): {verified}/{} verified, {} wrong, {:.3} executions per task, makespan {}",
+        "\nvanishing: {} workers, 1 `vanish:0.2` (exits mid-task): {verified}/{} verified, {} wrong, {:.3} executions per task, makespan {}{}",
         a.workers,
         a.tasks,
         r.wrong,
         r.attempts as f64 / a.tasks as f64,
-        ms(r.makespan)
+        ms(r.makespan),
+        r.stall_note()
     );
     Ok(())
 }

@@ -439,21 +439,20 @@ async fn the_first_result_is_shown_unverified_then_verified() {
 #[test]
 fn the_trust_benchmark_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(BIN)
-        .args([
-            "bench",
-            "trust",
-            "--workers",
-            "5",
-            "--tasks",
-            "20",
-            "--record",
-            "5",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args([
+        "bench",
+        "trust",
+        "--workers",
+        "5",
+        "--tasks",
+        "20",
+        "--record",
+        "5",
+        "--dir",
+    ]);
+    cmd.arg(dir.path());
+    let out = output_within(cmd, Duration::from_secs(600));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -1539,6 +1539,14 @@ impl State {
         if t.input.stdin.len() > 64 * 1024 || j.rec.limits.wall_time_ms > 120_000 {
             return;
         }
+        // A probe's answer is held against whoever fails it, so it must stand on more than the
+        // word of new workers (two colluders paired on a task could otherwise plant one).
+        let vouched = pairs
+            .iter()
+            .any(|(w, d)| *d == digest && self.standing(*w) == Standing::Trusted);
+        if !vouched {
+            return;
+        }
         if self.probes.len() >= PROBE_POOL {
             self.probes.pop_front();
         }
@@ -1794,8 +1802,13 @@ impl State {
             return;
         };
         let special = t.special.is_some();
+        let at = now_ms();
+        ch.push(Change::WorkerSeen {
+            id: worker,
+            at,
+            completed_delta: 1,
+        });
         if !special {
-            let at = now_ms();
             ch.push(Change::FinishAttempt {
                 id: res.attempt,
                 status: res.status,
@@ -1803,11 +1816,6 @@ impl State {
                 fuel: res.fuel,
                 signature: res.signature,
                 at,
-            });
-            ch.push(Change::WorkerSeen {
-                id: worker,
-                at,
-                completed_delta: 1,
             });
             let j = self.jobs.get_mut(&a.job).expect("job of a running task");
             if warm {
@@ -1956,6 +1964,7 @@ impl State {
             return;
         }
         let mut i = 0;
+        let mut stuck = Vec::new();
         while i < self.queue.len() && i < SCAN_LIMIT {
             let views = self.views();
             let free: u32 = views.iter().map(|v| v.free_slots).sum();
@@ -1993,9 +2002,15 @@ impl State {
                     memory_bytes,
                 });
             }
-            for a in plan(&needs, &views) {
+            let planned = plan(&needs, &views);
+            for a in &planned {
                 self.start_attempt(a.task, a.worker, ch);
             }
+            stuck.extend(
+                needs
+                    .into_iter()
+                    .filter(|n| !planned.iter().any(|a| a.task == n.task)),
+            );
         }
         // Drop the scanned entries that need nothing more now; keep the rest in order.
         let scanned: Vec<TaskId> = self.queue.drain(..i).collect();
@@ -2013,6 +2028,41 @@ impl State {
         for id in keep.into_iter().rev() {
             self.queue.push_front(id);
         }
+        for need in &stuck {
+            self.settle_if_stuck(need, ch);
+        }
+    }
+
+    /// A task whose stricter requirement (a doubtful worker's extra replica) no connected worker
+    /// can help meet any more, with nothing running, is decided by the job's own quorum instead
+    /// of waiting for a worker that may never come.
+    fn settle_if_stuck(&mut self, need: &Need, ch: &mut Changes) {
+        let Some(t) = self.tasks.get(&need.task) else {
+            return;
+        };
+        if t.special.is_some() || !t.running.is_empty() || t.state.is_final() {
+            return;
+        }
+        let Some(req) = t.req else { return };
+        let policy = self.jobs[&t.job].policy;
+        let Some(relaxed) = runegrid_core::trust::relaxed(&policy, req) else {
+            return;
+        };
+        let placeable = self.workers.iter().any(|(id, w)| {
+            self.standing(*id) != Standing::Quarantined
+                && !need.exclude.contains(id)
+                && (w.memory_bytes == 0 || w.memory_bytes >= need.memory_bytes)
+        });
+        if placeable {
+            return;
+        }
+        tracing::info!(
+            task = need.task,
+            agree = relaxed.quorum.agree,
+            "no eligible worker left for an extra replica; deciding by the job's quorum"
+        );
+        self.tasks.get_mut(&need.task).expect("task exists").req = Some(relaxed);
+        self.evaluate(need.task, ch);
     }
 
     /// Gives `task` to `worker`; false when the worker's connection is gone.

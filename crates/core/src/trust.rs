@@ -405,6 +405,27 @@ pub fn requirement(
     }
 }
 
+/// The requirement to settle for when the one a task has cannot be met by the workers there
+/// are: a doubtful worker's extra replica (or a spot check) asks for one more agreeing result,
+/// and when every connected, eligible worker has already answered, waiting would stall the job
+/// for ever. The task then falls back to the job's own quorum. `None` when the requirement is
+/// no stricter than the job's (nothing to relax: the task waits for more workers).
+pub fn relaxed(policy: &Policy, req: Requirement) -> Option<Requirement> {
+    let base = match policy.kind {
+        PolicyKind::Adaptive | PolicyKind::Quorum => policy.quorum,
+        PolicyKind::None => return None,
+    };
+    (req.quorum.agree > base.agree).then_some(Requirement {
+        quorum: Quorum {
+            replicas: base.replicas,
+            agree: base.agree,
+            max_attempts: req.quorum.max_attempts,
+        },
+        acceptance: Acceptance::Quorum,
+        spot: req.spot,
+    })
+}
+
 /// What the workers of a decided task learn: those whose digest matched the accepted one
 /// agreed, the others disagreed. Nothing is learnt from a result accepted alone.
 pub fn attribute<W: Copy + PartialEq>(
@@ -542,6 +563,32 @@ mod tests {
         assert_eq!(trusted(40).spot_rate(&p), 0.25);
         assert_eq!(trusted(100).spot_rate(&p), 0.1);
         assert_eq!(trusted(10_000).spot_rate(&p), p.min_spot_rate);
+    }
+
+    #[test]
+    fn a_doubtful_workers_extra_replica_relaxes_to_the_jobs_quorum() {
+        let p = p();
+        let pol = adaptive();
+        let mut doubtful = TrustRecord::default();
+        doubtful.record_disagreement(&p);
+        let strict = requirement(&pol, &doubtful, &p, 0.99);
+        let r = relaxed(&pol, strict).expect("stricter than the job's quorum");
+        assert_eq!((r.quorum.replicas, r.quorum.agree), (2, 2));
+        assert_eq!(r.quorum.max_attempts, strict.quorum.max_attempts);
+        assert_eq!(r.acceptance, Acceptance::Quorum);
+        r.quorum.validate().unwrap();
+        // The job's own quorum (and a spot check) is never relaxed.
+        let new = requirement(&pol, &TrustRecord::default(), &p, 0.99);
+        assert_eq!(relaxed(&pol, new), None);
+        assert_eq!(
+            relaxed(&pol, requirement(&pol, &trusted(100), &p, 0.0)),
+            None
+        );
+        let none = Policy {
+            kind: PolicyKind::None,
+            quorum: pol.quorum,
+        };
+        assert_eq!(relaxed(&none, strict), None);
     }
 
     #[test]

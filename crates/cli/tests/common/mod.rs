@@ -13,6 +13,39 @@ pub const BIN: &str = match option_env!("CARGO_BIN_EXE_runegrid") {
     None => "runegrid",
 };
 
+/// Runs `cmd` to completion, killing it and failing the test (with what it printed) when it
+/// runs past `timeout`.
+pub fn output_within(mut cmd: Command, timeout: Duration) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = cmd
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} still running after {timeout:?}; it printed:\n{}\n{}",
+                std::fs::read_to_string(&out).unwrap_or_default(),
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&out).unwrap(),
+        stderr: std::fs::read(&err).unwrap(),
+    }
+}
+
 /// Polls `f` until it returns `Some`, failing the test after `timeout`.
 pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
