@@ -193,7 +193,7 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
     }
     if a.liars > 0 {
         println!(
-            "(the liars' results disagreed with the quorum: they were discarded, and the liars quarantined)"
+            "(a liar's results disagree with the quorum and are discarded; after 3 disagreements it is quarantined)"
         );
     }
     Ok(0)
