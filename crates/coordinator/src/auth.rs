@@ -1,6 +1,6 @@
 //! API tokens: random, shown once, stored only as their SHA-256.
 
-use runegrid_store::{Account, Store, StoreError};
+use runegrid_store::{Account, AccountKind, Store, StoreError};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -27,7 +27,7 @@ pub fn ensure_admin(store: &mut dyn Store, file: &Path) -> Result<(), crate::Coo
         path: file.display().to_string(),
         source,
     })?;
-    store.create_account("admin", &hash_token(&token), true)?;
+    store.create_account("admin", &hash_token(&token), AccountKind::Admin)?;
     tracing::info!(file = %file.display(), "created the admin account; its token is in this file");
     Ok(())
 }

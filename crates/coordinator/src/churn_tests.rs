@@ -72,7 +72,10 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db.sqlite");
         let mut w = SqliteStore::open(&db).unwrap();
-        let owner = w.create_account("u", "h", false).unwrap().id;
+        let owner = w
+            .create_account("u", "h", runegrid_store::AccountKind::User)
+            .unwrap()
+            .id;
         w.put_program(&ProgramRecord {
             sha256: "p".into(),
             instrumented_sha256: "i".into(),
@@ -146,7 +149,7 @@ impl World {
 
     fn leave(&mut self, id: i64) {
         if let Some(w) = self.workers.remove(&id) {
-            self.app.worker_gone(id, w.conn, "test: vanished");
+            self.app.worker_gone(id, w.conn, "test: vanished", true);
         }
     }
 

@@ -15,7 +15,7 @@ use runegrid_proto::{
     AccountInfo, Counts, CreateAccount, ErrorBody, ErrorDetail, JobEvent, JobResults, JobStatus,
     ProgramInfo, SubmitJob, SubmitJobResponse, WorkerInfo,
 };
-use runegrid_store::{Account, NewJob, NewTask, ProgramRecord, StoreError};
+use runegrid_store::{Account, AccountKind, NewJob, NewTask, ProgramRecord, StoreError};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use std::convert::Infallible;
@@ -31,9 +31,13 @@ pub const MAX_MODULE_BYTES: usize = 64 << 20;
 
 pub fn router(app: AppState) -> Router {
     Router::new()
+        .route("/", get(crate::web::dashboard))
+        .route("/contribute", get(crate::web::contribute))
+        .route("/web/{*path}", get(crate::web::asset))
         .route("/health", get(|| async { "ok" }))
         .route("/v1/me", get(me))
         .route("/v1/accounts", post(create_account))
+        .route("/v1/contributors", post(create_contributor))
         .route(
             "/v1/programs",
             post(upload_program).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES)),
@@ -48,6 +52,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/jobs/{id}/results", get(job_results))
         .route("/v1/jobs/{id}/events", get(job_events))
         .route("/v1/workers", get(workers))
+        .route("/v1/stats", get(stats))
         .route("/v1/workers/{id}/release", post(release_worker))
         .route("/v1/worker", get(crate::ws::upgrade))
         .with_state(app)
@@ -140,6 +145,11 @@ pub async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Account
             "missing api token: send Authorization: Bearer TOKEN (the CLI reads RUNEGRID_TOKEN)",
         )
     })?;
+    account_for_token(app, token).await
+}
+
+/// Resolves a token to its account (cached after the first lookup).
+pub async fn account_for_token(app: &AppState, token: String) -> Result<Account, ApiError> {
     let hash = auth::hash_token(&token);
     if let Some(a) = app
         .accounts
@@ -179,6 +189,7 @@ async fn me(Authed(a): Authed) -> Json<AccountInfo> {
         id: a.id,
         name: a.name,
         admin: a.admin,
+        contributor: a.contributor,
         token: None,
     })
 }
@@ -205,7 +216,15 @@ async fn create_account(
     let token = auth::new_token();
     let acct = match app
         .writer
-        .create_account(name.clone(), auth::hash_token(&token), req.admin)
+        .create_account(
+            name.clone(),
+            auth::hash_token(&token),
+            if req.admin {
+                AccountKind::Admin
+            } else {
+                AccountKind::User
+            },
+        )
         .await
     {
         Err(StoreError::Conflict(_)) => {
@@ -221,8 +240,53 @@ async fn create_account(
         id: acct.id,
         name: acct.name,
         admin: acct.admin,
+        contributor: acct.contributor,
         token: Some(token),
     }))
+}
+
+/// `POST /v1/contributors` (no token): makes a contributor account for a browser that opened
+/// the contribute page, so that it can run workers under an account of its own (its record
+/// and, later, its credits). Refused when the coordinator runs with open contributions off.
+async fn create_contributor(State(app): State<AppState>) -> ApiResult<AccountInfo> {
+    if !app.config.open_contributions {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this coordinator does not take anonymous contributors: sign in with an api token",
+        ));
+    }
+    let token = auth::new_token();
+    let name = format!("contributor-{}", &auth::hash_token(&token)[..10]);
+    let acct = app
+        .writer
+        .create_account(name, auth::hash_token(&token), AccountKind::Contributor)
+        .await?;
+    tracing::info!(account = %acct.name, "contributor account created");
+    Ok(Json(AccountInfo {
+        id: acct.id,
+        name: acct.name,
+        admin: false,
+        contributor: true,
+        token: Some(token),
+    }))
+}
+
+/// `GET /v1/stats` (public): workers online by kind, load, totals and recent history.
+async fn stats(State(app): State<AppState>) -> Json<runegrid_proto::GridStats> {
+    Json(app.stats())
+}
+
+/// Contributor accounts run workers; they do not upload programs or submit jobs.
+fn may_submit(a: &Account) -> Result<(), ApiError> {
+    if a.contributor {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a contributor account runs workers and cannot submit work: use a user account's token",
+        ));
+    }
+    Ok(())
 }
 
 async fn upload_program(
@@ -230,6 +294,7 @@ async fn upload_program(
     Authed(a): Authed,
     body: axum::body::Bytes,
 ) -> ApiResult<ProgramInfo> {
+    may_submit(&a)?;
     if body.is_empty() {
         return Err(ApiError::bad(
             "invalid_module",
@@ -287,6 +352,7 @@ async fn submit_job(
     Query(q): Query<ResultsQuery>,
     Json(req): Json<SubmitJob>,
 ) -> ApiResult<SubmitJobResponse> {
+    may_submit(&a)?;
     if req.tasks.is_empty() {
         return Err(ApiError::bad(
             "invalid_job",

@@ -7,6 +7,7 @@
 //! - `writer`: the one thread that writes the store, batching changes into transactions.
 //! - `http`: the `/v1` routes, authentication, Server-Sent Events.
 //! - `ws`: one task per worker connection: handshake, then messages in and out.
+//! - `web`: the dashboard, the contribute page and the browser worker (files of `web/`, built in).
 //!
 //! Architecture Invariant: every mutation of grid state happens under the `state` lock and
 //! produces its store changes in the same critical section, so the store sees changes in the
@@ -17,6 +18,7 @@ mod auth;
 mod churn_tests;
 mod http;
 mod state;
+mod web;
 mod writer;
 mod ws;
 
@@ -39,6 +41,8 @@ pub struct Config {
     pub lease_grace: Duration,
     /// When workers are trusted, spot-checked and quarantined.
     pub trust: runegrid_core::TrustParams,
+    /// Whether `POST /v1/contributors` makes accounts for anonymous browser contributors.
+    pub open_contributions: bool,
 }
 
 impl Config {
@@ -49,6 +53,7 @@ impl Config {
             heartbeat: Duration::from_secs(2),
             lease_grace: Duration::from_secs(10),
             trust: runegrid_core::TrustParams::default(),
+            open_contributions: true,
         }
     }
 }

@@ -11,13 +11,13 @@ use runegrid_core::{
     WorkerId, WorkerView, decide, plan, requirement,
 };
 use runegrid_proto::worker::{Assign, AttemptResult, Capabilities, ToWorker};
-use runegrid_proto::{Counts, JobEvent, JobResults, JobStatus, TaskResult};
+use runegrid_proto::{Counts, GridSample, GridStats, JobEvent, JobResults, JobStatus, TaskResult};
 use runegrid_store::{
     Change, JobRecord, JobState, NewJob, NewTask, Store, StoreError, TaskOutcome, TaskRecord,
     TaskState,
 };
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -172,6 +172,8 @@ struct WorkerConn {
     last_seen: Instant,
     owner: AccountId,
     memory_bytes: u64,
+    /// A browser worker (its runtime is `browser/…`), for the stats.
+    browser: bool,
     /// The known-answer probe it is running, if any.
     probing: Option<TaskId>,
     /// Jobs it returned a result for: its first result of a job includes fetching and
@@ -204,6 +206,9 @@ pub struct State {
     probes: VecDeque<Arc<ProbeSource>>,
     /// A dispatch pass made some task need more attempts (a requirement became stricter).
     again: bool,
+    /// Tasks verified and failed since start (audits and probes not counted).
+    verified_total: u64,
+    failed_total: u64,
 }
 
 /// The coordinator's shared core.
@@ -216,7 +221,13 @@ pub struct App {
     pub accounts: Mutex<HashMap<String, runegrid_store::Account>>,
     /// Recently used programs by upload hash, so a submission does not read the module back.
     programs: Mutex<HashMap<String, Arc<ProgramBytes>>>,
+    /// Samples of the grid's activity, oldest first (for the dashboard).
+    history: Mutex<VecDeque<GridSample>>,
 }
+
+/// How often the grid's activity is sampled, and how many samples are kept (ten minutes).
+pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
+const STATS_KEPT: usize = 300;
 
 /// A follower of a job's events.
 pub struct Subscription {
@@ -261,6 +272,8 @@ impl App {
             sole: HashMap::new(),
             probes: VecDeque::new(),
             again: false,
+            verified_total: 0,
+            failed_total: 0,
         };
         let accounts: HashMap<AccountId, String> = write
             .accounts()?
@@ -345,6 +358,7 @@ impl App {
             reader: Mutex::new(read),
             accounts: Mutex::new(HashMap::new()),
             programs: Mutex::new(HashMap::new()),
+            history: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -482,7 +496,7 @@ impl App {
                             .into(),
                     });
                 }
-                st.drop_worker(id, "worker reconnected", ch);
+                st.drop_worker(id, "worker reconnected", true, ch);
             }
             st.workers.insert(
                 id,
@@ -495,6 +509,7 @@ impl App {
                     last_seen: Instant::now(),
                     owner,
                     memory_bytes: caps.memory_bytes,
+                    browser: caps.runtime.starts_with("browser"),
                     probing: None,
                     jobs_seen: HashSet::new(),
                     probes_given: 0,
@@ -505,11 +520,13 @@ impl App {
         })
     }
 
-    /// A worker connection ended.
-    pub fn worker_gone(&self, id: WorkerId, conn: u64, why: &str) {
+    /// A worker connection ended. `blame` is false when the worker said it was leaving (its
+    /// page was hidden or closed, or it was stopped): its attempts go back to the queue at
+    /// once and do not count against its completion record.
+    pub fn worker_gone(&self, id: WorkerId, conn: u64, why: &str, blame: bool) {
         self.with(|st, ch| {
             if st.workers.get(&id).is_some_and(|w| w.conn == conn) {
-                st.drop_worker(id, why, ch);
+                st.drop_worker(id, why, blame, ch);
                 st.dispatch(ch);
             }
         })
@@ -630,7 +647,7 @@ impl App {
                     worker = id,
                     "worker missed its heartbeats; its attempts are lost"
                 );
-                st.drop_worker(id, "worker missed its heartbeats", ch);
+                st.drop_worker(id, "worker missed its heartbeats", true, ch);
             }
             let expired: Vec<AttemptId> = st
                 .attempts
@@ -860,13 +877,78 @@ impl App {
     }
 }
 
+impl App {
+    /// The grid now: connected workers by kind, load, and totals.
+    pub fn sample(&self) -> GridSample {
+        let st = self.lock();
+        let mut s = GridSample {
+            at: now_ms(),
+            running: st.attempts.len() as u32,
+            queued: st.queue.len() as u32,
+            verified: st.verified_total,
+            failed: st.failed_total,
+            ..GridSample::default()
+        };
+        for w in st.workers.values() {
+            if w.browser {
+                s.workers_browser += 1;
+            } else {
+                s.workers_native += 1;
+            }
+            s.slots += w.slots;
+        }
+        s
+    }
+
+    /// Takes a sample into the history, with the task rate since the previous one.
+    pub fn record_sample(&self) {
+        let mut s = self.sample();
+        let mut h = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(prev) = h.back() {
+            let secs = (s.at - prev.at) as f64 / 1000.0;
+            let done = (s.verified + s.failed).saturating_sub(prev.verified + prev.failed);
+            if secs > 0.0 {
+                s.tasks_per_sec = done as f64 / secs;
+            }
+        }
+        if h.len() >= STATS_KEPT {
+            h.pop_front();
+        }
+        h.push_back(s);
+    }
+
+    /// `GET /v1/stats`.
+    pub fn stats(&self) -> GridStats {
+        let history: Vec<GridSample> = self
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        let mut now = self.sample();
+        now.tasks_per_sec = history.last().map_or(0.0, |s| s.tasks_per_sec);
+        GridStats {
+            now,
+            interval_ms: STATS_INTERVAL.as_millis() as u64,
+            history,
+        }
+    }
+}
+
 /// Periodic duties until the process ends.
 pub async fn ticker(app: Arc<App>) {
     let period =
         (app.config.heartbeat / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
     let mut interval = tokio::time::interval(period);
+    let mut sampled = Instant::now();
+    app.record_sample();
     loop {
         interval.tick().await;
+        if sampled.elapsed() >= STATS_INTERVAL {
+            sampled = Instant::now();
+            app.record_sample();
+        }
         let finished = app.tick();
         if !finished.is_empty() {
             app.writer.flush().await;
@@ -1661,6 +1743,13 @@ impl State {
         self.set_state(id, state);
         let t = self.tasks.get_mut(&id).expect("task exists");
         t.backup_wanted = 0;
+        if t.special.is_none() {
+            match state {
+                TaskState::Verified => self.verified_total += 1,
+                TaskState::Failed => self.failed_total += 1,
+                _ => {}
+            }
+        }
         ch.push(Change::FinishTask {
             id,
             state,
@@ -1765,12 +1854,12 @@ impl State {
         self.evaluate(a.task, ch);
     }
 
-    fn drop_worker(&mut self, id: WorkerId, why: &str, ch: &mut Changes) {
+    fn drop_worker(&mut self, id: WorkerId, why: &str, blame: bool, ch: &mut Changes) {
         let Some(w) = self.workers.remove(&id) else {
             return;
         };
         for a in w.busy {
-            self.lose_attempt(a, why, true, ch);
+            self.lose_attempt(a, why, blame, ch);
         }
         self.flush_trust(ch);
     }

@@ -5,7 +5,9 @@
 //! changes handed over gets a sequence number; [`Writer::committed`] waits until a sequence
 //! number is durable, which is how an answer to a user waits for what it promises.
 
-use runegrid_store::{Account, Change, NewWorker, ProgramRecord, Store, StoreError, WorkerRecord};
+use runegrid_store::{
+    Account, AccountKind, Change, NewWorker, ProgramRecord, Store, StoreError, WorkerRecord,
+};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -17,7 +19,7 @@ enum Msg {
     Apply(u64, Vec<Change>),
     PutProgram(Box<ProgramRecord>, Reply<()>),
     UpsertWorker(NewWorker, Reply<WorkerRecord>),
-    CreateAccount(String, String, bool, Reply<Account>),
+    CreateAccount(String, String, AccountKind, Reply<Account>),
 }
 
 /// Handle to the writer thread.
@@ -126,9 +128,9 @@ impl Writer {
         &self,
         name: String,
         token_hash: String,
-        admin: bool,
+        kind: AccountKind,
     ) -> Result<Account, StoreError> {
-        self.ask(|r| Msg::CreateAccount(name, token_hash, admin, r))
+        self.ask(|r| Msg::CreateAccount(name, token_hash, kind, r))
             .await
     }
 

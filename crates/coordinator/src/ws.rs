@@ -1,9 +1,9 @@
 //! One task per worker connection: challenge, hello, then messages both ways.
 
-use crate::http::{ApiError, authenticate};
+use crate::http::{ApiError, account_for_token, authenticate, bearer};
 use crate::state::{App, now_ms};
-use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
@@ -20,12 +20,23 @@ use tokio::sync::mpsc;
 /// Largest message a worker may send (results carry stdout).
 const MAX_MESSAGE: usize = 200 << 20;
 
+/// `?token=`: browsers cannot set headers on a WebSocket, so a browser worker passes its
+/// token in the query instead.
+#[derive(serde::Deserialize)]
+pub struct WorkerQuery {
+    token: Option<String>,
+}
+
 pub async fn upgrade(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
+    Query(q): Query<WorkerQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let account = authenticate(&app, &headers).await?;
+    let account = match q.token {
+        Some(t) if bearer(&headers).is_none() => account_for_token(&app, t).await?,
+        _ => authenticate(&app, &headers).await?,
+    };
     Ok(ws
         .max_message_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
@@ -132,6 +143,11 @@ async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(),
         };
         match msg {
             ToCoordinator::Heartbeat => {}
+            ToCoordinator::Leaving { reason } => {
+                tracing::info!(worker = id, %reason, "worker is leaving");
+                app.worker_gone(id, conn, &format!("worker left: {reason}"), false);
+                break format!("worker left: {reason}");
+            }
             ToCoordinator::Output { attempt, data } => app.on_output(id, attempt, &data),
             // Checked here, on this connection's task, so verification runs in parallel
             // across workers and outside the state lock.
@@ -158,7 +174,7 @@ async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(),
         }
     };
     tracing::info!(worker = id, reason = %why, "worker disconnected");
-    app.worker_gone(id, conn, &format!("worker disconnected: {why}"));
+    app.worker_gone(id, conn, &format!("worker disconnected: {why}"), true);
     writer.abort();
     Ok(())
 }

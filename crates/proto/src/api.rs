@@ -232,7 +232,11 @@ pub struct AccountInfo {
     pub id: i64,
     pub name: String,
     pub admin: bool,
-    /// Only in the answer to `POST /v1/accounts`: the new account's token, shown once.
+    /// A contributor account (made by `POST /v1/contributors`): runs workers, submits nothing.
+    #[serde(default)]
+    pub contributor: bool,
+    /// Only in the answer to `POST /v1/accounts` and `POST /v1/contributors`: the new
+    /// account's token, shown once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
 }
@@ -244,6 +248,35 @@ pub struct CreateAccount {
     pub name: String,
     #[serde(default)]
     pub admin: bool,
+}
+
+/// One sample of the grid's activity (`GET /v1/stats`, public).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GridSample {
+    /// When it was taken (ms since the Unix epoch).
+    pub at: i64,
+    /// Connected workers by kind.
+    pub workers_native: u32,
+    pub workers_browser: u32,
+    /// Their slots (tasks they run at once), all kinds.
+    pub slots: u32,
+    /// Attempts running now.
+    pub running: u32,
+    /// Tasks waiting for a worker.
+    pub queued: u32,
+    /// Tasks verified and failed since the coordinator started.
+    pub verified: u64,
+    pub failed: u64,
+    /// Tasks finished (verified or failed) per second since the previous sample.
+    pub tasks_per_sec: f64,
+}
+
+/// `GET /v1/stats`: the grid now and its recent history, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GridStats {
+    pub now: GridSample,
+    pub interval_ms: u64,
+    pub history: Vec<GridSample>,
 }
 
 /// Every error answer: `{"error": {"code": "...", "message": "..."}}`.

@@ -110,6 +110,11 @@ pub enum ToCoordinator {
         reason: String,
     },
     Heartbeat,
+    /// The worker is going away (a browser page hidden or closed, a daemon stopping): the
+    /// coordinator gives its attempts to others at once instead of waiting for a timeout.
+    Leaving {
+        reason: String,
+    },
 }
 
 /// The signed outcome of an attempt.

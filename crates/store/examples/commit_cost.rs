@@ -10,7 +10,9 @@ fn main() {
     let path =
         std::path::Path::new(&dir).join(format!("commit-cost-{}.sqlite", std::process::id()));
     let mut s = SqliteStore::open(&path).unwrap();
-    let a = s.create_account("a", "h", false).unwrap();
+    let a = s
+        .create_account("a", "h", runegrid_store::AccountKind::User)
+        .unwrap();
     s.put_program(&ProgramRecord {
         sha256: "p".into(),
         instrumented_sha256: "i".into(),

@@ -16,7 +16,9 @@ pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
 }
 
 fn job_fixture(s: &mut dyn Store) -> (Account, JobRecord, Vec<TaskRecord>) {
-    let acct = s.create_account("alice", "hash-a", false).unwrap();
+    let acct = s
+        .create_account("alice", "hash-a", AccountKind::User)
+        .unwrap();
     s.put_program(&ProgramRecord {
         sha256: "p1".into(),
         instrumented_sha256: "i1".into(),
@@ -62,21 +64,27 @@ fn job_fixture(s: &mut dyn Store) -> (Account, JobRecord, Vec<TaskRecord>) {
 }
 
 fn accounts(s: &mut dyn Store) {
-    let a = s.create_account("admin", "h1", true).unwrap();
-    let b = s.create_account("bob", "h2", false).unwrap();
+    let a = s.create_account("admin", "h1", AccountKind::Admin).unwrap();
+    let b = s.create_account("bob", "h2", AccountKind::User).unwrap();
+    let c = s
+        .create_account("tab", "h4", AccountKind::Contributor)
+        .unwrap();
+    assert!(c.contributor && !c.admin);
     assert_ne!(a.id, b.id);
     assert!(matches!(
-        s.create_account("bob", "h3", false),
+        s.create_account("bob", "h3", AccountKind::User),
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(s.account_by_token("h2").unwrap().unwrap().name, "bob");
     assert!(s.account_by_token("h1").unwrap().unwrap().admin);
+    assert!(!s.account_by_token("h2").unwrap().unwrap().contributor);
+    assert_eq!(s.account_by_token("h4").unwrap().unwrap(), c);
     assert!(s.account_by_token("nope").unwrap().is_none());
-    assert_eq!(s.accounts().unwrap().len(), 2);
+    assert_eq!(s.accounts().unwrap().len(), 3);
 }
 
 fn programs(s: &mut dyn Store) {
-    let acct = s.create_account("a", "h", false).unwrap();
+    let acct = s.create_account("a", "h", AccountKind::User).unwrap();
     let p = ProgramRecord {
         sha256: "abc".into(),
         instrumented_sha256: "def".into(),
@@ -279,7 +287,7 @@ fn apply_is_atomic(s: &mut dyn Store) {
 }
 
 fn workers(s: &mut dyn Store) {
-    let a = s.create_account("a", "h", false).unwrap();
+    let a = s.create_account("a", "h", AccountKind::User).unwrap();
     let nw = NewWorker {
         public_key: "key1".into(),
         owner: a.id,

@@ -32,7 +32,12 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// The coordinator's durable state.
 pub trait Store: Send {
     /// Creates an account; `token_hash` is the hash of its API token (never the token).
-    fn create_account(&mut self, name: &str, token_hash: &str, admin: bool) -> Result<Account>;
+    fn create_account(
+        &mut self,
+        name: &str,
+        token_hash: &str,
+        kind: AccountKind,
+    ) -> Result<Account>;
     /// The account holding a token with this hash.
     fn account_by_token(&mut self, token_hash: &str) -> Result<Option<Account>>;
     /// All accounts, oldest first.

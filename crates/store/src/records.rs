@@ -14,7 +14,18 @@ pub struct Account {
     pub id: AccountId,
     pub name: String,
     pub admin: bool,
+    /// A contributor account (made by the contribute page for a browser): it may run workers
+    /// and read the grid's stats, but not submit work.
+    pub contributor: bool,
     pub created_at: Millis,
+}
+
+/// What a new account may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKind {
+    Admin,
+    User,
+    Contributor,
 }
 
 /// A program as uploaded (hash of the original bytes) with its instrumented form.

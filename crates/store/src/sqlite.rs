@@ -88,6 +88,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE jobs ADD COLUMN policy TEXT NOT NULL DEFAULT 'quorum';
      ALTER TABLE tasks ADD COLUMN acceptance TEXT;
      ALTER TABLE workers ADD COLUMN trust TEXT NOT NULL DEFAULT '{}';",
+    // 2: contributor accounts (browser contributors: run workers, submit nothing).
+    "ALTER TABLE accounts ADD COLUMN contributor INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// A connection to a runegrid SQLite database.
@@ -147,6 +149,7 @@ fn account_row(r: &Row) -> rusqlite::Result<Account> {
         name: r.get(1)?,
         admin: r.get(2)?,
         created_at: r.get(3)?,
+        contributor: r.get(4)?,
     })
 }
 
@@ -272,14 +275,21 @@ fn collect<T>(
 }
 
 impl Store for SqliteStore {
-    fn create_account(&mut self, name: &str, token_hash: &str, admin: bool) -> Result<Account> {
+    fn create_account(
+        &mut self,
+        name: &str,
+        token_hash: &str,
+        kind: AccountKind,
+    ) -> Result<Account> {
+        let admin = kind == AccountKind::Admin;
+        let contributor = kind == AccountKind::Contributor;
         let created_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         let res = self.conn.execute(
-            "INSERT INTO accounts (name, token_hash, admin, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![name, token_hash, admin, created_at],
+            "INSERT INTO accounts (name, token_hash, admin, created_at, contributor) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, token_hash, admin, created_at, contributor],
         );
         match res {
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -293,6 +303,7 @@ impl Store for SqliteStore {
             id: self.conn.last_insert_rowid(),
             name: name.into(),
             admin,
+            contributor,
             created_at,
         })
     }
@@ -301,16 +312,16 @@ impl Store for SqliteStore {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT id, name, admin, created_at FROM accounts WHERE token_hash = ?1",
+                "SELECT id, name, admin, created_at, contributor FROM accounts WHERE token_hash = ?1",
             )?
             .query_row([token_hash], account_row)
             .optional()?)
     }
 
     fn accounts(&mut self) -> Result<Vec<Account>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, name, admin, created_at FROM accounts ORDER BY id")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, name, admin, created_at, contributor FROM accounts ORDER BY id",
+        )?;
         let rows = stmt.query_map([], account_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

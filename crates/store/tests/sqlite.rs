@@ -16,7 +16,8 @@ fn sqlite_survives_reopen() {
     let path = dir.path().join("db.sqlite");
     {
         let mut s = SqliteStore::open(&path).unwrap();
-        s.create_account("admin", "h", true).unwrap();
+        s.create_account("admin", "h", runegrid_store::AccountKind::Admin)
+            .unwrap();
     }
     let mut s = SqliteStore::open(&path).unwrap();
     assert_eq!(s.accounts().unwrap()[0].name, "admin");

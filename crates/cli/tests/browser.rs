@@ -1,0 +1,349 @@
+//! Browser workers in a real, headless Chromium (driven through chromedriver) against a real
+//! coordinator and real native workers.
+//!
+//! Needs `chromium` and `chromedriver` on PATH (`.ci/run` installs Debian's `chromium` and
+//! `chromium-driver`). Without them these tests fail, unless `RUNEGRID_SKIP_BROWSER=1`.
+
+mod common;
+
+use common::*;
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use runegrid_core::PolicyKind;
+use runegrid_examples::kernels::{monte_carlo_pi, monte_carlo_report};
+use runegrid_proto::{GridStats, SubmitJob};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Driver {
+    child: Child,
+    browser: Option<Browser>,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn skip() -> bool {
+    if std::env::var("RUNEGRID_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("RUNEGRID_SKIP_BROWSER=1: browser test skipped");
+        return true;
+    }
+    false
+}
+
+/// Starts chromedriver and a headless Chromium session.
+async fn browser(grid: &Grid) -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver is not installed (apt-get install chromium chromium-driver), or set RUNEGRID_SKIP_BROWSER=1");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"],
+        }),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let b = wait_until(
+        "chromedriver to accept a session",
+        Duration::from_secs(30),
+        || {
+            let (url, caps) = (url.clone(), caps.clone());
+            async move {
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(caps)
+                    .connect(&url)
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    let _ = grid;
+    Driver {
+        child,
+        browser: Some(b),
+    }
+}
+
+async fn stats(grid: &Grid) -> GridStats {
+    reqwest::get(format!("{}/v1/stats", grid.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn text(b: &Browser, id: &str) -> String {
+    b.find(Locator::Id(id)).await.unwrap().text().await.unwrap()
+}
+
+/// Opens the contribute page and starts contributing; waits until the browser's workers are
+/// connected.
+async fn contribute(grid: &Grid, b: &Browser) -> u32 {
+    b.goto(&format!("{}/contribute", grid.url)).await.unwrap();
+    b.find(Locator::Id("toggle"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(
+        "the browser's workers to connect",
+        Duration::from_secs(30),
+        || async { Some(stats(grid).await.now.workers_browser).filter(|n| *n > 0) },
+    )
+    .await
+}
+
+fn artifacts() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_and_native_workers_agree_and_the_dashboard_shows_the_job() {
+    if skip() {
+        return;
+    }
+    let mut grid = Grid::start().await;
+    let mut d = browser(&grid).await;
+    let b = d.browser.take().unwrap();
+    let n = contribute(&grid, &b).await;
+    // One native worker: every task runs once in the browser and once natively (a quorum of
+    // two distinct workers), so each verified task is a browser and a native answer agreeing.
+    grid.worker("native-1", 1, &[]);
+    grid.wait_workers(1 + n as usize).await;
+
+    let c = grid.client();
+    let mc = grid.upload(runegrid_examples::MONTECARLO).await;
+    let seeds: Vec<u64> = (1..=12).collect();
+    let job = SubmitJob {
+        program: mc,
+        name: Some("browser-and-native".into()),
+        tasks: seeds
+            .iter()
+            .map(|s| args(&["200000", &s.to_string()]))
+            .collect(),
+        policy: Some(PolicyKind::Quorum),
+        replicas: Some(2),
+        agree: Some(2),
+        max_attempts: Some(2),
+        limits: Default::default(),
+    };
+    let r = grid.run(&job).await;
+    for (t, s) in r.tasks.iter().zip(&seeds) {
+        assert_eq!(t.state, "verified", "{t:?}\n{}", grid.logs());
+        assert_eq!(
+            t.stdout.as_deref(),
+            Some(
+                format!(
+                    "{}\n",
+                    monte_carlo_report(200000, monte_carlo_pi(200000, *s))
+                )
+                .as_str()
+            )
+        );
+    }
+    let workers = c.workers().await.unwrap();
+    let browser_done: u64 = workers
+        .iter()
+        .filter(|w| {
+            w.capabilities["runtime"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("browser")
+        })
+        .map(|w| w.agreed)
+        .sum();
+    assert_eq!(browser_done, seeds.len() as u64, "{workers:?}");
+
+    // Clocks, randomness and traps agree too.
+    let hostile = grid.upload(runegrid_examples::HOSTILE).await;
+    let mut job = job.clone();
+    job.program = hostile;
+    job.name = Some("hostile-mix".into());
+    job.tasks = vec![
+        args(&["clock"]),
+        args(&["random"]),
+        args(&["panic"]),
+        args(&["exit", "7"]),
+        args(&["recurse"]),
+        args(&["divzero"]),
+    ];
+    let r = grid.run(&job).await;
+    for t in &r.tasks {
+        assert!(
+            t.state == "verified" || t.error.as_deref().is_some_and(|e| !e.contains("disagree")),
+            "browser and native disagreed: {t:?}"
+        );
+        assert_eq!(t.attempts, 2, "{t:?}");
+    }
+
+    // The dashboard, signed in as the job's owner, lists the job.
+    b.goto(&format!("{}/", grid.url)).await.unwrap();
+    let token = b.find(Locator::Id("token")).await.unwrap();
+    token.send_keys(&grid.token).await.unwrap();
+    b.find(Locator::Css("#signin button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let row = b
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("tr.job"))
+        .await
+        .unwrap();
+    row.click().await.unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#results table"))
+        .await
+        .unwrap();
+    let verified: u64 = wait_until(
+        "the dashboard's counts",
+        Duration::from_secs(20),
+        || async { text(&b, "verified").await.parse().ok().filter(|v| *v >= 12) },
+    )
+    .await;
+    assert!(verified >= 12);
+    let rows = b.find_all(Locator::Css("tr.job")).await.unwrap();
+    assert_eq!(rows.len(), 2, "both jobs are listed");
+    let png = b.screenshot().await.unwrap();
+    let path = artifacts().join("dashboard.png");
+    std::fs::write(&path, png).unwrap();
+    eprintln!("dashboard screenshot: {}", path.display());
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_module_is_stopped_in_the_browser_and_closing_the_page_releases_its_leases() {
+    if skip() {
+        return;
+    }
+    let grid = Grid::start().await;
+    let mut d = browser(&grid).await;
+    let b = d.browser.take().unwrap();
+    let n = contribute(&grid, &b).await;
+    grid.wait_workers(n as usize).await;
+    let hostile = grid.upload(runegrid_examples::HOSTILE).await;
+
+    // A loop stops at its fuel limit, in the browser, with the same status a native worker
+    // gives; the page stays responsive.
+    let limits = runegrid_core::Limits {
+        fuel: 200_000_000,
+        ..Default::default()
+    };
+    let job = SubmitJob {
+        program: hostile.clone(),
+        name: Some("loop".into()),
+        tasks: vec![args(&["loop"])],
+        policy: Some(PolicyKind::None),
+        replicas: None,
+        agree: None,
+        max_attempts: None,
+        limits,
+    };
+    let r = grid.run(&job).await;
+    let t = &r.tasks[0];
+    assert_eq!(t.state, "failed", "{t:?}");
+    assert_eq!(
+        t.status,
+        Some(runegrid_core::ExecStatus::OutOfFuel),
+        "{t:?}"
+    );
+    assert_eq!(t.fuel, Some(200_000_000));
+    assert_eq!(text(&b, "state").await, "running");
+
+    // A long task is running in the browser when the page closes: the coordinator hears it
+    // and queues the task again at once, long before its 10-minute lease would expire.
+    let limits = runegrid_core::Limits {
+        fuel: runegrid_core::Limits::MAX_FUEL,
+        wall_time_ms: 600_000,
+        ..Default::default()
+    };
+    let job = SubmitJob {
+        name: Some("long".into()),
+        tasks: vec![args(&["loop"])],
+        limits,
+        ..job
+    };
+    let c = grid.client();
+    let sub = c.submit(&job).await.unwrap();
+    wait_until(
+        "the long task to run in the browser",
+        Duration::from_secs(20),
+        || async {
+            let s = c.status(sub.job).await.unwrap();
+            (s.counts.running == 1).then_some(())
+        },
+    )
+    .await;
+    b.close().await.unwrap();
+    wait_until(
+        "the closed page's lease to be released",
+        Duration::from_secs(15),
+        || async {
+            let s = c.status(sub.job).await.unwrap();
+            let st = stats(&grid).await;
+            (s.counts.running == 0 && s.counts.queued == 1 && st.now.workers_browser == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    c.cancel(sub.job).await.unwrap();
+}
+
+#[tokio::test]
+async fn stats_and_pages_are_served() {
+    let grid = Grid::start().await;
+    let s = stats(&grid).await;
+    assert_eq!(s.now.workers_browser, 0);
+    assert_eq!(s.interval_ms, 2000);
+    for (path, needle) in [
+        ("/", "Dashboard"),
+        ("/contribute", "Start contributing"),
+        ("/web/worker.js", "runegrid-result-v1"),
+        ("/web/exec.js", "random_get"),
+    ] {
+        let r = reqwest::get(format!("{}{path}", grid.url)).await.unwrap();
+        assert!(r.status().is_success(), "{path}");
+        assert!(r.text().await.unwrap().contains(needle), "{path}");
+    }
+    let r = reqwest::get(format!("{}/web/nope.js", grid.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Anonymous contributors get an account that runs workers but cannot submit work.
+    let made: runegrid_proto::AccountInfo = reqwest::Client::new()
+        .post(format!("{}/v1/contributors", grid.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(made.contributor);
+    let contributor = grid.client_with(made.token.as_deref().unwrap());
+    let e = contributor
+        .upload_program(runegrid_examples::NOOP.to_vec())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("cannot submit"), "{e}");
+}

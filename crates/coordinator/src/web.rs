@@ -1,0 +1,94 @@
+//! The pages the coordinator serves: the dashboard (`/`), the contribute page (`/contribute`)
+//! and their assets under `/web/` (the browser worker among them). The files live in the
+//! repository's `web/` folder and are built into the binary, so a coordinator needs nothing
+//! beside itself.
+
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+macro_rules! file {
+    ($name:literal) => {
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../web/", $name))
+    };
+}
+
+/// Every file under `/web/`, with its content type.
+const FILES: &[(&str, &str, &[u8])] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        file!("index.html"),
+    ),
+    (
+        "contribute.html",
+        "text/html; charset=utf-8",
+        file!("contribute.html"),
+    ),
+    ("style.css", "text/css; charset=utf-8", file!("style.css")),
+    (
+        "dashboard.js",
+        "text/javascript; charset=utf-8",
+        file!("dashboard.js"),
+    ),
+    (
+        "contribute.js",
+        "text/javascript; charset=utf-8",
+        file!("contribute.js"),
+    ),
+    (
+        "worker.js",
+        "text/javascript; charset=utf-8",
+        file!("worker.js"),
+    ),
+    (
+        "exec_worker.js",
+        "text/javascript; charset=utf-8",
+        file!("exec_worker.js"),
+    ),
+    (
+        "exec.js",
+        "text/javascript; charset=utf-8",
+        file!("exec.js"),
+    ),
+    (
+        "vendor/uplot/uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        file!("vendor/uplot/uPlot.iife.min.js"),
+    ),
+    (
+        "vendor/uplot/uPlot.min.css",
+        "text/css; charset=utf-8",
+        file!("vendor/uplot/uPlot.min.css"),
+    ),
+];
+
+fn serve(name: &str) -> Response {
+    match FILES.iter().find(|(n, _, _)| *n == name) {
+        Some((_, mime, body)) => (
+            [
+                (header::CONTENT_TYPE, *mime),
+                // Pages change with the binary: always revalidate.
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no such file: /web/{name}")).into_response(),
+    }
+}
+
+/// `GET /`: the dashboard.
+pub async fn dashboard() -> Response {
+    serve("index.html")
+}
+
+/// `GET /contribute`: the contribute page.
+pub async fn contribute() -> Response {
+    serve("contribute.html")
+}
+
+/// `GET /web/{*path}`: the pages' assets.
+pub async fn asset(Path(path): Path<String>) -> Response {
+    serve(&path)
+}
