@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// ...and never below this (0..=1).
     #[arg(long, default_value_t = runegrid_core::TrustParams::default().min_spot_rate)]
     pub min_spot_rate: f64,
+    /// Refuse anonymous browser contributors: the contribute page then needs an account's
+    /// token (by default it makes a contributor account for each new browser).
+    #[arg(long)]
+    pub no_open_contributions: bool,
 }
 
 /// Name of the file, in the data directory, where `serve` writes the URL it listens on.
@@ -78,6 +82,7 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
     }
     config.trust.trust_after = a.trust_after;
     config.trust.min_spot_rate = a.min_spot_rate;
+    config.open_contributions = !a.no_open_contributions;
     if !(a.spot_scale.is_finite() && a.spot_scale >= 0.0) {
         bail!("--spot-scale must be a number of at least 0");
     }
