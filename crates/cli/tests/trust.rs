@@ -239,13 +239,14 @@ async fn a_trusted_worker_that_turns_liar_is_audited_and_its_results_corrected()
     )
     .await;
     g.worker("honest-1", 2, &[]);
-    g.worker("turncoat", 2, &["--misbehave", "lie-after:10"]);
+    g.worker("turncoat", 2, &["--misbehave", "lie-after:6"]);
     g.wait_workers(2).await;
     let p = g.upload(runegrid_examples::MONTECARLO).await;
     let c = g.client();
 
     // 1. Replicated while new (2 of 2 on the two workers): the turncoat answers these 6 tasks
-    //    and at most a few probes before it is trusted, all honestly.
+    //    honestly and is trusted (no probes: a probe's answer needs a trusted voucher, and both
+    //    workers are trusted by the time one exists). From its 7th answer on it lies.
     let r = g.run(&adaptive(&p, montecarlo_tasks(6, 2000, 1))).await;
     assert_correct(&r, 2000, 1);
     wait_until("both workers trusted", Duration::from_secs(60), || {
