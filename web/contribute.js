@@ -11,6 +11,7 @@ let running = false;
 let resumeWhenVisible = false;
 let workers = []; // {worker, status}
 let trust = new Map(); // worker id → WorkerInfo
+let totals = { tasks: 0, busyMs: 0 }; // what stopped workers did
 
 function message(text, bad = false) {
   $("message").textContent = text;
@@ -139,6 +140,11 @@ function stop(reason) {
   $("toggle").textContent = "Start contributing";
   const ending = workers;
   workers = [];
+  // Keep what the stopped workers did in the totals.
+  for (const w of ending) {
+    totals.tasks += w.status.tasks;
+    totals.busyMs += w.status.busyMs;
+  }
   for (const { worker } of ending) worker.postMessage({ type: "leave", reason });
   setTimeout(() => ending.forEach(({ worker }) => worker.terminate()), 1000);
   message(`paused (${reason})`);
@@ -151,8 +157,6 @@ function fmtTime(ms) {
   if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
-
-let totals = { tasks: 0, busyMs: 0 };
 
 function render() {
   const rows = workers.map(({ status }, i) => {
@@ -189,11 +193,6 @@ async function refreshTrust() {
 
 $("toggle").addEventListener("click", () => {
   if (running) {
-    // Keep what the stopped workers did in the totals.
-    for (const w of workers) {
-      totals.tasks += w.status.tasks;
-      totals.busyMs += w.status.busyMs;
-    }
     resumeWhenVisible = false;
     stop("paused by the contributor");
   } else {
@@ -215,10 +214,6 @@ $("background").addEventListener("change", () => localStorage.setItem(BACKGROUND
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "hidden" && running && !$("background").checked) {
     resumeWhenVisible = true;
-    for (const w of workers) {
-      totals.tasks += w.status.tasks;
-      totals.busyMs += w.status.busyMs;
-    }
     stop("page hidden");
   } else if (document.visibilityState === "visible" && resumeWhenVisible) {
     resumeWhenVisible = false;

@@ -185,13 +185,18 @@ impl FromRequestParts<AppState> for Authed {
 }
 
 async fn me(Authed(a): Authed) -> Json<AccountInfo> {
-    Json(AccountInfo {
+    Json(account_info(a, None))
+}
+
+/// How an account is shown; `token` only right after it was made.
+fn account_info(a: Account, token: Option<String>) -> AccountInfo {
+    AccountInfo {
         id: a.id,
         name: a.name,
         admin: a.admin,
         contributor: a.contributor,
-        token: None,
-    })
+        token,
+    }
 }
 
 async fn create_account(
@@ -236,13 +241,7 @@ async fn create_account(
         }
         r => r?,
     };
-    Ok(Json(AccountInfo {
-        id: acct.id,
-        name: acct.name,
-        admin: acct.admin,
-        contributor: acct.contributor,
-        token: Some(token),
-    }))
+    Ok(Json(account_info(acct, Some(token))))
 }
 
 /// `POST /v1/contributors` (no token): makes a contributor account for a browser that opened
@@ -263,13 +262,7 @@ async fn create_contributor(State(app): State<AppState>) -> ApiResult<AccountInf
         .create_account(name, auth::hash_token(&token), AccountKind::Contributor)
         .await?;
     tracing::info!(account = %acct.name, "contributor account created");
-    Ok(Json(AccountInfo {
-        id: acct.id,
-        name: acct.name,
-        admin: false,
-        contributor: true,
-        token: Some(token),
-    }))
+    Ok(Json(account_info(acct, Some(token))))
 }
 
 /// `GET /v1/stats` (public): workers online by kind, load, totals and recent history.

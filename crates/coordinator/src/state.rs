@@ -2017,34 +2017,38 @@ impl State {
         self.give_probes(ch);
     }
 
+    /// What the scheduler sees of a connected worker, busy or not.
+    fn view(&self, id: WorkerId, w: &WorkerConn) -> WorkerView {
+        let (record, owner) = self
+            .trust
+            .get(&id)
+            .map_or((None, w.owner), |t| (Some(&t.record), t.owner));
+        let speed = record.map_or(0.0, |r| r.speed);
+        // A slow worker gets no attempts queued behind its running ones.
+        let capacity = if speed > runegrid_core::schedule::SLOW {
+            w.slots
+        } else {
+            w.capacity
+        };
+        let busy = w.busy.len() as u32;
+        WorkerView {
+            id,
+            free_slots: capacity.saturating_sub(busy),
+            running: busy,
+            owner,
+            standing: record.map_or(Standing::New, |r| r.standing(&self.params)),
+            score: record.map_or(0.5, |r| r.score()),
+            speed,
+            memory_bytes: w.memory_bytes,
+        }
+    }
+
+    /// The workers that can take an attempt now.
     fn views(&self) -> Vec<WorkerView> {
         self.workers
             .iter()
-            .filter_map(|(id, w)| {
-                let (record, owner) = self
-                    .trust
-                    .get(id)
-                    .map_or((None, w.owner), |t| (Some(&t.record), t.owner));
-                let standing = record.map_or(Standing::New, |r| r.standing(&self.params));
-                let speed = record.map_or(0.0, |r| r.speed);
-                // A slow worker gets no attempts queued behind its running ones.
-                let capacity = if speed > runegrid_core::schedule::SLOW {
-                    w.slots
-                } else {
-                    w.capacity
-                };
-                let busy = w.busy.len() as u32;
-                (capacity > busy && standing != Standing::Quarantined).then(|| WorkerView {
-                    id: *id,
-                    free_slots: capacity - busy,
-                    running: busy,
-                    owner,
-                    standing,
-                    score: record.map_or(0.5, |r| r.score()),
-                    speed,
-                    memory_bytes: w.memory_bytes,
-                })
-            })
+            .map(|(id, w)| self.view(*id, w))
+            .filter(|v| v.free_slots > 0 && v.standing != Standing::Quarantined)
             .collect()
     }
 
@@ -2137,11 +2141,10 @@ impl State {
         let Some(relaxed) = runegrid_core::trust::relaxed(&policy, req) else {
             return;
         };
-        let placeable = self.workers.iter().any(|(id, w)| {
-            self.standing(*id) != Standing::Quarantined
-                && !need.exclude.contains(id)
-                && (w.memory_bytes == 0 || w.memory_bytes >= need.memory_bytes)
-        });
+        let placeable = self
+            .workers
+            .iter()
+            .any(|(id, w)| runegrid_core::schedule::eligible(&self.view(*id, w), need));
         if placeable {
             return;
         }
