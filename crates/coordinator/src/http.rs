@@ -372,7 +372,9 @@ async fn submit_job(
         None => Quorum::new(replicas, agree),
     }
     .map_err(|e| ApiError::bad("invalid_policy", e.to_string()))?;
-    let sha = req.program.clone();
+    // `rune` names the built-in Rune runner; the job records its hash like any program's.
+    let program_sha = crate::runner::resolve(&req.program).to_string();
+    let sha = program_sha.clone();
     let program = match app.cached_program(&sha) {
         Some(p) => Some(p),
         None => blocking(&app, move |app| app.program(&sha)).await?,
@@ -381,8 +383,9 @@ async fn submit_job(
         ApiError::bad(
             "unknown_program",
             format!(
-                "unknown program {}: upload the module first (POST /v1/programs)",
-                req.program
+                "unknown program {}: upload the module first (POST /v1/programs), or name the rune runner (\"{}\")",
+                req.program,
+                runegrid_runner::PROGRAM_NAME
             ),
         )
     })?;
@@ -402,7 +405,7 @@ async fn submit_job(
     let new = NewJob {
         owner: a.id,
         name: req.name.unwrap_or_default(),
-        program: req.program,
+        program: program_sha,
         policy,
         replicas: quorum.replicas,
         agree: quorum.agree,
