@@ -45,7 +45,8 @@ pub struct CallArgs {
     /// Fuel per attempt (a trivial call takes about 56 million: most of it is setting up Rune).
     #[arg(long)]
     pub fuel: Option<u64>,
-    /// Linear memory cap per attempt, in MiB (the runner needs about 16).
+    /// Linear memory cap per attempt, in MiB (the runner starts with 8.4; a small call runs in
+    /// 16).
     #[arg(long)]
     pub memory_mb: Option<u64>,
     /// Wall-clock cap per attempt, in seconds.
