@@ -171,6 +171,28 @@ async fn browser_and_native_workers_agree_and_the_dashboard_shows_the_job() {
         .sum();
     assert_eq!(browser_done, seeds.len() as u64, "{workers:?}");
 
+    // The program is kept in the browser's storage for the next visit.
+    let cached = b
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+            const req = indexedDB.open("runegrid");
+            req.onsuccess = () => {
+              const r = req.result.transaction("program_index").objectStore("program_index").getAllKeys();
+              r.onsuccess = () => done(r.result);
+              r.onerror = () => done(String(r.error));
+            };
+            req.onerror = () => done(String(req.error));"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    // (Workers run the metered module, named by its own hash.)
+    assert_eq!(
+        cached.as_array().map(|keys| keys.len()),
+        Some(1),
+        "the program is not in the browser's cache: {cached}"
+    );
+
     // Clocks, randomness and traps agree too.
     let hostile = grid.upload(runegrid_examples::HOSTILE).await;
     let mut job = job.clone();
