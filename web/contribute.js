@@ -2,6 +2,8 @@
 // each), keeps their ed25519 keys in IndexedDB and the account token in localStorage, and
 // shows what they are doing.
 
+import { getKeys, putKeys } from "./store.js";
+
 const $ = (id) => document.getElementById(id);
 const ACCOUNT_KEY = "runegrid.contributor";
 const BACKGROUND_KEY = "runegrid.background";
@@ -51,35 +53,13 @@ async function ensureAccount() {
   return mine;
 }
 
-function openDb() {
-  return new Promise((resolve, reject) => {
-    const req = indexedDB.open("runegrid", 1);
-    req.onupgradeneeded = () => req.result.createObjectStore("keys");
-    req.onsuccess = () => resolve(req.result);
-    req.onerror = () => reject(req.error);
-  });
-}
-
 // The key pair of worker slot `i`, made once and kept (the private key cannot be exported).
 async function keysFor(i) {
-  const db = await openDb();
-  const get = () =>
-    new Promise((resolve, reject) => {
-      const r = db.transaction("keys").objectStore("keys").get(i);
-      r.onsuccess = () => resolve(r.result);
-      r.onerror = () => reject(r.error);
-    });
-  let keys = await get();
+  let keys = await getKeys(i);
   if (!keys) {
     keys = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
-    await new Promise((resolve, reject) => {
-      const tx = db.transaction("keys", "readwrite");
-      tx.objectStore("keys").put(keys, i);
-      tx.oncomplete = resolve;
-      tx.onerror = () => reject(tx.error);
-    });
+    await putKeys(i, keys);
   }
-  db.close();
   return keys;
 }
 

@@ -11,6 +11,7 @@
 // reason}; this worker posts {type: "status", ...} and {type: "log", ...} back.
 
 import { digestHex, toHex } from "./exec.js";
+import { getProgram, putProgram } from "./store.js";
 
 const PROTOCOL = 1;
 const RUNTIME = "browser/0.1.0";
@@ -55,6 +56,37 @@ function b64decode(s) {
   const out = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
   return out;
+}
+
+// A program not compiled yet: from the browser's cache if it is there, else from the coordinator.
+async function fetchProgram(sha256) {
+  const cached = await getProgram(sha256);
+  if (cached && (await loaded(sha256, cached, false))) return;
+  send({ type: "need_program", sha256 });
+}
+
+// Checks program bytes against their hash and compiles them; the attempts waiting for them go to
+// the queue, or fail. Bytes from the cache that do not check out are fetched again instead.
+async function loaded(sha256, bytes, fromCoordinator) {
+  const actual = toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
+  if (actual !== sha256 && !fromCoordinator) return false;
+  const list = waiting.get(sha256) || [];
+  waiting.delete(sha256);
+  if (actual !== sha256) {
+    log(`program bytes do not match their hash ${sha256}`);
+    for (const a of list) send({ type: "failed", attempt: a.attempt, reason: "program bytes do not match their hash" });
+    return true;
+  }
+  try {
+    programs.set(sha256, await WebAssembly.compile(bytes));
+  } catch (e) {
+    for (const a of list) send({ type: "failed", attempt: a.attempt, reason: `cannot compile the program: ${e.message}` });
+    return true;
+  }
+  if (fromCoordinator) putProgram(sha256, bytes);
+  queue.push(...list);
+  next();
+  return true;
 }
 
 async function sign(text) {
@@ -144,30 +176,13 @@ async function handle(msg) {
           list.push(msg);
         } else {
           waiting.set(msg.program, [msg]);
-          send({ type: "need_program", sha256: msg.program });
+          fetchProgram(msg.program);
         }
       }
       break;
-    case "program": {
-      const bytes = b64decode(msg.module);
-      const actual = toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
-      const list = waiting.get(msg.sha256) || [];
-      waiting.delete(msg.sha256);
-      if (actual !== msg.sha256) {
-        log(`program bytes do not match their hash ${msg.sha256}`);
-        for (const a of list) send({ type: "failed", attempt: a.attempt, reason: "program bytes do not match their hash" });
-        break;
-      }
-      try {
-        programs.set(msg.sha256, await WebAssembly.compile(bytes));
-      } catch (e) {
-        for (const a of list) send({ type: "failed", attempt: a.attempt, reason: `cannot compile the program: ${e.message}` });
-        break;
-      }
-      queue.push(...list);
-      next();
+    case "program":
+      await loaded(msg.sha256, b64decode(msg.module), true);
       break;
-    }
     case "cancel": {
       const i = queue.findIndex((a) => a.attempt === msg.attempt);
       if (i >= 0) {

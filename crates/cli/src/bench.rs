@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 pub enum Suite {
     /// Verification under misbehaving workers: liars, colluders, stragglers, vanishing workers.
     Trust(crate::bench_trust::TrustBenchArgs),
+    /// A browser worker (headless Chromium) against a native one: kernel speed, and the time
+    /// from clicking start to the first task accepted.
+    Browser(crate::bench_browser::BrowserBenchArgs),
 }
 
 #[derive(Args)]
@@ -47,8 +50,10 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 pub async fn run(a: BenchArgs) -> Result<i32> {
-    if let Some(Suite::Trust(t)) = a.suite {
-        return crate::bench_trust::run(t).await;
+    match a.suite {
+        Some(Suite::Trust(t)) => return crate::bench_trust::run(t).await,
+        Some(Suite::Browser(b)) => return crate::bench_browser::run(b).await,
+        None => {}
     }
     println!(
         "runegrid bench on {} ({} cores)",

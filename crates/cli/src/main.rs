@@ -1,6 +1,7 @@
 //! `runegrid`: the one binary — coordinator, worker, and the user's CLI.
 
 mod bench;
+mod bench_browser;
 mod bench_trust;
 mod call;
 mod commands;
@@ -60,7 +61,7 @@ enum Command {
     /// Start a local grid (a coordinator and workers) and run an example job on it.
     Demo(demo::DemoArgs),
     /// Measure round trips, throughput and sandbox overhead on a local grid (`bench trust`:
-    /// verification under misbehaving workers).
+    /// verification under misbehaving workers; `bench browser`: a browser worker vs a native one).
     Bench(bench::BenchArgs),
 }
 

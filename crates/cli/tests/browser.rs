@@ -171,6 +171,28 @@ async fn browser_and_native_workers_agree_and_the_dashboard_shows_the_job() {
         .sum();
     assert_eq!(browser_done, seeds.len() as u64, "{workers:?}");
 
+    // The program is kept in the browser's storage for the next visit.
+    let cached = b
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+            const req = indexedDB.open("runegrid");
+            req.onsuccess = () => {
+              const r = req.result.transaction("program_index").objectStore("program_index").getAllKeys();
+              r.onsuccess = () => done(r.result);
+              r.onerror = () => done(String(r.error));
+            };
+            req.onerror = () => done(String(req.error));"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    // (Workers run the metered module, named by its own hash.)
+    assert_eq!(
+        cached.as_array().map(|keys| keys.len()),
+        Some(1),
+        "the program is not in the browser's cache: {cached}"
+    );
+
     // Clocks, randomness and traps agree too.
     let hostile = grid.upload(runegrid_examples::HOSTILE).await;
     let mut job = job.clone();
@@ -232,7 +254,8 @@ async fn browser_and_native_workers_agree_and_the_dashboard_shows_the_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hostile_module_is_stopped_in_the_browser_and_closing_the_page_releases_its_leases() {
+async fn a_hostile_module_is_stopped_in_the_browser_and_hiding_or_closing_the_page_releases_its_leases()
+ {
     if skip() {
         return;
     }
@@ -294,6 +317,35 @@ async fn a_hostile_module_is_stopped_in_the_browser_and_closing_the_page_release
         },
     )
     .await;
+    // Hiding the tab (another tab comes to the front) stops its workers with a `leaving`
+    // message: the lease is released at once; showing it again resumes them.
+    let page = b.window().await.unwrap();
+    let other = b.new_window(true).await.unwrap();
+    b.switch_to_window(other.handle).await.unwrap();
+    wait_until(
+        "the hidden page's lease to be released",
+        Duration::from_secs(15),
+        || async {
+            let s = c.status(sub.job).await.unwrap();
+            let st = stats(&grid).await;
+            (s.counts.running == 0 && s.counts.queued == 1 && st.now.workers_browser == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    b.close_window().await.unwrap();
+    b.switch_to_window(page).await.unwrap();
+    wait_until(
+        "the shown page to take the task again",
+        Duration::from_secs(20),
+        || async {
+            let s = c.status(sub.job).await.unwrap();
+            (s.counts.running == 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(text(&b, "state").await, "running");
+
     b.close().await.unwrap();
     wait_until(
         "the closed page's lease to be released",
@@ -346,4 +398,42 @@ async fn stats_and_pages_are_served() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("cannot submit"), "{e}");
+}
+
+/// `runegrid bench browser` runs end to end (small jobs) and prints both figures.
+#[test]
+fn the_browser_benchmark_runs() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args([
+        "bench",
+        "browser",
+        "--tasks",
+        "2",
+        "--samples",
+        "100000",
+        "--matrix",
+        "24",
+        "--dir",
+    ]);
+    cmd.arg(dir.path());
+    let out = output_within(cmd, Duration::from_secs(300));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for part in [
+        "click on start to first task accepted",
+        "returning contributor",
+        "montecarlo",
+        "matmul",
+        "native worker's speed",
+    ] {
+        assert!(text.contains(part), "missing {part} in:\n{text}");
+    }
 }

@@ -52,6 +52,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         file!("exec.js"),
     ),
     (
+        "store.js",
+        "text/javascript; charset=utf-8",
+        file!("store.js"),
+    ),
+    (
         "vendor/uplot/uPlot.iife.min.js",
         "text/javascript; charset=utf-8",
         file!("vendor/uplot/uPlot.iife.min.js"),

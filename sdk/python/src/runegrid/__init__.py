@@ -1,0 +1,67 @@
+"""runegrid: call Rune script functions and WASI modules on a runegrid compute grid.
+
+>>> from runegrid import Grid
+>>> with Grid() as grid:                      # $RUNEGRID_URL, $RUNEGRID_TOKEN
+...     add = grid.script("pub fn add(a, b) { a + b }").function("add")
+...     add(1, 2)                             # 3, verified by replicas agreeing
+...     add.map([(i, i) for i in range(100)])  # one job of 100 tasks, values in order
+"""
+
+from .calls import (
+    AsyncOutputStream,
+    OutputStream,
+    Script,
+    ScriptFunction,
+    WasmProgram,
+)
+from .errors import (
+    ApiError,
+    CallTimeout,
+    Cancelled,
+    ConnectionFailed,
+    MemoryLimit,
+    NonZeroExit,
+    OutOfFuel,
+    ProtocolError,
+    RunegridError,
+    ScriptError,
+    StackOverflow,
+    StdoutLimit,
+    TaskError,
+    Trap,
+    VerificationFailed,
+)
+from .grid import DEFAULT_URL, Grid
+from .options import Options
+from .results import ExecStatus, ScriptResult, TaskResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApiError",
+    "AsyncOutputStream",
+    "CallTimeout",
+    "Cancelled",
+    "ConnectionFailed",
+    "DEFAULT_URL",
+    "ExecStatus",
+    "Grid",
+    "MemoryLimit",
+    "NonZeroExit",
+    "Options",
+    "OutOfFuel",
+    "OutputStream",
+    "ProtocolError",
+    "RunegridError",
+    "Script",
+    "ScriptError",
+    "ScriptFunction",
+    "ScriptResult",
+    "StackOverflow",
+    "StdoutLimit",
+    "TaskError",
+    "TaskResult",
+    "Trap",
+    "VerificationFailed",
+    "WasmProgram",
+]

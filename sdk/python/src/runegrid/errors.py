@@ -1,0 +1,187 @@
+"""Exceptions. Everything the SDK raises on purpose derives from :class:`RunegridError`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .results import ExecStatus, TaskResult
+
+
+class RunegridError(Exception):
+    """Base class of runegrid's exceptions."""
+
+
+class ApiError(RunegridError):
+    """The coordinator answered with an HTTP error.
+
+    ``code`` is the coordinator's stable error code (``unauthorized``, ``forbidden``,
+    ``not_found``, ``invalid_module``, ``forbidden_import``, ``invalid_limits``,
+    ``invalid_policy``, ``invalid_job``, ``unknown_program``, ...; ``invalid_request`` for a
+    body the coordinator could not parse), ``message`` its explanation, ``status`` the HTTP
+    status.
+    """
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(f"{code}: {message} (HTTP {status})")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class ConnectionFailed(RunegridError):
+    """The coordinator could not be reached."""
+
+
+class ProtocolError(RunegridError):
+    """An answer the SDK cannot make sense of (e.g. a script task whose output does not end
+    with its result line)."""
+
+
+class CallTimeout(RunegridError, TimeoutError):
+    """A call's ``timeout`` ran out before its job finished. The job was cancelled.
+
+    ``waiting_for`` is the coordinator's explanation of what the job was waiting for, when it
+    had one (e.g. too few workers for the quorum asked for).
+    """
+
+    def __init__(self, message: str, job: int | None = None, waiting_for: str | None = None):
+        if waiting_for:
+            message = f"{message} (the coordinator says: {waiting_for})"
+        super().__init__(message)
+        self.job = job
+        self.waiting_for = waiting_for
+
+
+class TaskError(RunegridError):
+    """A task ended without success. ``result`` is the task's :class:`TaskResult`; its fields
+    are also available on the exception (``state``, ``status``, ``exit_code``, ``stdout``,
+    ``error``, ...)."""
+
+    def __init__(self, result: TaskResult, message: str | None = None) -> None:
+        self.result = result
+        if message is None:
+            message = result.error or f"task ended in state {result.state}"
+        super().__init__(f"job {result.job} task {result.index}: {message}")
+
+    job = property(lambda self: self.result.job)
+    index = property(lambda self: self.result.index)
+    state = property(lambda self: self.result.state)
+    acceptance = property(lambda self: self.result.acceptance)
+    exit_code = property(lambda self: self.result.exit_code)
+    stdout = property(lambda self: self.result.stdout)
+    stdout_bytes = property(lambda self: self.result.stdout_bytes)
+    fuel = property(lambda self: self.result.fuel)
+    digest = property(lambda self: self.result.digest)
+    attempts = property(lambda self: self.result.attempts)
+    error = property(lambda self: self.result.error)
+    status = property(lambda self: self.result.status)
+
+
+class NonZeroExit(TaskError):
+    """The program exited with a non-zero code (``exit_code``)."""
+
+
+class OutOfFuel(TaskError):
+    """The task used up its fuel limit (a loop that never ends ends here)."""
+
+
+class MemoryLimit(TaskError):
+    """The program asked for more memory than its limit allows."""
+
+
+class StackOverflow(TaskError):
+    """The call depth limit was reached."""
+
+
+class StdoutLimit(TaskError):
+    """The program wrote more to stdout than its limit allows."""
+
+
+class Trap(TaskError):
+    """The module trapped; ``trap`` is the kind (``unreachable``, ``memory_out_of_bounds``,
+    ``integer_division_by_zero``, ...)."""
+
+    @property
+    def trap(self) -> str | None:
+        s = self.result.status
+        return s.trap if s else None
+
+
+class VerificationFailed(TaskError):
+    """No result could be accepted: replicas disagreed until the job's ``max_attempts`` ran
+    out, or attempts kept being lost. ``error`` says which."""
+
+
+class Cancelled(TaskError):
+    """The task was cancelled (its job was cancelled)."""
+
+
+class ScriptError(TaskError):
+    """A Rune script failed: ``kind`` is ``compile``, ``runtime``, ``input`` (the arguments
+    could not be given to the function) or ``value`` (its return value has no JSON form);
+    ``line`` and ``column`` locate the error in the script when known."""
+
+    def __init__(
+        self,
+        result: TaskResult,
+        kind: str,
+        message: str,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.kind = kind
+        self.script_message = message
+        self.line = line
+        self.column = column
+        where = ""
+        if line is not None:
+            where = f" at line {line}" + (f", column {column}" if column is not None else "")
+        super().__init__(result, f"{kind} error{where}: {message}")
+
+    @property
+    def message(self) -> str:
+        """The script error's message (without the location)."""
+        return self.script_message
+
+
+_BY_STATUS: dict[str, type[TaskError]] = {
+    "out_of_fuel": OutOfFuel,
+    "memory_limit": MemoryLimit,
+    "stack_overflow": StackOverflow,
+    "stdout_limit": StdoutLimit,
+    "trap": Trap,
+}
+
+
+def task_error(result: TaskResult) -> TaskError:
+    """The exception for a task that did not succeed."""
+    if result.state == "cancelled":
+        return Cancelled(result, result.error or "cancelled")
+    status: ExecStatus | None = result.status
+    if status is None:
+        return VerificationFailed(result)
+    if status.kind == "exited":
+        return NonZeroExit(result)
+    return _BY_STATUS.get(status.kind, TaskError)(result)
+
+
+def api_error(status: int, body: bytes) -> ApiError:
+    """Builds an :class:`ApiError` from an error answer: ``{"error": {"code", "message"}}``,
+    or plain text (a request the coordinator's framework rejected before reading it)."""
+    import json
+
+    detail: Mapping[str, Any] | None = None
+    try:
+        parsed = json.loads(body)
+        if isinstance(parsed, Mapping) and isinstance(parsed.get("error"), Mapping):
+            detail = parsed["error"]
+    except ValueError:
+        pass
+    if detail is not None:
+        return ApiError(str(detail.get("code")), str(detail.get("message")), status)
+    text = body.decode("utf-8", "replace").strip() or f"HTTP {status}"
+    code = {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(status)
+    if code is None:
+        code = "invalid_request" if 400 <= status < 500 else "internal"
+    return ApiError(code, text, status)

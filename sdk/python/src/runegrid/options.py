@@ -1,0 +1,103 @@
+"""Per-call options: verification policy, limits and client-side behaviour."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+POLICIES = ("adaptive", "quorum", "none")
+
+_INT_FIELDS = (
+    "replicas",
+    "agree",
+    "max_attempts",
+    "fuel",
+    "memory_bytes",
+    "wall_time_ms",
+    "stdout_bytes",
+)
+LIMIT_FIELDS = ("fuel", "memory_bytes", "wall_time_ms", "stdout_bytes")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a call asks for. ``None`` leaves the coordinator's default.
+
+    Verification (see the coordinator's README, *Trust*):
+
+    - ``policy``: ``"adaptive"`` (default without replicas/agree: a trusted worker's result is
+      accepted alone, with spot checks; others are replicated), ``"quorum"`` (default when
+      ``replicas`` or ``agree`` is given: always ``agree`` of ``replicas``) or ``"none"`` (one
+      attempt, accepted as reported).
+    - ``replicas``, ``agree``, ``max_attempts``.
+
+    Limits per attempt: ``fuel`` (about one unit per WebAssembly instruction; default 10^10),
+    ``memory_bytes`` (256 MiB), ``wall_time_ms`` (60 s), ``stdout_bytes`` (1 MiB).
+
+    Client side:
+
+    - ``name``: the job's name.
+    - ``timeout``: seconds the whole call may take; past it the job is cancelled and
+      :class:`~runegrid.CallTimeout` raised. ``None`` waits for ever.
+    - ``progress``: ``map`` shows a progress bar (tqdm, on stderr); ``None`` shows one when
+      stderr is a terminal.
+    - ``check``: raise :class:`~runegrid.TaskError` for a task that did not succeed (default
+      ``True``); with ``False`` a WASI call returns the :class:`~runegrid.TaskResult` anyway.
+    """
+
+    policy: str | None = None
+    replicas: int | None = None
+    agree: int | None = None
+    max_attempts: int | None = None
+    fuel: int | None = None
+    memory_bytes: int | None = None
+    wall_time_ms: int | None = None
+    stdout_bytes: int | None = None
+    name: str | None = None
+    timeout: float | None = None
+    progress: bool | None = None
+    check: bool = True
+
+    def __post_init__(self) -> None:
+        if self.policy is not None and self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
+        for f in _INT_FIELDS:
+            v = getattr(self, f)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{f} must be an int, not {type(v).__name__}")
+            if v < (0 if f == "stdout_bytes" else 1):
+                raise ValueError(f"{f} must be positive, not {v}")
+        if self.timeout is not None and not (self.timeout > 0):
+            raise ValueError(f"timeout must be positive seconds, not {self.timeout!r}")
+        if self.name is not None and not isinstance(self.name, str):
+            raise TypeError("name must be a string")
+
+    def replace(self, **changes: Any) -> Options:
+        """A copy with ``changes`` applied; unknown names raise :class:`TypeError`."""
+        if not changes:
+            return self
+        unknown = sorted(set(changes) - OPTION_NAMES)
+        if unknown:
+            raise TypeError(
+                f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                f"(options: {', '.join(sorted(OPTION_NAMES))})"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def job_fields(self) -> dict[str, Any]:
+        """The fields of a ``POST /v1/jobs`` body these options set."""
+        out: dict[str, Any] = {}
+        for f in ("policy", "replicas", "agree", "max_attempts", "name"):
+            v = getattr(self, f)
+            if v is not None:
+                out[f] = v
+        limits = {f: getattr(self, f) for f in LIMIT_FIELDS if getattr(self, f) is not None}
+        if limits:
+            out["limits"] = limits
+        return out
+
+
+OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(Options))

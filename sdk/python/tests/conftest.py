@@ -1,0 +1,61 @@
+"""Fixtures: one real local grid (a coordinator and three native workers started from the
+``runegrid`` binary) for the whole session.
+
+The binary is ``$RUNEGRID_BIN``, else ``<repo>/target/release/runegrid``, else
+``$CARGO_TARGET_DIR/release/runegrid``, else ``runegrid`` on ``PATH``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from runegrid import Grid
+from runegrid.local import LocalGrid, find_binary
+
+REPO = Path(__file__).resolve().parents[3]
+MODULES = Path(__file__).resolve().parent / "modules"
+
+#: Every call made through the ``grid`` fixture gives up (and fails its test) after this long,
+#: so that a broken grid fails the suite instead of hanging it.
+CALL_TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="session")
+def local(request: pytest.FixtureRequest) -> Iterator[LocalGrid]:
+    grid = LocalGrid(workers=3, slots=2, binary=find_binary(REPO), start_timeout=60)
+    grid.start()
+    try:
+        yield grid
+    finally:
+        if request.session.testsfailed:
+            capture = request.config.pluginmanager.getplugin("capturemanager")
+            with capture.global_and_fixture_disabled():
+                sys.stderr.write(f"\n---- logs of the local grid ----\n{grid.logs()}\n")
+        grid.stop()
+
+
+@pytest.fixture
+def new_grid(local: LocalGrid) -> Callable[[], Grid]:
+    """Makes a :class:`Grid` for the local grid (e.g. for ``async with``)."""
+    return lambda: local.grid(timeout=CALL_TIMEOUT)
+
+
+@pytest.fixture
+def grid(new_grid: Callable[[], Grid]) -> Iterator[Grid]:
+    with new_grid() as g:
+        yield g
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def module() -> Callable[[str], Path]:
+    """The path of a test module (``tests/modules/NAME.wat``)."""
+    return lambda name: MODULES / f"{name}.wat"

@@ -1,0 +1,61 @@
+;; Prints "arg=VALUE" for each argument after argv[0], "env KEY=VALUE" for each variable
+;; (the coordinator sends them sorted by key), then "stdin=" and all of stdin.
+(module
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $environ_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  ;; 0: iovec; 8: bytes read/written; 16: count; 20: buffer size;
+  ;; 1024: pointer table; 16384: strings; 131072: stdin buffer
+  (memory (export "memory") 4)
+  (data (i32.const 64) "arg=")
+  (data (i32.const 72) "env ")
+  (data (i32.const 80) "stdin=")
+  (data (i32.const 88) "\n")
+  (func $write (param $ptr i32) (param $len i32)
+    (i32.store (i32.const 0) (local.get $ptr))
+    (i32.store (i32.const 4) (local.get $len))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+  (func $strlen (param $p i32) (result i32)
+    (local $n i32)
+    (block $done
+      (loop $l
+        (br_if $done (i32.eqz (i32.load8_u (i32.add (local.get $p) (local.get $n)))))
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br $l)))
+    (local.get $n))
+  (func $print_list (param $count i32) (param $first i32) (param $prefix i32) (param $plen i32)
+    (local $i i32)
+    (local $p i32)
+    (local.set $i (local.get $first))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $count)))
+        (local.set $p (i32.load (i32.add (i32.const 1024) (i32.shl (local.get $i) (i32.const 2)))))
+        (call $write (local.get $prefix) (local.get $plen))
+        (call $write (local.get $p) (call $strlen (local.get $p)))
+        (call $write (i32.const 88) (i32.const 1))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l))))
+  (func (export "_start")
+    (local $n i32)
+    (drop (call $args_sizes_get (i32.const 16) (i32.const 20)))
+    (drop (call $args_get (i32.const 1024) (i32.const 16384)))
+    (call $print_list (i32.load (i32.const 16)) (i32.const 1) (i32.const 64) (i32.const 4))
+    (drop (call $environ_sizes_get (i32.const 16) (i32.const 20)))
+    (drop (call $environ_get (i32.const 1024) (i32.const 16384)))
+    (call $print_list (i32.load (i32.const 16)) (i32.const 0) (i32.const 72) (i32.const 4))
+    (call $write (i32.const 80) (i32.const 6))
+    (block $done
+      (loop $l
+        (i32.store (i32.const 0) (i32.const 131072))
+        (i32.store (i32.const 4) (i32.const 65536))
+        (i32.store (i32.const 8) (i32.const 0))
+        (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+        (local.set $n (i32.load (i32.const 8)))
+        (br_if $done (i32.eqz (local.get $n)))
+        (call $write (i32.const 131072) (local.get $n))
+        (br $l))))
+)
