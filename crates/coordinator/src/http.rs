@@ -590,8 +590,16 @@ async fn job_events(
     Authed(a): Authed,
     Path(id): Path<JobId>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    /// A live follower's receiver, and whose stdout it must not get: attempts that had
+    /// streamed before it subscribed, and every attempt once it lagged (a chunk of an attempt
+    /// always reaches a follower with all the attempt's earlier chunks).
+    struct Live {
+        rx: tokio::sync::broadcast::Receiver<JobEvent>,
+        partial: std::collections::HashSet<runegrid_core::AttemptId>,
+        lagged: bool,
+    }
     enum S {
-        Live(tokio::sync::broadcast::Receiver<JobEvent>),
+        Live(Box<Live>),
         Last(Box<JobEvent>),
         End,
     }
@@ -599,6 +607,7 @@ async fn job_events(
     let (first, rest) = match app.subscribe(id) {
         Some(sub) => {
             let (owner, rx, counts) = (sub.owner, sub.events, sub.counts);
+            let partial = sub.partial;
             pending = sub.unverified;
             if !visible(&a, owner) {
                 return Err(ApiError::not_found(format!("job {id}")));
@@ -613,7 +622,14 @@ async fn job_events(
                     })),
                 )
             } else {
-                (JobEvent::Progress { counts }, S::Live(rx))
+                (
+                    JobEvent::Progress { counts },
+                    S::Live(Box::new(Live {
+                        rx,
+                        partial,
+                        lagged: false,
+                    })),
+                )
             }
         }
         None => {
@@ -638,12 +654,15 @@ async fn job_events(
         match s {
             S::End => None,
             S::Last(e) => Some((Ok(sse_event(&e)), S::End)),
-            S::Live(mut rx) => loop {
-                match rx.recv().await {
+            S::Live(mut live) => loop {
+                match live.rx.recv().await {
                     Ok(e @ JobEvent::Done { .. }) => return Some((Ok(sse_event(&e)), S::End)),
-                    Ok(e) => return Some((Ok(sse_event(&e)), S::Live(rx))),
+                    Ok(JobEvent::Stdout { attempt, .. })
+                        if live.lagged || live.partial.contains(&attempt) => {}
+                    Ok(e) => return Some((Ok(sse_event(&e)), S::Live(live))),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::debug!(skipped = n, "event stream reader lagged");
+                        live.lagged = true;
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
