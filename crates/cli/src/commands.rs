@@ -231,7 +231,7 @@ pub struct SubmitArgs {
     pub json: bool,
 }
 
-fn parse_policy(s: &str) -> std::result::Result<PolicyKind, String> {
+pub fn parse_policy(s: &str) -> std::result::Result<PolicyKind, String> {
     PolicyKind::parse(s)
         .ok_or_else(|| format!("unknown policy {s}: expected adaptive, quorum or none"))
 }

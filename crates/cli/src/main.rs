@@ -3,6 +3,7 @@
 mod bench;
 mod bench_browser;
 mod bench_trust;
+mod call;
 mod commands;
 mod demo;
 mod procs;
@@ -42,6 +43,8 @@ enum Command {
     Worker(commands::WorkerArgs),
     /// Submit a job: a WASI module and its inputs.
     Submit(commands::SubmitArgs),
+    /// Call a function of a Rune script on the grid and print what it returns.
+    Call(call::CallArgs),
     /// Show a job's progress.
     Status(commands::JobArgs),
     /// Show a job's results.
@@ -108,6 +111,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Serve(a) => commands::serve(a).await,
         Command::Worker(a) => commands::worker(&conn, a).await,
         Command::Submit(a) => commands::submit(&conn, a).await,
+        Command::Call(a) => call::call(&conn, a).await,
         Command::Status(a) => commands::status(&conn, a).await,
         Command::Results(a) => commands::results(&conn, a).await,
         Command::Jobs(a) => commands::jobs(&conn, a).await,

@@ -517,3 +517,75 @@ async fn finished_results_survive_a_coordinator_kill() {
     assert_eq!(st.state, "done");
     assert_eq!(st.counts.verified, 4);
 }
+
+/// Prints `first`, computes for a while, prints `second`.
+const TWO_PRINTS: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "first\n")
+  (data (i32.const 32) "second\n")
+  (func $print (param $p i32) (param $n i32)
+    (i32.store (i32.const 0) (local.get $p))
+    (i32.store (i32.const 4) (local.get $n))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+  (func (export "_start") (local $i i64)
+    (call $print (i32.const 16) (i32.const 6))
+    (block $done
+      (loop $more
+        (local.set $i (i64.add (local.get $i) (i64.const 1)))
+        (br_if $done (i64.ge_u (local.get $i) (i64.const 600000000)))
+        (br $more)))
+    (call $print (i32.const 32) (i32.const 7))))"#;
+
+async fn next(events: &mut runegrid_client::EventStream) -> Option<JobEvent> {
+    tokio::time::timeout(Duration::from_secs(60), events.next())
+        .await
+        .expect("event in time")
+        .map(|e| e.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_follower_gets_no_partial_stdout() {
+    let mut g = Grid::start().await;
+    let p = g.upload(TWO_PRINTS.as_bytes()).await;
+    let c = g.client();
+    let sub = c
+        .submit(&job(&p, vec![TaskSpec::default()], 1, 1))
+        .await
+        .unwrap();
+    let mut early = c.events(sub.job).await.unwrap();
+    g.worker("w", 1, &[]);
+    let mut early_stdout = String::new();
+    while !early_stdout.contains("first") {
+        match next(&mut early).await {
+            Some(JobEvent::Stdout { data, .. }) => early_stdout.push_str(&data),
+            Some(_) => {}
+            None => panic!("the job ended before its first print reached a follower"),
+        }
+    }
+    // A follower arriving mid-attempt: a chunk would be the attempt's output without its start.
+    let mut late = c.events(sub.job).await.unwrap();
+    let mut late_events = Vec::new();
+    while let Some(e) = next(&mut late).await {
+        late_events.push(e);
+    }
+    while let Some(e) = next(&mut early).await {
+        if let JobEvent::Stdout { data, .. } = e {
+            early_stdout.push_str(&data);
+        }
+    }
+    assert_eq!(early_stdout, "first\nsecond\n");
+    assert!(
+        !late_events
+            .iter()
+            .any(|e| matches!(e, JobEvent::Stdout { .. })),
+        "{late_events:?}"
+    );
+    assert!(
+        late_events
+            .iter()
+            .any(|e| matches!(e, JobEvent::Task { result }
+            if result.state == "verified" && result.stdout.as_deref() == Some("first\nsecond\n"))),
+        "{late_events:?}"
+    );
+}

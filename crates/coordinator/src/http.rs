@@ -372,7 +372,9 @@ async fn submit_job(
         None => Quorum::new(replicas, agree),
     }
     .map_err(|e| ApiError::bad("invalid_policy", e.to_string()))?;
-    let sha = req.program.clone();
+    // `rune` names the built-in Rune runner; the job records its hash like any program's.
+    let program_sha = crate::runner::resolve(&req.program).to_string();
+    let sha = program_sha.clone();
     let program = match app.cached_program(&sha) {
         Some(p) => Some(p),
         None => blocking(&app, move |app| app.program(&sha)).await?,
@@ -381,8 +383,9 @@ async fn submit_job(
         ApiError::bad(
             "unknown_program",
             format!(
-                "unknown program {}: upload the module first (POST /v1/programs)",
-                req.program
+                "unknown program {}: upload the module first (POST /v1/programs), or name the rune runner (\"{}\")",
+                req.program,
+                runegrid_runner::PROGRAM_NAME
             ),
         )
     })?;
@@ -402,7 +405,7 @@ async fn submit_job(
     let new = NewJob {
         owner: a.id,
         name: req.name.unwrap_or_default(),
-        program: req.program,
+        program: program_sha,
         policy,
         replicas: quorum.replicas,
         agree: quorum.agree,
@@ -587,8 +590,16 @@ async fn job_events(
     Authed(a): Authed,
     Path(id): Path<JobId>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    /// A live follower's receiver, and whose stdout it must not get: attempts that had
+    /// streamed before it subscribed, and every attempt once it lagged (a chunk of an attempt
+    /// always reaches a follower with all the attempt's earlier chunks).
+    struct Live {
+        rx: tokio::sync::broadcast::Receiver<JobEvent>,
+        partial: std::collections::HashSet<runegrid_core::AttemptId>,
+        lagged: bool,
+    }
     enum S {
-        Live(tokio::sync::broadcast::Receiver<JobEvent>),
+        Live(Box<Live>),
         Last(Box<JobEvent>),
         End,
     }
@@ -596,6 +607,7 @@ async fn job_events(
     let (first, rest) = match app.subscribe(id) {
         Some(sub) => {
             let (owner, rx, counts) = (sub.owner, sub.events, sub.counts);
+            let partial = sub.partial;
             pending = sub.unverified;
             if !visible(&a, owner) {
                 return Err(ApiError::not_found(format!("job {id}")));
@@ -610,7 +622,14 @@ async fn job_events(
                     })),
                 )
             } else {
-                (JobEvent::Progress { counts }, S::Live(rx))
+                (
+                    JobEvent::Progress { counts },
+                    S::Live(Box::new(Live {
+                        rx,
+                        partial,
+                        lagged: false,
+                    })),
+                )
             }
         }
         None => {
@@ -635,12 +654,15 @@ async fn job_events(
         match s {
             S::End => None,
             S::Last(e) => Some((Ok(sse_event(&e)), S::End)),
-            S::Live(mut rx) => loop {
-                match rx.recv().await {
+            S::Live(mut live) => loop {
+                match live.rx.recv().await {
                     Ok(e @ JobEvent::Done { .. }) => return Some((Ok(sse_event(&e)), S::End)),
-                    Ok(e) => return Some((Ok(sse_event(&e)), S::Live(rx))),
+                    Ok(JobEvent::Stdout { attempt, .. })
+                        if live.lagged || live.partial.contains(&attempt) => {}
+                    Ok(e) => return Some((Ok(sse_event(&e)), S::Live(live))),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::debug!(skipped = n, "event stream reader lagged");
+                        live.lagged = true;
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }

@@ -8,6 +8,7 @@
 //! - `http`: the `/v1` routes, authentication, Server-Sent Events.
 //! - `ws`: one task per worker connection: handshake, then messages in and out.
 //! - `web`: the dashboard, the contribute page and the browser worker (files of `web/`, built in).
+//! - `runner`: the built-in Rune runner, registered at startup and named `rune` in submissions.
 //!
 //! Architecture Invariant: every mutation of grid state happens under the `state` lock and
 //! produces its store changes in the same critical section, so the store sees changes in the
@@ -17,6 +18,7 @@ mod auth;
 #[cfg(test)]
 mod churn_tests;
 mod http;
+mod runner;
 mod state;
 mod web;
 mod writer;
@@ -75,6 +77,8 @@ pub enum CoordinatorError {
     },
     #[error("server: {0}")]
     Serve(std::io::Error),
+    #[error("cannot register the rune runner: {0}")]
+    Runner(String),
 }
 
 /// A running coordinator.
@@ -111,6 +115,7 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
     let read_store = SqliteStore::open(&db)?;
     let admin_token_file = config.data_dir.join(ADMIN_TOKEN_FILE);
     auth::ensure_admin(&mut write_store, &admin_token_file)?;
+    let rune_runner = runner::register(&mut write_store)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| CoordinatorError::Listen {
@@ -123,6 +128,7 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
         Box::new(write_store) as Box<dyn Store>,
         Box::new(read_store),
     )?;
+    app.cache_program(runner::sha256(), Arc::new(rune_runner));
     let app = Arc::new(app);
     tokio::spawn(state::ticker(app.clone()));
     let router = http::router(app.clone());

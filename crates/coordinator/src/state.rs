@@ -129,6 +129,9 @@ struct AttemptMem {
     deadline: Instant,
     started: Instant,
     backup: bool,
+    /// Some of its stdout has gone to the job's followers: a follower arriving now would see
+    /// the rest without the start, so it gets none of this attempt's chunks.
+    streamed: bool,
 }
 
 /// A result accepted on one worker's word, kept for a retroactive audit.
@@ -236,6 +239,9 @@ pub struct Subscription {
     pub counts: Counts,
     /// Tasks whose first result is in and not yet verified.
     pub unverified: Vec<TaskResult>,
+    /// Running attempts that had already streamed stdout: their later chunks are not sent to
+    /// this follower, so every stdout it gets of an attempt starts at the attempt's first byte.
+    pub partial: std::collections::HashSet<AttemptId>,
 }
 
 /// Programs kept in the submission cache.
@@ -591,13 +597,15 @@ impl App {
     }
 
     pub fn on_output(&self, worker: WorkerId, attempt: AttemptId, data: &[u8]) {
-        let st = self.lock();
-        let Some(a) = st.attempts.get(&attempt).filter(|a| a.worker == worker) else {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(a) = st.attempts.get_mut(&attempt).filter(|a| a.worker == worker) else {
             return;
         };
         let t = &st.tasks[&a.task];
         let job = &st.jobs[&t.job];
         if let Some(events) = job.events.as_ref().filter(|e| e.receiver_count() > 0) {
+            a.streamed = true;
             let _ = events.send(JobEvent::Stdout {
                 task: t.index,
                 attempt,
@@ -771,11 +779,18 @@ impl App {
             .filter(|t| t.shown_first && t.outcome.is_none())
             .map(|t| st.task_result(t))
             .collect();
+        let partial = st
+            .attempts
+            .iter()
+            .filter(|(_, a)| a.job == id && a.streamed)
+            .map(|(id, _)| *id)
+            .collect();
         Some(Subscription {
             owner,
             events,
             counts,
             unverified,
+            partial,
         })
     }
 
@@ -2223,6 +2238,7 @@ impl State {
                 deadline,
                 started: now,
                 backup,
+                streamed: false,
             },
         );
         if !special {

@@ -31,7 +31,8 @@ pub struct ProgramInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
-    /// Program hash from `POST /v1/programs`.
+    /// Program hash from `POST /v1/programs`, or `rune` for the built-in Rune runner (each
+    /// task's stdin is then a call, see `runegrid-runner`); the job shows the runner's hash.
     pub program: String,
     #[serde(default)]
     pub name: Option<String>,

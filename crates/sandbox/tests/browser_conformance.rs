@@ -895,6 +895,7 @@ fn suite() -> Suite {
                 .limits(|l| l.stdout_bytes = cap),
         );
     }
+    rune_cases(&mut s);
     s.module(
         "nop_nop",
         wat(r#"(func (export "_start") nop nop)"#).as_bytes(),
@@ -998,6 +999,53 @@ fn bytes_diff(native: &[u8], browser: &[u8]) -> String {
         around(native),
         around(browser)
     )
+}
+
+/// The Rune runner (a few MB of rune compiled to WASI): scripts compiled and run on both
+/// engines, values, prints, floats, errors and fuel exhaustion.
+fn rune_cases(s: &mut Suite) {
+    use runegrid_runner::call_stdin;
+    const SCRIPT: &str = r#"
+pub fn add(a, b) { a + b }
+pub fn keys(n) {
+    let o = #{};
+    for i in 0..n { o[`key${i}`] = i; }
+    let seen = [];
+    for (k, v) in o { println!("{}={}", k, v); seen.push(k); }
+    seen
+}
+pub fn floats(x) { [x / 3.0, x.sqrt(), x.powf(0.7), (x * 1e300) * 1e10 > 1e308, 0.1 + 0.2] }
+pub fn overflow() { 9223372036854775807 + 1 }
+pub fn spin() { print!("spin"); loop { } }
+"#;
+    s.module("rune", runegrid_runner::RUNE_RUNNER);
+    let call = |f: &str, args: &[serde_json::Value]| call_stdin(SCRIPT, f, args).into_bytes();
+    s.push(
+        s.case("rune", "add")
+            .stdin(&call("add", &[json!(1), json!(2)])),
+    );
+    for seed in [0, 42] {
+        s.push(
+            s.case("rune", &format!("keys_seed_{seed}"))
+                .stdin(&call("keys", &[json!(40)]))
+                .seed(seed),
+        );
+    }
+    s.push(
+        s.case("rune", "floats")
+            .stdin(&call("floats", &[json!(2.5)])),
+    );
+    s.push(s.case("rune", "overflow").stdin(&call("overflow", &[])));
+    s.push(
+        s.case("rune", "compile_error")
+            .stdin(call_stdin("pub fn f() {\n  let = 1;\n}", "f", &[]).as_bytes()),
+    );
+    s.push(s.case("rune", "bad_stdin").stdin(b"{\"script\": 1}"));
+    s.push(
+        s.case("rune", "out_of_fuel")
+            .stdin(&call("spin", &[]))
+            .limits(|l| l.fuel = 100_000_000),
+    );
 }
 
 /// Compares one case; returns the readable differences.
