@@ -215,6 +215,28 @@ async fn browser_and_native_workers_agree_and_the_dashboard_shows_the_job() {
         assert_eq!(t.attempts, 2, "{t:?}");
     }
 
+    // Rune scripts run in the browser too (the built-in runner is an ordinary WASI module),
+    // and agree with the native worker to the byte.
+    let script = "pub fn f(n) { let s = 0.0; for i in 0..n { s += 1.0 / (i + 1) as f64; } println!(\"n={n}\"); [n, s] }";
+    let mut job = job.clone();
+    job.program = runegrid_runner::PROGRAM_NAME.into();
+    job.name = Some("rune".into());
+    job.tasks = (1..=3)
+        .map(|n| runegrid_proto::TaskSpec {
+            stdin: runegrid_runner::call_stdin(script, "f", &[serde_json::json!(n * 1000)]),
+            ..Default::default()
+        })
+        .collect();
+    let r = grid.run(&job).await;
+    for (t, n) in r.tasks.iter().zip(1..=3) {
+        assert_eq!(t.state, "verified", "{t:?}\n{}", grid.logs());
+        let out = t.stdout.as_deref().unwrap();
+        assert!(
+            out.starts_with(&format!("n={}\n{{\"ok\":[{},", n * 1000, n * 1000)),
+            "{out}"
+        );
+    }
+
     // The dashboard, signed in as the job's owner, lists the job.
     b.goto(&format!("{}/", grid.url)).await.unwrap();
     let token = b.find(Locator::Id("token")).await.unwrap();
@@ -245,7 +267,7 @@ async fn browser_and_native_workers_agree_and_the_dashboard_shows_the_job() {
     .await;
     assert!(verified >= 12);
     let rows = b.find_all(Locator::Css("tr.job")).await.unwrap();
-    assert_eq!(rows.len(), 2, "both jobs are listed");
+    assert_eq!(rows.len(), 3, "every job is listed");
     let png = b.screenshot().await.unwrap();
     let path = artifacts().join("dashboard.png");
     std::fs::write(&path, png).unwrap();

@@ -129,8 +129,8 @@ struct AttemptMem {
     deadline: Instant,
     started: Instant,
     backup: bool,
-    /// Some of its stdout has gone to the job's followers: a follower arriving now would see
-    /// the rest without the start, so it gets none of this attempt's chunks.
+    /// Some of its stdout has come in: a follower arriving now would see the rest without the
+    /// start, so it gets none of this attempt's chunks.
     streamed: bool,
 }
 
@@ -602,10 +602,12 @@ impl App {
         let Some(a) = st.attempts.get_mut(&attempt).filter(|a| a.worker == worker) else {
             return;
         };
+        // Marked whether or not anyone follows now: a follower arriving later would miss
+        // this chunk, so it gets none of this attempt's output.
+        a.streamed = true;
         let t = &st.tasks[&a.task];
         let job = &st.jobs[&t.job];
         if let Some(events) = job.events.as_ref().filter(|e| e.receiver_count() > 0) {
-            a.streamed = true;
             let _ = events.send(JobEvent::Stdout {
                 task: t.index,
                 attempt,
