@@ -89,7 +89,11 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
     config.trust.spot_scale = a.spot_scale;
     let mut running = runegrid_coordinator::start(config).await?;
     let url = format!("http://{}", running.addr);
-    std::fs::write(a.data.join(URL_FILE), &url).context("writing the coordinator url file")?;
+    // Written whole, then renamed: whoever waits for the file never reads it half written.
+    let tmp = a.data.join(format!("{URL_FILE}.tmp"));
+    std::fs::write(&tmp, &url)
+        .and_then(|()| std::fs::rename(&tmp, a.data.join(URL_FILE)))
+        .context("writing the coordinator url file")?;
     eprintln!("runegrid coordinator listening on {url}");
     eprintln!("admin token: {}", running.admin_token_file.display());
     let stop = async {
