@@ -5,7 +5,7 @@ use crate::commands::{Conn, parse_policy};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use runegrid_client::Client;
-use runegrid_core::{ExecStatus, Limits, PolicyKind};
+use runegrid_core::{ExecStatus, PolicyKind};
 use runegrid_proto::{JobResults, SubmitJob, TaskResult, TaskSpec};
 use runegrid_runner::{CallError, decode};
 use serde::Serialize;
@@ -112,19 +112,7 @@ pub async fn call(conn: &Conn, a: CallArgs) -> Result<i32> {
             env: BTreeMap::new(),
         })
         .collect();
-    let mut limits = Limits::default();
-    if let Some(f) = a.fuel {
-        limits.fuel = f;
-    }
-    if let Some(m) = a.memory_mb {
-        limits.memory_bytes = m.saturating_mul(1 << 20);
-    }
-    if let Some(w) = a.wall_time {
-        limits.wall_time_ms = (w * 1000.0) as u64;
-    }
-    if let Some(s) = a.stdout_bytes {
-        limits.stdout_bytes = s;
-    }
+    let limits = crate::commands::limits_from(a.fuel, a.memory_mb, a.wall_time, a.stdout_bytes);
     let script_name = a
         .script
         .file_name()

@@ -235,6 +235,23 @@ pub struct SubmitArgs {
     pub json: bool,
 }
 
+/// The limits of `submit` and `call`: defaults, with what the flags set (memory in MiB, wall
+/// time in seconds).
+pub fn limits_from(
+    fuel: Option<u64>,
+    memory_mb: Option<u64>,
+    wall_time: Option<f64>,
+    stdout_bytes: Option<u64>,
+) -> Limits {
+    let d = Limits::default();
+    Limits {
+        fuel: fuel.unwrap_or(d.fuel),
+        memory_bytes: memory_mb.map_or(d.memory_bytes, |m| m.saturating_mul(1 << 20)),
+        wall_time_ms: wall_time.map_or(d.wall_time_ms, |w| (w * 1000.0) as u64),
+        stdout_bytes: stdout_bytes.unwrap_or(d.stdout_bytes),
+    }
+}
+
 pub fn parse_policy(s: &str) -> std::result::Result<PolicyKind, String> {
     PolicyKind::parse(s)
         .ok_or_else(|| format!("unknown policy {s}: expected adaptive, quorum or none"))
@@ -290,19 +307,7 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
             t.env.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
-    let mut limits = Limits::default();
-    if let Some(f) = a.fuel {
-        limits.fuel = f;
-    }
-    if let Some(m) = a.memory_mb {
-        limits.memory_bytes = m.saturating_mul(1 << 20);
-    }
-    if let Some(w) = a.wall_time {
-        limits.wall_time_ms = (w * 1000.0) as u64;
-    }
-    if let Some(s) = a.stdout_bytes {
-        limits.stdout_bytes = s;
-    }
+    let limits = limits_from(a.fuel, a.memory_mb, a.wall_time, a.stdout_bytes);
     let program = client.upload_program(module).await?;
     let n = tasks.len();
     let job = SubmitJob {
