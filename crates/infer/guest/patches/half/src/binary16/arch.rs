@@ -112,14 +112,18 @@ pub(crate) fn f64_to_f16(f: f64) -> u16 {
     }
 }
 
+// runegrid patch: WebAssembly has no f16 conversion instruction; this exact, branch-light
+// conversion replaces the branchy software fallback (the hot spot of candle's quantized dot
+// products there). It gives the same bits as `f16_to_f32_fallback` for every input.
+#[cfg(target_arch = "wasm32")]
 #[inline]
 pub(crate) fn f16_to_f32(i: u16) -> f32 {
-    // runegrid patch: WebAssembly has no f16 conversion instruction; this exact, branch-light
-    // conversion replaces the branchy software fallback (the hot spot of candle's quantized
-    // dot products there). It gives the same bits as `f16_to_f32_fallback` for every input.
-    #[cfg(target_arch = "wasm32")]
-    return f16_to_f32_wasm(i);
-    #[allow(unreachable_code)]
+    f16_to_f32_wasm(i)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[inline]
+pub(crate) fn f16_to_f32(i: u16) -> f32 {
     convert_fn! {
         if x86_feature("f16c") {
             unsafe { x86::f16_to_f32_x86_f16c(i) }
