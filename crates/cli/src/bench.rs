@@ -105,6 +105,7 @@ fn sandbox_bench() -> Result<()> {
             stdin: &[],
             seed: 1,
             limits,
+            blobs: &[],
         };
         let mut err = None;
         let (t, out) = best_of(3, || match sandbox.run(&p, &task, &mut |_| {}) {
@@ -194,6 +195,7 @@ fn sandbox_bench() -> Result<()> {
         stdin: &[],
         seed: 1,
         limits: Limits::default(),
+        blobs: &[],
     };
     let n = 2000;
     let t = Instant::now();

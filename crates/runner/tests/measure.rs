@@ -39,6 +39,7 @@ fn trivial_call_cost() {
         let task = TaskRun {
             args: &[],
             env: &[],
+            blobs: &[],
             stdin: stdin.as_bytes(),
             seed: 7,
             limits: Limits::default(),
@@ -86,6 +87,7 @@ fn trivial_call_cost() {
         let task = TaskRun {
             args: &[],
             env: &[],
+            blobs: &[],
             stdin: stdin.as_bytes(),
             seed: 7,
             limits: Limits::default(),

@@ -36,6 +36,7 @@ fn run_raw(stdin: &[u8], seed: u64, limits: Limits) -> RunOutput {
     let task = TaskRun {
         args: &[],
         env: &[],
+        blobs: &[],
         stdin,
         seed,
         limits,

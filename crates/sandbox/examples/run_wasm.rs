@@ -51,6 +51,7 @@ fn main() {
         stdin: &stdin,
         seed: env_u64("RUNEGRID_SEED", 0),
         limits,
+        blobs: &[],
     };
     let t = Instant::now();
     let result = sandbox.run(&program, &task, &mut |chunk| {

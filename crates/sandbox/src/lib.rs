@@ -43,7 +43,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use wasi::{Host, SplitMix64, Stop};
+pub use wasi::Blob;
+use wasi::{Fs, Host, SplitMix64, Stop};
 use wasmtime::{
     Config, Engine, Extern, ExternType, InstancePre, Linker, Module, ModuleExport, OptLevel, Store,
     StoreLimitsBuilder, Strategy, Trap, Val,
@@ -76,6 +77,9 @@ pub enum SandboxError {
     /// Instantiation failed (resources exhausted on this worker).
     #[error("cannot instantiate module: {0}")]
     Instantiate(String),
+    /// The task itself is malformed (e.g. two blobs with one name); no worker can run it.
+    #[error("invalid task: {0}")]
+    InvalidTask(String),
     /// A bug or an unexpected engine failure.
     #[error("internal sandbox error: {0}")]
     Internal(String),
@@ -94,6 +98,8 @@ pub struct TaskRun<'a> {
     pub seed: u64,
     /// Fuel, memory, wall-time and stdout limits of this run.
     pub limits: Limits,
+    /// Read-only files mounted under [`wasi::MOUNT_DIR`] (none: no file system at all).
+    pub blobs: &'a [Blob],
 }
 
 /// What a run produced.
@@ -428,6 +434,10 @@ impl Sandbox {
         on_done: DoneSink,
     ) {
         let limits = task.limits;
+        if let Err(e) = wasi::check_blobs(task.blobs) {
+            on_done(Err(SandboxError::InvalidTask(e)));
+            return;
+        }
         if program.initial_pages > u64::from(limits.memory_pages()) {
             on_done(Ok(RunOutput {
                 execution: Execution {
@@ -581,6 +591,7 @@ fn host(task: &TaskRun<'_>, on_stdout: StdoutSink) -> Host {
         clock_ns: 0,
         rng: SplitMix64::new(task.seed),
         memory: None,
+        fs: Fs::new(task.blobs.to_vec()),
         limits: StoreLimitsBuilder::new()
             .memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
             .table_elements(MAX_TABLE_ELEMENTS)

@@ -19,8 +19,9 @@
 //!   0xbf58476d1ce4e5b9; z = (z ^ z >> 27) * 0x94d049bb133111eb; z ^ z >> 31`, wrapping), writes
 //!   them little-endian one after the other and keeps the first `len` bytes. The generator state
 //!   carries over between calls.
-//! - There are **no preopened directories** (`fd_prestat_get` is `EBADF` for every fd) and
-//!   every `path_*` function returns `ENOTCAPABLE`. On fds 0-2: `fd_fdstat_get` and
+//! - Unless the run mounts blobs (read-only files; see [`fs`] for everything that changes
+//!   then), there are **no preopened directories** (`fd_prestat_get` is `EBADF` for every fd)
+//!   and every `path_*` function returns `ENOTCAPABLE`. On fds 0-2: `fd_fdstat_get` and
 //!   `fd_filestat_get` describe a character device (zeros elsewhere; rights `FD_READ` on 0,
 //!   `FD_WRITE` on 1 and 2); `fd_close` succeeds and does nothing; `fd_seek`, `fd_tell`,
 //!   `fd_pread`, `fd_pwrite`, `fd_advise`, `fd_allocate` return `ESPIPE`; `fd_sync`,
@@ -30,6 +31,11 @@
 //!   return `ENOTSUP`; `proc_exit(code)` ends the run with that code.
 //! - A pointer or length that leaves linear memory gives `EFAULT` and changes nothing (no
 //!   bytes written, no clock tick, no random output consumed).
+
+mod fs;
+
+pub use fs::{Blob, DIR_RIGHTS, FILE_RIGHTS, MAX_OPEN, MOUNT_DIR};
+pub(crate) use fs::{Fs, check_blobs};
 
 use wasmtime::{Caller, Linker, Memory, StoreLimits};
 
@@ -47,9 +53,14 @@ mod errno {
     pub const SUCCESS: i32 = 0;
     pub const BADF: i32 = 8;
     pub const FAULT: i32 = 21;
+    pub const ILSEQ: i32 = 25;
     pub const INVAL: i32 = 28;
+    pub const MFILE: i32 = 33;
+    pub const NAMETOOLONG: i32 = 37;
+    pub const NOENT: i32 = 44;
     pub const NOTDIR: i32 = 54;
     pub const NOTSUP: i32 = 58;
+    pub const ROFS: i32 = 69;
     pub const SPIPE: i32 = 70;
     pub const NOTCAPABLE: i32 = 76;
 }
@@ -112,6 +123,8 @@ pub(crate) struct Host {
     pub rng: SplitMix64,
     pub memory: Option<Memory>,
     pub limits: StoreLimits,
+    /// Mounted blobs and the fds open on them.
+    pub fs: Fs,
 }
 
 /// Result of a WASI function: an errno, or a reason to stop the run.
@@ -185,11 +198,6 @@ fn is_stdio(fd: i32) -> bool {
     (0..=2).contains(&fd)
 }
 
-/// `errno` for fds 0-2, `EBADF` for every other fd.
-fn stdio_or_badf(fd: i32, errno: i32) -> i32 {
-    if is_stdio(fd) { errno } else { errno::BADF }
-}
-
 /// `args_sizes_get` / `environ_sizes_get`.
 fn sizes_get(mem: &mut [u8], list: &[Vec<u8>], count_ptr: i32, size_ptr: i32) -> Result<(), i32> {
     let size: usize = list.iter().map(Vec::len).sum();
@@ -252,7 +260,11 @@ fn fd_write(mem: &mut [u8], host: &mut Host, fd: i32, iovs: i32, count: i32, out
 
 fn fd_read(mem: &mut [u8], host: &mut Host, fd: i32, iovs: i32, count: i32, out: i32) -> i32 {
     if fd != 0 {
-        return errno::BADF;
+        // A blob, or `EBADF` (stdout, stderr, anything not open).
+        return host
+            .fs
+            .read(mem, fd, iovs, count, None, out)
+            .unwrap_or(errno::BADF);
     }
     let iovs = match iovecs(mem, iovs, count) {
         Ok(v) => v,
@@ -403,87 +415,190 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             with_mem(&mut c, |m, h| fd_read(m, h, fd, iovs, n, out))
         },
     )?;
-    linker.func_wrap(WASI, "fd_close", |fd: i32| {
-        stdio_or_badf(fd, errno::SUCCESS)
+    // Stdio answers as documented above; fds above 2 are the blob mounts' (`fs`), which
+    // answer `EBADF` for every fd when nothing is mounted.
+    linker.func_wrap(WASI, "fd_close", |mut c: Caller<'_, Host>, fd: i32| {
+        c.data_mut().fs.close(fd).unwrap_or(errno::SUCCESS)
     })?;
     linker.func_wrap(
         WASI,
         "fd_seek",
-        |fd: i32, _off: i64, _whence: i32, _out: i32| stdio_or_badf(fd, errno::SPIPE),
+        |mut c: Caller<'_, Host>, fd: i32, off: i64, whence: i32, out: i32| {
+            with_mem(&mut c, |m, h| {
+                h.fs.seek(m, fd, off, whence, out).unwrap_or(errno::SPIPE)
+            })
+        },
     )?;
-    linker.func_wrap(WASI, "fd_tell", |fd: i32, _out: i32| {
-        stdio_or_badf(fd, errno::SPIPE)
-    })?;
+    linker.func_wrap(
+        WASI,
+        "fd_tell",
+        |mut c: Caller<'_, Host>, fd: i32, out: i32| {
+            with_mem(&mut c, |m, h| h.fs.tell(m, fd, out).unwrap_or(errno::SPIPE))
+        },
+    )?;
     linker.func_wrap(
         WASI,
         "fd_fdstat_get",
         |mut c: Caller<'_, Host>, fd: i32, out: i32| {
-            with_mem(&mut c, |m, _| fdstat_get(m, fd, out))
+            with_mem(&mut c, |m, h| {
+                h.fs.fdstat_get(m, fd, out)
+                    .unwrap_or_else(|| fdstat_get(m, fd, out))
+            })
         },
     )?;
-    linker.func_wrap(WASI, "fd_fdstat_set_flags", |fd: i32, _flags: i32| {
-        stdio_or_badf(fd, errno::NOTSUP)
-    })?;
+    linker.func_wrap(
+        WASI,
+        "fd_fdstat_set_flags",
+        |mut c: Caller<'_, Host>, fd: i32, _flags: i32| {
+            let fs = &mut c.data_mut().fs;
+            fs.simple(fd, errno::NOTSUP, errno::NOTSUP)
+                .unwrap_or(errno::NOTSUP)
+        },
+    )?;
     linker.func_wrap(
         WASI,
         "fd_filestat_get",
         |mut c: Caller<'_, Host>, fd: i32, out: i32| {
-            with_mem(&mut c, |m, _| filestat_get(m, fd, out))
+            with_mem(&mut c, |m, h| {
+                h.fs.filestat_get(m, fd, out)
+                    .unwrap_or_else(|| filestat_get(m, fd, out))
+            })
         },
     )?;
-    linker.func_wrap(WASI, "fd_prestat_get", |_fd: i32, _out: i32| errno::BADF)?;
-    linker.func_wrap(WASI, "fd_prestat_dir_name", |_fd: i32, _p: i32, _l: i32| {
-        errno::BADF
+    linker.func_wrap(
+        WASI,
+        "fd_prestat_get",
+        |mut c: Caller<'_, Host>, fd: i32, out: i32| {
+            with_mem(&mut c, |m, h| h.fs.prestat_get(m, fd, out))
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_prestat_dir_name",
+        |mut c: Caller<'_, Host>, fd: i32, p: i32, l: i32| {
+            with_mem(&mut c, |m, h| h.fs.prestat_dir_name(m, fd, p, l))
+        },
+    )?;
+    linker.func_wrap(WASI, "fd_sync", |mut c: Caller<'_, Host>, fd: i32| {
+        let fs = &mut c.data_mut().fs;
+        fs.simple(fd, errno::SUCCESS, errno::SUCCESS)
+            .unwrap_or(errno::INVAL)
     })?;
-    linker.func_wrap(WASI, "fd_sync", |fd: i32| stdio_or_badf(fd, errno::INVAL))?;
-    linker.func_wrap(WASI, "fd_datasync", |fd: i32| {
-        stdio_or_badf(fd, errno::INVAL)
-    })?;
-    linker.func_wrap(WASI, "fd_advise", |fd: i32, _o: i64, _l: i64, _a: i32| {
-        stdio_or_badf(fd, errno::SPIPE)
-    })?;
-    linker.func_wrap(WASI, "fd_allocate", |fd: i32, _o: i64, _l: i64| {
-        stdio_or_badf(fd, errno::SPIPE)
+    linker.func_wrap(WASI, "fd_datasync", |mut c: Caller<'_, Host>, fd: i32| {
+        let fs = &mut c.data_mut().fs;
+        fs.simple(fd, errno::SUCCESS, errno::SUCCESS)
+            .unwrap_or(errno::INVAL)
     })?;
     linker.func_wrap(
         WASI,
+        "fd_advise",
+        |mut c: Caller<'_, Host>, fd: i32, _o: i64, _l: i64, _a: i32| {
+            let fs = &mut c.data_mut().fs;
+            fs.simple(fd, errno::SUCCESS, errno::BADF)
+                .unwrap_or(errno::SPIPE)
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_allocate",
+        |mut c: Caller<'_, Host>, fd: i32, _o: i64, _l: i64| {
+            let fs = &mut c.data_mut().fs;
+            fs.simple(fd, errno::ROFS, errno::BADF)
+                .unwrap_or(errno::SPIPE)
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
         "fd_pread",
-        |fd: i32, _i: i32, _n: i32, _o: i64, _out: i32| stdio_or_badf(fd, errno::SPIPE),
+        |mut c: Caller<'_, Host>, fd: i32, iovs: i32, n: i32, offset: i64, out: i32| {
+            with_mem(&mut c, |m, h| {
+                h.fs.read(m, fd, iovs, n, Some(offset as u64), out)
+                    .unwrap_or(errno::SPIPE)
+            })
+        },
     )?;
     linker.func_wrap(
         WASI,
         "fd_pwrite",
-        |fd: i32, _i: i32, _n: i32, _o: i64, _out: i32| stdio_or_badf(fd, errno::SPIPE),
+        |mut c: Caller<'_, Host>, fd: i32, _i: i32, _n: i32, _o: i64, _out: i32| {
+            let fs = &mut c.data_mut().fs;
+            fs.simple(fd, errno::BADF, errno::BADF)
+                .unwrap_or(errno::SPIPE)
+        },
     )?;
     linker.func_wrap(
         WASI,
         "fd_readdir",
-        |fd: i32, _b: i32, _l: i32, _c: i64, _out: i32| stdio_or_badf(fd, errno::NOTDIR),
+        |mut c: Caller<'_, Host>, fd: i32, buf: i32, len: i32, cookie: i64, out: i32| {
+            with_mem(&mut c, |m, h| {
+                h.fs.readdir(m, fd, buf, len, cookie, out)
+                    .unwrap_or(errno::NOTDIR)
+            })
+        },
     )?;
-    linker.func_wrap(WASI, "fd_renumber", |from: i32, to: i32| {
-        if is_stdio(from) && is_stdio(to) {
-            errno::NOTSUP
-        } else {
-            errno::BADF
-        }
-    })?;
-    linker.func_wrap(WASI, "fd_filestat_set_size", |fd: i32, _size: i64| {
-        stdio_or_badf(fd, errno::INVAL)
-    })?;
+    linker.func_wrap(
+        WASI,
+        "fd_renumber",
+        |c: Caller<'_, Host>, from: i32, to: i32| {
+            let fs = &c.data().fs;
+            let open = |fd: i32| is_stdio(fd) || fs.is_open(fd);
+            if open(from) && open(to) {
+                errno::NOTSUP
+            } else {
+                errno::BADF
+            }
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_filestat_set_size",
+        |mut c: Caller<'_, Host>, fd: i32, _size: i64| {
+            let fs = &mut c.data_mut().fs;
+            fs.simple(fd, errno::ROFS, errno::BADF)
+                .unwrap_or(errno::INVAL)
+        },
+    )?;
     linker.func_wrap(
         WASI,
         "fd_filestat_set_times",
-        |fd: i32, _a: i64, _m: i64, _f: i32| stdio_or_badf(fd, errno::INVAL),
+        |mut c: Caller<'_, Host>, fd: i32, _a: i64, _m: i64, _f: i32| {
+            let fs = &mut c.data_mut().fs;
+            fs.simple(fd, errno::ROFS, errno::BADF)
+                .unwrap_or(errno::INVAL)
+        },
     )?;
     linker.func_wrap(
         WASI,
         "path_open",
-        |_: i32, _: i32, _: i32, _: i32, _: i32, _: i64, _: i64, _: i32, _: i32| errno::NOTCAPABLE,
+        |mut c: Caller<'_, Host>,
+         dirfd: i32,
+         _dirflags: i32,
+         path: i32,
+         path_len: i32,
+         oflags: i32,
+         rights_base: i64,
+         _rights_inheriting: i64,
+         fdflags: i32,
+         out: i32| {
+            if !c.data().fs.mounted() {
+                return Ok(errno::NOTCAPABLE);
+            }
+            with_mem(&mut c, |m, h| {
+                h.fs.path_open(m, dirfd, path, path_len, oflags, rights_base, fdflags, out)
+            })
+        },
     )?;
     linker.func_wrap(
         WASI,
         "path_filestat_get",
-        |_: i32, _: i32, _: i32, _: i32, _: i32| errno::NOTCAPABLE,
+        |mut c: Caller<'_, Host>, dirfd: i32, _flags: i32, path: i32, len: i32, out: i32| {
+            if !c.data().fs.mounted() {
+                return Ok(errno::NOTCAPABLE);
+            }
+            with_mem(&mut c, |m, h| {
+                h.fs.path_filestat_get(m, dirfd, path, len, out)
+            })
+        },
     )?;
     linker.func_wrap(WASI, "path_create_directory", |_: i32, _: i32, _: i32| {
         errno::NOTCAPABLE

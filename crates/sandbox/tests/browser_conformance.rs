@@ -927,6 +927,7 @@ fn run_native(s: &Suite, case: &Case) -> Native {
         stdin: &case.stdin,
         seed: case.seed,
         limits: case.limits,
+        blobs: &[],
     };
     let mut streamed = Vec::new();
     let out = sandbox()

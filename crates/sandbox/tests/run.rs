@@ -23,6 +23,7 @@ fn hello_world_streams_stdout() {
         stdin: b"",
         seed: 0,
         limits: limits(),
+        blobs: &[],
     };
     let out = sandbox()
         .run(&p, &task, &mut |c| chunks.push(c.to_vec()))
@@ -300,6 +301,7 @@ fn huge_stdout_stops_at_the_cap() {
         stdin: b"",
         seed: 0,
         limits: l,
+        blobs: &[],
     };
     let out = sandbox().run(&p, &task, &mut |c| seen += c.len()).unwrap();
     assert_eq!(out.execution.status, ExecStatus::StdoutLimit);
@@ -669,6 +671,7 @@ fn spawn_streams_stdout_then_reports_the_outcome() {
         stdin: &[],
         seed: 1,
         limits: Default::default(),
+        blobs: &[],
     };
     sandbox.spawn(
         &program,

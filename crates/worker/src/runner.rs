@@ -145,6 +145,7 @@ impl Slots {
             stdin: &a.stdin,
             seed: a.seed,
             limits: a.limits,
+            blobs: &[],
         };
         let attempt = a.attempt;
         let out = self.events.clone();

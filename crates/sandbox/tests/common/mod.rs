@@ -52,6 +52,7 @@ pub fn try_run(
         stdin,
         seed,
         limits,
+        blobs: &[],
     };
     sandbox().run(program, &task, &mut |_| {})
 }
