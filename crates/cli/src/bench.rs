@@ -229,6 +229,7 @@ async fn grid_bench(a: &BenchArgs) -> Result<()> {
         agree: None,
         max_attempts: None,
         limits: Limits::default(),
+        blobs: Default::default(),
     };
     println!(
         "\ngrid on loopback: 1 coordinator, {} worker process(es) × {} slots, no-op WASI module, replicas=1",

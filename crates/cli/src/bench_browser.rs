@@ -122,6 +122,7 @@ fn job(program: &str, name: &str, tasks: Vec<Vec<String>>) -> SubmitJob {
         agree: None,
         max_attempts: None,
         limits: Default::default(),
+        blobs: Default::default(),
     }
 }
 

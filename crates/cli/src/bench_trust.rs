@@ -89,6 +89,7 @@ async fn run_job(
         agree: None,
         max_attempts: None,
         limits: Default::default(),
+        blobs: Default::default(),
     };
     let started = Instant::now();
     let sub = c.submit(&job).await?;

@@ -131,6 +131,7 @@ pub async fn call(conn: &Conn, a: CallArgs) -> Result<i32> {
         agree: a.agree,
         max_attempts: a.max_attempts,
         limits,
+        blobs: Default::default(),
     };
     job.resolved_policy().map_err(anyhow::Error::msg)?;
     let client = conn.client()?;
@@ -390,6 +391,7 @@ mod tests {
             attempts: 2,
             error: Some("program exited with code 1".into()),
             status: Some(ExecStatus::Exited { code: 1 }),
+            stderr: None,
         };
         t.set_stdout(
             b"hi\n{\"error\":{\"kind\":\"runtime\",\"message\":\"m\",\"line\":1,\"column\":2}}\n",

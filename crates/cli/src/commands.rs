@@ -323,6 +323,7 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
         agree: a.agree,
         max_attempts: a.max_attempts,
         limits,
+        blobs: Default::default(),
     };
     let (policy, replicas, agree) = job.resolved_policy().map_err(anyhow::Error::msg)?;
     let sub = client.submit(&job).await?;

@@ -100,6 +100,7 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
         agree: Some(a.agree),
         max_attempts: None,
         limits: Default::default(),
+        blobs: Default::default(),
     };
     let sub = client.submit(&job).await?;
     println!(
@@ -170,6 +171,7 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
         agree: Some(a.agree),
         max_attempts: None,
         limits: Default::default(),
+        blobs: Default::default(),
     };
     let sub = client.submit(&job).await?;
     println!(

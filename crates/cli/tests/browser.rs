@@ -143,6 +143,7 @@ async fn browser_and_native_workers_agree_and_the_dashboard_shows_the_job() {
         agree: Some(2),
         max_attempts: Some(2),
         limits: Default::default(),
+        blobs: Default::default(),
     };
     let r = grid.run(&job).await;
     for (t, s) in r.tasks.iter().zip(&seeds) {
@@ -303,6 +304,7 @@ async fn a_hostile_module_is_stopped_in_the_browser_and_hiding_or_closing_the_pa
         agree: None,
         max_attempts: None,
         limits,
+        blobs: Default::default(),
     };
     let r = grid.run(&job).await;
     let t = &r.tasks[0];

@@ -232,6 +232,7 @@ async fn rune_scripts_run_on_the_grid() {
         agree: Some(2),
         max_attempts: None,
         limits: Limits::default(),
+        blobs: BTreeMap::new(),
     };
     let sub = c.submit(&job).await.unwrap();
     let mut events = c.events(sub.job).await.unwrap();

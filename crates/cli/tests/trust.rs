@@ -38,6 +38,7 @@ fn adaptive(program: &str, tasks: Vec<TaskSpec>) -> SubmitJob {
         agree: None,
         max_attempts: None,
         limits: Default::default(),
+        blobs: Default::default(),
     }
 }
 

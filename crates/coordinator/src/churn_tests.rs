@@ -43,6 +43,8 @@ fn caps() -> Capabilities {
         arch: "test".into(),
         os: "test".into(),
         runtime: "test".into(),
+        blob_space: 0,
+        blobs: vec![],
     }
 }
 
@@ -104,6 +106,7 @@ impl World {
                 max_attempts: 6,
                 limits: Limits::default(),
                 created_at: 0,
+                blobs: Default::default(),
             },
             (0..tasks)
                 .map(|i| NewTask {

@@ -412,6 +412,7 @@ async fn submit_job(
         max_attempts: quorum.max_attempts,
         limits: req.limits,
         created_at: now_ms(),
+        blobs: Default::default(),
     };
     // Dispatch starts at once; the answer waits for the commit, so an accepted job is durable.
     let (id, seq) = app.add_job(new, tasks, a.name.clone(), program);

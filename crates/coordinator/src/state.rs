@@ -421,6 +421,7 @@ impl App {
                 created_at: new.created_at,
                 state: JobState::Active,
                 finished_at: None,
+                blobs: new.blobs.clone(),
             };
             let records = tasks
                 .iter()
@@ -990,6 +991,7 @@ pub fn status_of(rec: &JobRecord, owner_name: &str, counts: Counts) -> JobStatus
         created_at: rec.created_at,
         finished_at: rec.finished_at,
         waiting_for: None,
+        blobs: rec.blobs.clone(),
     }
 }
 
@@ -1012,6 +1014,7 @@ pub fn task_result(
         attempts,
         error: None,
         status: None,
+        stderr: None,
     };
     if let Some(o) = outcome {
         r.exit_code = o.status.and_then(|s| s.exit_code());
@@ -2195,6 +2198,7 @@ impl State {
             stdin: t.input.stdin.clone(),
             seed: t.input.seed,
             limits,
+            blobs: vec![],
         };
         let Some(w) = self.workers.get_mut(&worker) else {
             return false;

@@ -143,6 +143,7 @@ async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(),
         };
         match msg {
             ToCoordinator::Heartbeat => {}
+            ToCoordinator::Blobs { .. } => {}
             ToCoordinator::Leaving { reason } => {
                 tracing::info!(worker = id, %reason, "worker is leaving");
                 app.worker_gone(id, conn, &format!("worker left: {reason}"), false);

@@ -27,6 +27,14 @@ pub struct ProgramInfo {
     pub instrumented_size: u64,
 }
 
+/// Answer to `PUT /v1/blobs/{sha256}` and `POST /v1/blobs` (body: the file's bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    /// SHA-256 of the bytes: the name jobs mount it by.
+    pub sha256: String,
+    pub size: u64,
+}
+
 /// `POST /v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +63,9 @@ pub struct SubmitJob {
     pub max_attempts: Option<u32>,
     #[serde(default)]
     pub limits: Limits,
+    /// Read-only files every task sees under `/blobs/NAME`: NAME → SHA-256 of an uploaded blob.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub blobs: BTreeMap<String, String>,
 }
 
 impl SubmitJob {
@@ -134,6 +145,9 @@ pub struct JobStatus {
     /// Why queued tasks are not moving, when the coordinator can tell (e.g. too few workers).
     #[serde(default)]
     pub waiting_for: Option<String>,
+    /// The blobs its tasks mount: NAME → SHA-256.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub blobs: BTreeMap<String, String>,
 }
 
 /// One task's result, as printed by `submit --wait --json` and `results --json`.
@@ -162,6 +176,10 @@ pub struct TaskResult {
     /// How the agreed execution ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ExecStatus>,
+    /// The last bytes of stderr of one worker that produced this result (not verified: stderr
+    /// is not compared between replicas); only while the coordinator holds the job in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
 }
 
 impl TaskResult {
@@ -392,6 +410,7 @@ mod tests {
             attempts: 1,
             error: None,
             status: None,
+            stderr: None,
         };
         r.set_stdout(b"hi\n");
         assert_eq!(r.stdout.as_deref(), Some("hi\n"));

@@ -25,6 +25,22 @@ pub struct Capabilities {
     pub os: String,
     /// e.g. `native/0.1.0`.
     pub runtime: String,
+    /// Disk the worker keeps blobs in, in bytes; 0 (a browser worker, an older worker): it takes
+    /// no task that mounts blobs.
+    #[serde(default)]
+    pub blob_space: u64,
+    /// SHA-256 of the blobs it holds already (the scheduler prefers it for tasks mounting them).
+    #[serde(default)]
+    pub blobs: Vec<String>,
+}
+
+/// A read-only file mounted into a task under `/blobs/NAME`: the worker fetches it once
+/// (`GET /v1/blobs/{sha256}` with its token), checks its hash and keeps it on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobMount {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
 }
 
 /// Messages from the coordinator to a worker.
@@ -77,6 +93,9 @@ pub struct Assign {
     pub stdin: Vec<u8>,
     pub seed: u64,
     pub limits: Limits,
+    /// Blobs to mount (none: the task sees no file system).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<BlobMount>,
 }
 
 /// Messages from a worker to the coordinator.
@@ -110,6 +129,10 @@ pub enum ToCoordinator {
         reason: String,
     },
     Heartbeat,
+    /// The blobs the worker holds now (all of them: sent after it fetched or dropped one).
+    Blobs {
+        held: Vec<String>,
+    },
     /// The worker is going away (a browser page hidden or closed, a daemon stopping): the
     /// coordinator gives its attempts to others at once instead of waiting for a timeout.
     Leaving {
@@ -171,6 +194,7 @@ mod tests {
             stdin: vec![0, 1],
             seed: u64::MAX,
             limits: Limits::default(),
+            blobs: vec![],
         });
         let s = serde_json::to_string(&a).unwrap();
         assert!(s.starts_with(r#"{"type":"assign","attempt":1"#), "{s}");

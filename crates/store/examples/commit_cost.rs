@@ -32,6 +32,7 @@ fn main() {
         max_attempts: 3,
         limits: Limits::default(),
         created_at: 0,
+        blobs: Default::default(),
     };
     let task = NewTask {
         args: vec![],

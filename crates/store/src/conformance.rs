@@ -38,6 +38,7 @@ fn job_fixture(s: &mut dyn Store) -> (Account, JobRecord, Vec<TaskRecord>) {
         max_attempts: 7,
         limits: Limits::default(),
         created_at: 5,
+        blobs: BTreeMap::from([("model.gguf".to_string(), "ab".repeat(32))]),
     };
     let tasks: Vec<NewTask> = (0..3)
         .map(|i| NewTask {
@@ -108,6 +109,7 @@ fn job_lifecycle(s: &mut dyn Store) {
     let (acct, job, tasks) = job_fixture(s);
     assert_eq!(job.state, JobState::Active);
     assert_eq!(job.limits, Limits::default());
+    assert_eq!(job.blobs["model.gguf"], "ab".repeat(32));
     assert_eq!((job.replicas, job.agree, job.max_attempts), (3, 2, 7));
     assert_eq!(tasks[2].seed, u64::MAX - 2);
     assert_eq!(tasks[1].args, vec!["a1".to_string()]);

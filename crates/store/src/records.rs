@@ -80,6 +80,8 @@ pub struct NewJob {
     pub max_attempts: u32,
     pub limits: Limits,
     pub created_at: Millis,
+    /// Files its tasks mount read-only: name → SHA-256 of the blob.
+    pub blobs: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +98,7 @@ pub struct JobRecord {
     pub state: JobState,
     pub finished_at: Option<Millis>,
     pub policy: PolicyKind,
+    pub blobs: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

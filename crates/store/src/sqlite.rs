@@ -4,6 +4,7 @@ use crate::records::*;
 use crate::{Result, Store, StoreError};
 use runegrid_core::{Acceptance, AccountId, Digest, ExecStatus, JobId, Limits, PolicyKind};
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 const SCHEMA: &str = r#"
@@ -90,6 +91,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE workers ADD COLUMN trust TEXT NOT NULL DEFAULT '{}';",
     // 2: contributor accounts (browser contributors: run workers, submit nothing).
     "ALTER TABLE accounts ADD COLUMN contributor INTEGER NOT NULL DEFAULT 0;",
+    // 3: blobs a job's tasks mount (name → sha256, JSON).
+    "ALTER TABLE jobs ADD COLUMN blobs TEXT NOT NULL DEFAULT '{}';",
 ];
 
 /// A connection to a runegrid SQLite database.
@@ -153,7 +156,7 @@ fn account_row(r: &Row) -> rusqlite::Result<Account> {
     })
 }
 
-const JOB_COLS: &str = "id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, finished_at, policy";
+const JOB_COLS: &str = "id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, finished_at, policy, blobs";
 
 fn job_row(r: &Row) -> Result<JobRecord> {
     let limits: String = r.get(7)?;
@@ -173,6 +176,10 @@ fn job_row(r: &Row) -> Result<JobRecord> {
         policy: {
             let p: String = r.get(11)?;
             PolicyKind::parse(&p).ok_or_else(|| corrupt("job policy", &p))?
+        },
+        blobs: {
+            let b: String = r.get(12)?;
+            from_json::<BTreeMap<String, String>>("job blobs", &b)?
         },
     })
 }
@@ -423,8 +430,8 @@ impl Store for SqliteStore {
             match c {
                 Change::CreateJob { id, job, tasks } => {
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, policy)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10)",
+                        "INSERT INTO jobs (id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, policy, blobs)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?11)",
                     )?
                     .execute(params![
                         id,
@@ -436,7 +443,8 @@ impl Store for SqliteStore {
                         job.max_attempts,
                         to_json(&job.limits),
                         job.created_at,
-                        job.policy.as_str()
+                        job.policy.as_str(),
+                        to_json(&job.blobs)
                     ])?;
                     let mut stmt = tx.prepare_cached(
                         "INSERT INTO tasks (id, job, idx, args, env, stdin, seed, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued')",

@@ -253,6 +253,8 @@ async fn session_once(
         arch: std::env::consts::ARCH.into(),
         os: std::env::consts::OS.into(),
         runtime: format!("native/{}", env!("CARGO_PKG_VERSION")),
+        blob_space: 0,
+        blobs: vec![],
     };
     let hello = ToCoordinator::Hello {
         protocol: PROTOCOL_VERSION,

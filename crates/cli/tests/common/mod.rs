@@ -331,6 +331,7 @@ pub fn job(program: &str, tasks: Vec<TaskSpec>, replicas: u32, agree: u32) -> Su
         agree: Some(agree),
         max_attempts: None,
         limits: Default::default(),
+        blobs: Default::default(),
     }
 }
 
