@@ -65,6 +65,25 @@ pub struct ServeArgs {
     /// token (by default it makes a contributor account for each new browser).
     #[arg(long)]
     pub no_open_contributions: bool,
+    /// A model's weights (a GGUF file, e.g. from scripts/fetch-model.sh) to serve through
+    /// /v1/chat/completions; repeatable. Without it, the file scripts/fetch-model.sh fetched is
+    /// used when present: $RUNEGRID_MODEL, else in $RUNEGRID_MODELS, else in ./.runegrid/models.
+    #[arg(long = "model", value_name = "FILE")]
+    pub models: Vec<PathBuf>,
+}
+
+/// The model file scripts/fetch-model.sh put in place, if any: `$RUNEGRID_MODEL`, else in
+/// `$RUNEGRID_MODELS`, else in `./.runegrid/models` (relative to the current directory).
+fn fetched_model() -> Option<PathBuf> {
+    let path = match (
+        std::env::var_os("RUNEGRID_MODEL"),
+        std::env::var_os("RUNEGRID_MODELS"),
+    ) {
+        (Some(file), _) => PathBuf::from(file),
+        (None, Some(dir)) => PathBuf::from(dir).join(runegrid_infer::MODEL_FILE),
+        (None, None) => PathBuf::from(".runegrid/models").join(runegrid_infer::MODEL_FILE),
+    };
+    path.is_file().then_some(path)
 }
 
 /// Name of the file, in the data directory, where `serve` writes the URL it listens on.
@@ -87,6 +106,11 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
         bail!("--spot-scale must be a number of at least 0");
     }
     config.trust.spot_scale = a.spot_scale;
+    config.model_files = if a.models.is_empty() {
+        fetched_model().into_iter().collect()
+    } else {
+        a.models.clone()
+    };
     let mut running = runegrid_coordinator::start(config).await?;
     let url = format!("http://{}", running.addr);
     // Written whole, then renamed: whoever waits for the file never reads it half written.
@@ -223,6 +247,10 @@ pub struct SubmitArgs {
     /// A name for the job.
     #[arg(long)]
     pub name: Option<String>,
+    /// A read-only file every task sees as /blobs/NAME (repeatable): the file is uploaded once
+    /// and workers fetch it by its SHA-256 and keep it.
+    #[arg(long = "blob", value_name = "NAME=FILE")]
+    pub blobs: Vec<String>,
     /// Wait for the job to finish and print its results.
     #[arg(long)]
     pub wait: bool,
@@ -308,6 +336,15 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
         }
     }
     let limits = limits_from(a.fuel, a.memory_mb, a.wall_time, a.stdout_bytes);
+    let mut blobs = BTreeMap::new();
+    for spec in &a.blobs {
+        let (name, file) = spec
+            .split_once('=')
+            .with_context(|| format!("--blob {spec}: expected NAME=FILE"))?;
+        let bytes = std::fs::read(file).with_context(|| format!("reading {file}"))?;
+        let info = client.upload_blob(bytes).await?;
+        blobs.insert(name.to_string(), info.sha256);
+    }
     let program = client.upload_program(module).await?;
     let n = tasks.len();
     let job = SubmitJob {
@@ -323,7 +360,7 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
         agree: a.agree,
         max_attempts: a.max_attempts,
         limits,
-        blobs: Default::default(),
+        blobs,
     };
     let (policy, replicas, agree) = job.resolved_policy().map_err(anyhow::Error::msg)?;
     let sub = client.submit(&job).await?;

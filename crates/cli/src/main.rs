@@ -4,6 +4,7 @@ mod bench;
 mod bench_browser;
 mod bench_trust;
 mod call;
+mod chat;
 mod commands;
 mod demo;
 mod procs;
@@ -45,6 +46,9 @@ enum Command {
     Submit(commands::SubmitArgs),
     /// Call a function of a Rune script on the grid and print what it returns.
     Call(call::CallArgs),
+    /// Chat with a language model running on the grid (tokens stream, then the answer is
+    /// verified).
+    Chat(chat::ChatArgs),
     /// Show a job's progress.
     Status(commands::JobArgs),
     /// Show a job's results.
@@ -112,6 +116,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Worker(a) => commands::worker(&conn, a).await,
         Command::Submit(a) => commands::submit(&conn, a).await,
         Command::Call(a) => call::call(&conn, a).await,
+        Command::Chat(a) => chat::chat(&conn, a).await,
         Command::Status(a) => commands::status(&conn, a).await,
         Command::Results(a) => commands::results(&conn, a).await,
         Command::Jobs(a) => commands::jobs(&conn, a).await,

@@ -1,9 +1,10 @@
 //! A typed client for the runegrid API, used by the CLI, the benchmarks and the tests.
 
 use reqwest::{Method, RequestBuilder, StatusCode};
+use runegrid_proto::chat::{ChatChunk, ChatCompletion, ChatRequest, ModelList};
 use runegrid_proto::{
-    AccountInfo, CreateAccount, ErrorBody, JobEvent, JobResults, JobStatus, ProgramInfo, SubmitJob,
-    SubmitJobResponse, WorkerInfo,
+    AccountInfo, BlobInfo, CreateAccount, ErrorBody, JobEvent, JobResults, JobStatus, ProgramInfo,
+    SubmitJob, SubmitJobResponse, WorkerInfo,
 };
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -189,9 +190,47 @@ impl Client {
             .send(self.req(Method::GET, &format!("/v1/jobs/{job}/events")))
             .await?;
         Ok(EventStream {
-            resp,
-            buf: Vec::new(),
-            base: self.base.clone(),
+            sse: SseReader::new(resp, &self.base),
+        })
+    }
+
+    /// Uploads a blob (`POST /v1/blobs`); the coordinator names it by its hash.
+    pub async fn upload_blob(&self, bytes: Vec<u8>) -> Result<BlobInfo> {
+        self.json(self.req(Method::POST, "/v1/blobs").body(bytes))
+            .await
+    }
+
+    /// Uploads a blob under the hash it must have (`PUT /v1/blobs/{sha256}`).
+    pub async fn put_blob(&self, sha256: &str, bytes: Vec<u8>) -> Result<BlobInfo> {
+        self.json(
+            self.req(Method::PUT, &format!("/v1/blobs/{sha256}"))
+                .body(bytes),
+        )
+        .await
+    }
+
+    /// `GET /v1/models`.
+    pub async fn models(&self) -> Result<ModelList> {
+        self.json(self.req(Method::GET, "/v1/models")).await
+    }
+
+    /// A chat answer, once verified (`stream` is turned off).
+    pub async fn chat(&self, req: &ChatRequest) -> Result<ChatCompletion> {
+        let mut req = req.clone();
+        req.stream = false;
+        self.json(self.req(Method::POST, "/v1/chat/completions").json(&req))
+            .await
+    }
+
+    /// A chat answer as it is generated (`stream` is turned on).
+    pub async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream> {
+        let mut req = req.clone();
+        req.stream = true;
+        let resp = self
+            .send(self.req(Method::POST, "/v1/chat/completions").json(&req))
+            .await?;
+        Ok(ChatStream {
+            sse: SseReader::new(resp, &self.base),
         })
     }
 }
@@ -208,14 +247,71 @@ fn status_code(s: StatusCode) -> &'static str {
 
 /// Server-Sent Events of one job, decoded.
 pub struct EventStream {
-    resp: reqwest::Response,
-    buf: Vec<u8>,
-    base: String,
+    sse: SseReader,
 }
 
 impl EventStream {
     /// The next event; `None` when the stream ended.
     pub async fn next(&mut self) -> Option<Result<JobEvent>> {
+        let data = self.sse.next().await?;
+        Some(
+            data.and_then(|d| {
+                serde_json::from_str(&d).map_err(|e| ClientError::Decode(e.to_string()))
+            }),
+        )
+    }
+}
+
+/// A streamed chat answer: its chunks, until `data: [DONE]`.
+pub struct ChatStream {
+    sse: SseReader,
+}
+
+impl ChatStream {
+    /// The next chunk; `None` after the last. An error the coordinator streams (the answer
+    /// could not be computed or verified) is returned as [`ClientError::Api`].
+    pub async fn next(&mut self) -> Option<Result<ChatChunk>> {
+        let data = match self.sse.next().await? {
+            Ok(d) => d,
+            Err(e) => return Some(Err(e)),
+        };
+        if data.trim() == "[DONE]" {
+            return None;
+        }
+        let v: serde_json::Value = match serde_json::from_str(&data) {
+            Ok(v) => v,
+            Err(e) => return Some(Err(ClientError::Decode(e.to_string()))),
+        };
+        if let Some(err) = v.get("error") {
+            let text = |k: &str| err.get(k).and_then(|x| x.as_str()).unwrap_or_default();
+            return Some(Err(ClientError::Api {
+                status: 502,
+                code: text("code").to_string(),
+                message: text("message").to_string(),
+            }));
+        }
+        Some(serde_json::from_value(v).map_err(|e| ClientError::Decode(e.to_string())))
+    }
+}
+
+/// Reads the `data` of Server-Sent Events from a response.
+struct SseReader {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    base: String,
+}
+
+impl SseReader {
+    fn new(resp: reqwest::Response, base: &str) -> SseReader {
+        SseReader {
+            resp,
+            buf: Vec::new(),
+            base: base.to_string(),
+        }
+    }
+
+    /// The next event's data (its `data:` lines joined); `None` when the stream ended.
+    async fn next(&mut self) -> Option<Result<String>> {
         loop {
             if let Some(pos) = find_blank_line(&self.buf) {
                 let block: Vec<u8> = self.buf.drain(..pos.0 + pos.1).collect();
@@ -230,10 +326,7 @@ impl EventStream {
                 if data.is_empty() {
                     continue; // keep-alive comment
                 }
-                return Some(
-                    serde_json::from_str(&data.join("\n"))
-                        .map_err(|e| ClientError::Decode(e.to_string())),
-                );
+                return Some(Ok(data.join("\n")));
             }
             match self.resp.chunk().await {
                 Ok(Some(c)) => self.buf.extend_from_slice(&c),

@@ -121,6 +121,7 @@ impl World {
                 sha256: "i".into(),
                 module: vec![],
             }),
+            Arc::from([]),
         );
         (
             World {

@@ -1,6 +1,7 @@
 //! The `/v1` HTTP API.
 
 use crate::auth;
+use crate::blobs::BlobError;
 use crate::state::{App, ProgramBytes, bump, now_ms, status_of, task_result};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -11,9 +12,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
 use runegrid_core::{JobId, Quorum};
+use runegrid_proto::worker::BlobMount;
 use runegrid_proto::{
-    AccountInfo, Counts, CreateAccount, ErrorBody, ErrorDetail, JobEvent, JobResults, JobStatus,
-    ProgramInfo, SubmitJob, SubmitJobResponse, WorkerInfo,
+    AccountInfo, BlobInfo, Counts, CreateAccount, ErrorBody, ErrorDetail, JobEvent, JobResults,
+    JobStatus, ProgramInfo, SubmitJob, SubmitJobResponse, WorkerInfo,
 };
 use runegrid_store::{Account, AccountKind, NewJob, NewTask, ProgramRecord, StoreError};
 use serde::Deserialize;
@@ -48,6 +50,18 @@ pub fn router(app: AppState) -> Router {
                 .get(list_jobs)
                 .layer(DefaultBodyLimit::max(256 << 20)),
         )
+        .route(
+            "/v1/blobs",
+            post(upload_blob).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/blobs/{sha256}",
+            get(download_blob)
+                .put(upload_named_blob)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/chat/completions", post(crate::chat::completions))
+        .route("/v1/models", get(crate::chat::models))
         .route("/v1/jobs/{id}", get(job_status).delete(cancel_job))
         .route("/v1/jobs/{id}/results", get(job_results))
         .route("/v1/jobs/{id}/events", get(job_events))
@@ -331,6 +345,119 @@ async fn upload_program(
     Ok(Json(info))
 }
 
+async fn upload_blob(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    body: axum::body::Body,
+) -> ApiResult<BlobInfo> {
+    store_blob(&app, &a, None, body).await
+}
+
+async fn upload_named_blob(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Path(sha): Path<String>,
+    body: axum::body::Body,
+) -> ApiResult<BlobInfo> {
+    if !crate::blobs::is_sha256(&sha) {
+        return Err(ApiError::bad(
+            "invalid_blob",
+            BlobError::BadName(sha).to_string(),
+        ));
+    }
+    store_blob(&app, &a, Some(sha), body).await
+}
+
+/// Streams a request body into the blob store; with `expected`, the body must hash to it.
+async fn store_blob(
+    app: &AppState,
+    a: &Account,
+    expected: Option<String>,
+    body: axum::body::Body,
+) -> ApiResult<BlobInfo> {
+    use futures_util::StreamExt as _;
+    may_submit(a)?;
+    let bad = |e: BlobError| {
+        let code = match e {
+            BlobError::Mismatch { .. } => "blob_mismatch",
+            BlobError::TooLarge => "blob_too_large",
+            BlobError::Io(_) => "internal",
+            _ => "invalid_blob",
+        };
+        let status = match e {
+            BlobError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BlobError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, code, e.to_string())
+    };
+    let mut up = app.blobs.upload().map_err(bad)?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| bad(BlobError::Body(e.to_string())))?;
+        up.write(&chunk).map_err(bad)?;
+    }
+    let info = tokio::task::spawn_blocking(move || up.finish(expected.as_deref()))
+        .await
+        .expect("blob task panicked")
+        .map_err(bad)?;
+    tracing::info!(sha256 = %info.sha256, size = info.size, account = %a.name, "blob stored");
+    Ok(Json(info))
+}
+
+/// `GET /v1/blobs/{sha256}` (any account: workers fetch what their tasks mount). `HEAD` tells
+/// whether the coordinator has it.
+async fn download_blob(
+    State(app): State<AppState>,
+    Authed(_): Authed,
+    Path(sha): Path<String>,
+) -> Result<Response, ApiError> {
+    let path = app
+        .blobs
+        .path(&sha)
+        .map_err(|e| ApiError::bad("invalid_blob", e.to_string()))?;
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::not_found(format!("blob {sha}")));
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("cannot read blob {sha}: {e}"),
+            ));
+        }
+    };
+    let len =
+        file.metadata().await.map(|m| m.len()).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
+    let chunks = stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = vec![0u8; 256 << 10];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/octet-stream".to_string(),
+            ),
+            (axum::http::header::CONTENT_LENGTH, len.to_string()),
+        ],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response())
+}
+
 fn instrument_error_code(e: &runegrid_instrument::InstrumentError) -> &'static str {
     use runegrid_instrument::InstrumentError as E;
     match e {
@@ -345,7 +472,37 @@ async fn submit_job(
     Query(q): Query<ResultsQuery>,
     Json(req): Json<SubmitJob>,
 ) -> ApiResult<SubmitJobResponse> {
-    may_submit(&a)?;
+    let (id, n) = create_job(&app, &a, req).await?;
+    let results = match q.wait.filter(|s| *s > 0.0) {
+        Some(secs) => {
+            if let Some((_, mut done)) = app.done_flag(id) {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs_f64(secs.min(3600.0)),
+                    done.wait_for(|d| *d),
+                )
+                .await;
+            }
+            app.job_results(id).map(|(_, r)| r)
+        }
+        None => None,
+    };
+    Ok(Json(SubmitJobResponse {
+        job: id,
+        tasks: n,
+        results,
+    }))
+}
+
+/// Most blobs one job may mount.
+pub const MAX_MOUNTS: usize = 16;
+
+/// Checks a submission, accepts it and waits until it is durable; the job's id and task count.
+pub async fn create_job(
+    app: &AppState,
+    a: &Account,
+    req: SubmitJob,
+) -> Result<(JobId, u64), ApiError> {
+    may_submit(a)?;
     if req.tasks.is_empty() {
         return Err(ApiError::bad(
             "invalid_job",
@@ -372,20 +529,20 @@ async fn submit_job(
         None => Quorum::new(replicas, agree),
     }
     .map_err(|e| ApiError::bad("invalid_policy", e.to_string()))?;
-    // `rune` names the built-in Rune runner; the job records its hash like any program's.
-    let program_sha = crate::runner::resolve(&req.program).to_string();
+    let mounts = check_mounts(app, &req.blobs)?;
+    // `rune` and `infer` name built-in programs; the job records the hash like any program's.
+    let program_sha = crate::builtins::resolve(&req.program).to_string();
     let sha = program_sha.clone();
     let program = match app.cached_program(&sha) {
         Some(p) => Some(p),
-        None => blocking(&app, move |app| app.program(&sha)).await?,
+        None => blocking(app, move |app| app.program(&sha)).await?,
     }
     .ok_or_else(|| {
         ApiError::bad(
             "unknown_program",
             format!(
-                "unknown program {}: upload the module first (POST /v1/programs), or name the rune runner (\"{}\")",
+                "unknown program {}: upload the module first (POST /v1/programs), or name a built-in program (\"rune\", \"infer\")",
                 req.program,
-                runegrid_runner::PROGRAM_NAME
             ),
         )
     })?;
@@ -412,10 +569,10 @@ async fn submit_job(
         max_attempts: quorum.max_attempts,
         limits: req.limits,
         created_at: now_ms(),
-        blobs: Default::default(),
+        blobs: req.blobs,
     };
     // Dispatch starts at once; the answer waits for the commit, so an accepted job is durable.
-    let (id, seq) = app.add_job(new, tasks, a.name.clone(), program);
+    let (id, seq) = app.add_job(new, tasks, a.name.clone(), program, mounts);
     if app.writer.committed(seq).await.is_err() {
         app.discard_job(id);
         return Err(ApiError::new(
@@ -425,24 +582,40 @@ async fn submit_job(
         ));
     }
     tracing::debug!(job = id, tasks = n, account = %a.name, "job submitted");
-    let results = match q.wait.filter(|s| *s > 0.0) {
-        Some(secs) => {
-            if let Some((_, mut done)) = app.done_flag(id) {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs_f64(secs.min(3600.0)),
-                    done.wait_for(|d| *d),
-                )
-                .await;
-            }
-            app.job_results(id).map(|(_, r)| r)
+    Ok((id, n))
+}
+
+/// A submission's mounts: valid names, blobs the coordinator holds.
+fn check_mounts(
+    app: &App,
+    named: &std::collections::BTreeMap<String, String>,
+) -> Result<Arc<[BlobMount]>, ApiError> {
+    if named.len() > MAX_MOUNTS {
+        return Err(ApiError::bad(
+            "invalid_blobs",
+            format!(
+                "{} blobs; a job may mount at most {MAX_MOUNTS}",
+                named.len()
+            ),
+        ));
+    }
+    for (name, sha) in named {
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+            return Err(ApiError::bad(
+                "invalid_blobs",
+                format!("{name:?} cannot name a file under /blobs: no '/', not empty, not . or .."),
+            ));
         }
-        None => None,
-    };
-    Ok(Json(SubmitJobResponse {
-        job: id,
-        tasks: n,
-        results,
-    }))
+        if app.blobs.size(sha).is_none() {
+            return Err(ApiError::bad(
+                "unknown_blob",
+                format!(
+                    "blob {sha} (mounted as {name}) is not on this coordinator: upload it first (PUT /v1/blobs/SHA256)"
+                ),
+            ));
+        }
+    }
+    Ok(crate::state::mounts_of(&app.blobs, named))
 }
 
 /// A task's seed: the same for every replica, below 2^53 so every JSON reader keeps it exact.

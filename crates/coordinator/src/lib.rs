@@ -8,17 +8,22 @@
 //! - `http`: the `/v1` routes, authentication, Server-Sent Events.
 //! - `ws`: one task per worker connection: handshake, then messages in and out.
 //! - `web`: the dashboard, the contribute page and the browser worker (files of `web/`, built in).
-//! - `runner`: the built-in Rune runner, registered at startup and named `rune` in submissions.
+//! - `builtins`: the built-in programs (the Rune runner `rune`, the inference program `infer`),
+//!   registered at startup and named in submissions.
+//! - `blobs`: blob files, stored by SHA-256.
+//! - `chat`: `/v1/chat/completions` and `/v1/models`: LLM inference as one-task jobs.
 //!
 //! Architecture Invariant: every mutation of grid state happens under the `state` lock and
 //! produces its store changes in the same critical section, so the store sees changes in the
 //! order they happened.
 
 mod auth;
+mod blobs;
+mod builtins;
+mod chat;
 #[cfg(test)]
 mod churn_tests;
 mod http;
-mod runner;
 mod state;
 mod web;
 mod writer;
@@ -45,6 +50,9 @@ pub struct Config {
     pub trust: runegrid_core::TrustParams,
     /// Whether `POST /v1/contributors` makes accounts for anonymous browser contributors.
     pub open_contributions: bool,
+    /// Model weight files to hold as blobs (copied into the data directory at start, unless
+    /// already there), so `/v1/chat/completions` can serve them.
+    pub model_files: Vec<PathBuf>,
 }
 
 impl Config {
@@ -56,6 +64,7 @@ impl Config {
             lease_grace: Duration::from_secs(10),
             trust: runegrid_core::TrustParams::default(),
             open_contributions: true,
+            model_files: Vec::new(),
         }
     }
 }
@@ -77,8 +86,10 @@ pub enum CoordinatorError {
     },
     #[error("server: {0}")]
     Serve(std::io::Error),
-    #[error("cannot register the rune runner: {0}")]
-    Runner(String),
+    #[error("cannot use the model file {path}: {message}")]
+    Model { path: String, message: String },
+    #[error("cannot register the built-in program {0}: {1}")]
+    Builtin(&'static str, String),
 }
 
 /// A running coordinator.
@@ -115,7 +126,10 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
     let read_store = SqliteStore::open(&db)?;
     let admin_token_file = config.data_dir.join(ADMIN_TOKEN_FILE);
     auth::ensure_admin(&mut write_store, &admin_token_file)?;
-    let rune_runner = runner::register(&mut write_store)?;
+    let builtins = builtins::ALL
+        .iter()
+        .map(|b| Ok((b.sha256(), builtins::register(&mut write_store, b)?)))
+        .collect::<Result<Vec<_>, CoordinatorError>>()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| CoordinatorError::Listen {
@@ -128,7 +142,20 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
         Box::new(write_store) as Box<dyn Store>,
         Box::new(read_store),
     )?;
-    app.cache_program(runner::sha256(), Arc::new(rune_runner));
+    for (sha, program) in builtins {
+        app.cache_program(sha, Arc::new(program));
+    }
+    for path in &config.model_files {
+        let store = app.blobs.clone();
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || import_model(&store, &p))
+            .await
+            .expect("model import panicked")
+            .map_err(|message| CoordinatorError::Model {
+                path: path.display().to_string(),
+                message,
+            })?;
+    }
     let app = Arc::new(app);
     tokio::spawn(state::ticker(app.clone()));
     let router = http::router(app.clone());
@@ -144,6 +171,42 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
         admin_token_file,
         server,
     })
+}
+
+/// Makes a model file a blob (hashing and copying it unless the blob store has it already).
+fn import_model(store: &blobs::BlobStore, path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    // A known model's file already stored (its hash was checked when it was stored).
+    if let Some(m) = runegrid_infer::MODELS
+        .iter()
+        .find(|m| m.file == name && store.size(m.sha256) == Some(meta.len()))
+    {
+        tracing::info!(model = m.id, blob = m.sha256, "model weights in place");
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let info = store.import(path, None).map_err(|e| e.to_string())?;
+    match runegrid_infer::MODELS
+        .iter()
+        .find(|m| m.sha256 == info.sha256)
+    {
+        Some(m) => tracing::info!(
+            model = m.id,
+            blob = %info.sha256,
+            ms = started.elapsed().as_millis() as u64,
+            "model weights stored"
+        ),
+        None => tracing::warn!(
+            path = %path.display(),
+            blob = %info.sha256,
+            "stored a file that is not the weights of a known model; jobs can mount it as a blob"
+        ),
+    }
+    Ok(())
 }
 
 /// Reads the admin token a coordinator wrote into its data directory.

@@ -1,6 +1,7 @@
 //! The in-memory grid and its transitions.
 
 use crate::Config;
+use crate::blobs::BlobStore;
 use crate::writer::Writer;
 use rand::{Rng, SeedableRng};
 use runegrid_core::straggler::{self, JobTiming};
@@ -10,7 +11,7 @@ use runegrid_core::{
     Policy, PolicyKind, Quorum, Requirement, Standing, TaskId, TrustParams, TrustRecord, Verdict,
     WorkerId, WorkerView, decide, plan, requirement,
 };
-use runegrid_proto::worker::{Assign, AttemptResult, Capabilities, ToWorker};
+use runegrid_proto::worker::{Assign, AttemptResult, BlobMount, Capabilities, ToWorker};
 use runegrid_proto::{Counts, GridSample, GridStats, JobEvent, JobResults, JobStatus, TaskResult};
 use runegrid_store::{
     Change, JobRecord, JobState, NewJob, NewTask, Store, StoreError, TaskOutcome, TaskRecord,
@@ -78,6 +79,8 @@ struct TaskInput {
     env: Vec<(String, String)>,
     stdin: Vec<u8>,
     seed: u64,
+    /// The job's blob mounts.
+    blobs: Arc<[BlobMount]>,
 }
 
 /// A task the coordinator made for itself; it is not part of its job's counts or stored.
@@ -175,6 +178,9 @@ struct WorkerConn {
     last_seen: Instant,
     owner: AccountId,
     memory_bytes: u64,
+    /// Disk it keeps blobs in, and the blobs it holds (SHA-256).
+    blob_space: u64,
+    blobs: Vec<String>,
     /// A browser worker (its runtime is `browser/…`), for the stats.
     browser: bool,
     /// The known-answer probe it is running, if any.
@@ -226,6 +232,8 @@ pub struct App {
     programs: Mutex<HashMap<String, Arc<ProgramBytes>>>,
     /// Samples of the grid's activity, oldest first (for the dashboard).
     history: Mutex<VecDeque<GridSample>>,
+    /// Blob files (`<data dir>/blobs`).
+    pub blobs: BlobStore,
 }
 
 /// How often the grid's activity is sampled, and how many samples are kept (ten minutes).
@@ -259,6 +267,11 @@ impl App {
         read: Box<dyn Store>,
     ) -> Result<App, StoreError> {
         let max = write.max_ids()?;
+        let blob_dir = config.data_dir.join("blobs");
+        let blobs = BlobStore::open(blob_dir.clone()).map_err(|e| StoreError::Open {
+            path: blob_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
         let mut st = State {
             jobs: HashMap::new(),
             tasks: HashMap::new(),
@@ -307,7 +320,8 @@ impl App {
             let tasks = write.tasks(job.id)?;
             let attempts = write.attempts(job.id)?;
             let owner_name = accounts.get(&job.owner).cloned().unwrap_or_default();
-            st.insert_job(job, owner_name, program, tasks);
+            let mounts = mounts_of(&blobs, &job.blobs);
+            st.insert_job(job, owner_name, program, mounts, tasks);
             for a in attempts {
                 let Some(t) = st.tasks.get_mut(&a.task) else {
                     continue;
@@ -365,6 +379,7 @@ impl App {
             accounts: Mutex::new(HashMap::new()),
             programs: Mutex::new(HashMap::new()),
             history: Mutex::new(VecDeque::new()),
+            blobs,
         })
     }
 
@@ -402,6 +417,7 @@ impl App {
         tasks: Vec<NewTask>,
         owner_name: String,
         program: Arc<ProgramBytes>,
+        mounts: Arc<[BlobMount]>,
     ) -> (JobId, u64) {
         self.with_seq(|st, ch| {
             let id = st.next_job;
@@ -449,7 +465,7 @@ impl App {
                 job: Box::new(new),
                 tasks,
             });
-            let ids = st.insert_job(rec, owner_name, program, records);
+            let ids = st.insert_job(rec, owner_name, program, mounts, records);
             for tid in ids {
                 st.queue.push_back(tid);
                 st.tasks.get_mut(&tid).expect("just inserted").queued = true;
@@ -516,6 +532,8 @@ impl App {
                     last_seen: Instant::now(),
                     owner,
                     memory_bytes: caps.memory_bytes,
+                    blob_space: caps.blob_space,
+                    blobs: caps.blobs.clone(),
                     browser: caps.runtime.starts_with("browser"),
                     probing: None,
                     jobs_seen: HashSet::new(),
@@ -524,6 +542,36 @@ impl App {
             );
             st.dispatch(ch);
             conn
+        })
+    }
+
+    /// Connected workers that could run a task mounting `blob` (of `size` bytes) within
+    /// `memory_bytes`, and how many of them hold the blob already.
+    pub fn workers_for(&self, blob: &str, size: u64, memory_bytes: u64) -> (u32, u32) {
+        let st = self.lock();
+        let need = Need {
+            memory_bytes,
+            blobs: vec![(blob.to_string(), size)],
+            ..Need::default()
+        };
+        let mut able = 0;
+        let mut holding = 0;
+        for (id, w) in &st.workers {
+            if runegrid_core::schedule::eligible(&st.view(*id, w), &need) {
+                able += 1;
+                holding += u32::from(w.blobs.iter().any(|b| b == blob));
+            }
+        }
+        (able, holding)
+    }
+
+    /// A worker says which blobs it holds now.
+    pub fn worker_blobs(&self, id: WorkerId, conn: u64, held: Vec<String>) {
+        self.with(|st, ch| {
+            if let Some(w) = st.workers.get_mut(&id).filter(|w| w.conn == conn) {
+                w.blobs = held;
+                st.dispatch(ch);
+            }
         })
     }
 
@@ -1030,6 +1078,19 @@ pub fn task_result(
     r
 }
 
+/// A job's mounts, sizes from the blob store (0 for a blob that is missing: workers then fail
+/// to fetch it and say why).
+pub fn mounts_of(blobs: &BlobStore, named: &BTreeMap<String, String>) -> Arc<[BlobMount]> {
+    named
+        .iter()
+        .map(|(name, sha)| BlobMount {
+            name: name.clone(),
+            sha256: sha.clone(),
+            size: blobs.size(sha).unwrap_or(0),
+        })
+        .collect()
+}
+
 pub fn counts_of(states: impl Iterator<Item = TaskState>) -> Counts {
     let mut c = Counts::default();
     for s in states {
@@ -1089,6 +1150,7 @@ impl State {
         rec: JobRecord,
         owner_name: String,
         program: Arc<ProgramBytes>,
+        mounts: Arc<[BlobMount]>,
         tasks: Vec<TaskRecord>,
     ) -> Vec<TaskId> {
         let policy = Policy {
@@ -1114,6 +1176,7 @@ impl State {
                         env: t.env.into_iter().collect(),
                         stdin: t.stdin,
                         seed: t.seed,
+                        blobs: mounts.clone(),
                     }),
                     state: t.state,
                     results: Vec::new(),
@@ -1637,8 +1700,12 @@ impl State {
     fn remember_probe(&mut self, task: TaskId, digest: Digest, pairs: &[(WorkerId, Digest)]) {
         let t = &self.tasks[&task];
         let j = &self.jobs[&t.job];
-        // Probes should be cheap: skip big inputs and long runs.
-        if t.input.stdin.len() > 64 * 1024 || j.rec.limits.wall_time_ms > 120_000 {
+        // Probes should be cheap: skip big inputs, long runs and mounted blobs (a new worker
+        // would download them for a probe).
+        if t.input.stdin.len() > 64 * 1024
+            || j.rec.limits.wall_time_ms > 120_000
+            || !t.input.blobs.is_empty()
+        {
             return;
         }
         // A probe's answer is held against whoever fails it, so it must stand on more than the
@@ -1827,9 +1894,15 @@ impl State {
             r.fuel = Some(first.fuel);
             r.digest = Some(first.digest);
             r.status = Some(first.status);
+            r.stderr = Some(first.stderr.clone());
             return r;
         }
-        task_result(t.index, t.state, t.outcome.as_ref(), t.attempts)
+        let mut r = task_result(t.index, t.state, t.outcome.as_ref(), t.attempts);
+        r.stderr = r
+            .digest
+            .and_then(|d| t.results.iter().find(|x| x.digest == d))
+            .map(|x| x.stderr.clone());
+        r
     }
 
     /// An attempt ended without a result. `blame`: whether it counts against the worker.
@@ -2060,6 +2133,8 @@ impl State {
             score: record.map_or(0.5, |r| r.score()),
             speed,
             memory_bytes: w.memory_bytes,
+            blob_space: w.blob_space,
+            blobs: w.blobs.clone(),
         }
     }
 
@@ -2113,6 +2188,12 @@ impl State {
                     exclude,
                     owners,
                     memory_bytes,
+                    blobs: t
+                        .input
+                        .blobs
+                        .iter()
+                        .map(|b| (b.sha256.clone(), b.size))
+                        .collect(),
                 });
             }
             let planned = plan(&needs, &views);
@@ -2198,7 +2279,7 @@ impl State {
             stdin: t.input.stdin.clone(),
             seed: t.input.seed,
             limits,
-            blobs: vec![],
+            blobs: t.input.blobs.to_vec(),
         };
         let Some(w) = self.workers.get_mut(&worker) else {
             return false;

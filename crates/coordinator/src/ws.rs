@@ -143,7 +143,7 @@ async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(),
         };
         match msg {
             ToCoordinator::Heartbeat => {}
-            ToCoordinator::Blobs { .. } => {}
+            ToCoordinator::Blobs { held } => app.worker_blobs(id, conn, held),
             ToCoordinator::Leaving { reason } => {
                 tracing::info!(worker = id, %reason, "worker is leaving");
                 app.worker_gone(id, conn, &format!("worker left: {reason}"), false);

@@ -23,6 +23,20 @@ pub struct WorkerView {
     pub speed: f64,
     /// Memory the worker offers (0 = unknown, accepted for any task).
     pub memory_bytes: u64,
+    /// Disk it keeps blobs in (0: it takes no task that mounts blobs, e.g. a browser worker).
+    pub blob_space: u64,
+    /// SHA-256 of the blobs it holds.
+    pub blobs: Vec<String>,
+}
+
+impl WorkerView {
+    /// How many of the need's blobs the worker holds already.
+    pub fn holds(&self, need: &Need) -> usize {
+        need.blobs
+            .iter()
+            .filter(|(sha, _)| self.blobs.contains(sha))
+            .count()
+    }
 }
 
 /// A task that wants `count` more attempts, on workers other than `exclude` (the workers that
@@ -36,6 +50,8 @@ pub struct Need {
     pub owners: Vec<AccountId>,
     /// The task's memory limit: a worker offering less cannot take it.
     pub memory_bytes: u64,
+    /// The blobs the task mounts: SHA-256 and size.
+    pub blobs: Vec<(String, u64)>,
 }
 
 /// One decision: run `task` on `worker`.
@@ -53,15 +69,33 @@ pub fn eligible(w: &WorkerView, need: &Need) -> bool {
     w.standing != Standing::Quarantined
         && !need.exclude.contains(&w.id)
         && (w.memory_bytes == 0 || w.memory_bytes >= need.memory_bytes)
+        && can_hold(w, need)
+}
+
+/// Whether the worker can mount the need's blobs: it takes blobs at all, and what it lacks fits
+/// in its blob space.
+fn can_hold(w: &WorkerView, need: &Need) -> bool {
+    if need.blobs.is_empty() {
+        return true;
+    }
+    let missing: u64 = need
+        .blobs
+        .iter()
+        .filter(|(sha, _)| !w.blobs.contains(sha))
+        .map(|(_, size)| *size)
+        .sum();
+    w.blob_space > 0 && missing <= w.blob_space
 }
 
 /// Assigns needs, in order (the queue order is the priority), to workers with free slots.
 ///
 /// Hard rules: a worker gets at most its free slots; a task's attempts go to distinct workers,
-/// none in its `exclude` list; a quarantined worker or one with too little memory gets nothing.
+/// none in its `exclude` list; a quarantined worker, one with too little memory, or one that
+/// cannot hold the task's blobs gets nothing.
 /// Among eligible workers the preference is, in order: an owner the task has not met yet (so
-/// replicas land with distinct accounts where possible), higher standing (trusted first), not
-/// slow, more free slots (spreading load), higher score, lower id. A need that no eligible
+/// replicas land with distinct accounts where possible), more of the task's blobs already held
+/// (no download), higher standing (trusted first), not slow, more free slots (spreading load),
+/// higher score, lower id. A need that no eligible
 /// worker can take is skipped, so it never blocks the needs behind it.
 pub fn plan(needs: &[Need], workers: &[WorkerView]) -> Vec<Assignment> {
     let mut free: Vec<u32> = workers.iter().map(|w| w.free_slots).collect();
@@ -81,6 +115,7 @@ pub fn plan(needs: &[Need], workers: &[WorkerView]) -> Vec<Assignment> {
                 let w = &workers[i];
                 (
                     !owners.contains(&w.owner),
+                    w.holds(need),
                     w.standing,
                     w.speed <= SLOW,
                     free[i],
@@ -131,6 +166,8 @@ mod tests {
             score: 0.5,
             speed: 0.0,
             memory_bytes: 0,
+            blob_space: 0,
+            blobs: vec![],
         }
     }
 
@@ -219,6 +256,36 @@ mod tests {
         assert!(plan(&[n], &[q, small]).is_empty());
     }
 
+    #[test]
+    fn blob_tasks_go_to_workers_that_can_hold_them_holders_first() {
+        let model = ("m".repeat(64), 100u64);
+        let n = Need {
+            blobs: vec![model.clone()],
+            ..need(1, 1, vec![])
+        };
+        // A browser worker (no blob space) never gets it; a worker with too little space neither.
+        let browser = w(1, 4);
+        let mut tiny = w(2, 4);
+        tiny.blob_space = 50;
+        assert!(plan(std::slice::from_ref(&n), &[browser.clone(), tiny.clone()]).is_empty());
+        // A worker with room takes it; one already holding it is preferred, even less free.
+        let mut roomy = w(3, 4);
+        roomy.blob_space = 1 << 30;
+        let mut holder = w(4, 1);
+        holder.blob_space = 100;
+        holder.blobs = vec![model.0.clone()];
+        let all = [browser, tiny.clone(), roomy.clone(), holder.clone()];
+        assert_eq!(plan(std::slice::from_ref(&n), &all)[0].worker, 4);
+        assert_eq!(plan(std::slice::from_ref(&n), &all[..3])[0].worker, 3);
+        // A worker holding the blob needs no room for it.
+        let mut full = w(5, 1);
+        full.blob_space = 1;
+        full.blobs = vec![model.0.clone()];
+        assert_eq!(plan(&[n], &[full])[0].worker, 5);
+        // Tasks without blobs still go anywhere.
+        assert_eq!(plan(&[need(2, 1, vec![])], &[tiny])[0].worker, 2);
+    }
+
     fn standing() -> impl Strategy<Value = Standing> {
         prop_oneof![
             Just(Standing::Quarantined),
@@ -235,16 +302,16 @@ mod tests {
         #[test]
         fn plan_is_safe_and_work_conserving(
             workers in proptest::collection::vec(
-                (0u32..4, standing(), 0i64..3, 0f64..5.0, prop_oneof![Just(0u64), Just(1u64 << 20), Just(1u64 << 30)]),
+                (0u32..4, standing(), 0i64..3, 0f64..5.0, prop_oneof![Just(0u64), Just(1u64 << 20), Just(1u64 << 30)], (prop_oneof![Just(0u64), Just(10u64), Just(1000u64)], proptest::collection::vec(0usize..3, 0..3))),
                 0..6),
             needs in proptest::collection::vec(
-                (1u32..4, proptest::collection::vec(0i64..6, 0..3), proptest::collection::vec(0i64..3, 0..2), prop_oneof![Just(0u64), Just(1u64 << 24)]),
+                (1u32..4, proptest::collection::vec(0i64..6, 0..3), proptest::collection::vec(0i64..3, 0..2), prop_oneof![Just(0u64), Just(1u64 << 24)], proptest::collection::vec((0usize..3, 1u64..100), 0..3)),
                 0..12),
         ) {
             let workers: Vec<WorkerView> = workers
                 .into_iter()
                 .enumerate()
-                .map(|(i, (free, standing, owner, speed, memory_bytes))| WorkerView {
+                .map(|(i, (free, standing, owner, speed, memory_bytes, (blob_space, held)))| WorkerView {
                     id: i as i64,
                     free_slots: free,
                     running: 0,
@@ -253,12 +320,21 @@ mod tests {
                     score: 1.0 / (1.0 + speed),
                     speed,
                     memory_bytes,
+                    blob_space,
+                    blobs: held.into_iter().map(|b| b.to_string()).collect(),
                 })
                 .collect();
             let needs: Vec<Need> = needs
                 .into_iter()
                 .enumerate()
-                .map(|(i, (count, exclude, owners, memory_bytes))| Need { task: i as i64, count, exclude, owners, memory_bytes })
+                .map(|(i, (count, exclude, owners, memory_bytes, blobs))| Need {
+                    task: i as i64,
+                    count,
+                    exclude,
+                    owners,
+                    memory_bytes,
+                    blobs: blobs.into_iter().map(|(b, size)| (b.to_string(), size)).collect(),
+                })
                 .collect();
             let a = plan(&needs, &workers);
             let mut per_worker: HashMap<WorkerId, u32> = HashMap::new();
@@ -280,6 +356,9 @@ mod tests {
                 for wid in &mine {
                     let wv = workers.iter().find(|w| w.id == *wid).unwrap();
                     prop_assert!(eligible(wv, n));
+                    if !n.blobs.is_empty() {
+                        prop_assert!(wv.blob_space > 0);
+                    }
                 }
                 if (mine.len() as u32) < n.count {
                     for wv in &workers {

@@ -13,12 +13,82 @@ use std::path::PathBuf;
 /// The inference program, not instrumented.
 pub const INFER_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/infer.wasm"));
 
+/// The name jobs use for the inference program (`"program": "infer"`).
+pub const PROGRAM_NAME: &str = "infer";
+
 /// Name the model is mounted under (the program's default path is `/blobs/model.gguf`).
 pub const MODEL_BLOB: &str = "model.gguf";
 /// The model `scripts/fetch-model.sh` fetches: SmolLM2-135M-Instruct, Q4_1 (Apache-2.0).
 pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// SHA-256 of [`MODEL_FILE`].
 pub const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+/// A model the grid serves: its weights are a blob, the inference program runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Model {
+    /// The name requests use (`"model"` in `/v1/chat/completions`).
+    pub id: &'static str,
+    /// Other names accepted for it (case-insensitive, like `id`).
+    pub aliases: &'static [&'static str],
+    /// The weights: file name, SHA-256, size in bytes.
+    pub file: &'static str,
+    pub sha256: &'static str,
+    pub size: u64,
+    /// Memory a run needs (the task's memory limit: workers offering less never get it).
+    pub memory_bytes: u64,
+}
+
+/// SmolLM2-135M-Instruct, Q4_1.
+pub const SMOLLM2_135M: Model = Model {
+    id: "smollm2-135m-instruct",
+    aliases: &["smollm2-135m", "SmolLM2-135M-Instruct", "smollm2"],
+    file: MODEL_FILE,
+    sha256: MODEL_SHA256,
+    size: 98_362_432,
+    // Measured: a run fits in 224 MiB and not in 192 MiB.
+    memory_bytes: 256 << 20,
+};
+
+/// The models the grid knows.
+pub const MODELS: &[Model] = &[SMOLLM2_135M];
+
+/// Most tokens one request may generate.
+pub const MAX_TOKENS: u32 = 2048;
+/// Tokens generated when a request does not say.
+pub const DEFAULT_MAX_TOKENS: u32 = 256;
+
+impl Model {
+    /// The model a request names, if the grid knows it.
+    pub fn find(name: &str) -> Option<&'static Model> {
+        MODELS.iter().find(|m| {
+            m.id.eq_ignore_ascii_case(name)
+                || m.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// Fuel enough for a request: measured (README of this crate) as about 1.4·10^9 to start,
+    /// 1.8·10^9 per prompt token and 2.14·10^9 per generated token; a prompt of `prompt_bytes`
+    /// bytes has at most that many tokens plus the chat template's, and each figure gets a
+    /// margin. Fuel is part of the result: replicas count it identically, so an estimate too
+    /// small fails every replica alike (`out_of_fuel`), never splits them.
+    pub fn fuel(&self, prompt_bytes: u64, max_tokens: u32) -> u64 {
+        let prompt_tokens = prompt_bytes + 64;
+        (4_000_000_000 + 2_500_000_000 * prompt_tokens + 3_000_000_000 * max_tokens as u64)
+            .min(runegrid_core::Limits::MAX_FUEL)
+    }
+
+    /// Limits for a request: the model's memory, [`Model::fuel`], a wall time generous for a
+    /// slow worker (60 s plus 1 s per 2·10^9 fuel), stdout for `max_tokens` long tokens.
+    pub fn limits(&self, prompt_bytes: u64, max_tokens: u32) -> runegrid_core::Limits {
+        let fuel = self.fuel(prompt_bytes, max_tokens);
+        runegrid_core::Limits {
+            fuel,
+            memory_bytes: self.memory_bytes,
+            wall_time_ms: (60_000 + fuel / 2_000_000).min(runegrid_core::Limits::MAX_WALL_MS),
+            stdout_bytes: (64 * max_tokens as u64 + 1024).min(runegrid_core::Limits::MAX_STDOUT),
+        }
+    }
+}
 
 /// Where the model file is, if it has been fetched: `$RUNEGRID_MODEL` (a file), else
 /// `$RUNEGRID_MODELS/<MODEL_FILE>`, else `<repo>/.runegrid/models/<MODEL_FILE>`.
@@ -109,6 +179,20 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn models_are_found_by_name_and_get_sane_limits() {
+        let m = Model::find("SmolLM2-135M-Instruct").unwrap();
+        assert_eq!(m, Model::find("smollm2-135m-instruct").unwrap());
+        assert!(Model::find("gpt-4").is_none());
+        let l = m.limits(100, 64);
+        assert!(l.validate().is_ok());
+        // Above the measured cost of a 64-token answer to a 43-token prompt (2.12e11).
+        assert!(l.fuel > 2 * 212_000_000_000, "{l:?}");
+        assert_eq!(l.memory_bytes, 256 << 20);
+        assert!(m.limits(1 << 30, MAX_TOKENS).validate().is_ok(), "capped");
+        assert!(m.fuel(10, 8) < m.fuel(10, 9) && m.fuel(10, 8) < m.fuel(11, 8));
+    }
 
     #[test]
     fn the_program_is_embedded() {

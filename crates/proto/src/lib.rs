@@ -5,6 +5,7 @@
 //! [`PROTOCOL_VERSION`].
 
 pub mod api;
+pub mod chat;
 pub mod worker;
 
 pub use api::*;

@@ -1,0 +1,140 @@
+//! The built-in programs: the Rune runner (`runegrid_runner::RUNE_RUNNER`, named `rune` in
+//! submissions) and the inference program (`runegrid_infer::INFER_WASM`, named `infer`, run by
+//! `/v1/chat/completions`). Each is registered at startup like an uploaded program (instrumented
+//! on a data directory's first start, stored, owned by the admin account).
+
+use crate::CoordinatorError;
+use crate::state::{ProgramBytes, now_ms};
+use runegrid_store::{ProgramRecord, Store};
+use sha2::{Digest as _, Sha256};
+use std::sync::LazyLock;
+
+/// A program built into the coordinator.
+pub struct Builtin {
+    /// The name submissions may use instead of the hash.
+    pub name: &'static str,
+    /// The module, not instrumented.
+    pub wasm: &'static [u8],
+    sha: &'static LazyLock<String>,
+}
+
+static RUNE_SHA: LazyLock<String> =
+    LazyLock::new(|| hex::encode(Sha256::digest(runegrid_runner::RUNE_RUNNER)));
+static INFER_SHA: LazyLock<String> =
+    LazyLock::new(|| hex::encode(Sha256::digest(runegrid_infer::INFER_WASM)));
+
+/// The Rune runner.
+pub static RUNE: Builtin = Builtin {
+    name: runegrid_runner::PROGRAM_NAME,
+    wasm: runegrid_runner::RUNE_RUNNER,
+    sha: &RUNE_SHA,
+};
+
+/// The inference program.
+pub static INFER: Builtin = Builtin {
+    name: runegrid_infer::PROGRAM_NAME,
+    wasm: runegrid_infer::INFER_WASM,
+    sha: &INFER_SHA,
+};
+
+/// Every built-in program.
+pub static ALL: [&Builtin; 2] = [&RUNE, &INFER];
+
+impl Builtin {
+    /// SHA-256 (hex) of the module: the program hash jobs naming it get.
+    pub fn sha256(&self) -> &'static str {
+        self.sha.as_str()
+    }
+}
+
+/// The program a submission names: a built-in's name stands for its hash, anything else is a
+/// hash.
+pub fn resolve(program: &str) -> &str {
+    ALL.iter()
+        .find(|b| b.name == program)
+        .map_or(program, |b| b.sha256())
+}
+
+/// Makes sure the store holds a built-in program, instrumenting it on the first start of a data
+/// directory (0.1–0.2 s in a release build); returns its metered module.
+pub fn register(store: &mut dyn Store, b: &Builtin) -> Result<ProgramBytes, CoordinatorError> {
+    let sha = b.sha256();
+    if let Some(p) = store.program(sha)? {
+        return Ok(ProgramBytes {
+            sha256: p.instrumented_sha256,
+            module: p.instrumented,
+        });
+    }
+    let started = std::time::Instant::now();
+    let instrumented =
+        runegrid_instrument::instrument(b.wasm, &runegrid_instrument::Options::default())
+            .map_err(|e| CoordinatorError::Builtin(b.name, e.to_string()))?;
+    let module = instrumented.bytes;
+    let isha = hex::encode(Sha256::digest(&module));
+    let accounts = store.accounts()?;
+    let owner = accounts
+        .iter()
+        .find(|a| a.admin)
+        .or(accounts.first())
+        .map(|a| a.id)
+        .ok_or_else(|| CoordinatorError::Builtin(b.name, "no account to own it".into()))?;
+    store.put_program(&ProgramRecord {
+        sha256: sha.to_string(),
+        instrumented_sha256: isha.clone(),
+        instrumented: module.clone(),
+        original_size: b.wasm.len() as i64,
+        owner,
+        created_at: now_ms(),
+    })?;
+    tracing::info!(
+        program = b.name,
+        sha256 = %sha,
+        bytes = module.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "registered a built-in program"
+    );
+    Ok(ProgramBytes {
+        sha256: isha,
+        module,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runegrid_store::{AccountKind, SqliteStore};
+
+    #[test]
+    fn names_stand_for_builtins() {
+        assert_eq!(resolve("rune"), RUNE.sha256());
+        assert_eq!(resolve("infer"), INFER.sha256());
+        assert_eq!(RUNE.sha256().len(), 64);
+        assert_ne!(RUNE.sha256(), INFER.sha256());
+        assert_eq!(resolve("abc123"), "abc123");
+    }
+
+    #[test]
+    fn a_builtin_is_stored_once_and_owned_by_the_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        assert!(
+            register(&mut store, &RUNE).is_err(),
+            "no account to own it yet"
+        );
+        store
+            .create_account("someone", "h1", AccountKind::User)
+            .unwrap();
+        let admin = store
+            .create_account("admin", "h2", AccountKind::Admin)
+            .unwrap();
+        let first = register(&mut store, &RUNE).unwrap();
+        let rec = store.program(RUNE.sha256()).unwrap().expect("stored");
+        assert_eq!(rec.owner, admin.id);
+        assert_eq!(rec.instrumented_sha256, first.sha256);
+        assert_eq!(rec.instrumented, first.module);
+        assert_eq!(rec.original_size, runegrid_runner::RUNE_RUNNER.len() as i64);
+        // A later start finds it.
+        let again = register(&mut store, &RUNE).unwrap();
+        assert_eq!(again.sha256, first.sha256);
+    }
+}
