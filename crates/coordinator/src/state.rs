@@ -111,6 +111,8 @@ struct TaskMem {
     results: Vec<ResultMem>,
     running: Vec<AttemptId>,
     lost: u32,
+    /// Why its last lost attempt was lost (shown when the task fails).
+    last_loss: Option<String>,
     attempts: u32,
     outcome: Option<TaskOutcome>,
     queued: bool,
@@ -1182,6 +1184,7 @@ impl State {
                     results: Vec::new(),
                     running: Vec::new(),
                     lost: 0,
+                    last_loss: None,
                     attempts: t.attempts,
                     outcome: t.outcome,
                     queued: false,
@@ -1394,7 +1397,14 @@ impl State {
                     stdout: vec![],
                     fuel: 0,
                     digest: None,
-                    error: Some(format!("{reason}{}", describe_groups(&t.results))),
+                    error: Some(format!(
+                        "{reason}{}{}",
+                        describe_groups(&t.results),
+                        t.last_loss
+                            .as_deref()
+                            .map(|r| format!("; the last attempt lost: {r}"))
+                            .unwrap_or_default()
+                    )),
                     acceptance: None,
                 };
                 self.finalize(id, TaskState::Failed, outcome, ch);
@@ -1652,6 +1662,7 @@ impl State {
                 results: Vec::new(),
                 running: Vec::new(),
                 lost: 0,
+                last_loss: None,
                 attempts: 0,
                 outcome: None,
                 queued: true,
@@ -1769,6 +1780,7 @@ impl State {
                     results: Vec::new(),
                     running: Vec::new(),
                     lost: 0,
+                    last_loss: None,
                     attempts: 0,
                     outcome: None,
                     queued: false,
@@ -1930,6 +1942,7 @@ impl State {
         }
         t.running.retain(|x| *x != id);
         t.lost += 1;
+        t.last_loss = Some(reason.to_string());
         if t.results.is_empty() && t.running.is_empty() {
             // Nobody answered: whoever runs it next decides what it needs.
             t.req = None;

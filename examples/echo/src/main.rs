@@ -3,6 +3,8 @@
 //! - each argument after `argv[0]` as `arg[i]=VALUE`, where `i` is its index in argv
 //!   (so the first argument is `arg[1]`);
 //! - every environment variable as `env KEY=VALUE`, sorted by key (bytewise);
+//! - for each argument `cat:PATH`, `cat PATH=` followed by the file's bytes and a newline (a
+//!   file that cannot be read fails the program: exit 1, the reason on stderr);
 //! - `stdin=` followed by all of stdin, as is (no newline added).
 //!
 //! Arguments, variables and stdin are copied as raw bytes, so non-UTF-8 input is echoed
@@ -36,6 +38,15 @@ fn run() -> io::Result<()> {
         out.push(b'=');
         out.extend_from_slice(value.as_encoded_bytes());
         out.push(b'\n');
+    }
+    for arg in std::env::args_os().skip(1) {
+        if let Some(path) = arg.to_str().and_then(|a| a.strip_prefix("cat:")) {
+            let bytes = std::fs::read(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+            write!(out, "cat {path}=")?;
+            out.extend_from_slice(&bytes);
+            out.push(b'\n');
+        }
     }
     out.extend_from_slice(b"stdin=");
     io::stdin().lock().read_to_end(&mut out)?;

@@ -1,0 +1,302 @@
+//! LLM inference on a real grid: a coordinator serving the model, native worker processes
+//! fetching its weights as a blob, answers streamed and verified, a lying worker outvoted, and
+//! blobs checked by their hash.
+
+mod common;
+
+use common::{Grid, wait_until};
+use runegrid_client::Client;
+use runegrid_proto::chat::{ChatChunk, ChatGridOptions, ChatMessage, ChatRequest};
+use runegrid_proto::{SubmitJob, TaskSpec};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const QUESTION: &str = "What is the capital of France? Answer in one sentence.";
+/// The greedy answer (the same natively and in WASI, see crates/infer/tests/sandbox.rs).
+const ANSWER: &str = "The capital of France is Paris.";
+
+fn model() -> Option<PathBuf> {
+    let m = runegrid_infer::model_for_tests();
+    if m.is_none() {
+        eprintln!("skipped: no model file (run scripts/fetch-model.sh or set RUNEGRID_MODEL)");
+    }
+    m
+}
+
+async fn grid_with_model(model: &std::path::Path) -> Grid {
+    Grid::start_opts(300, &["--model", model.to_str().unwrap()]).await
+}
+
+fn quorum(replicas: u32, agree: u32) -> Option<ChatGridOptions> {
+    Some(ChatGridOptions {
+        replicas: Some(replicas),
+        agree: Some(agree),
+        ..ChatGridOptions::default()
+    })
+}
+
+fn ask(question: &str, max_tokens: u32) -> ChatRequest {
+    ChatRequest {
+        model: "smollm2-135m-instruct".into(),
+        messages: vec![ChatMessage::new("user", question)],
+        max_tokens: Some(max_tokens),
+        temperature: Some(0.0),
+        ..ChatRequest::default()
+    }
+}
+
+async fn collect(c: &Client, req: &ChatRequest) -> Vec<ChatChunk> {
+    let mut s = c.chat_stream(req).await.expect("stream opens");
+    let mut out = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(240), s.next())
+        .await
+        .expect("a chunk within 240 s")
+    {
+        out.push(chunk.expect("a chunk, not an error"));
+    }
+    out
+}
+
+fn content(chunks: &[ChatChunk]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| c.choices.first()?.delta.content.clone())
+        .collect()
+}
+
+fn states(chunks: &[ChatChunk]) -> Vec<String> {
+    chunks
+        .iter()
+        .filter_map(|c| Some(c.runegrid.as_ref()?.state.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_native_workers_agree_token_for_token_and_tokens_stream() {
+    let Some(model) = model() else { return };
+    let mut g = grid_with_model(&model).await;
+    let c = g.client();
+    let models = c.models().await.unwrap();
+    let m = &models.data[0];
+    assert_eq!(m.id, "smollm2-135m-instruct");
+    assert!(m.runegrid.available, "{m:?}");
+    assert_eq!(m.runegrid.workers, 0);
+
+    // Nobody can serve it yet: a request waits; two workers arrive and answer it, verified by a
+    // quorum of both (the same tokens from two processes).
+    g.worker("w1", 1, &[]);
+    g.worker("w2", 1, &[]);
+    g.wait_workers(2).await;
+    let mut req = ask(QUESTION, 16);
+    req.runegrid = quorum(2, 2);
+    let answer = c.chat(&req).await.unwrap_or_else(|e| panic!("{e}\n{}", g.logs()));
+    let text = answer.choices[0].message.text().unwrap();
+    assert_eq!(text, ANSWER);
+    assert_eq!(answer.choices[0].finish_reason, "stop");
+    assert_eq!(answer.runegrid.state, "verified");
+    assert_eq!(answer.runegrid.acceptance.as_deref(), Some("quorum"));
+    assert_eq!(answer.runegrid.attempts, 2, "{answer:?}");
+    assert_eq!(answer.usage.completion_tokens, 7, "{answer:?}");
+    assert!(answer.usage.prompt_tokens > 10, "{answer:?}");
+    // The job is an ordinary job: its task shows the same answer, accepted by quorum.
+    let results = c.results(answer.runegrid.job, None).await.unwrap();
+    assert_eq!(results.tasks[0].stdout.as_deref(), Some(ANSWER));
+    // Both workers now hold the weights and say so.
+    wait_until("both workers to hold the model", Duration::from_secs(30), || {
+        let c = c.clone();
+        async move {
+            let m = c.models().await.ok()?;
+            (m.data[0].runegrid.workers_holding == 2).then_some(())
+        }
+    })
+    .await;
+
+    // Streamed and sampled (seeded): the tokens arrive before the answer is verified, then an
+    // unverified mark, then the verified end; what streamed is the verified answer.
+    let mut req = ask("Write a short poem about sharing computers.", 24);
+    req.temperature = Some(0.8);
+    req.seed = Some(7);
+    req.runegrid = quorum(2, 2);
+    let chunks = collect(&c, &req).await;
+    let st = states(&chunks);
+    assert_eq!(st.first().map(String::as_str), Some("running"), "{st:?}");
+    assert_eq!(st.last().map(String::as_str), Some("verified"), "{st:?}");
+    assert!(!st.contains(&"corrected".to_string()), "{st:?}");
+    let first_mark = chunks
+        .iter()
+        .position(|c| c.runegrid.as_ref().is_some_and(|i| i.state != "running"))
+        .unwrap();
+    let streamed_before: String = content(&chunks[..first_mark]);
+    assert!(
+        !streamed_before.is_empty(),
+        "tokens are shown before any result is in: {chunks:?}"
+    );
+    let text = content(&chunks);
+    let last = chunks.last().unwrap();
+    assert_eq!(last.choices[0].finish_reason.as_deref(), Some("length"));
+    assert_eq!(last.usage.unwrap().completion_tokens, 24);
+    // The same request again (same seed) gives the same text: sampling is a function of it.
+    let again = c.chat(&req).await.unwrap();
+    assert_eq!(again.choices[0].message.text().unwrap(), text);
+
+    // The terminal client.
+    let out = g.cli(&[
+        "chat",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "16",
+        "--replicas",
+        "2",
+        "--agree",
+        "2",
+        QUESTION,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim_end(), ANSWER);
+    assert!(stderr.contains("[verified (quorum)"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_returns_other_tokens_is_outvoted() {
+    let Some(model) = model() else { return };
+    let mut g = grid_with_model(&model).await;
+    let c = g.client();
+    // Two workers, one lying: they disagree, so the task needs a third opinion.
+    g.worker("liar", 1, &["--misbehave", "lie"]);
+    g.worker("honest1", 1, &[]);
+    g.wait_workers(2).await;
+    let mut req = ask(QUESTION, 16);
+    req.runegrid = quorum(2, 2);
+    let streaming = {
+        let c = c.clone();
+        let req = req.clone();
+        tokio::spawn(async move { collect(&c, &req).await })
+    };
+    // Both first attempts are out (each worker has one slot); then the third worker comes.
+    wait_until("two attempts running", Duration::from_secs(60), || {
+        let c = c.clone();
+        async move {
+            let ws = c.workers().await.ok()?;
+            (ws.iter().filter(|w| w.running > 0).count() == 2).then_some(())
+        }
+    })
+    .await;
+    g.worker("honest2", 1, &[]);
+    let chunks = streaming.await.unwrap();
+    let st = states(&chunks);
+    assert_eq!(st.last().map(String::as_str), Some("verified"), "{st:?}");
+    let last = chunks.last().unwrap().runegrid.clone().unwrap();
+    assert_eq!(last.acceptance.as_deref(), Some("quorum"));
+    assert!(last.attempts >= 3, "{last:?}");
+    // Whatever was streamed, the client ends up with the honest answer: as streamed, or in a
+    // `corrected` chunk replacing it.
+    let final_text = match chunks
+        .iter()
+        .rev()
+        .find_map(|c| c.runegrid.as_ref().filter(|i| i.state == "corrected"))
+    {
+        Some(info) => info.content.clone().unwrap(),
+        None => content(&chunks),
+    };
+    assert_eq!(final_text, ANSWER, "{chunks:?}");
+    let ws = c.workers().await.unwrap();
+    let liar = ws.iter().find(|w| w.name == "liar").unwrap();
+    assert_eq!(liar.disagreed, 1, "{liar:?}");
+    assert!(
+        ws.iter()
+            .filter(|w| w.name.starts_with("honest"))
+            .all(|w| w.agreed == 1 && w.disagreed == 0),
+        "{ws:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_are_checked_by_their_hash() {
+    let mut g = Grid::start().await;
+    let c = g.client();
+    let echo = g.upload(runegrid_examples::ECHO).await;
+    let data = b"a blob of data\n".to_vec();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+
+    // An upload that does not hash to its name is refused and stores nothing.
+    let other = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"other"));
+    let e = c.put_blob(&other, data.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Some("blob_mismatch"), "{e}");
+    let job = |blobs: BTreeMap<String, String>| SubmitJob {
+        blobs,
+        ..common::job(
+            &echo,
+            vec![TaskSpec {
+                args: vec!["cat:/blobs/data.txt".into()],
+                ..TaskSpec::default()
+            }],
+            1,
+            1,
+        )
+    };
+    let e = c
+        .submit(&job(BTreeMap::from([("data.txt".into(), other.clone())])))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("unknown_blob"), "{e}");
+    let e = c
+        .submit(&job(BTreeMap::from([("../x".into(), other.clone())])))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("invalid_blobs"), "{e}");
+
+    // Stored under its hash, fetched by the worker and mounted read-only.
+    let info = c.put_blob(&sha, data.clone()).await.unwrap();
+    assert_eq!((info.sha256.as_str(), info.size), (sha.as_str(), 15));
+    g.worker("w", 1, &[]);
+    g.wait_workers(1).await;
+    let mount = BTreeMap::from([("data.txt".to_string(), sha.clone())]);
+    let r = g.run(&job(mount.clone())).await;
+    let t = &r.tasks[0];
+    assert_eq!(t.state, "verified", "{t:?}\n{}", g.logs());
+    assert!(
+        t.stdout
+            .as_deref()
+            .unwrap()
+            .contains("cat /blobs/data.txt=a blob of data\n"),
+        "{t:?}"
+    );
+    let cached = g.dir.path().join("w").join("blobs").join(&sha);
+    assert_eq!(std::fs::read(&cached).unwrap(), data);
+
+    // The worker's copy is damaged on disk: a new worker process (same data directory) notices
+    // by the hash when it loads it, fetches it again and answers right.
+    g.kill_worker(0);
+    std::fs::write(&cached, b"a blob of dat4\n").unwrap();
+    let w = g.worker("w", 1, &[]);
+    g.wait_workers(1).await;
+    let r = g.run(&job(mount.clone())).await;
+    assert!(
+        r.tasks[0]
+            .stdout
+            .as_deref()
+            .unwrap()
+            .contains("=a blob of data\n"),
+        "{:?}",
+        r.tasks[0]
+    );
+    assert_eq!(std::fs::read(&cached).unwrap(), data);
+    g.kill_worker(w);
+
+    // The coordinator's copy is damaged: a worker that has none downloads it, sees the hash is
+    // wrong and refuses to run the task; the task fails saying why, and nothing is cached.
+    let stored = g.data().join("blobs").join(&sha);
+    std::fs::write(&stored, b"tampered blob!\n").unwrap();
+    g.worker("fresh", 1, &[]);
+    g.wait_workers(1).await;
+    let r = g.run(&job(mount)).await;
+    let t = &r.tasks[0];
+    assert_eq!(t.state, "failed", "{t:?}");
+    let err = t.error.as_deref().unwrap_or_default();
+    assert!(err.contains(&sha) && err.contains("sha256"), "{err}");
+    assert!(!g.dir.path().join("fresh").join("blobs").join(&sha).exists());
+}
