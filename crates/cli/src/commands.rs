@@ -774,3 +774,22 @@ pub async fn account(conn: &Conn, a: AccountCmd) -> Result<i32> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_parse() {
+        assert_eq!(parse_bytes("0"), Ok(0));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512K"), Ok(512 << 10));
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("8G"), Ok(runegrid_worker::DEFAULT_BLOB_SPACE));
+        assert_eq!(parse_bytes("8gib"), Ok(8 << 30));
+        assert_eq!(parse_bytes("2T"), Ok(2 << 40));
+        for bad in ["", "G", "8X", "-1", "1.5G", "99999999999T"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+}
