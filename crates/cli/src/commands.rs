@@ -164,6 +164,36 @@ pub struct WorkerArgs {
     /// Exit after this many failed connection attempts in a row (default: retry forever).
     #[arg(long)]
     pub max_reconnects: Option<u32>,
+    /// Disk space for blobs that tasks mount (model weights, data sets), kept under
+    /// DATA/blobs: bytes, or with a K, M, G or T suffix (powers of 1024); 0 takes no blob
+    /// tasks [default: 8G].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub blob_space: Option<u64>,
+}
+
+/// A byte count: `1048576`, `512K`, `512M`, `8G`, `1T` (powers of 1024; `KB`, `KiB` and a
+/// lowercase suffix too).
+pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count: expected e.g. 1048576, 512M or 8G"))?;
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a byte count: the suffix must be K, M, G or T"
+            ));
+        }
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 pub async fn worker(conn: &Conn, a: WorkerArgs) -> Result<i32> {
@@ -187,6 +217,7 @@ pub async fn worker(conn: &Conn, a: WorkerArgs) -> Result<i32> {
         name,
         misbehaviour: a.misbehave,
         max_reconnects: a.max_reconnects,
+        blob_space: a.blob_space.unwrap_or(runegrid_worker::DEFAULT_BLOB_SPACE),
     };
     tokio::select! {
         r = runegrid_worker::run(config) => { r?; }
@@ -779,4 +810,23 @@ pub async fn account(conn: &Conn, a: AccountCmd) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_parse() {
+        assert_eq!(parse_bytes("0"), Ok(0));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512K"), Ok(512 << 10));
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("8G"), Ok(runegrid_worker::DEFAULT_BLOB_SPACE));
+        assert_eq!(parse_bytes("8gib"), Ok(8 << 30));
+        assert_eq!(parse_bytes("2T"), Ok(2 << 40));
+        for bad in ["", "G", "8X", "-1", "1.5G", "99999999999T"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
 }

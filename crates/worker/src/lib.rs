@@ -5,13 +5,16 @@
 //! sandbox's runner threads (`Sandbox::spawn`), at most `slots` at once, and report to the
 //! connection task through a channel.
 
+mod blobs;
 mod identity;
 mod runner;
 
 use ed25519_dalek::{Signer, SigningKey};
 use futures_util::{SinkExt, StreamExt};
+use runegrid_core::AttemptId;
 use runegrid_proto::PROTOCOL_VERSION;
 use runegrid_proto::worker::{Assign, Capabilities, ToCoordinator, ToWorker, hello_message};
+use runegrid_sandbox::Blob;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+pub use blobs::{BlobCache, BlobError};
 pub use identity::load_or_create_key;
 pub use runner::Misbehaviour;
 
@@ -39,7 +43,12 @@ pub struct WorkerConfig {
     pub misbehaviour: Option<Misbehaviour>,
     /// Give up after this many failed connection attempts in a row (`None`: never).
     pub max_reconnects: Option<u32>,
+    /// Disk bytes for blobs that tasks mount, in `<data_dir>/blobs/` (0: takes no blob tasks).
+    pub blob_space: u64,
 }
+
+/// The default blob space: 8 GiB.
+pub const DEFAULT_BLOB_SPACE: u64 = 8 << 30;
 
 /// Why a worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +72,8 @@ pub enum WorkerError {
     Sandbox(String),
     #[error("invalid worker settings: {0}")]
     Config(String),
+    #[error(transparent)]
+    Blobs(#[from] BlobError),
 }
 
 /// Events from the runner threads to the connection.
@@ -75,6 +86,12 @@ pub(crate) enum Event {
     Compiled {
         sha256: String,
         result: Result<Arc<runegrid_sandbox::Program>, String>,
+    },
+    /// An attempt's blobs are loaded (or one of them cannot be: why).
+    BlobsReady {
+        session: u64,
+        attempt: AttemptId,
+        result: Result<Vec<Blob>, String>,
     },
 }
 
@@ -111,6 +128,12 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         }
     })?;
     let key = load_or_create_key(&config.data_dir)?;
+    let blob_cache = Arc::new(BlobCache::open(
+        config.data_dir.join("blobs"),
+        config.blob_space,
+        &config.coordinator,
+        &config.token,
+    )?);
     let url = ws_url(&config.coordinator)?;
     let sandbox = Arc::new(
         runegrid_sandbox::Sandbox::new().map_err(|e| WorkerError::Sandbox(e.to_string()))?,
@@ -138,6 +161,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
             &mut slots,
             &sandbox,
             &mut programs,
+            &blob_cache,
             &events_tx,
             &mut events_rx,
         )
@@ -189,6 +213,7 @@ async fn session_once(
     slots: &mut runner::Slots,
     sandbox: &Arc<runegrid_sandbox::Sandbox>,
     programs: &mut HashMap<String, Arc<runegrid_sandbox::Program>>,
+    blob_cache: &Arc<BlobCache>,
     events_tx: &mpsc::UnboundedSender<Event>,
     events_rx: &mut mpsc::UnboundedReceiver<Event>,
 ) -> Result<(), SessionError> {
@@ -253,8 +278,12 @@ async fn session_once(
         arch: std::env::consts::ARCH.into(),
         os: std::env::consts::OS.into(),
         runtime: format!("native/{}", env!("CARGO_PKG_VERSION")),
-        blob_space: 0,
-        blobs: vec![],
+        blob_space: blob_cache.space(),
+        blobs: blob_cache.held(),
+    };
+    let mut waiting = Waiting {
+        told: caps.blobs.clone(),
+        ..Waiting::default()
     };
     let hello = ToCoordinator::Hello {
         protocol: PROTOCOL_VERSION,
@@ -287,30 +316,22 @@ async fn session_once(
         }
     };
     let mut ticker = tokio::time::interval(heartbeat);
-    // Assignments waiting for their program.
-    let mut waiting: HashMap<String, Vec<Assign>> = HashMap::new();
-    let mut asked: HashSet<String> = HashSet::new();
+    let ctx = Ctx {
+        session,
+        data_dir: &config.data_dir,
+        sandbox,
+        blob_cache,
+        events_tx,
+    };
     loop {
+        let mut out = Vec::new();
         tokio::select! {
-            _ = ticker.tick() => {
-                if sink.send(text(&ToCoordinator::Heartbeat)).await.is_err() {
-                    return Ok(());
-                }
-            }
+            _ = ticker.tick() => out.push(ToCoordinator::Heartbeat),
             ev = events_rx.recv() => {
                 let Some(ev) = ev else { return Ok(()) };
-                let mut out = Vec::new();
-                handle_event(ev, session, slots, programs, &mut waiting, &mut out);
+                handle_event(ev, &ctx, slots, programs, &mut waiting, &mut out);
                 while let Ok(ev) = events_rx.try_recv() {
-                    handle_event(ev, session, slots, programs, &mut waiting, &mut out);
-                }
-                for m in out {
-                    if sink.feed(text(&m)).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    return Ok(());
+                    handle_event(ev, &ctx, slots, programs, &mut waiting, &mut out);
                 }
             }
             msg = stream.next() => {
@@ -327,25 +348,16 @@ async fn session_once(
                     }
                 };
                 match msg {
+                    ToWorker::Assign(a) if a.blobs.is_empty() => {
+                        ready(&ctx, slots, programs, &mut waiting, a, Vec::new(), &mut out);
+                    }
                     ToWorker::Assign(a) => {
-                        if let Some(p) = programs.get(&a.program) {
-                            slots.submit(a, p.clone(), session);
-                        } else if let Some(bytes) = runner::cached_program(&config.data_dir, &a.program) {
-                            let sha = a.program.clone();
-                            waiting.entry(sha.clone()).or_default().push(a);
-                            if asked.insert(sha.clone()) {
-                                runner::compile_async(sandbox.clone(), sha, bytes, events_tx.clone());
-                            }
-                        } else {
-                            let sha = a.program.clone();
-                            waiting.entry(sha.clone()).or_default().push(a);
-                            if asked.insert(sha.clone()) {
-                                let m = ToCoordinator::NeedProgram { sha256: sha };
-                                if sink.send(text(&m)).await.is_err() {
-                                    return Ok(());
-                                }
-                            }
+                        // The program comes (or compiles) while the blobs load.
+                        if !programs.contains_key(&a.program) {
+                            need_program(&ctx, &mut waiting, &a.program, &mut out);
                         }
+                        fetch_blobs(&ctx, &a);
+                        waiting.blobs.insert(a.attempt, a);
                     }
                     ToWorker::Program { sha256, module } => {
                         let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&module));
@@ -358,18 +370,15 @@ async fn session_once(
                     }
                     ToWorker::Cancel { attempt, .. } => {
                         // Not started yet: drop it and say so.
-                        let mut found = false;
-                        for list in waiting.values_mut() {
+                        let mut found = waiting.blobs.remove(&attempt).is_some();
+                        for list in waiting.program.values_mut() {
                             let before = list.len();
-                            list.retain(|a| a.attempt != attempt);
+                            list.retain(|(a, _)| a.attempt != attempt);
                             found |= list.len() != before;
                         }
                         // A running attempt finishes and its result is ignored.
                         if found || slots.cancel(attempt) {
-                            let m = ToCoordinator::Failed { attempt, reason: "cancelled".into() };
-                            if sink.send(text(&m)).await.is_err() {
-                                return Ok(());
-                            }
+                            out.push(ToCoordinator::Failed { attempt, reason: "cancelled".into() });
                         }
                     }
                     ToWorker::Reject { message } => {
@@ -383,17 +392,120 @@ async fn session_once(
                 }
             }
         }
+        if out.is_empty() {
+            continue;
+        }
+        for m in out {
+            if sink.feed(text(&m)).await.is_err() {
+                return Ok(());
+            }
+        }
+        if sink.flush().await.is_err() {
+            return Ok(());
+        }
     }
+}
+
+/// What the session's event handling needs.
+struct Ctx<'a> {
+    session: u64,
+    data_dir: &'a std::path::Path,
+    sandbox: &'a Arc<runegrid_sandbox::Sandbox>,
+    blob_cache: &'a Arc<BlobCache>,
+    events_tx: &'a mpsc::UnboundedSender<Event>,
+}
+
+/// Attempts of this session that cannot run yet.
+#[derive(Default)]
+struct Waiting {
+    /// Attempts (with their blobs) waiting for their program, by the program's sha256.
+    program: HashMap<String, Vec<(Assign, Vec<Blob>)>>,
+    /// Programs asked for (from the coordinator or the disk cache) and not compiled yet.
+    asked: HashSet<String>,
+    /// Attempts whose blobs are loading.
+    blobs: HashMap<AttemptId, Assign>,
+    /// The blobs this session last told the coordinator it holds.
+    told: Vec<String>,
+}
+
+/// An attempt has its blobs: it runs once its program is compiled.
+fn ready(
+    ctx: &Ctx<'_>,
+    slots: &mut runner::Slots,
+    programs: &HashMap<String, Arc<runegrid_sandbox::Program>>,
+    waiting: &mut Waiting,
+    a: Assign,
+    blobs: Vec<Blob>,
+    out: &mut Vec<ToCoordinator>,
+) {
+    if let Some(p) = programs.get(&a.program) {
+        slots.submit(a, p.clone(), blobs, ctx.session);
+        return;
+    }
+    let sha = a.program.clone();
+    waiting
+        .program
+        .entry(sha.clone())
+        .or_default()
+        .push((a, blobs));
+    need_program(ctx, waiting, &sha, out);
+}
+
+/// Compiles the program from the disk cache, or asks the coordinator for it, unless that is
+/// under way.
+fn need_program(ctx: &Ctx<'_>, waiting: &mut Waiting, sha: &str, out: &mut Vec<ToCoordinator>) {
+    if !waiting.asked.insert(sha.to_string()) {
+        return;
+    }
+    if let Some(bytes) = runner::cached_program(ctx.data_dir, sha) {
+        runner::compile_async(
+            ctx.sandbox.clone(),
+            sha.to_string(),
+            bytes,
+            ctx.events_tx.clone(),
+        );
+    } else {
+        out.push(ToCoordinator::NeedProgram {
+            sha256: sha.to_string(),
+        });
+    }
+}
+
+/// Loads an attempt's blobs off the connection task; `Event::BlobsReady` reports back.
+fn fetch_blobs(ctx: &Ctx<'_>, a: &Assign) {
+    let (cache, events) = (ctx.blob_cache.clone(), ctx.events_tx.clone());
+    let (session, attempt, mounts) = (ctx.session, a.attempt, a.blobs.clone());
+    tokio::spawn(async move {
+        let mut blobs = Vec::with_capacity(mounts.len());
+        let mut result = Ok(());
+        for m in &mounts {
+            match cache.get(m).await {
+                Ok(bytes) => blobs.push(Blob::new(m.name.clone(), bytes)),
+                Err(e) => {
+                    tracing::warn!(attempt, blob = %m.sha256, name = %m.name, error = %e, "cannot load blob");
+                    result = Err(format!("blob {}: {e}", m.name));
+                    break;
+                }
+            }
+        }
+        let result = result.map(|()| blobs);
+        let _ = events.send(Event::BlobsReady {
+            session,
+            attempt,
+            result,
+        });
+    });
 }
 
 fn handle_event(
     ev: Event,
-    session: u64,
+    ctx: &Ctx<'_>,
     slots: &mut runner::Slots,
     programs: &mut HashMap<String, Arc<runegrid_sandbox::Program>>,
-    waiting: &mut HashMap<String, Vec<Assign>>,
+    waiting: &mut Waiting,
     out: &mut Vec<ToCoordinator>,
 ) {
+    let session = ctx.session;
     match ev {
         Event::Out { session: s, msg } => {
             if s != session {
@@ -422,23 +534,47 @@ fn handle_event(
             }
         }
         Event::Compiled { sha256, result } => {
-            let list = waiting.remove(&sha256).unwrap_or_default();
+            waiting.asked.remove(&sha256);
+            let list = waiting.program.remove(&sha256).unwrap_or_default();
             match result {
                 Ok(p) => {
                     programs.insert(sha256, p.clone());
-                    for a in list {
-                        slots.submit(a, p.clone(), session);
+                    for (a, blobs) in list {
+                        slots.submit(a, p.clone(), blobs, session);
                     }
                 }
                 Err(e) => {
                     tracing::error!(program = %sha256, error = %e, "program does not compile");
-                    for a in list {
+                    for (a, _) in list {
                         out.push(ToCoordinator::Failed {
                             attempt: a.attempt,
                             reason: format!("compile error: {e}"),
                         });
                     }
                 }
+            }
+        }
+        Event::BlobsReady {
+            session: s,
+            attempt,
+            result,
+        } => {
+            // Fetching (or finding a corrupted file) may have changed what is on disk.
+            let held = ctx.blob_cache.held();
+            if held != waiting.told {
+                waiting.told = held.clone();
+                out.push(ToCoordinator::Blobs { held });
+            }
+            if s != session {
+                return;
+            }
+            // Absent: cancelled meanwhile.
+            let Some(a) = waiting.blobs.remove(&attempt) else {
+                return;
+            };
+            match result {
+                Ok(blobs) => ready(ctx, slots, programs, waiting, a, blobs, out),
+                Err(reason) => out.push(ToCoordinator::Failed { attempt, reason }),
             }
         }
     }

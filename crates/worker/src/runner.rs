@@ -4,7 +4,7 @@ use crate::Event;
 use ed25519_dalek::{Signer, SigningKey};
 use runegrid_core::{AttemptId, ExecStatus, Execution};
 use runegrid_proto::worker::{Assign, AttemptResult, ToCoordinator, result_message};
-use runegrid_sandbox::{Program, RunOutput, Sandbox, SandboxError, TaskRun};
+use runegrid_sandbox::{Blob, Program, RunOutput, Sandbox, SandboxError, TaskRun};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
@@ -75,7 +75,7 @@ impl std::str::FromStr for Misbehaviour {
 pub struct Slots {
     slots: u32,
     running: u32,
-    pending: VecDeque<(Assign, Arc<Program>, u64)>,
+    pending: VecDeque<(Assign, Arc<Program>, Vec<Blob>, u64)>,
     sandbox: Arc<Sandbox>,
     key: SigningKey,
     events: UnboundedSender<Event>,
@@ -104,9 +104,15 @@ impl Slots {
         }
     }
 
-    /// Runs the attempt now if a slot is free, else queues it.
-    pub fn submit(&mut self, assign: Assign, program: Arc<Program>, session: u64) {
-        self.pending.push_back((assign, program, session));
+    /// Runs the attempt now if a slot is free, else queues it; `blobs` are its mounts.
+    pub fn submit(
+        &mut self,
+        assign: Assign,
+        program: Arc<Program>,
+        blobs: Vec<Blob>,
+        session: u64,
+    ) {
+        self.pending.push_back((assign, program, blobs, session));
         self.fill();
     }
 
@@ -119,7 +125,7 @@ impl Slots {
     /// Removes a queued attempt; false when it is not queued (running, or unknown).
     pub fn cancel(&mut self, attempt: AttemptId) -> bool {
         let before = self.pending.len();
-        self.pending.retain(|(a, _, _)| a.attempt != attempt);
+        self.pending.retain(|(a, _, _, _)| a.attempt != attempt);
         self.pending.len() != before
     }
 
@@ -130,22 +136,22 @@ impl Slots {
 
     fn fill(&mut self) {
         while self.running < self.slots {
-            let Some((assign, program, session)) = self.pending.pop_front() else {
+            let Some((assign, program, blobs, session)) = self.pending.pop_front() else {
                 return;
             };
             self.running += 1;
-            self.start(assign, &program, session);
+            self.start(assign, &program, &blobs, session);
         }
     }
 
-    fn start(&self, a: Assign, program: &Program, session: u64) {
+    fn start(&self, a: Assign, program: &Program, blobs: &[Blob], session: u64) {
         let run = TaskRun {
             args: &a.args,
             env: &a.env,
             stdin: &a.stdin,
             seed: a.seed,
             limits: a.limits,
-            blobs: &[],
+            blobs,
         };
         let attempt = a.attempt;
         let out = self.events.clone();
