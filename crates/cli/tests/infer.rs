@@ -90,7 +90,10 @@ async fn replicas_on_native_workers_agree_token_for_token_and_tokens_stream() {
     g.wait_workers(2).await;
     let mut req = ask(QUESTION, 16);
     req.runegrid = quorum(2, 2);
-    let answer = c.chat(&req).await.unwrap_or_else(|e| panic!("{e}\n{}", g.logs()));
+    let answer = c
+        .chat(&req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", g.logs()));
     let text = answer.choices[0].message.text().unwrap();
     assert_eq!(text, ANSWER);
     assert_eq!(answer.choices[0].finish_reason, "stop");
@@ -103,13 +106,17 @@ async fn replicas_on_native_workers_agree_token_for_token_and_tokens_stream() {
     let results = c.results(answer.runegrid.job, None).await.unwrap();
     assert_eq!(results.tasks[0].stdout.as_deref(), Some(ANSWER));
     // Both workers now hold the weights and say so.
-    wait_until("both workers to hold the model", Duration::from_secs(30), || {
-        let c = c.clone();
-        async move {
-            let m = c.models().await.ok()?;
-            (m.data[0].runegrid.workers_holding == 2).then_some(())
-        }
-    })
+    wait_until(
+        "both workers to hold the model",
+        Duration::from_secs(30),
+        || {
+            let c = c.clone();
+            async move {
+                let m = c.models().await.ok()?;
+                (m.data[0].runegrid.workers_holding == 2).then_some(())
+            }
+        },
+    )
     .await;
 
     // Streamed and sampled (seeded): the tokens arrive before the answer is verified, then an

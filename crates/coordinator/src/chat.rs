@@ -26,7 +26,7 @@ use runegrid_proto::chat::{
     ModelGridInfo, ModelInfo, ModelList, Usage,
 };
 use runegrid_proto::{JobEvent, SubmitJob, TaskResult, TaskSpec};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,7 +218,7 @@ pub async fn completions(
         limits: p.model.limits(p.prompt_bytes, p.input.max_tokens),
         blobs: BTreeMap::from([(MODEL_BLOB.to_string(), p.model.sha256.to_string())]),
     };
-    let (job, _) = create_job(&app, &a, submit).await?;
+    let (job, _, rx) = create_job(&app, &a, submit, req.stream).await?;
     let guard = CancelOnDrop {
         app: app.clone(),
         job,
@@ -232,7 +232,7 @@ pub async fn completions(
     };
     tracing::info!(job, model = p.model.id, stream = req.stream, account = %a.name, "chat request");
     if req.stream {
-        Ok(stream_answer(app, head, guard).into_response())
+        Ok(stream_answer(app, head, guard, rx).into_response())
     } else {
         whole_answer(app, head, guard).await
     }
@@ -372,8 +372,6 @@ struct Streaming {
     head: Head,
     guard: CancelOnDrop,
     rx: Option<tokio::sync::broadcast::Receiver<JobEvent>>,
-    /// Attempts whose start this follower missed.
-    partial: HashSet<AttemptId>,
     /// The attempt whose tokens are being shown.
     followed: Option<AttemptId>,
     /// What the client has been shown.
@@ -484,7 +482,7 @@ impl Streaming {
             };
             match ev {
                 Some(JobEvent::Stdout { attempt, data, .. }) => {
-                    if self.followed.is_none() && !self.partial.contains(&attempt) {
+                    if self.followed.is_none() {
                         self.followed = Some(attempt);
                     }
                     if self.followed == Some(attempt) {
@@ -508,13 +506,17 @@ impl Streaming {
     }
 }
 
-fn stream_answer(app: AppState, head: Head, guard: CancelOnDrop) -> Response {
+fn stream_answer(
+    app: AppState,
+    head: Head,
+    guard: CancelOnDrop,
+    rx: Option<crate::http::EventReceiver>,
+) -> Response {
     let mut s = Streaming {
         app: app.clone(),
         head: head.clone(),
         guard,
-        rx: None,
-        partial: HashSet::new(),
+        rx,
         followed: None,
         shown: String::new(),
         said_unverified: false,
@@ -530,14 +532,8 @@ fn stream_answer(app: AppState, head: Head, guard: CancelOnDrop) -> Response {
     );
     first.runegrid = Some(head.info("running", None));
     s.push(first);
-    let done = app.done_flag(head.job).is_none_or(|(_, d)| *d.borrow());
-    if let Some(sub) = app.subscribe(head.job).filter(|_| !done) {
-        s.rx = Some(sub.events);
-        s.partial = sub.partial;
-        for r in sub.unverified {
-            s.on_task(r);
-        }
-    }
+    // Subscribed before dispatch: every event of the job is in `rx`, from the first output
+    // chunk to the final `done`.
     let events = stream::unfold(s, |mut s| async move {
         s.next_event()
             .await

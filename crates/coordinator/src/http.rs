@@ -26,6 +26,9 @@ use std::time::Duration;
 
 type AppState = Arc<App>;
 
+/// A follower's receiver of a job's events.
+pub type EventReceiver = tokio::sync::broadcast::Receiver<JobEvent>;
+
 /// Most tasks one job may have.
 pub const MAX_TASKS: usize = 1_000_000;
 /// Largest module accepted.
@@ -472,7 +475,7 @@ async fn submit_job(
     Query(q): Query<ResultsQuery>,
     Json(req): Json<SubmitJob>,
 ) -> ApiResult<SubmitJobResponse> {
-    let (id, n) = create_job(&app, &a, req).await?;
+    let (id, n, _) = create_job(&app, &a, req, false).await?;
     let results = match q.wait.filter(|s| *s > 0.0) {
         Some(secs) => {
             if let Some((_, mut done)) = app.done_flag(id) {
@@ -496,12 +499,14 @@ async fn submit_job(
 /// Most blobs one job may mount.
 pub const MAX_MOUNTS: usize = 16;
 
-/// Checks a submission, accepts it and waits until it is durable; the job's id and task count.
+/// Checks a submission, accepts it and waits until it is durable; the job's id and task count,
+/// and with `follow` a receiver of its events subscribed before anything was dispatched.
 pub async fn create_job(
     app: &AppState,
     a: &Account,
     req: SubmitJob,
-) -> Result<(JobId, u64), ApiError> {
+    follow: bool,
+) -> Result<(JobId, u64, Option<EventReceiver>), ApiError> {
     may_submit(a)?;
     if req.tasks.is_empty() {
         return Err(ApiError::bad(
@@ -572,7 +577,13 @@ pub async fn create_job(
         blobs: req.blobs,
     };
     // Dispatch starts at once; the answer waits for the commit, so an accepted job is durable.
-    let (id, seq) = app.add_job(new, tasks, a.name.clone(), program, mounts);
+    let (id, seq, rx) = if follow {
+        let (id, seq, rx) = app.add_job_followed(new, tasks, a.name.clone(), program, mounts);
+        (id, seq, Some(rx))
+    } else {
+        let (id, seq) = app.add_job(new, tasks, a.name.clone(), program, mounts);
+        (id, seq, None)
+    };
     if app.writer.committed(seq).await.is_err() {
         app.discard_job(id);
         return Err(ApiError::new(
@@ -582,7 +593,7 @@ pub async fn create_job(
         ));
     }
     tracing::debug!(job = id, tasks = n, account = %a.name, "job submitted");
-    Ok((id, n))
+    Ok((id, n, rx))
 }
 
 /// A submission's mounts: valid names, blobs the coordinator holds.

@@ -421,6 +421,33 @@ impl App {
         program: Arc<ProgramBytes>,
         mounts: Arc<[BlobMount]>,
     ) -> (JobId, u64) {
+        let ((id, _), seq) = self.add_job_inner(new, tasks, owner_name, program, mounts, false);
+        (id, seq)
+    }
+
+    /// [`App::add_job`], with a follower of the job's events subscribed before any attempt is
+    /// dispatched, so it gets every attempt's output from its first byte.
+    pub fn add_job_followed(
+        &self,
+        new: NewJob,
+        tasks: Vec<NewTask>,
+        owner_name: String,
+        program: Arc<ProgramBytes>,
+        mounts: Arc<[BlobMount]>,
+    ) -> (JobId, u64, broadcast::Receiver<JobEvent>) {
+        let ((id, rx), seq) = self.add_job_inner(new, tasks, owner_name, program, mounts, true);
+        (id, seq, rx.expect("subscribed"))
+    }
+
+    fn add_job_inner(
+        &self,
+        new: NewJob,
+        tasks: Vec<NewTask>,
+        owner_name: String,
+        program: Arc<ProgramBytes>,
+        mounts: Arc<[BlobMount]>,
+        follow: bool,
+    ) -> ((JobId, Option<broadcast::Receiver<JobEvent>>), u64) {
         self.with_seq(|st, ch| {
             let id = st.next_job;
             st.next_job += 1;
@@ -468,12 +495,17 @@ impl App {
                 tasks,
             });
             let ids = st.insert_job(rec, owner_name, program, mounts, records);
+            let rx = follow.then(|| {
+                let (tx, rx) = broadcast::channel(EVENT_BUFFER);
+                st.jobs.get_mut(&id).expect("just inserted").events = Some(tx);
+                rx
+            });
             for tid in ids {
                 st.queue.push_back(tid);
                 st.tasks.get_mut(&tid).expect("just inserted").queued = true;
             }
             st.dispatch(ch);
-            id
+            (id, rx)
         })
     }
 
