@@ -168,48 +168,56 @@ async fn replicas_on_native_workers_agree_token_for_token_and_tokens_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_that_returns_other_tokens_is_outvoted() {
+async fn a_worker_that_returns_other_tokens_is_outvoted_and_the_stream_corrected() {
     let Some(model) = model() else { return };
     let mut g = grid_with_model(&model).await;
     let c = g.client();
-    // Two workers, one lying: they disagree, so the task needs a third opinion.
+    // The liar is alone at first, so the tokens streamed to the user are its (forged) ones.
     g.worker("liar", 1, &["--misbehave", "lie"]);
-    g.worker("honest1", 1, &[]);
-    g.wait_workers(2).await;
+    g.wait_workers(1).await;
     let mut req = ask(QUESTION, 16);
     req.runegrid = quorum(2, 2);
-    let streaming = {
-        let c = c.clone();
-        let req = req.clone();
-        tokio::spawn(async move { collect(&c, &req).await })
-    };
-    // Both first attempts are out (each worker has one slot); then the third worker comes.
-    wait_until("two attempts running", Duration::from_secs(60), || {
-        let c = c.clone();
-        async move {
-            let ws = c.workers().await.ok()?;
-            (ws.iter().filter(|w| w.running > 0).count() == 2).then_some(())
+    let mut s = c.chat_stream(&req).await.unwrap();
+    let mut chunks = Vec::new();
+    let mut joined = false;
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(240), s.next())
+        .await
+        .expect("a chunk within 240 s")
+    {
+        let chunk = chunk.expect("a chunk, not an error");
+        let has_text = chunk.choices[0]
+            .delta
+            .content
+            .as_ref()
+            .is_some_and(|t| !t.is_empty());
+        chunks.push(chunk);
+        // Once the liar's tokens show, two honest workers arrive: one disagrees with the liar,
+        // the other breaks the tie.
+        if has_text && !joined {
+            joined = true;
+            g.worker("honest1", 1, &[]);
+            g.worker("honest2", 1, &[]);
         }
-    })
-    .await;
-    g.worker("honest2", 1, &[]);
-    let chunks = streaming.await.unwrap();
+    }
     let st = states(&chunks);
     assert_eq!(st.last().map(String::as_str), Some("verified"), "{st:?}");
     let last = chunks.last().unwrap().runegrid.clone().unwrap();
     assert_eq!(last.acceptance.as_deref(), Some("quorum"));
-    assert!(last.attempts >= 3, "{last:?}");
-    // Whatever was streamed, the client ends up with the honest answer: as streamed, or in a
-    // `corrected` chunk replacing it.
-    let final_text = match chunks
+    assert_eq!(last.attempts, 3, "{last:?}");
+    // What streamed was the liar's; the verified answer replaced it.
+    let corrected_at = chunks
         .iter()
-        .rev()
-        .find_map(|c| c.runegrid.as_ref().filter(|i| i.state == "corrected"))
-    {
-        Some(info) => info.content.clone().unwrap(),
-        None => content(&chunks),
-    };
-    assert_eq!(final_text, ANSWER, "{chunks:?}");
+        .position(|c| c.runegrid.as_ref().is_some_and(|i| i.state == "corrected"))
+        .unwrap_or_else(|| panic!("no correction: {chunks:?}"));
+    let streamed = content(&chunks[..corrected_at]);
+    assert!(streamed.starts_with("(forged "), "{streamed:?}");
+    let info = chunks[corrected_at].runegrid.as_ref().unwrap();
+    assert_eq!(info.content.as_deref(), Some(ANSWER));
+    assert_eq!(
+        content(&chunks[corrected_at..]),
+        "",
+        "nothing streams after the correction"
+    );
     let ws = c.workers().await.unwrap();
     let liar = ws.iter().find(|w| w.name == "liar").unwrap();
     assert_eq!(liar.disagreed, 1, "{liar:?}");

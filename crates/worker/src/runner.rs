@@ -16,7 +16,8 @@ use tokio::sync::mpsc::UnboundedSender;
 /// signed: these are workers that lie, not forgers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Misbehaviour {
-    /// `lie`: every result is wrong, each in its own way (independent liars never agree).
+    /// `lie`: every result is wrong, each in its own way (independent liars never agree): its
+    /// stdout starts with a forged marker, in the chunks streamed and in the result.
     Lie,
     /// `lie:P`: each result is wrong with probability P.
     LieSometimes(f64),
@@ -155,11 +156,20 @@ impl Slots {
         };
         let attempt = a.attempt;
         let out = self.events.clone();
+        // An always-lying worker shows its lie from the first byte it streams, as a worker that
+        // computed something else would.
+        let mut forged_prefix = (self.misbehaviour == Some(Misbehaviour::Lie))
+            .then(|| format!("(forged {:016x}) ", rand::random::<u64>()).into_bytes());
+        let result_prefix = forged_prefix.clone();
         let on_stdout = Box::new(move |chunk: &[u8]| {
-            let msg = ToCoordinator::Output {
-                attempt,
-                data: chunk.to_vec(),
+            let data = match forged_prefix.take() {
+                Some(mut p) => {
+                    p.extend_from_slice(chunk);
+                    p
+                }
+                None => chunk.to_vec(),
             };
+            let msg = ToCoordinator::Output { attempt, data };
             let _ = out.send(Event::Out { session, msg });
         });
         let events = self.events.clone();
@@ -169,7 +179,7 @@ impl Slots {
         let started = Instant::now();
         let on_done = Box::new(move |r: Result<RunOutput, SandboxError>| {
             let n = produced.fetch_add(1, Ordering::Relaxed);
-            let msg = outcome(r, attempt, &key, misbehaviour, n, started);
+            let msg = outcome(r, attempt, &key, misbehaviour, result_prefix, n, started);
             match misbehaviour {
                 Some(Misbehaviour::Vanish(p)) if rand::random::<f64>() < p => {
                     tracing::warn!(attempt, "misbehaving on purpose: vanishing mid-task");
@@ -197,16 +207,19 @@ fn outcome(
     attempt: AttemptId,
     key: &SigningKey,
     misbehaviour: Option<Misbehaviour>,
+    forged_prefix: Option<Vec<u8>>,
     produced: u32,
     started: Instant,
 ) -> ToCoordinator {
     match r {
         Ok(out) => {
             let mut exec: Execution = out.execution;
+            if let Some(mut p) = forged_prefix {
+                p.append(&mut exec.stdout);
+                exec.stdout = p;
+                exec.status = ExecStatus::Exited { code: 0 };
+            }
             let forge = match misbehaviour {
-                Some(Misbehaviour::Lie) => {
-                    Some(format!(" (forged {:016x})", rand::random::<u64>()))
-                }
                 Some(Misbehaviour::LieSometimes(p)) if rand::random::<f64>() < p => {
                     Some(format!(" (forged {:016x})", rand::random::<u64>()))
                 }
