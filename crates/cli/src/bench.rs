@@ -14,6 +14,9 @@ pub enum Suite {
     /// A browser worker (headless Chromium) against a native one: kernel speed, and the time
     /// from clicking start to the first task accepted.
     Browser(crate::bench_browser::BrowserBenchArgs),
+    /// LLM inference: time to first token and tokens/s, locally in the sandbox and through a
+    /// local grid (unverified and verified).
+    Infer(crate::bench_infer::InferBenchArgs),
 }
 
 #[derive(Args)]
@@ -53,6 +56,7 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
     match a.suite {
         Some(Suite::Trust(t)) => return crate::bench_trust::run(t).await,
         Some(Suite::Browser(b)) => return crate::bench_browser::run(b).await,
+        Some(Suite::Infer(i)) => return crate::bench_infer::run(i).await,
         None => {}
     }
     println!(

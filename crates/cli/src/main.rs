@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_browser;
+mod bench_infer;
 mod bench_trust;
 mod call;
 mod chat;

@@ -315,3 +315,33 @@ async fn blobs_are_checked_by_their_hash() {
     assert!(err.contains(&sha) && err.contains("sha256"), "{err}");
     assert!(!g.dir.path().join("fresh").join("blobs").join(&sha).exists());
 }
+
+#[test]
+fn the_inference_benchmark_runs() {
+    let Some(model) = model() else { return };
+    let out = common::output_within(
+        {
+            let mut cmd = std::process::Command::new(common::BIN);
+            cmd.args([
+                "bench", "infer", "--tokens", "4", "--rounds", "1", "--model",
+            ])
+            .arg(&model);
+            cmd
+        },
+        Duration::from_secs(300),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "local WASI",
+        "grid, 1 worker",
+        "grid, 2 workers",
+        "grid ÷ local",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
+    }
+}

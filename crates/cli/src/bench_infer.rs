@@ -1,0 +1,271 @@
+//! `runegrid bench infer`: time to first token and tokens per second of the inference program,
+//! run locally in the sandbox and through a local grid (one worker, unverified; two workers,
+//! verified by a quorum of both), for the same request.
+//!
+//! Local: the instrumented program, compiled once beforehand, run in this process with the model
+//! mounted, as a worker runs it; the time to first token is from the start of the run to the
+//! first stdout chunk. Grid: `POST /v1/chat/completions` with `stream: true`; the time to first
+//! token is from sending the request to the first content chunk, so it adds the job's creation,
+//! dispatch, and the chunk's trip worker → coordinator → client. Its first request also pays the
+//! worker's download of the weights and compiling the program: it is reported apart (cold), the
+//! rest as the best and median of the following rounds. The decode rate is the tokens after the
+//! first over the time from the first to the last.
+
+use crate::procs::LocalGrid;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use runegrid_infer::{INFER_WASM, MODEL_BLOB, Request, SMOLLM2_135M, Summary};
+use runegrid_proto::chat::{ChatGridOptions, ChatMessage, ChatRequest};
+use runegrid_sandbox::{Blob, Sandbox, TaskRun};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct InferBenchArgs {
+    /// The model's weights (default: the file scripts/fetch-model.sh fetched).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Tokens to generate per request (greedy).
+    #[arg(long, default_value_t = 64)]
+    pub tokens: u32,
+    /// Measured rounds (after a cold first request on the grid).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Keep the grid's data and logs in this directory (default: a temporary directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+const PROMPT: &str = "Write a long story about a dragon who learns to program computers.";
+
+/// One run's timing.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    ttft: Duration,
+    total: Duration,
+    tokens: u64,
+    /// Time of the last token after the first.
+    decode: Duration,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        if self.tokens < 2 || self.decode.is_zero() {
+            return 0.0;
+        }
+        (self.tokens - 1) as f64 / self.decode.as_secs_f64()
+    }
+}
+
+fn request() -> Request {
+    Request::chat(PROMPT, 0)
+}
+
+/// The model file: given, or where scripts/fetch-model.sh puts it.
+fn model_file(given: Option<PathBuf>) -> Result<PathBuf> {
+    let path = given
+        .or_else(runegrid_infer::model_path)
+        .filter(|p| p.is_file())
+        .context("no model file: run scripts/fetch-model.sh or give --model FILE")?;
+    Ok(path.canonicalize().unwrap_or(path))
+}
+
+fn local_run(
+    sandbox: &Sandbox,
+    program: &runegrid_sandbox::Program,
+    blobs: &[Blob],
+    tokens: u32,
+) -> Result<Run> {
+    let mut req = request();
+    req.max_tokens = tokens;
+    let stdin = req.to_stdin();
+    let limits = SMOLLM2_135M.limits(PROMPT.len() as u64, tokens);
+    let task = TaskRun {
+        args: &[],
+        env: &[],
+        stdin: &stdin,
+        seed: 0,
+        limits,
+        blobs,
+    };
+    let (mut first, mut last) = (None, None);
+    let start = Instant::now();
+    let out = sandbox
+        .run(program, &task, &mut |_chunk: &[u8]| {
+            let now = Instant::now();
+            first.get_or_insert(now);
+            last = Some(now);
+        })
+        .map_err(|e| anyhow::anyhow!("local run: {e}"))?;
+    let total = start.elapsed();
+    let summary = Summary::from_stderr(&out.stderr).context("the program wrote no summary")?;
+    let first = first.context("no token came out")?;
+    let last = last.unwrap_or(first);
+    Ok(Run {
+        ttft: first - start,
+        total,
+        tokens: summary.tokens as u64,
+        decode: last - first,
+    })
+}
+
+async fn grid_run(
+    c: &runegrid_client::Client,
+    tokens: u32,
+    replicas: u32,
+) -> Result<(Run, String)> {
+    let req = ChatRequest {
+        model: SMOLLM2_135M.id.into(),
+        messages: vec![ChatMessage::new("user", PROMPT)],
+        max_tokens: Some(tokens),
+        temperature: Some(0.0),
+        runegrid: Some(ChatGridOptions {
+            policy: Some(if replicas == 1 {
+                runegrid_core::PolicyKind::None
+            } else {
+                runegrid_core::PolicyKind::Quorum
+            }),
+            replicas: (replicas > 1).then_some(replicas),
+            agree: (replicas > 1).then_some(replicas),
+            max_attempts: None,
+        }),
+        ..ChatRequest::default()
+    };
+    let start = Instant::now();
+    let mut s = c.chat_stream(&req).await?;
+    let (mut first, mut last, mut tokens_seen, mut state) = (None, None, 0, String::new());
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk?;
+        let now = Instant::now();
+        if chunk.choices[0]
+            .delta
+            .content
+            .as_ref()
+            .is_some_and(|t| !t.is_empty())
+        {
+            first.get_or_insert(now);
+            last = Some(now);
+        }
+        if let Some(u) = chunk.usage {
+            tokens_seen = u.completion_tokens;
+        }
+        if let Some(info) = chunk.runegrid {
+            state = info.state;
+        }
+    }
+    let total = start.elapsed();
+    let first = first.context("no token came through the grid")?;
+    Ok((
+        Run {
+            ttft: first - start,
+            total,
+            tokens: tokens_seen,
+            decode: last.unwrap_or(first) - first,
+        },
+        state,
+    ))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn report(label: &str, runs: &[Run]) {
+    let ttft: Vec<f64> = runs.iter().map(|r| r.ttft.as_secs_f64() * 1e3).collect();
+    let rate: Vec<f64> = runs.iter().map(Run::rate).collect();
+    let total: Vec<f64> = runs.iter().map(|r| r.total.as_secs_f64()).collect();
+    println!(
+        "{label:<34} ttft best {:>6.0} ms, median {:>6.0} ms | decode best {:>5.2} tok/s, median {:>5.2} | total median {:>5.2} s ({} tokens)",
+        ttft.iter().copied().fold(f64::INFINITY, f64::min),
+        median(ttft.clone()),
+        rate.iter().copied().fold(0.0, f64::max),
+        median(rate.clone()),
+        median(total),
+        runs[0].tokens
+    );
+}
+
+pub async fn run(a: InferBenchArgs) -> Result<i32> {
+    if a.rounds == 0 || a.tokens < 2 {
+        bail!("--rounds must be at least 1 and --tokens at least 2");
+    }
+    let model = model_file(a.model.clone())?;
+    println!(
+        "runegrid bench infer: {} ({}), prompt {PROMPT:?}, greedy, {} tokens, {} rounds",
+        SMOLLM2_135M.id,
+        model.display(),
+        a.tokens,
+        a.rounds
+    );
+
+    // Local: compiled once, as a worker that has run the program before.
+    let sandbox = Sandbox::new().map_err(|e| anyhow::anyhow!("sandbox: {e}"))?;
+    let t = Instant::now();
+    let module =
+        runegrid_instrument::instrument(INFER_WASM, &runegrid_instrument::Options::default())
+            .map_err(|e| anyhow::anyhow!("instrumenting: {e}"))?
+            .bytes;
+    let program = sandbox
+        .compile(&module)
+        .map_err(|e| anyhow::anyhow!("compiling: {e}"))?;
+    println!(
+        "local: instrumented and compiled in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let bytes: Arc<[u8]> = std::fs::read(&model)
+        .with_context(|| format!("reading {}", model.display()))?
+        .into();
+    let blobs = [Blob::new(MODEL_BLOB, bytes)];
+
+    // The grid: one worker for unverified runs, a second for verified ones.
+    let model_arg = model.to_string_lossy().into_owned();
+    let mut grid = LocalGrid::start_with(a.dir.clone(), &["--model", &model_arg]).await?;
+    grid.spawn_worker("w1", 1, &[])?;
+    grid.wait_for_workers(1).await?;
+    let c = grid.client();
+    let (cold, _) = grid_run(&c, a.tokens, 1).await?;
+    println!(
+        "grid, first request (cold: the worker fetches {} MB of weights and compiles the program): ttft {:.2} s, total {:.2} s",
+        SMOLLM2_135M.size / 1_000_000,
+        cold.ttft.as_secs_f64(),
+        cold.total.as_secs_f64()
+    );
+
+    let (mut local, mut single) = (Vec::new(), Vec::new());
+    for round in 0..a.rounds {
+        // Alternating, so both see the same load.
+        local.push(local_run(&sandbox, &program, &blobs, a.tokens)?);
+        let (r, state) = grid_run(&c, a.tokens, 1).await?;
+        if state != "verified" {
+            bail!("round {round}: the grid's answer ended {state}");
+        }
+        single.push(r);
+    }
+    grid.spawn_worker("w2", 1, &[])?;
+    grid.wait_for_workers(2).await?;
+    // Warm the second worker (download, compile), then measure verified runs.
+    grid_run(&c, a.tokens, 2).await?;
+    let mut quorum = Vec::new();
+    for _ in 0..a.rounds {
+        quorum.push(grid_run(&c, a.tokens, 2).await?.0);
+    }
+    println!();
+    report("local WASI (sandbox, in process)", &local);
+    report("grid, 1 worker (policy none)", &single);
+    report("grid, 2 workers (quorum 2 of 2)", &quorum);
+    let best = |v: &[Run]| v.iter().map(Run::rate).fold(0.0, f64::max);
+    let ttft = |v: &[Run]| median(v.iter().map(|r| r.ttft.as_secs_f64()).collect());
+    println!(
+        "grid ÷ local: decode {:.2}× (1 worker), {:.2}× (quorum); ttft +{:.0} ms (1 worker), +{:.0} ms (quorum)",
+        best(&single) / best(&local),
+        best(&quorum) / best(&local),
+        (ttft(&single) - ttft(&local)) * 1e3,
+        (ttft(&quorum) - ttft(&local)) * 1e3
+    );
+    println!(
+        "(native vs WASI: `cargo run --release -p runegrid-infer --example bench_infer`; see crates/infer/README.md)"
+    );
+    Ok(0)
+}
