@@ -374,6 +374,9 @@ struct Streaming {
     rx: Option<tokio::sync::broadcast::Receiver<JobEvent>>,
     /// The attempt whose tokens are being shown.
     followed: Option<AttemptId>,
+    /// No more tokens are shown as they come (chunks were missed, or a finished result was
+    /// shown whole): the final result fills in or corrects the rest.
+    stopped: bool,
     /// What the client has been shown.
     shown: String,
     said_unverified: bool,
@@ -427,7 +430,13 @@ impl Streaming {
             "unverified" => {
                 if !self.said_unverified && r.exit_code == Some(0) {
                     self.said_unverified = true;
+                    // The first result may come from another attempt than the one streaming:
+                    // shown in full now, so the followed attempt's later tokens would repeat it.
+                    let before = self.shown.len();
                     self.reconcile(&r, false);
+                    if self.shown.len() != before {
+                        self.stopped = true;
+                    }
                     let mut c = self.head.chunk(Delta::default(), None);
                     c.runegrid = Some(self.head.info("unverified", Some(&r)));
                     self.push(c);
@@ -473,7 +482,7 @@ impl Streaming {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Chunks were missed: stop showing this attempt's tokens; the final
                         // result fills in the rest.
-                        self.followed = Some(-1);
+                        self.stopped = true;
                         continue;
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
@@ -485,7 +494,7 @@ impl Streaming {
                     if self.followed.is_none() {
                         self.followed = Some(attempt);
                     }
-                    if self.followed == Some(attempt) {
+                    if self.followed == Some(attempt) && !self.stopped {
                         self.content(&data);
                     }
                 }
@@ -518,6 +527,7 @@ fn stream_answer(
         guard,
         rx,
         followed: None,
+        stopped: false,
         shown: String::new(),
         said_unverified: false,
         out: VecDeque::new(),
