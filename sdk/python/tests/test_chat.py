@@ -1,5 +1,6 @@
 """LLM chat on a real grid: the SDK's chat calls, and the ``openai`` package pointed at the
-coordinator. Needs the model file (see conftest.py); answers are greedy (temperature 0) and short."""
+coordinator. Needs the model file (see conftest.py); answers are greedy (temperature 0) and
+short."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from conftest import CALL_TIMEOUT
 from runegrid import ApiError, ChatReply, ChatStream, Grid
 from runegrid.local import LocalGrid
 
@@ -19,6 +19,8 @@ QUESTION = "What is the capital of France? Answer in one sentence."
 #: SmolLM2-135M-Instruct's greedy answer to QUESTION: 7 tokens.
 ANSWER = "The capital of France is Paris."
 SAMPLING: dict[str, Any] = {"max_tokens": 16, "temperature": 0}
+#: Seconds an openai request may take.
+OPENAI_TIMEOUT = 120.0
 
 
 def test_models(chat_grid: Grid) -> None:
@@ -92,7 +94,7 @@ def test_unknown_model(chat_grid: Grid) -> None:
 def openai_client(local: LocalGrid, chat_grid: Grid) -> Iterator[Any]:
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(
-        base_url=f"{local.url}/v1", api_key=local.token, max_retries=0, timeout=CALL_TIMEOUT
+        base_url=f"{local.url}/v1", api_key=local.token, max_retries=0, timeout=OPENAI_TIMEOUT
     )
     try:
         yield client
