@@ -170,9 +170,11 @@ def chat_options(defaults: Options, options: Mapping[str, Any]) -> Options:
     the options a chat uses may be given per call."""
     unknown = sorted(set(options) - CHAT_OPTIONS)
     if unknown:
+        many = len(unknown) > 1
         raise TypeError(
-            f"option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} do not apply to "
-            f"chat (chat options: {', '.join(sorted(CHAT_OPTIONS))})"
+            f"option{'s' if many else ''} {', '.join(unknown)} "
+            f"{'do' if many else 'does'} not apply to chat "
+            f"(chat options: {', '.join(sorted(CHAT_OPTIONS))})"
         )
     return defaults.replace(**options)
 
