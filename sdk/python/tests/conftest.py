@@ -3,10 +3,16 @@
 
 The binary is ``$RUNEGRID_BIN``, else ``<repo>/target/release/runegrid``, else
 ``$CARGO_TARGET_DIR/release/runegrid``, else ``runegrid`` on ``PATH``.
+
+The coordinator serves the chat model when its file is there (``$RUNEGRID_MODEL``, else
+``$RUNEGRID_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf``, else
+``<repo>/.runegrid/models/SmolLM2-135M-Instruct.Q4_1.gguf``, as ``scripts/fetch-model.sh``
+fetches it); without it the ``chat`` tests skip, or fail when ``$RUNEGRID_REQUIRE_MODEL`` is set.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from runegrid import Grid
-from runegrid.local import LocalGrid, find_binary
+from runegrid.local import MODEL_FILE, LocalGrid, find_binary, find_model
 
 REPO = Path(__file__).resolve().parents[3]
 MODULES = Path(__file__).resolve().parent / "modules"
@@ -25,8 +31,16 @@ CALL_TIMEOUT = 120.0
 
 
 @pytest.fixture(scope="session")
-def local(request: pytest.FixtureRequest) -> Iterator[LocalGrid]:
-    grid = LocalGrid(workers=3, slots=2, binary=find_binary(REPO), start_timeout=60)
+def model_file() -> Path | None:
+    """The chat model's file, or ``None`` when it is not there."""
+    return find_model(REPO)
+
+
+@pytest.fixture(scope="session")
+def local(request: pytest.FixtureRequest, model_file: Path | None) -> Iterator[LocalGrid]:
+    grid = LocalGrid(
+        workers=3, slots=2, binary=find_binary(REPO), model=model_file, start_timeout=60
+    )
     grid.start()
     try:
         yield grid
@@ -46,6 +60,22 @@ def new_grid(local: LocalGrid) -> Callable[[], Grid]:
 
 @pytest.fixture
 def grid(new_grid: Callable[[], Grid]) -> Iterator[Grid]:
+    with new_grid() as g:
+        yield g
+
+
+@pytest.fixture
+def chat_grid(local: LocalGrid, new_grid: Callable[[], Grid]) -> Iterator[Grid]:
+    """A :class:`Grid` whose coordinator serves the chat model (the test skips without it, or
+    fails when ``$RUNEGRID_REQUIRE_MODEL`` is set)."""
+    if local.model is None:
+        reason = (
+            f"no model file: set RUNEGRID_MODEL or RUNEGRID_MODELS, or run "
+            f"scripts/fetch-model.sh (looked for {REPO / '.runegrid' / 'models' / MODEL_FILE})"
+        )
+        if os.environ.get("RUNEGRID_REQUIRE_MODEL"):
+            pytest.fail(f"RUNEGRID_REQUIRE_MODEL is set, but {reason}")
+        pytest.skip(reason)
     with new_grid() as g:
         yield g
 

@@ -1,15 +1,19 @@
-"""The SDK's own logic, without a grid: parsing, script output, stream following, options."""
+"""The SDK's own logic, without a grid: parsing, script output, stream following, options,
+chat requests and streams (against a coordinator played by a function)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
 
 from runegrid import (
     ApiError,
     Cancelled,
+    Grid,
     NonZeroExit,
     Options,
     OutOfFuel,
@@ -17,10 +21,12 @@ from runegrid import (
     ScriptError,
     TaskResult,
     Trap,
+    Usage,
     VerificationFailed,
 )
 from runegrid import _protocol as p
 from runegrid._sse import SseParser
+from runegrid.chat import parse_models
 from runegrid.errors import api_error, task_error
 
 
@@ -204,3 +210,223 @@ def test_options() -> None:
         Options().replace(bogus=1)
     with pytest.raises(ValueError):
         Options(timeout=0)
+
+
+# ---------------------------------------------------------------------------- chat
+
+
+def chat_grid(answer: Any, status: int = 200, **options: Any) -> tuple[Grid, list[Any]]:
+    """A :class:`Grid` whose coordinator is a function: ``answer`` is the JSON of the answer, or
+    a list of SSE data strings (a streamed answer). Returns the grid and the bodies it got."""
+    seen: list[Any] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        if isinstance(answer, list):
+            text = "".join(f"data: {d}\n\n" for d in answer)
+            return httpx.Response(status, text=text, headers={"content-type": "text/event-stream"})
+        return httpx.Response(status, json=answer)
+
+    grid = Grid("http://grid.test", "tok", **options)
+    transport = httpx.MockTransport(handler)
+    grid._client = httpx.Client(base_url=grid.url, transport=transport)
+    grid._aclient = httpx.AsyncClient(base_url=grid.url, transport=transport)
+    try:
+        grid._aloop = asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    return grid, seen
+
+
+def chunk(content: str | None = None, finish: str | None = None, **extra: Any) -> str:
+    delta = {} if content is None else {"content": content}
+    c = {
+        "id": "chatcmpl-5",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "smollm2-135m-instruct",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
+    return json.dumps(c)
+
+
+def info(state: str, **fields: Any) -> dict[str, Any]:
+    return {"runegrid": {"job": 5, "state": state, "attempts": 2, **fields}}
+
+
+USAGE = {"usage": {"prompt_tokens": 40, "completion_tokens": 3, "total_tokens": 43}}
+
+
+def test_chat_request_body_and_reply() -> None:
+    completion = {
+        "id": "chatcmpl-5",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "smollm2-135m-instruct",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hi."},
+                "finish_reason": "stop",
+            }
+        ],
+        **USAGE,
+        **info("verified", acceptance="quorum", digest="ab" * 32),
+    }
+    grid, seen = chat_grid(completion, fuel=10, policy="quorum")
+    reply = grid.chat("hello", replicas=3, agree=2, max_tokens=8, temperature=0, seed=4)
+    assert seen[0] == {
+        "model": "smollm2-135m-instruct",
+        "messages": [{"role": "user", "content": "hello"}],
+        "stream": False,
+        "max_tokens": 8,
+        "temperature": 0,
+        "seed": 4,
+        "runegrid": {"policy": "quorum", "replicas": 3, "agree": 2},
+    }
+    assert (reply.text, reply.job, reply.acceptance, reply.attempts) == ("Hi.", 5, "quorum", 2)
+    assert reply.verified and str(reply) == "Hi."
+    assert reply.usage == Usage(40, 3, 43)
+    assert grid.generate("hello", model="smollm2") == "Hi."
+    assert seen[1]["model"] == "smollm2" and seen[1]["runegrid"] == {"policy": "quorum"}
+    with pytest.raises(TypeError, match="fuel"):
+        grid.chat("hello", fuel=10)
+    with pytest.raises(TypeError):
+        grid.chat([{"content": "no role"}])
+
+
+def test_chat_error_answer() -> None:
+    err = {"error": {"code": "model_unavailable", "message": "no weights"}}
+    grid, _ = chat_grid(err, status=503)
+    with pytest.raises(ApiError) as e:
+        grid.chat("hello")
+    assert (e.value.code, e.value.status) == ("model_unavailable", 503)
+    with pytest.raises(ApiError) as e:
+        list(grid.chat("hello", stream=True))
+    assert e.value.code == "model_unavailable"
+
+
+def test_chat_stream() -> None:
+    events = [
+        chunk("", **info("running")),
+        chunk("The"),
+        chunk(" end."),
+        chunk(**info("unverified", digest="cd" * 32)),
+        chunk(finish="stop", **USAGE, **info("verified", acceptance="trusted", digest="cd" * 32)),
+        "[DONE]",
+    ]
+    grid, seen = chat_grid(events)
+    stream = grid.chat("hello", stream=True)
+    assert stream.state is None and seen == []  # sent when the iteration starts
+    assert list(stream) == ["The", " end."]
+    assert seen[0]["stream"] is True
+    assert stream.state == "verified" and not stream.corrected
+    r = stream.reply
+    assert (r.text, r.finish_reason, r.acceptance, r.job, r.usage.total_tokens) == (
+        "The end.",
+        "stop",
+        "trusted",
+        5,
+        43,
+    )
+
+
+def test_chat_stream_corrected() -> None:
+    events = [
+        chunk("", **info("running")),
+        chunk("Lies"),
+        chunk(" told."),
+        chunk(**info("unverified")),
+        chunk(**info("corrected", content="The truth.")),
+        chunk(finish="stop", **USAGE, **info("verified", acceptance="quorum")),
+        "[DONE]",
+    ]
+    grid, _ = chat_grid(events)
+    stream = grid.chat("hello", stream=True)
+    pieces = list(stream)
+    assert pieces == ["Lies", " told."]
+    assert stream.corrected
+    assert stream.text == stream.reply.text == "The truth."
+    assert stream.reply.corrected and stream.reply.verified
+    assert grid.generate("hello", stream=True).read() == "The truth."
+
+
+@pytest.mark.anyio
+async def test_chat_async() -> None:
+    events = [
+        chunk("", **info("running")),
+        chunk("Lies"),
+        chunk(**info("corrected", content="The truth.")),
+        chunk(finish="length", **USAGE, **info("verified", acceptance="quorum")),
+        "[DONE]",
+    ]
+    grid, seen = chat_grid(events)
+    async with grid:
+        stream = await grid.chat_async([{"role": "user", "content": "hi"}], stream=True)
+        assert [piece async for piece in stream] == ["Lies"]
+        assert stream.corrected and stream.reply.text == "The truth."
+        assert stream.reply.finish_reason == "length"
+        assert await (await grid.generate_async("hi", stream=True)).read() == "The truth."
+    assert seen[0]["messages"] == [{"role": "user", "content": "hi"}]
+
+    failed = [chunk("", **info("running")), json.dumps({"error": {"code": "cancelled"}})]
+    grid, _ = chat_grid(failed)
+    async with grid:
+        with pytest.raises(ApiError) as e:
+            await (await grid.chat_async("hi", stream=True)).read()
+    assert e.value.code == "cancelled"
+
+
+def test_chat_stream_failure() -> None:
+    error = {
+        "error": {"message": "no quorum", "type": "runegrid_error", "code": "inference_failed"},
+        **info("failed"),
+    }
+    grid, _ = chat_grid([chunk("", **info("running")), chunk("Half"), json.dumps(error), "[DONE]"])
+    stream = grid.chat("hello", stream=True)
+    assert next(stream) == "Half"
+    with pytest.raises(ApiError) as e:
+        next(stream)
+    assert (e.value.code, e.value.message, e.value.status) == ("inference_failed", "no quorum", 502)
+    assert stream.state == "failed"
+    with pytest.raises(RuntimeError):
+        _ = stream.reply
+
+    grid, _ = chat_grid([chunk("", **info("running")), chunk("Cut")])  # no verdict, no [DONE]
+    with pytest.raises(ProtocolError, match="without a verified answer"):
+        list(grid.chat("hello", stream=True))
+
+
+def test_parse_models() -> None:
+    body = {
+        "object": "list",
+        "data": [
+            {
+                "id": "m",
+                "object": "model",
+                "created": 0,
+                "owned_by": "runegrid",
+                "runegrid": {
+                    "available": False,
+                    "blob": "00" * 32,
+                    "size": 10,
+                    "memory_bytes": 20,
+                    "workers": 3,
+                    "workers_holding": 1,
+                    "aliases": ["a"],
+                },
+            }
+        ],
+    }
+    (m,) = parse_models(body)
+    assert (m.id, m.available, m.size, m.workers, m.workers_holding, m.aliases) == (
+        "m",
+        False,
+        10,
+        3,
+        1,
+        ("a",),
+    )
+    with pytest.raises(ProtocolError):
+        parse_models({"data": None})

@@ -5,6 +5,7 @@
 ...     add = grid.script("pub fn add(a, b) { a + b }").function("add")
 ...     add(1, 2)                             # 3, verified by replicas agreeing
 ...     add.map([(i, i) for i in range(100)])  # one job of 100 tasks, values in order
+...     grid.generate("What is the capital of France?")  # an LLM's answer, verified
 """
 
 from .calls import (
@@ -14,6 +15,7 @@ from .calls import (
     ScriptFunction,
     WasmProgram,
 )
+from .chat import DEFAULT_MODEL, AsyncChatStream, ChatReply, ChatStream, ModelInfo, Usage
 from .errors import (
     ApiError,
     CallTimeout,
@@ -39,14 +41,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ApiError",
+    "AsyncChatStream",
     "AsyncOutputStream",
     "CallTimeout",
+    "ChatReply",
+    "ChatStream",
     "Cancelled",
     "ConnectionFailed",
+    "DEFAULT_MODEL",
     "DEFAULT_URL",
     "ExecStatus",
     "Grid",
     "MemoryLimit",
+    "ModelInfo",
     "NonZeroExit",
     "Options",
     "OutOfFuel",
@@ -62,6 +69,7 @@ __all__ = [
     "TaskError",
     "TaskResult",
     "Trap",
+    "Usage",
     "VerificationFailed",
     "WasmProgram",
 ]

@@ -15,7 +15,9 @@ class SseParser:
         self._event = ""
         self._data: list[str] = []
 
-    def feed(self, line: str) -> dict[str, Any] | None:
+    def feed_raw(self, line: str) -> tuple[str, str] | None:
+        """The event completed by ``line``, as ``(name, data)`` (the name ``message`` when the
+        event has none; the data lines joined by newlines), else ``None``."""
         line = line.rstrip("\r\n")
         if line == "":
             if not self._data:
@@ -24,14 +26,7 @@ class SseParser:
             data = "\n".join(self._data)
             name = self._event or "message"
             self._event, self._data = "", []
-            try:
-                parsed = json.loads(data)
-            except ValueError:
-                parsed = {"data": data}
-            if not isinstance(parsed, dict):
-                parsed = {"data": parsed}
-            parsed.setdefault("type", name)
-            return parsed
+            return name, data
         if line.startswith(":"):
             return None
         name, _, value = line.partition(":")
@@ -42,3 +37,17 @@ class SseParser:
         elif name == "data":
             self._data.append(value)
         return None
+
+    def feed(self, line: str) -> dict[str, Any] | None:
+        event = self.feed_raw(line)
+        if event is None:
+            return None
+        name, data = event
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            parsed = {"data": data}
+        if not isinstance(parsed, dict):
+            parsed = {"data": parsed}
+        parsed.setdefault("type", name)
+        return parsed

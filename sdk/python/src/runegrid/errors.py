@@ -18,8 +18,9 @@ class ApiError(RunegridError):
     ``code`` is the coordinator's stable error code (``unauthorized``, ``forbidden``,
     ``not_found``, ``invalid_module``, ``forbidden_import``, ``invalid_limits``,
     ``invalid_policy``, ``invalid_job``, ``unknown_program``, ...; ``invalid_request`` for a
-    body the coordinator could not parse), ``message`` its explanation, ``status`` the HTTP
-    status.
+    body the coordinator could not parse; for chat ``model_not_found``, ``model_unavailable``,
+    ``inference_failed``), ``message`` its explanation, ``status`` the HTTP status (502 for a
+    chat stream's failure reported in the stream).
     """
 
     def __init__(self, code: str, message: str, status: int) -> None:

@@ -8,13 +8,26 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Generator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
 import anyio
 import httpx
 
 from . import _protocol as p
 from ._sse import SseParser
+from .chat import (
+    DEFAULT_MODEL,
+    AsyncChatStream,
+    ChatReply,
+    ChatStream,
+    Messages,
+    ModelInfo,
+    chat_body,
+    chat_options,
+    parse_models,
+    post_reply,
+    post_reply_async,
+)
 from .errors import ApiError, CallTimeout, ConnectionFailed, RunegridError, api_error
 from .options import Options
 from .results import TaskResult
@@ -307,6 +320,277 @@ class Grid:
         self, job: int, timeout: float | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
         return self._iter_events_async(job, p.deadline_after(timeout))
+
+    # ------------------------------------------------------------------ chat (LLM)
+
+    def models(self) -> list[ModelInfo]:
+        """The models the grid serves (``GET /v1/models``), with whether each is available
+        and how many workers can serve it."""
+        return parse_models(self.request("GET", "/v1/models"))
+
+    async def models_async(self) -> list[ModelInfo]:
+        return parse_models(await self.request_async("GET", "/v1/models"))
+
+    @overload
+    def chat(
+        self,
+        messages: Messages,
+        *,
+        model: str = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        seed: int | None = ...,
+        stream: Literal[False] = ...,
+        **options: Any,
+    ) -> ChatReply: ...
+
+    @overload
+    def chat(
+        self,
+        messages: Messages,
+        *,
+        model: str = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        seed: int | None = ...,
+        stream: Literal[True],
+        **options: Any,
+    ) -> ChatStream: ...
+
+    def chat(
+        self,
+        messages: Messages,
+        *,
+        model: str = DEFAULT_MODEL,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stream: bool = False,
+        **options: Any,
+    ) -> ChatReply | ChatStream:
+        """Asks a model (``POST /v1/chat/completions``); returns the verified answer, a
+        :class:`~runegrid.ChatReply`.
+
+        ``messages`` is one user message (a string) or a list of ``{"role", "content"}`` dicts
+        (roles ``system``, ``user``, ``assistant``). ``max_tokens``, ``temperature`` (0 is
+        greedy; the grid's default is 0.2), ``top_p`` and ``seed`` (every replica samples with
+        the same seed; the coordinator picks one when absent) are OpenAI's; ``None`` leaves the
+        grid's default. Keyword ``options``: ``policy``, ``replicas``, ``agree``,
+        ``max_attempts`` (how the answer is verified) and ``timeout`` (seconds; past it
+        :class:`~runegrid.CallTimeout` is raised and the job cancelled).
+
+        With ``stream=True`` it returns a :class:`~runegrid.ChatStream` instead: iterate it
+        for the text as it is generated (unverified), then ``.reply`` is the verified answer
+        (see :class:`~runegrid.ChatStream` for corrections). Errors raise
+        :class:`~runegrid.ApiError` (``model_not_found``, ``model_unavailable``,
+        ``invalid_request``, ``inference_failed``, ...).
+        """
+        opts = chat_options(self.options, options)
+        body = chat_body(
+            messages,
+            model=model,
+            stream=stream,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            opts=opts,
+        )
+        if stream:
+            return ChatStream(self, body, opts)
+        return post_reply(self, body, opts)
+
+    @overload
+    async def chat_async(
+        self,
+        messages: Messages,
+        *,
+        model: str = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        seed: int | None = ...,
+        stream: Literal[False] = ...,
+        **options: Any,
+    ) -> ChatReply: ...
+
+    @overload
+    async def chat_async(
+        self,
+        messages: Messages,
+        *,
+        model: str = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        seed: int | None = ...,
+        stream: Literal[True],
+        **options: Any,
+    ) -> AsyncChatStream: ...
+
+    async def chat_async(
+        self,
+        messages: Messages,
+        *,
+        model: str = DEFAULT_MODEL,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stream: bool = False,
+        **options: Any,
+    ) -> ChatReply | AsyncChatStream:
+        """The async form of :meth:`chat`. With ``stream=True`` it returns an
+        :class:`~runegrid.AsyncChatStream` (``async for piece in await grid.chat_async(...,
+        stream=True)``); the request is sent when the iteration starts."""
+        opts = chat_options(self.options, options)
+        body = chat_body(
+            messages,
+            model=model,
+            stream=stream,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            opts=opts,
+        )
+        if stream:
+            return AsyncChatStream(self, body, opts)
+        return await post_reply_async(self, body, opts)
+
+    @overload
+    def generate(
+        self,
+        prompt: str,
+        *,
+        model: str = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        seed: int | None = ...,
+        stream: Literal[False] = ...,
+        **options: Any,
+    ) -> str: ...
+
+    @overload
+    def generate(
+        self,
+        prompt: str,
+        *,
+        model: str = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        seed: int | None = ...,
+        stream: Literal[True],
+        **options: Any,
+    ) -> ChatStream: ...
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        model: str = DEFAULT_MODEL,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stream: bool = False,
+        **options: Any,
+    ) -> str | ChatStream:
+        """:meth:`chat` with one user message, returning the verified answer's text (with
+        ``stream=True``, the :class:`~runegrid.ChatStream`, which yields ``str`` pieces)."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, not {type(prompt).__name__}")
+        if stream:
+            return self.chat(
+                prompt,
+                model=model,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+                stream=True,
+                **options,
+            )
+        reply: ChatReply = self.chat(
+            prompt,
+            model=model,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            **options,
+        )
+        return reply.text
+
+    @overload
+    async def generate_async(
+        self,
+        prompt: str,
+        *,
+        model: str = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        seed: int | None = ...,
+        stream: Literal[False] = ...,
+        **options: Any,
+    ) -> str: ...
+
+    @overload
+    async def generate_async(
+        self,
+        prompt: str,
+        *,
+        model: str = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        seed: int | None = ...,
+        stream: Literal[True],
+        **options: Any,
+    ) -> AsyncChatStream: ...
+
+    async def generate_async(
+        self,
+        prompt: str,
+        *,
+        model: str = DEFAULT_MODEL,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stream: bool = False,
+        **options: Any,
+    ) -> str | AsyncChatStream:
+        """The async form of :meth:`generate`."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, not {type(prompt).__name__}")
+        if stream:
+            return await self.chat_async(
+                prompt,
+                model=model,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+                stream=True,
+                **options,
+            )
+        reply: ChatReply = await self.chat_async(
+            prompt,
+            model=model,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            **options,
+        )
+        return reply.text
 
     # ------------------------------------------------------------------ engine (sync)
 

@@ -43,6 +43,26 @@ def find_binary(repo: str | os.PathLike[str] | None = None) -> str:
     )
 
 
+#: The file name of the model ``scripts/fetch-model.sh`` fetches.
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def find_model(repo: str | os.PathLike[str] | None = None) -> Path | None:
+    """The model file to serve: ``$RUNEGRID_MODEL``, else ``$RUNEGRID_MODELS/<MODEL_FILE>``,
+    else ``REPO/.runegrid/models/<MODEL_FILE>`` (where ``scripts/fetch-model.sh`` puts it);
+    ``None`` when that file does not exist."""
+    env = os.environ.get("RUNEGRID_MODEL")
+    if env:
+        path = Path(env)
+    elif os.environ.get("RUNEGRID_MODELS"):
+        path = Path(os.environ["RUNEGRID_MODELS"]) / MODEL_FILE
+    elif repo is not None:
+        path = Path(repo) / ".runegrid" / "models" / MODEL_FILE
+    else:
+        return None
+    return path if path.is_file() else None
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Linux: the child gets SIGTERM when the process that started it dies."""
     try:
@@ -58,6 +78,10 @@ class LocalGrid:
     slots each, in a temporary directory (or ``data_dir``). :meth:`start` returns once the
     workers are connected; :meth:`stop` (or leaving the ``with`` block) ends them all.
 
+    ``model`` is a model file (GGUF) the coordinator serves for :meth:`Grid.chat
+    <runegrid.Grid.chat>` (``serve --model FILE``; see :func:`find_model`); ``serve_args`` are
+    more arguments of ``runegrid serve``.
+
     >>> with LocalGrid(workers=2) as local, local.grid() as grid:
     ...     grid.wasm("prog.wasm")(args=["1"])
     """
@@ -70,6 +94,7 @@ class LocalGrid:
         binary: str | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         serve_args: Sequence[str] = (),
+        model: str | os.PathLike[str] | None = None,
         log: str = "info",
         start_timeout: float = 60.0,
     ) -> None:
@@ -77,6 +102,9 @@ class LocalGrid:
         self.workers = workers
         self.slots = slots
         self.serve_args = list(serve_args)
+        self.model = Path(model) if model is not None else None
+        if self.model is not None:
+            self.serve_args += ["--model", str(self.model)]
         self.log = log
         self.start_timeout = start_timeout
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
