@@ -524,7 +524,12 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
     );
     let browser_agreed = |ws: &[runegrid_proto::WorkerInfo]| -> u64 {
         ws.iter()
-            .filter(|w| w.capabilities["runtime"].as_str().unwrap_or("").starts_with("browser"))
+            .filter(|w| {
+                w.capabilities["runtime"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("browser")
+            })
             .map(|w| w.agreed)
             .sum()
     };
@@ -534,28 +539,50 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
     // The coordinator's copy is damaged: fetching it again now would be refused. The page is
     // opened again (new workers, same storage): they advertise the blob, load it from IndexedDB
     // (hashing it once) and agree with the native worker's cached copy.
-    std::fs::write(grid.data().join("blobs").join(&sha), b"a blob for the BROWSER\n").unwrap();
+    std::fs::write(
+        grid.data().join("blobs").join(&sha),
+        b"a blob for the BROWSER\n",
+    )
+    .unwrap();
     b.goto("about:blank").await.unwrap();
-    wait_until("the page's workers to leave", Duration::from_secs(20), || async {
-        (stats(&grid).await.now.workers_browser == 0).then_some(())
-    })
+    wait_until(
+        "the page's workers to leave",
+        Duration::from_secs(20),
+        || async { (stats(&grid).await.now.workers_browser == 0).then_some(()) },
+    )
     .await;
     let n = contribute(&grid, &b).await;
     grid.wait_workers(1 + n as usize).await;
     let ws = c.workers().await.unwrap();
     let advertised = ws
         .iter()
-        .filter(|w| w.capabilities["runtime"].as_str().unwrap_or("").starts_with("browser"))
-        .all(|w| w.capabilities["blobs"].as_array().is_some_and(|h| h.iter().any(|s| s == &sha)));
+        .filter(|w| {
+            w.capabilities["runtime"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("browser")
+        })
+        .all(|w| {
+            w.capabilities["blobs"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|s| s == &sha))
+        });
     assert!(advertised, "{ws:?}");
-    let r = grid.run(&SubmitJob {
-        name: Some("blob-again".into()),
-        ..job.clone()
-    })
-    .await;
+    let r = grid
+        .run(&SubmitJob {
+            name: Some("blob-again".into()),
+            ..job.clone()
+        })
+        .await;
     let t = &r.tasks[0];
     assert_eq!(t.state, "verified", "{t:?}\n{}", grid.logs());
-    assert!(t.stdout.as_deref().unwrap().contains("=a blob for the browser\n"), "{t:?}");
+    assert!(
+        t.stdout
+            .as_deref()
+            .unwrap()
+            .contains("=a blob for the browser\n"),
+        "{t:?}"
+    );
 
     // A blob that does not match its hash is refused by the browser: the attempt fails saying
     // why, and nothing is stored.
@@ -563,17 +590,22 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
     let other = b"another blob\n".to_vec();
     let other_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&other));
     c.put_blob(&other_sha, other).await.unwrap();
-    std::fs::write(grid.data().join("blobs").join(&other_sha), b"ANOTHER blob\n").unwrap();
-    let r = grid.run(&SubmitJob {
-        name: Some("tampered".into()),
-        policy: Some(PolicyKind::None),
-        replicas: None,
-        agree: None,
-        max_attempts: Some(1),
-        blobs: [("data.txt".to_string(), other_sha.clone())].into(),
-        ..job.clone()
-    })
-    .await;
+    std::fs::write(
+        grid.data().join("blobs").join(&other_sha),
+        b"ANOTHER blob\n",
+    )
+    .unwrap();
+    let r = grid
+        .run(&SubmitJob {
+            name: Some("tampered".into()),
+            policy: Some(PolicyKind::None),
+            replicas: None,
+            agree: None,
+            max_attempts: Some(1),
+            blobs: [("data.txt".to_string(), other_sha.clone())].into(),
+            ..job.clone()
+        })
+        .await;
     let t = &r.tasks[0];
     assert_eq!(t.state, "failed", "{t:?}");
     let err = t.error.as_deref().unwrap_or_default();

@@ -1273,7 +1273,10 @@ fn mounted() -> Vec<(&'static str, Vec<u8>)> {
         ("b", (0..100u8).collect()),
         ("empty", Vec::new()),
         ("\u{feff}bom", b"byte order mark".to_vec()),
-        ("\u{fc}n\u{ef} \u{2713}", "ünï ✓ content".as_bytes().to_vec()),
+        (
+            "\u{fc}n\u{ef} \u{2713}",
+            "ünï ✓ content".as_bytes().to_vec(),
+        ),
     ]
 }
 
@@ -1308,7 +1311,11 @@ fn blob_cases(s: &mut Suite) {
                 "cat:/blobs/big",
                 "cat:/blobs//empty",
             ])
-            .blobs(&[("data.txt", &data), ("big", &big[..100_000]), ("empty", b"")]),
+            .blobs(&[
+                ("data.txt", &data),
+                ("big", &big[..100_000]),
+                ("empty", b""),
+            ]),
     );
     for (name, path) in [
         ("missing", "cat:/blobs/nope"),
@@ -1324,7 +1331,10 @@ fn blob_cases(s: &mut Suite) {
                 .blobs(&[("data.txt", &data)]),
         );
     }
-    s.push(s.case("echo", "cat_unmounted").args(&["cat:/blobs/data.txt"]));
+    s.push(
+        s.case("echo", "cat_unmounted")
+            .args(&["cat:/blobs/data.txt"]),
+    );
 }
 
 /// What the native sandbox produced for a case.
