@@ -33,15 +33,69 @@ const I64_MAX = (1n << 63n) - 1n;
 const SUCCESS = 0;
 const EBADF = 8;
 const EFAULT = 21;
+const EILSEQ = 25;
 const EINVAL = 28;
+const EMFILE = 33;
+const ENAMETOOLONG = 37;
+const ENOENT = 44;
 const ENOTDIR = 54;
 const ENOTSUP = 58;
+const EROFS = 69;
 const ESPIPE = 70;
 const ENOTCAPABLE = 76;
 
 const FILETYPE_CHARACTER_DEVICE = 2;
 const RIGHTS_FD_READ = 2n;
 const RIGHTS_FD_WRITE = 64n;
+
+// --- blob mounts (crates/sandbox/src/wasi/fs.rs, whose module documentation is the spec) ---
+
+/** Where blobs appear in the guest's file system (fs.rs MOUNT_DIR). */
+export const MOUNT_DIR = '/blobs';
+const MOUNT_DIR_BYTES = new TextEncoder().encode(MOUNT_DIR);
+/** Most fds open at once above stdio, the directory included (fs.rs MAX_OPEN). */
+export const MAX_OPEN = 128;
+const FILETYPE_DIRECTORY = 3;
+const FILETYPE_REGULAR_FILE = 4;
+const OFLAGS_CREAT = 1;
+const OFLAGS_DIRECTORY = 2;
+const OFLAGS_EXCL = 4;
+const OFLAGS_TRUNC = 8;
+const FDFLAGS_APPEND = 1;
+const RIGHTS_FD_SEEK = 1n << 2n;
+const RIGHTS_FD_TELL = 1n << 5n;
+const RIGHTS_FD_ADVISE = 1n << 7n;
+const RIGHTS_FD_ALLOCATE = 1n << 8n;
+const RIGHTS_PATH_OPEN = 1n << 13n;
+const RIGHTS_FD_READDIR = 1n << 14n;
+const RIGHTS_PATH_FILESTAT_GET = 1n << 18n;
+const RIGHTS_FD_FILESTAT_GET = 1n << 21n;
+const RIGHTS_FD_FILESTAT_SET_SIZE = 1n << 22n;
+/** Rights of an open blob (fs.rs FILE_RIGHTS). */
+export const FILE_RIGHTS =
+  RIGHTS_FD_READ | RIGHTS_FD_SEEK | RIGHTS_FD_TELL | RIGHTS_FD_ADVISE | RIGHTS_FD_FILESTAT_GET;
+/** Rights of the blob directory (fs.rs DIR_RIGHTS). */
+export const DIR_RIGHTS =
+  RIGHTS_PATH_OPEN | RIGHTS_FD_READDIR | RIGHTS_PATH_FILESTAT_GET | RIGHTS_FD_FILESTAT_GET;
+const WRITE_RIGHTS = RIGHTS_FD_WRITE | RIGHTS_FD_ALLOCATE | RIGHTS_FD_FILESTAT_SET_SIZE;
+const U64_LIMIT = 1n << 64n;
+// fatal: invalid UTF-8 is EILSEQ (Rust's from_utf8); ignoreBOM: a leading U+FEFF stays part
+// of the name, as in Rust.
+const UTF8_STRICT = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** fs.rs `check_blobs`: valid, distinct names. Throws an internal error otherwise. */
+export function checkBlobs(blobs) {
+  const seen = new Set();
+  for (const b of blobs) {
+    const n = b.name;
+    if (typeof n !== 'string' || n === '' || n === '.' || n === '..' || n.includes('/') || n.includes('\0')) {
+      throw internal(`invalid blob name ${JSON.stringify(n)}`);
+    }
+    if (seen.has(n)) throw internal(`blob ${JSON.stringify(n)} is mounted twice`);
+    if (!(b.bytes instanceof Uint8Array)) throw internal(`blob ${JSON.stringify(n)} has no bytes`);
+    seen.add(n);
+  }
+}
 
 /** An error that must not be reported as a result (the attempt is lost, not compared). */
 function internal(message, cause) {
@@ -85,6 +139,288 @@ export class SplitMix64 {
 /** A bounds failure inside a WASI function: becomes EFAULT (mirrors `Err(errno::FAULT)`). */
 const FAULT = Symbol('EFAULT');
 
+/** What `Fs.entry` answers for fds 0-2: the caller keeps its stdio answer. */
+const STDIO = Symbol('stdio');
+
+/**
+ * The mounted blobs and the fds open on them (fs.rs `Fs`, same checks in the same order). With
+ * no blobs every fd above 2 is EBADF and `mounted()` is false. A method answering `null` leaves
+ * stdio to the caller; memory failures throw FAULT (EFAULT, nothing written).
+ */
+class Fs {
+  constructor(blobs) {
+    const utf8 = new TextEncoder();
+    this.blobs = blobs.map((b) => ({ name: b.name, bytes: b.bytes, nameBytes: utf8.encode(b.name) }));
+    /** Whether fd 3 is still the preopened directory. */
+    this.preopen = blobs.length > 0;
+    /** fds[i] is fd i + 3: null (free), {dir: true} or {blob, pos (BigInt)}. */
+    this.fds = blobs.length > 0 ? [{ dir: true }] : [];
+  }
+
+  mounted() {
+    return this.blobs.length > 0;
+  }
+
+  /** STDIO, the open entry, or null (not open). */
+  entry(fd) {
+    if (fd >= 0 && fd <= 2) return STDIO;
+    if (fd < 3) return null;
+    return this.fds[fd - 3] ?? null;
+  }
+
+  isOpen(fd) {
+    return fd >= 3 && (this.fds[fd - 3] ?? null) !== null;
+  }
+
+  /** The directory fd of `path_*`: 0, EBADF (not open) or ENOTDIR (stdio or a file). */
+  dirErrno(fd) {
+    const e = this.entry(fd);
+    if (e === null) return EBADF;
+    return e !== STDIO && e.dir ? SUCCESS : ENOTDIR;
+  }
+
+  /** A file operation's fd: the entry, or an errno (EBADF for the directory or not open). */
+  file(fd) {
+    const e = this.entry(fd);
+    if (e === STDIO) return STDIO;
+    if (e === null || e.dir) return EBADF;
+    return e;
+  }
+
+  /** The 64-byte filestat of the directory (node -1) or blob `node`. */
+  filestat(node) {
+    const stat = new Uint8Array(64);
+    const v = new DataView(stat.buffer);
+    v.setBigUint64(8, BigInt(node < 0 ? 1 : node + 2), true);
+    stat[16] = node < 0 ? FILETYPE_DIRECTORY : FILETYPE_REGULAR_FILE;
+    v.setBigUint64(24, 1n, true);
+    v.setBigUint64(32, BigInt(node < 0 ? 0 : this.blobs[node].bytes.length), true);
+    return stat;
+  }
+
+  /**
+   * fs.rs `resolve`: [errno, node] with node -1 for the directory, else the blob's index.
+   * Empty components and `.` are skipped; `..` → ENOTCAPABLE; an unknown name → ENOENT;
+   * anything after a blob's name → ENOTDIR; the empty path → ENOENT.
+   */
+  resolve(path) {
+    if (path === '') return [ENOENT, 0];
+    const parts = path.split('/');
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i];
+      if (part === '' || part === '.') continue;
+      if (part === '..') return [ENOTCAPABLE, 0];
+      const blob = this.blobs.findIndex((b) => b.name === part);
+      if (blob < 0) return [ENOENT, 0];
+      return i + 1 < parts.length ? [ENOTDIR, 0] : [SUCCESS, blob];
+    }
+    return [SUCCESS, -1];
+  }
+
+  /** The path argument: [errno, string]; throws FAULT outside memory, EILSEQ if not UTF-8. */
+  static path(mem, ptr, len) {
+    const [s, e] = Host.range(mem, ptr, len >>> 0);
+    try {
+      return [SUCCESS, UTF8_STRICT.decode(mem.subarray(s, e))];
+    } catch {
+      return [EILSEQ, ''];
+    }
+  }
+
+  prestatGet(mem, fd, out) {
+    if (fd !== 3 || !this.preopen) return EBADF;
+    const [s] = Host.range(mem, out, 8);
+    const prestat = new Uint8Array(8);
+    new DataView(prestat.buffer).setUint32(4, MOUNT_DIR_BYTES.length, true);
+    mem.set(prestat, s);
+    return SUCCESS;
+  }
+
+  prestatDirName(mem, fd, buf, len) {
+    if (fd !== 3 || !this.preopen) return EBADF;
+    Host.range(mem, buf, len >>> 0);
+    if (len >>> 0 < MOUNT_DIR_BYTES.length) return ENAMETOOLONG;
+    const [s] = Host.range(mem, buf, MOUNT_DIR_BYTES.length);
+    mem.set(MOUNT_DIR_BYTES, s);
+    return SUCCESS;
+  }
+
+  pathOpen(mem, dirfd, pathPtr, pathLen, oflags, rightsBase, fdflags, out) {
+    const d = this.dirErrno(dirfd);
+    if (d !== SUCCESS) return d;
+    const [pe, path] = Fs.path(mem, pathPtr, pathLen);
+    if (pe !== SUCCESS) return pe;
+    Host.range(mem, out, 4);
+    if (
+      (oflags & (OFLAGS_CREAT | OFLAGS_EXCL | OFLAGS_TRUNC)) !== 0 ||
+      (BigInt.asUintN(64, BigInt(rightsBase)) & WRITE_RIGHTS) !== 0n ||
+      (fdflags & FDFLAGS_APPEND) !== 0
+    ) {
+      return EROFS;
+    }
+    const [re, node] = this.resolve(path);
+    if (re !== SUCCESS) return re;
+    let open;
+    if (node < 0) open = { dir: true };
+    else if ((oflags & OFLAGS_DIRECTORY) !== 0) return ENOTDIR;
+    else open = { blob: node, pos: 0n };
+    let slot = this.fds.indexOf(null);
+    if (slot < 0) {
+      if (this.fds.length >= MAX_OPEN) return EMFILE;
+      this.fds.push(null);
+      slot = this.fds.length - 1;
+    }
+    this.fds[slot] = open;
+    Host.writeU32(mem, out, slot + 3);
+    return SUCCESS;
+  }
+
+  pathFilestatGet(mem, dirfd, pathPtr, pathLen, out) {
+    const d = this.dirErrno(dirfd);
+    if (d !== SUCCESS) return d;
+    const [pe, path] = Fs.path(mem, pathPtr, pathLen);
+    if (pe !== SUCCESS) return pe;
+    const [s] = Host.range(mem, out, 64);
+    const [re, node] = this.resolve(path);
+    if (re !== SUCCESS) return re;
+    mem.set(this.filestat(node), s);
+    return SUCCESS;
+  }
+
+  /** fd_fdstat_get above stdio (null: stdio). */
+  fdstatGet(mem, fd, out) {
+    const e = this.entry(fd);
+    if (e === STDIO) return null;
+    if (e === null) return EBADF;
+    const [s] = Host.range(mem, out, 24);
+    const stat = new Uint8Array(24);
+    const v = new DataView(stat.buffer);
+    stat[0] = e.dir ? FILETYPE_DIRECTORY : FILETYPE_REGULAR_FILE;
+    v.setBigUint64(8, e.dir ? DIR_RIGHTS : FILE_RIGHTS, true);
+    v.setBigUint64(16, e.dir ? FILE_RIGHTS : 0n, true);
+    mem.set(stat, s);
+    return SUCCESS;
+  }
+
+  /** fd_filestat_get above stdio (null: stdio). */
+  filestatGet(mem, fd, out) {
+    const e = this.entry(fd);
+    if (e === STDIO) return null;
+    if (e === null) return EBADF;
+    const [s] = Host.range(mem, out, 64);
+    mem.set(this.filestat(e.dir ? -1 : e.blob), s);
+    return SUCCESS;
+  }
+
+  /** fd_read (offset null) and fd_pread (offset a u64 BigInt) above stdio (null: stdio). */
+  read(mem, fd, iovsPtr, count, offset, out) {
+    const f = this.file(fd);
+    if (f === STDIO) return null;
+    if (typeof f === 'number') return f;
+    const iovs = Host.iovecs(mem, iovsPtr, count);
+    Host.range(mem, out, 4);
+    const bytes = this.blobs[f.blob].bytes;
+    const size = BigInt(bytes.length);
+    let at = offset === null ? f.pos : offset;
+    let read = 0;
+    for (const [s, e] of iovs) {
+      const start = at >= size ? bytes.length : Number(at);
+      const n = Math.min(bytes.length - start, e - s);
+      mem.set(bytes.subarray(start, start + n), s);
+      at += BigInt(n);
+      read += n;
+      if (n < e - s) break;
+    }
+    if (offset === null) f.pos = at;
+    Host.writeU32(mem, out, read);
+    return SUCCESS;
+  }
+
+  /** fd_seek above stdio (null: stdio); `offset` is the i64 BigInt. */
+  seek(mem, fd, offset, whence, out) {
+    const f = this.file(fd);
+    if (f === STDIO) return null;
+    if (typeof f === 'number') return f;
+    Host.range(mem, out, 8);
+    let base;
+    if (whence === 0) base = 0n;
+    else if (whence === 1) base = f.pos;
+    else if (whence === 2) base = BigInt(this.blobs[f.blob].bytes.length);
+    else return EINVAL;
+    const pos = base + BigInt(offset);
+    if (pos < 0n || pos >= U64_LIMIT) return EINVAL;
+    f.pos = pos;
+    Host.writeU64(mem, out, pos);
+    return SUCCESS;
+  }
+
+  /** fd_tell above stdio (null: stdio). */
+  tell(mem, fd, out) {
+    const f = this.file(fd);
+    if (f === STDIO) return null;
+    if (typeof f === 'number') return f;
+    Host.writeU64(mem, out, f.pos);
+    return SUCCESS;
+  }
+
+  /** fd_readdir above stdio (null: stdio); `cookie` is the i64 BigInt. */
+  readdir(mem, fd, buf, len, cookie, out) {
+    const e = this.entry(fd);
+    if (e === STDIO) return null;
+    if (e === null) return EBADF;
+    if (!e.dir) return ENOTDIR;
+    len = len >>> 0;
+    const [s] = Host.range(mem, buf, len);
+    Host.range(mem, out, 4);
+    const first = BigInt.asUintN(64, BigInt(cookie));
+    const parts = [];
+    let total = 0;
+    for (let i = first < BigInt(this.blobs.length) ? Number(first) : this.blobs.length; i < this.blobs.length; i++) {
+      if (total >= len) break;
+      const name = this.blobs[i].nameBytes;
+      const ent = new Uint8Array(24 + name.length);
+      const v = new DataView(ent.buffer);
+      v.setBigUint64(0, BigInt(i + 1), true);
+      v.setBigUint64(8, BigInt(i + 2), true);
+      v.setUint32(16, name.length, true);
+      ent[20] = FILETYPE_REGULAR_FILE;
+      ent.set(name, 24);
+      parts.push(ent);
+      total += ent.length;
+    }
+    let at = s;
+    let left = Math.min(total, len);
+    const n = left;
+    for (const p of parts) {
+      if (left === 0) break;
+      const take = Math.min(left, p.length);
+      mem.set(p.subarray(0, take), at);
+      at += take;
+      left -= take;
+    }
+    Host.writeU32(mem, out, n);
+    return SUCCESS;
+  }
+
+  /** fd_close above stdio (null: stdio). */
+  close(fd) {
+    if (fd >= 0 && fd <= 2) return null;
+    if (!this.isOpen(fd)) return EBADF;
+    this.fds[fd - 3] = null;
+    if (fd === 3) this.preopen = false;
+    while (this.fds.length > 0 && this.fds[this.fds.length - 1] === null) this.fds.pop();
+    return SUCCESS;
+  }
+
+  /** An fd operation with no memory arguments: `onFile`, `onDir`, EBADF (null: stdio). */
+  simple(fd, onFile, onDir) {
+    const e = this.entry(fd);
+    if (e === STDIO) return null;
+    if (e === null) return EBADF;
+    return e.dir ? onDir : onFile;
+  }
+}
+
 /**
  * The deterministic WASI host of one run (wasi.rs `Host` plus its functions). Every check is
  * made in the same order as in wasi.rs, so the same guest sees the same errno and the same
@@ -112,6 +448,8 @@ class Host {
     this.clockNs = 0n;
     this.rng = new SplitMix64(task.seed);
     this.memory = null;
+    /** Mounted blobs and the fds open on them (none: every answer as without mounts). */
+    this.fs = new Fs(task.blobs ?? []);
   }
 
   // --- memory access (views are made per call: memory.grow detaches the old buffer) ---
@@ -227,8 +565,9 @@ class Host {
   }
 
   fdRead(fd, iovsPtr, count, outPtr) {
-    if (fd !== 0) return EBADF;
     const mem = this.mem();
+    // A blob, or EBADF (stdout, stderr, anything not open).
+    if (fd !== 0) return this.fs.read(mem, fd, iovsPtr, count, null, outPtr) ?? EBADF;
     const iovs = Host.iovecs(mem, iovsPtr, count);
     Host.range(mem, outPtr, 4);
     let read = 0;
@@ -297,8 +636,12 @@ class Host {
         throw e;
       }
     };
-    const stdio = (errno) => (fd) => (isStdio(fd) ? errno : EBADF);
+    // Stdio answers as without mounts; fds above 2 are the mounts' (`Fs`), which answer
+    // EBADF for every fd when nothing is mounted.
+    const fs = this.fs;
+    const simple = (onFile, onDir, onStdio) => (fd) => fs.simple(fd, onFile, onDir) ?? onStdio;
     const notCapable = () => ENOTCAPABLE;
+    const open = (fd) => isStdio(fd) || fs.isOpen(fd);
     return {
       args_sizes_get: m((n, s) => this.sizesGet(this.args, n, s)),
       args_get: m((p, b) => this.listGet(this.args, p, b)),
@@ -309,26 +652,35 @@ class Host {
       random_get: m((buf, len) => this.randomGet(buf, len)),
       fd_write: m((fd, iovs, n, out) => this.fdWrite(fd, iovs, n, out)),
       fd_read: m((fd, iovs, n, out) => this.fdRead(fd, iovs, n, out)),
-      fd_close: stdio(SUCCESS),
-      fd_seek: stdio(ESPIPE),
-      fd_tell: stdio(ESPIPE),
-      fd_fdstat_get: m((fd, out) => this.fdstatGet(fd, out)),
-      fd_fdstat_set_flags: stdio(ENOTSUP),
-      fd_filestat_get: m((fd, out) => this.filestatGet(fd, out)),
-      fd_prestat_get: () => EBADF,
-      fd_prestat_dir_name: () => EBADF,
-      fd_sync: stdio(EINVAL),
-      fd_datasync: stdio(EINVAL),
-      fd_advise: stdio(ESPIPE),
-      fd_allocate: stdio(ESPIPE),
-      fd_pread: stdio(ESPIPE),
-      fd_pwrite: stdio(ESPIPE),
-      fd_readdir: stdio(ENOTDIR),
-      fd_renumber: (from, to) => (isStdio(from) && isStdio(to) ? ENOTSUP : EBADF),
-      fd_filestat_set_size: stdio(EINVAL),
-      fd_filestat_set_times: stdio(EINVAL),
-      path_open: notCapable,
-      path_filestat_get: notCapable,
+      fd_close: (fd) => fs.close(fd) ?? SUCCESS,
+      fd_seek: m((fd, off, whence, out) => fs.seek(this.mem(), fd, off, whence, out) ?? ESPIPE),
+      fd_tell: m((fd, out) => fs.tell(this.mem(), fd, out) ?? ESPIPE),
+      fd_fdstat_get: m((fd, out) => fs.fdstatGet(this.mem(), fd, out) ?? this.fdstatGet(fd, out)),
+      fd_fdstat_set_flags: simple(ENOTSUP, ENOTSUP, ENOTSUP),
+      fd_filestat_get: m((fd, out) => fs.filestatGet(this.mem(), fd, out) ?? this.filestatGet(fd, out)),
+      fd_prestat_get: m((fd, out) => fs.prestatGet(this.mem(), fd, out)),
+      fd_prestat_dir_name: m((fd, buf, len) => fs.prestatDirName(this.mem(), fd, buf, len)),
+      fd_sync: simple(SUCCESS, SUCCESS, EINVAL),
+      fd_datasync: simple(SUCCESS, SUCCESS, EINVAL),
+      fd_advise: simple(SUCCESS, EBADF, ESPIPE),
+      fd_allocate: simple(EROFS, EBADF, ESPIPE),
+      fd_pread: m(
+        (fd, iovs, n, offset, out) =>
+          fs.read(this.mem(), fd, iovs, n, BigInt.asUintN(64, BigInt(offset)), out) ?? ESPIPE,
+      ),
+      fd_pwrite: simple(EBADF, EBADF, ESPIPE),
+      fd_readdir: m((fd, buf, len, cookie, out) => fs.readdir(this.mem(), fd, buf, len, cookie, out) ?? ENOTDIR),
+      fd_renumber: (from, to) => (open(from) && open(to) ? ENOTSUP : EBADF),
+      fd_filestat_set_size: simple(EROFS, EBADF, EINVAL),
+      fd_filestat_set_times: simple(EROFS, EBADF, EINVAL),
+      path_open: m((dirfd, _dirflags, path, pathLen, oflags, rightsBase, _rightsInheriting, fdflags, out) =>
+        fs.mounted()
+          ? fs.pathOpen(this.mem(), dirfd, path, pathLen, oflags, rightsBase, fdflags, out)
+          : ENOTCAPABLE,
+      ),
+      path_filestat_get: m((dirfd, _flags, path, pathLen, out) =>
+        fs.mounted() ? fs.pathFilestatGet(this.mem(), dirfd, path, pathLen, out) : ENOTCAPABLE,
+      ),
       path_create_directory: notCapable,
       path_remove_directory: notCapable,
       path_unlink_file: notCapable,
@@ -432,7 +784,10 @@ export function statusCode(status) {
  * Runs `_start` of an instrumented module for one task (lib.rs `spawn` + `execute`).
  *
  * task = { args: string[], env: [string, string][], stdin: Uint8Array, seed: number,
- *          limits: { fuel, memory_bytes, wall_time_ms, stdout_bytes } }
+ *          limits: { fuel, memory_bytes, wall_time_ms, stdout_bytes },
+ *          blobs?: [{ name: string, bytes: Uint8Array }] }
+ * `blobs` (optional, in mount order) are mounted read-only under /blobs (fs.rs); the bytes are
+ * only read, so one Uint8Array may serve many runs.
  * Returns { status (ExecStatus as serde JSON), code ("exit:0"…), fuel (Number), stdout, stderr };
  * `onStdout(Uint8Array)` receives stdout as it is written. Throws an Error with
  * `.kind === 'internal'` when the outcome is not deterministic and must not be reported.
@@ -441,6 +796,7 @@ export function runTask(module, task, onStdout = () => {}) {
   if (typeof task.seed === 'number' && !Number.isSafeInteger(task.seed)) {
     throw internal(`seed ${task.seed} is not an exact integer`);
   }
+  checkBlobs(task.blobs ?? []);
   const fuelLimit = bigMin(BigInt(task.limits.fuel), I64_MAX);
   const limitPages = Math.min(Math.floor(Number(task.limits.memory_bytes) / PAGE), 0xffffffff);
   const host = new Host(task, onStdout);

@@ -3,11 +3,19 @@
 // - "keys": each worker slot's ed25519 key pair (non-extractable CryptoKeys), by slot index;
 // - "programs": module bytes by their SHA-256, so a returning browser does not fetch a program
 //   again (it still compiles it), with "program_index" ({size, used} by SHA-256, small enough
-//   to scan); least recently used entries go past PROGRAM_CACHE_BYTES.
+//   to scan); least recently used entries go past PROGRAM_CACHE_BYTES;
+// - "blobs": the files tasks mount under /blobs (model weights…) by their SHA-256, with
+//   "blob_index" ({size, used} by SHA-256); a separate budget (BLOB_SPACE_BYTES unless the page
+//   says otherwise), least recently used blobs no task holds evicted to make room. Bytes are
+//   stored only once checked against their hash; the worker hashes them again the first time a
+//   page loads them (worker.js), so a damaged entry is fetched again, never mounted.
+// Version 3 added the blob stores; upgrading keeps keys and programs.
 
 const DB_NAME = "runegrid";
-const DB_VERSION = 2;
+const DB_VERSION = 3;
 export const PROGRAM_CACHE_BYTES = 256 << 20;
+/** The browser's default blob space, shared by the page's workers: 1 GiB. */
+export const BLOB_SPACE_BYTES = 2 ** 30;
 
 export function openDb() {
   return new Promise((resolve, reject) => {
@@ -17,6 +25,8 @@ export function openDb() {
       if (!db.objectStoreNames.contains("keys")) db.createObjectStore("keys");
       if (!db.objectStoreNames.contains("programs")) db.createObjectStore("programs");
       if (!db.objectStoreNames.contains("program_index")) db.createObjectStore("program_index");
+      if (!db.objectStoreNames.contains("blobs")) db.createObjectStore("blobs");
+      if (!db.objectStoreNames.contains("blob_index")) db.createObjectStore("blob_index");
     };
     req.onsuccess = () => resolve(req.result);
     req.onerror = () => reject(req.error);
@@ -115,4 +125,98 @@ export async function putProgram(sha256, bytes) {
     return e;
   }
   return null;
+}
+
+function indexEntries(index) {
+  return new Promise((resolve, reject) => {
+    const entries = [];
+    const cur = index.openCursor();
+    cur.onsuccess = () => {
+      const c = cur.result;
+      if (!c) return resolve(entries);
+      entries.push({ sha256: c.key, size: c.value.size, used: c.value.used });
+      c.continue();
+    };
+    cur.onerror = () => reject(cur.error);
+  });
+}
+
+// The blobs kept: [{sha256, size, used}] ([] when storage is unavailable).
+export async function listBlobs() {
+  try {
+    return await withDb((db) => indexEntries(db.transaction("blob_index").objectStore("blob_index")));
+  } catch {
+    return [];
+  }
+}
+
+// The stored bytes of blob `sha256` (not checked here), or null. Marks the entry as used.
+export async function getBlob(sha256) {
+  try {
+    return await withDb(async (db) => {
+      const tx = db.transaction(["blobs", "blob_index"], "readwrite");
+      const bytes = await request(tx.objectStore("blobs").get(sha256));
+      if (!bytes) return null;
+      tx.objectStore("blob_index").put({ size: bytes.byteLength, used: Date.now() }, sha256);
+      await done(tx);
+      return new Uint8Array(bytes);
+    });
+  } catch {
+    return null;
+  }
+}
+
+// Keeps blob bytes (already checked against their hash) within `space` bytes: least recently
+// used blobs not in `keep` (a Set of SHA-256) are dropped to make room. Returns {stored,
+// evicted: [sha256…]}; stored is false when the blobs in `keep` leave no room or storage fails
+// (the bytes can still be used from memory).
+export async function putBlob(sha256, bytes, space, keep) {
+  try {
+    return await withDb(async (db) => {
+      const tx = db.transaction(["blobs", "blob_index"], "readwrite");
+      const blobs = tx.objectStore("blobs");
+      const index = tx.objectStore("blob_index");
+      const entries = (await indexEntries(index)).filter((e) => e.sha256 !== sha256);
+      let used = entries.reduce((n, e) => n + e.size, 0);
+      // Least recently used first; nothing is dropped unless the new blob then fits.
+      const evicted = [];
+      entries.sort((a, b) => a.used - b.used);
+      for (const e of entries) {
+        if (used + bytes.length <= space) break;
+        if (keep.has(e.sha256)) continue;
+        used -= e.size;
+        evicted.push(e.sha256);
+      }
+      const stored = used + bytes.length <= space;
+      if (!stored) evicted.length = 0;
+      for (const sha of evicted) {
+        blobs.delete(sha);
+        index.delete(sha);
+      }
+      if (stored) {
+        // The whole buffer when the view covers it (a download), to avoid a copy.
+        const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
+        blobs.put(whole ? bytes.buffer : bytes.slice().buffer, sha256);
+        index.put({ size: bytes.length, used: Date.now() }, sha256);
+      }
+      await done(tx);
+      return { stored, evicted };
+    });
+  } catch {
+    return { stored: false, evicted: [] };
+  }
+}
+
+// Forgets blob `sha256` (its stored bytes did not match their hash).
+export async function deleteBlob(sha256) {
+  try {
+    await withDb((db) => {
+      const tx = db.transaction(["blobs", "blob_index"], "readwrite");
+      tx.objectStore("blobs").delete(sha256);
+      tx.objectStore("blob_index").delete(sha256);
+      return done(tx);
+    });
+  } catch {
+    // Nothing to do: the next load checks the hash again.
+  }
 }

@@ -7,11 +7,22 @@
 // time can be stopped by terminating that worker (fuel, injected into every module at upload,
 // stops a loop first; the wall time is only the backstop).
 //
-// The page sends {type: "start", coordinator, token, keys, name} and later {type: "leave",
-// reason}; this worker posts {type: "status", ...} and {type: "log", ...} back.
+// The page sends {type: "start", coordinator, token, keys, name, memoryBytes, blobSpace?} and
+// later {type: "leave", reason}; this worker posts {type: "status", ...} and {type: "log", ...}
+// back.
+//
+// Blobs (read-only files a task mounts under /blobs, e.g. model weights) are kept in IndexedDB
+// (store.js) within the blob space (BLOB_SPACE_BYTES, 1 GiB, unless the page sets blobSpace),
+// as the native worker keeps them on disk (crates/worker/src/blobs.rs): fetched once with
+// GET /v1/blobs/{sha256} and the token (requests of this worker for the same blob share one
+// fetch), refused unless size and SHA-256 match (the attempt fails with `blob NAME: ...`, nothing
+// is stored), hashed again the first time this worker loads a stored one (a damaged entry is
+// dropped and fetched again), least recently used ones no task holds evicted. In memory it keeps
+// the blobs of queued and running attempts and those of the latest attempt. The hello advertises
+// blob_space and the blobs held, and {type: "blobs", held} follows every change.
 
 import { digestHex, toHex } from "./exec.js";
-import { getProgram, putProgram } from "./store.js";
+import { BLOB_SPACE_BYTES, deleteBlob, getBlob, getProgram, listBlobs, putBlob, putProgram } from "./store.js";
 
 const PROTOCOL = 1;
 const RUNTIME = "browser/0.1.0";
@@ -28,6 +39,13 @@ const waiting = new Map(); // sha256 → [assign]
 let current = null; // {assign, started, timer}
 const queue = []; // assigns not started yet
 let exec = null; // the nested worker that runs tasks
+const held = new Map(); // sha256 → size of the blobs in IndexedDB, as this worker knows them
+const verified = new Set(); // blobs whose bytes this worker has hashed
+const blobFetches = new Map(); // sha256 → Promise<Uint8Array>, loads under way
+const blobUse = new Map(); // sha256 → attempts (loading, queued, waiting or running) holding it
+let recentBlobs = new Map(); // sha256 → bytes of the latest attempt's blobs
+const loadingBlobs = new Map(); // attempt → assign whose blobs are loading
+let session = 0; // bumped when the connection ends: loads finishing later are ignored
 const stats = { workerId: null, state: "starting", tasks: 0, busyMs: 0, standing: "new", reason: null };
 
 function report(extra = {}) {
@@ -37,6 +55,145 @@ function report(extra = {}) {
 
 function log(message) {
   postMessage({ type: "log", message });
+}
+
+function blobSpace() {
+  return cfg.blobSpace ?? BLOB_SPACE_BYTES;
+}
+
+function sha256Hex(bytes) {
+  return crypto.subtle.digest("SHA-256", bytes).then((d) => toHex(new Uint8Array(d)));
+}
+
+function sendHeld() {
+  send({ type: "blobs", held: [...held.keys()] });
+}
+
+// Downloads blob `m` ({name, sha256, size}) into one buffer of the announced size, refusing a
+// body of any other size or hash (native BlobError's wording).
+async function download(m) {
+  const sha = m.sha256;
+  const r = await fetch(new URL(`/v1/blobs/${sha}`, cfg.coordinator), {
+    headers: { Authorization: `Bearer ${cfg.token}` },
+  }).catch((e) => {
+    throw new Error(`cannot fetch blob ${sha} from the coordinator: ${e.message}`);
+  });
+  if (r.status === 404) throw new Error(`blob ${sha} is not on the coordinator`);
+  if (!r.ok) {
+    const text = await r.text().catch(() => "");
+    let message = text;
+    try {
+      message = JSON.parse(text).message ?? text;
+    } catch {
+      // not JSON: the text itself
+    }
+    throw new Error(`blob ${sha}: the coordinator answered ${r.status}: ${message}`);
+  }
+  const bytes = new Uint8Array(m.size);
+  let got = 0;
+  const reader = r.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (got + value.length > m.size) {
+      reader.cancel().catch(() => {});
+      got += value.length;
+      throw new Error(`blob ${sha} from the coordinator does not have the ${m.size} bytes announced (got more): rejected`);
+    }
+    bytes.set(value, got);
+    got += value.length;
+  }
+  if (got !== m.size) {
+    throw new Error(`blob ${sha} from the coordinator does not have the ${m.size} bytes announced (got ${got}): rejected`);
+  }
+  const actual = await sha256Hex(bytes);
+  if (actual !== sha) throw new Error(`blob ${sha} from the coordinator has sha256 ${actual}: rejected`);
+  return bytes;
+}
+
+// The checked bytes of blob `m`: in memory, else stored (hashed once per worker), else fetched.
+function blobBytes(m) {
+  const sha = m.sha256;
+  if (recentBlobs.has(sha)) return Promise.resolve(recentBlobs.get(sha));
+  if (blobFetches.has(sha)) return blobFetches.get(sha);
+  const p = (async () => {
+    if (!/^[0-9a-f]{64}$/.test(sha)) throw new Error(`invalid blob hash ${JSON.stringify(sha)}: expected 64 lowercase hex digits`);
+    if (m.size > blobSpace()) {
+      throw new Error(`blob ${sha} has ${m.size} bytes, more than this worker's blob space of ${blobSpace()} bytes`);
+    }
+    let bytes = await getBlob(sha);
+    if (bytes && !verified.has(sha)) {
+      const actual = await sha256Hex(bytes);
+      if (actual !== sha) {
+        log(`stored blob ${sha} has sha256 ${actual}: dropped, fetching it again`);
+        await deleteBlob(sha);
+        held.delete(sha);
+        sendHeld();
+        bytes = null;
+      }
+    }
+    if (!bytes) {
+      bytes = await download(m);
+      const { stored, evicted } = await putBlob(sha, bytes, blobSpace(), new Set(blobUse.keys()));
+      for (const e of evicted) held.delete(e);
+      if (stored) held.set(sha, bytes.length);
+      else log(`blob ${sha} (${bytes.length} bytes) is not kept: no room in the blob space, or storage failed`);
+      if (stored || evicted.length > 0) sendHeld();
+    }
+    verified.add(sha);
+    return bytes;
+  })();
+  blobFetches.set(sha, p);
+  p.finally(() => blobFetches.delete(sha)).catch(() => {});
+  return p;
+}
+
+function holdBlobs(a, delta) {
+  for (const m of a.blobs || []) {
+    const n = (blobUse.get(m.sha256) || 0) + delta;
+    if (n > 0) blobUse.set(m.sha256, n);
+    else blobUse.delete(m.sha256);
+  }
+}
+
+// An attempt that mounts blobs: loads them, then goes on like any other (admit), or fails
+// saying which blob and why.
+async function loadBlobs(a) {
+  const mine = session;
+  loadingBlobs.set(a.attempt, a);
+  holdBlobs(a, 1);
+  const mounts = [];
+  let failure = null;
+  for (const m of a.blobs) {
+    try {
+      mounts.push({ name: m.name, bytes: await blobBytes(m) });
+    } catch (e) {
+      failure = `blob ${m.name}: ${e.message}`;
+      break;
+    }
+  }
+  if (mine !== session || !loadingBlobs.has(a.attempt)) {
+    holdBlobs(a, -1); // cancelled, or the connection ended meanwhile
+    return;
+  }
+  loadingBlobs.delete(a.attempt);
+  if (failure) {
+    holdBlobs(a, -1);
+    log(failure);
+    send({ type: "failed", attempt: a.attempt, reason: failure });
+    return;
+  }
+  recentBlobs = new Map(a.blobs.map((m, i) => [m.sha256, mounts[i].bytes]));
+  a.mounts = mounts;
+  admit(a);
+}
+
+// An attempt that no longer needs its blobs (done, failed, cancelled or dropped).
+function release(a) {
+  if (a.mounts) {
+    a.mounts = null;
+    holdBlobs(a, -1);
+  }
 }
 
 function send(msg) {
@@ -74,13 +231,19 @@ async function loaded(sha256, bytes, fromCoordinator) {
   waiting.delete(sha256);
   if (actual !== sha256) {
     log(`program bytes do not match their hash ${sha256}`);
-    for (const a of list) send({ type: "failed", attempt: a.attempt, reason: "program bytes do not match their hash" });
+    for (const a of list) {
+      release(a);
+      send({ type: "failed", attempt: a.attempt, reason: "program bytes do not match their hash" });
+    }
     return true;
   }
   try {
     programs.set(sha256, await WebAssembly.compile(bytes));
   } catch (e) {
-    for (const a of list) send({ type: "failed", attempt: a.attempt, reason: `cannot compile the program: ${e.message}` });
+    for (const a of list) {
+      release(a);
+      send({ type: "failed", attempt: a.attempt, reason: `cannot compile the program: ${e.message}` });
+    }
     return true;
   }
   if (fromCoordinator) putProgram(sha256, bytes);
@@ -127,8 +290,12 @@ function connect() {
 // Forget everything tied to the connection that ended: the coordinator has already given
 // those attempts to other workers.
 function dropAll() {
+  session++;
+  for (const a of queue) release(a);
   queue.length = 0;
+  for (const list of waiting.values()) list.forEach(release);
   waiting.clear();
+  loadingBlobs.clear();
   if (current) stopExec();
 }
 
@@ -149,6 +316,8 @@ async function handle(msg) {
           arch: "wasm32",
           os: "browser",
           runtime: RUNTIME,
+          blob_space: blobSpace(),
+          blobs: [...held.keys()],
         },
       });
       break;
@@ -167,26 +336,18 @@ async function handle(msg) {
       report({ standing: msg.standing, reason: msg.reason || null });
       break;
     case "assign":
-      if (programs.has(msg.program)) {
-        queue.push(msg);
-        next();
-      } else {
-        const list = waiting.get(msg.program);
-        if (list) {
-          list.push(msg);
-        } else {
-          waiting.set(msg.program, [msg]);
-          fetchProgram(msg.program);
-        }
-      }
+      if (msg.blobs && msg.blobs.length > 0) loadBlobs(msg);
+      else admit(msg);
       break;
     case "program":
       await loaded(msg.sha256, b64decode(msg.module), true);
       break;
     case "cancel": {
       const i = queue.findIndex((a) => a.attempt === msg.attempt);
-      if (i >= 0) {
-        queue.splice(i, 1);
+      if (loadingBlobs.delete(msg.attempt)) {
+        send({ type: "failed", attempt: msg.attempt, reason: "cancelled" });
+      } else if (i >= 0) {
+        release(queue.splice(i, 1)[0]);
         send({ type: "failed", attempt: msg.attempt, reason: "cancelled" });
       } else if (current && current.assign.attempt === msg.attempt) {
         stopExec();
@@ -196,7 +357,7 @@ async function handle(msg) {
         for (const list of waiting.values()) {
           const j = list.findIndex((a) => a.attempt === msg.attempt);
           if (j >= 0) {
-            list.splice(j, 1);
+            release(list.splice(j, 1)[0]);
             send({ type: "failed", attempt: msg.attempt, reason: "cancelled" });
           }
         }
@@ -205,6 +366,22 @@ async function handle(msg) {
     }
     default:
       break;
+  }
+}
+
+// An attempt ready to run once its program is compiled.
+function admit(a) {
+  if (programs.has(a.program)) {
+    queue.push(a);
+    next();
+  } else {
+    const list = waiting.get(a.program);
+    if (list) {
+      list.push(a);
+    } else {
+      waiting.set(a.program, [a]);
+      fetchProgram(a.program);
+    }
   }
 }
 
@@ -222,7 +399,10 @@ function execWorker() {
 
 // Terminates the exec worker (its run, if any, is abandoned).
 function stopExec() {
-  if (current) clearTimeout(current.timer);
+  if (current) {
+    clearTimeout(current.timer);
+    release(current.assign);
+  }
   current = null;
   if (exec) exec.terminate();
   exec = null;
@@ -248,6 +428,8 @@ function next() {
       stdin: b64decode(a.stdin),
       seed: a.seed,
       limits: a.limits,
+      // Copied into the exec worker (structured clone); the checked bytes stay here.
+      blobs: a.mounts || [],
     },
   });
 }
@@ -275,6 +457,7 @@ async function onExec(m) {
   clearTimeout(current.timer);
   const elapsedMs = performance.now() - current.started;
   current = null;
+  release(a);
   const r = m.result;
   const digest = await digestHex(r.code, r.fuel, r.stdout);
   const stderr = new TextDecoder().decode(r.stderr.subarray(Math.max(0, r.stderr.length - 4096)));
@@ -298,7 +481,12 @@ onmessage = (ev) => {
   if (m.type === "start") {
     cfg = m;
     leaving = false;
-    connect();
+    // The blobs already stored are advertised in the hello.
+    listBlobs().then((list) => {
+      held.clear();
+      for (const b of list) held.set(b.sha256, b.size);
+      connect();
+    });
   } else if (m.type === "leave") {
     leaving = true;
     send({ type: "leaving", reason: m.reason });

@@ -32,6 +32,7 @@ for (const c of fixture.cases) {
     stdin: fromB64(c.task.stdin),
     seed: c.task.seed,
     limits: c.task.limits,
+    blobs: (c.task.blobs ?? []).map((b) => ({ name: b.name, bytes: fromB64(b.bytes) })),
   };
   try {
     const chunks = [];

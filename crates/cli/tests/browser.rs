@@ -461,3 +461,158 @@ fn the_browser_benchmark_runs() {
         assert!(text.contains(part), "missing {part} in:\n{text}");
     }
 }
+
+/// The SHA-256 of the blobs in the browser's storage (IndexedDB "blob_index").
+async fn stored_blobs(b: &Browser) -> Vec<String> {
+    let keys = b
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+            const req = indexedDB.open("runegrid");
+            req.onsuccess = () => {
+              const db = req.result;
+              if (!db.objectStoreNames.contains("blob_index")) { db.close(); return done([]); }
+              const r = db.transaction("blob_index").objectStore("blob_index").getAllKeys();
+              r.onsuccess = () => { db.close(); done(r.result); };
+              r.onerror = () => done(String(r.error));
+            };
+            req.onerror = () => done(String(req.error));"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(keys.clone()).unwrap_or_else(|_| panic!("blob_index: {keys}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
+    if skip() {
+        return;
+    }
+    let mut grid = Grid::start().await;
+    let mut d = browser(&grid).await;
+    let b = d.browser.take().unwrap();
+    let n = contribute(&grid, &b).await;
+    let native = grid.worker("native-1", 1, &[]);
+    grid.wait_workers(1 + n as usize).await;
+    let c = grid.client();
+    let echo = grid.upload(runegrid_examples::ECHO).await;
+    let data = b"a blob for the browser\n".to_vec();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+    c.put_blob(&sha, data.clone()).await.unwrap();
+
+    // A browser and a native worker both mount it (2 of 2 must agree).
+    let job = SubmitJob {
+        program: echo.clone(),
+        name: Some("blob".into()),
+        tasks: vec![args(&["cat:/blobs/data.txt"])],
+        policy: Some(PolicyKind::Quorum),
+        replicas: Some(2),
+        agree: Some(2),
+        max_attempts: Some(2),
+        limits: Default::default(),
+        blobs: [("data.txt".to_string(), sha.clone())].into(),
+    };
+    let r = grid.run(&job).await;
+    let t = &r.tasks[0];
+    assert_eq!(t.state, "verified", "{t:?}\n{}", grid.logs());
+    assert!(
+        t.stdout
+            .as_deref()
+            .unwrap()
+            .contains("cat /blobs/data.txt=a blob for the browser\n"),
+        "{t:?}"
+    );
+    let browser_agreed = |ws: &[runegrid_proto::WorkerInfo]| -> u64 {
+        ws.iter()
+            .filter(|w| {
+                w.capabilities["runtime"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("browser")
+            })
+            .map(|w| w.agreed)
+            .sum()
+    };
+    assert_eq!(browser_agreed(&c.workers().await.unwrap()), 1);
+    assert_eq!(stored_blobs(&b).await, vec![sha.clone()]);
+
+    // The coordinator's copy is damaged: fetching it again now would be refused. The page is
+    // opened again (new workers, same storage): they advertise the blob, load it from IndexedDB
+    // (hashing it once) and agree with the native worker's cached copy.
+    std::fs::write(
+        grid.data().join("blobs").join(&sha),
+        b"a blob for the BROWSER\n",
+    )
+    .unwrap();
+    b.goto("about:blank").await.unwrap();
+    wait_until(
+        "the page's workers to leave",
+        Duration::from_secs(20),
+        || async { (stats(&grid).await.now.workers_browser == 0).then_some(()) },
+    )
+    .await;
+    let n = contribute(&grid, &b).await;
+    grid.wait_workers(1 + n as usize).await;
+    let ws = c.workers().await.unwrap();
+    let advertised = ws
+        .iter()
+        .filter(|w| {
+            w.capabilities["runtime"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("browser")
+        })
+        .all(|w| {
+            w.capabilities["blobs"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|s| s == &sha))
+        });
+    assert!(advertised, "{ws:?}");
+    let r = grid
+        .run(&SubmitJob {
+            name: Some("blob-again".into()),
+            ..job.clone()
+        })
+        .await;
+    let t = &r.tasks[0];
+    assert_eq!(t.state, "verified", "{t:?}\n{}", grid.logs());
+    assert!(
+        t.stdout
+            .as_deref()
+            .unwrap()
+            .contains("=a blob for the browser\n"),
+        "{t:?}"
+    );
+
+    // A blob that does not match its hash is refused by the browser: the attempt fails saying
+    // why, and nothing is stored.
+    grid.kill_worker(native);
+    let other = b"another blob\n".to_vec();
+    let other_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&other));
+    c.put_blob(&other_sha, other).await.unwrap();
+    std::fs::write(
+        grid.data().join("blobs").join(&other_sha),
+        b"ANOTHER blob\n",
+    )
+    .unwrap();
+    let r = grid
+        .run(&SubmitJob {
+            name: Some("tampered".into()),
+            policy: Some(PolicyKind::None),
+            replicas: None,
+            agree: None,
+            max_attempts: Some(1),
+            blobs: [("data.txt".to_string(), other_sha.clone())].into(),
+            ..job.clone()
+        })
+        .await;
+    let t = &r.tasks[0];
+    assert_eq!(t.state, "failed", "{t:?}");
+    let err = t.error.as_deref().unwrap_or_default();
+    assert!(
+        err.contains("blob data.txt: ") && err.contains(&other_sha) && err.contains("rejected"),
+        "{err}"
+    );
+    assert_eq!(stored_blobs(&b).await, vec![sha.clone()]);
+    b.close().await.unwrap();
+}

@@ -263,7 +263,7 @@ mod tests {
             blobs: vec![model.clone()],
             ..need(1, 1, vec![])
         };
-        // A browser worker (no blob space) never gets it; a worker with too little space neither.
+        // A worker with no blob space (an older browser) never gets it; a worker with too little space neither.
         let browser = w(1, 4);
         let mut tiny = w(2, 4);
         tiny.blob_space = 50;

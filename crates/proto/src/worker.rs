@@ -25,8 +25,8 @@ pub struct Capabilities {
     pub os: String,
     /// e.g. `native/0.1.0`.
     pub runtime: String,
-    /// Disk the worker keeps blobs in, in bytes; 0 (a browser worker, an older worker): it takes
-    /// no task that mounts blobs.
+    /// Disk (a browser: IndexedDB) the worker keeps blobs in, in bytes; 0 (an older worker): it
+    /// takes no task that mounts blobs.
     #[serde(default)]
     pub blob_space: u64,
     /// SHA-256 of the blobs it holds already (the scheduler prefers it for tasks mounting them).

@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use common::{limits, module, sandbox};
 use runegrid_core::{ExecStatus, Execution, Limits};
 use runegrid_instrument::{Options, instrument};
-use runegrid_sandbox::TaskRun;
+use runegrid_sandbox::{Blob, TaskRun};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,6 +36,8 @@ struct Case {
     stdin: Vec<u8>,
     seed: u64,
     limits: Limits,
+    /// Files mounted under `/blobs`, in mount order (name, bytes).
+    blobs: Vec<(String, Vec<u8>)>,
     /// Why the browser engine cannot know this case's outcome and must decline it with an
     /// `internal` error instead of reporting a result.
     browser_declines: Option<&'static str>,
@@ -72,6 +74,14 @@ impl Case {
 
     fn limits(mut self, f: impl FnOnce(&mut Limits)) -> Self {
         f(&mut self.limits);
+        self
+    }
+
+    fn blobs(mut self, blobs: &[(&str, &[u8])]) -> Self {
+        self.blobs = blobs
+            .iter()
+            .map(|(n, b)| (n.to_string(), b.to_vec()))
+            .collect();
         self
     }
 }
@@ -113,6 +123,7 @@ impl Suite {
             stdin: Vec::new(),
             seed: 0,
             limits: limits(),
+            blobs: Vec::new(),
             browser_declines: None,
         }
     }
@@ -909,7 +920,421 @@ fn suite() -> Suite {
     s.wat_case("stderr_flood", STDERR_FLOOD);
     s.wat_case("floats", FLOATS);
     s.wat_case("table_grow", TABLE_GROW);
+    blob_cases(&mut s);
     s
+}
+
+/// Paths used by the blob modules: at 100 + 10 * i (see [`BLOB_PATHS`]).
+const BLOB_DATA: &str = r#"
+(data (i32.const 100) "a.txt")
+(data (i32.const 110) "b")
+(data (i32.const 120) "../a.txt")
+(data (i32.const 130) "a.txt/")
+(data (i32.const 140) "./b")
+(data (i32.const 150) "\ff")
+(data (i32.const 160) ".")
+(data (i32.const 170) "nope")
+(data (i32.const 180) "//.//b")
+(data (i32.const 190) "\ef\bb\bfbom")
+(data (i32.const 200) "\c3\bcn\c3\af \e2\9c\93")
+(data (i32.const 210) "empty")
+(data (i32.const 220) "b/..")
+(data (i32.const 230) "./")
+(data (i32.const 240) "bom")
+(data (i32.const 250) "x/../b")
+;; opens ($ptr, $len) under $dir: records errno and the fd written (-1 if none)
+(func $open (param $dir i32) (param $ptr i32) (param $len i32) (param $oflags i32) (param $rights i64) (param $fdflags i32)
+  (i32.store (i32.const 16) (i32.const -1))
+  (call $rec (call $path_open (local.get $dir) (i32.const 0) (local.get $ptr) (local.get $len)
+    (local.get $oflags) (local.get $rights) (i64.const 0) (local.get $fdflags) (i32.const 16)))
+  (call $rec (i32.load (i32.const 16))))
+(func $o (param $ptr i32) (param $len i32)
+  (call $open (i32.const 3) (local.get $ptr) (local.get $len) (i32.const 0) (i64.const 2) (i32.const 0)))
+;; path_filestat_get into 2400 (printed at the end)
+(func $pstat (param $dir i32) (param $ptr i32) (param $len i32) (param $out i32)
+  (call $rec (call $path_filestat_get (local.get $dir) (i32.const 0) (local.get $ptr) (local.get $len) (local.get $out))))
+;; file operations without memory arguments on $fd
+(func $ops (param $fd i32)
+  (call $rec (call $fd_fdstat_set_flags (local.get $fd) (i32.const 0)))
+  (call $rec (call $fd_sync (local.get $fd)))
+  (call $rec (call $fd_datasync (local.get $fd)))
+  (call $rec (call $fd_advise (local.get $fd) (i64.const 0) (i64.const 0) (i32.const 0)))
+  (call $rec (call $fd_allocate (local.get $fd) (i64.const 0) (i64.const 1)))
+  (call $rec (call $fd_pwrite (local.get $fd) (i32.const 3000) (i32.const 1) (i64.const 0) (i32.const 2200)))
+  (call $rec (call $fd_write (local.get $fd) (i32.const 3000) (i32.const 1) (i32.const 2200)))
+  (call $rec (call $fd_filestat_set_size (local.get $fd) (i64.const 0)))
+  (call $rec (call $fd_filestat_set_times (local.get $fd) (i64.const 0) (i64.const 0) (i32.const 0)))
+  (call $rec (call $path_create_directory (local.get $fd) (i32.const 100) (i32.const 5)))
+  (call $rec (call $path_unlink_file (local.get $fd) (i32.const 100) (i32.const 5))))
+"#;
+
+/// The preopened directory: prestat, its name, stats, listings, file operations on it.
+const BLOB_DIR: &str = r#"
+(func $readdir (param $fd i32) (param $buf i32) (param $len i32) (param $cookie i64) (param $out i32)
+  (call $rec (call $fd_readdir (local.get $fd) (local.get $buf) (local.get $len) (local.get $cookie) (local.get $out))))
+(func (export "_start")
+  (memory.fill (i32.const 2048) (i32.const 0xaa) (i32.const 2048))
+  (memory.fill (i32.const 65280) (i32.const 0xbb) (i32.const 256))
+  (call $iov (i32.const 3000) (i32.const 3100) (i32.const 4))
+  (call $rec (call $fd_prestat_get (i32.const 3) (i32.const 2048)))
+  (call $rec (call $fd_prestat_get (i32.const 4) (i32.const 2056)))
+  (call $rec (call $fd_prestat_get (i32.const 2) (i32.const 2056)))
+  (call $rec (call $fd_prestat_get (i32.const -1) (i32.const 2056)))
+  (call $rec (call $fd_prestat_get (i32.const 3) (i32.const 65532)))
+  (call $rec (call $fd_prestat_get (i32.const 3) (i32.const 65528)))
+  (call $rec (call $fd_prestat_dir_name (i32.const 3) (i32.const 2064) (i32.const 5)))
+  (call $rec (call $fd_prestat_dir_name (i32.const 3) (i32.const 2072) (i32.const 6)))
+  (call $rec (call $fd_prestat_dir_name (i32.const 3) (i32.const 2080) (i32.const 10)))
+  (call $rec (call $fd_prestat_dir_name (i32.const 3) (i32.const 2090) (i32.const 0)))
+  (call $rec (call $fd_prestat_dir_name (i32.const 3) (i32.const 65533) (i32.const 5)))
+  (call $rec (call $fd_prestat_dir_name (i32.const 3) (i32.const 65530) (i32.const 6)))
+  (call $rec (call $fd_prestat_dir_name (i32.const 3) (i32.const 65520) (i32.const -1)))
+  (call $rec (call $fd_prestat_dir_name (i32.const 4) (i32.const 2096) (i32.const 10)))
+  (call $rec (call $fd_fdstat_get (i32.const 3) (i32.const 2104)))
+  (call $rec (call $fd_filestat_get (i32.const 3) (i32.const 2128)))
+  (call $rec (call $fd_fdstat_get (i32.const 3) (i32.const 65520)))
+  (call $rec (call $fd_filestat_get (i32.const 3) (i32.const 65500)))
+  (call $rec (call $fd_fdstat_get (i32.const 4) (i32.const 65520)))
+  (call $rec (call $fd_filestat_get (i32.const 9) (i32.const 65500)))
+  ;; file operations on the directory
+  (call $rec (call $fd_read (i32.const 3) (i32.const 3000) (i32.const 1) (i32.const 2200)))
+  (call $rec (call $fd_pread (i32.const 3) (i32.const 3000) (i32.const 1) (i64.const 0) (i32.const 2200)))
+  (call $rec (call $fd_seek (i32.const 3) (i64.const 0) (i32.const 0) (i32.const 2200)))
+  (call $rec (call $fd_tell (i32.const 3) (i32.const 2200)))
+  (call $rec (call $fd_read (i32.const 3) (i32.const 65535) (i32.const 1) (i32.const 65535)))
+  (call $ops (i32.const 3))
+  (call $ops (i32.const 0))
+  (call $ops (i32.const 1))
+  (call $ops (i32.const 7))
+  ;; listings
+  (call $readdir (i32.const 3) (i32.const 2300) (i32.const 400) (i64.const 0) (i32.const 2204))
+  (call $readdir (i32.const 3) (i32.const 2700) (i32.const 400) (i64.const 1) (i32.const 2208))
+  (call $readdir (i32.const 3) (i32.const 3200) (i32.const 10) (i64.const 0) (i32.const 2212))
+  (call $readdir (i32.const 3) (i32.const 3220) (i32.const 24) (i64.const 0) (i32.const 2216))
+  (call $readdir (i32.const 3) (i32.const 3250) (i32.const 30) (i64.const 2) (i32.const 2220))
+  (call $readdir (i32.const 3) (i32.const 3290) (i32.const 100) (i64.const 5) (i32.const 2224))
+  (call $readdir (i32.const 3) (i32.const 3290) (i32.const 100) (i64.const 6) (i32.const 2228))
+  (call $readdir (i32.const 3) (i32.const 3290) (i32.const 100) (i64.const 100) (i32.const 2232))
+  (call $readdir (i32.const 3) (i32.const 3290) (i32.const 100) (i64.const -1) (i32.const 2236))
+  (call $readdir (i32.const 3) (i32.const 3290) (i32.const 0) (i64.const 0) (i32.const 2240))
+  (call $readdir (i32.const 3) (i32.const 65536) (i32.const 0) (i64.const 0) (i32.const 2244))
+  (call $readdir (i32.const 3) (i32.const 65500) (i32.const 37) (i64.const 0) (i32.const 2248))
+  (call $readdir (i32.const 3) (i32.const 65400) (i32.const 136) (i64.const 3) (i32.const 2252))
+  (call $readdir (i32.const 3) (i32.const 3290) (i32.const 10) (i64.const 0) (i32.const 65534))
+  (call $readdir (i32.const 3) (i32.const 3290) (i32.const -1) (i64.const 0) (i32.const 2256))
+  (call $readdir (i32.const 0) (i32.const 3290) (i32.const 10) (i64.const 0) (i32.const 2256))
+  (call $readdir (i32.const 9) (i32.const 3290) (i32.const 10) (i64.const 0) (i32.const 2256))
+  ;; stats by path
+  (call $pstat (i32.const 3) (i32.const 110) (i32.const 1) (i32.const 3400))
+  (call $pstat (i32.const 3) (i32.const 140) (i32.const 3) (i32.const 3464))
+  (call $pstat (i32.const 3) (i32.const 160) (i32.const 1) (i32.const 3528))
+  (call $pstat (i32.const 3) (i32.const 190) (i32.const 6) (i32.const 3592))
+  (call $pstat (i32.const 3) (i32.const 200) (i32.const 8) (i32.const 3656))
+  (call $pstat (i32.const 3) (i32.const 210) (i32.const 5) (i32.const 3720))
+  (call $pstat (i32.const 3) (i32.const 230) (i32.const 2) (i32.const 3784))
+  (call $pstat (i32.const 3) (i32.const 180) (i32.const 6) (i32.const 3848))
+  (call $pstat (i32.const 3) (i32.const 100) (i32.const 0) (i32.const 3912))
+  (call $pstat (i32.const 3) (i32.const 130) (i32.const 6) (i32.const 3912))
+  (call $pstat (i32.const 3) (i32.const 170) (i32.const 4) (i32.const 3912))
+  (call $pstat (i32.const 3) (i32.const 120) (i32.const 8) (i32.const 3912))
+  (call $pstat (i32.const 3) (i32.const 240) (i32.const 3) (i32.const 3912))
+  (call $pstat (i32.const 3) (i32.const 220) (i32.const 4) (i32.const 3912))
+  (call $pstat (i32.const 3) (i32.const 250) (i32.const 6) (i32.const 3912))
+  (call $pstat (i32.const 3) (i32.const 150) (i32.const 1) (i32.const 3912))
+  (call $pstat (i32.const 3) (i32.const 150) (i32.const 1) (i32.const 65500))
+  (call $pstat (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 65473))
+  (call $pstat (i32.const 3) (i32.const 65530) (i32.const 10) (i32.const 3912))
+  (call $pstat (i32.const 3) (i32.const 100) (i32.const -1) (i32.const 3912))
+  (call $pstat (i32.const 0) (i32.const 100) (i32.const 5) (i32.const 3912))
+  (call $pstat (i32.const 9) (i32.const 100) (i32.const 5) (i32.const 3912))
+  (call $pstat (i32.const 9) (i32.const 65530) (i32.const 10) (i32.const 65530))
+  ;; the directory opened again, the preopen closed
+  (call $open (i32.const 3) (i32.const 160) (i32.const 1) (i32.const 2) (i64.const 0) (i32.const 0))
+  (call $rec (call $fd_fdstat_get (i32.const 4) (i32.const 3976)))
+  (call $readdir (i32.const 4) (i32.const 4000) (i32.const 60) (i64.const 1) (i32.const 2260))
+  (call $rec (call $fd_renumber (i32.const 3) (i32.const 4)))
+  (call $rec (call $fd_renumber (i32.const 3) (i32.const 5)))
+  (call $rec (call $fd_renumber (i32.const 5) (i32.const 0)))
+  (call $rec (call $fd_renumber (i32.const 1) (i32.const 4)))
+  (call $rec (call $fd_close (i32.const 3)))
+  (call $rec (call $fd_close (i32.const 3)))
+  (call $rec (call $fd_prestat_get (i32.const 3) (i32.const 2048)))
+  (call $rec (call $fd_prestat_dir_name (i32.const 3) (i32.const 2064) (i32.const 10)))
+  (call $rec (call $fd_fdstat_get (i32.const 3) (i32.const 3976)))
+  (call $open (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 0) (i64.const 2) (i32.const 0))
+  (call $open (i32.const 4) (i32.const 100) (i32.const 5) (i32.const 0) (i64.const 2) (i32.const 0))
+  (call $rec (call $fd_prestat_get (i32.const 3) (i32.const 2048)))
+  (call $readdir (i32.const 3) (i32.const 4000) (i32.const 60) (i64.const 0) (i32.const 2260))
+  (call $rec (call $fd_close (i32.const 4)))
+  (call $open (i32.const 3) (i32.const 160) (i32.const 1) (i32.const 0) (i64.const 2) (i32.const 0))
+  (call $rec (call $fd_close (i32.const 0)))
+  (call $rec (call $fd_close (i32.const -5)))
+  (call $dump)
+  (call $print (i32.const 2048) (i32.const 2048))
+  (call $print (i32.const 65280) (i32.const 256)))
+"#;
+
+/// A blob as a file: reads, preads, seeks, tells, stats; faults change nothing.
+const BLOB_FILE: &str = r#"
+(func $read (param $fd i32) (param $iovs i32) (param $n i32) (param $out i32)
+  (call $rec (call $fd_read (local.get $fd) (local.get $iovs) (local.get $n) (local.get $out))))
+(func $pread (param $fd i32) (param $iovs i32) (param $n i32) (param $off i64) (param $out i32)
+  (call $rec (call $fd_pread (local.get $fd) (local.get $iovs) (local.get $n) (local.get $off) (local.get $out))))
+(func $seek (param $fd i32) (param $off i64) (param $whence i32) (param $out i32)
+  (call $rec (call $fd_seek (local.get $fd) (local.get $off) (local.get $whence) (local.get $out))))
+(func $tell (param $fd i32) (param $out i32)
+  (call $rec (call $fd_tell (local.get $fd) (local.get $out))))
+(func (export "_start")
+  (memory.fill (i32.const 2048) (i32.const 0xaa) (i32.const 2048))
+  (memory.fill (i32.const 65280) (i32.const 0xbb) (i32.const 256))
+  ;; iovecs: 3000 one of 5; 3008 three (3, 0, 4); 3032 one of 300; 3040 two, the second outside memory
+  (call $iov (i32.const 3000) (i32.const 2300) (i32.const 5))
+  (call $iov (i32.const 3008) (i32.const 2310) (i32.const 3))
+  (call $iov (i32.const 3016) (i32.const 2320) (i32.const 0))
+  (call $iov (i32.const 3024) (i32.const 2330) (i32.const 4))
+  (call $iov (i32.const 3032) (i32.const 2400) (i32.const 300))
+  (call $iov (i32.const 3040) (i32.const 2340) (i32.const 2))
+  (call $iov (i32.const 3048) (i32.const 65535) (i32.const 2))
+  (call $iov (i32.const 3056) (i32.const 65530) (i32.const 6))
+  (call $o (i32.const 100) (i32.const 5))
+  (call $o (i32.const 110) (i32.const 1))
+  (call $o (i32.const 210) (i32.const 5))
+  (call $read (i32.const 4) (i32.const 3000) (i32.const 1) (i32.const 2200))
+  (call $tell (i32.const 4) (i32.const 2208))
+  (call $read (i32.const 4) (i32.const 3008) (i32.const 3) (i32.const 2216))
+  (call $tell (i32.const 4) (i32.const 2224))
+  (call $read (i32.const 4) (i32.const 3008) (i32.const 3) (i32.const 2232))
+  (call $read (i32.const 4) (i32.const 3008) (i32.const 3) (i32.const 2236))
+  (call $tell (i32.const 4) (i32.const 2240))
+  ;; faults: the position does not move
+  (call $read (i32.const 5) (i32.const 3040) (i32.const 2) (i32.const 2248))
+  (call $read (i32.const 5) (i32.const 3000) (i32.const 1) (i32.const 65534))
+  (call $read (i32.const 5) (i32.const 3000) (i32.const -1) (i32.const 2248))
+  (call $read (i32.const 5) (i32.const 65530) (i32.const 1) (i32.const 2248))
+  (call $tell (i32.const 5) (i32.const 2252))
+  (call $tell (i32.const 5) (i32.const 65530))
+  (call $read (i32.const 5) (i32.const 3056) (i32.const 1) (i32.const 2260))
+  (call $read (i32.const 5) (i32.const 3032) (i32.const 1) (i32.const 2264))
+  (call $read (i32.const 5) (i32.const 3032) (i32.const 1) (i32.const 2268))
+  (call $read (i32.const 5) (i32.const 3000) (i32.const 0) (i32.const 2272))
+  (call $tell (i32.const 5) (i32.const 2276))
+  ;; seeks
+  (call $seek (i32.const 5) (i64.const 10) (i32.const 0) (i32.const 2284))
+  (call $seek (i32.const 5) (i64.const -3) (i32.const 1) (i32.const 2292))
+  (call $seek (i32.const 5) (i64.const -1) (i32.const 2) (i32.const 2300))
+  (call $read (i32.const 5) (i32.const 3008) (i32.const 3) (i32.const 2308))
+  (call $seek (i32.const 5) (i64.const -101) (i32.const 2) (i32.const 2312))
+  (call $seek (i32.const 5) (i64.const 0) (i32.const 3) (i32.const 2312))
+  (call $seek (i32.const 5) (i64.const 0) (i32.const -1) (i32.const 2312))
+  (call $seek (i32.const 5) (i64.const 5) (i32.const 0) (i32.const 65530))
+  (call $tell (i32.const 5) (i32.const 2320))
+  (call $seek (i32.const 5) (i64.const 9223372036854775807) (i32.const 0) (i32.const 2328))
+  (call $seek (i32.const 5) (i64.const 9223372036854775807) (i32.const 1) (i32.const 2336))
+  (call $seek (i32.const 5) (i64.const 1) (i32.const 1) (i32.const 2344))
+  (call $seek (i32.const 5) (i64.const 2) (i32.const 1) (i32.const 2352))
+  (call $tell (i32.const 5) (i32.const 2360))
+  (call $read (i32.const 5) (i32.const 3000) (i32.const 1) (i32.const 2368))
+  (call $seek (i32.const 5) (i64.const -9223372036854775808) (i32.const 1) (i32.const 2372))
+  (call $seek (i32.const 5) (i64.const -9223372036854775808) (i32.const 0) (i32.const 2380))
+  (call $seek (i32.const 5) (i64.const 1000) (i32.const 2) (i32.const 2388))
+  (call $read (i32.const 5) (i32.const 3000) (i32.const 1) (i32.const 2396))
+  ;; preads leave the position alone
+  (call $seek (i32.const 5) (i64.const 20) (i32.const 0) (i32.const 3100))
+  (call $pread (i32.const 5) (i32.const 3008) (i32.const 3) (i64.const 90) (i32.const 3108))
+  (call $pread (i32.const 5) (i32.const 3008) (i32.const 3) (i64.const 97) (i32.const 3112))
+  (call $pread (i32.const 5) (i32.const 3000) (i32.const 1) (i64.const 100) (i32.const 3116))
+  (call $pread (i32.const 5) (i32.const 3000) (i32.const 1) (i64.const -1) (i32.const 3120))
+  (call $pread (i32.const 5) (i32.const 3000) (i32.const 1) (i64.const 4294967296) (i32.const 3124))
+  (call $pread (i32.const 5) (i32.const 3040) (i32.const 2) (i64.const 0) (i32.const 3128))
+  (call $pread (i32.const 5) (i32.const 3000) (i32.const 1) (i64.const 0) (i32.const 65533))
+  (call $tell (i32.const 5) (i32.const 3132))
+  (call $pread (i32.const 4) (i32.const 3000) (i32.const 1) (i64.const 2) (i32.const 3140))
+  ;; the empty blob
+  (call $read (i32.const 6) (i32.const 3000) (i32.const 1) (i32.const 3144))
+  (call $seek (i32.const 6) (i64.const 0) (i32.const 2) (i32.const 3148))
+  (call $pread (i32.const 6) (i32.const 3000) (i32.const 1) (i64.const 0) (i32.const 3156))
+  ;; stats
+  (call $rec (call $fd_filestat_get (i32.const 4) (i32.const 3200)))
+  (call $rec (call $fd_filestat_get (i32.const 5) (i32.const 3264)))
+  (call $rec (call $fd_filestat_get (i32.const 6) (i32.const 3328)))
+  (call $rec (call $fd_fdstat_get (i32.const 5) (i32.const 3392)))
+  (call $rec (call $fd_filestat_get (i32.const 5) (i32.const 65480)))
+  (call $rec (call $fd_fdstat_get (i32.const 5) (i32.const 65520)))
+  ;; other operations on a file
+  (call $ops (i32.const 5))
+  (call $rec (call $fd_readdir (i32.const 5) (i32.const 3500) (i32.const 50) (i64.const 0) (i32.const 3420)))
+  (call $rec (call $fd_readdir (i32.const 5) (i32.const 65530) (i32.const 50) (i64.const 0) (i32.const 3420)))
+  (call $rec (call $fd_prestat_get (i32.const 5) (i32.const 3424)))
+  (call $rec (call $fd_renumber (i32.const 4) (i32.const 5)))
+  (call $rec (call $fd_renumber (i32.const 4) (i32.const 8)))
+  ;; a file is no directory
+  (call $open (i32.const 4) (i32.const 100) (i32.const 5) (i32.const 0) (i64.const 2) (i32.const 0))
+  (call $pstat (i32.const 5) (i32.const 100) (i32.const 5) (i32.const 3600))
+  ;; closing
+  (call $rec (call $fd_close (i32.const 5)))
+  (call $rec (call $fd_close (i32.const 5)))
+  (call $read (i32.const 5) (i32.const 3000) (i32.const 1) (i32.const 3430))
+  (call $tell (i32.const 5) (i32.const 3430))
+  (call $o (i32.const 140) (i32.const 3))
+  (call $tell (i32.const 5) (i32.const 3440))
+  (call $rec (call $fd_close (i32.const 6)))
+  (call $rec (call $fd_close (i32.const 5)))
+  (call $o (i32.const 190) (i32.const 6))
+  (call $o (i32.const 200) (i32.const 8))
+  (call $read (i32.const 6) (i32.const 3032) (i32.const 1) (i32.const 3448))
+  (call $dump)
+  (call $print (i32.const 2048) (i32.const 2048))
+  (call $print (i32.const 65280) (i32.const 256)))
+"#;
+
+/// `path_open`: every refusal, in precedence order, the lowest free fd and the open-file limit.
+const BLOB_OPEN: &str = r#"
+(func (export "_start") (local $i i32) (local $e i32)
+  (memory.fill (i32.const 2048) (i32.const 0xaa) (i32.const 256))
+  (call $o (i32.const 170) (i32.const 4))
+  (call $o (i32.const 120) (i32.const 8))
+  (call $o (i32.const 130) (i32.const 6))
+  (call $o (i32.const 220) (i32.const 4))
+  (call $o (i32.const 250) (i32.const 6))
+  (call $o (i32.const 240) (i32.const 3))
+  (call $open (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 1) (i64.const 2) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 4) (i64.const 2) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 8) (i64.const 2) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 170) (i32.const 4) (i32.const 8) (i64.const 2) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 0) (i64.const 64) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 0) (i64.const 256) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 0) (i64.const 4194304) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 0) (i64.const -1) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 0) (i64.const -9223372036854775808) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 0) (i64.const 2) (i32.const 1))
+  (call $open (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 0) (i64.const 2) (i32.const 2))
+  (call $open (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 2) (i64.const 2) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 160) (i32.const 1) (i32.const 2) (i64.const 0) (i32.const 0))
+  (call $open (i32.const 0) (i32.const 100) (i32.const 5) (i32.const 0) (i64.const 2) (i32.const 0))
+  (call $open (i32.const 9) (i32.const 100) (i32.const 5) (i32.const 0) (i64.const 2) (i32.const 0))
+  (call $open (i32.const -1) (i32.const 100) (i32.const 5) (i32.const 0) (i64.const 2) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 150) (i32.const 1) (i32.const 0) (i64.const 2) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 150) (i32.const 1) (i32.const 1) (i64.const 2) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 65530) (i32.const 10) (i32.const 0) (i64.const 2) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 100) (i32.const -1) (i32.const 0) (i64.const 2) (i32.const 0))
+  (call $open (i32.const 3) (i32.const 100) (i32.const 0) (i32.const 0) (i64.const 2) (i32.const 0))
+  (call $open (i32.const 9) (i32.const 65530) (i32.const 10) (i32.const 1) (i64.const 2) (i32.const 0))
+  ;; out outside memory: after the path, before the flags
+  (call $rec (call $path_open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const 5)
+    (i32.const 1) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 65534)))
+  (call $rec (call $path_open (i32.const 3) (i32.const 0) (i32.const 150) (i32.const 1)
+    (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 65534)))
+  (call $rec (call $path_open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const 5)
+    (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 65532)))
+  ;; the other path functions stay ENOTCAPABLE
+  (call $rec (call $path_remove_directory (i32.const 3) (i32.const 100) (i32.const 5)))
+  (call $rec (call $path_rename (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 3) (i32.const 110) (i32.const 1)))
+  (call $rec (call $path_readlink (i32.const 3) (i32.const 100) (i32.const 5) (i32.const 2048) (i32.const 8) (i32.const 2056)))
+  (call $rec (call $path_symlink (i32.const 100) (i32.const 5) (i32.const 3) (i32.const 110) (i32.const 1)))
+  (call $rec (call $path_link (i32.const 3) (i32.const 0) (i32.const 100) (i32.const 5) (i32.const 3) (i32.const 110) (i32.const 1)))
+  (call $rec (call $path_filestat_set_times (i32.const 3) (i32.const 0) (i32.const 100) (i32.const 5) (i64.const 0) (i64.const 0) (i32.const 0)))
+  ;; the open-file limit: fds 4.. until EMFILE
+  (loop $l
+    (local.set $e (call $path_open (i32.const 3) (i32.const 0) (i32.const 110) (i32.const 1)
+      (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 16)))
+    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+    (br_if $l (i32.eqz (local.get $e))))
+  (call $rec (local.get $e))
+  (call $rec (local.get $i))
+  (call $rec (i32.load (i32.const 16)))
+  (call $rec (call $fd_close (i32.const 50)))
+  (call $rec (call $fd_close (i32.const 7)))
+  (call $rec (call $fd_close (i32.const 130)))
+  (call $rec (call $fd_close (i32.const 131)))
+  (call $o (i32.const 110) (i32.const 1))
+  (call $o (i32.const 110) (i32.const 1))
+  (call $o (i32.const 110) (i32.const 1))
+  (call $o (i32.const 110) (i32.const 1))
+  (call $rec (call $fd_fdstat_get (i32.const 130) (i32.const 2100)))
+  (call $rec (call $fd_tell (i32.const 129) (i32.const 2128)))
+  ;; close everything but the directory: numbers start again at 4
+  (local.set $i (i32.const 4))
+  (loop $c
+    (drop (call $fd_close (local.get $i)))
+    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+    (br_if $c (i32.lt_u (local.get $i) (i32.const 200))))
+  (call $o (i32.const 100) (i32.const 5))
+  (call $rec (call $fd_close (i32.const 3)))
+  (call $o (i32.const 100) (i32.const 5))
+  (call $open (i32.const 4) (i32.const 160) (i32.const 1) (i32.const 0) (i64.const 0) (i32.const 0))
+  (call $dump)
+  (call $print (i32.const 2048) (i32.const 256)))
+"#;
+
+/// The blobs most blob cases mount (names chosen to catch decoding differences: a BOM, non-ASCII).
+fn mounted() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("a.txt", b"hello, blobs!".to_vec()),
+        ("b", (0..100u8).collect()),
+        ("empty", Vec::new()),
+        ("\u{feff}bom", b"byte order mark".to_vec()),
+        (
+            "\u{fc}n\u{ef} \u{2713}",
+            "ünï ✓ content".as_bytes().to_vec(),
+        ),
+    ]
+}
+
+/// Read-only mounts (`crates/sandbox/src/wasi/fs.rs`): the cases of `tests/blobs.rs` and their
+/// edges, the same modules with nothing mounted, and the `echo` example reading files.
+fn blob_cases(s: &mut Suite) {
+    let blobs = mounted();
+    let refs: Vec<(&str, &[u8])> = blobs.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    for (key, body) in [
+        ("blob_dir", BLOB_DIR),
+        ("blob_file", BLOB_FILE),
+        ("blob_open", BLOB_OPEN),
+    ] {
+        s.module(key, wat(&format!("{BLOB_DATA}\n{body}")).as_bytes());
+        s.push(s.case(key, "mounted").blobs(&refs));
+        s.push(s.case(key, "one").blobs(&refs[1..2]));
+        s.push(s.case(key, "unmounted"));
+    }
+    // A large blob: reads far into it.
+    let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    s.push(
+        s.case("blob_file", "big")
+            .blobs(&[("b", &big), ("a.txt", b"x"), ("empty", b"")]),
+    );
+    // A real program (Rust std's file system over WASI) reading mounted files.
+    let data = b"a blob of data\n\x00\xff binary".to_vec();
+    s.push(
+        s.case("echo", "cat_blobs")
+            .args(&[
+                "cat:/blobs/data.txt",
+                "cat:/blobs/./data.txt",
+                "cat:/blobs/big",
+                "cat:/blobs//empty",
+            ])
+            .blobs(&[
+                ("data.txt", &data),
+                ("big", &big[..100_000]),
+                ("empty", b""),
+            ]),
+    );
+    for (name, path) in [
+        ("missing", "cat:/blobs/nope"),
+        ("directory", "cat:/blobs"),
+        ("dotdot", "cat:/blobs/../blobs/data.txt"),
+        ("relative", "cat:data.txt"),
+        ("elsewhere", "cat:/etc/passwd"),
+        ("trailing_slash", "cat:/blobs/data.txt/"),
+    ] {
+        s.push(
+            s.case("echo", &format!("cat_{name}"))
+                .args(&[path])
+                .blobs(&[("data.txt", &data)]),
+        );
+    }
+    s.push(
+        s.case("echo", "cat_unmounted")
+            .args(&["cat:/blobs/data.txt"]),
+    );
 }
 
 /// What the native sandbox produced for a case.
@@ -921,13 +1346,18 @@ fn run_native(s: &Suite, case: &Case) -> Native {
     let program = sandbox()
         .compile(&s.modules[&case.module])
         .unwrap_or_else(|e| panic!("{}: compile: {e}", case.name));
+    let blobs: Vec<Blob> = case
+        .blobs
+        .iter()
+        .map(|(n, b)| Blob::new(n.clone(), b.clone()))
+        .collect();
     let task = TaskRun {
         args: &case.args,
         env: &case.env,
         stdin: &case.stdin,
         seed: case.seed,
         limits: case.limits,
-        blobs: &[],
+        blobs: &blobs,
     };
     let mut streamed = Vec::new();
     let out = sandbox()
@@ -963,6 +1393,10 @@ fn fixture(s: &Suite, natives: &[Native]) -> Value {
                     "stdin": B64.encode(&c.stdin),
                     "seed": c.seed,
                     "limits": c.limits,
+                    "blobs": c.blobs.iter().map(|(n, b)| json!({
+                        "name": n,
+                        "bytes": B64.encode(b),
+                    })).collect::<Vec<_>>(),
                 },
                 "native": {
                     "status": n.execution.status,
