@@ -616,3 +616,60 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
     assert_eq!(stored_blobs(&b).await, vec![sha.clone()]);
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_worker_answers_a_chat_request_like_a_native_one() {
+    if skip() {
+        return;
+    }
+    let Some(model) = runegrid_infer::model_for_tests() else {
+        eprintln!("skipped: no model file (run scripts/fetch-model.sh)");
+        return;
+    };
+    let mut grid = Grid::start_opts(300, &["--model", model.to_str().unwrap()]).await;
+    let mut d = browser(&grid).await;
+    let b = d.browser.take().unwrap();
+    let n = contribute(&grid, &b).await;
+    grid.worker("native-1", 1, &[]);
+    grid.wait_workers(1 + n as usize).await;
+    // Replicas go to distinct owners first: one to the page (a contributor account), one to the
+    // native worker (the admin's). Both must produce the same tokens.
+    let req = runegrid_proto::chat::ChatRequest {
+        model: "smollm2-135m-instruct".into(),
+        messages: vec![runegrid_proto::chat::ChatMessage::new(
+            "user",
+            "What is the capital of France? Answer in one sentence.",
+        )],
+        max_tokens: Some(8),
+        temperature: Some(0.0),
+        runegrid: Some(runegrid_proto::chat::ChatGridOptions {
+            replicas: Some(2),
+            agree: Some(2),
+            max_attempts: Some(2),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(240), grid.client().chat(&req))
+        .await
+        .expect("an answer within 240 s")
+        .unwrap_or_else(|e| panic!("{e}\n{}", grid.logs()));
+    assert_eq!(
+        answer.choices[0].message.text().unwrap(),
+        "The capital of France is Paris."
+    );
+    assert_eq!(answer.runegrid.acceptance.as_deref(), Some("quorum"));
+    let ws = grid.client().workers().await.unwrap();
+    let browser_agreed: u64 = ws
+        .iter()
+        .filter(|w| {
+            w.capabilities["runtime"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("browser")
+        })
+        .map(|w| w.agreed)
+        .sum();
+    assert_eq!(browser_agreed, 1, "{ws:?}");
+    b.close().await.unwrap();
+}
