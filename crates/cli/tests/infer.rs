@@ -83,11 +83,16 @@ async fn replicas_on_native_workers_agree_token_for_token_and_tokens_stream() {
     assert!(m.runegrid.available, "{m:?}");
     assert_eq!(m.runegrid.workers, 0);
 
-    // Nobody can serve it yet: a request waits; two workers arrive and answer it, verified by a
-    // quorum of both (the same tokens from two processes).
+    // A worker that keeps no blobs cannot serve it: it is not counted, and never gets a request.
+    g.worker("no-room", 2, &["--blob-space", "0"]);
+    g.wait_workers(1).await;
+    assert_eq!(c.models().await.unwrap().data[0].runegrid.workers, 0);
+    // Two workers that can arrive and answer, verified by a quorum of both (the same tokens from
+    // two processes).
     g.worker("w1", 1, &[]);
     g.worker("w2", 1, &[]);
-    g.wait_workers(2).await;
+    g.wait_workers(3).await;
+    assert_eq!(c.models().await.unwrap().data[0].runegrid.workers, 2);
     let mut req = ask(QUESTION, 16);
     req.runegrid = quorum(2, 2);
     let answer = c
@@ -165,6 +170,27 @@ async fn replicas_on_native_workers_agree_token_for_token_and_tokens_stream() {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stdout.trim_end(), ANSWER);
     assert!(stderr.contains("[verified (quorum)"), "{stderr}");
+
+    // A client that hangs up mid-answer cancels its job.
+    let mut req = ask("Write a long story about a dragon.", 200);
+    req.runegrid = quorum(2, 2);
+    let mut s = c.chat_stream(&req).await.unwrap();
+    let first = s.next().await.unwrap().unwrap();
+    let job = first.runegrid.unwrap().job;
+    drop(s);
+    wait_until(
+        "the abandoned job to be cancelled",
+        Duration::from_secs(30),
+        || {
+            let c = c.clone();
+            async move { (c.status(job).await.ok()?.state == "cancelled").then_some(()) }
+        },
+    )
+    .await;
+
+    let ws = c.workers().await.unwrap();
+    let no_room = ws.iter().find(|w| w.name == "no-room").unwrap();
+    assert_eq!(no_room.completed, 0, "{no_room:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
