@@ -115,7 +115,14 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
     let read_store = SqliteStore::open(&db)?;
     let admin_token_file = config.data_dir.join(ADMIN_TOKEN_FILE);
     auth::ensure_admin(&mut write_store, &admin_token_file)?;
-    let rune_runner = runner::register(&mut write_store)?;
+    // Blocking (the first start of a data directory pre-initializes the runner: seconds).
+    let (write_store, rune_runner) = tokio::task::spawn_blocking(move || {
+        let registered = runner::register(&mut write_store);
+        (write_store, registered)
+    })
+    .await
+    .map_err(|e| CoordinatorError::Runner(format!("registering the runner panicked: {e}")))?;
+    let rune_runner = rune_runner?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| CoordinatorError::Listen {

@@ -12,17 +12,30 @@ use std::time::{Duration, Instant};
 #[test]
 #[ignore]
 fn trivial_call_cost() {
+    println!("-- as built");
+    measure(runegrid_runner::RUNE_RUNNER);
     let t = Instant::now();
-    let instrumented = runegrid_instrument::instrument(
-        runegrid_runner::RUNE_RUNNER,
-        &runegrid_instrument::Options::default(),
-    )
-    .unwrap();
+    let prepared =
+        runegrid_sandbox::preinitialize(runegrid_runner::RUNE_RUNNER, runegrid_runner::INIT_FUNC)
+            .unwrap();
     println!(
-        "module: {} bytes, instrumented {} bytes in {:?}",
-        runegrid_runner::RUNE_RUNNER.len(),
-        instrumented.bytes.len(),
+        "-- pre-initialized ({} bytes, in {:?})",
+        prepared.len(),
         t.elapsed()
+    );
+    measure(&prepared);
+}
+
+fn measure(module: &[u8]) {
+    let t = Instant::now();
+    let instrumented =
+        runegrid_instrument::instrument(module, &runegrid_instrument::Options::default()).unwrap();
+    println!(
+        "module: {} bytes, instrumented {} bytes in {:?}; initial memory {} pages",
+        module.len(),
+        instrumented.bytes.len(),
+        t.elapsed(),
+        initial_pages(module)
     );
     let sandbox = Sandbox::new().unwrap();
     let t = Instant::now();
@@ -99,4 +112,34 @@ fn trivial_call_cost() {
             String::from_utf8_lossy(&out.execution.stdout)
         );
     }
+}
+
+/// The minimum of the module's (first) memory, in 64 KiB pages.
+fn initial_pages(wasm: &[u8]) -> u64 {
+    fn leb(b: &[u8], i: &mut usize) -> u64 {
+        let (mut value, mut shift) = (0u64, 0);
+        loop {
+            let byte = b[*i];
+            *i += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte < 0x80 {
+                return value;
+            }
+        }
+    }
+    let mut i = 8;
+    while i < wasm.len() {
+        let id = wasm[i];
+        i += 1;
+        let size = leb(wasm, &mut i) as usize;
+        if id == 5 {
+            let mut j = i;
+            let _count = leb(wasm, &mut j);
+            let _flags = leb(wasm, &mut j);
+            return leb(wasm, &mut j);
+        }
+        i += size;
+    }
+    0
 }
