@@ -126,10 +126,17 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
     let read_store = SqliteStore::open(&db)?;
     let admin_token_file = config.data_dir.join(ADMIN_TOKEN_FILE);
     auth::ensure_admin(&mut write_store, &admin_token_file)?;
-    let builtins = builtins::ALL
-        .iter()
-        .map(|b| Ok((b.sha256(), builtins::register(&mut write_store, b)?)))
-        .collect::<Result<Vec<_>, CoordinatorError>>()?;
+    // Blocking: the first start of a data directory pre-initializes the Rune runner (seconds).
+    let (write_store, builtins) = tokio::task::spawn_blocking(move || {
+        let registered = builtins::ALL
+            .iter()
+            .map(|b| Ok((b.sha256(), builtins::register(&mut write_store, b)?)))
+            .collect::<Result<Vec<_>, CoordinatorError>>();
+        (write_store, registered)
+    })
+    .await
+    .map_err(|e| CoordinatorError::Builtin("rune", format!("registering panicked: {e}")))?;
+    let builtins = builtins?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| CoordinatorError::Listen {

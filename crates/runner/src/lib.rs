@@ -42,6 +42,12 @@ use serde_json::Value as Json;
 /// The Rune runner module (WASI preview 1, not instrumented).
 pub const RUNE_RUNNER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rune-runner.wasm"));
 
+/// The runner's pre-initialization export: it builds what every call needs (rune's context),
+/// reading no input; `runegrid_sandbox::preinitialize` runs it once and snapshots the result
+/// into the module, so that each call starts with it built. The runner works without it too
+/// (the first call then builds the context itself).
+pub const INIT_FUNC: &str = "wizer-initialize";
+
 /// The name that stands for the Rune runner in `POST /v1/jobs` (`"program": "rune"`).
 pub const PROGRAM_NAME: &str = "rune";
 

@@ -12,17 +12,30 @@ use std::time::{Duration, Instant};
 #[test]
 #[ignore]
 fn trivial_call_cost() {
+    println!("-- as built");
+    measure(runegrid_runner::RUNE_RUNNER);
     let t = Instant::now();
-    let instrumented = runegrid_instrument::instrument(
-        runegrid_runner::RUNE_RUNNER,
-        &runegrid_instrument::Options::default(),
-    )
-    .unwrap();
+    let prepared =
+        runegrid_sandbox::preinitialize(runegrid_runner::RUNE_RUNNER, runegrid_runner::INIT_FUNC)
+            .unwrap();
     println!(
-        "module: {} bytes, instrumented {} bytes in {:?}",
-        runegrid_runner::RUNE_RUNNER.len(),
-        instrumented.bytes.len(),
+        "-- pre-initialized ({} bytes, in {:?})",
+        prepared.len(),
         t.elapsed()
+    );
+    measure(&prepared);
+}
+
+fn measure(module: &[u8]) {
+    let t = Instant::now();
+    let instrumented =
+        runegrid_instrument::instrument(module, &runegrid_instrument::Options::default()).unwrap();
+    println!(
+        "module: {} bytes, instrumented {} bytes in {:?}; initial memory {} pages",
+        module.len(),
+        instrumented.bytes.len(),
+        t.elapsed(),
+        initial_pages(module)
     );
     let sandbox = Sandbox::new().unwrap();
     let t = Instant::now();
@@ -101,4 +114,16 @@ fn trivial_call_cost() {
             String::from_utf8_lossy(&out.execution.stdout)
         );
     }
+}
+
+/// The minimum of the module's (first) memory, in 64 KiB pages.
+fn initial_pages(wasm: &[u8]) -> u64 {
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        if let Ok(wasmparser::Payload::MemorySection(r)) = payload
+            && let Some(Ok(m)) = r.into_iter().next()
+        {
+            return m.initial;
+        }
+    }
+    0
 }

@@ -12,11 +12,15 @@ fn runner() -> &'static (Sandbox, Arc<Program>) {
     static RUNNER: OnceLock<(Sandbox, Arc<Program>)> = OnceLock::new();
     RUNNER.get_or_init(|| {
         let sandbox = Sandbox::new().expect("sandbox");
-        let instrumented = runegrid_instrument::instrument(
+        // As the coordinator registers it: pre-initialized, then instrumented.
+        let prepared = runegrid_sandbox::preinitialize(
             runegrid_runner::RUNE_RUNNER,
-            &runegrid_instrument::Options::default(),
+            runegrid_runner::INIT_FUNC,
         )
-        .expect("the runner instruments");
+        .expect("the runner pre-initializes");
+        let instrumented =
+            runegrid_instrument::instrument(&prepared, &runegrid_instrument::Options::default())
+                .expect("the runner instruments");
         let program = sandbox.compile(&instrumented.bytes).expect("compile");
         (sandbox, program)
     })

@@ -33,9 +33,11 @@
 //! hand-off to the runner thread and the teardown of the instance's memory mapping; the
 //! pooling allocator measured no faster, so the default on-demand allocator is used.
 
+mod preinit;
 mod runner;
 pub mod wasi;
 
+pub use preinit::preinitialize;
 use runegrid_core::{ExecStatus, Execution, Limits, TrapKind};
 use runegrid_instrument::{DEPTH_GLOBAL, FUEL_GLOBAL, MEMORY_DENIED_GLOBAL, MEMORY_LIMIT_GLOBAL};
 use sha2::{Digest as _, Sha256};
@@ -247,8 +249,25 @@ impl std::fmt::Debug for Sandbox {
 
 /// The wasmtime configuration: Cranelift, no wasmtime fuel and no Cranelift NaN
 /// canonicalization (the module carries both), epoch interruption for wall time, exactly the
-/// WebAssembly features the instrumentation allows.
+/// WebAssembly features the instrumentation allows; pooled instances.
 fn config() -> Config {
+    let mut config = engine_config();
+    // Pooled instance slots whose first pages stay resident between runs: a small module's
+    // run no longer maps, faults in and unmaps its memory each time (measured here: a Rust
+    // no-op module's run drops from 70-99 µs to 44-55 µs).
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_memories(MAX_CONCURRENT_RUNS)
+        .total_tables(MAX_CONCURRENT_RUNS)
+        .total_core_instances(MAX_CONCURRENT_RUNS)
+        .max_memory_size(Limits::MAX_MEMORY as usize)
+        .linear_memory_keep_resident(4 << 20)
+        .table_keep_resident(1 << 16);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// [`config`] without the pooling allocator.
+fn engine_config() -> Config {
     let allowed = runegrid_instrument::ALLOWED_FEATURES;
     let mut config = Config::new();
     config
@@ -263,17 +282,6 @@ fn config() -> Config {
         .parallel_compilation(true)
         .wasm_features(wasmtime::WasmFeatures::all().difference(allowed), false)
         .wasm_features(allowed, true);
-    // Pooled instance slots whose first pages stay resident between runs: a small module's
-    // run no longer maps, faults in and unmaps its memory each time (measured here: a Rust
-    // no-op module's run drops from 70-99 µs to 44-55 µs).
-    let mut pool = wasmtime::PoolingAllocationConfig::default();
-    pool.total_memories(MAX_CONCURRENT_RUNS)
-        .total_tables(MAX_CONCURRENT_RUNS)
-        .total_core_instances(MAX_CONCURRENT_RUNS)
-        .max_memory_size(Limits::MAX_MEMORY as usize)
-        .linear_memory_keep_resident(4 << 20)
-        .table_keep_resident(1 << 16);
-    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     config
 }
 

@@ -1453,7 +1453,11 @@ pub fn floats(x) { [x / 3.0, x.sqrt(), x.powf(0.7), (x * 1e300) * 1e10 > 1e308, 
 pub fn overflow() { 9223372036854775807 + 1 }
 pub fn spin() { print!("spin"); loop { } }
 "#;
-    s.module("rune", runegrid_runner::RUNE_RUNNER);
+    // As the coordinator registers it: pre-initialized (the snapshot is in the module).
+    let prepared =
+        runegrid_sandbox::preinitialize(runegrid_runner::RUNE_RUNNER, runegrid_runner::INIT_FUNC)
+            .expect("the runner pre-initializes");
+    s.module("rune", &prepared);
     let call = |f: &str, args: &[serde_json::Value]| call_stdin(SCRIPT, f, args).into_bytes();
     s.push(
         s.case("rune", "add")

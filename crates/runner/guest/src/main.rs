@@ -22,12 +22,13 @@
 //! Everything here is deterministic: the answer depends on stdin only.
 
 use std::io::{Read as _, Write as _};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use rune::ast::Spanned as _;
 use rune::diagnostics::{Diagnostic, FatalDiagnosticKind};
 use rune::runtime::{
-    Bytes, InstAddress, Memory, Object, Output, OwnedTuple, TypeHash as _, VmError, VmResult,
+    Bytes, InstAddress, Memory, Object, Output, OwnedTuple, RuntimeContext, TypeHash as _,
+    VmError, VmResult,
 };
 use rune::{Context, ContextError, Diagnostics, Hash, Module, Source, Sources, Value, Vm};
 use serde::Serialize;
@@ -62,7 +63,7 @@ enum Final {
 }
 
 /// Why a call produced no value (fields in protocol order).
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 struct Failure {
     kind: &'static str,
     message: String,
@@ -139,15 +140,16 @@ fn run() -> Result<Json, Failure> {
         Some(_) => return Err(Failure::input("\"args\" must be an array")),
     };
 
-    let mut context = Context::with_config(false)?;
-    context.install(io_module()?)?;
-    let runtime = Arc::new(context.runtime()?);
+    let (context, runtime) = match prepared() {
+        Ok(prepared) => (&prepared.context, prepared.runtime.clone()),
+        Err(failure) => return Err(failure.clone()),
+    };
 
     let mut sources = Sources::new();
     let source_id = sources.insert(Source::new("script", &script)?)?;
     let mut diagnostics = Diagnostics::without_warnings();
     let built = rune::prepare(&mut sources)
-        .with_context(&context)
+        .with_context(context)
         .with_diagnostics(&mut diagnostics)
         .build();
     let source = sources.get(source_id);
@@ -185,6 +187,38 @@ fn run() -> Result<Json, Failure> {
         .into_result()
         .map_err(|e| runtime_failure(&e, &sources))?;
     to_json(&value, 0)
+}
+
+/// What every call needs and no call changes: rune's context and its runtime part.
+struct Prepared {
+    context: Context,
+    runtime: Arc<RuntimeContext>,
+}
+
+/// [`Prepared`], built once: by [`wizer_initialize`] when the module is pre-initialized (the
+/// built memory is then part of the module), otherwise by the first call.
+struct Once(OnceLock<Result<Prepared, Failure>>);
+
+// SAFETY: wasm32-wasip1 has a single thread.
+unsafe impl Sync for Once {}
+unsafe impl Send for Once {}
+
+static PREPARED: Once = Once(OnceLock::new());
+
+fn prepared() -> &'static Result<Prepared, Failure> {
+    PREPARED.0.get_or_init(|| {
+        let mut context = Context::with_config(false)?;
+        context.install(io_module()?)?;
+        let runtime = Arc::new(context.runtime()?);
+        Ok(Prepared { context, runtime })
+    })
+}
+
+/// The pre-initialization entry point (`runegrid_sandbox::preinitialize` runs it once and
+/// snapshots the memory): builds [`Prepared`] so that no run has to. Reads no input.
+#[unsafe(export_name = "wizer-initialize")]
+pub extern "C" fn wizer_initialize() {
+    let _ = prepared();
 }
 
 /// The first fatal diagnostic, placed in the script where rune can tell.
