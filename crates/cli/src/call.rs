@@ -42,10 +42,10 @@ pub struct CallArgs {
     /// Most attempts per call when replicas disagree.
     #[arg(long)]
     pub max_attempts: Option<u32>,
-    /// Fuel per attempt (a trivial call takes about 56 million: most of it is setting up Rune).
+    /// Fuel per attempt (a trivial call takes about 0.4 million; compiling the script is most of it).
     #[arg(long)]
     pub fuel: Option<u64>,
-    /// Linear memory cap per attempt, in MiB (the runner starts with 8.4; a small call runs in
+    /// Linear memory cap per attempt, in MiB (the runner starts with 10.1; a small call runs in
     /// 16).
     #[arg(long)]
     pub memory_mb: Option<u64>,
