@@ -7,7 +7,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     runegrid_guest_build::Guests {
         workspace: "guest",
-        watch: &["Cargo.toml", "Cargo.lock", "src", "patches"],
+        watch: &["Cargo.toml", "Cargo.lock", ".cargo", "src", "patches"],
         binaries: &["infer"],
         target_subdir: "infer-guest",
     }

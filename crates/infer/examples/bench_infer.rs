@@ -1,6 +1,7 @@
 //! Inference speed, native vs WASI, for the same program (`guest/`) and the same request.
 //!
-//! `cargo run --release -p runegrid-infer --example bench_infer -- [--tokens N] [--skip-native]`
+//! `cargo run --release -p runegrid-infer --example bench_infer -- [--tokens N] [--skip-native]
+//! [--runs N] [--quick] [--wasm PATH] [--env KEY=VALUE]`
 //!
 //! Needs the model (`scripts/fetch-model.sh`). The native binary is built on first use into
 //! `<target>/infer-guest-native` (or taken from `$RUNEGRID_INFER_NATIVE`); it runs with
@@ -106,12 +107,17 @@ fn main() {
         bytes: model_bytes,
     }];
     let sandbox = Sandbox::new().expect("sandbox");
-    println!("module: {} bytes", INFER_WASM.len());
+    // `--wasm PATH`: another build of the program (e.g. with other target features).
+    let wasm: Vec<u8> = match arg_value(&args, "--wasm") {
+        Some(path) => std::fs::read(&path).expect("read --wasm"),
+        None => INFER_WASM.to_vec(),
+    };
+    println!("module: {} bytes", wasm.len());
     let mut reference: Option<Vec<u8>> = None;
     for nan in [true, false] {
         let t = Instant::now();
         let out = instrument(
-            INFER_WASM,
+            &wasm,
             &Options {
                 nan_canonicalization: nan,
                 ..Options::default()

@@ -14,7 +14,10 @@ use wasm_encoder::{
     ConstExpr, DataCountSection, ExportKind, ExportSection, FunctionSection, GlobalSection,
     GlobalType, Module, RawSection, SectionId, TypeSection, ValType,
 };
-use wasmparser::{Operator, OperatorsReader, OperatorsReaderAllocations};
+use wasmparser::{
+    BlockType, ContType, FrameKind, FuncType, ModuleArity, Operator, OperatorsReader,
+    OperatorsReaderAllocations, RefType, SubType,
+};
 
 fn invalid(e: impl std::fmt::Display) -> InstrumentError {
     InstrumentError::Invalid(e.to_string())
@@ -156,7 +159,6 @@ const ELSE: u8 = 0x05;
 const END: u8 = 0x0b;
 const RETURN: u8 = 0x0f;
 const CALL: u8 = 0x10;
-const SELECT: u8 = 0x1b;
 const LOCAL_GET: u8 = 0x20;
 const LOCAL_SET: u8 = 0x21;
 const LOCAL_TEE: u8 = 0x22;
@@ -166,13 +168,9 @@ const MEMORY_SIZE: u8 = 0x3f;
 const MEMORY_GROW: u8 = 0x40;
 const I32_CONST: u8 = 0x41;
 const I64_CONST: u8 = 0x42;
-const F32_CONST: u8 = 0x43;
-const F64_CONST: u8 = 0x44;
 const I32_LT_S: u8 = 0x48;
 const I64_LT_S: u8 = 0x53;
 const I64_GT_U: u8 = 0x56;
-const F32_EQ: u8 = 0x5b;
-const F64_EQ: u8 = 0x61;
 const I32_ADD: u8 = 0x6a;
 const I32_SUB: u8 = 0x6b;
 const I32_SHR_U: u8 = 0x76;
@@ -253,6 +251,10 @@ fn grow_function(g: Globals) -> Vec<u8> {
 enum Float {
     F32,
     F64,
+    /// A `v128` read as four `f32` lanes.
+    F32x4,
+    /// A `v128` read as two `f64` lanes.
+    F64x2,
 }
 
 /// Which consumed operands an instruction ignores the NaN payload of.
@@ -292,8 +294,42 @@ enum Kind {
     TableGrow(u32),
 }
 
-fn classify(op: &Operator<'_>) -> Result<Kind, InstrumentError> {
-    use Float::{F32, F64};
+/// The first byte of every SIMD instruction.
+const PREFIX_SIMD: u8 = 0xfd;
+
+/// Answers nothing: [`Operator::operator_arity`] needs no module state for the SIMD
+/// instructions, whose stack effect is fixed.
+struct NoModule;
+
+impl ModuleArity for NoModule {
+    fn sub_type_at(&self, _: u32) -> Option<&SubType> {
+        None
+    }
+    fn tag_type_arity(&self, _: u32) -> Option<(u32, u32)> {
+        None
+    }
+    fn type_index_of_function(&self, _: u32) -> Option<u32> {
+        None
+    }
+    fn func_type_of_cont_type(&self, _: &ContType) -> Option<&FuncType> {
+        None
+    }
+    fn sub_type_of_ref_type(&self, _: &RefType) -> Option<&SubType> {
+        None
+    }
+    fn control_stack_height(&self) -> u32 {
+        0
+    }
+    fn label_block(&self, _: u32) -> Option<(BlockType, FrameKind)> {
+        None
+    }
+}
+
+/// `simd` when the instruction's encoding starts with the SIMD prefix: every SIMD instruction
+/// not named in [`classify`] is then a plain one (bit-exact on its lanes, or integer only)
+/// with its fixed stack effect.
+fn classify(op: &Operator<'_>, simd: bool) -> Result<Kind, InstrumentError> {
+    use Float::{F32, F32x4, F64, F64x2};
     use Insensitive::{All, No};
     use Operator as O;
     let stack = |pops, pushes, insensitive, canon| Kind::Stack {
@@ -498,6 +534,39 @@ fn classify(op: &Operator<'_>) -> Result<Kind, InstrumentError> {
         O::F32DemoteF64 => stack(1, 1, f(F64), Some(F32)),
         O::F64PromoteF32 => stack(1, 1, f(F32), Some(F64)),
 
+        // SIMD lanes: the same operations, per lane. `pmin`/`pmax` (a select of one operand),
+        // `neg`, `abs` and the conversions from integers are bit-exact and fall to the default.
+        O::F32x4Add | O::F32x4Sub | O::F32x4Mul | O::F32x4Div | O::F32x4Min | O::F32x4Max => {
+            stack(2, 1, f(F32x4), Some(F32x4))
+        }
+        O::F64x2Add | O::F64x2Sub | O::F64x2Mul | O::F64x2Div | O::F64x2Min | O::F64x2Max => {
+            stack(2, 1, f(F64x2), Some(F64x2))
+        }
+        O::F32x4Ceil | O::F32x4Floor | O::F32x4Trunc | O::F32x4Nearest | O::F32x4Sqrt => {
+            stack(1, 1, f(F32x4), Some(F32x4))
+        }
+        O::F64x2Ceil | O::F64x2Floor | O::F64x2Trunc | O::F64x2Nearest | O::F64x2Sqrt => {
+            stack(1, 1, f(F64x2), Some(F64x2))
+        }
+        O::F32x4DemoteF64x2Zero => stack(1, 1, f(F64x2), Some(F32x4)),
+        O::F64x2PromoteLowF32x4 => stack(1, 1, f(F32x4), Some(F64x2)),
+        O::F32x4Eq | O::F32x4Ne | O::F32x4Lt | O::F32x4Gt | O::F32x4Le | O::F32x4Ge => {
+            stack(2, 1, f(F32x4), None)
+        }
+        O::F64x2Eq | O::F64x2Ne | O::F64x2Lt | O::F64x2Gt | O::F64x2Le | O::F64x2Ge => {
+            stack(2, 1, f(F64x2), None)
+        }
+        O::I32x4TruncSatF32x4S | O::I32x4TruncSatF32x4U => stack(1, 1, f(F32x4), None),
+        O::I32x4TruncSatF64x2SZero | O::I32x4TruncSatF64x2UZero => stack(1, 1, f(F64x2), None),
+        other if simd => match other.operator_arity(&NoModule) {
+            Some((pops, pushes)) => plain(pops, pushes),
+            None => {
+                return Err(InstrumentError::Internal(format!(
+                    "no stack effect for {other:?}"
+                )));
+            }
+        },
+
         other => {
             return Err(InstrumentError::Internal(format!(
                 "unexpected instruction {other:?} in a validated module"
@@ -513,6 +582,7 @@ enum Scratch {
     I64,
     F32,
     F64,
+    V128,
     FuncRef,
 }
 
@@ -523,6 +593,7 @@ impl Scratch {
             Scratch::I64 => 0x7e,
             Scratch::F32 => 0x7d,
             Scratch::F64 => 0x7c,
+            Scratch::V128 => 0x7b,
             Scratch::FuncRef => 0x70,
         }
     }
@@ -593,6 +664,15 @@ impl<'w> FuncRewriter<'w> {
         idx
     }
 
+    /// The scratch local that holds a value of `ty` while it is canonicalized.
+    fn local_for(&mut self, ty: Float) -> u32 {
+        self.local(match ty {
+            Float::F32 => Scratch::F32,
+            Float::F64 => Scratch::F64,
+            Float::F32x4 | Float::F64x2 => Scratch::V128,
+        })
+    }
+
     /// Rewrites one function body and appends it, with its size, to `code`.
     fn function(
         &mut self,
@@ -631,7 +711,7 @@ impl<'w> FuncRewriter<'w> {
                 Operator::Call { function_index } if function_index < self.num_imported_funcs => {
                     Kind::SegmentEnd
                 }
-                _ => classify(&op)?,
+                _ => classify(&op, self.wasm[start] == PREFIX_SIMD)?,
             };
             self.instruction(kind, start, end);
         }
@@ -818,29 +898,42 @@ impl<'w> FuncRewriter<'w> {
             for (pos, ty) in inserts.drain(..) {
                 self.out.extend_from_slice(&self.seg[last..pos]);
                 last = pos;
-                let (scratch, konst, eq) = match ty {
-                    Float::F32 => (Scratch::F32, F32_CONST, F32_EQ),
-                    Float::F64 => (Scratch::F64, F64_CONST, F64_EQ),
-                };
-                let t = self.local(scratch);
-                // tee t; const NaN; get t; get t; eq; select  =>  t == t ? t : NaN
-                op_idx(&mut self.out, LOCAL_TEE, t);
-                self.out.push(konst);
-                match ty {
-                    Float::F32 => self.out.extend_from_slice(&0x7fc0_0000u32.to_le_bytes()),
-                    Float::F64 => self
-                        .out
-                        .extend_from_slice(&0x7ff8_0000_0000_0000u64.to_le_bytes()),
-                }
-                op_idx(&mut self.out, LOCAL_GET, t);
-                op_idx(&mut self.out, LOCAL_GET, t);
-                self.out.extend_from_slice(&[eq, SELECT]);
+                let t = self.local_for(ty);
+                canonicalize(&mut self.out, ty, t);
             }
             self.out.extend_from_slice(&self.seg[last..]);
             self.inserts = inserts;
         }
         self.seg.clear();
         self.seg_cost = 0;
+    }
+}
+
+/// Appends code that replaces the value of type `ty` on top of the stack by the canonical NaN
+/// when it is a NaN (each lane, for vectors), using the scratch local `t`.
+fn canonicalize(out: &mut Vec<u8>, ty: Float, t: u32) {
+    use wasm_encoder::{Encode, Ieee32, Ieee64, Instruction as I};
+    const NAN32: u32 = 0x7fc0_0000;
+    const NAN64: u64 = 0x7ff8_0000_0000_0000;
+    let lanes32 = (u128::from(NAN32) * 0x0000_0001_0000_0001_0000_0001_0000_0001) as i128;
+    let lanes64 = (u128::from(NAN64) * 0x0000_0000_0000_0001_0000_0000_0000_0001) as i128;
+    // Scalars: tee t; const NaN; get t; get t; eq; select  =>  t == t ? t : NaN
+    // Vectors: tee t; const NaN…; get t; get t; eq; bitselect  =>  per lane, the same
+    let (konst, eq, pick) = match ty {
+        Float::F32 => (I::F32Const(Ieee32::new(NAN32)), I::F32Eq, I::Select),
+        Float::F64 => (I::F64Const(Ieee64::new(NAN64)), I::F64Eq, I::Select),
+        Float::F32x4 => (I::V128Const(lanes32), I::F32x4Eq, I::V128Bitselect),
+        Float::F64x2 => (I::V128Const(lanes64), I::F64x2Eq, I::V128Bitselect),
+    };
+    for i in [
+        I::LocalTee(t),
+        konst,
+        I::LocalGet(t),
+        I::LocalGet(t),
+        eq,
+        pick,
+    ] {
+        i.encode(out);
     }
 }
 

@@ -72,8 +72,12 @@
 //! With [`Options::nan_canonicalization`] (the default), every float result that may be a NaN
 //! with an engine-dependent payload (`add`, `sub`, `mul`, `div`, `sqrt`, `min`, `max`, `ceil`,
 //! `floor`, `trunc`, `nearest` of `f32`/`f64`, `f32.demote_f64`, `f64.promote_f32`) is replaced
-//! by the canonical quiet NaN (`0x7fc00000`, `0x7ff8000000000000`) when it is a NaN. Bit-exact
-//! instructions (`neg`, `abs`, `copysign`, loads, constants, reinterpretations) are left alone.
+//! by the canonical quiet NaN (`0x7fc00000`, `0x7ff8000000000000`) when it is a NaN. The same
+//! holds lane by lane for SIMD: `f32x4`/`f64x2` `add`, `sub`, `mul`, `div`, `sqrt`, `min`, `max`,
+//! `ceil`, `floor`, `trunc`, `nearest`, `f32x4.demote_f64x2_zero` and
+//! `f64x2.promote_low_f32x4` (a compare and a `v128.bitselect` per result). Bit-exact
+//! instructions (`neg`, `abs`, `copysign`, `pmin`, `pmax`, loads, constants,
+//! reinterpretations, lane moves) are left alone; relaxed SIMD is refused.
 //! Canonicalization is skipped, as an optimization that cannot change any observable bit, when
 //! a tracker of the operand stack within the segment proves the value is consumed only by an
 //! instruction that does not look at NaN payloads (another of the operations above, a float

@@ -14,17 +14,20 @@ pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
 
 /// Exactly the WebAssembly features rustc 1.95 emits for `wasm32-wasip1`: the MVP (with
 /// floats), mutable globals, sign extension, saturating float-to-int, multi-value, bulk memory
-/// and reference types (`funcref` tables, `call_indirect` on any table, typed `select`). Threads,
-/// SIMD (relaxed or not), tail calls, exceptions, GC, memory64, multi-memory, extended-const and
-/// every other proposal are refused, and so is `externref` (rustc never emits it for WASI, and
-/// engines built without a garbage collector cannot run it).
+/// and reference types (`funcref` tables, `call_indirect` on any table, typed `select`), plus
+/// fixed-width SIMD (`-C target-feature=+simd128`; deterministic once its float lanes' NaNs are
+/// canonicalized). Threads, relaxed SIMD (engine-dependent results), tail calls, exceptions,
+/// GC, memory64, multi-memory, extended-const and every other proposal are refused, and so is
+/// `externref` (rustc never emits it for WASI, and engines built without a garbage collector
+/// cannot run it).
 pub const ALLOWED_FEATURES: WasmFeatures = WasmFeatures::FLOATS
     .union(WasmFeatures::MUTABLE_GLOBAL)
     .union(WasmFeatures::SIGN_EXTENSION)
     .union(WasmFeatures::SATURATING_FLOAT_TO_INT)
     .union(WasmFeatures::MULTI_VALUE)
     .union(WasmFeatures::BULK_MEMORY)
-    .union(WasmFeatures::REFERENCE_TYPES);
+    .union(WasmFeatures::REFERENCE_TYPES)
+    .union(WasmFeatures::SIMD);
 
 /// Refused proposals, in the order they are looked for when naming the one a module uses
 /// (a proposal that implies another comes first).
@@ -34,7 +37,6 @@ const FORBIDDEN_FEATURES: &[(&str, WasmFeatures)] = &[
         WasmFeatures::THREADS.union(WasmFeatures::SHARED_EVERYTHING_THREADS),
     ),
     ("relaxed-simd", WasmFeatures::RELAXED_SIMD),
-    ("simd", WasmFeatures::SIMD),
     ("tail-call", WasmFeatures::TAIL_CALL),
     (
         "exceptions",

@@ -229,7 +229,6 @@ fn accepts_every_allowed_import_with_its_signature() {
 #[test]
 fn refuses_forbidden_features_by_name() {
     let cases = [
-        ("(func (drop (v128.const i64x2 0 0)))", "simd"),
         (
             "(func (drop (i32x4.relaxed_trunc_f32x4_s (v128.const i64x2 0 0))))",
             "relaxed-simd",
@@ -258,9 +257,63 @@ fn refuses_forbidden_features_by_name() {
         }
     }
     let e = err(
-        r#"(module (memory (export "memory") 1) (func (export "_start") (drop (v128.const i64x2 0 0))))"#,
+        r#"(module (memory (export "memory") 1) (func (export "_start") (drop (f32x4.relaxed_madd (v128.const i64x2 0 0) (v128.const i64x2 0 0) (v128.const i64x2 0 0)))))"#,
     );
-    assert_eq!(e.to_string(), "module uses a forbidden feature: simd");
+    assert_eq!(
+        e.to_string(),
+        "module uses a forbidden feature: relaxed-simd"
+    );
+}
+
+/// Every SIMD instruction kind rustc emits for `+simd128` code: lanes, memory, shuffles,
+/// integer and float arithmetic.
+const SIMD: &str = r#"(module (memory (export "memory") 1)
+  (func $dot (param $a i32) (param $b i32) (param $n i32) (result f32) (local $acc v128) (local $i i32)
+    (loop $l
+      (local.set $acc (f32x4.add (local.get $acc)
+        (f32x4.mul (v128.load (local.get $a)) (v128.load offset=0 align=4 (local.get $b)))))
+      (local.set $a (i32.add (local.get $a) (i32.const 16)))
+      (local.set $b (i32.add (local.get $b) (i32.const 16)))
+      (br_if $l (i32.gt_s (local.tee $n (i32.sub (local.get $n) (i32.const 4))) (i32.const 0))))
+    (f32.add
+      (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
+      (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc)))))
+  (func (export "_start") (local $v v128)
+    (local.set $v (i8x16.shuffle 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15
+      (i16x8.extmul_low_i8x16_s (v128.load8x8_s (i32.const 0)) (i8x16.splat (i32.const 3)))
+      (i32x4.dot_i16x8_s (v128.const i16x8 1 2 3 4 5 6 7 8) (v128.load16_splat (i32.const 8)))))
+    (v128.store (i32.const 64) (local.get $v))
+    (v128.store64_lane 1 (i32.const 80) (v128.load32_zero (i32.const 4)))
+    (local.set $v (v128.load8_lane 3 (i32.const 9) (local.get $v)))
+    (drop (i8x16.bitmask (local.get $v)))
+    (drop (v128.any_true (local.get $v)))
+    (f32.store (i32.const 96) (call $dot (i32.const 0) (i32.const 32) (i32.const 8)))
+    (v128.store (i32.const 112) (f64x2.promote_low_f32x4 (f32x4.pmin (local.get $v)
+      (f32x4.convert_i32x4_u (i32x4.trunc_sat_f32x4_s (f32x4.sqrt (local.get $v))))))))
+)"#;
+
+#[test]
+fn accepts_simd_and_canonicalizes_its_float_lanes() {
+    let with = ok(SIMD);
+    validate(&with);
+    let without = instrument(
+        SIMD.as_bytes(),
+        &Options {
+            nan_canonicalization: false,
+            ..Options::default()
+        },
+    )
+    .unwrap()
+    .bytes;
+    validate(&without);
+    // Canonicalizing code: `v128.bitselect` (0xfd 0x52) appears only in the instrumented
+    // output with canonicalization.
+    let bitselects = |b: &[u8]| b.windows(2).filter(|w| *w == [0xfd, 0x52]).count();
+    assert_eq!(bitselects(&wat(SIMD)), 0);
+    assert_eq!(bitselects(&without), 0);
+    // f32x4.add into a local, f32x4.sqrt into trunc_sat (payload-blind: none), promote_low
+    // into a store: two f32x4/f64x2 results reach something that could see their payload.
+    assert!(bitselects(&with) >= 2, "{}", bitselects(&with));
 }
 
 #[test]

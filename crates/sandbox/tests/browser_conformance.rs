@@ -670,6 +670,45 @@ const FLOATS: &str = r#"
   (call $f32 (f32.convert_i64_s (i64.const 0x7fffffffffffffff)))
   (call $print (i32.const 2048) (i32.sub (global.get $p) (i32.const 2048))))"#;
 
+/// SIMD: float lanes with NaNs (canonicalized lane by lane), bit-exact lane operations,
+/// integer lanes, shuffles, lane loads and stores.
+const SIMD: &str = r#"
+(global $p (mut i32) (i32.const 2048))
+(func $v (param v128)
+  (v128.store (global.get $p) (local.get 0))
+  (global.set $p (i32.add (global.get $p) (i32.const 16))))
+(func (export "_start") (local $x v128)
+  (i64.store (i32.const 0) (i64.const 0x0102030405060708))
+  (i64.store (i32.const 8) (i64.const 0xf0e0d0c0b0a09080))
+  (call $v (f32x4.div (v128.const f32x4 0 6 -0 1) (v128.const f32x4 0 2 0 0)))
+  (call $v (f64x2.add (v128.const f64x2 nan:0x1234 1) (v128.const f64x2 1 -nan:0x5)))
+  (call $v (f32x4.sqrt (v128.const f32x4 -1 4 nan:0x77 inf)))
+  (call $v (f32x4.min (v128.const f32x4 -0 nan:0x3 1 2) (v128.const f32x4 0 1 nan:0x9 -2)))
+  (call $v (f64x2.max (v128.const f64x2 -0 nan:0x3) (v128.const f64x2 0 1)))
+  (call $v (f32x4.pmin (v128.const f32x4 nan:0x3 1 -0 2) (v128.const f32x4 0 nan:0x4 0 -2)))
+  (call $v (f32x4.nearest (v128.const f32x4 2.5 -0.5 3.5 nan:0x10)))
+  (call $v (f32x4.neg (v128.const f32x4 nan:0x1234 1 -2 0)))
+  (call $v (f32x4.demote_f64x2_zero (v128.const f64x2 nan:0x1234567 1e300)))
+  (call $v (f64x2.promote_low_f32x4 (f32x4.mul (v128.const f32x4 inf 3 0 0) (v128.const f32x4 0 0.5 0 0))))
+  (call $v (i32x4.trunc_sat_f32x4_s (v128.const f32x4 nan 3e9 -3e9 -1.5)))
+  (call $v (f32x4.convert_i32x4_u (v128.const i32x4 -1 0 7 0x7fffffff)))
+  (call $v (i32x4.dot_i16x8_s (v128.load (i32.const 0)) (v128.const i16x8 1 -2 3 -4 5 -6 7 -8)))
+  (call $v (i16x8.extmul_high_i8x16_u (v128.load (i32.const 0)) (i8x16.splat (i32.const 200))))
+  (call $v (i8x16.add_sat_s (v128.load (i32.const 0)) (v128.const i8x16 127 127 127 127 -128 -128 -128 -128 1 1 1 1 1 1 1 1)))
+  (call $v (i8x16.swizzle (v128.load (i32.const 0)) (v128.const i8x16 15 14 13 12 11 10 9 8 7 6 5 4 3 2 1 200)))
+  (call $v (i8x16.shuffle 0 17 2 19 4 21 6 23 8 25 10 27 12 29 14 31 (v128.load (i32.const 0)) (v128.load offset=3 (i32.const 0))))
+  (call $v (i64x2.shr_s (v128.load (i32.const 0)) (i32.const 67)))
+  (call $v (v128.load8x8_s (i32.const 4)))
+  (call $v (v128.load32_zero (i32.const 12)))
+  (local.set $x (v128.load16_lane 5 (i32.const 6) (v128.const i64x2 0 0)))
+  (call $v (local.get $x))
+  (v128.store8_lane 2 (i32.const 3000) (v128.load (i32.const 0)))
+  (i32.store (i32.const 3004) (i8x16.bitmask (v128.load (i32.const 0))))
+  (i32.store (i32.const 3008) (i32x4.all_true (v128.load (i32.const 0))))
+  (f32.store (i32.const 3012) (f32x4.extract_lane 2 (f32x4.div (v128.const f32x4 0 0 0 0) (v128.const f32x4 0 0 0 0))))
+  (call $v (v128.load (i32.const 3000)))
+  (call $print (i32.const 2048) (i32.sub (global.get $p) (i32.const 2048))))"#;
+
 const TABLE_GROW: &str = r#"
 (table $t 1 funcref)
 (func (export "_start")
@@ -919,6 +958,7 @@ fn suite() -> Suite {
     }
     s.wat_case("stderr_flood", STDERR_FLOOD);
     s.wat_case("floats", FLOATS);
+    s.wat_case("simd", SIMD);
     s.wat_case("table_grow", TABLE_GROW);
     blob_cases(&mut s);
     s

@@ -1,7 +1,9 @@
 //! Property test of NaN canonicalization: random float expressions, with NaN payloads among
 //! their inputs, must give exactly the bits of a reference evaluator that canonicalizes every
 //! NaN-producing operation and treats `neg`, `abs`, `copysign` and `select` as bit-exact. This
-//! also checks that skipping canonicalization of intermediate results never shows.
+//! also checks that skipping canonicalization of intermediate results never shows. The same
+//! expressions run again as SIMD code on `f64x2` lanes (each leaf a different value per lane),
+//! through the instrumentation's lane-wise canonicalization.
 
 mod common;
 
@@ -14,7 +16,8 @@ const SIGN: u64 = 1 << 63;
 
 #[derive(Debug, Clone)]
 enum Expr {
-    Bits(u64),
+    /// One value per lane (scalar code uses lane 0).
+    Bits(u64, u64),
     Bin(&'static str, Box<Expr>, Box<Expr>),
     Un(&'static str, Box<Expr>),
     /// `select a b (c < 0)`
@@ -44,29 +47,57 @@ fn wasm_min_max(a: f64, b: f64, min: bool) -> f64 {
 }
 
 impl Expr {
-    fn wat(&self) -> String {
+    /// Scalar `f64` code, or `f64x2` code when `vector`.
+    fn wat(&self, vector: bool) -> String {
+        let w = |e: &Expr| e.wat(vector);
+        if vector {
+            return match self {
+                Expr::Bits(a, b) => format!("(v128.const i64x2 {} {})", *a as i64, *b as i64),
+                // No f64x2.copysign: the same bits with v128 logic.
+                Expr::Bin("copysign", a, b) => format!(
+                    "(v128.or (v128.and {} (v128.const i64x2 {m} {m})) \
+                     (v128.andnot {} (v128.const i64x2 {m} {m})))",
+                    w(a),
+                    w(b),
+                    m = !SIGN as i64
+                ),
+                Expr::Bin(op, a, b) => format!("(f64x2.{op} {} {})", w(a), w(b)),
+                Expr::Un(op, a) => format!("(f64x2.{op} {})", w(a)),
+                Expr::Select(a, b, c) => format!(
+                    "(v128.bitselect {} {} (f64x2.lt {} (v128.const f64x2 0 0)))",
+                    w(a),
+                    w(b),
+                    w(c)
+                ),
+                Expr::Demote(a) => {
+                    format!(
+                        "(f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero {}))",
+                        w(a)
+                    )
+                }
+                Expr::Trunc(a) => format!(
+                    "(f64x2.convert_low_i32x4_s (i32x4.trunc_sat_f64x2_s_zero {}))",
+                    w(a)
+                ),
+            };
+        }
         match self {
-            Expr::Bits(b) => format!("(f64.reinterpret_i64 (i64.const {}))", *b as i64),
-            Expr::Bin(op, a, b) => format!("(f64.{op} {} {})", a.wat(), b.wat()),
-            Expr::Un(op, a) => format!("(f64.{op} {})", a.wat()),
+            Expr::Bits(b, _) => format!("(f64.reinterpret_i64 (i64.const {}))", *b as i64),
+            Expr::Bin(op, a, b) => format!("(f64.{op} {} {})", w(a), w(b)),
+            Expr::Un(op, a) => format!("(f64.{op} {})", w(a)),
             Expr::Select(a, b, c) => {
-                format!(
-                    "(select {} {} (f64.lt {} (f64.const 0)))",
-                    a.wat(),
-                    b.wat(),
-                    c.wat()
-                )
+                format!("(select {} {} (f64.lt {} (f64.const 0)))", w(a), w(b), w(c))
             }
-            Expr::Demote(a) => format!("(f64.promote_f32 (f32.demote_f64 {}))", a.wat()),
-            Expr::Trunc(a) => format!("(f64.convert_i32_s (i32.trunc_sat_f64_s {}))", a.wat()),
+            Expr::Demote(a) => format!("(f64.promote_f32 (f32.demote_f64 {}))", w(a)),
+            Expr::Trunc(a) => format!("(f64.convert_i32_s (i32.trunc_sat_f64_s {}))", w(a)),
         }
     }
 
-    /// The bits the instrumented module must produce.
-    fn eval(&self) -> u64 {
-        let f = |e: &Expr| f64::from_bits(e.eval());
+    /// The bits the instrumented module must produce in `lane` (0 for scalar code).
+    fn eval(&self, lane: usize) -> u64 {
+        let f = |e: &Expr| f64::from_bits(e.eval(lane));
         match self {
-            Expr::Bits(b) => *b,
+            Expr::Bits(a, b) => [*a, *b][lane],
             Expr::Bin(op, a, b) => {
                 let (x, y) = (f(a), f(b));
                 match *op {
@@ -76,7 +107,7 @@ impl Expr {
                     "div" => canon(x / y),
                     "min" => canon(wasm_min_max(x, y, true)),
                     "max" => canon(wasm_min_max(x, y, false)),
-                    "copysign" => (a.eval() & !SIGN) | (b.eval() & SIGN),
+                    "copysign" => (a.eval(lane) & !SIGN) | (b.eval(lane) & SIGN),
                     other => unreachable!("{other}"),
                 }
             }
@@ -88,16 +119,16 @@ impl Expr {
                     "floor" => canon(x.floor()),
                     "trunc" => canon(x.trunc()),
                     "nearest" => canon(x.round_ties_even()),
-                    "neg" => a.eval() ^ SIGN,
-                    "abs" => a.eval() & !SIGN,
+                    "neg" => a.eval(lane) ^ SIGN,
+                    "abs" => a.eval(lane) & !SIGN,
                     other => unreachable!("{other}"),
                 }
             }
             Expr::Select(a, b, c) => {
                 if f(c) < 0.0 {
-                    a.eval()
+                    a.eval(lane)
                 } else {
-                    b.eval()
+                    b.eval(lane)
                 }
             }
             Expr::Demote(a) => {
@@ -113,7 +144,7 @@ impl Expr {
     }
 }
 
-fn leaf() -> impl Strategy<Value = Expr> {
+fn value() -> impl Strategy<Value = u64> {
     prop_oneof![
         // NaNs with payloads, signalling and quiet, both signs.
         prop::sample::select(vec![
@@ -122,8 +153,7 @@ fn leaf() -> impl Strategy<Value = Expr> {
             0x7ff8_dead_beef_0001,
             0xfff0_0000_0000_0001,
             CANONICAL,
-        ])
-        .prop_map(Expr::Bits),
+        ]),
         prop::sample::select(vec![
             0.0f64,
             -0.0,
@@ -134,8 +164,12 @@ fn leaf() -> impl Strategy<Value = Expr> {
             f64::NEG_INFINITY,
             3e300
         ])
-        .prop_map(|x| Expr::Bits(x.to_bits())),
+        .prop_map(f64::to_bits),
     ]
+}
+
+fn leaf() -> impl Strategy<Value = Expr> {
+    (value(), value()).prop_map(|(a, b)| Expr::Bits(a, b))
 }
 
 fn expr() -> impl Strategy<Value = Expr> {
@@ -153,25 +187,60 @@ fn expr() -> impl Strategy<Value = Expr> {
     })
 }
 
+/// Runs the expressions (as scalar or vector code) and checks every result's bits.
+fn check(exprs: &[Expr], vector: bool) -> Result<(), TestCaseError> {
+    let (store, width) = if vector {
+        ("v128.store", 16)
+    } else {
+        ("f64.store", 8)
+    };
+    let stores: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            format!(
+                "({store} (i32.const {}) {})\n",
+                64 + width * i,
+                e.wat(vector)
+            )
+        })
+        .collect();
+    let text = module(&format!(
+        r#"(func (export "_start") {stores} (call $print (i32.const 64) (i32.const {})))"#,
+        width * exprs.len()
+    ));
+    let out = run(&program(&text), limits()).execution;
+    prop_assert_eq!(out.status, ExecStatus::Exited { code: 0 });
+    let lanes = if vector { 2 } else { 1 };
+    for (i, e) in exprs.iter().enumerate() {
+        for lane in 0..lanes {
+            let at = width * i + 8 * lane;
+            let got = u64::from_le_bytes(out.stdout[at..at + 8].try_into().unwrap());
+            let want = e.eval(lane);
+            prop_assert_eq!(
+                got,
+                want,
+                "lane {}: {:#x} vs {:#x} for {}",
+                lane,
+                got,
+                want,
+                e.wat(vector)
+            );
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn canonicalized_bits_match_the_reference(exprs in prop::collection::vec(expr(), 16)) {
-        let stores: String = exprs
-            .iter()
-            .enumerate()
-            .map(|(i, e)| format!("(f64.store (i32.const {}) {})\n", 64 + 8 * i, e.wat()))
-            .collect();
-        let text = module(&format!(
-            r#"(func (export "_start") {stores} (call $print (i32.const 64) (i32.const {})))"#,
-            8 * exprs.len()
-        ));
-        let out = run(&program(&text), limits()).execution;
-        prop_assert_eq!(out.status, ExecStatus::Exited { code: 0 });
-        for (i, e) in exprs.iter().enumerate() {
-            let got = u64::from_le_bytes(out.stdout[8 * i..8 * i + 8].try_into().unwrap());
-            prop_assert_eq!(got, e.eval(), "{:#x} vs {:#x} for {}", got, e.eval(), e.wat());
-        }
+        check(&exprs, false)?;
+    }
+
+    #[test]
+    fn simd_lanes_match_the_reference(exprs in prop::collection::vec(expr(), 16)) {
+        check(&exprs, true)?;
     }
 }

@@ -526,6 +526,57 @@ fn nans_are_canonical() {
     }
 }
 
+/// Prints the lanes of a `v128` expression as four `u32`s.
+fn v128_lanes(expr: &str, opts: &Options) -> [u32; 4] {
+    let p = program_with(
+        &module(&format!(
+            r#"(func (export "_start")
+                (v128.store (i32.const 100) {expr})
+                (call $print (i32.const 100) (i32.const 16)))"#
+        )),
+        opts,
+    );
+    let out = run(&p, limits()).execution.stdout;
+    std::array::from_fn(|i| u32::from_le_bytes(out[4 * i..4 * i + 4].try_into().unwrap()))
+}
+
+#[test]
+fn simd_nans_are_canonical_lane_by_lane() {
+    let on = Options::default();
+    const NAN: u32 = 0x7fc0_0000;
+    // 0/0 in lanes 0 and 2 (x86's negative default NaN), ordinary quotients in 1 and 3.
+    let div = "(f32x4.div (v128.const f32x4 0 6 0 -1) (v128.const f32x4 0 2 0 4))";
+    assert_eq!(
+        v128_lanes(div, &on),
+        [NAN, 3f32.to_bits(), NAN, (-0.25f32).to_bits()]
+    );
+    // A payload carried through f64x2 arithmetic: both halves of the canonical f64 NaN.
+    assert_eq!(
+        v128_lanes(
+            "(f64x2.add (v128.const f64x2 nan:0x1234 1) (v128.const f64x2 1 -nan:0x5))",
+            &on
+        ),
+        [0, 0x7ff8_0000, 0, 0x7ff8_0000]
+    );
+    // Bit-exact lane operations keep the payload.
+    assert_eq!(
+        v128_lanes("(f32x4.neg (v128.const f32x4 nan:0x1234 1 2 3))", &on)[0],
+        0xff80_1234
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        let off = Options {
+            nan_canonicalization: false,
+            ..Options::default()
+        };
+        assert_eq!(
+            v128_lanes(div, &off)[0],
+            0xffc0_0000,
+            "x86 default NaN without canonicalization"
+        );
+    }
+}
+
 #[test]
 fn call_indirect_and_globals_survive_instrumentation() {
     let p = program(&module(
