@@ -5,7 +5,8 @@
 //! The program is an ordinary WASI task: a JSON [`Request`] on stdin, the answer streamed on
 //! stdout token by token, a JSON [`Summary`] line on stderr. The model is a read-only blob
 //! mounted as `/blobs/model.gguf` ([`MODEL_BLOB`]); replicas agree token for token because the
-//! module is deterministic (single-threaded, no SIMD, seeded sampler, canonical NaNs).
+//! module is deterministic (single-threaded, seeded sampler, canonical NaNs in scalar and SIMD
+//! float code, no relaxed SIMD).
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

@@ -7,9 +7,10 @@
 //! character is held back until the character is complete). A one-line JSON summary
 //! ([`Summary`]) goes to stderr at the end.
 //!
-//! Determinism: single-threaded, no SIMD, no host randomness (the sampler's generator is
-//! seeded from the request), no clock. On a WebAssembly engine every float operation is IEEE
-//! and NaNs are canonicalized by the instrumentation, so replicas agree token for token.
+//! Determinism: single-threaded, no host randomness (the sampler's generator is seeded from the
+//! request), no clock. On a WebAssembly engine every float operation, scalar or `simd128`
+//! lane, is IEEE and NaNs are canonicalized by the instrumentation, so replicas agree token
+//! for token.
 
 pub mod tokenizer;
 
