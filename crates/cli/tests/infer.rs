@@ -123,6 +123,14 @@ async fn replicas_on_native_workers_agree_token_for_token_and_tokens_stream() {
         },
     )
     .await;
+    // `/v1/workers` shows the blobs a worker holds now, not those of its hello.
+    let sha = runegrid_infer::MODELS[0].sha256;
+    for w in c.workers().await.unwrap() {
+        let held: Vec<String> =
+            serde_json::from_value(w.capabilities["blobs"].clone()).unwrap_or_default();
+        let want = w.name != "no-room";
+        assert_eq!(held.iter().any(|b| b == sha), want, "{}: {held:?}", w.name);
+    }
 
     // Streamed and sampled (seeded): the tokens arrive before the answer is verified, then an
     // unverified mark, then the verified end; what streamed is the verified answer.

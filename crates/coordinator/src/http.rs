@@ -2,7 +2,7 @@
 
 use crate::auth;
 use crate::blobs::BlobError;
-use crate::state::{App, ProgramBytes, bump, now_ms, status_of, task_result};
+use crate::state::{App, Live, ProgramBytes, bump, now_ms, status_of, task_result};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -11,13 +11,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
-use runegrid_core::{JobId, Quorum};
+use runegrid_core::{JobId, Quorum, TrustRecord};
 use runegrid_proto::worker::BlobMount;
 use runegrid_proto::{
     AccountInfo, BlobInfo, Counts, CreateAccount, ErrorBody, ErrorDetail, JobEvent, JobResults,
     JobStatus, ProgramInfo, SubmitJob, SubmitJobResponse, WorkerInfo,
 };
-use runegrid_store::{Account, AccountKind, NewJob, NewTask, ProgramRecord, StoreError};
+use runegrid_store::{
+    Account, AccountKind, NewJob, NewTask, ProgramRecord, StoreError, WorkerRecord,
+};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use std::convert::Infallible;
@@ -864,37 +866,13 @@ async fn workers(State(app): State<AppState>, Authed(a): Authed) -> ApiResult<Ve
     })
     .await?;
     let connected = app.connected();
-    let params = app.trust_params();
     let out = records
         .into_iter()
         .filter(|w| a.admin || w.owner == a.id)
         .map(|w| {
-            let live = connected.get(&w.id).copied();
-            let trust = app.trust_of(w.id).unwrap_or(w.trust);
-            WorkerInfo {
-                id: w.id,
-                name: w.name,
-                public_key: w.public_key,
-                owner: accounts
-                    .iter()
-                    .find(|x| x.id == w.owner)
-                    .map(|x| x.name.clone())
-                    .unwrap_or_default(),
-                connected: live.is_some(),
-                slots: live.map_or(0, |l| l.0),
-                running: live.map_or(0, |l| l.1),
-                completed: w.completed,
-                capabilities: w.capabilities,
-                last_seen: w.last_seen,
-                standing: trust.standing(&params).as_str().to_string(),
-                score: trust.score(),
-                agreed: trust.agreed,
-                disagreed: trust.disagreed,
-                abandoned: trust.abandoned,
-                accepted_alone: trust.accepted_alone,
-                speed: trust.speed,
-                quarantine: trust.quarantine,
-            }
+            let live = connected.get(&w.id).cloned();
+            let trust = app.trust_of(w.id).unwrap_or_else(|| w.trust.clone());
+            worker_info(&app, w, &accounts, live, trust)
         })
         .collect();
     Ok(Json(out))
@@ -924,8 +902,24 @@ async fn release_worker(
         .ok_or_else(|| ApiError::not_found(format!("worker {id}")))?;
     let trust = app.release(w.id, w.owner, w.trust.clone());
     tracing::info!(worker = id, admin = %a.name, "quarantine lifted");
-    let live = app.connected().get(&w.id).copied();
-    Ok(Json(WorkerInfo {
+    let live = app.connected().remove(&w.id);
+    Ok(Json(worker_info(&app, w, &accounts, live, trust)))
+}
+
+/// What `GET /v1/workers` shows of a worker: its record, its live state when connected (the
+/// blobs in its capabilities are the ones it holds now), its trust.
+fn worker_info(
+    app: &App,
+    w: WorkerRecord,
+    accounts: &[Account],
+    live: Option<Live>,
+    trust: TrustRecord,
+) -> WorkerInfo {
+    let mut capabilities = w.capabilities;
+    if let (Some(l), Some(caps)) = (&live, capabilities.as_object_mut()) {
+        caps.insert("blobs".into(), serde_json::json!(l.blobs));
+    }
+    WorkerInfo {
         id: w.id,
         name: w.name,
         public_key: w.public_key,
@@ -935,10 +929,10 @@ async fn release_worker(
             .map(|x| x.name.clone())
             .unwrap_or_default(),
         connected: live.is_some(),
-        slots: live.map_or(0, |l| l.0),
-        running: live.map_or(0, |l| l.1),
+        slots: live.as_ref().map_or(0, |l| l.slots),
+        running: live.as_ref().map_or(0, |l| l.running),
         completed: w.completed,
-        capabilities: w.capabilities,
+        capabilities,
         last_seen: w.last_seen,
         standing: trust.standing(&app.trust_params()).as_str().to_string(),
         score: trust.score(),
@@ -948,5 +942,5 @@ async fn release_worker(
         accepted_alone: trust.accepted_alone,
         speed: trust.speed,
         quarantine: trust.quarantine,
-    }))
+    }
 }

@@ -260,6 +260,15 @@ const PROGRAM_CACHE: usize = 64;
 /// A state transition's side effects that must reach the store.
 type Changes = Vec<Change>;
 
+/// A connected worker as the coordinator sees it now.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub slots: u32,
+    pub running: u32,
+    /// The blobs it holds now (its hello's list, updated by its `blobs` messages).
+    pub blobs: Vec<String>,
+}
+
 impl App {
     /// Loads unfinished jobs from the store, marks attempts that were running as lost, and
     /// queues what still needs work.
@@ -968,11 +977,18 @@ impl App {
     }
 
     /// Connected workers: id → (slots, running).
-    pub fn connected(&self) -> HashMap<WorkerId, (u32, u32)> {
+    pub fn connected(&self) -> HashMap<WorkerId, Live> {
         let st = self.lock();
         st.workers
             .iter()
-            .map(|(id, w)| (*id, (w.slots, w.busy.len() as u32)))
+            .map(|(id, w)| {
+                let live = Live {
+                    slots: w.slots,
+                    running: w.busy.len() as u32,
+                    blobs: w.blobs.clone(),
+                };
+                (*id, live)
+            })
             .collect()
     }
 }
