@@ -9,12 +9,17 @@ use runegrid_client::Client;
 use runegrid_proto::chat::{ChatChunk, ChatGridOptions, ChatMessage, ChatRequest};
 use runegrid_proto::{SubmitJob, TaskSpec};
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 const QUESTION: &str = "What is the capital of France? Answer in one sentence.";
 /// The greedy answer (the same natively and in WASI, see crates/infer/tests/sandbox.rs).
 const ANSWER: &str = "The capital of France is Paris.";
+/// A question that means something only after [`QUESTION`].
+const FOLLOW_UP: &str = "And of Italy?";
 
 fn model() -> Option<PathBuf> {
     let m = runegrid_infer::model_for_tests();
@@ -178,6 +183,35 @@ async fn replicas_on_native_workers_agree_token_for_token_and_tokens_stream() {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stdout.trim_end(), ANSWER);
     assert!(stderr.contains("[verified (quorum)"), "{stderr}");
+
+    // On a terminal `runegrid chat` holds a conversation: each turn sends the history.
+    let mut term = Terminal::chat(&g, &["--temperature", "0", "--max-tokens", "16"]);
+    term.wait_for("the first prompt", |o| o.ends_with("> "));
+    term.send(QUESTION);
+    term.wait_for("the first answer", |o| {
+        o.matches("[verified").count() == 1 && o.ends_with("> ")
+    });
+    term.send(FOLLOW_UP);
+    let out = term.wait_for("the second answer", |o| {
+        o.matches("[verified").count() == 2 && o.ends_with("> ")
+    });
+    term.send("");
+    let status = term.finish();
+    assert!(status.success(), "{out}");
+    let first = between(&out, QUESTION, "[verified");
+    let second = between(&out, FOLLOW_UP, "[verified");
+    assert_eq!(first, ANSWER, "{out}");
+    // The second turn's answer is the one to the whole conversation.
+    let mut conversation = ask(QUESTION, 16);
+    conversation.messages.extend([
+        ChatMessage::new("assistant", ANSWER),
+        ChatMessage::new("user", FOLLOW_UP),
+    ]);
+    let want = c.chat(&conversation).await.unwrap();
+    assert_eq!(second, want.choices[0].message.text().unwrap(), "{out}");
+    // Alone, the follow-up gets another answer (greedy, so this is a fixed fact of the model).
+    let alone = c.chat(&ask(FOLLOW_UP, 16)).await.unwrap();
+    assert_ne!(second, alone.choices[0].message.text().unwrap(), "{out}");
 
     // A client that hangs up mid-answer cancels its job.
     let mut req = ask("Write a long story about a dragon.", 200);
@@ -378,4 +412,96 @@ fn the_inference_benchmark_runs() {
     ] {
         assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
     }
+}
+
+/// `runegrid chat` on a pseudo-terminal (util-linux `script`), so it sees a terminal on stdin
+/// and holds a conversation; what it writes (the terminal's echo included) is collected.
+struct Terminal {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: Arc<Mutex<String>>,
+}
+
+impl Terminal {
+    fn chat(g: &Grid, args: &[&str]) -> Terminal {
+        let cmd = std::iter::once(common::BIN.to_string())
+            .chain(["chat".to_string()])
+            .chain(args.iter().map(|a| a.to_string()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+            .envs(g.cli_env())
+            .env("SHELL", "/bin/sh")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("util-linux `script` runs the chat on a pseudo-terminal");
+        let mut stdout = child.stdout.take().unwrap();
+        let out = Arc::new(Mutex::new(String::new()));
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]).replace('\r', ""));
+            }
+        });
+        Terminal {
+            stdin: child.stdin.take(),
+            child,
+            out,
+        }
+    }
+
+    /// Types a line.
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits (up to 240 s) until what was written satisfies `done`; returns it.
+    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let out = self.out.lock().unwrap().clone();
+            if done(&out) {
+                return out;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(240),
+                "timed out waiting for {what}; the terminal shows:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Closes the terminal's input and waits (up to 30 s) for the chat to end.
+    fn finish(mut self) -> ExitStatus {
+        drop(self.stdin.take());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                panic!("the chat did not end: {}", self.out.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The text after the last line that is `line` and before the next `end`, trimmed.
+fn between<'a>(out: &'a str, line: &str, end: &str) -> &'a str {
+    let from = out.rfind(&format!("{line}\n")).expect("the line") + line.len() + 1;
+    let to = out[from..].find(end).map_or(out.len(), |i| from + i);
+    out[from..to].trim()
 }

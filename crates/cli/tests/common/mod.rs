@@ -278,6 +278,14 @@ impl Grid {
         c.results(job, None).await.unwrap()
     }
 
+    /// The environment that points the CLI at this grid.
+    pub fn cli_env(&self) -> [(&'static str, String); 2] {
+        [
+            ("RUNEGRID_URL", self.url.clone()),
+            ("RUNEGRID_TOKEN", self.token.clone()),
+        ]
+    }
+
     /// Runs the CLI against this grid.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
