@@ -55,6 +55,15 @@ fn ok(text: &str) -> Vec<u8> {
         .bytes
 }
 
+/// Instrumented without NaN canonicalization.
+fn ok_without_nan(text: &str) -> Vec<u8> {
+    let opts = Options {
+        nan_canonicalization: false,
+        ..Options::default()
+    };
+    instrument(text.as_bytes(), &opts).unwrap().bytes
+}
+
 fn err(text: &str) -> InstrumentError {
     instrument(&wat(text), &Options::default()).unwrap_err()
 }
@@ -296,15 +305,7 @@ const SIMD: &str = r#"(module (memory (export "memory") 1)
 fn accepts_simd_and_canonicalizes_its_float_lanes() {
     let with = ok(SIMD);
     validate(&with);
-    let without = instrument(
-        SIMD.as_bytes(),
-        &Options {
-            nan_canonicalization: false,
-            ..Options::default()
-        },
-    )
-    .unwrap()
-    .bytes;
+    let without = ok_without_nan(SIMD);
     validate(&without);
     // Canonicalizing code: `v128.bitselect` (0xfd 0x52) appears only in the instrumented
     // output with canonicalization.
@@ -426,15 +427,7 @@ fn refuses_bad_options() {
 #[test]
 fn nan_canonicalization_can_be_turned_off() {
     let with = ok(RICH);
-    let without = instrument(
-        RICH.as_bytes(),
-        &Options {
-            nan_canonicalization: false,
-            ..Options::default()
-        },
-    )
-    .unwrap()
-    .bytes;
+    let without = ok_without_nan(RICH);
     validate(&without);
     assert!(without.len() < with.len());
 }
