@@ -1,11 +1,11 @@
 //! `runegrid call`: runs a function of a Rune script on the grid, through the built-in Rune
 //! runner (`runegrid_runner`), and prints what it returned.
 
-use crate::commands::{Conn, parse_policy};
+use crate::commands::{CheckArgs, Conn};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use runegrid_client::Client;
-use runegrid_core::{ExecStatus, PolicyKind};
+use runegrid_core::ExecStatus;
 use runegrid_proto::{JobResults, SubmitJob, TaskResult, TaskSpec};
 use runegrid_runner::{CallError, decode};
 use serde::Serialize;
@@ -29,19 +29,8 @@ pub struct CallArgs {
     /// per line, in input order.
     #[arg(long, value_name = "FILE.jsonl", conflicts_with = "args")]
     pub map: Option<PathBuf>,
-    /// How results are checked: adaptive (the default without --replicas/--agree), quorum
-    /// (the default with them) or none.
-    #[arg(long, value_parser = parse_policy)]
-    pub policy: Option<PolicyKind>,
-    /// Attempts per call on distinct workers (adaptive: for untrusted workers).
-    #[arg(long)]
-    pub replicas: Option<u32>,
-    /// Matching results needed to accept a call's result.
-    #[arg(long)]
-    pub agree: Option<u32>,
-    /// Most attempts per call when replicas disagree.
-    #[arg(long)]
-    pub max_attempts: Option<u32>,
+    #[command(flatten)]
+    pub check: CheckArgs,
     /// Fuel per attempt (a trivial call takes about 0.4 million; compiling the script is most of it).
     #[arg(long)]
     pub fuel: Option<u64>,
@@ -126,10 +115,10 @@ pub async fn call(conn: &Conn, a: CallArgs) -> Result<i32> {
                 .unwrap_or_else(|| format!("{script_name}:{}", a.function)),
         ),
         tasks,
-        policy: a.policy,
-        replicas: a.replicas,
-        agree: a.agree,
-        max_attempts: a.max_attempts,
+        policy: a.check.policy,
+        replicas: a.check.replicas,
+        agree: a.check.agree,
+        max_attempts: a.check.max_attempts,
         limits,
         blobs: Default::default(),
     };

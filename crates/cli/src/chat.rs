@@ -1,10 +1,9 @@
 //! `runegrid chat`: talk to a language model running on the grid, tokens shown as they are
 //! generated, then marked verified.
 
-use crate::commands::{Conn, parse_policy};
+use crate::commands::{CheckArgs, Conn};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use runegrid_core::PolicyKind;
 use runegrid_proto::chat::{ChatGridOptions, ChatMessage, ChatRequest, GridInfo, Usage};
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -31,16 +30,8 @@ pub struct ChatArgs {
     /// The sampler's seed (default: the coordinator picks one).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// How answers are checked: adaptive (the default without --replicas/--agree), quorum (the
-    /// default with them) or none.
-    #[arg(long, value_parser = parse_policy)]
-    pub policy: Option<PolicyKind>,
-    /// Workers that compute each answer (adaptive: for untrusted workers).
-    #[arg(long)]
-    pub replicas: Option<u32>,
-    /// Matching answers needed.
-    #[arg(long)]
-    pub agree: Option<u32>,
+    #[command(flatten)]
+    pub check: CheckArgs,
     /// Print only the verified answer, when it is verified (no streaming).
     #[arg(long)]
     pub no_stream: bool,
@@ -100,14 +91,12 @@ pub async fn chat(conn: &Conn, a: ChatArgs) -> Result<i32> {
 }
 
 fn request(a: &ChatArgs, messages: &[ChatMessage]) -> ChatRequest {
-    let grid = (a.policy.is_some() || a.replicas.is_some() || a.agree.is_some()).then_some(
-        ChatGridOptions {
-            policy: a.policy,
-            replicas: a.replicas,
-            agree: a.agree,
-            max_attempts: None,
-        },
-    );
+    let grid = a.check.any().then_some(ChatGridOptions {
+        policy: a.check.policy,
+        replicas: a.check.replicas,
+        agree: a.check.agree,
+        max_attempts: a.check.max_attempts,
+    });
     ChatRequest {
         model: a.model.clone(),
         messages: messages.to_vec(),

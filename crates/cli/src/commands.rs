@@ -248,21 +248,8 @@ pub struct SubmitArgs {
     /// Environment variable K=V of every task (repeatable).
     #[arg(long = "env")]
     pub env: Vec<String>,
-    /// How results are checked: adaptive (the default without --replicas/--agree: trusted
-    /// workers run tasks alone, spot-checked; others are replicated), quorum (the default with
-    /// them: always replicated) or none (one attempt, accepted as reported).
-    #[arg(long, value_parser = parse_policy)]
-    pub policy: Option<PolicyKind>,
-    /// Attempts per task on distinct workers (adaptive: for untrusted workers). Default 2 under
-    /// adaptive, 3 under quorum.
-    #[arg(long)]
-    pub replicas: Option<u32>,
-    /// Matching results needed to accept a task's result (default: a majority of replicas).
-    #[arg(long)]
-    pub agree: Option<u32>,
-    /// Most attempts per task when replicas disagree (default: replicas + 2 × agree).
-    #[arg(long)]
-    pub max_attempts: Option<u32>,
+    #[command(flatten)]
+    pub check: CheckArgs,
     /// Fuel per attempt (about one unit per WebAssembly instruction).
     #[arg(long)]
     pub fuel: Option<u64>,
@@ -308,6 +295,36 @@ pub fn limits_from(
         memory_bytes: memory_mb.map_or(d.memory_bytes, |m| m.saturating_mul(1 << 20)),
         wall_time_ms: wall_time.map_or(d.wall_time_ms, |w| (w * 1000.0) as u64),
         stdout_bytes: stdout_bytes.unwrap_or(d.stdout_bytes),
+    }
+}
+
+/// How results are checked, for every command that submits work (`submit`, `call`, `chat`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct CheckArgs {
+    /// How results are checked: adaptive (the default without --replicas/--agree: trusted
+    /// workers run tasks alone, spot-checked; others are replicated), quorum (the default with
+    /// them: always replicated) or none (one attempt, accepted as reported).
+    #[arg(long, value_parser = parse_policy)]
+    pub policy: Option<PolicyKind>,
+    /// Attempts per task (a call, an answer) on distinct workers (adaptive: for untrusted
+    /// workers). Default 2 under adaptive, 3 under quorum.
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// Matching results needed to accept a task's result (default: a majority of replicas).
+    #[arg(long)]
+    pub agree: Option<u32>,
+    /// Most attempts per task when replicas disagree (default: replicas + 2 × agree).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+}
+
+impl CheckArgs {
+    /// Whether any of the flags was given.
+    pub fn any(&self) -> bool {
+        self.policy.is_some()
+            || self.replicas.is_some()
+            || self.agree.is_some()
+            || self.max_attempts.is_some()
     }
 }
 
@@ -386,10 +403,10 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
                 .map(|f| f.to_string_lossy().into_owned())
         }),
         tasks,
-        policy: a.policy,
-        replicas: a.replicas,
-        agree: a.agree,
-        max_attempts: a.max_attempts,
+        policy: a.check.policy,
+        replicas: a.check.replicas,
+        agree: a.check.agree,
+        max_attempts: a.check.max_attempts,
         limits,
         blobs,
     };
