@@ -30,12 +30,7 @@ pub enum BlobError {
     Io(#[from] std::io::Error),
 }
 
-/// Whether `s` is a SHA-256 in lowercase hex.
-pub fn is_sha256(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+pub use runegrid_proto::is_sha256;
 
 /// The coordinator's blob files.
 #[derive(Debug, Clone)]

@@ -13,6 +13,12 @@ pub use api::*;
 /// Version of the worker protocol spoken over the WebSocket.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Whether `s` names content the way runegrid does (programs, blobs): a SHA-256 as 64
+/// lowercase hex digits.
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Base64 (standard alphabet, padded) for bytes inside JSON.
 pub mod b64 {
     use base64::Engine as _;

@@ -7,6 +7,7 @@
 //! the room. A file read from disk is hashed again the first time this process loads it, so a
 //! corrupted cache heals itself instead of feeding tasks wrong bytes.
 
+use runegrid_proto::is_sha256;
 use runegrid_proto::worker::BlobMount;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -72,11 +73,6 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
         path: path.display().to_string(),
         source,
     }
-}
-
-/// Whether `s` is a sha256 as the coordinator writes them: 64 lowercase hex digits.
-fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// A blob on disk.

@@ -284,7 +284,7 @@ pub fn compile_async(
 
 /// A program from the disk cache, if present and intact.
 pub fn cached_program(dir: &Path, sha256: &str) -> Option<Vec<u8>> {
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !runegrid_proto::is_sha256(sha256) {
         return None;
     }
     let bytes = std::fs::read(dir.join("programs").join(format!("{sha256}.wasm"))).ok()?;
