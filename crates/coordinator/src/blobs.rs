@@ -70,6 +70,22 @@ impl BlobStore {
             .map(|m| m.len())
     }
 
+    /// A job's mounts (name → SHA-256), with sizes from the store (0 for a blob that is
+    /// missing: workers then fail to fetch it and say why).
+    pub fn mounts(
+        &self,
+        named: &std::collections::BTreeMap<String, String>,
+    ) -> std::sync::Arc<[runegrid_proto::worker::BlobMount]> {
+        named
+            .iter()
+            .map(|(name, sha)| runegrid_proto::worker::BlobMount {
+                name: name.clone(),
+                sha256: sha.clone(),
+                size: self.size(sha).unwrap_or(0),
+            })
+            .collect()
+    }
+
     /// Starts writing a blob.
     pub fn upload(&self) -> Result<Upload, BlobError> {
         Ok(Upload {

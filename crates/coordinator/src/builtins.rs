@@ -10,7 +10,8 @@
 //! every worker runs the same bytes.
 
 use crate::CoordinatorError;
-use crate::state::{ProgramBytes, now_ms};
+use crate::grid::now_ms;
+use crate::programs::ProgramBytes;
 use runegrid_store::{ProgramRecord, Store};
 use sha2::{Digest as _, Sha256};
 use std::sync::LazyLock;

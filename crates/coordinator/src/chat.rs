@@ -10,9 +10,9 @@
 //! and `verified` when the policy accepts one; if the accepted answer is not what was streamed
 //! (the streaming worker lied, or its attempt was lost), a `corrected` chunk carries it whole.
 
+use crate::app::App;
 use crate::builtins;
 use crate::http::{ApiError, Authed, create_job};
-use crate::state::App;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -226,7 +226,7 @@ pub async fn completions(
     };
     let head = Head {
         id: format!("chatcmpl-{job}"),
-        created: crate::state::now_ms() / 1000,
+        created: crate::grid::now_ms() / 1000,
         model: p.model.id.to_string(),
         job,
     };

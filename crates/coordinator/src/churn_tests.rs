@@ -3,7 +3,8 @@
 //! transitions; workers are channels, as the WebSocket tasks would be.
 
 use crate::Config;
-use crate::state::{App, ProgramBytes};
+use crate::app::App;
+use crate::programs::ProgramBytes;
 use proptest::prelude::*;
 use runegrid_core::{ExecStatus, Limits, PolicyKind, TrustRecord, digest};
 use runegrid_proto::worker::{AttemptResult, Capabilities, ToWorker};
@@ -153,7 +154,12 @@ impl World {
 
     fn leave(&mut self, id: i64) {
         if let Some(w) = self.workers.remove(&id) {
-            self.app.worker_gone(id, w.conn, "test: vanished", true);
+            self.app.worker_gone(
+                id,
+                w.conn,
+                runegrid_core::Loss::Disconnected,
+                "test: vanished",
+            );
         }
     }
 

@@ -1,8 +1,10 @@
 //! The `/v1` HTTP API.
 
+use crate::app::App;
 use crate::auth;
 use crate::blobs::BlobError;
-use crate::state::{App, Live, ProgramBytes, bump, now_ms, status_of, task_result};
+use crate::grid::{Live, bump, now_ms, status_of, task_result};
+use crate::programs::ProgramBytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -628,7 +630,7 @@ fn check_mounts(
             ));
         }
     }
-    Ok(crate::state::mounts_of(&app.blobs, named))
+    Ok(app.blobs.mounts(named))
 }
 
 /// A task's seed: the same for every replica, below 2^53 so every JSON reader keeps it exact.

@@ -2,29 +2,39 @@
 //! results, and serves the user API.
 //!
 //! Code map:
-//! - `state`: the in-memory grid (active jobs, tasks, running attempts, connected workers) and
-//!   every transition; calls the pure decisions in `runegrid_core` and emits store changes.
+//! - `grid`: the in-memory grid (active jobs, tasks, running attempts, connected workers) and
+//!   every transition, one concept per module; calls the pure decisions in `runegrid_core` and
+//!   records its effects (store changes, messages to workers, job events) as data.
+//! - `app`: `App`, the grid behind its one lock with the writer, the reader, the program cache
+//!   and the dashboard history; each entry point runs a transition and flushes its effects.
 //! - `writer`: the one thread that writes the store, batching changes into transactions.
 //! - `http`: the `/v1` routes, authentication, Server-Sent Events.
 //! - `ws`: one task per worker connection: handshake, then messages in and out.
 //! - `web`: the dashboard, the contribute page and the browser worker (files of `web/`, built in).
 //! - `builtins`: the built-in programs (the Rune runner `rune`, the inference program `infer`),
 //!   registered at startup and named in submissions.
+//! - `programs`: metered modules as workers receive them, and the submission cache.
+//! - `stats`: samples of the grid's activity for the dashboard.
 //! - `blobs`: blob files, stored by SHA-256.
 //! - `chat`: `/v1/chat/completions` and `/v1/models`: LLM inference as one-task jobs.
 //!
-//! Architecture Invariant: every mutation of grid state happens under the `state` lock and
-//! produces its store changes in the same critical section, so the store sees changes in the
-//! order they happened.
+//! Architecture Invariant: every mutation of grid state happens under the grid lock and its
+//! effects are flushed in the same critical section, so the store, the workers and the
+//! followers of a job see changes in the order they happened.
 
+mod app;
 mod auth;
 mod blobs;
 mod builtins;
 mod chat;
 #[cfg(test)]
 mod churn_tests;
+mod grid;
 mod http;
-mod state;
+mod programs;
+#[cfg(test)]
+mod regression_tests;
+mod stats;
 mod web;
 mod writer;
 mod ws;
@@ -98,7 +108,7 @@ pub struct Running {
     /// Path of the file holding the admin token (written on first start).
     pub admin_token_file: PathBuf,
     pub server: tokio::task::JoinHandle<Result<(), CoordinatorError>>,
-    app: Arc<state::App>,
+    app: Arc<app::App>,
 }
 
 impl Running {
@@ -144,7 +154,7 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(CoordinatorError::Serve)?;
-    let app = state::App::recover(
+    let app = app::App::recover(
         config.clone(),
         Box::new(write_store) as Box<dyn Store>,
         Box::new(read_store),
@@ -164,7 +174,7 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
             })?;
     }
     let app = Arc::new(app);
-    tokio::spawn(state::ticker(app.clone()));
+    tokio::spawn(app::ticker(app.clone()));
     let router = http::router(app.clone());
     tracing::info!(%addr, data = %config.data_dir.display(), "coordinator listening");
     let server = tokio::spawn(async move {

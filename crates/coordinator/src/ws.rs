@@ -1,13 +1,15 @@
 //! One task per worker connection: challenge, hello, then messages both ways.
 
+use crate::app::App;
+use crate::grid::now_ms;
 use crate::http::{ApiError, account_for_token, authenticate, bearer};
-use crate::state::{App, now_ms};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use futures_util::{SinkExt, StreamExt};
+use runegrid_core::{Loss, WorkerId};
 use runegrid_proto::PROTOCOL_VERSION;
 use runegrid_proto::worker::{
     AttemptResult, Capabilities, ToCoordinator, ToWorker, hello_message, result_message,
@@ -54,8 +56,75 @@ fn send_text(msg: &ToWorker) -> Message {
     )
 }
 
+/// The worker's side of a connection once it proved its key.
+struct Hello {
+    key: VerifyingKey,
+    name: String,
+    caps: Capabilities,
+}
+
+/// A registered connection: the worker's id and connection number in the grid.
+struct Session {
+    app: Arc<App>,
+    id: WorkerId,
+    conn: u64,
+    key: VerifyingKey,
+}
+
+/// What the message loop does after a message.
+enum Flow {
+    Continue,
+    /// The connection ends; how the worker's attempts are lost, and why.
+    End(Loss, String),
+}
+
 async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(), String> {
     let (mut sink, mut stream) = socket.split();
+    let hello = handshake(&mut sink, &mut stream, &account).await?;
+    let (session, rx) = register(app, &account, hello).await?;
+    let mut outbound = tokio::spawn(send_queued(sink, rx));
+    let (loss, why) = loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = &mut outbound => break (Loss::Disconnected, "coordinator dropped the connection".to_string()),
+        };
+        let text = match msg {
+            None => break (Loss::Disconnected, "connection closed".to_string()),
+            Some(Err(e)) => break (Loss::Disconnected, format!("connection error: {e}")),
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) => {
+                break (
+                    Loss::Disconnected,
+                    "worker closed the connection".to_string(),
+                );
+            }
+            Some(Ok(_)) => continue,
+        };
+        if let Flow::End(loss, why) = session.handle(&text) {
+            break (loss, why);
+        }
+    };
+    tracing::info!(worker = session.id, reason = %why, "worker disconnected");
+    let why = match loss {
+        Loss::Left => why,
+        _ => format!("worker disconnected: {why}"),
+    };
+    session
+        .app
+        .worker_gone(session.id, session.conn, loss, &why);
+    outbound.abort();
+    Ok(())
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+type Stream = futures_util::stream::SplitStream<WebSocket>;
+
+/// Challenge, hello: the worker proves its key and says what it offers.
+async fn handshake(
+    sink: &mut Sink,
+    stream: &mut Stream,
+    account: &Account,
+) -> Result<Hello, String> {
     let nonce = hex::encode(rand::random::<[u8; 16]>());
     sink.send(send_text(&ToWorker::Challenge {
         protocol: PROTOCOL_VERSION,
@@ -69,8 +138,8 @@ async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(),
     let Some(Ok(Message::Text(text))) = hello else {
         return Err("connection closed before hello".into());
     };
-    let (key, name, caps) = match check_hello(&text, &nonce) {
-        Ok(x) => x,
+    match check_hello(&text, &nonce) {
+        Ok((key, name, caps)) => Ok(Hello { key, name, caps }),
         Err(message) => {
             tracing::warn!(%message, account = %account.name, "worker rejected");
             let _ = sink
@@ -79,105 +148,131 @@ async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(),
                 }))
                 .await;
             let _ = sink.close().await;
-            return Err(message);
+            Err(message)
         }
-    };
-    let public_key = hex::encode(key.as_bytes());
+    }
+}
+
+/// Records the worker (its key, owner and capabilities) and puts it on the grid; returns the
+/// session and the receiver of everything queued for the worker.
+async fn register(
+    app: Arc<App>,
+    account: &Account,
+    hello: Hello,
+) -> Result<(Session, mpsc::UnboundedReceiver<ToWorker>), String> {
     let record = app
         .writer
         .upsert_worker(NewWorker {
-            public_key: public_key.clone(),
+            public_key: hex::encode(hello.key.as_bytes()),
             owner: account.id,
-            name: name.clone(),
-            capabilities: serde_json::to_value(&caps).expect("capabilities serialize"),
+            name: hello.name.clone(),
+            capabilities: serde_json::to_value(&hello.caps).expect("capabilities serialize"),
             at: now_ms(),
         })
         .await
         .map_err(|e| e.to_string())?;
     let id = record.id;
-    let (tx, mut rx) = mpsc::unbounded_channel::<ToWorker>();
+    let (tx, rx) = mpsc::unbounded_channel::<ToWorker>();
     tx.send(ToWorker::Welcome {
         worker_id: id,
         heartbeat_ms: app.config.heartbeat.as_millis() as u64,
     })
     .expect("receiver alive");
-    // The state holds the only sender: when it drops this worker, the writer below ends and so
+    // The grid holds the only sender: when it drops this worker, the outbound task ends and so
     // does this connection.
-    let conn = app.worker_connected(id, account.id, record.trust, &caps, tx);
-    tracing::info!(worker = id, %name, slots = caps.slots, account = %account.name, "worker connected");
+    let conn = app.worker_connected(id, account.id, record.trust, &hello.caps, tx);
+    tracing::info!(worker = id, name = %hello.name, slots = hello.caps.slots, account = %account.name, "worker connected");
+    let session = Session {
+        app,
+        id,
+        conn,
+        key: hello.key,
+    };
+    Ok((session, rx))
+}
 
-    // Outbound: everything queued for this worker, batched into as few flushes as possible.
-    let mut writer = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            if sink.feed(send_text(&first)).await.is_err() {
-                return;
-            }
-            while let Ok(m) = rx.try_recv() {
-                if sink.feed(send_text(&m)).await.is_err() {
-                    return;
-                }
-            }
-            if sink.flush().await.is_err() {
+/// Outbound: everything queued for the worker, batched into as few flushes as possible.
+async fn send_queued(mut sink: Sink, mut rx: mpsc::UnboundedReceiver<ToWorker>) {
+    while let Some(first) = rx.recv().await {
+        if sink.feed(send_text(&first)).await.is_err() {
+            return;
+        }
+        while let Ok(m) = rx.try_recv() {
+            if sink.feed(send_text(&m)).await.is_err() {
                 return;
             }
         }
-        let _ = sink.close().await;
-    });
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
 
-    let why = loop {
-        let msg = tokio::select! {
-            m = stream.next() => m,
-            _ = &mut writer => break "coordinator dropped the connection".to_string(),
-        };
-        let text = match msg {
-            None => break "connection closed".to_string(),
-            Some(Err(e)) => break format!("connection error: {e}"),
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(_))) => break "worker closed the connection".to_string(),
-            Some(Ok(_)) => continue,
-        };
-        app.touch(id, conn);
-        let msg: ToCoordinator = match serde_json::from_str(&text) {
+impl Session {
+    /// One message from the worker.
+    fn handle(&self, text: &str) -> Flow {
+        let (app, id) = (&self.app, self.id);
+        app.touch(id, self.conn);
+        let msg: ToCoordinator = match serde_json::from_str(text) {
             Ok(m) => m,
-            Err(e) => break format!("malformed message: {e}"),
+            Err(e) => return Flow::End(Loss::Disconnected, format!("malformed message: {e}")),
         };
         match msg {
             ToCoordinator::Heartbeat => {}
-            ToCoordinator::Blobs { held } => app.worker_blobs(id, conn, held),
+            ToCoordinator::Blobs { held } => app.worker_blobs(id, self.conn, held),
             ToCoordinator::Leaving { reason } => {
                 tracing::info!(worker = id, %reason, "worker is leaving");
-                app.worker_gone(id, conn, &format!("worker left: {reason}"), false);
-                break format!("worker left: {reason}");
+                return Flow::End(Loss::Left, format!("worker left: {reason}"));
             }
             ToCoordinator::Output { attempt, data } => app.on_output(id, attempt, &data),
             // Checked here, on this connection's task, so verification runs in parallel
-            // across workers and outside the state lock.
-            ToCoordinator::Result(r) => match check_result(&key, &r) {
+            // across workers and outside the grid lock.
+            ToCoordinator::Result(r) => match check_result(&self.key, &r) {
                 Ok(()) => app.on_result(id, r),
                 Err(why) => {
                     tracing::warn!(worker = id, attempt = r.attempt, %why, "result rejected");
-                    app.on_failed(id, r.attempt, why);
+                    app.on_failed(id, r.attempt, Loss::Failed, why);
                 }
             },
-            ToCoordinator::Failed { attempt, reason } => app.on_failed(id, attempt, &reason),
-            ToCoordinator::NeedProgram { sha256 } => match app.program_for(&sha256) {
-                Some(p) => app.send(
-                    id,
-                    conn,
-                    ToWorker::Program {
-                        sha256,
-                        module: p.module.clone(),
-                    },
-                ),
-                None => tracing::warn!(worker = id, %sha256, "worker asked for an unknown program"),
-            },
-            ToCoordinator::Hello { .. } => break "second hello on one connection".to_string(),
+            ToCoordinator::Failed { attempt, reason } => {
+                // Running out of wall time says more about the task than the worker.
+                let loss = if reason.starts_with("wall time limit") {
+                    Loss::OutOfTime
+                } else {
+                    Loss::Failed
+                };
+                app.on_failed(id, attempt, loss, &reason)
+            }
+            ToCoordinator::NeedProgram { sha256 } => self.send_program(sha256),
+            ToCoordinator::Hello { .. } => {
+                return Flow::End(
+                    Loss::Disconnected,
+                    "second hello on one connection".to_string(),
+                );
+            }
         }
-    };
-    tracing::info!(worker = id, reason = %why, "worker disconnected");
-    app.worker_gone(id, conn, &format!("worker disconnected: {why}"), true);
-    writer.abort();
-    Ok(())
+        Flow::Continue
+    }
+
+    /// The program of an attempt the worker holds.
+    fn send_program(&self, sha256: String) {
+        match self.app.program_for(self.id, &sha256) {
+            Some(p) => self.app.send(
+                self.id,
+                self.conn,
+                ToWorker::Program {
+                    sha256,
+                    module: p.module.clone(),
+                },
+            ),
+            None => tracing::warn!(
+                worker = self.id,
+                %sha256,
+                "worker asked for a program of no attempt it holds"
+            ),
+        }
+    }
 }
 
 /// A result must carry the digest of its own content, signed by the worker's key.

@@ -5,8 +5,11 @@
 //! function is a deterministic function of its arguments, so it is tested exhaustively and
 //! compiles for `wasm32-unknown-unknown` (the browser worker reuses it).
 
+pub mod audit;
 pub mod exec;
 pub mod limits;
+pub mod loss;
+pub mod probe;
 pub mod schedule;
 pub mod straggler;
 pub mod trust;
@@ -14,6 +17,7 @@ pub mod verify;
 
 pub use exec::{Digest, ExecStatus, Execution, TrapKind, digest};
 pub use limits::{Limits, LimitsError};
+pub use loss::Loss;
 pub use schedule::{Assignment, Need, WorkerView, plan};
 pub use trust::{
     Acceptance, Policy, PolicyKind, Requirement, Standing, TrustParams, TrustRecord, requirement,

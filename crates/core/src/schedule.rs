@@ -64,6 +64,17 @@ pub struct Assignment {
 /// A worker slower than this (relative attempt time) is picked only after faster ones.
 pub const SLOW: f64 = 2.0;
 
+/// Attempts a worker may hold at once: two per slot, so it never idles for a round trip
+/// between short tasks; a slow worker (relative attempt time past [`SLOW`]) gets one per slot,
+/// so no attempt waits behind its slow ones.
+pub fn capacity(slots: u32, speed: f64) -> u32 {
+    if speed > SLOW {
+        slots
+    } else {
+        slots.saturating_mul(2)
+    }
+}
+
 /// Whether `w` may run the need's task at all.
 pub fn eligible(w: &WorkerView, need: &Need) -> bool {
     w.standing != Standing::Quarantined
@@ -177,6 +188,16 @@ mod tests {
             count,
             exclude,
             ..Need::default()
+        }
+    }
+
+    proptest! {
+        /// Capacity is at least a slot each, twice that unless slow, and never more.
+        #[test]
+        fn capacity_is_two_per_slot_unless_slow(slots in 0u32..1000, speed in 0.0f64..50.0) {
+            let c = capacity(slots, speed);
+            prop_assert!(c >= slots && c <= 2 * slots);
+            prop_assert_eq!(c == slots * 2, speed <= SLOW || slots == 0);
         }
     }
 

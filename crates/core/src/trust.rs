@@ -426,6 +426,29 @@ pub fn relaxed(policy: &Policy, req: Requirement) -> Option<Requirement> {
     })
 }
 
+/// How a task's result is accepted, given what it required and how many results agreed: as
+/// required, but a result that two or more workers returned stands on a quorum, whatever the
+/// requirement was (a spot-checked trusted result, say). With no requirement fixed (the task
+/// was recovered after a restart), by quorum.
+pub fn accepted_as(required: Option<Acceptance>, agreeing: u32) -> Acceptance {
+    if agreeing >= 2 {
+        return Acceptance::Quorum;
+    }
+    required.unwrap_or(Acceptance::Quorum)
+}
+
+/// How many distinct workers each task of a job needs to make progress: one under `none`, the
+/// quorum's replicas under `quorum`, and under `adaptive` one when a trusted worker is there
+/// (its result may be accepted alone), the replicas otherwise.
+pub fn distinct_workers_needed(policy: &Policy, trusted_available: bool) -> u32 {
+    match policy.kind {
+        PolicyKind::None => 1,
+        PolicyKind::Quorum => policy.quorum.replicas,
+        PolicyKind::Adaptive if trusted_available => 1,
+        PolicyKind::Adaptive => policy.quorum.replicas,
+    }
+}
+
 /// What the workers of a decided task learn: those whose digest matched the accepted one
 /// agreed, the others disagreed. Nothing is learnt from a result accepted alone.
 pub fn attribute<W: Copy + PartialEq>(
@@ -714,6 +737,34 @@ mod tests {
                         prop_assert!(req.quorum.agree >= pol.quorum.agree);
                     }
                 }
+            }
+        }
+
+        /// Two agreeing results always make a quorum; one result is accepted as required.
+        #[test]
+        fn acceptance_follows_agreement(req in 0usize..5, agreeing in 0u32..5) {
+            let required = [None, Some(Acceptance::Quorum), Some(Acceptance::Trusted),
+                Some(Acceptance::Unreplicated), Some(Acceptance::Audited)][req];
+            let a = accepted_as(required, agreeing);
+            if agreeing >= 2 {
+                prop_assert_eq!(a, Acceptance::Quorum);
+            } else {
+                prop_assert_eq!(a, required.unwrap_or(Acceptance::Quorum));
+            }
+        }
+
+        /// A job never needs more distinct workers than its replicas, needs one when a worker
+        /// may be accepted alone, and an adaptive job needs no more than a quorum job.
+        #[test]
+        fn distinct_workers_within_replicas(kind in 0usize..3, replicas in 1u32..=16, trusted in any::<bool>()) {
+            let kind = [PolicyKind::None, PolicyKind::Quorum, PolicyKind::Adaptive][kind];
+            let quorum = Quorum { replicas, agree: replicas / 2 + 1, max_attempts: 64 };
+            let n = distinct_workers_needed(&Policy { kind, quorum }, trusted);
+            prop_assert!(n >= 1 && n <= replicas);
+            let as_quorum = distinct_workers_needed(&Policy { kind: PolicyKind::Quorum, quorum }, trusted);
+            prop_assert!(n <= as_quorum);
+            if kind == PolicyKind::None || (kind == PolicyKind::Adaptive && trusted) {
+                prop_assert_eq!(n, 1);
             }
         }
 

@@ -166,6 +166,20 @@ pub struct TaskOutcome {
     pub acceptance: Option<Acceptance>,
 }
 
+impl TaskOutcome {
+    /// The outcome of a task that ended without an accepted result (no quorum, cancelled).
+    pub fn failed(error: impl Into<String>) -> TaskOutcome {
+        TaskOutcome {
+            status: None,
+            stdout: vec![],
+            fuel: 0,
+            digest: None,
+            error: Some(error.into()),
+            acceptance: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskRecord {
     pub id: TaskId,

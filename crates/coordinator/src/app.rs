@@ -1,0 +1,332 @@
+//! The coordinator's shared core: the grid behind its one lock, the store writer and reader,
+//! the program cache, the dashboard's history, the blob files. Each entry point runs one
+//! transition of the grid and flushes its effects in the same critical section.
+
+use crate::Config;
+use crate::blobs::BlobStore;
+use crate::grid::{Effects, Grid, Live, Recovered, Submission, Subscription};
+use crate::programs::{ProgramBytes, ProgramCache};
+use crate::stats::{History, STATS_INTERVAL};
+use crate::writer::Writer;
+use runegrid_core::{AccountId, AttemptId, JobId, Loss, TrustParams, TrustRecord, WorkerId};
+use runegrid_proto::worker::{AttemptResult, BlobMount, Capabilities, ToWorker};
+use runegrid_proto::{GridStats, JobEvent, JobResults, JobStatus};
+use runegrid_store::{NewJob, NewTask, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, watch};
+
+pub struct App {
+    pub config: Config,
+    grid: Mutex<Grid>,
+    pub writer: Writer,
+    reader: Mutex<Box<dyn Store>>,
+    /// Token hash → account, filled on first use.
+    pub accounts: Mutex<HashMap<String, runegrid_store::Account>>,
+    programs: ProgramCache,
+    history: History,
+    /// Blob files (`<data dir>/blobs`).
+    pub blobs: BlobStore,
+}
+
+impl App {
+    /// Rebuilds the grid from the store (see `grid::recover`) and starts the writer.
+    pub fn recover(
+        config: Config,
+        mut write: Box<dyn Store>,
+        read: Box<dyn Store>,
+    ) -> Result<App, StoreError> {
+        let blob_dir = config.data_dir.join("blobs");
+        let blobs = BlobStore::open(blob_dir.clone()).map_err(|e| StoreError::Open {
+            path: blob_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let Recovered { mut grid, effects } =
+            Grid::recover(write.as_mut(), &blobs, config.trust, config.lease_grace)?;
+        let writer = Writer::spawn(write);
+        grid.flush(effects, &writer);
+        Ok(App {
+            config,
+            grid: Mutex::new(grid),
+            writer,
+            reader: Mutex::new(read),
+            accounts: Mutex::new(HashMap::new()),
+            programs: ProgramCache::default(),
+            history: History::default(),
+            blobs,
+        })
+    }
+
+    /// The grid, locked. A transition that panicked may have left the grid and the store
+    /// apart, so a poisoned lock ends the process: a restart rebuilds the grid from the store.
+    fn lock(&self) -> MutexGuard<'_, Grid> {
+        self.grid.lock().unwrap_or_else(|_: PoisonError<_>| {
+            tracing::error!("a grid transition panicked; exiting so that a restart recovers from the store");
+            eprintln!("runegrid: a grid transition panicked; exiting so that a restart recovers from the store");
+            std::process::exit(70)
+        })
+    }
+
+    /// Runs a transition and flushes its effects while the grid is still locked; returns its
+    /// answer and the sequence number of its store changes (for [`Writer::committed`]).
+    fn with<T>(&self, f: impl FnOnce(&mut Grid, &mut Effects) -> T) -> (T, u64) {
+        let mut grid = self.lock();
+        let mut fx = Effects::default();
+        let out = f(&mut grid, &mut fx);
+        let seq = grid.flush(fx, &self.writer);
+        (out, seq)
+    }
+
+    /// Runs `f` on the read connection (call from a blocking context).
+    pub fn read<T>(&self, f: impl FnOnce(&mut dyn Store) -> T) -> T {
+        let mut r = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        f(r.as_mut())
+    }
+
+    /// Accepts a job: gives it and its tasks ids, queues their creation in the store, and
+    /// dispatches at once (the commit runs alongside). Returns the job id and the sequence
+    /// number to wait for before telling anyone the job is accepted.
+    pub fn add_job(
+        &self,
+        new: NewJob,
+        tasks: Vec<NewTask>,
+        owner_name: String,
+        program: Arc<ProgramBytes>,
+        mounts: Arc<[BlobMount]>,
+    ) -> (JobId, u64) {
+        let s = Submission {
+            job: new,
+            tasks,
+            owner_name,
+            program,
+            mounts,
+        };
+        self.with(|g, fx| {
+            let id = g.add_job(s, fx);
+            g.dispatch(fx);
+            id
+        })
+    }
+
+    /// [`App::add_job`], with a follower of the job's events subscribed before any attempt is
+    /// dispatched, so it gets every attempt's output from its first byte.
+    pub fn add_job_followed(
+        &self,
+        new: NewJob,
+        tasks: Vec<NewTask>,
+        owner_name: String,
+        program: Arc<ProgramBytes>,
+        mounts: Arc<[BlobMount]>,
+    ) -> (JobId, u64, broadcast::Receiver<JobEvent>) {
+        let s = Submission {
+            job: new,
+            tasks,
+            owner_name,
+            program,
+            mounts,
+        };
+        let ((id, rx), seq) = self.with(|g, fx| {
+            let id = g.add_job(s, fx);
+            let rx = g.follow(id).expect("a job just added is in memory");
+            g.dispatch(fx);
+            (id, rx)
+        });
+        (id, seq, rx)
+    }
+
+    /// Forgets a job whose creation could not be stored.
+    pub fn discard_job(&self, id: JobId) {
+        self.with(|g, fx| {
+            g.cancel(id, fx);
+            g.evict(&[id]);
+        });
+    }
+
+    /// Registers a connected, authenticated worker; returns its connection number.
+    pub fn worker_connected(
+        &self,
+        id: WorkerId,
+        owner: AccountId,
+        stored: TrustRecord,
+        caps: &Capabilities,
+        tx: mpsc::UnboundedSender<ToWorker>,
+    ) -> u64 {
+        self.with(|g, fx| g.worker_connected(id, owner, stored, caps, tx, fx))
+            .0
+    }
+
+    /// Connected workers that could run a task mounting `blob` (of `size` bytes) within
+    /// `memory_bytes`, and how many of them hold the blob already.
+    pub fn workers_for(&self, blob: &str, size: u64, memory_bytes: u64) -> (u32, u32) {
+        self.lock().workers_for(blob, size, memory_bytes)
+    }
+
+    /// A worker says which blobs it holds now.
+    pub fn worker_blobs(&self, id: WorkerId, conn: u64, held: Vec<String>) {
+        self.with(|g, fx| g.worker_blobs(id, conn, held, fx));
+    }
+
+    /// A worker connection ended; `loss` says how (a worker that said it was leaving is not
+    /// blamed for its attempts).
+    pub fn worker_gone(&self, id: WorkerId, conn: u64, loss: Loss, why: &str) {
+        self.with(|g, fx| g.worker_gone(id, conn, loss, why, fx));
+    }
+
+    /// Any message from a worker proves it alive.
+    pub fn touch(&self, id: WorkerId, conn: u64) {
+        self.lock().touch(id, conn);
+    }
+
+    /// A program by upload hash, from the cache or the store (call from a blocking context).
+    pub fn program(&self, sha256: &str) -> Result<Option<Arc<ProgramBytes>>, StoreError> {
+        if let Some(p) = self.cached_program(sha256) {
+            return Ok(Some(p));
+        }
+        let Some(rec) = self.read(|s| s.program(sha256))? else {
+            return Ok(None);
+        };
+        let p = Arc::new(ProgramBytes {
+            sha256: rec.instrumented_sha256,
+            module: rec.instrumented,
+        });
+        self.cache_program(sha256, p.clone());
+        Ok(Some(p))
+    }
+
+    pub fn cached_program(&self, sha256: &str) -> Option<Arc<ProgramBytes>> {
+        self.programs.get(sha256)
+    }
+
+    pub fn cache_program(&self, sha256: &str, p: Arc<ProgramBytes>) {
+        self.programs.insert(sha256, p);
+    }
+
+    /// Sends a message to a connected worker (dropped if that connection is gone).
+    pub fn send(&self, id: WorkerId, conn: u64, msg: ToWorker) {
+        self.with(|g, fx| g.send(id, conn, msg, fx));
+    }
+
+    /// The program a worker asks for (by instrumented hash), if it holds an attempt of it.
+    pub fn program_for(&self, worker: WorkerId, sha256: &str) -> Option<Arc<ProgramBytes>> {
+        self.lock().program_for(worker, sha256)
+    }
+
+    pub fn on_output(&self, worker: WorkerId, attempt: AttemptId, data: &[u8]) {
+        self.with(|g, fx| g.on_output(worker, attempt, data, fx));
+    }
+
+    pub fn on_result(&self, worker: WorkerId, res: AttemptResult) {
+        self.with(|g, fx| {
+            g.on_result(worker, res, fx);
+            g.dispatch(fx);
+        });
+    }
+
+    /// A worker could not finish an attempt; `loss` says whether that is its fault.
+    pub fn on_failed(&self, worker: WorkerId, attempt: AttemptId, loss: Loss, reason: &str) {
+        self.with(|g, fx| g.on_failed(worker, attempt, loss, reason, fx));
+    }
+
+    /// Periodic duties: silent workers, expired leases, stragglers, trust records to write.
+    /// Returns the finished jobs due to leave memory.
+    pub fn tick(&self) -> Vec<JobId> {
+        let silent_after = self.config.heartbeat * 3;
+        self.with(|g, fx| g.tick(Instant::now(), silent_after, fx))
+            .0
+    }
+
+    /// Forgets finished jobs (their state is in the store).
+    pub fn evict(&self, jobs: &[JobId]) {
+        self.lock().evict(jobs);
+    }
+
+    /// Status of a job held in memory. `None` when not in memory.
+    pub fn job_status(&self, id: JobId) -> Option<(AccountId, JobStatus)> {
+        self.lock().job_status(id)
+    }
+
+    /// Results of a job held in memory.
+    pub fn job_results(&self, id: JobId) -> Option<(AccountId, JobResults)> {
+        self.lock().job_results(id)
+    }
+
+    /// Event stream of a job held in memory, with the first results already shown.
+    pub fn subscribe(&self, id: JobId) -> Option<Subscription> {
+        self.lock().subscribe(id)
+    }
+
+    /// The completion flag of a job held in memory.
+    pub fn done_flag(&self, id: JobId) -> Option<(AccountId, watch::Receiver<bool>)> {
+        self.lock().done_flag(id)
+    }
+
+    /// Cancels a job: queued and running tasks end as cancelled.
+    pub fn cancel(&self, id: JobId) -> bool {
+        self.with(|g, fx| g.cancel(id, fx)).0
+    }
+
+    /// Writes the trust records that changed since the last write.
+    pub fn flush_trust(&self) {
+        self.with(|g, fx| g.flush_trust(fx));
+    }
+
+    /// A worker's trust record as it stands in memory (fresher than the store's), if seen
+    /// since start.
+    pub fn trust_of(&self, id: WorkerId) -> Option<TrustRecord> {
+        self.lock().trust_of(id)
+    }
+
+    pub fn trust_params(&self) -> TrustParams {
+        self.config.trust
+    }
+
+    /// Lifts a worker's quarantine (it starts over as new); `stored` is its record from the
+    /// store, used when it was not seen since start. Returns the new record.
+    pub fn release(&self, id: WorkerId, owner: AccountId, stored: TrustRecord) -> TrustRecord {
+        self.with(|g, fx| g.release(id, owner, stored, fx)).0
+    }
+
+    #[cfg(test)]
+    pub fn tasks_without_progress(&self, job: JobId) -> Vec<runegrid_core::TaskId> {
+        self.lock().tasks_without_progress(job)
+    }
+
+    /// Connected workers and what they hold now.
+    pub fn connected(&self) -> HashMap<WorkerId, Live> {
+        self.lock().connected()
+    }
+
+    /// Takes a sample of the grid into the dashboard's history.
+    pub fn record_sample(&self) {
+        let s = self.lock().sample();
+        self.history.record(s);
+    }
+
+    /// `GET /v1/stats`.
+    pub fn stats(&self) -> GridStats {
+        let now = self.lock().sample();
+        self.history.stats(now)
+    }
+}
+
+/// Periodic duties until the process ends.
+pub async fn ticker(app: Arc<App>) {
+    let period =
+        (app.config.heartbeat / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
+    let mut interval = tokio::time::interval(period);
+    let mut sampled = Instant::now();
+    app.record_sample();
+    loop {
+        interval.tick().await;
+        if sampled.elapsed() >= STATS_INTERVAL {
+            sampled = Instant::now();
+            app.record_sample();
+        }
+        let finished = app.tick();
+        if !finished.is_empty() {
+            app.writer.flush().await;
+            app.evict(&finished);
+        }
+    }
+}

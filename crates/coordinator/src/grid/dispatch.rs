@@ -1,0 +1,134 @@
+//! Dispatch: the queue's tasks to free worker capacity. The grid builds what `core::plan`
+//! sees (each task's need, each worker's view), and carries out its answer.
+
+use super::{Effects, Grid, WorkerConn};
+use runegrid_core::schedule;
+use runegrid_core::{Need, Standing, TaskId, WorkerId, WorkerView, plan};
+
+/// How many queued tasks one dispatch pass looks at, at most.
+const SCAN_LIMIT: usize = 8192;
+
+impl Grid {
+    /// Fills free worker capacity from the queue, then gives idle new workers probes.
+    pub fn dispatch(&mut self, fx: &mut Effects) {
+        for _ in 0..3 {
+            self.again = false;
+            self.dispatch_once(fx);
+            if !self.again {
+                break;
+            }
+        }
+        self.give_probes(fx);
+    }
+
+    /// What the scheduler sees of a connected worker, busy or not.
+    pub(super) fn view(&self, id: WorkerId, w: &WorkerConn) -> WorkerView {
+        let record = self.trust.record(id);
+        let owner = self.trust.owner(id).unwrap_or(w.owner);
+        let speed = record.map_or(0.0, |r| r.speed);
+        let busy = w.busy.len() as u32;
+        WorkerView {
+            id,
+            free_slots: schedule::capacity(w.slots, speed).saturating_sub(busy),
+            running: busy,
+            owner,
+            standing: self.trust.standing(id),
+            score: record.map_or(0.5, |r| r.score()),
+            speed,
+            memory_bytes: w.memory_bytes,
+            blob_space: w.blob_space,
+            blobs: w.blobs.clone(),
+        }
+    }
+
+    /// The workers that can take an attempt now.
+    fn views(&self) -> Vec<WorkerView> {
+        self.workers
+            .iter()
+            .map(|(id, w)| self.view(*id, w))
+            .filter(|v| v.free_slots > 0 && v.standing != Standing::Quarantined)
+            .collect()
+    }
+
+    /// What a queued task needs of the scheduler, if it wants attempts now.
+    fn need_of(&self, id: TaskId) -> Option<Need> {
+        let t = self.tasks.get(&id)?;
+        let count = self.need_count(t);
+        if count == 0 {
+            return None;
+        }
+        let (_, limits) = self.run_spec(t)?;
+        let exclude = self.exclude(t);
+        let owners = exclude
+            .iter()
+            .filter_map(|w| self.trust.owner(*w))
+            .collect();
+        Some(Need {
+            task: t.id,
+            count,
+            exclude,
+            owners,
+            memory_bytes: limits.memory_bytes,
+            blobs: t
+                .input
+                .blobs
+                .iter()
+                .map(|b| (b.sha256.clone(), b.size))
+                .collect(),
+        })
+    }
+
+    fn dispatch_once(&mut self, fx: &mut Effects) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        let mut stuck = Vec::new();
+        while i < self.queue.len() && i < SCAN_LIMIT {
+            let views = self.views();
+            let free: u32 = views.iter().map(|v| v.free_slots).sum();
+            if free == 0 {
+                break;
+            }
+            let start = i;
+            let mut needs = Vec::new();
+            let mut want = 0u32;
+            while i < self.queue.len() && i - start < 1024 && want < free * 2 {
+                let id = self.queue[i];
+                i += 1;
+                if let Some(need) = self.need_of(id) {
+                    want += need.count;
+                    needs.push(need);
+                }
+            }
+            let planned = plan(&needs, &views);
+            for a in &planned {
+                self.start_attempt(a.task, a.worker, fx);
+            }
+            stuck.extend(
+                needs
+                    .into_iter()
+                    .filter(|n| !planned.iter().any(|a| a.task == n.task)),
+            );
+        }
+        // Drop the scanned entries that need nothing more now; keep the rest in order.
+        let scanned: Vec<TaskId> = self.queue.drain(..i).collect();
+        let mut keep = Vec::new();
+        for id in scanned {
+            let Some(t) = self.tasks.get(&id) else {
+                continue;
+            };
+            if self.need_count(t) > 0 {
+                keep.push(id);
+            } else if let Some(t) = self.tasks.get_mut(&id) {
+                t.queued = false;
+            }
+        }
+        for id in keep.into_iter().rev() {
+            self.queue.push_front(id);
+        }
+        for need in &stuck {
+            self.settle_if_stuck(need, fx);
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Jobs in memory: creating one with its tasks, a task's state and its job's counts, finishing
+//! tasks and jobs, cancelling, and forgetting finished jobs.
+
+use super::reads::bump;
+use super::{Effects, Grid, JobMem, TaskInput, TaskMem, counts_of, now_ms};
+use crate::programs::ProgramBytes;
+use runegrid_core::straggler::JobTiming;
+use runegrid_core::{JobId, Policy, Quorum, TaskId};
+use runegrid_proto::JobEvent;
+use runegrid_proto::worker::{BlobMount, ToWorker};
+use runegrid_store::{
+    Change, JobRecord, JobState, NewJob, NewTask, TaskOutcome, TaskRecord, TaskState,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Finished jobs stay in memory this long (then reads go to the store)...
+const KEEP_FINISHED: Duration = Duration::from_secs(30);
+/// ...and at most this many of them.
+const MAX_FINISHED: usize = 10_000;
+
+/// A job to accept, with everything the grid needs to run it.
+pub struct Submission {
+    pub job: NewJob,
+    pub tasks: Vec<NewTask>,
+    pub owner_name: String,
+    pub program: Arc<ProgramBytes>,
+    pub mounts: Arc<[BlobMount]>,
+}
+
+impl Grid {
+    /// Accepts a job: gives it and its tasks ids, queues their creation in the store and its
+    /// tasks for dispatch. Nothing is given out yet: a follower subscribes now, before the
+    /// [`Grid::dispatch`] that comes next, to see every attempt from its first byte.
+    pub fn add_job(&mut self, s: Submission, fx: &mut Effects) -> JobId {
+        let Submission {
+            job: new,
+            tasks,
+            owner_name,
+            program,
+            mounts,
+        } = s;
+        let id = self.next_job;
+        self.next_job += 1;
+        let first_task = self.next_task;
+        self.next_task += tasks.len() as i64;
+        let rec = JobRecord {
+            id,
+            owner: new.owner,
+            name: new.name.clone(),
+            program: new.program.clone(),
+            policy: new.policy,
+            replicas: new.replicas,
+            agree: new.agree,
+            max_attempts: new.max_attempts,
+            limits: new.limits,
+            created_at: new.created_at,
+            state: JobState::Active,
+            finished_at: None,
+            blobs: new.blobs.clone(),
+        };
+        let records = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TaskRecord {
+                id: first_task + i as i64,
+                job: id,
+                index: i as u32,
+                args: t.args.clone(),
+                env: t.env.clone(),
+                stdin: t.stdin.clone(),
+                seed: t.seed,
+                state: TaskState::Queued,
+                outcome: None,
+                attempts: 0,
+            })
+            .collect();
+        let tasks = tasks
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (first_task + i as i64, t))
+            .collect();
+        fx.change(Change::CreateJob {
+            id,
+            job: Box::new(new),
+            tasks,
+        });
+        let ids = self.insert_job(rec, owner_name, program, mounts, records);
+        for tid in ids {
+            self.queue.push_back(tid);
+            if let Some(t) = self.tasks.get_mut(&tid) {
+                t.queued = true;
+            }
+        }
+        id
+    }
+
+    /// Puts a job and its tasks (as stored) in memory; returns the task ids.
+    pub(super) fn insert_job(
+        &mut self,
+        rec: JobRecord,
+        owner_name: String,
+        program: Arc<ProgramBytes>,
+        mounts: Arc<[BlobMount]>,
+        tasks: Vec<TaskRecord>,
+    ) -> Vec<TaskId> {
+        let policy = Policy {
+            kind: rec.policy,
+            quorum: Quorum {
+                replicas: rec.replicas,
+                agree: rec.agree,
+                max_attempts: rec.max_attempts,
+            },
+        };
+        let counts = counts_of(tasks.iter().map(|t| t.state));
+        let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+        let job = rec.id;
+        for t in tasks {
+            let input = Arc::new(TaskInput {
+                args: t.args,
+                env: t.env.into_iter().collect(),
+                stdin: t.stdin,
+                seed: t.seed,
+                blobs: mounts.clone(),
+            });
+            let mut m = TaskMem::new(t.id, job, t.index, input, t.state);
+            m.attempts = t.attempts;
+            m.outcome = t.outcome;
+            self.tasks.insert(t.id, m);
+        }
+        let (done, _) = watch::channel(false);
+        self.jobs.insert(
+            job,
+            JobMem {
+                rec,
+                owner_name,
+                policy,
+                timing: JobTiming::default(),
+                program,
+                tasks: ids.clone(),
+                counts,
+                events: None,
+                done,
+                finished: None,
+            },
+        );
+        ids
+    }
+
+    /// Moves a task to another state, keeping its job's counts (audits and probes count for
+    /// nothing).
+    pub(super) fn set_state(&mut self, id: TaskId, new: TaskState) {
+        let Some(t) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let old = t.state;
+        if old == new {
+            return;
+        }
+        t.state = new;
+        if t.is_special() {
+            return;
+        }
+        if let Some(j) = self.jobs.get_mut(&t.job) {
+            bump(&mut j.counts, old, -1);
+            bump(&mut j.counts, new, 1);
+        }
+    }
+
+    /// Ends a task: what still runs of it is cancelled, its outcome recorded and shown, and its
+    /// job finishes with its last task.
+    pub(super) fn finalize(
+        &mut self,
+        id: TaskId,
+        state: TaskState,
+        outcome: TaskOutcome,
+        fx: &mut Effects,
+    ) {
+        let at = now_ms();
+        let Some(t) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let running = std::mem::take(&mut t.running);
+        let job_id = t.job;
+        self.cancel_attempts(job_id, running, fx);
+        self.set_state(id, state);
+        let Some(t) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        t.backup_wanted = 0;
+        if !t.is_special() {
+            match state {
+                TaskState::Verified => self.verified_total += 1,
+                TaskState::Failed => self.failed_total += 1,
+                _ => {}
+            }
+        }
+        fx.change(Change::FinishTask {
+            id,
+            state,
+            outcome: outcome.clone(),
+            attempts: t.attempts,
+        });
+        t.outcome = Some(outcome);
+        if self.followed(job_id) {
+            let result = self.task_result(&self.tasks[&id]);
+            fx.event(job_id, JobEvent::Task { result });
+            self.progress_event(job_id, fx);
+        }
+        self.finish_job_if_done(job_id, at, fx);
+    }
+
+    /// Cancels the attempts of a decided task; a straggler that lost the race still tells how
+    /// slow its worker is.
+    fn cancel_attempts(
+        &mut self,
+        job: JobId,
+        running: Vec<runegrid_core::AttemptId>,
+        fx: &mut Effects,
+    ) {
+        let at = now_ms();
+        let threshold = self
+            .jobs
+            .get(&job)
+            .and_then(|j| j.timing.threshold_ms().zip(j.timing.mean_ms()));
+        for a in running {
+            let Some(att) = self.attempts.remove(&a) else {
+                continue;
+            };
+            if let Some(w) = self.workers.get(&att.worker) {
+                fx.send(
+                    att.worker,
+                    &w.tx,
+                    ToWorker::Cancel {
+                        attempt: a,
+                        reason: "task already decided".into(),
+                    },
+                );
+            }
+            let elapsed = att.started.elapsed().as_secs_f64() * 1000.0;
+            if let Some((limit, mean)) = threshold
+                && elapsed > limit
+            {
+                self.update_trust(att.worker, |r, _| r.record_speed(elapsed / mean), fx);
+            }
+            fx.change(Change::CancelAttempt { id: a, at });
+        }
+    }
+
+    fn finish_job_if_done(&mut self, job: JobId, at: i64, fx: &mut Effects) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if j.counts.finished() != j.counts.total() || j.finished.is_some() {
+            return;
+        }
+        let state = if j.counts.cancelled > 0 {
+            JobState::Cancelled
+        } else {
+            JobState::Done
+        };
+        j.rec.state = state;
+        j.rec.finished_at = Some(at);
+        j.finished = Some(Instant::now());
+        fx.change(Change::FinishJob { id: job, state, at });
+        fx.event(
+            job,
+            JobEvent::Done {
+                state: state.as_str().into(),
+                counts: j.counts,
+            },
+        );
+        tracing::debug!(
+            job,
+            verified = j.counts.verified,
+            failed = j.counts.failed,
+            "job finished"
+        );
+        self.finished.push_back((job, Instant::now()));
+    }
+
+    /// Cancels a job: queued and running tasks end as cancelled. False when it is not in
+    /// memory or already finished.
+    pub fn cancel(&mut self, id: JobId, fx: &mut Effects) -> bool {
+        let Some(j) = self.jobs.get(&id) else {
+            return false;
+        };
+        if j.finished.is_some() {
+            return false;
+        }
+        for t in j.tasks.clone() {
+            if self.tasks.get(&t).is_some_and(|t| !t.state.is_final()) {
+                self.finalize(
+                    t,
+                    TaskState::Cancelled,
+                    TaskOutcome::failed("job cancelled"),
+                    fx,
+                );
+            }
+        }
+        true
+    }
+
+    /// Finished jobs due to leave memory (kept a while, and not too many).
+    pub fn expired_jobs(&mut self) -> Vec<JobId> {
+        let now = Instant::now();
+        let mut old = Vec::new();
+        while let Some((id, at)) = self.finished.front().copied() {
+            if now.duration_since(at) <= KEEP_FINISHED && self.finished.len() <= MAX_FINISHED {
+                break;
+            }
+            self.finished.pop_front();
+            old.push(id);
+        }
+        old
+    }
+
+    /// Forgets jobs (their state is in the store).
+    pub fn evict(&mut self, jobs: &[JobId]) {
+        for id in jobs {
+            if let Some(j) = self.jobs.remove(id) {
+                for t in j.tasks {
+                    self.tasks.remove(&t);
+                }
+            }
+        }
+    }
+}

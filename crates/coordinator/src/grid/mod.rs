@@ -1,0 +1,293 @@
+//! The in-memory grid: active jobs, their tasks, running attempts and connected workers, and
+//! every transition between their states.
+//!
+//! A transition is a method of [`Grid`] that takes an [`Effects`] collector. It changes the
+//! grid and records what must happen outside it — store changes, messages to workers, job
+//! events — as data; [`crate::app::App`] runs each transition under the one grid lock and
+//! flushes its effects inside the same critical section, so the store, the workers and the
+//! followers of a job see changes in the order they happened, and a test can drive a
+//! transition and assert on its effects.
+//!
+//! One concept per module: `jobs` (a job's tasks and counts, finishing), `attempts` (an
+//! attempt's life: start, output, result, failure, loss, leases), `verify` (deciding a task),
+//! `dispatch` (filling worker capacity through `core::plan`), `workers` (connections),
+//! `trust` (the records and the one way to change them), `audit` (re-executing results
+//! accepted on a liar's word), `probes` (known-answer tasks for new workers), `stragglers`
+//! (backups for slow attempts), `events` (followers of a job), `recover` (rebuilding from the
+//! store) and `reads` (what the API shows). Every rule they apply lives in `runegrid_core`.
+
+mod attempts;
+mod audit;
+mod dispatch;
+mod effects;
+mod events;
+mod jobs;
+mod probes;
+mod reads;
+mod recover;
+mod stragglers;
+#[cfg(test)]
+mod tests;
+mod trust;
+mod verify;
+mod workers;
+
+pub use effects::Effects;
+pub use events::Subscription;
+pub use jobs::Submission;
+pub use reads::{Live, bump, counts_of, status_of, task_result};
+pub use recover::Recovered;
+
+use crate::programs::ProgramBytes;
+use runegrid_core::straggler::JobTiming;
+use runegrid_core::{
+    AccountId, AttemptId, Digest, ExecStatus, JobId, Limits, Policy, Quorum, Requirement, TaskId,
+    TrustParams, WorkerId,
+};
+use runegrid_proto::worker::{BlobMount, ToWorker};
+use runegrid_proto::{Counts, JobEvent};
+use runegrid_store::{JobRecord, TaskOutcome, TaskState};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// Wall-clock milliseconds since the Unix epoch (what the store records).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A job held in memory (unfinished, or finished a short while ago).
+struct JobMem {
+    rec: JobRecord,
+    owner_name: String,
+    policy: Policy,
+    /// Times of its finished attempts, for the straggler rule.
+    timing: JobTiming,
+    program: Arc<ProgramBytes>,
+    tasks: Vec<TaskId>,
+    counts: Counts,
+    /// Created when someone first follows the job's events.
+    events: Option<broadcast::Sender<JobEvent>>,
+    done: watch::Sender<bool>,
+    finished: Option<Instant>,
+}
+
+/// One result of a task.
+struct ResultMem {
+    worker: WorkerId,
+    digest: Digest,
+    status: ExecStatus,
+    fuel: u64,
+    /// Stdout of results received since this coordinator started (not kept across restarts).
+    stdout: Option<Vec<u8>>,
+    stderr: String,
+}
+
+/// What a worker needs to run a task; shared with audits and probes of it.
+struct TaskInput {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: Vec<u8>,
+    seed: u64,
+    /// The job's blob mounts.
+    blobs: Arc<[BlobMount]>,
+}
+
+/// A task the coordinator made for itself (an audit or a probe): not part of its job's counts,
+/// not stored, and self-contained, so it outlives its job in memory.
+struct Special {
+    kind: SpecialKind,
+    program: Arc<ProgramBytes>,
+    limits: Limits,
+    quorum: Quorum,
+}
+
+enum SpecialKind {
+    /// Re-execution of a result accepted on `liar`'s word alone, after it was caught lying.
+    Audit {
+        of: TaskId,
+        accepted: Digest,
+        liar: WorkerId,
+    },
+    /// A known-answer task for a new worker.
+    Probe { expect: Digest, worker: WorkerId },
+}
+
+struct TaskMem {
+    id: TaskId,
+    job: JobId,
+    index: u32,
+    input: Arc<TaskInput>,
+    state: TaskState,
+    results: Vec<ResultMem>,
+    running: Vec<AttemptId>,
+    lost: u32,
+    /// Why its last lost attempt was lost (shown when the task fails).
+    last_loss: Option<String>,
+    attempts: u32,
+    outcome: Option<TaskOutcome>,
+    queued: bool,
+    /// What the task needs, fixed when its first attempt is given out and only ever stricter
+    /// after that (reset when every attempt was lost).
+    req: Option<Requirement>,
+    /// Backup attempts given for stragglers, and those still to give.
+    backups: u32,
+    backup_wanted: u32,
+    /// The first result was shown to the job's followers (unverified).
+    shown_first: bool,
+    special: Option<Box<Special>>,
+}
+
+impl TaskMem {
+    fn new(id: TaskId, job: JobId, index: u32, input: Arc<TaskInput>, state: TaskState) -> Self {
+        TaskMem {
+            id,
+            job,
+            index,
+            input,
+            state,
+            results: Vec::new(),
+            running: Vec::new(),
+            lost: 0,
+            last_loss: None,
+            attempts: 0,
+            outcome: None,
+            queued: false,
+            req: None,
+            backups: 0,
+            backup_wanted: 0,
+            shown_first: false,
+            special: None,
+        }
+    }
+
+    fn is_special(&self) -> bool {
+        self.special.is_some()
+    }
+}
+
+struct AttemptMem {
+    task: TaskId,
+    job: JobId,
+    worker: WorkerId,
+    deadline: Instant,
+    started: Instant,
+    backup: bool,
+    /// Some of its stdout has come in: a follower arriving now would see the rest without the
+    /// start, so it gets none of this attempt's chunks.
+    streamed: bool,
+}
+
+struct WorkerConn {
+    conn: u64,
+    slots: u32,
+    /// Attempts the worker holds: running, or cancelled and not yet reported.
+    busy: HashSet<AttemptId>,
+    tx: mpsc::UnboundedSender<ToWorker>,
+    last_seen: Instant,
+    owner: AccountId,
+    memory_bytes: u64,
+    /// Disk it keeps blobs in, and the blobs it holds (SHA-256).
+    blob_space: u64,
+    blobs: Vec<String>,
+    /// A browser worker (its runtime is `browser/…`), for the stats.
+    browser: bool,
+    /// The known-answer probe it is running, if any.
+    probing: Option<TaskId>,
+    /// Jobs it returned a result for: its first result of a job includes fetching and
+    /// compiling the program, so it does not count for speed.
+    jobs_seen: HashSet<JobId>,
+    probes_given: u32,
+}
+
+/// Everything the coordinator holds in memory about its work and its workers.
+pub struct Grid {
+    jobs: HashMap<JobId, JobMem>,
+    tasks: HashMap<TaskId, TaskMem>,
+    attempts: HashMap<AttemptId, AttemptMem>,
+    queue: VecDeque<TaskId>,
+    /// Finished jobs still in memory, oldest first.
+    finished: VecDeque<(JobId, Instant)>,
+    workers: BTreeMap<WorkerId, WorkerConn>,
+    next_job: JobId,
+    next_task: TaskId,
+    next_attempt: AttemptId,
+    next_conn: u64,
+    lease_grace: Duration,
+    rng: rand::rngs::StdRng,
+    trust: trust::TrustBook,
+    audits: audit::SoleResults,
+    probes: probes::ProbePool,
+    /// A dispatch pass made some task need more attempts (a requirement became stricter).
+    again: bool,
+    /// Tasks verified and failed since start (audits and probes not counted).
+    verified_total: u64,
+    failed_total: u64,
+}
+
+/// The first ids a new grid hands out.
+#[derive(Debug, Clone, Copy)]
+pub struct NextIds {
+    pub job: JobId,
+    pub task: TaskId,
+    pub attempt: AttemptId,
+}
+
+impl Grid {
+    pub fn new(params: TrustParams, lease_grace: Duration, next: NextIds) -> Grid {
+        use rand::SeedableRng;
+        Grid {
+            jobs: HashMap::new(),
+            tasks: HashMap::new(),
+            attempts: HashMap::new(),
+            queue: VecDeque::new(),
+            finished: VecDeque::new(),
+            workers: BTreeMap::new(),
+            next_job: next.job,
+            next_task: next.task,
+            next_attempt: next.attempt,
+            next_conn: 1,
+            lease_grace,
+            rng: rand::rngs::StdRng::from_entropy(),
+            trust: trust::TrustBook::new(params),
+            audits: audit::SoleResults::default(),
+            probes: probes::ProbePool::default(),
+            again: false,
+            verified_total: 0,
+            failed_total: 0,
+        }
+    }
+
+    fn take_task_id(&mut self) -> TaskId {
+        let id = self.next_task;
+        self.next_task += 1;
+        id
+    }
+
+    /// The program and limits an attempt of `t` runs with (its job's, or the special task's
+    /// own); `None` for a task of a job no longer in memory.
+    fn run_spec<'a>(&'a self, t: &'a TaskMem) -> Option<(&'a Arc<ProgramBytes>, Limits)> {
+        match &t.special {
+            Some(s) => Some((&s.program, s.limits)),
+            None => self.jobs.get(&t.job).map(|j| (&j.program, j.rec.limits)),
+        }
+    }
+}
+
+impl Grid {
+    /// Periodic duties: workers silent past `silent_after` and attempts past their lease are
+    /// lost, stragglers get backups, free capacity is filled, changed trust records are written.
+    /// Returns the finished jobs due to leave memory.
+    pub fn tick(&mut self, now: Instant, silent_after: Duration, fx: &mut Effects) -> Vec<JobId> {
+        self.drop_silent_workers(now, silent_after, fx);
+        self.expire_leases(now, fx);
+        self.check_all_stragglers();
+        self.dispatch(fx);
+        self.flush_trust(fx);
+        self.expired_jobs()
+    }
+}

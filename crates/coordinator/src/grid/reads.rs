@@ -1,0 +1,223 @@
+//! What the API shows of the grid: a job's status and results, connected workers, a sample of
+//! the grid's activity.
+
+use super::{Grid, TaskMem, now_ms};
+use runegrid_core::trust::distinct_workers_needed;
+use runegrid_core::{AccountId, JobId, Standing, WorkerId};
+use runegrid_proto::{Counts, GridSample, JobResults, JobStatus, TaskResult};
+use runegrid_store::{JobRecord, TaskOutcome, TaskState};
+use std::collections::HashMap;
+
+/// A connected worker as the coordinator sees it now.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub slots: u32,
+    pub running: u32,
+    /// The blobs it holds now (its hello's list, updated by its `blobs` messages).
+    pub blobs: Vec<String>,
+}
+
+impl Grid {
+    /// Status of a job held in memory, with its owner. `None` when not in memory.
+    pub fn job_status(&self, id: JobId) -> Option<(AccountId, JobStatus)> {
+        let j = self.jobs.get(&id)?;
+        let mut s = status_of(&j.rec, &j.owner_name, j.counts);
+        if j.counts.queued > 0 {
+            s.waiting_for = self.waiting_for(&j.policy);
+        }
+        Some((j.rec.owner, s))
+    }
+
+    /// Why a job with queued tasks may be waiting: too few usable workers for its policy, or
+    /// every worker busy.
+    fn waiting_for(&self, policy: &runegrid_core::Policy) -> Option<String> {
+        let usable: Vec<Standing> = self
+            .workers
+            .keys()
+            .map(|id| self.standing(*id))
+            .filter(|s| *s != Standing::Quarantined)
+            .collect();
+        let connected = usable.len() as u32;
+        let needed = distinct_workers_needed(policy, usable.contains(&Standing::Trusted));
+        if connected < needed {
+            return Some(format!(
+                "each task needs {} distinct workers and {} connected (and not quarantined)",
+                needed,
+                if connected == 1 {
+                    "1 is".to_string()
+                } else {
+                    format!("{connected} are")
+                }
+            ));
+        }
+        let all_busy = self
+            .workers
+            .iter()
+            .all(|(id, w)| self.view(*id, w).free_slots == 0);
+        all_busy.then(|| "every worker slot is busy".into())
+    }
+
+    /// Results of a job held in memory, with its owner.
+    pub fn job_results(&self, id: JobId) -> Option<(AccountId, JobResults)> {
+        let j = self.jobs.get(&id)?;
+        let tasks = j
+            .tasks
+            .iter()
+            .filter_map(|t| self.tasks.get(t))
+            .map(|t| self.task_result(t))
+            .collect();
+        Some((j.rec.owner, JobResults { job: id, tasks }))
+    }
+
+    /// A task's public result: final, or its first result marked unverified.
+    pub(super) fn task_result(&self, t: &TaskMem) -> TaskResult {
+        if t.outcome.is_none()
+            && let Some(first) = t.results.iter().find(|r| r.stdout.is_some())
+        {
+            let mut r = task_result(t.index, t.state, None, t.attempts);
+            r.state = "unverified".into();
+            r.set_stdout(first.stdout.as_deref().unwrap_or_default());
+            r.exit_code = first.status.exit_code();
+            r.fuel = Some(first.fuel);
+            r.digest = Some(first.digest);
+            r.status = Some(first.status);
+            r.stderr = Some(first.stderr.clone());
+            return r;
+        }
+        let mut r = task_result(t.index, t.state, t.outcome.as_ref(), t.attempts);
+        r.stderr = r
+            .digest
+            .and_then(|d| t.results.iter().find(|x| x.digest == d))
+            .map(|x| x.stderr.clone());
+        r
+    }
+
+    /// Connected workers and what they hold now.
+    pub fn connected(&self) -> HashMap<WorkerId, Live> {
+        self.workers
+            .iter()
+            .map(|(id, w)| {
+                let live = Live {
+                    slots: w.slots,
+                    running: w.busy.len() as u32,
+                    blobs: w.blobs.clone(),
+                };
+                (*id, live)
+            })
+            .collect()
+    }
+
+    /// The grid now: connected workers by kind, load, and totals.
+    pub fn sample(&self) -> GridSample {
+        let mut s = GridSample {
+            at: now_ms(),
+            running: self.attempts.len() as u32,
+            queued: self.queue.len() as u32,
+            verified: self.verified_total,
+            failed: self.failed_total,
+            ..GridSample::default()
+        };
+        for w in self.workers.values() {
+            if w.browser {
+                s.workers_browser += 1;
+            } else {
+                s.workers_native += 1;
+            }
+            s.slots += w.slots;
+        }
+        s
+    }
+
+    /// Tasks of a job that are neither final, nor queued, nor running an attempt: lost work
+    /// (always empty; checked by tests).
+    #[cfg(test)]
+    pub fn tasks_without_progress(&self, job: JobId) -> Vec<runegrid_core::TaskId> {
+        let Some(j) = self.jobs.get(&job) else {
+            return vec![];
+        };
+        j.tasks
+            .iter()
+            .filter(|id| {
+                self.tasks
+                    .get(id)
+                    .is_some_and(|t| !t.state.is_final() && !t.queued && t.running.is_empty())
+            })
+            .copied()
+            .collect()
+    }
+}
+
+pub fn status_of(rec: &JobRecord, owner_name: &str, counts: Counts) -> JobStatus {
+    JobStatus {
+        job: rec.id,
+        name: rec.name.clone(),
+        owner: owner_name.to_string(),
+        program: rec.program.clone(),
+        state: rec.state.as_str().to_string(),
+        policy: rec.policy.as_str().to_string(),
+        replicas: rec.replicas,
+        agree: rec.agree,
+        max_attempts: rec.max_attempts,
+        limits: rec.limits,
+        counts,
+        created_at: rec.created_at,
+        finished_at: rec.finished_at,
+        waiting_for: None,
+        blobs: rec.blobs.clone(),
+    }
+}
+
+/// A task's public result from its stored or in-memory parts.
+pub fn task_result(
+    index: u32,
+    state: TaskState,
+    outcome: Option<&TaskOutcome>,
+    attempts: u32,
+) -> TaskResult {
+    let mut r = TaskResult {
+        index,
+        state: state.as_str().to_string(),
+        acceptance: None,
+        exit_code: None,
+        stdout: None,
+        stdout_base64: None,
+        fuel: None,
+        digest: None,
+        attempts,
+        error: None,
+        status: None,
+        stderr: None,
+    };
+    if let Some(o) = outcome {
+        r.exit_code = o.status.and_then(|s| s.exit_code());
+        if o.status.is_some() {
+            r.set_stdout(&o.stdout);
+            r.fuel = Some(o.fuel);
+        }
+        r.digest = o.digest;
+        r.error = o.error.clone();
+        r.status = o.status;
+        r.acceptance = o.acceptance.map(|a| a.as_str().to_string());
+    }
+    r
+}
+
+pub fn counts_of(states: impl Iterator<Item = TaskState>) -> Counts {
+    let mut c = Counts::default();
+    for s in states {
+        bump(&mut c, s, 1);
+    }
+    c
+}
+
+/// Adds `by` tasks in state `s` to the counts.
+pub fn bump(c: &mut Counts, s: TaskState, by: i64) {
+    let f = match s {
+        TaskState::Queued => &mut c.queued,
+        TaskState::Running => &mut c.running,
+        TaskState::Verified => &mut c.verified,
+        TaskState::Failed => &mut c.failed,
+        TaskState::Cancelled => &mut c.cancelled,
+    };
+    *f = (*f as i64 + by) as u64;
+}

@@ -1,0 +1,121 @@
+//! Rebuilding the grid from the store at start: unfinished jobs come back, attempts that were
+//! running are lost (the coordinator restarted under them), finished attempts keep their
+//! digests, and every task that still needs work is queued.
+
+use super::{Effects, Grid, NextIds, ResultMem, now_ms};
+use crate::blobs::BlobStore;
+use crate::programs::ProgramBytes;
+use runegrid_core::{AccountId, TaskId, TrustParams};
+use runegrid_store::{AttemptRecord, AttemptState, Change, JobState, Store, StoreError, TaskState};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A grid rebuilt from the store, and the store changes the rebuilding made.
+pub struct Recovered {
+    pub grid: Grid,
+    pub effects: Effects,
+}
+
+impl Grid {
+    /// Loads unfinished jobs from `store`, marks attempts that were running as lost, and
+    /// queues what still needs work.
+    pub fn recover(
+        store: &mut dyn Store,
+        blobs: &BlobStore,
+        params: TrustParams,
+        lease_grace: Duration,
+    ) -> Result<Recovered, StoreError> {
+        let max = store.max_ids()?;
+        let mut grid = Grid::new(
+            params,
+            lease_grace,
+            NextIds {
+                job: max.job + 1,
+                task: max.task + 1,
+                attempt: max.attempt + 1,
+            },
+        );
+        let mut fx = Effects::default();
+        let accounts: HashMap<AccountId, String> = store
+            .accounts()?
+            .into_iter()
+            .map(|a| (a.id, a.name))
+            .collect();
+        let jobs = store.unfinished_jobs()?;
+        let n_jobs = jobs.len();
+        for job in jobs {
+            let Some(program) = store.program(&job.program)? else {
+                tracing::error!(job = job.id, program = %job.program, "program of an unfinished job is missing; failing the job");
+                fx.change(Change::FinishJob {
+                    id: job.id,
+                    state: JobState::Done,
+                    at: now_ms(),
+                });
+                continue;
+            };
+            let program = Arc::new(ProgramBytes {
+                sha256: program.instrumented_sha256,
+                module: program.instrumented,
+            });
+            let tasks = store.tasks(job.id)?;
+            let attempts = store.attempts(job.id)?;
+            let owner_name = accounts.get(&job.owner).cloned().unwrap_or_default();
+            let mounts = blobs.mounts(&job.blobs);
+            grid.insert_job(job, owner_name, program, mounts, tasks);
+            for a in attempts {
+                grid.recover_attempt(a, &mut fx);
+            }
+        }
+        let ids: Vec<TaskId> = grid.tasks.keys().copied().collect();
+        for id in ids {
+            if grid.tasks.get(&id).is_some_and(|t| !t.state.is_final()) {
+                grid.set_state(id, TaskState::Queued);
+                grid.evaluate(id, &mut fx);
+            }
+        }
+        if n_jobs > 0 {
+            tracing::info!(
+                jobs = n_jobs,
+                queued = grid.queue.len(),
+                "recovered unfinished jobs"
+            );
+        }
+        Ok(Recovered { grid, effects: fx })
+    }
+
+    /// A stored attempt of an unfinished task: a result counts again, a running attempt is
+    /// lost.
+    fn recover_attempt(&mut self, a: AttemptRecord, fx: &mut Effects) {
+        let Some(t) = self.tasks.get_mut(&a.task) else {
+            return;
+        };
+        if t.state.is_final() {
+            return;
+        }
+        match a.state {
+            AttemptState::Done => {
+                if let (Some(digest), Some(status)) = (a.digest, a.status) {
+                    t.results.push(ResultMem {
+                        worker: a.worker,
+                        digest,
+                        status,
+                        fuel: a.fuel.unwrap_or(0),
+                        stdout: None,
+                        stderr: String::new(),
+                    });
+                }
+            }
+            AttemptState::Running => {
+                t.lost += 1;
+                fx.change(Change::LoseAttempt {
+                    id: a.id,
+                    error: "coordinator restarted".into(),
+                    at: now_ms(),
+                });
+            }
+            AttemptState::Lost => t.lost += 1,
+            AttemptState::Cancelled => {}
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Transitions driven directly on a `Grid`, asserting on the effects they record.
+
+use super::{Effects, Grid, NextIds, Submission};
+use crate::programs::ProgramBytes;
+use proptest::prelude::*;
+use runegrid_core::{Limits, PolicyKind, Standing, TrustParams, TrustRecord, WorkerId};
+use runegrid_proto::worker::{Capabilities, ToWorker};
+use runegrid_store::{Change, NewJob, NewTask};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+fn grid(params: TrustParams) -> Grid {
+    Grid::new(
+        params,
+        Duration::from_secs(10),
+        NextIds {
+            job: 1,
+            task: 1,
+            attempt: 1,
+        },
+    )
+}
+
+fn caps(slots: u32) -> Capabilities {
+    Capabilities {
+        cores: 1,
+        memory_bytes: 0,
+        slots,
+        arch: "test".into(),
+        os: "test".into(),
+        runtime: "test".into(),
+        blob_space: 0,
+        blobs: vec![],
+    }
+}
+
+fn submission(policy: PolicyKind, tasks: u32) -> Submission {
+    Submission {
+        job: NewJob {
+            owner: 1,
+            name: "t".into(),
+            program: "p".into(),
+            policy,
+            replicas: 2,
+            agree: 2,
+            max_attempts: 6,
+            limits: Limits::default(),
+            created_at: 0,
+            blobs: Default::default(),
+        },
+        tasks: (0..tasks)
+            .map(|i| NewTask {
+                args: vec![i.to_string()],
+                env: Default::default(),
+                stdin: vec![],
+                seed: i as u64,
+            })
+            .collect(),
+        owner_name: "u".into(),
+        program: Arc::new(ProgramBytes {
+            sha256: "i".into(),
+            module: vec![],
+        }),
+        mounts: Arc::from([]),
+    }
+}
+
+/// Connects a worker; keeps its receiver open (a closed one takes no attempts).
+fn connect(
+    g: &mut Grid,
+    id: WorkerId,
+    slots: u32,
+    fx: &mut Effects,
+) -> mpsc::UnboundedReceiver<ToWorker> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    g.worker_connected(id, id, TrustRecord::default(), &caps(slots), tx, fx);
+    rx
+}
+
+fn assigned(fx: &Effects, w: WorkerId) -> Vec<i64> {
+    fx.to(w)
+        .filter_map(|m| match m {
+            ToWorker::Assign(a) => Some(a.attempt),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn accepting_a_job_records_its_creation_then_its_attempts() {
+    let mut g = grid(TrustParams::default());
+    let mut fx = Effects::default();
+    let _rx1 = connect(&mut g, 1, 1, &mut fx);
+    let _rx2 = connect(&mut g, 2, 1, &mut fx);
+    assert!(fx.changes.is_empty() && fx.messages.is_empty());
+    let job = g.add_job(submission(PolicyKind::Quorum, 3), &mut fx);
+    assert!(matches!(fx.changes.as_slice(), [Change::CreateJob { id, .. }] if *id == job));
+    assert!(
+        fx.messages.is_empty(),
+        "nothing is given out before dispatch"
+    );
+    g.dispatch(&mut fx);
+    // Two slots each hold two attempts: 4 attempts, each task's two on distinct workers.
+    let (a1, a2) = (assigned(&fx, 1), assigned(&fx, 2));
+    assert_eq!((a1.len(), a2.len()), (2, 2));
+    let started = fx
+        .changes
+        .iter()
+        .filter(|c| matches!(c, Change::StartAttempt { .. }))
+        .count();
+    assert_eq!(started, 4);
+    assert!(
+        matches!(fx.changes[0], Change::CreateJob { .. }),
+        "creation first"
+    );
+}
+
+#[derive(Debug, Clone)]
+enum TrustChange {
+    Agree,
+    Disagree,
+    Abandon,
+    Release,
+}
+
+fn trust_change() -> impl Strategy<Value = TrustChange> {
+    prop_oneof![
+        3 => Just(TrustChange::Agree),
+        2 => Just(TrustChange::Disagree),
+        2 => Just(TrustChange::Abandon),
+        1 => Just(TrustChange::Release),
+    ]
+}
+
+proptest! {
+    /// Whatever changes a worker's record, a change of standing is told to the worker, and a
+    /// quarantined worker holds no attempt afterwards (each taken back with a cancel).
+    #[test]
+    fn every_change_of_standing_is_acted_on(changes in proptest::collection::vec(trust_change(), 1..40)) {
+        let params = TrustParams {
+            trust_after: 2,
+            quarantine_disagreements: 2,
+            quarantine_abandoned: 2,
+            ..TrustParams::default()
+        };
+        let mut g = grid(params);
+        let mut fx = Effects::default();
+        let _rx1 = connect(&mut g, 1, 2, &mut fx);
+        let _rx2 = connect(&mut g, 2, 2, &mut fx);
+        g.add_job(submission(PolicyKind::Quorum, 8), &mut fx);
+        g.dispatch(&mut fx);
+        for c in &changes {
+            let before = g.standing(1);
+            let held = g.attempts.values().filter(|a| a.worker == 1).count();
+            let mut fx = Effects::default();
+            g.update_trust(1, |r, p| match c {
+                TrustChange::Agree => r.record_agreement(),
+                TrustChange::Disagree => r.record_disagreement(p),
+                TrustChange::Abandon => r.record_abandoned(p),
+                TrustChange::Release => r.release(),
+            }, &mut fx);
+            let after = g.standing(1);
+            let told: Vec<&str> = fx.to(1).filter_map(|m| match m {
+                ToWorker::Standing { standing, .. } => Some(standing.as_str()),
+                _ => None,
+            }).collect();
+            if after != before {
+                prop_assert_eq!(told, vec![after.as_str()]);
+            } else {
+                prop_assert!(told.is_empty());
+            }
+            if after == Standing::Quarantined {
+                prop_assert!(g.attempts.values().all(|a| a.worker != 1), "a quarantined worker holds nothing");
+                if before != after {
+                    let cancels = fx.to(1).filter(|m| matches!(m, ToWorker::Cancel { .. })).count();
+                    prop_assert_eq!(cancels, held, "each attempt it held is cancelled");
+                }
+            }
+            g.flush_trust(&mut fx);
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Worker connections: a worker joins (with its owner and stored trust record), says which
+//! blobs it holds, proves itself alive, and goes — leaving, vanishing, replaced by a newer
+//! connection with its key, or silent past its heartbeats.
+
+use super::{Effects, Grid, WorkerConn};
+use runegrid_core::{AccountId, AttemptId, Loss, Need, Standing, TrustRecord, WorkerId};
+use runegrid_proto::worker::{Capabilities, ToWorker};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+impl Grid {
+    /// Registers a connected, authenticated worker (with its owner and stored trust record,
+    /// unless a fresher one is in memory); returns its connection number.
+    pub fn worker_connected(
+        &mut self,
+        id: WorkerId,
+        owner: AccountId,
+        stored: TrustRecord,
+        caps: &Capabilities,
+        tx: mpsc::UnboundedSender<ToWorker>,
+        fx: &mut Effects,
+    ) -> u64 {
+        let params = *self.trust.params();
+        let record = self.trust.seen(id, owner, stored);
+        let standing = record.standing(&params);
+        if standing != Standing::New {
+            let reason = record.quarantine.clone();
+            fx.send(
+                id,
+                &tx,
+                ToWorker::Standing {
+                    standing: standing.as_str().into(),
+                    reason,
+                },
+            );
+        }
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        if let Some(old) = self.workers.get(&id) {
+            tracing::info!(
+                worker = id,
+                "worker reconnected; dropping its previous connection"
+            );
+            fx.send(
+                id,
+                &old.tx,
+                ToWorker::Reject {
+                    message: "another connection with this worker's key replaced this one; \
+                              each worker process needs its own data directory (--data)"
+                        .into(),
+                },
+            );
+            self.drop_worker(id, Loss::Disconnected, "worker reconnected", fx);
+        }
+        self.workers.insert(
+            id,
+            WorkerConn {
+                conn,
+                slots: caps.slots,
+                busy: HashSet::new(),
+                tx,
+                last_seen: Instant::now(),
+                owner,
+                memory_bytes: caps.memory_bytes,
+                blob_space: caps.blob_space,
+                blobs: caps.blobs.clone(),
+                browser: caps.runtime.starts_with("browser"),
+                probing: None,
+                jobs_seen: HashSet::new(),
+                probes_given: 0,
+            },
+        );
+        self.dispatch(fx);
+        conn
+    }
+
+    /// Connected workers that could run a task mounting `blob` (of `size` bytes) within
+    /// `memory_bytes`, and how many of them hold the blob already.
+    pub fn workers_for(&self, blob: &str, size: u64, memory_bytes: u64) -> (u32, u32) {
+        let need = Need {
+            memory_bytes,
+            blobs: vec![(blob.to_string(), size)],
+            ..Need::default()
+        };
+        let mut able = 0;
+        let mut holding = 0;
+        for (id, w) in &self.workers {
+            if runegrid_core::schedule::eligible(&self.view(*id, w), &need) {
+                able += 1;
+                holding += u32::from(w.blobs.iter().any(|b| b == blob));
+            }
+        }
+        (able, holding)
+    }
+
+    /// A worker says which blobs it holds now.
+    pub fn worker_blobs(&mut self, id: WorkerId, conn: u64, held: Vec<String>, fx: &mut Effects) {
+        if let Some(w) = self.workers.get_mut(&id).filter(|w| w.conn == conn) {
+            w.blobs = held;
+            self.dispatch(fx);
+        }
+    }
+
+    /// A worker connection ended: `Loss::Left` when the worker said it was leaving (its
+    /// attempts go back to the queue at once, unblamed), `Loss::Disconnected` otherwise.
+    pub fn worker_gone(
+        &mut self,
+        id: WorkerId,
+        conn: u64,
+        loss: Loss,
+        why: &str,
+        fx: &mut Effects,
+    ) {
+        if self.workers.get(&id).is_some_and(|w| w.conn == conn) {
+            self.drop_worker(id, loss, why, fx);
+            self.dispatch(fx);
+        }
+    }
+
+    /// Any message from a worker proves it alive.
+    pub fn touch(&mut self, id: WorkerId, conn: u64) {
+        if let Some(w) = self.workers.get_mut(&id).filter(|w| w.conn == conn) {
+            w.last_seen = Instant::now();
+        }
+    }
+
+    /// Sends a message to a connected worker (dropped if that connection is gone).
+    pub fn send(&self, id: WorkerId, conn: u64, msg: ToWorker, fx: &mut Effects) {
+        if let Some(w) = self.workers.get(&id).filter(|w| w.conn == conn) {
+            fx.send(id, &w.tx, msg);
+        }
+    }
+
+    /// Workers silent for longer than `limit` lose their attempts and their place.
+    pub(super) fn drop_silent_workers(&mut self, now: Instant, limit: Duration, fx: &mut Effects) {
+        let silent: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now.duration_since(w.last_seen) > limit)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            tracing::warn!(
+                worker = id,
+                "worker missed its heartbeats; its attempts are lost"
+            );
+            self.drop_worker(id, Loss::Silent, "worker missed its heartbeats", fx);
+        }
+    }
+
+    fn drop_worker(&mut self, id: WorkerId, loss: Loss, why: &str, fx: &mut Effects) {
+        let Some(w) = self.workers.remove(&id) else {
+            return;
+        };
+        let held: Vec<AttemptId> = w.busy.into_iter().collect();
+        for a in held {
+            self.lose_attempt(a, loss, why, fx);
+        }
+        self.flush_trust(fx);
+    }
+}

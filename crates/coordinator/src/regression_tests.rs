@@ -1,0 +1,334 @@
+//! Regressions found by reading and running the grid: each test drives the real `App` (with a
+//! real SQLite store) through its public transitions, with workers as channels.
+
+use crate::Config;
+use crate::app::App;
+use crate::programs::ProgramBytes;
+use runegrid_core::{ExecStatus, JobId, Limits, PolicyKind, TrustParams, TrustRecord, digest};
+use runegrid_proto::worker::{Assign, AttemptResult, Capabilities, ToWorker};
+use runegrid_store::{NewJob, NewTask, ProgramRecord, SqliteStore, Store};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// The instrumented hash of the one program the tests run.
+const PROGRAM: &str = "i";
+
+struct Fake {
+    conn: u64,
+    rx: mpsc::UnboundedReceiver<ToWorker>,
+    /// Assignments not answered yet.
+    pending: Vec<Assign>,
+    /// Everything the worker received, in order.
+    seen: Vec<ToWorker>,
+    lie: bool,
+}
+
+struct Grid {
+    app: App,
+    owner: i64,
+    workers: HashMap<i64, Fake>,
+    _dir: tempfile::TempDir,
+}
+
+fn caps() -> Capabilities {
+    Capabilities {
+        cores: 1,
+        memory_bytes: 0,
+        slots: 1,
+        arch: "test".into(),
+        os: "test".into(),
+        runtime: "test".into(),
+        blob_space: 0,
+        blobs: vec![],
+    }
+}
+
+fn answer(a: &Assign, lie: bool) -> AttemptResult {
+    let status = ExecStatus::Exited { code: 0 };
+    let stdout = if lie {
+        format!("lie {}", a.args[0]).into_bytes()
+    } else {
+        format!("out {}", a.args[0]).into_bytes()
+    };
+    AttemptResult {
+        attempt: a.attempt,
+        status,
+        digest: digest(&status, 7, &stdout),
+        stdout,
+        fuel: 7,
+        signature: String::new(),
+        stderr: String::new(),
+        elapsed_us: 1,
+    }
+}
+
+impl Grid {
+    fn new(trust: TrustParams) -> Grid {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.sqlite");
+        let mut w = SqliteStore::open(&db).unwrap();
+        let owner = w
+            .create_account("u", "h", runegrid_store::AccountKind::User)
+            .unwrap()
+            .id;
+        w.put_program(&ProgramRecord {
+            sha256: "p".into(),
+            instrumented_sha256: PROGRAM.into(),
+            instrumented: vec![0, 97, 115, 109],
+            original_size: 4,
+            owner,
+            created_at: 0,
+        })
+        .unwrap();
+        let r = SqliteStore::open(&db).unwrap();
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        config.trust = trust;
+        let app = App::recover(config, Box::new(w), Box::new(r)).unwrap();
+        Grid {
+            app,
+            owner,
+            workers: HashMap::new(),
+            _dir: dir,
+        }
+    }
+
+    fn submit(&self, policy: PolicyKind, tasks: u32) -> JobId {
+        let (replicas, agree) = if policy == PolicyKind::None {
+            (1, 1)
+        } else {
+            (2, 2)
+        };
+        self.app
+            .add_job(
+                NewJob {
+                    owner: self.owner,
+                    name: "t".into(),
+                    program: "p".into(),
+                    policy,
+                    replicas,
+                    agree,
+                    max_attempts: 6,
+                    limits: Limits::default(),
+                    created_at: 0,
+                    blobs: Default::default(),
+                },
+                (0..tasks)
+                    .map(|i| NewTask {
+                        args: vec![i.to_string()],
+                        env: Default::default(),
+                        stdin: vec![],
+                        seed: i as u64,
+                    })
+                    .collect(),
+                "u".into(),
+                Arc::new(ProgramBytes {
+                    sha256: PROGRAM.into(),
+                    module: vec![0, 97, 115, 109],
+                }),
+                Arc::from([]),
+            )
+            .0
+    }
+
+    /// Connects worker `id` (its own owner account), honest or lying.
+    fn join(&mut self, id: i64, lie: bool) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = self
+            .app
+            .worker_connected(id, id, TrustRecord::default(), &caps(), tx);
+        self.workers.insert(
+            id,
+            Fake {
+                conn,
+                rx,
+                pending: vec![],
+                seen: vec![],
+                lie,
+            },
+        );
+    }
+
+    /// The worker says it is leaving (not blamed).
+    fn leave(&mut self, id: i64) {
+        if let Some(w) = self.workers.remove(&id) {
+            self.app
+                .worker_gone(id, w.conn, runegrid_core::Loss::Left, "test: left");
+        }
+    }
+
+    fn pump(&mut self) {
+        for w in self.workers.values_mut() {
+            while let Ok(m) = w.rx.try_recv() {
+                match &m {
+                    ToWorker::Assign(a) => w.pending.push(a.clone()),
+                    ToWorker::Cancel { attempt, .. } => w.pending.retain(|a| a.attempt != *attempt),
+                    _ => {}
+                }
+                w.seen.push(m);
+            }
+        }
+    }
+
+    /// Worker `id` answers everything it holds; returns how many it answered.
+    fn answer(&mut self, id: i64) -> usize {
+        self.pump();
+        let w = self.workers.get_mut(&id).expect("connected");
+        let take: Vec<Assign> = std::mem::take(&mut w.pending);
+        let lie = w.lie;
+        for a in &take {
+            self.app.on_result(id, answer(a, lie));
+        }
+        take.len()
+    }
+
+    /// The listed workers answer until none holds anything.
+    fn settle(&mut self, ids: &[i64]) {
+        for _ in 0..100 {
+            let mut n = 0;
+            for id in ids {
+                n += self.answer(*id);
+            }
+            if n == 0 {
+                return;
+            }
+        }
+        panic!("workers kept getting work");
+    }
+
+    fn done(&self, job: JobId) -> bool {
+        self.app.done_flag(job).is_some_and(|(_, d)| *d.borrow())
+    }
+}
+
+/// Workers 1 and 2 verify two quorum jobs together (so both are trusted after the second, whose
+/// task becomes a known-answer probe); then both jobs leave memory.
+fn grid_with_a_probe_from_an_evicted_job() -> Grid {
+    let mut g = Grid::new(TrustParams {
+        trust_after: 2,
+        ..TrustParams::default()
+    });
+    g.join(1, false);
+    g.join(2, false);
+    let jobs = [
+        g.submit(PolicyKind::Quorum, 1),
+        g.submit(PolicyKind::Quorum, 1),
+    ];
+    for job in jobs {
+        g.settle(&[1, 2]);
+        assert!(g.done(job));
+    }
+    g.app.evict(&jobs);
+    assert!(g.app.job_status(jobs[0]).is_none(), "job left memory");
+    g
+}
+
+/// A new worker on an idle grid gets a known-answer probe; the coordinator must be able to send
+/// it the probe's program even though the probe's job left memory, and must not give the same
+/// probe to the same worker twice.
+#[test]
+fn probe_of_an_evicted_job_is_served_and_not_repeated() {
+    let mut g = grid_with_a_probe_from_an_evicted_job();
+    g.join(3, false);
+    g.pump();
+    let probe = g.workers[&3].pending.first().cloned().expect("a probe");
+    assert_eq!(probe.program, PROGRAM);
+    let served = g.app.program_for(3, &probe.program);
+    assert!(
+        served.is_some_and(|p| p.module == [0, 97, 115, 109]),
+        "the probe's program is served"
+    );
+    assert_eq!(g.answer(3), 1);
+    let standing = g.app.trust_of(3).unwrap();
+    assert_eq!(standing.agreed, 1, "the probe passed: {standing:?}");
+    g.pump();
+    assert!(
+        g.workers[&3]
+            .pending
+            .iter()
+            .all(|a| (a.job, a.seed) != (probe.job, probe.seed)),
+        "the same probe was given twice: {:?}",
+        g.workers[&3].pending
+    );
+}
+
+/// Output of an attempt whose job left memory (a probe's) is taken without a panic, and the
+/// grid keeps working after it.
+#[test]
+fn output_of_a_probe_whose_job_left_memory_is_taken() {
+    let mut g = grid_with_a_probe_from_an_evicted_job();
+    g.join(3, false);
+    g.pump();
+    let probe = g.workers[&3].pending.first().cloned().expect("a probe");
+    g.app.on_output(3, probe.attempt, b"out 0");
+    assert_eq!(g.answer(3), 1);
+    let job = g.submit(PolicyKind::Quorum, 2);
+    g.settle(&[1, 2, 3]);
+    assert!(g.done(job), "the grid still works");
+}
+
+/// A worker quarantined by an audit's correction is told so, and its running attempts are taken
+/// back for other workers — as when a quorum quarantines it.
+#[test]
+fn quarantine_by_an_audit_takes_back_the_workers_attempts() {
+    let mut g = Grid::new(TrustParams {
+        trust_after: 1,
+        spot_scale: 0.0,
+        min_spot_rate: 0.0,
+        quarantine_disagreements: 2,
+        quarantine_error_rate: 0.0,
+        ..TrustParams::default()
+    });
+    const LIAR: i64 = 1;
+    // The liar and an honest worker agree once: both are trusted.
+    g.join(LIAR, false);
+    g.join(2, false);
+    let j = g.submit(PolicyKind::Quorum, 1);
+    g.settle(&[LIAR, 2]);
+    assert!(g.done(j));
+    // Alone, the trusted liar's lie is accepted on its word.
+    g.leave(2);
+    g.workers.get_mut(&LIAR).unwrap().lie = true;
+    let j = g.submit(PolicyKind::Adaptive, 1);
+    g.settle(&[LIAR]);
+    assert!(g.done(j));
+    let (_, r) = g.app.job_results(j).unwrap();
+    assert_eq!(r.tasks[0].acceptance.as_deref(), Some("trusted"));
+    // Caught once by a quorum: doubtful, its lone result audited.
+    g.join(2, false);
+    let j = g.submit(PolicyKind::Quorum, 1);
+    g.answer(LIAR);
+    g.answer(2);
+    // It takes work it will never answer.
+    let held = g.submit(PolicyKind::Quorum, 2);
+    g.pump();
+    let holding: Vec<i64> = g.workers[&LIAR].pending.iter().map(|a| a.attempt).collect();
+    assert!(!holding.is_empty(), "the liar holds attempts");
+    // A third worker settles the quorum and, with the second, the audit: the audit's correction
+    // is the liar's second disagreement, which quarantines it.
+    g.join(3, false);
+    g.settle(&[2, 3]);
+    assert!(g.done(j));
+    let record = g.app.trust_of(LIAR).unwrap();
+    assert!(record.quarantine.is_some(), "quarantined: {record:?}");
+    g.pump();
+    let liar = &g.workers[&LIAR];
+    assert!(
+        liar.seen.iter().any(|m| matches!(
+            m,
+            ToWorker::Standing { standing, .. } if standing == "quarantined"
+        )),
+        "the liar is told it is quarantined: {:?}",
+        liar.seen
+    );
+    for a in &holding {
+        assert!(
+            liar.seen
+                .iter()
+                .any(|m| matches!(m, ToWorker::Cancel { attempt, .. } if attempt == a)),
+            "attempt {a} is taken back from the quarantined worker"
+        );
+    }
+    g.settle(&[2, 3]);
+    assert!(g.done(held), "its attempts ran elsewhere");
+}
