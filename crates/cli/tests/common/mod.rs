@@ -140,7 +140,8 @@ impl Grid {
             .spawn()
             .unwrap();
         self.coordinator = Some(child);
-        self.url = wait_until("the coordinator url file", Duration::from_secs(30), || {
+        // A first start pre-initializes the Rune runner: tens of seconds on a busy 2-core machine.
+        self.url = wait_until("the coordinator url file", Duration::from_secs(180), || {
             let f = url_file.clone();
             async move {
                 std::fs::read_to_string(&f)
