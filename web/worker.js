@@ -11,6 +11,10 @@
 // later {type: "leave", reason}; this worker posts {type: "status", ...} and {type: "log", ...}
 // back.
 //
+// Every `failed` message carries the human `reason` and a `kind` the coordinator decides blame
+// by (crates/core/src/failure.rs): `wall_time`, `cancelled`, `program` (bytes or compilation),
+// `blob` (a mount could not be loaded) or `internal` (the run failed in this engine).
+//
 // Blobs (read-only files a task mounts under /blobs, e.g. model weights) are kept in IndexedDB
 // (store.js) within the blob space (BLOB_SPACE_BYTES, 1 GiB, unless the page sets blobSpace),
 // as the native worker keeps them on disk (crates/worker/src/blobs.rs): fetched once with
@@ -180,7 +184,7 @@ async function loadBlobs(a) {
   if (failure) {
     holdBlobs(a, -1);
     log(failure);
-    send({ type: "failed", attempt: a.attempt, reason: failure });
+    send({ type: "failed", attempt: a.attempt, reason: failure, kind: "blob" });
     return;
   }
   recentBlobs = new Map(a.blobs.map((m, i) => [m.sha256, mounts[i].bytes]));
@@ -233,7 +237,7 @@ async function loaded(sha256, bytes, fromCoordinator) {
     log(`program bytes do not match their hash ${sha256}`);
     for (const a of list) {
       release(a);
-      send({ type: "failed", attempt: a.attempt, reason: "program bytes do not match their hash" });
+      send({ type: "failed", attempt: a.attempt, reason: "program bytes do not match their hash", kind: "program" });
     }
     return true;
   }
@@ -242,7 +246,7 @@ async function loaded(sha256, bytes, fromCoordinator) {
   } catch (e) {
     for (const a of list) {
       release(a);
-      send({ type: "failed", attempt: a.attempt, reason: `cannot compile the program: ${e.message}` });
+      send({ type: "failed", attempt: a.attempt, reason: `cannot compile the program: ${e.message}`, kind: "program" });
     }
     return true;
   }
@@ -345,20 +349,20 @@ async function handle(msg) {
     case "cancel": {
       const i = queue.findIndex((a) => a.attempt === msg.attempt);
       if (loadingBlobs.delete(msg.attempt)) {
-        send({ type: "failed", attempt: msg.attempt, reason: "cancelled" });
+        send({ type: "failed", attempt: msg.attempt, reason: "cancelled", kind: "cancelled" });
       } else if (i >= 0) {
         release(queue.splice(i, 1)[0]);
-        send({ type: "failed", attempt: msg.attempt, reason: "cancelled" });
+        send({ type: "failed", attempt: msg.attempt, reason: "cancelled", kind: "cancelled" });
       } else if (current && current.assign.attempt === msg.attempt) {
         stopExec();
-        send({ type: "failed", attempt: msg.attempt, reason: "cancelled" });
+        send({ type: "failed", attempt: msg.attempt, reason: "cancelled", kind: "cancelled" });
         next();
       } else {
         for (const list of waiting.values()) {
           const j = list.findIndex((a) => a.attempt === msg.attempt);
           if (j >= 0) {
             release(list.splice(j, 1)[0]);
-            send({ type: "failed", attempt: msg.attempt, reason: "cancelled" });
+            send({ type: "failed", attempt: msg.attempt, reason: "cancelled", kind: "cancelled" });
           }
         }
       }
@@ -391,7 +395,7 @@ function execWorker() {
     exec.onmessage = (ev) => onExec(ev.data);
     exec.onerror = (ev) => {
       ev.preventDefault();
-      if (current) finishFailed(`the run failed: ${ev.message}`);
+      if (current) finishFailed(`the run failed: ${ev.message}`, "internal");
     };
   }
   return exec;
@@ -415,7 +419,7 @@ function next() {
   current.timer = setTimeout(() => {
     const attempt = a.attempt;
     stopExec();
-    send({ type: "failed", attempt, reason: `wall time limit of ${a.limits.wall_time_ms} ms reached` });
+    send({ type: "failed", attempt, reason: `wall time limit of ${a.limits.wall_time_ms} ms exceeded`, kind: "wall_time" });
     report();
     next();
   }, a.limits.wall_time_ms + WALL_GRACE_MS);
@@ -434,10 +438,11 @@ function next() {
   });
 }
 
-function finishFailed(reason) {
+// Ends the current attempt without a result; `kind` is the protocol's failure kind.
+function finishFailed(reason, kind) {
   const a = current.assign;
   stopExec();
-  send({ type: "failed", attempt: a.attempt, reason });
+  send({ type: "failed", attempt: a.attempt, reason, kind });
   report({ state: "connected" });
   next();
 }
@@ -450,7 +455,7 @@ async function onExec(m) {
     return;
   }
   if (m.type === "error") {
-    finishFailed(m.message);
+    finishFailed(m.message, "internal");
     return;
   }
   // m.type === "done"

@@ -23,13 +23,39 @@ pub struct TrustBenchArgs {
     /// Agreements every honest worker should have before executions per task are measured.
     #[arg(long, default_value_t = 150)]
     pub record: u64,
+    /// Measured rounds (jobs) of the tiny-task scenario.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    /// Run only these scenarios (comma-separated: liars, sometimes, colluders, stragglers,
+    /// vanishing, tiny); all by default.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub only: Vec<Scenario>,
     /// Keep each grid's data and logs under this directory.
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
 }
 
+/// The scenarios of `bench trust`, in the order they run.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// 20% independent liars.
+    Liars,
+    /// 20% sometimes-wrong liars.
+    Sometimes,
+    /// Growing shares of colluders.
+    Colluders,
+    /// 10% slow workers, makespan against a clean grid.
+    Stragglers,
+    /// One worker that exits mid-task.
+    Vanishing,
+    /// Sub-millisecond tasks on trusted workers: executions per task in steady state.
+    Tiny,
+}
+
 /// Monte Carlo samples per task in the verification scenarios (about a millisecond).
 const SAMPLES: u64 = 20_000;
+/// Samples per task in the tiny-task scenario (well under a millisecond).
+const TINY_SAMPLES: u64 = 2_000;
 /// Samples per task in the straggler scenario (tens of milliseconds).
 const LONG_SAMPLES: u64 = 4_000_000;
 
@@ -401,21 +427,163 @@ async fn vanishing(a: &TrustBenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Tiny tasks on a grid whose workers are all trusted, with records long enough for the lowest
+/// spot-check rate: executions per accepted task should come down to 1 + that rate (spot
+/// replicas), with next to no straggler backups.
+async fn tiny(a: &TrustBenchArgs) -> Result<()> {
+    const WORKERS: u32 = 4;
+    const SLOTS: u32 = 2;
+    let params = runegrid_core::TrustParams::default();
+    // The streak at which a trusted worker's spot-check rate reaches its floor.
+    let floor_record =
+        (params.spot_scale * params.trust_after as f64 / params.min_spot_rate).ceil() as u64;
+    let record = a.record.max(floor_record);
+    let dir = a.dir.as_ref().map(|d| d.join("tiny"));
+    let mut g = LocalGrid::start_with(dir, &[]).await?;
+    for i in 0..WORKERS {
+        g.spawn_worker(&format!("honest-{i}"), SLOTS, &[])?;
+    }
+    g.wait_for_workers(WORKERS as usize).await?;
+    let c = g.client();
+    let p = c
+        .upload_program(runegrid_examples::MONTECARLO.to_vec())
+        .await?
+        .program;
+    // Warm-up: every task replicated, so every worker's streak grows by half a job's tasks.
+    let mut seed = 1;
+    let mut warm_jobs = 0;
+    let mut wrong = 0;
+    loop {
+        let ws = c.workers().await?;
+        let trusted = ws.iter().all(|w| w.standing == "trusted");
+        if (trusted && ws.iter().all(|w| w.agreed >= record)) || warm_jobs >= 200 {
+            break;
+        }
+        let r = run_job(
+            &c,
+            &p,
+            PolicyKind::Quorum,
+            TINY_SAMPLES,
+            seed..seed + a.tasks as u64,
+        )
+        .await?;
+        if r.stalled > 0 {
+            bail!("a tiny-task warm-up job stalled{}", r.stall_note());
+        }
+        seed += a.tasks as u64;
+        wrong += r.wrong;
+        warm_jobs += 1;
+    }
+    let ws = c.workers().await?;
+    let min_record = ws.iter().map(|w| w.agreed).min().unwrap_or(0);
+    println!(
+        "\ntiny tasks: {WORKERS} honest workers × {SLOTS} slots, all trusted (records ≥ {min_record} agreements after {warm_jobs} warm-up jobs under policy quorum, wrong results accepted: {wrong}), {} tasks of {TINY_SAMPLES} samples per job, adaptive policy, spot-check floor {:.0}%",
+        a.tasks,
+        params.min_spot_rate * 100.0
+    );
+    let (mut steady_attempts, mut steady_tasks, mut steady_spot, mut steady_backups) =
+        (0u64, 0u64, 0u64, 0u64);
+    let mut round_wrong = 0;
+    for round in 1..=a.rounds {
+        let r = run_job(
+            &c,
+            &p,
+            PolicyKind::Adaptive,
+            TINY_SAMPLES,
+            seed..seed + a.tasks as u64,
+        )
+        .await?;
+        seed += a.tasks as u64;
+        let (mut spot, mut backups, mut retried) = (0u64, 0u64, 0usize);
+        for t in &r.results.tasks {
+            // A task accepted by a quorum on this grid of trusted workers was drawn for a spot
+            // check: one replica is the check; anything beyond what acceptance needs is a
+            // straggler backup (or a retry of a lost attempt).
+            let needed = match t.acceptance.as_deref() {
+                Some("quorum") | Some("audited") => {
+                    spot += 1;
+                    2
+                }
+                _ => 1,
+            };
+            backups += (t.attempts as u64).saturating_sub(needed);
+            retried += usize::from(t.attempts > 1);
+        }
+        round_wrong += r.wrong;
+        let tasks = r.results.tasks.len() as u64;
+        println!(
+            "  round {round}: {:.3} executions per accepted task ({retried} of {tasks} tasks ran more than once: {spot} spot-checked, {backups} straggler backups), wrong results accepted: {}, makespan {}{}",
+            r.attempts as f64 / tasks.max(1) as f64,
+            r.wrong,
+            ms(r.makespan),
+            r.stall_note()
+        );
+        if round > 1 || a.rounds == 1 {
+            steady_attempts += r.attempts;
+            steady_tasks += tasks;
+            steady_spot += spot;
+            steady_backups += backups;
+        }
+    }
+    let share = |n: u64| 100.0 * n as f64 / steady_tasks.max(1) as f64;
+    println!(
+        "  steady state (rounds {}–{}): {:.3} executions per accepted task over {steady_tasks} tasks (goal ≤ {:.2}): spot replicas {steady_spot} ({:.1}%, drawn at {:.0}%), straggler backups {steady_backups} ({:.1}%); wrong results accepted: {round_wrong}",
+        2.min(a.rounds),
+        a.rounds,
+        steady_attempts as f64 / steady_tasks.max(1) as f64,
+        1.0 + params.min_spot_rate,
+        share(steady_spot),
+        params.min_spot_rate * 100.0,
+        share(steady_backups),
+    );
+    Ok(())
+}
+
 pub async fn run(a: TrustBenchArgs) -> Result<i32> {
-    if a.workers < 5 {
+    let wants = |s: Scenario| a.only.is_empty() || a.only.contains(&s);
+    let needs_workers = [
+        Scenario::Liars,
+        Scenario::Sometimes,
+        Scenario::Colluders,
+        Scenario::Stragglers,
+        Scenario::Vanishing,
+    ]
+    .into_iter()
+    .any(wants);
+    if a.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    if needs_workers && a.workers < 5 {
         bail!("--workers must be at least 5 (the scenarios use shares of 10% and 20%)");
     }
-    println!(
-        "runegrid bench trust: local grids of {} worker processes (1 slot each) on {} cores",
-        a.workers,
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    );
-    liars(&a, "lie", "independent liars").await?;
-    liars(&a, "lie:0.3", "sometimes-wrong liars").await?;
-    colluders(&a).await?;
-    stragglers(&a).await?;
-    vanishing(&a).await?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if needs_workers {
+        println!(
+            "runegrid bench trust: local grids of {} worker processes (1 slot each) on {cores} cores",
+            a.workers
+        );
+    } else {
+        println!("runegrid bench trust on {cores} cores");
+    }
+    if wants(Scenario::Liars) {
+        liars(&a, "lie", "independent liars").await?;
+    }
+    if wants(Scenario::Sometimes) {
+        liars(&a, "lie:0.3", "sometimes-wrong liars").await?;
+    }
+    if wants(Scenario::Colluders) {
+        colluders(&a).await?;
+    }
+    if wants(Scenario::Stragglers) {
+        stragglers(&a).await?;
+    }
+    if wants(Scenario::Vanishing) {
+        vanishing(&a).await?;
+    }
+    if wants(Scenario::Tiny) {
+        tiny(&a).await?;
+    }
     Ok(0)
 }

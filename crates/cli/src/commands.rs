@@ -70,6 +70,13 @@ pub struct ServeArgs {
     /// used when present: $RUNEGRID_MODEL, else in $RUNEGRID_MODELS, else in ./.runegrid/models.
     #[arg(long = "model", value_name = "FILE")]
     pub models: Vec<PathBuf>,
+    /// Contributor sign-ups (`POST /v1/contributors`, no token) one client address may make
+    /// at once...
+    #[arg(long, default_value_t = runegrid_coordinator::DEFAULT_SIGNUP_LIMIT.burst)]
+    pub signup_burst: u32,
+    /// ...and how many more it may make each minute after that (0 for either: no limit).
+    #[arg(long, default_value_t = runegrid_coordinator::DEFAULT_SIGNUP_LIMIT.per_minute)]
+    pub signup_per_minute: u32,
 }
 
 /// The model file scripts/fetch-model.sh put in place, if any: `$RUNEGRID_MODEL`, else in
@@ -102,6 +109,12 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
     config.trust.trust_after = a.trust_after;
     config.trust.min_spot_rate = a.min_spot_rate;
     config.open_contributions = !a.no_open_contributions;
+    config.signup_limit = (a.signup_burst > 0 && a.signup_per_minute > 0).then_some(
+        runegrid_coordinator::RateLimit {
+            burst: a.signup_burst,
+            per_minute: a.signup_per_minute,
+        },
+    );
     if !(a.spot_scale.is_finite() && a.spot_scale >= 0.0) {
         bail!("--spot-scale must be a number of at least 0");
     }

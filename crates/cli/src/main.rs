@@ -33,6 +33,16 @@ struct Cli {
     /// API token (default: the admin token of a coordinator started from this directory).
     #[arg(long, global = true, env = "RUNEGRID_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// How logs are written to stderr: `text` for people, `json` (one object a line) for log
+    /// collectors. Levels come from RUNEGRID_LOG (e.g. `info,runegrid_coordinator=debug`).
+    #[arg(
+        long,
+        global = true,
+        env = "RUNEGRID_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,6 +80,12 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Where `serve` keeps its data unless told otherwise.
 pub fn default_data_dir() -> PathBuf {
     PathBuf::from(".runegrid/coordinator")
@@ -88,10 +104,13 @@ fn main() {
         };
         tracing_subscriber::EnvFilter::new(default)
     });
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

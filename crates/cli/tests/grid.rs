@@ -354,6 +354,8 @@ async fn hostile_modules_get_clear_errors_and_workers_keep_serving() {
     assert_eq!(r.tasks[4].exit_code, Some(7));
 
     // Wall time: not deterministic, so the attempt is lost, and the task fails after retries.
+    let abandoned = |ws: Vec<runegrid_proto::WorkerInfo>| ws.iter().map(|w| w.abandoned).sum();
+    let before: u64 = abandoned(c.workers().await.unwrap());
     let mut j = job(&p, vec![args(&["loop"])], 1, 1);
     j.limits = Limits {
         fuel: Limits::MAX_FUEL,
@@ -371,6 +373,8 @@ async fn hostile_modules_get_clear_errors_and_workers_keep_serving() {
         "{:?}",
         r.tasks[0]
     );
+    // Running out of wall time is the task's doing, not the workers' (`FailureKind::WallTime`).
+    assert_eq!(abandoned(c.workers().await.unwrap()), before);
 
     // The workers are still serving.
     let p = g.upload(runegrid_examples::ECHO).await;

@@ -461,27 +461,32 @@ fn the_trust_benchmark_runs() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let section = text
-        .split("\n\n")
-        .find(|s| s.starts_with("independent liars"))
-        .unwrap_or_else(|| panic!("no independent liars section in:\n{text}"));
-    let counts: Vec<u64> = section
-        .split("wrong results accepted: ")
-        .skip(1)
-        .map(|rest| {
-            rest.chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect::<String>()
-                .parse()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(counts, vec![0, 0], "{section}");
+    let wrong = |name: &str| -> Vec<u64> {
+        let section = text
+            .split("\n\n")
+            .find(|s| s.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} section in:\n{text}"));
+        section
+            .split("wrong results accepted: ")
+            .skip(1)
+            .map(|rest| {
+                rest.chars()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect::<String>()
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(wrong("independent liars"), vec![0, 0], "{text}");
+    // Warm-up, each of the 5 rounds, and the steady state.
+    assert_eq!(wrong("tiny tasks"), vec![0; 7], "{text}");
     for part in [
         "executions per accepted task",
         "colluding",
         "makespan",
         "vanishing",
+        "tiny tasks",
     ] {
         assert!(text.contains(part), "missing {part} in:\n{text}");
     }

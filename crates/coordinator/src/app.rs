@@ -42,9 +42,14 @@ impl App {
             path: blob_dir.display().to_string(),
             message: e.to_string(),
         })?;
-        let Recovered { mut grid, effects } =
-            Grid::recover(write.as_mut(), &blobs, config.trust, config.lease_grace)?;
-        let writer = Writer::spawn(write);
+        let Recovered { mut grid, effects } = Grid::recover(
+            write.as_mut(),
+            &blobs,
+            config.trust,
+            config.lease_grace,
+            config.metrics.clone(),
+        )?;
+        let writer = Writer::spawn(write, config.metrics.clone());
         grid.flush(effects, &writer);
         Ok(App {
             config,
@@ -301,6 +306,11 @@ impl App {
     pub fn record_sample(&self) {
         let s = self.lock().sample();
         self.history.record(s);
+    }
+
+    /// What `GET /metrics` reads of the grid when scraped.
+    pub fn gauges(&self) -> crate::metrics::Grid {
+        self.lock().gauges()
     }
 
     /// `GET /v1/stats`.

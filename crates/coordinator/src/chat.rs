@@ -10,10 +10,9 @@
 //! and `verified` when the policy accepts one; if the accepted answer is not what was streamed
 //! (the streaming worker lied, or its attempt was lost), a `corrected` chunk carries it whole.
 
-use crate::app::App;
+use crate::api::{ApiError, AppState, Authed, Json};
 use crate::builtins;
-use crate::http::{ApiError, Authed, create_job};
-use axum::Json;
+use crate::submit::{EventReceiver, create_job};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -27,16 +26,15 @@ use runegrid_proto::chat::{
 };
 use runegrid_proto::{JobEvent, SubmitJob, TaskResult, TaskSpec};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
-
-type AppState = Arc<App>;
 
 /// Default sampling: what SmolLM2's authors suggest.
 pub const DEFAULT_TEMPERATURE: f64 = 0.2;
 pub const DEFAULT_TOP_P: f64 = 0.9;
 
-/// `GET /v1/models`.
+/// The models this grid serves, and whether workers can run them now.
+#[utoipa::path(get, path = "/v1/models", tag = "chat", security(("token" = [])),
+    responses((status = 200, body = ModelList)))]
 pub async fn models(State(app): State<AppState>, Authed(_): Authed) -> Json<ModelList> {
     let data = runegrid_infer::MODELS
         .iter()
@@ -185,7 +183,18 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// `POST /v1/chat/completions`.
+/// A chat answer computed on the grid (OpenAI-compatible). With `"stream": true`, Server-Sent
+/// Events of `ChatChunk`s ending with `data: [DONE]`.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "chat", security(("token" = [])),
+    request_body = ChatRequest,
+    responses(
+        (status = 200, description = "the verified answer; with `stream`, Server-Sent Events of ChatChunk",
+            content((ChatCompletion = "application/json"), (ChatChunk = "text/event-stream"))),
+        (status = 400, description = "invalid_request", body = runegrid_proto::ErrorBody),
+        (status = 404, description = "model_not_found", body = runegrid_proto::ErrorBody),
+        (status = 502, description = "inference_failed, cancelled", body = runegrid_proto::ErrorBody),
+        (status = 503, description = "model_unavailable: the weights are not on the coordinator",
+            body = runegrid_proto::ErrorBody)))]
 pub async fn completions(
     State(app): State<AppState>,
     Authed(a): Authed,
@@ -519,8 +528,9 @@ fn stream_answer(
     app: AppState,
     head: Head,
     guard: CancelOnDrop,
-    rx: Option<crate::http::EventReceiver>,
+    rx: Option<EventReceiver>,
 ) -> Response {
+    let open = app.config.metrics.open(crate::metrics::Stream::Sse);
     let mut s = Streaming {
         app: app.clone(),
         head: head.clone(),
@@ -544,10 +554,11 @@ fn stream_answer(
     s.push(first);
     // Subscribed before dispatch: every event of the job is in `rx`, from the first output
     // chunk to the final `done`.
-    let events = stream::unfold(s, |mut s| async move {
+    // Counted as an open stream until the response body is dropped (ended or hung up).
+    let events = stream::unfold((s, open), |(mut s, open)| async move {
         s.next_event()
             .await
-            .map(|e| (Ok::<_, std::convert::Infallible>(e), s))
+            .map(|e| (Ok::<_, std::convert::Infallible>(e), (s, open)))
     });
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

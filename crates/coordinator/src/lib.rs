@@ -8,7 +8,13 @@
 //! - `app`: `App`, the grid behind its one lock with the writer, the reader, the program cache
 //!   and the dashboard history; each entry point runs a transition and flushes its effects.
 //! - `writer`: the one thread that writes the store, batching changes into transactions.
-//! - `http`: the `/v1` routes, authentication, Server-Sent Events.
+//! - `http`: the router: every module's routes merged, the middleware every answer passes
+//!   through, `/health`, `/metrics`, `/v1/openapi.json`; its children serve accounts, jobs,
+//!   job events (Server-Sent Events), uploads (programs, blobs) and workers.
+//! - `api`: what handlers share: the error envelope, authentication, extractors.
+//! - `submit`: job creation (used by `POST /v1/jobs` and chat requests).
+//! - `metrics`: the coordinator's Prometheus metrics (`gauges` reads the grid when scraped).
+//! - `limit`: per-address rate limits of the routes that need no token.
 //! - `ws`: one task per worker connection: handshake, then messages in and out.
 //! - `web`: the dashboard, the contribute page and the browser worker (files of `web/`, built in).
 //! - `builtins`: the built-in programs (the Rune runner `rune`, the inference program `infer`),
@@ -22,6 +28,7 @@
 //! effects are flushed in the same critical section, so the store, the workers and the
 //! followers of a job see changes in the order they happened.
 
+mod api;
 mod app;
 mod auth;
 mod blobs;
@@ -31,10 +38,13 @@ mod chat;
 mod churn_tests;
 mod grid;
 mod http;
+mod limit;
+mod metrics;
 mod programs;
 #[cfg(test)]
 mod regression_tests;
 mod stats;
+mod submit;
 mod web;
 mod writer;
 mod ws;
@@ -46,6 +56,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::hash_token;
+pub use http::openapi;
+pub use limit::RateLimit;
+pub use metrics::Metrics;
 
 /// How the coordinator runs.
 #[derive(Debug, Clone)]
@@ -63,7 +76,18 @@ pub struct Config {
     /// Model weight files to hold as blobs (copied into the data directory at start, unless
     /// already there), so `/v1/chat/completions` can serve them.
     pub model_files: Vec<PathBuf>,
+    /// Sign-ups (`POST /v1/contributors`) one client address may make; `None`: unlimited.
+    pub signup_limit: Option<RateLimit>,
+    /// Where the coordinator counts what it does (`GET /metrics`); each `Config::new` makes a
+    /// registry of its own.
+    pub metrics: Metrics,
 }
+
+/// Sign-ups one address may make by default: a burst of 20, then 30 a minute.
+pub const DEFAULT_SIGNUP_LIMIT: RateLimit = RateLimit {
+    burst: 20,
+    per_minute: 30,
+};
 
 impl Config {
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Config {
@@ -75,6 +99,8 @@ impl Config {
             trust: runegrid_core::TrustParams::default(),
             open_contributions: true,
             model_files: Vec::new(),
+            signup_limit: Some(DEFAULT_SIGNUP_LIMIT),
+            metrics: Metrics::new(),
         }
     }
 }
@@ -178,9 +204,13 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
     let router = http::router(app.clone());
     tracing::info!(%addr, data = %config.data_dir.display(), "coordinator listening");
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .await
-            .map_err(CoordinatorError::Serve)
+        // The peer address is what rate limits count by.
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .map_err(CoordinatorError::Serve)
     });
     Ok(Running {
         app: app.clone(),

@@ -84,16 +84,24 @@ fn serve(name: &str) -> Response {
 }
 
 /// `GET /`: the dashboard.
+#[utoipa::path(get, path = "/", tag = "pages",
+    responses((status = 200, description = "the dashboard", content_type = "text/html", body = String)))]
 pub async fn dashboard() -> Response {
     serve("index.html")
 }
 
 /// `GET /contribute`: the contribute page.
+#[utoipa::path(get, path = "/contribute", tag = "pages",
+    responses((status = 200, description = "the contribute page", content_type = "text/html", body = String)))]
 pub async fn contribute() -> Response {
     serve("contribute.html")
 }
 
 /// `GET /web/{*path}`: the pages' assets.
+#[utoipa::path(get, path = "/web/{path}", tag = "pages",
+    params(("path" = String, Path, description = "the asset's path, e.g. `dashboard.js`")),
+    responses((status = 200, description = "the asset (HTML, CSS or JavaScript)", body = String),
+        (status = 404, body = runegrid_proto::ErrorBody)))]
 pub async fn asset(Path(path): Path<String>) -> Response {
     serve(&path)
 }

@@ -3,8 +3,10 @@
 //! Changes from many events that arrive while a transaction commits are applied together in
 //! the next one (group commit), so throughput does not pay one commit per event. Every batch of
 //! changes handed over gets a sequence number; [`Writer::committed`] waits until a sequence
-//! number is durable, which is how an answer to a user waits for what it promises.
+//! number is durable, which is how an answer to a user waits for what it promises. Each commit's
+//! time and size go to the coordinator's metrics.
 
+use crate::metrics::Metrics;
 use runegrid_store::{
     Account, AccountKind, Change, NewWorker, ProgramRecord, Store, StoreError, WorkerRecord,
 };
@@ -38,7 +40,7 @@ pub struct Writer {
 pub struct NotStored;
 
 impl Writer {
-    pub fn spawn(mut store: Box<dyn Store>) -> Writer {
+    pub fn spawn(mut store: Box<dyn Store>, metrics: Metrics) -> Writer {
         let (tx, rx) = mpsc::channel::<Msg>();
         let (committed_tx, committed) = watch::channel(0u64);
         let failed = Arc::new(Mutex::new(BTreeSet::new()));
@@ -59,7 +61,13 @@ impl Writer {
                                 batch.push((seq, c));
                             }
                             other => {
-                                commit(store.as_mut(), &mut batch, &committed_tx, &failed_w);
+                                commit(
+                                    store.as_mut(),
+                                    &mut batch,
+                                    &committed_tx,
+                                    &failed_w,
+                                    &metrics,
+                                );
                                 serve(store.as_mut(), other);
                             }
                         }
@@ -67,7 +75,13 @@ impl Writer {
                             next = rx.try_recv().ok();
                         }
                     }
-                    commit(store.as_mut(), &mut batch, &committed_tx, &failed_w);
+                    commit(
+                        store.as_mut(),
+                        &mut batch,
+                        &committed_tx,
+                        &failed_w,
+                        &metrics,
+                    );
                 }
             })
             .expect("spawn store writer thread");
@@ -149,10 +163,12 @@ fn commit(
     batch: &mut Vec<(u64, Vec<Change>)>,
     committed: &watch::Sender<u64>,
     failed: &Mutex<BTreeSet<u64>>,
+    metrics: &Metrics,
 ) {
     let Some(last) = batch.last().map(|(s, _)| *s) else {
         return;
     };
+    let started = std::time::Instant::now();
     let mut all: Vec<Change> = batch.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
     coalesce_worker_seen(&mut all);
     if let Err(e) = store.apply(&all) {
@@ -168,6 +184,7 @@ fn commit(
             }
         }
     }
+    metrics.commit(all.len(), started.elapsed().as_secs_f64());
     batch.clear();
     committed.send_replace(last);
 }

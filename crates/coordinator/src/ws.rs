@@ -1,10 +1,10 @@
 //! One task per worker connection: challenge, hello, then messages both ways.
 
+use crate::api::{ApiError, Query, account_for_token, authenticate, bearer};
 use crate::app::App;
 use crate::grid::now_ms;
-use crate::http::{ApiError, account_for_token, authenticate, bearer};
+use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
@@ -12,7 +12,8 @@ use futures_util::{SinkExt, StreamExt};
 use runegrid_core::{Loss, WorkerId};
 use runegrid_proto::PROTOCOL_VERSION;
 use runegrid_proto::worker::{
-    AttemptResult, Capabilities, ToCoordinator, ToWorker, hello_message, result_message,
+    AttemptResult, Capabilities, ToCoordinator, ToWorker, hello_message, legacy_failure_kind,
+    result_message,
 };
 use runegrid_store::{Account, NewWorker};
 use std::sync::Arc;
@@ -24,11 +25,19 @@ const MAX_MESSAGE: usize = 200 << 20;
 
 /// `?token=`: browsers cannot set headers on a WebSocket, so a browser worker passes its
 /// token in the query instead.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WorkerQuery {
+    /// The api token, for clients that cannot send `Authorization` (browsers).
     token: Option<String>,
 }
 
+/// The worker protocol: a WebSocket upgrade (`GET` with `Upgrade: websocket`); JSON frames
+/// both ways, from the coordinator's `challenge` on (see `runegrid_proto::worker`).
+#[utoipa::path(get, path = "/v1/worker", tag = "workers", security(("token" = [])), params(WorkerQuery),
+    responses((status = 101, description = "switching to the worker protocol's WebSocket"),
+        (status = 400, description = "invalid_request: not a WebSocket upgrade", body = runegrid_proto::ErrorBody),
+        (status = 401, description = "unauthorized", body = runegrid_proto::ErrorBody)))]
 pub async fn upgrade(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -79,6 +88,7 @@ enum Flow {
 }
 
 async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(), String> {
+    let _open = app.config.metrics.open(crate::metrics::Stream::WebSocket);
     let (mut sink, mut stream) = socket.split();
     let hello = handshake(&mut sink, &mut stream, &account).await?;
     let (session, rx) = register(app, &account, hello).await?;
@@ -232,17 +242,17 @@ impl Session {
                 Ok(()) => app.on_result(id, r),
                 Err(why) => {
                     tracing::warn!(worker = id, attempt = r.attempt, %why, "result rejected");
-                    app.on_failed(id, r.attempt, Loss::Failed, why);
+                    // No kind: a rejected result counts against its worker.
+                    app.on_failed(id, r.attempt, Loss::Failed(None), why);
                 }
             },
-            ToCoordinator::Failed { attempt, reason } => {
-                // Running out of wall time says more about the task than the worker.
-                let loss = if reason.starts_with("wall time limit") {
-                    Loss::OutOfTime
-                } else {
-                    Loss::Failed
-                };
-                app.on_failed(id, attempt, loss, &reason)
+            ToCoordinator::Failed {
+                attempt,
+                reason,
+                kind,
+            } => {
+                let kind = kind.or_else(|| legacy_failure_kind(&reason));
+                app.on_failed(id, attempt, Loss::Failed(kind), &reason);
             }
             ToCoordinator::NeedProgram { sha256 } => self.send_program(sha256),
             ToCoordinator::Hello { .. } => {

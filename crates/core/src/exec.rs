@@ -7,6 +7,7 @@ use std::fmt;
 /// Why a module trapped. Only the kind takes part in the digest: engines word their trap
 /// messages differently, but they agree on the kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TrapKind {
     /// `unreachable` executed (this is also how a Rust guest's panic ends).
@@ -43,6 +44,7 @@ impl TrapKind {
 /// How a deterministic execution ended. Every variant is reproducible: the same module and
 /// input end the same way on every engine, so replicas can compare it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ExecStatus {
     /// The program returned from `_start` (code 0) or called `proc_exit(code)`.
@@ -161,6 +163,21 @@ impl Serialize for Digest {
         s.serialize_str(&self.to_hex())
     }
 }
+
+/// In the OpenAPI document: the hex string it serializes to.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Digest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[0-9a-f]{64}$"))
+            .description(Some("SHA-256 digest of a result, 64 hex digits"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Digest {}
 
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

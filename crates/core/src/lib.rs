@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod exec;
+pub mod failure;
 pub mod limits;
 pub mod loss;
 pub mod probe;
@@ -16,6 +17,7 @@ pub mod trust;
 pub mod verify;
 
 pub use exec::{Digest, ExecStatus, Execution, TrapKind, digest};
+pub use failure::FailureKind;
 pub use limits::{Limits, LimitsError};
 pub use loss::Loss;
 pub use schedule::{Assignment, Need, WorkerView, plan};

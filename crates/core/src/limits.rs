@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Limits applied to every attempt of a job's tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Fuel: roughly one unit per WebAssembly instruction executed.

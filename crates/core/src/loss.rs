@@ -1,5 +1,7 @@
 //! Why an attempt ended without a result, and whether that counts against its worker.
 
+use crate::failure::{self, FailureKind};
+
 /// How an attempt was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Loss {
@@ -11,12 +13,9 @@ pub enum Loss {
     Silent,
     /// The attempt's lease ran out before a result arrived.
     LeaseExpired,
-    /// The worker reported that it could not finish the attempt, or sent a result that failed
-    /// its checks (digest, signature).
-    Failed,
-    /// The attempt ran past the task's wall-time limit: that says more about the task than
-    /// about the worker.
-    OutOfTime,
+    /// The worker reported that it could not finish the attempt (with the kind of failure it
+    /// gave, if any), or sent a result that failed its checks (no kind).
+    Failed(Option<FailureKind>),
     /// Taken back because its worker was quarantined.
     Quarantined,
     /// The coordinator restarted while the attempt ran.
@@ -27,8 +26,9 @@ impl Loss {
     /// Whether the loss counts against the worker's completion record.
     pub fn blames_worker(self) -> bool {
         match self {
-            Loss::Disconnected | Loss::Silent | Loss::LeaseExpired | Loss::Failed => true,
-            Loss::Left | Loss::OutOfTime | Loss::Quarantined | Loss::Restarted => false,
+            Loss::Disconnected | Loss::Silent | Loss::LeaseExpired => true,
+            Loss::Failed(kind) => failure::blames_worker(kind),
+            Loss::Left | Loss::Quarantined | Loss::Restarted => false,
         }
     }
 }
@@ -39,26 +39,24 @@ mod tests {
 
     #[test]
     fn the_worker_is_blamed_only_for_what_it_controls() {
-        let blamed: Vec<Loss> = [
+        let mut all = vec![
             Loss::Disconnected,
             Loss::Left,
             Loss::Silent,
             Loss::LeaseExpired,
-            Loss::Failed,
-            Loss::OutOfTime,
+            Loss::Failed(None),
             Loss::Quarantined,
             Loss::Restarted,
-        ]
-        .into_iter()
-        .filter(|l| l.blames_worker())
-        .collect();
+        ];
+        all.extend(FailureKind::ALL.map(|k| Loss::Failed(Some(k))));
+        let spared: Vec<Loss> = all.into_iter().filter(|l| !l.blames_worker()).collect();
         assert_eq!(
-            blamed,
+            spared,
             [
-                Loss::Disconnected,
-                Loss::Silent,
-                Loss::LeaseExpired,
-                Loss::Failed
+                Loss::Left,
+                Loss::Quarantined,
+                Loss::Restarted,
+                Loss::Failed(Some(FailureKind::WallTime))
             ]
         );
     }

@@ -220,6 +220,7 @@ impl TrustRecord {
 
 /// How a job's results are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyKind {
     /// One attempt, accepted as reported.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 /// One task's input: a line of an input file. Every field is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct TaskSpec {
     /// Arguments after argv[0].
@@ -18,6 +19,7 @@ pub struct TaskSpec {
 
 /// Answer to `POST /v1/programs` (body: the module's bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProgramInfo {
     /// SHA-256 of the uploaded bytes: the name to submit jobs with.
     pub program: String,
@@ -29,6 +31,7 @@ pub struct ProgramInfo {
 
 /// Answer to `PUT /v1/blobs/{sha256}` and `POST /v1/blobs` (body: the file's bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlobInfo {
     /// SHA-256 of the bytes: the name jobs mount it by.
     pub sha256: String,
@@ -37,6 +40,7 @@ pub struct BlobInfo {
 
 /// `POST /v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     /// Program hash from `POST /v1/programs`, or `rune` for the built-in Rune runner (each
@@ -96,6 +100,7 @@ impl SubmitJob {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubmitJobResponse {
     pub job: JobId,
     pub tasks: u64,
@@ -107,6 +112,7 @@ pub struct SubmitJobResponse {
 
 /// Task counts by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counts {
     pub queued: u64,
     pub running: u64,
@@ -126,6 +132,7 @@ impl Counts {
 
 /// `GET /v1/jobs/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobStatus {
     pub job: JobId,
     pub name: String,
@@ -152,6 +159,7 @@ pub struct JobStatus {
 
 /// One task's result, as printed by `submit --wait --json` and `results --json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskResult {
     pub index: u32,
     /// `queued`, `running`, `unverified` (a first result is in, shown at once; the quorum is
@@ -209,6 +217,7 @@ impl TaskResult {
 
 /// `GET /v1/jobs/{id}/results`: also the output of `submit --wait --json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobResults {
     pub job: JobId,
     pub tasks: Vec<TaskResult>,
@@ -216,6 +225,7 @@ pub struct JobResults {
 
 /// `GET /v1/workers`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerInfo {
     pub id: i64,
     pub name: String,
@@ -247,6 +257,7 @@ pub struct WorkerInfo {
 
 /// `GET /v1/me` and `POST /v1/accounts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountInfo {
     pub id: i64,
     pub name: String,
@@ -262,6 +273,7 @@ pub struct AccountInfo {
 
 /// `POST /v1/accounts` (admin only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
     pub name: String,
@@ -271,6 +283,7 @@ pub struct CreateAccount {
 
 /// One sample of the grid's activity (`GET /v1/stats`, public).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GridSample {
     /// When it was taken (ms since the Unix epoch).
     pub at: i64,
@@ -292,6 +305,7 @@ pub struct GridSample {
 
 /// `GET /v1/stats`: the grid now and its recent history, oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GridStats {
     pub now: GridSample,
     pub interval_ms: u64,
@@ -300,11 +314,13 @@ pub struct GridStats {
 
 /// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `invalid_module`, `not_found`, `unauthorized`.
     pub code: String,
@@ -314,6 +330,7 @@ pub struct ErrorDetail {
 /// One event of a job's stream (`GET /v1/jobs/{id}/events`, Server-Sent Events; the SSE event
 /// name is the `type`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobEvent {
     /// Task counts changed.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// `POST /v1/chat/completions`. Fields OpenAI defines that runegrid does not implement are
 /// refused when set to anything but their neutral value; unknown fields are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
@@ -44,6 +45,7 @@ pub struct ChatRequest {
 
 /// Verification settings of a chat request (the same meaning as in `POST /v1/jobs`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChatGridOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +60,7 @@ pub struct ChatGridOptions {
 
 /// One message. `content` is a string, or OpenAI's list of parts (only `text` parts).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatMessage {
     pub role: String,
     #[serde(default)]
@@ -99,6 +102,7 @@ impl ChatMessage {
 
 /// Where an answer stands on the grid.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GridInfo {
     pub job: JobId,
     /// `running` (tokens streaming from one worker), `unverified` (a worker finished; replicas
@@ -120,6 +124,7 @@ pub struct GridInfo {
 
 /// Token counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -128,6 +133,7 @@ pub struct Usage {
 
 /// The answer to a request without `stream`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatCompletion {
     pub id: String,
     /// `chat.completion`.
@@ -141,6 +147,7 @@ pub struct ChatCompletion {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatChoice {
     pub index: u32,
     pub message: ChatMessage,
@@ -150,6 +157,7 @@ pub struct ChatChoice {
 
 /// One event of a streamed answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatChunk {
     pub id: String,
     /// `chat.completion.chunk`.
@@ -166,6 +174,7 @@ pub struct ChatChunk {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChunkChoice {
     pub index: u32,
     pub delta: Delta,
@@ -173,6 +182,7 @@ pub struct ChunkChoice {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Delta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
@@ -182,6 +192,7 @@ pub struct Delta {
 
 /// `GET /v1/models`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelList {
     /// `list`.
     pub object: String,
@@ -189,6 +200,7 @@ pub struct ModelList {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelInfo {
     pub id: String,
     /// `model`.
@@ -199,6 +211,7 @@ pub struct ModelInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelGridInfo {
     /// Whether the coordinator holds the weights (requests are refused until it does).
     pub available: bool,

@@ -11,8 +11,9 @@
 //! 5. The worker sends [`ToCoordinator::Heartbeat`] every `heartbeat_ms`; silence for three
 //!    intervals loses the worker's attempts.
 
+pub use runegrid_core::FailureKind;
 use runegrid_core::{AttemptId, Digest, ExecStatus, JobId, Limits, TaskId};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// What a worker offers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,7 +127,17 @@ pub enum ToCoordinator {
     /// An attempt that ended without a comparable result (timeout, internal error).
     Failed {
         attempt: AttemptId,
+        /// Why, for people (the task's last error).
         reason: String,
+        /// Why, for the coordinator: it decides whether the failure counts against the worker
+        /// (`runegrid_core::failure::blames_worker`). Absent from workers older than the field,
+        /// and read as absent when it names a kind this coordinator does not know.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "known_kind"
+        )]
+        kind: Option<FailureKind>,
     },
     Heartbeat,
     /// The blobs the worker holds now (all of them: sent after it fetched or dropped one).
@@ -138,6 +149,25 @@ pub enum ToCoordinator {
     Leaving {
         reason: String,
     },
+}
+
+/// A kind this side knows, or none: a newer worker's new kind must not make its whole message
+/// unreadable.
+fn known_kind<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FailureKind>, D::Error> {
+    let Some(name) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let name = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(&name);
+    Ok(FailureKind::deserialize(name).ok())
+}
+
+/// The kind of a `failed` message from a worker older than its `kind` field, told by its reason
+/// (such workers said "wall time limit of N ms reached"; every other reason blamed the worker).
+/// Goes away with the next [`crate::PROTOCOL_VERSION`].
+pub fn legacy_failure_kind(reason: &str) -> Option<FailureKind> {
+    reason
+        .starts_with("wall time limit")
+        .then_some(FailureKind::WallTime)
 }
 
 /// The signed outcome of an attempt.
@@ -199,5 +229,50 @@ mod tests {
         let s = serde_json::to_string(&a).unwrap();
         assert!(s.starts_with(r#"{"type":"assign","attempt":1"#), "{s}");
         assert_eq!(serde_json::from_str::<ToWorker>(&s).unwrap(), a);
+    }
+
+    #[test]
+    fn failed_carries_an_optional_kind() {
+        let m = ToCoordinator::Failed {
+            attempt: 4,
+            reason: "wall time limit of 300 ms exceeded".into(),
+            kind: Some(FailureKind::WallTime),
+        };
+        let s = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            s,
+            r#"{"type":"failed","attempt":4,"reason":"wall time limit of 300 ms exceeded","kind":"wall_time"}"#
+        );
+        assert_eq!(serde_json::from_str::<ToCoordinator>(&s).unwrap(), m);
+        // A worker from before the field: its message still parses, without a kind.
+        let old = r#"{"type":"failed","attempt":4,"reason":"cancelled"}"#;
+        let unkinded = ToCoordinator::Failed {
+            attempt: 4,
+            reason: "cancelled".into(),
+            kind: None,
+        };
+        assert_eq!(
+            serde_json::from_str::<ToCoordinator>(old).unwrap(),
+            unkinded
+        );
+        assert_eq!(serde_json::to_string(&unkinded).unwrap(), old);
+        // A newer worker's kind, or an explicit null: still the message, without a kind.
+        for s in [
+            r#"{"type":"failed","attempt":4,"reason":"cancelled","kind":"solar_flare"}"#,
+            r#"{"type":"failed","attempt":4,"reason":"cancelled","kind":null}"#,
+        ] {
+            assert_eq!(serde_json::from_str::<ToCoordinator>(s).unwrap(), unkinded);
+        }
+    }
+
+    #[test]
+    fn legacy_reasons_tell_only_wall_time() {
+        assert_eq!(
+            legacy_failure_kind("wall time limit of 300 ms reached"),
+            Some(FailureKind::WallTime)
+        );
+        for reason in ["cancelled", "compile error: x", "blob m: gone", ""] {
+            assert_eq!(legacy_failure_kind(reason), None, "{reason}");
+        }
     }
 }

@@ -38,7 +38,7 @@ mod runner;
 pub mod wasi;
 
 pub use preinit::preinitialize;
-use runegrid_core::{ExecStatus, Execution, Limits, TrapKind};
+use runegrid_core::{ExecStatus, Execution, FailureKind, Limits, TrapKind};
 use runegrid_instrument::{DEPTH_GLOBAL, FUEL_GLOBAL, MEMORY_DENIED_GLOBAL, MEMORY_LIMIT_GLOBAL};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -85,6 +85,19 @@ pub enum SandboxError {
     /// A bug or an unexpected engine failure.
     #[error("internal sandbox error: {0}")]
     Internal(String),
+}
+
+impl SandboxError {
+    /// What a worker reports as the kind of its failed attempt (the one place this mapping
+    /// lives).
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            SandboxError::Compile(_) => FailureKind::Program,
+            SandboxError::Timeout { .. } => FailureKind::WallTime,
+            SandboxError::InvalidTask(_) => FailureKind::InvalidTask,
+            SandboxError::Instantiate(_) | SandboxError::Internal(_) => FailureKind::Internal,
+        }
+    }
 }
 
 /// One task to run.

@@ -364,6 +364,7 @@ fn bad_blob_names_are_refused() {
     ] {
         let err = run_with("", &blobs).unwrap_err();
         assert!(matches!(err, SandboxError::InvalidTask(_)), "{err}");
+        assert_eq!(err.failure_kind(), runegrid_core::FailureKind::InvalidTask);
     }
 }
 

@@ -368,6 +368,7 @@ fn wall_time_limit_times_out() {
     let started = std::time::Instant::now();
     let err = try_run(&p, &[], &[], b"", 0, l).unwrap_err();
     assert_eq!(err, SandboxError::Timeout { wall_time_ms: 50 });
+    assert_eq!(err.failure_kind(), runegrid_core::FailureKind::WallTime);
     let took = started.elapsed();
     assert!(took.as_millis() >= 50 && took.as_secs() < 5, "{took:?}");
 }
@@ -619,6 +620,7 @@ fn compile_caches_and_refuses_uninstrumented_modules() {
     );
     let err = sandbox().compile(b"garbage").unwrap_err();
     assert!(matches!(err, SandboxError::Compile(_)), "{err}");
+    assert_eq!(err.failure_kind(), runegrid_core::FailureKind::Program);
 }
 
 #[test]

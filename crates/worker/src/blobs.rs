@@ -200,39 +200,12 @@ impl BlobCache {
     ) -> Result<BlobCache, BlobError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(io_error(&dir))? {
-            let entry = entry.map_err(io_error(&dir))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.starts_with(TEMP_PREFIX) {
-                let _ = std::fs::remove_file(entry.path());
-                continue;
-            }
-            if !is_sha256(name) {
-                continue;
-            }
-            let Ok(meta) = entry.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-            found.push((modified, name.to_string(), meta.len()));
-        }
-        found.sort();
         let mut state = State::default();
-        for (_, sha, size) in found {
+        for (sha, size) in scan(&dir)? {
             let used = state.tick();
             state.disk.insert(sha, Entry { size, used });
         }
-        let base = coordinator.trim_end_matches('/');
-        let base = if let Some(rest) = base.strip_prefix("ws://") {
-            format!("http://{rest}")
-        } else if let Some(rest) = base.strip_prefix("wss://") {
-            format!("https://{rest}")
-        } else {
-            base.to_string()
-        };
+        let base = http_base(coordinator);
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
@@ -336,35 +309,23 @@ impl BlobCache {
             (st.disk.contains_key(sha), st.verified.contains(sha))
         };
         if on_disk {
-            let path = self.path(sha);
-            let expected = mount.sha256.clone();
-            let read = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-                let bytes = std::fs::read(&path)?;
-                let actual = (!verified).then(|| hex::encode(Sha256::digest(&bytes)));
-                if actual.as_ref().is_some_and(|a| *a != expected) {
-                    let _ = std::fs::remove_file(&path);
-                }
-                Ok((bytes, actual))
-            })
-            .await
-            .map_err(|e| BlobError::Io {
-                path: self.path(sha).display().to_string(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+            let read = if verified {
+                self.read(sha).await.map(Some)
+            } else {
+                self.read_verified(sha).await
+            };
             match read {
-                Ok((bytes, actual)) => match actual {
-                    Some(actual) if actual != sha => {
-                        tracing::warn!(blob = %sha, %actual, "cached blob is corrupted; deleted, fetching it again");
-                        self.state().forget(sha);
-                    }
-                    _ => {
-                        let bytes: Arc<[u8]> = bytes.into();
-                        let mut st = self.state();
-                        st.verified.insert(sha.to_string());
-                        st.remember(sha, &bytes);
-                        return Ok(bytes);
-                    }
-                },
+                Ok(Some(bytes)) => {
+                    let bytes: Arc<[u8]> = bytes.into();
+                    let mut st = self.state();
+                    st.verified.insert(sha.to_string());
+                    st.remember(sha, &bytes);
+                    return Ok(bytes);
+                }
+                Ok(None) => {
+                    tracing::warn!(blob = %sha, "cached blob is corrupted; deleted, fetching it again");
+                    self.state().forget(sha);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     tracing::warn!(blob = %sha, "cached blob vanished from disk; fetching it again");
                     self.state().forget(sha);
@@ -373,6 +334,28 @@ impl BlobCache {
             }
         }
         self.fetch(mount).await
+    }
+
+    /// A blob's file (hashed before, in this process), read off the runtime.
+    async fn read(&self, sha256: &str) -> std::io::Result<Vec<u8>> {
+        let path = self.path(sha256);
+        blocking(move || std::fs::read(&path)).await
+    }
+
+    /// A blob's file, read and hashed off the runtime; deleted (`None`) when it does not
+    /// match its name.
+    async fn read_verified(&self, sha256: &str) -> std::io::Result<Option<Vec<u8>>> {
+        let path = self.path(sha256);
+        let expected = sha256.to_string();
+        blocking(move || {
+            let bytes = std::fs::read(&path)?;
+            if hex::encode(Sha256::digest(&bytes)) != expected {
+                let _ = std::fs::remove_file(&path);
+                return Ok(None);
+            }
+            Ok(Some(bytes))
+        })
+        .await
     }
 
     /// Makes room for `size` more bytes, evicting unused blobs, least recently used first.
@@ -416,26 +399,37 @@ impl BlobCache {
         Ok(())
     }
 
-    /// Downloads the blob into a temporary file while hashing it; renames it into place only
-    /// when its size and hash are right.
+    /// Fetches the blob from the coordinator into a temporary file while hashing it; renames
+    /// it into place only when its size and hash are right.
     async fn fetch(&self, mount: &BlobMount) -> Result<Arc<[u8]>, BlobError> {
         let sha = mount.sha256.as_str();
         let size = mount.size;
         let reservation = self.reserve(sha, size)?;
-        let request_error = |e: reqwest::Error| BlobError::Request {
-            sha256: sha.to_string(),
-            message: error_chain(&e),
-        };
-        let url = format!("{}/v1/blobs/{sha}", self.base);
         tracing::info!(blob = %sha, size, "fetching blob from the coordinator");
         let started = std::time::Instant::now();
-        let mut resp = self
+        let resp = self.request(sha, size).await?;
+        let (tmp, bytes) = self.download(resp, sha, size).await?;
+        let bytes = self.install(sha, size, tmp, bytes).await?;
+        drop(reservation);
+        tracing::info!(
+            blob = %sha,
+            size,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "fetched blob"
+        );
+        Ok(bytes)
+    }
+
+    /// `GET /v1/blobs/{sha256}`: a successful answer that does not announce another size.
+    async fn request(&self, sha: &str, size: u64) -> Result<reqwest::Response, BlobError> {
+        let url = format!("{}/v1/blobs/{sha}", self.base);
+        let resp = self
             .client
             .get(&url)
             .bearer_auth(&self.token)
             .send()
             .await
-            .map_err(request_error)?;
+            .map_err(request_error(sha))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(BlobError::NotFound {
@@ -459,7 +453,18 @@ impl BlobCache {
                 actual: len,
             });
         }
-        let mut tmp = TempFile {
+        Ok(resp)
+    }
+
+    /// Streams the answer's body into a temporary file (synced) and memory while hashing it;
+    /// fails unless it has `size` bytes and the hash `sha`.
+    async fn download(
+        &self,
+        mut resp: reqwest::Response,
+        sha: &str,
+        size: u64,
+    ) -> Result<(TempFile, Vec<u8>), BlobError> {
+        let tmp = TempFile {
             path: self
                 .dir
                 .join(format!("{TEMP_PREFIX}{sha}-{:016x}", rand::random::<u64>())),
@@ -470,25 +475,22 @@ impl BlobCache {
             .map_err(io_error(&tmp.path))?;
         let mut hasher = Sha256::new();
         let mut bytes = Vec::with_capacity(usize::try_from(size.min(1 << 30)).unwrap_or(0));
-        while let Some(chunk) = resp.chunk().await.map_err(request_error)? {
+        let wrong_size = |actual: u64| BlobError::Size {
+            sha256: sha.to_string(),
+            expected: size,
+            actual,
+        };
+        while let Some(chunk) = resp.chunk().await.map_err(request_error(sha))? {
             let got = bytes.len() as u64 + chunk.len() as u64;
             if got > size {
-                return Err(BlobError::Size {
-                    sha256: sha.to_string(),
-                    expected: size,
-                    actual: got,
-                });
+                return Err(wrong_size(got));
             }
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(io_error(&tmp.path))?;
             bytes.extend_from_slice(&chunk);
         }
         if bytes.len() as u64 != size {
-            return Err(BlobError::Size {
-                sha256: sha.to_string(),
-                expected: size,
-                actual: bytes.len() as u64,
-            });
+            return Err(wrong_size(bytes.len() as u64));
         }
         let actual = hex::encode(hasher.finalize());
         if actual != sha {
@@ -499,28 +501,88 @@ impl BlobCache {
             });
         }
         file.sync_all().await.map_err(io_error(&tmp.path))?;
-        drop(file);
+        Ok((tmp, bytes))
+    }
+
+    /// Renames a checked download into place and records the blob as on disk, verified and
+    /// just used.
+    async fn install(
+        &self,
+        sha: &str,
+        size: u64,
+        mut tmp: TempFile,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<[u8]>, BlobError> {
         let path = self.path(sha);
         tokio::fs::rename(&tmp.path, &path)
             .await
             .map_err(io_error(&path))?;
         tmp.keep = true;
         let bytes: Arc<[u8]> = bytes.into();
-        {
-            let mut st = self.state();
-            let used = st.tick();
-            st.disk.insert(sha.to_string(), Entry { size, used });
-            st.verified.insert(sha.to_string());
-            st.remember(sha, &bytes);
-        }
-        drop(reservation);
-        tracing::info!(
-            blob = %sha,
-            size,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "fetched blob"
-        );
+        let mut st = self.state();
+        let used = st.tick();
+        st.disk.insert(sha.to_string(), Entry { size, used });
+        st.verified.insert(sha.to_string());
+        st.remember(sha, &bytes);
         Ok(bytes)
+    }
+}
+
+/// Runs file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+}
+
+fn request_error(sha: &str) -> impl Fn(reqwest::Error) -> BlobError + '_ {
+    move |e| BlobError::Request {
+        sha256: sha.to_string(),
+        message: error_chain(&e),
+    }
+}
+
+/// The blobs in the cache directory, least recently modified first, as (sha256, size); leftover
+/// downloads are removed, other files ignored.
+fn scan(dir: &Path) -> Result<Vec<(String, u64)>, BlobError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(TEMP_PREFIX) {
+            let _ = std::fs::remove_file(entry.path());
+            continue;
+        }
+        if !is_sha256(name) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        found.push((modified, name.to_string(), meta.len()));
+    }
+    found.sort();
+    Ok(found
+        .into_iter()
+        .map(|(_, sha, size)| (sha, size))
+        .collect())
+}
+
+/// The coordinator's HTTP base URL (`http://HOST:PORT`, no trailing slash), also from a
+/// `ws://` one.
+fn http_base(coordinator: &str) -> String {
+    let base = coordinator.trim_end_matches('/');
+    if let Some(rest) = base.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else if let Some(rest) = base.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else {
+        base.to_string()
     }
 }
 

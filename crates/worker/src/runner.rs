@@ -1,10 +1,13 @@
-//! The sandbox thread pool and the program cache.
+//! Running attempts (`Slots`: the sandbox's runs, at most `--slots` at once, each reported
+//! back signed, or misbehaving on purpose) and the program cache on disk.
 
 use crate::Event;
 use ed25519_dalek::{Signer, SigningKey};
 use runegrid_core::{AttemptId, ExecStatus, Execution};
 use runegrid_proto::worker::{Assign, AttemptResult, ToCoordinator, result_message};
-use runegrid_sandbox::{Blob, Program, RunOutput, Sandbox, SandboxError, TaskRun};
+use runegrid_sandbox::{
+    Blob, DoneSink, Program, RunOutput, Sandbox, SandboxError, StdoutSink, TaskRun,
+};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
@@ -78,11 +81,7 @@ pub struct Slots {
     running: u32,
     pending: VecDeque<(Assign, Arc<Program>, Vec<Blob>, u64)>,
     sandbox: Arc<Sandbox>,
-    key: SigningKey,
-    events: UnboundedSender<Event>,
-    misbehaviour: Option<Misbehaviour>,
-    /// Results produced so far (for `lie-after`).
-    produced: Arc<AtomicU32>,
+    reporter: Reporter,
 }
 
 impl Slots {
@@ -98,10 +97,12 @@ impl Slots {
             running: 0,
             pending: VecDeque::new(),
             sandbox,
-            key,
-            events,
-            misbehaviour,
-            produced: Arc::new(AtomicU32::new(0)),
+            reporter: Reporter {
+                key,
+                events,
+                misbehaviour,
+                produced: Arc::new(AtomicU32::new(0)),
+            },
         }
     }
 
@@ -154,14 +155,39 @@ impl Slots {
             limits: a.limits,
             blobs,
         };
-        let attempt = a.attempt;
-        let out = self.events.clone();
         // An always-lying worker shows its lie from the first byte it streams, as a worker that
         // computed something else would.
-        let mut forged_prefix = (self.misbehaviour == Some(Misbehaviour::Lie))
+        let forged_prefix = (self.reporter.misbehaviour == Some(Misbehaviour::Lie))
             .then(|| format!("(forged {:016x}) ", rand::random::<u64>()).into_bytes());
-        let result_prefix = forged_prefix.clone();
-        let on_stdout = Box::new(move |chunk: &[u8]| {
+        let on_stdout = self
+            .reporter
+            .stdout_sink(a.attempt, session, forged_prefix.clone());
+        let on_done = self.reporter.done_sink(a.attempt, session, forged_prefix);
+        self.sandbox.spawn(program, &run, on_stdout, on_done);
+    }
+}
+
+/// What reports a run back to the connection: the key that signs results, and the
+/// misbehaviour (if any) the worker plays.
+#[derive(Clone)]
+struct Reporter {
+    key: SigningKey,
+    events: UnboundedSender<Event>,
+    misbehaviour: Option<Misbehaviour>,
+    /// Results produced so far (for `lie-after`).
+    produced: Arc<AtomicU32>,
+}
+
+impl Reporter {
+    /// Streams an attempt's stdout as it is written (after a liar's forged prefix).
+    fn stdout_sink(
+        &self,
+        attempt: AttemptId,
+        session: u64,
+        mut forged_prefix: Option<Vec<u8>>,
+    ) -> StdoutSink {
+        let events = self.events.clone();
+        Box::new(move |chunk: &[u8]| {
             let data = match forged_prefix.take() {
                 Some(mut p) => {
                     p.extend_from_slice(chunk);
@@ -170,91 +196,108 @@ impl Slots {
                 None => chunk.to_vec(),
             };
             let msg = ToCoordinator::Output { attempt, data };
-            let _ = out.send(Event::Out { session, msg });
-        });
-        let events = self.events.clone();
-        let key = self.key.clone();
-        let misbehaviour = self.misbehaviour;
-        let produced = self.produced.clone();
+            let _ = events.send(Event::Out { session, msg });
+        })
+    }
+
+    /// Ends an attempt: a signed result or a failure, delivered as the misbehaviour says.
+    fn done_sink(
+        &self,
+        attempt: AttemptId,
+        session: u64,
+        forged_prefix: Option<Vec<u8>>,
+    ) -> DoneSink {
+        let reporter = self.clone();
         let started = Instant::now();
-        let on_done = Box::new(move |r: Result<RunOutput, SandboxError>| {
-            let n = produced.fetch_add(1, Ordering::Relaxed);
-            let msg = outcome(r, attempt, &key, misbehaviour, result_prefix, n, started);
-            match misbehaviour {
-                Some(Misbehaviour::Vanish(p)) if rand::random::<f64>() < p => {
-                    tracing::warn!(attempt, "misbehaving on purpose: vanishing mid-task");
-                    std::process::exit(17);
-                }
-                Some(Misbehaviour::Slow(f)) => {
-                    let delay = started.elapsed().mul_f64(f - 1.0);
-                    std::thread::spawn(move || {
-                        std::thread::sleep(delay);
-                        let _ = events.send(Event::Done { session, msg });
-                    });
-                }
-                _ => {
-                    let _ = events.send(Event::Done { session, msg });
-                }
+        Box::new(move |r: Result<RunOutput, SandboxError>| {
+            let produced = reporter.produced.fetch_add(1, Ordering::Relaxed);
+            let msg = match r {
+                Ok(out) => reporter.result(out, attempt, forged_prefix, produced, started),
+                Err(e) => failed(attempt, &e),
+            };
+            reporter.deliver(msg, attempt, session, started);
+        })
+    }
+
+    /// The signed result of a run (made wrong first if this worker lies).
+    fn result(
+        &self,
+        out: RunOutput,
+        attempt: AttemptId,
+        forged_prefix: Option<Vec<u8>>,
+        produced: u32,
+        started: Instant,
+    ) -> ToCoordinator {
+        let mut exec = out.execution;
+        self.forge(&mut exec, forged_prefix, produced);
+        let digest = exec.digest();
+        let signature = hex::encode(self.key.sign(&result_message(attempt, &digest)).to_bytes());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ToCoordinator::Result(AttemptResult {
+            attempt,
+            status: exec.status,
+            stdout: exec.stdout,
+            fuel: exec.fuel,
+            digest,
+            signature,
+            stderr: tail(&stderr, 4096),
+            elapsed_us: started.elapsed().as_micros() as u64,
+        })
+    }
+
+    /// Makes an execution wrong the way the misbehaviour says (an honest worker: untouched);
+    /// `produced` counts the results before this one.
+    fn forge(&self, exec: &mut Execution, forged_prefix: Option<Vec<u8>>, produced: u32) {
+        if let Some(mut p) = forged_prefix {
+            p.append(&mut exec.stdout);
+            exec.stdout = p;
+            exec.status = ExecStatus::Exited { code: 0 };
+        }
+        let forge = match self.misbehaviour {
+            Some(Misbehaviour::LieSometimes(p)) if rand::random::<f64>() < p => {
+                Some(format!(" (forged {:016x})", rand::random::<u64>()))
             }
-        });
-        self.sandbox.spawn(program, &run, on_stdout, on_done);
+            Some(Misbehaviour::LieAfter(n)) if produced >= n => {
+                Some(format!(" (forged {:016x})", rand::random::<u64>()))
+            }
+            Some(Misbehaviour::Collude) => Some(" (forged together)".to_string()),
+            _ => None,
+        };
+        if let Some(f) = forge {
+            exec.stdout.extend_from_slice(f.as_bytes());
+            exec.status = ExecStatus::Exited { code: 0 };
+        }
+    }
+
+    /// Sends the message that ends an attempt: now, later (`slow`), or never, ending the
+    /// process (`vanish`).
+    fn deliver(&self, msg: ToCoordinator, attempt: AttemptId, session: u64, started: Instant) {
+        match self.misbehaviour {
+            Some(Misbehaviour::Vanish(p)) if rand::random::<f64>() < p => {
+                tracing::warn!(attempt, "misbehaving on purpose: vanishing mid-task");
+                std::process::exit(17);
+            }
+            Some(Misbehaviour::Slow(f)) => {
+                let delay = started.elapsed().mul_f64(f - 1.0);
+                let events = self.events.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let _ = events.send(Event::Done { session, msg });
+                });
+            }
+            _ => {
+                let _ = self.events.send(Event::Done { session, msg });
+            }
+        }
     }
 }
 
-/// The message that ends an attempt: a signed result, or why there is none.
-fn outcome(
-    r: Result<RunOutput, SandboxError>,
-    attempt: AttemptId,
-    key: &SigningKey,
-    misbehaviour: Option<Misbehaviour>,
-    forged_prefix: Option<Vec<u8>>,
-    produced: u32,
-    started: Instant,
-) -> ToCoordinator {
-    match r {
-        Ok(out) => {
-            let mut exec: Execution = out.execution;
-            if let Some(mut p) = forged_prefix {
-                p.append(&mut exec.stdout);
-                exec.stdout = p;
-                exec.status = ExecStatus::Exited { code: 0 };
-            }
-            let forge = match misbehaviour {
-                Some(Misbehaviour::LieSometimes(p)) if rand::random::<f64>() < p => {
-                    Some(format!(" (forged {:016x})", rand::random::<u64>()))
-                }
-                Some(Misbehaviour::LieAfter(n)) if produced >= n => {
-                    Some(format!(" (forged {:016x})", rand::random::<u64>()))
-                }
-                Some(Misbehaviour::Collude) => Some(" (forged together)".to_string()),
-                _ => None,
-            };
-            if let Some(f) = forge {
-                exec.stdout.extend_from_slice(f.as_bytes());
-                exec.status = ExecStatus::Exited { code: 0 };
-            }
-            let digest = exec.digest();
-            let signature = hex::encode(key.sign(&result_message(attempt, &digest)).to_bytes());
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            ToCoordinator::Result(AttemptResult {
-                attempt,
-                status: exec.status,
-                stdout: exec.stdout,
-                fuel: exec.fuel,
-                digest,
-                signature,
-                stderr: tail(&stderr, 4096),
-                elapsed_us: started.elapsed().as_micros() as u64,
-            })
-        }
-        Err(SandboxError::Timeout { wall_time_ms }) => ToCoordinator::Failed {
-            attempt,
-            reason: format!("wall time limit of {wall_time_ms} ms reached"),
-        },
-        Err(e) => ToCoordinator::Failed {
-            attempt,
-            reason: e.to_string(),
-        },
+/// Why a run produced no result, as the protocol says it.
+fn failed(attempt: AttemptId, e: &SandboxError) -> ToCoordinator {
+    ToCoordinator::Failed {
+        attempt,
+        reason: e.to_string(),
+        kind: Some(e.failure_kind()),
     }
 }
 
@@ -277,7 +320,7 @@ pub fn compile_async(
     events: UnboundedSender<Event>,
 ) {
     std::thread::spawn(move || {
-        let result = sandbox.compile(&module).map_err(|e| e.to_string());
+        let result = sandbox.compile(&module);
         let _ = events.send(Event::Compiled { sha256, result });
     });
 }
@@ -319,7 +362,26 @@ pub fn total_memory() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::Misbehaviour;
+    use super::{Misbehaviour, failed};
+    use runegrid_sandbox::SandboxError;
+
+    #[test]
+    fn a_failed_run_says_its_kind_on_the_wire() {
+        let cases = [
+            (SandboxError::Timeout { wall_time_ms: 300 }, "wall_time"),
+            (SandboxError::Compile("x".into()), "program"),
+            (SandboxError::InvalidTask("x".into()), "invalid_task"),
+            (SandboxError::Instantiate("x".into()), "internal"),
+            (SandboxError::Internal("x".into()), "internal"),
+        ];
+        for (e, kind) in cases {
+            let v = serde_json::to_value(failed(7, &e)).unwrap();
+            assert_eq!(v["type"], "failed");
+            assert_eq!(v["attempt"], 7);
+            assert_eq!(v["kind"], kind, "{e}");
+            assert_eq!(v["reason"], e.to_string());
+        }
+    }
 
     #[test]
     fn misbehaviours_parse() {

@@ -50,6 +50,7 @@ impl Grid {
         fx.send(worker, &w.tx, ToWorker::Assign(assign));
         w.busy.insert(id);
         self.next_attempt += 1;
+        self.metrics.attempt_started();
         let req = policy.map(|p| {
             use rand::Rng;
             let draw: f64 = self.rng.r#gen();
@@ -68,6 +69,7 @@ impl Grid {
         }
         t.running.push(id);
         t.attempts += 1;
+        let first = t.attempts == 1 && !t.is_special();
         let backup = t.backup_wanted > 0;
         if backup {
             t.backup_wanted -= 1;
@@ -96,6 +98,9 @@ impl Grid {
                 worker,
                 at: now_ms(),
             });
+        }
+        if first && let Some(j) = self.jobs.get(&job) {
+            self.metrics.dispatch_latency(now_ms() - j.rec.created_at);
         }
         self.set_state(task, TaskState::Running);
         true
@@ -298,6 +303,7 @@ impl Grid {
         let Some(a) = self.attempts.remove(&id) else {
             return;
         };
+        self.metrics.attempt_lost();
         if loss.blames_worker() {
             self.update_trust(a.worker, |r, p| r.record_abandoned(p), fx);
         }

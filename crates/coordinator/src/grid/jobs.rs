@@ -196,6 +196,9 @@ impl Grid {
                 _ => {}
             }
         }
+        if !t.is_special() {
+            self.metrics.task_finished(state, outcome.acceptance);
+        }
         fx.change(Change::FinishTask {
             id,
             state,

@@ -38,6 +38,7 @@ pub use jobs::Submission;
 pub use reads::{Live, bump, counts_of, status_of, task_result};
 pub use recover::Recovered;
 
+use crate::metrics::Metrics;
 use crate::programs::ProgramBytes;
 use runegrid_core::straggler::JobTiming;
 use runegrid_core::{
@@ -227,6 +228,8 @@ pub struct Grid {
     /// Tasks verified and failed since start (audits and probes not counted).
     verified_total: u64,
     failed_total: u64,
+    /// Counters for `GET /metrics`.
+    metrics: Metrics,
 }
 
 /// The first ids a new grid hands out.
@@ -238,7 +241,12 @@ pub struct NextIds {
 }
 
 impl Grid {
-    pub fn new(params: TrustParams, lease_grace: Duration, next: NextIds) -> Grid {
+    pub fn new(
+        params: TrustParams,
+        lease_grace: Duration,
+        next: NextIds,
+        metrics: Metrics,
+    ) -> Grid {
         use rand::SeedableRng;
         Grid {
             jobs: HashMap::new(),
@@ -259,6 +267,7 @@ impl Grid {
             again: false,
             verified_total: 0,
             failed_total: 0,
+            metrics,
         }
     }
 

@@ -2,6 +2,7 @@
 //! the grid's activity.
 
 use super::{Grid, TaskMem, now_ms};
+use crate::metrics::Grid as GridGauges;
 use runegrid_core::trust::distinct_workers_needed;
 use runegrid_core::{AccountId, JobId, Standing, WorkerId};
 use runegrid_proto::{Counts, GridSample, JobResults, JobStatus, TaskResult};
@@ -126,6 +127,47 @@ impl Grid {
             s.slots += w.slots;
         }
         s
+    }
+
+    /// What `GET /metrics` reads of the grid: tasks of unfinished jobs by state, connected
+    /// workers by kind and standing (every combination, zeros included), the queue's length.
+    pub fn gauges(&self) -> GridGauges {
+        let mut counts = Counts::default();
+        for j in self.jobs.values().filter(|j| j.finished.is_none()) {
+            counts.queued += j.counts.queued;
+            counts.running += j.counts.running;
+            counts.verified += j.counts.verified;
+            counts.failed += j.counts.failed;
+            counts.cancelled += j.counts.cancelled;
+        }
+        let standings = [
+            Standing::New,
+            Standing::Trusted,
+            Standing::Doubtful,
+            Standing::Quarantined,
+        ];
+        let mut workers: Vec<((&'static str, &'static str), u64)> = ["native", "browser"]
+            .into_iter()
+            .flat_map(|kind| standings.map(|s| ((kind, s.as_str()), 0)))
+            .collect();
+        for (id, w) in &self.workers {
+            let kind = if w.browser { "browser" } else { "native" };
+            let standing = self.standing(*id).as_str();
+            if let Some((_, n)) = workers.iter_mut().find(|(k, _)| *k == (kind, standing)) {
+                *n += 1;
+            }
+        }
+        GridGauges {
+            tasks: vec![
+                ("queued", counts.queued),
+                ("running", counts.running),
+                ("verified", counts.verified),
+                ("failed", counts.failed),
+                ("cancelled", counts.cancelled),
+            ],
+            workers,
+            queue_depth: self.queue.len() as u64,
+        }
     }
 
     /// Tasks of a job that are neither final, nor queued, nor running an attempt: lost work

@@ -4,6 +4,7 @@
 
 use super::{Effects, Grid, NextIds, ResultMem, now_ms};
 use crate::blobs::BlobStore;
+use crate::metrics::Metrics;
 use crate::programs::ProgramBytes;
 use runegrid_core::{AccountId, TaskId, TrustParams};
 use runegrid_store::{AttemptRecord, AttemptState, Change, JobState, Store, StoreError, TaskState};
@@ -25,6 +26,7 @@ impl Grid {
         blobs: &BlobStore,
         params: TrustParams,
         lease_grace: Duration,
+        metrics: Metrics,
     ) -> Result<Recovered, StoreError> {
         let max = store.max_ids()?;
         let mut grid = Grid::new(
@@ -35,6 +37,7 @@ impl Grid {
                 task: max.task + 1,
                 attempt: max.attempt + 1,
             },
+            metrics,
         );
         let mut fx = Effects::default();
         let accounts: HashMap<AccountId, String> = store

@@ -38,7 +38,7 @@ impl Grid {
                 covered,
             });
         }
-        for task in straggler::backups(&j.timing, &running) {
+        for task in straggler::backups(&j.timing, &running, j.counts.queued) {
             tracing::debug!(task, job, "straggler: asking for a backup attempt");
             let Some(t) = self.tasks.get_mut(&task) else {
                 continue;

@@ -19,6 +19,7 @@ fn grid(params: TrustParams) -> Grid {
             task: 1,
             attempt: 1,
         },
+        crate::metrics::Metrics::new(),
     )
 }
 

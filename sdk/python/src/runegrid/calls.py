@@ -8,21 +8,16 @@ import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping
 from contextlib import aclosing, closing
 from pathlib import Path
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    TypeVar,
-)
+from typing import Any, TypeVar
 
 import anyio
 
+from . import _jobs
 from . import _protocol as p
+from ._jobs import JobClient
 from .errors import ApiError, TaskError
 from .options import Options
 from .results import ScriptResult, TaskResult
-
-if TYPE_CHECKING:
-    from .grid import Grid
 
 C = TypeVar("C", bound="_Callable")
 
@@ -46,12 +41,14 @@ class _Callable:
 
     _hold_result_line = False
 
-    def __init__(self, grid: Grid, options: Options) -> None:
+    def __init__(self, grid: JobClient, options: Options) -> None:
         self._grid = grid
         self._opts = options
 
     @property
-    def grid(self) -> Grid:
+    def grid(self) -> JobClient:
+        """The :class:`~runegrid.Grid` it runs on (typed as the job client the grid is, which
+        is all a callable uses)."""
         return self._grid
 
     @property
@@ -99,12 +96,12 @@ class _Callable:
     ) -> dict[str, Any]:
         body = {"program": self._program(), "tasks": tasks, **opts.job_fields()}
         try:
-            return self._grid._post_job(body, wait)
+            return _jobs.post_job(self._grid, body, wait)
         except ApiError as e:
             if e.code != "unknown_program" or not self._forget_upload():
                 raise
             body["program"] = self._program()
-            return self._grid._post_job(body, wait)
+            return _jobs.post_job(self._grid, body, wait)
 
     def _run(
         self, tasks: list[dict[str, Any]], opts: Options, progress: bool = False
@@ -119,14 +116,14 @@ class _Callable:
             job = int(answer["job"])
             if answer.get("results"):
                 first = p.parse_results(answer["results"])
-        return self._grid._await_final(job, deadline, first, opts.timeout)
+        return _jobs.await_final(self._grid, job, deadline, first, opts.timeout)
 
     def _show_progress(self, job: int, total: int, deadline: float | None) -> None:
         from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
 
         bar = tqdm(total=total, desc=self._label(), unit="task")
         try:
-            with closing(self._grid._iter_events(job, deadline)) as events:
+            with closing(_jobs.iter_events(self._grid, job, deadline)) as events:
                 for ev in events:
                     counts = ev.get("counts")
                     if isinstance(counts, Mapping):
@@ -136,7 +133,7 @@ class _Callable:
                     if ev.get("type") == "done":
                         break
         except KeyboardInterrupt:
-            self._grid._cancel_quietly(job)
+            _jobs.cancel_quietly(self._grid, job)
             raise
         finally:
             bar.close()
@@ -176,12 +173,12 @@ class _Callable:
     ) -> dict[str, Any]:
         body = {"program": await self._program_async(), "tasks": tasks, **opts.job_fields()}
         try:
-            return await self._grid._post_job_async(body, wait)
+            return await _jobs.post_job_async(self._grid, body, wait)
         except ApiError as e:
             if e.code != "unknown_program" or not self._forget_upload():
                 raise
             body["program"] = await self._program_async()
-            return await self._grid._post_job_async(body, wait)
+            return await _jobs.post_job_async(self._grid, body, wait)
 
     async def _run_async(
         self, tasks: list[dict[str, Any]], opts: Options, progress: bool = False
@@ -196,14 +193,14 @@ class _Callable:
             job = int(answer["job"])
             if answer.get("results"):
                 first = p.parse_results(answer["results"])
-        return await self._grid._await_final_async(job, deadline, first, opts.timeout)
+        return await _jobs.await_final_async(self._grid, job, deadline, first, opts.timeout)
 
     async def _show_progress_async(self, job: int, total: int, deadline: float | None) -> None:
         from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
 
         bar = tqdm(total=total, desc=self._label(), unit="task")
         try:
-            async with aclosing(self._grid._iter_events_async(job, deadline)) as events:
+            async with aclosing(_jobs.iter_events_async(self._grid, job, deadline)) as events:
                 async for ev in events:
                     counts = ev.get("counts")
                     if isinstance(counts, Mapping):
@@ -214,7 +211,7 @@ class _Callable:
                         break
         except anyio.get_cancelled_exc_class():
             with anyio.move_on_after(5, shield=True):
-                await self._grid._cancel_quietly_async(job)
+                await _jobs.cancel_quietly_async(self._grid, job)
             raise
         finally:
             bar.close()
@@ -277,7 +274,7 @@ class OutputStream(Iterator[str]):
         self.job = job
         follower = p.OutputFollower(owner._hold_result_line)
         try:
-            with closing(grid._iter_events(job, deadline)) as events:
+            with closing(_jobs.iter_events(grid, job, deadline)) as events:
                 for ev in events:
                     kind = ev.get("type")
                     if kind == "stdout" and ev.get("task") == 0:
@@ -287,9 +284,9 @@ class OutputStream(Iterator[str]):
                     elif kind == "done":
                         break
         except KeyboardInterrupt:
-            grid._cancel_quietly(job)
+            _jobs.cancel_quietly(grid, job)
             raise
-        self.result = grid._await_final(job, deadline, None, opts.timeout)[0]
+        self.result = _jobs.await_final(grid, job, deadline, None, opts.timeout)[0]
         rest = follower.finish(owner._printed(self.result))
         if rest:
             yield rest
@@ -351,7 +348,7 @@ class AsyncOutputStream(AsyncIterator[str]):
         job = int((await owner._submit_async([self._task], opts, None))["job"])
         self.job = job
         follower = p.OutputFollower(owner._hold_result_line)
-        async with aclosing(grid._iter_events_async(job, deadline)) as events:
+        async with aclosing(_jobs.iter_events_async(grid, job, deadline)) as events:
             async for ev in events:
                 kind = ev.get("type")
                 if kind == "stdout" and ev.get("task") == 0:
@@ -360,7 +357,7 @@ class AsyncOutputStream(AsyncIterator[str]):
                         yield out
                 elif kind == "done":
                     break
-        self.result = (await grid._await_final_async(job, deadline, None, opts.timeout))[0]
+        self.result = (await _jobs.await_final_async(grid, job, deadline, None, opts.timeout))[0]
         rest = follower.finish(owner._printed(self.result))
         if rest:
             yield rest
@@ -396,7 +393,8 @@ class AsyncOutputStream(AsyncIterator[str]):
 class Script:
     """A Rune script's source; :meth:`function` makes one of its functions callable."""
 
-    def __init__(self, grid: Grid, source: str, path: Path | None = None) -> None:
+    def __init__(self, grid: JobClient, source: str, path: Path | None = None) -> None:
+        #: The :class:`~runegrid.Grid` it runs on.
         self.grid = grid
         self.source = source
         self.path = path
@@ -509,7 +507,7 @@ class WasmProgram(_Callable):
     :meth:`upload`.
     """
 
-    def __init__(self, grid: Grid, module: bytes, options: Options) -> None:
+    def __init__(self, grid: JobClient, module: bytes, options: Options) -> None:
         super().__init__(grid, options)
         self.module = module
         #: The program's name: SHA-256 (hex) of the module's bytes.
@@ -528,17 +526,17 @@ class WasmProgram(_Callable):
         return self.program
 
     def _program(self) -> str:
-        if self.program not in self._grid._uploaded:
+        if not _jobs.is_uploaded(self._grid, self.program):
             self.upload()
         return self.program
 
     async def _program_async(self) -> str:
-        if self.program not in self._grid._uploaded:
+        if not _jobs.is_uploaded(self._grid, self.program):
             await self.upload_async()
         return self.program
 
     def _forget_upload(self) -> bool:
-        self._grid._uploaded.discard(self.program)
+        _jobs.forget_upload(self._grid, self.program)
         return True
 
     def _label(self) -> str:

@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from . import _protocol as p
+from ._jobs import JobClient
 from ._sse import SseParser
 from .errors import ApiError, CallTimeout, ConnectionFailed, ProtocolError, api_error
 from .options import Options
-
-if TYPE_CHECKING:
-    from .grid import Grid
 
 #: The model a chat uses unless told otherwise.
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -231,7 +229,7 @@ def _timed_out(timeout: float | None, job: int | None) -> CallTimeout:
     return CallTimeout(f"{what} did not finish within {timeout} s (its job is cancelled)", job)
 
 
-def reply_timeout(grid: Grid, opts: Options) -> httpx.Timeout:
+def reply_timeout(grid: JobClient, opts: Options) -> httpx.Timeout:
     """An answer without streaming comes when it is verified: reads wait up to the call's
     ``timeout`` (for ever without one)."""
     return httpx.Timeout(grid.http_timeout, read=opts.timeout)
@@ -347,7 +345,7 @@ class _Follower:
         )
 
 
-def _stream_timeout(grid: Grid, deadline: float | None) -> httpx.Timeout:
+def _stream_timeout(grid: JobClient, deadline: float | None) -> httpx.Timeout:
     # The coordinator sends a keep-alive every 15 s: longer silence is a dead connection.
     left = p.remaining(deadline)
     read = p.EVENT_SILENCE if left is None else max(0.05, min(p.EVENT_SILENCE, left))
@@ -416,7 +414,7 @@ class ChatStream(_StreamBase, Iterator[str]):
     coordinator cancels the job.
     """
 
-    def __init__(self, grid: Grid, body: dict[str, Any], opts: Options) -> None:
+    def __init__(self, grid: JobClient, body: dict[str, Any], opts: Options) -> None:
         self._grid = grid
         self._body = body
         self._timeout = opts.timeout
@@ -486,7 +484,7 @@ class ChatStream(_StreamBase, Iterator[str]):
 class AsyncChatStream(_StreamBase, AsyncIterator[str]):
     """The async form of :class:`ChatStream`: ``async for piece in stream``."""
 
-    def __init__(self, grid: Grid, body: dict[str, Any], opts: Options) -> None:
+    def __init__(self, grid: JobClient, body: dict[str, Any], opts: Options) -> None:
         self._grid = grid
         self._body = body
         self._timeout = opts.timeout
@@ -556,7 +554,7 @@ class AsyncChatStream(_StreamBase, AsyncIterator[str]):
 # ------------------------------------------------------------------------------ calls
 
 
-def post_reply(grid: Grid, body: dict[str, Any], opts: Options) -> ChatReply:
+def post_reply(grid: JobClient, body: dict[str, Any], opts: Options) -> ChatReply:
     try:
         r = grid.client.post(
             CHAT_PATH,
@@ -571,7 +569,7 @@ def post_reply(grid: Grid, body: dict[str, Any], opts: Options) -> ChatReply:
     return parse_reply(r)
 
 
-async def post_reply_async(grid: Grid, body: dict[str, Any], opts: Options) -> ChatReply:
+async def post_reply_async(grid: JobClient, body: dict[str, Any], opts: Options) -> ChatReply:
     try:
         r = await grid.aclient.post(
             CHAT_PATH,

@@ -1,0 +1,209 @@
+//! Jobs: submit, list, status, cancel, results (`/v1/jobs…`); their event streams are in
+//! `events`.
+
+use super::Routes;
+use crate::api::{ApiError, ApiResult, AppState, Authed, Json, Path, Query, blocking, visible};
+use crate::grid::{bump, status_of, task_result};
+use crate::submit::create_job;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::handler::Handler as _;
+use axum::http::Method;
+use runegrid_core::JobId;
+use runegrid_proto::{Counts, ErrorBody, JobResults, JobStatus, SubmitJob, SubmitJobResponse};
+use runegrid_store::{Account, StoreError};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Largest `POST /v1/jobs` body.
+const MAX_SUBMISSION_BYTES: usize = 256 << 20;
+
+pub fn routes() -> Routes {
+    Routes::new()
+        .add(
+            Method::POST,
+            "/v1/jobs",
+            submit_job.layer(DefaultBodyLimit::max(MAX_SUBMISSION_BYTES)),
+        )
+        .add(Method::GET, "/v1/jobs", list_jobs)
+        .add(Method::GET, "/v1/jobs/{id}", job_status)
+        .add(Method::DELETE, "/v1/jobs/{id}", cancel_job)
+        .add(Method::GET, "/v1/jobs/{id}/results", job_results)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Wait up to this many seconds (at most 3600) for the job to finish.
+    #[serde(default)]
+    wait: Option<f64>,
+}
+
+/// Submits a job; answered once the job is durable. With `?wait=SECONDS`, also waits for its
+/// results.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("token" = [])),
+    params(WaitQuery), request_body = SubmitJob,
+    responses((status = 200, body = SubmitJobResponse),
+        (status = 400, description = "invalid_request, invalid_job, invalid_limits, invalid_policy, invalid_blobs, unknown_blob, unknown_program", body = ErrorBody),
+        (status = 403, description = "forbidden: a contributor account", body = ErrorBody)))]
+pub async fn submit_job(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Query(q): Query<WaitQuery>,
+    Json(req): Json<SubmitJob>,
+) -> ApiResult<SubmitJobResponse> {
+    let (id, n, _) = create_job(&app, &a, req, false).await?;
+    let results = match q.wait.filter(|s| *s > 0.0) {
+        Some(secs) => {
+            if let Some((_, mut done)) = app.done_flag(id) {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs_f64(secs.min(3600.0)),
+                    done.wait_for(|d| *d),
+                )
+                .await;
+            }
+            app.job_results(id).map(|(_, r)| r)
+        }
+        None => None,
+    };
+    Ok(axum::Json(SubmitJobResponse {
+        job: id,
+        tasks: n,
+        results,
+    }))
+}
+
+async fn stored_status(app: &AppState, id: JobId) -> Result<Option<(i64, JobStatus)>, ApiError> {
+    Ok(blocking(app, move |app| {
+        app.read(|s| -> Result<_, StoreError> {
+            let Some(job) = s.job(id)? else {
+                return Ok(None);
+            };
+            let mut counts = Counts::default();
+            for (state, n) in s.task_states(id)? {
+                bump(&mut counts, state, n as i64);
+            }
+            let owner = s
+                .accounts()?
+                .into_iter()
+                .find(|x| x.id == job.owner)
+                .map(|x| x.name)
+                .unwrap_or_default();
+            Ok(Some((job.owner, status_of(&job, &owner, counts))))
+        })
+    })
+    .await?)
+}
+
+/// A job's status as `a` may see it: from memory, else from the store.
+pub async fn status(app: &AppState, a: &Account, id: JobId) -> Result<JobStatus, ApiError> {
+    let found = match app.job_status(id) {
+        Some(x) => Some(x),
+        None => stored_status(app, id).await?,
+    };
+    match found {
+        Some((owner, s)) if visible(a, owner) => Ok(s),
+        _ => Err(ApiError::not_found(format!("job {id}"))),
+    }
+}
+
+/// A job's progress.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("token" = [])),
+    params(("id" = i64, Path, description = "job id")),
+    responses((status = 200, body = JobStatus), (status = 404, body = ErrorBody)))]
+pub async fn job_status(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Path(id): Path<JobId>,
+) -> ApiResult<JobStatus> {
+    Ok(axum::Json(status(&app, &a, id).await?))
+}
+
+/// Cancels a job: its unfinished tasks end `cancelled`.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", security(("token" = [])),
+    params(("id" = i64, Path, description = "job id")),
+    responses((status = 200, body = JobStatus), (status = 404, body = ErrorBody)))]
+pub async fn cancel_job(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Path(id): Path<JobId>,
+) -> ApiResult<JobStatus> {
+    status(&app, &a, id).await?;
+    app.cancel(id);
+    Ok(axum::Json(status(&app, &a, id).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Most jobs to list, newest first (default 50, at most 1000).
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// The caller's jobs (an admin's: everyone's), newest first.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("token" = [])),
+    params(ListQuery), responses((status = 200, body = Vec<JobStatus>)))]
+pub async fn list_jobs(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Vec<JobStatus>> {
+    let limit = q.limit.unwrap_or(50).min(1000);
+    let owner = (!a.admin).then_some(a.id);
+    let jobs = blocking(&app, move |app| app.read(|s| s.jobs(owner, limit))).await?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        out.push(status(&app, &a, j.id).await?);
+    }
+    Ok(axum::Json(out))
+}
+
+/// A job's results, task by task. With `?wait=SECONDS`, waits for the job to finish first.
+#[utoipa::path(get, path = "/v1/jobs/{id}/results", tag = "jobs", security(("token" = [])),
+    params(("id" = i64, Path, description = "job id"), WaitQuery),
+    responses((status = 200, body = JobResults), (status = 404, body = ErrorBody)))]
+pub async fn job_results(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Path(id): Path<JobId>,
+    Query(q): Query<WaitQuery>,
+) -> ApiResult<JobResults> {
+    if let Some(secs) = q.wait.filter(|s| *s > 0.0)
+        && let Some((owner, mut done)) = app.done_flag(id)
+    {
+        if !visible(&a, owner) {
+            return Err(ApiError::not_found(format!("job {id}")));
+        }
+        let _ = tokio::time::timeout(
+            Duration::from_secs_f64(secs.min(3600.0)),
+            done.wait_for(|d| *d),
+        )
+        .await;
+    }
+    if let Some((owner, r)) = app.job_results(id) {
+        if !visible(&a, owner) {
+            return Err(ApiError::not_found(format!("job {id}")));
+        }
+        return Ok(axum::Json(r));
+    }
+    let stored = blocking(&app, move |app| {
+        app.read(|s| -> Result<_, StoreError> {
+            let Some(job) = s.job(id)? else {
+                return Ok(None);
+            };
+            let tasks = s.tasks(id)?;
+            Ok(Some((job.owner, tasks)))
+        })
+    })
+    .await?;
+    match stored {
+        Some((owner, tasks)) if visible(&a, owner) => Ok(axum::Json(JobResults {
+            job: id,
+            tasks: tasks
+                .iter()
+                .map(|t| task_result(t.index, t.state, t.outcome.as_ref(), t.attempts))
+                .collect(),
+        })),
+        _ => Err(ApiError::not_found(format!("job {id}"))),
+    }
+}

@@ -1,0 +1,152 @@
+//! Job creation: a submission's checks, its tasks' seeds, and the wait for it to be durable.
+//! Used by `POST /v1/jobs` and by chat requests.
+
+use crate::api::{ApiError, AppState, blocking, may_submit};
+use crate::app::App;
+use crate::grid::now_ms;
+use runegrid_core::{JobId, Quorum};
+use runegrid_proto::worker::BlobMount;
+use runegrid_proto::{JobEvent, SubmitJob};
+use runegrid_store::{Account, NewJob, NewTask};
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A follower's receiver of a job's events.
+pub type EventReceiver = tokio::sync::broadcast::Receiver<JobEvent>;
+
+/// Most tasks one job may have.
+pub const MAX_TASKS: usize = 1_000_000;
+/// Most blobs one job may mount.
+pub const MAX_MOUNTS: usize = 16;
+
+/// Checks a submission, accepts it and waits until it is durable; the job's id and task count,
+/// and with `follow` a receiver of its events subscribed before anything was dispatched.
+pub async fn create_job(
+    app: &AppState,
+    a: &Account,
+    req: SubmitJob,
+    follow: bool,
+) -> Result<(JobId, u64, Option<EventReceiver>), ApiError> {
+    may_submit(a)?;
+    if req.tasks.is_empty() {
+        return Err(ApiError::bad(
+            "invalid_job",
+            "job has no tasks: give at least one input",
+        ));
+    }
+    if req.tasks.len() > MAX_TASKS {
+        return Err(ApiError::bad(
+            "invalid_job",
+            format!(
+                "job has {} tasks; at most {MAX_TASKS} are allowed",
+                req.tasks.len()
+            ),
+        ));
+    }
+    req.limits
+        .validate()
+        .map_err(|e| ApiError::bad("invalid_limits", e.to_string()))?;
+    let (policy, replicas, agree) = req
+        .resolved_policy()
+        .map_err(|e| ApiError::bad("invalid_policy", e))?;
+    let quorum = match req.max_attempts {
+        Some(m) => Quorum::with_cap(replicas, agree, m),
+        None => Quorum::new(replicas, agree),
+    }
+    .map_err(|e| ApiError::bad("invalid_policy", e.to_string()))?;
+    let mounts = check_mounts(app, &req.blobs)?;
+    // `rune` and `infer` name built-in programs; the job records the hash like any program's.
+    let program_sha = crate::builtins::resolve(&req.program).to_string();
+    let sha = program_sha.clone();
+    let program = match app.cached_program(&sha) {
+        Some(p) => Some(p),
+        None => blocking(app, move |app| app.program(&sha)).await?,
+    }
+    .ok_or_else(|| {
+        ApiError::bad(
+            "unknown_program",
+            format!(
+                "unknown program {}: upload the module first (POST /v1/programs), or name a built-in program (\"rune\", \"infer\")",
+                req.program,
+            ),
+        )
+    })?;
+    let salt: u64 = rand::random();
+    let tasks: Vec<NewTask> = req
+        .tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| NewTask {
+            args: t.args,
+            env: t.env,
+            stdin: t.stdin.into_bytes(),
+            seed: seed_for(salt, i as u64),
+        })
+        .collect();
+    let n = tasks.len() as u64;
+    let new = NewJob {
+        owner: a.id,
+        name: req.name.unwrap_or_default(),
+        program: program_sha,
+        policy,
+        replicas: quorum.replicas,
+        agree: quorum.agree,
+        max_attempts: quorum.max_attempts,
+        limits: req.limits,
+        created_at: now_ms(),
+        blobs: req.blobs,
+    };
+    // Dispatch starts at once; the answer waits for the commit, so an accepted job is durable.
+    let (id, seq, rx) = if follow {
+        let (id, seq, rx) = app.add_job_followed(new, tasks, a.name.clone(), program, mounts);
+        (id, seq, Some(rx))
+    } else {
+        let (id, seq) = app.add_job(new, tasks, a.name.clone(), program, mounts);
+        (id, seq, None)
+    };
+    if app.writer.committed(seq).await.is_err() {
+        app.discard_job(id);
+        return Err(ApiError::internal(
+            "the job could not be stored; nothing was accepted",
+        ));
+    }
+    tracing::debug!(job = id, tasks = n, account = %a.name, "job submitted");
+    Ok((id, n, rx))
+}
+
+/// A submission's mounts: valid names, blobs the coordinator holds.
+fn check_mounts(app: &App, named: &BTreeMap<String, String>) -> Result<Arc<[BlobMount]>, ApiError> {
+    if named.len() > MAX_MOUNTS {
+        return Err(ApiError::bad(
+            "invalid_blobs",
+            format!(
+                "{} blobs; a job may mount at most {MAX_MOUNTS}",
+                named.len()
+            ),
+        ));
+    }
+    for (name, sha) in named {
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+            return Err(ApiError::bad(
+                "invalid_blobs",
+                format!("{name:?} cannot name a file under /blobs: no '/', not empty, not . or .."),
+            ));
+        }
+        if app.blobs.size(sha).is_none() {
+            return Err(ApiError::bad(
+                "unknown_blob",
+                format!(
+                    "blob {sha} (mounted as {name}) is not on this coordinator: upload it first (PUT /v1/blobs/SHA256)"
+                ),
+            ));
+        }
+    }
+    Ok(app.blobs.mounts(named))
+}
+
+/// A task's seed: the same for every replica, below 2^53 so every JSON reader keeps it exact.
+fn seed_for(salt: u64, index: u64) -> u64 {
+    let h = Sha256::digest(format!("runegrid-seed-v1\n{salt}\n{index}").as_bytes());
+    u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) & ((1 << 53) - 1)
+}
