@@ -4,7 +4,7 @@ use crate::procs::LocalGrid;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use runegrid_core::Limits;
-use runegrid_proto::{SubmitJob, TaskSpec};
+use runegrid_proto::{ResultState, SubmitJob, TaskSpec};
 use std::time::{Duration, Instant};
 
 #[derive(Subcommand)]
@@ -271,7 +271,7 @@ async fn grid_bench(a: &BenchArgs) -> Result<()> {
         times.push(t.elapsed());
         if r.results
             .as_ref()
-            .is_none_or(|r| r.tasks[0].state != "verified")
+            .is_none_or(|r| r.tasks[0].state != ResultState::Verified)
         {
             bail!("a no-op call did not verify: {r:?}");
         }
@@ -289,7 +289,11 @@ async fn grid_bench(a: &BenchArgs) -> Result<()> {
         .results(sub.job, Some(Duration::from_secs(600)))
         .await?;
     let el = t.elapsed();
-    let ok = r.tasks.iter().filter(|t| t.state == "verified").count();
+    let ok = r
+        .tasks
+        .iter()
+        .filter(|t| t.state == ResultState::Verified)
+        .count();
     if ok != a.tasks as usize {
         bail!("only {ok} of {} tasks verified", a.tasks);
     }

@@ -11,7 +11,7 @@ use clap::Args;
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use runegrid_client::Client;
 use runegrid_core::PolicyKind;
-use runegrid_proto::{SubmitJob, TaskSpec};
+use runegrid_proto::{ResultState, SubmitJob, TaskSpec};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -132,7 +132,7 @@ async fn timed(c: &Client, job: &SubmitJob) -> Result<(Duration, u64)> {
     let sub = c.submit(job).await?;
     let r = c.results(sub.job, Some(Duration::from_secs(600))).await?;
     let el = t.elapsed();
-    if let Some(bad) = r.tasks.iter().find(|t| t.state != "verified") {
+    if let Some(bad) = r.tasks.iter().find(|t| t.state != ResultState::Verified) {
         bail!("a benchmark task did not verify: {bad:?}");
     }
     Ok((el, r.tasks.iter().filter_map(|t| t.fuel).sum()))
@@ -149,7 +149,7 @@ async fn click_to_first_task(b: &Browser, c: &Client, url: &str, program: &str) 
     toggle.click().await?;
     let r = c.results(sub.job, Some(Duration::from_secs(120))).await?;
     let el = t.elapsed();
-    if r.tasks[0].state != "verified" {
+    if r.tasks[0].state != ResultState::Verified {
         bail!("the first task was not accepted: {:?}", r.tasks[0]);
     }
     Ok(el.as_secs_f64() * 1e3)

@@ -15,7 +15,7 @@ use crate::procs::LocalGrid;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use runegrid_infer::{INFER_WASM, MODEL_BLOB, Request, SMOLLM2_135M, Summary};
-use runegrid_proto::chat::{ChatGridOptions, ChatMessage, ChatRequest};
+use runegrid_proto::chat::{AnswerState, ChatGridOptions, ChatMessage, ChatRequest};
 use runegrid_sandbox::{Blob, Sandbox, TaskRun};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -114,7 +114,7 @@ async fn grid_run(
     c: &runegrid_client::Client,
     tokens: u32,
     replicas: u32,
-) -> Result<(Run, String)> {
+) -> Result<(Run, AnswerState)> {
     let req = ChatRequest {
         model: SMOLLM2_135M.id.into(),
         messages: vec![ChatMessage::new("user", PROMPT)],
@@ -134,7 +134,7 @@ async fn grid_run(
     };
     let start = Instant::now();
     let mut s = c.chat_stream(&req).await?;
-    let (mut first, mut last, mut tokens_seen, mut state) = (None, None, 0, String::new());
+    let (mut first, mut last, mut tokens_seen, mut state) = (None, None, 0, AnswerState::Running);
     while let Some(chunk) = s.next().await {
         let chunk = chunk?;
         let now = Instant::now();
@@ -238,7 +238,7 @@ pub async fn run(a: InferBenchArgs) -> Result<i32> {
         // Alternating, so both see the same load.
         local.push(local_run(&sandbox, &program, &blobs, a.tokens)?);
         let (r, state) = grid_run(&c, a.tokens, 1).await?;
-        if state != "verified" {
+        if state != AnswerState::Verified {
             bail!("round {round}: the grid's answer ended {state}");
         }
         single.push(r);

@@ -6,9 +6,9 @@ use crate::procs::LocalGrid;
 use anyhow::{Result, bail};
 use clap::Args;
 use runegrid_client::Client;
-use runegrid_core::PolicyKind;
+use runegrid_core::{Acceptance, PolicyKind, Standing};
 use runegrid_examples::kernels::{monte_carlo_pi, monte_carlo_report};
-use runegrid_proto::{JobResults, SubmitJob, TaskSpec, WorkerInfo};
+use runegrid_proto::{JobResults, ResultState, SubmitJob, TaskSpec, WorkerInfo};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -119,9 +119,7 @@ async fn run_job(
     };
     let started = Instant::now();
     let sub = c.submit(&job).await?;
-    let finished = |t: &runegrid_proto::TaskResult| {
-        matches!(t.state.as_str(), "verified" | "failed" | "cancelled")
-    };
+    let finished = |t: &runegrid_proto::TaskResult| t.state.is_final();
     let mut progress = (0, Instant::now());
     loop {
         let r = c.results(sub.job, Some(Duration::from_secs(5))).await?;
@@ -217,7 +215,7 @@ async fn warm_up(
         });
         while !job.is_finished() {
             for w in c.workers().await? {
-                if w.standing == "quarantined" && !is_honest(&w) {
+                if w.standing == Standing::Quarantined && !is_honest(&w) {
                     detected.entry(w.name).or_insert_with(|| started.elapsed());
                 }
             }
@@ -237,7 +235,7 @@ async fn warm_up(
             .all(|w| w.agreed >= record);
         if ready || jobs >= 40 {
             for w in ws {
-                if w.standing == "quarantined" && !is_honest(&w) {
+                if w.standing == Standing::Quarantined && !is_honest(&w) {
                     detected.entry(w.name).or_insert_with(|| started.elapsed());
                 }
             }
@@ -284,7 +282,7 @@ async fn liars(a: &TrustBenchArgs, kind: &str, label: &str) -> Result<()> {
     }
     let missed = ws
         .iter()
-        .filter(|w| !is_honest(w) && w.standing != "quarantined")
+        .filter(|w| !is_honest(w) && w.standing != Standing::Quarantined)
         .count();
     if missed > 0 {
         println!("  {missed} misbehaving worker(s) not quarantined (yet)");
@@ -300,7 +298,7 @@ async fn liars(a: &TrustBenchArgs, kind: &str, label: &str) -> Result<()> {
         .results
         .tasks
         .iter()
-        .filter(|t| t.acceptance.as_deref() == Some("trusted"))
+        .filter(|t| t.acceptance == Some(Acceptance::Trusted))
         .count();
     println!(
         "  accepted on a trusted worker's word alone: {alone} of {}",
@@ -346,15 +344,15 @@ async fn colluders(a: &TrustBenchArgs) -> Result<()> {
         let ws = c.workers().await?;
         let q_bad = ws
             .iter()
-            .filter(|w| !is_honest(w) && w.standing == "quarantined")
+            .filter(|w| !is_honest(w) && w.standing == Standing::Quarantined)
             .count();
         let q_good = ws
             .iter()
-            .filter(|w| is_honest(w) && w.standing == "quarantined")
+            .filter(|w| is_honest(w) && w.standing == Standing::Quarantined)
             .count();
         let t_bad = ws
             .iter()
-            .filter(|w| !is_honest(w) && w.standing == "trusted")
+            .filter(|w| !is_honest(w) && w.standing == Standing::Trusted)
             .count();
         println!(
             "  {:>3.0}% colluding: wrong results accepted {wrong} of {total} ({:.2}%); colluders quarantined {q_bad}/{k}, trusted {t_bad}; honest workers quarantined {q_good}/{}{note}",
@@ -413,7 +411,7 @@ async fn vanishing(a: &TrustBenchArgs) -> Result<()> {
         .results
         .tasks
         .iter()
-        .filter(|t| t.state == "verified")
+        .filter(|t| t.state == ResultState::Verified)
         .count();
     println!(
         "\nvanishing: {} workers, 1 `vanish:0.2` (exits mid-task): {verified}/{} verified, {} wrong, {:.3} executions per task, makespan {}{}",
@@ -455,7 +453,7 @@ async fn tiny(a: &TrustBenchArgs) -> Result<()> {
     let mut wrong = 0;
     loop {
         let ws = c.workers().await?;
-        let trusted = ws.iter().all(|w| w.standing == "trusted");
+        let trusted = ws.iter().all(|w| w.standing == Standing::Trusted);
         if (trusted && ws.iter().all(|w| w.agreed >= record)) || warm_jobs >= 200 {
             break;
         }
@@ -499,8 +497,8 @@ async fn tiny(a: &TrustBenchArgs) -> Result<()> {
             // A task accepted by a quorum on this grid of trusted workers was drawn for a spot
             // check: one replica is the check; anything beyond what acceptance needs is a
             // straggler backup (or a retry of a lost attempt).
-            let needed = match t.acceptance.as_deref() {
-                Some("quorum") | Some("audited") => {
+            let needed = match t.acceptance {
+                Some(Acceptance::Quorum | Acceptance::Audited) => {
                     spot += 1;
                     2
                 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use runegrid_client::Client;
 use runegrid_core::ExecStatus;
-use runegrid_proto::{JobResults, SubmitJob, TaskResult, TaskSpec};
+use runegrid_proto::{JobResults, ResultState, SubmitJob, TaskResult, TaskSpec};
 use runegrid_runner::{CallError, decode};
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -189,16 +189,12 @@ async fn submit_and_wait(client: &Client, job: &SubmitJob) -> Result<JobResults>
     loop {
         if let Some(r) = &results
             && r.tasks.len() == job.tasks.len()
-            && r.tasks.iter().all(|t| is_final(&t.state))
+            && r.tasks.iter().all(|t| t.state.is_final())
         {
             return Ok(results.expect("checked above"));
         }
         results = Some(client.results(sub.job, Some(WAIT)).await?);
     }
-}
-
-fn is_final(state: &str) -> bool {
-    matches!(state, "verified" | "failed" | "cancelled")
 }
 
 /// Writes what a script printed to stderr, so stdout carries only results.
@@ -221,7 +217,7 @@ enum Failure {
     /// The runner's answer, agreed on by the replicas.
     Call(CallError),
     /// No verified answer (no quorum, too many lost attempts, cancelled).
-    Unverified { state: String, error: String },
+    Unverified { state: ResultState, error: String },
 }
 
 impl Failure {
@@ -260,7 +256,7 @@ impl Failure {
             Failure::Call(e @ CallError::Malformed(_)) => {
                 ("malformed".to_string(), e.to_string(), None, None)
             }
-            Failure::Unverified { state, error } => (state.clone(), error.clone(), None, None),
+            Failure::Unverified { state, error } => (state.to_string(), error.clone(), None, None),
         };
         ErrorJson {
             kind,
@@ -284,7 +280,8 @@ struct ErrorJson {
 /// `failed` otherwise) is the runner's answer; anything else has none.
 fn outcome(t: &TaskResult) -> Outcome {
     let stdout = t.stdout_bytes().unwrap_or_default();
-    let accepted = t.acceptance.is_some() && matches!(t.state.as_str(), "verified" | "failed");
+    let accepted =
+        t.acceptance.is_some() && matches!(t.state, ResultState::Verified | ResultState::Failed);
     match &t.status {
         Some(status) if accepted => {
             let d = decode(status, &stdout);
@@ -296,7 +293,7 @@ fn outcome(t: &TaskResult) -> Outcome {
         _ => Outcome {
             printed: Vec::new(),
             result: Err(Failure::Unverified {
-                state: t.state.clone(),
+                state: t.state,
                 error: t.error.clone().unwrap_or_else(|| "no result".into()),
             }),
         },
@@ -306,6 +303,7 @@ fn outcome(t: &TaskResult) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use runegrid_core::Acceptance;
 
     use serde_json::json;
 
@@ -359,7 +357,7 @@ mod tests {
         );
         assert_eq!(e.to_error().kind, "out_of_fuel");
         let e = Failure::Unverified {
-            state: "failed".into(),
+            state: ResultState::Failed,
             error: "no quorum".into(),
         };
         assert_eq!(e.to_error().kind, "failed");
@@ -370,8 +368,8 @@ mod tests {
     fn only_accepted_results_are_answers() {
         let mut t = TaskResult {
             index: 0,
-            state: "failed".into(),
-            acceptance: Some("quorum".into()),
+            state: ResultState::Failed,
+            acceptance: Some(Acceptance::Quorum),
             exit_code: Some(1),
             stdout: None,
             stdout_base64: None,
@@ -395,7 +393,7 @@ mod tests {
         t.acceptance = None;
         assert!(matches!(
             outcome(&t).result,
-            Err(Failure::Unverified { ref state, .. }) if state == "failed"
+            Err(Failure::Unverified { state, .. }) if state == ResultState::Failed
         ));
     }
 }

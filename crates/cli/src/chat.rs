@@ -4,7 +4,9 @@
 use crate::commands::{CheckArgs, Conn};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use runegrid_proto::chat::{ChatGridOptions, ChatMessage, ChatRequest, GridInfo, Usage};
+use runegrid_proto::chat::{
+    AnswerState, ChatGridOptions, ChatMessage, ChatRequest, GridInfo, Usage,
+};
 use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(Args)]
@@ -157,7 +159,7 @@ async fn turn(
             t.usage = Some(u);
         }
         if let Some(info) = chunk.runegrid {
-            if info.state == "corrected" {
+            if info.state == AnswerState::Corrected {
                 let whole = info.content.clone().unwrap_or_default();
                 eprintln!(
                     "\n[the verified answer differs from the one streamed; the verified answer:]"
@@ -171,7 +173,7 @@ async fn turn(
     }
     writeln!(out)?;
     match &t.info {
-        Some(info) if info.state == "verified" => note(info, t.usage.as_ref()),
+        Some(info) if info.state == AnswerState::Verified => note(info, t.usage.as_ref()),
         _ => bail!("the answer stream ended before the answer was verified"),
     }
     Ok(t)
@@ -185,7 +187,7 @@ fn note(info: &GridInfo, usage: Option<&Usage>) {
     eprintln!(
         "[{} ({}), job {}, {} attempt(s){tokens}]",
         info.state,
-        info.acceptance.as_deref().unwrap_or("-"),
+        info.acceptance.map_or("-", |a| a.as_str()),
         info.job,
         info.attempts
     );

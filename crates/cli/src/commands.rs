@@ -4,8 +4,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use runegrid_client::Client;
-use runegrid_core::{Limits, PolicyKind};
-use runegrid_proto::{JobEvent, JobResults, JobStatus, SubmitJob, TaskSpec};
+use runegrid_core::{JobState, Limits, PolicyKind};
+use runegrid_proto::{JobEvent, JobResults, JobStatus, ResultState, SubmitJob, TaskSpec};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -454,7 +454,7 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
 
 /// 0 when every task verified, 3 when some failed or were cancelled.
 pub fn exit_code(r: &JobResults) -> i32 {
-    if r.tasks.iter().all(|t| t.state == "verified") {
+    if r.tasks.iter().all(|t| t.state == ResultState::Verified) {
         0
     } else {
         3
@@ -523,7 +523,7 @@ pub async fn wait_with_progress(client: &Client, job: i64, bar: bool) -> Result<
                 _ => {}
             }
         }
-        if done || client.status(job).await?.state != "active" {
+        if done || client.status(job).await?.state != JobState::Active {
             break;
         }
     }
@@ -539,11 +539,7 @@ pub async fn watch(client: &Client, job: i64) -> Result<JobResults> {
             (None, Some(s)) => first_line(s, 60),
             _ => String::new(),
         };
-        let how = r
-            .acceptance
-            .as_deref()
-            .map(|a| format!(" ({a})"))
-            .unwrap_or_default();
+        let how = r.acceptance.map(|a| format!(" ({a})")).unwrap_or_default();
         format!("task {} {}{how}: {out}", r.index, r.state)
     };
     loop {
@@ -563,7 +559,7 @@ pub async fn watch(client: &Client, job: i64) -> Result<JobResults> {
                 _ => {}
             }
         }
-        if client.status(job).await?.state != "active" {
+        if client.status(job).await?.state != JobState::Active {
             return Ok(client.results(job, None).await?);
         }
     }
@@ -583,7 +579,11 @@ pub fn print_results(r: &JobResults, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(r)?);
         return Ok(());
     }
-    let verified = r.tasks.iter().filter(|t| t.state == "verified").count();
+    let verified = r
+        .tasks
+        .iter()
+        .filter(|t| t.state == ResultState::Verified)
+        .count();
     println!(
         "job {}: {} tasks, {} verified",
         r.job,
@@ -608,7 +608,7 @@ pub fn print_results(r: &JobResults, json: bool) -> Result<()> {
             "{:>6}  {:<10} {:<12} {:>4} {:>14} {:>8}  {:<12}  {}",
             t.index,
             t.state,
-            t.acceptance.as_deref().unwrap_or("-"),
+            t.acceptance.map_or("-", |a| a.as_str()),
             t.exit_code
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "-".into()),

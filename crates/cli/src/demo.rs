@@ -5,7 +5,7 @@ use crate::procs::LocalGrid;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use runegrid_examples::tiles;
-use runegrid_proto::{SubmitJob, TaskSpec};
+use runegrid_proto::{ResultState, SubmitJob, TaskSpec};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -122,7 +122,7 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
     for (t, r) in plan.iter().zip(&results.tasks) {
         attempts += r.attempts;
         fuel += r.fuel.unwrap_or(0);
-        if r.state != "verified" {
+        if r.state != ResultState::Verified {
             failed.push(format!(
                 "tile {} ({}): {}",
                 r.index,

@@ -8,9 +8,9 @@ mod common;
 
 use common::*;
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
-use runegrid_core::PolicyKind;
+use runegrid_core::{Acceptance, PolicyKind};
 use runegrid_examples::kernels::{monte_carlo_pi, monte_carlo_report};
-use runegrid_proto::{GridStats, SubmitJob};
+use runegrid_proto::{GridStats, ResultState, SubmitJob};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -147,7 +147,7 @@ async fn browser_and_native_workers_agree_and_the_dashboard_shows_the_job() {
     };
     let r = grid.run(&job).await;
     for (t, s) in r.tasks.iter().zip(&seeds) {
-        assert_eq!(t.state, "verified", "{t:?}\n{}", grid.logs());
+        assert_eq!(t.state, ResultState::Verified, "{t:?}\n{}", grid.logs());
         assert_eq!(
             t.stdout.as_deref(),
             Some(
@@ -210,7 +210,8 @@ async fn browser_and_native_workers_agree_and_the_dashboard_shows_the_job() {
     let r = grid.run(&job).await;
     for t in &r.tasks {
         assert!(
-            t.state == "verified" || t.error.as_deref().is_some_and(|e| !e.contains("disagree")),
+            t.state == ResultState::Verified
+                || t.error.as_deref().is_some_and(|e| !e.contains("disagree")),
             "browser and native disagreed: {t:?}"
         );
         assert_eq!(t.attempts, 2, "{t:?}");
@@ -230,7 +231,7 @@ async fn browser_and_native_workers_agree_and_the_dashboard_shows_the_job() {
         .collect();
     let r = grid.run(&job).await;
     for (t, n) in r.tasks.iter().zip(1..=3) {
-        assert_eq!(t.state, "verified", "{t:?}\n{}", grid.logs());
+        assert_eq!(t.state, ResultState::Verified, "{t:?}\n{}", grid.logs());
         let out = t.stdout.as_deref().unwrap();
         assert!(
             out.starts_with(&format!("n={}\n{{\"ok\":[{},", n * 1000, n * 1000)),
@@ -308,7 +309,7 @@ async fn a_hostile_module_is_stopped_in_the_browser_and_hiding_or_closing_the_pa
     };
     let r = grid.run(&job).await;
     let t = &r.tasks[0];
-    assert_eq!(t.state, "failed", "{t:?}");
+    assert_eq!(t.state, ResultState::Failed, "{t:?}");
     assert_eq!(
         t.status,
         Some(runegrid_core::ExecStatus::OutOfFuel),
@@ -514,7 +515,7 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
     };
     let r = grid.run(&job).await;
     let t = &r.tasks[0];
-    assert_eq!(t.state, "verified", "{t:?}\n{}", grid.logs());
+    assert_eq!(t.state, ResultState::Verified, "{t:?}\n{}", grid.logs());
     assert!(
         t.stdout
             .as_deref()
@@ -575,7 +576,7 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
         })
         .await;
     let t = &r.tasks[0];
-    assert_eq!(t.state, "verified", "{t:?}\n{}", grid.logs());
+    assert_eq!(t.state, ResultState::Verified, "{t:?}\n{}", grid.logs());
     assert!(
         t.stdout
             .as_deref()
@@ -607,7 +608,7 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
         })
         .await;
     let t = &r.tasks[0];
-    assert_eq!(t.state, "failed", "{t:?}");
+    assert_eq!(t.state, ResultState::Failed, "{t:?}");
     let err = t.error.as_deref().unwrap_or_default();
     assert!(
         err.contains("blob data.txt: ") && err.contains(&other_sha) && err.contains("rejected"),
@@ -658,7 +659,7 @@ async fn a_browser_worker_answers_a_chat_request_like_a_native_one() {
         answer.choices[0].message.text().unwrap(),
         "The capital of France is Paris."
     );
-    assert_eq!(answer.runegrid.acceptance.as_deref(), Some("quorum"));
+    assert_eq!(answer.runegrid.acceptance, Some(Acceptance::Quorum));
     let ws = grid.client().workers().await.unwrap();
     let browser_agreed: u64 = ws
         .iter()

@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use runegrid_core::{ExecStatus, Limits};
-use runegrid_proto::{JobEvent, JobResults, TaskSpec};
+use runegrid_core::{ExecStatus, JobState, Limits};
+use runegrid_proto::{JobEvent, JobResults, ResultState, TaskSpec};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ async fn job_is_verified_end_to_end_through_the_cli() {
     let r: JobResults = serde_json::from_slice(&out.stdout).expect("one json object");
     assert_eq!(r.tasks.len(), 3);
     for t in &r.tasks {
-        assert_eq!(t.state, "verified", "{t:?}");
+        assert_eq!(t.state, ResultState::Verified, "{t:?}");
         assert_eq!(t.exit_code, Some(0));
         assert!(t.attempts >= 2);
         assert!(t.fuel.unwrap() > 0);
@@ -116,10 +116,11 @@ async fn events_stream_stdout_and_results() {
         "streamed stdout: {stdout:?}"
     );
     assert!(
-        seen.iter()
-            .any(|e| matches!(e, JobEvent::Task { result } if result.state == "verified"))
+        seen.iter().any(
+            |e| matches!(e, JobEvent::Task { result } if result.state == ResultState::Verified)
+        )
     );
-    assert!(matches!(seen.last(), Some(JobEvent::Done { state, .. }) if state == "done"));
+    assert!(matches!(seen.last(), Some(JobEvent::Done { state, .. }) if *state == JobState::Done));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +146,7 @@ async fn lying_worker_is_outvoted() {
     g.worker("honest-2", 2, &[]);
     let r = g.wait(sub.job).await;
     for (i, t) in r.tasks.iter().enumerate() {
-        assert_eq!(t.state, "verified", "{t:?}");
+        assert_eq!(t.state, ResultState::Verified, "{t:?}");
         assert_eq!(t.attempts, 3);
         let expect = runegrid_examples::kernels::monte_carlo_report(
             20000,
@@ -166,7 +167,7 @@ async fn disagreement_without_quorum_fails_with_a_reason() {
     j.max_attempts = Some(2);
     let r = g.run(&j).await;
     let t = &r.tasks[0];
-    assert_eq!(t.state, "failed");
+    assert_eq!(t.state, ResultState::Failed);
     let e = t.error.as_deref().unwrap();
     assert!(
         e.starts_with("replicas disagreed: 2 results in 2 groups"),
@@ -191,7 +192,10 @@ async fn killed_worker_loses_its_attempts_and_the_job_completes() {
     g.kill_worker(victim);
     g.worker("rescuer", 2, &[]);
     let r = g.wait(sub.job).await;
-    assert!(r.tasks.iter().all(|t| t.state == "verified"), "{r:?}");
+    assert!(
+        r.tasks.iter().all(|t| t.state == ResultState::Verified),
+        "{r:?}"
+    );
     assert!(
         r.tasks.iter().any(|t| t.attempts >= 2),
         "some attempt was lost and redone: {r:?}"
@@ -225,7 +229,10 @@ async fn frozen_worker_misses_heartbeats_and_its_attempts_move() {
     let _ = std::process::Command::new("kill")
         .args(["-CONT", &pid])
         .status();
-    assert!(r.tasks.iter().all(|t| t.state == "verified"), "{r:?}");
+    assert!(
+        r.tasks.iter().all(|t| t.state == ResultState::Verified),
+        "{r:?}"
+    );
     assert!(r.tasks.iter().all(|t| t.attempts >= 2), "{r:?}");
 }
 
@@ -249,7 +256,10 @@ async fn job_survives_a_coordinator_kill() {
     // Workers reconnect by themselves.
     g.wait_workers(2).await;
     let r = g.wait(queued.job).await;
-    assert!(r.tasks.iter().all(|t| t.state == "verified"), "{r:?}");
+    assert!(
+        r.tasks.iter().all(|t| t.state == ResultState::Verified),
+        "{r:?}"
+    );
     for (i, t) in r.tasks.iter().enumerate() {
         let expect = runegrid_examples::kernels::monte_carlo_report(
             100000,
@@ -258,7 +268,10 @@ async fn job_survives_a_coordinator_kill() {
         assert_eq!(t.stdout.as_deref(), Some(format!("{expect}\n").as_str()));
     }
     let r = g.wait(heavy.job).await;
-    assert!(r.tasks.iter().all(|t| t.state == "verified"), "{r:?}");
+    assert!(
+        r.tasks.iter().all(|t| t.state == ResultState::Verified),
+        "{r:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,7 +348,7 @@ async fn hostile_modules_get_clear_errors_and_workers_keep_serving() {
         ExecStatus::StackOverflow,
     ];
     for (t, want) in r.tasks.iter().zip(expect) {
-        assert_eq!(t.state, "failed", "{t:?}");
+        assert_eq!(t.state, ResultState::Failed, "{t:?}");
         assert_eq!(t.status, Some(want), "{t:?}");
         assert!(
             t.digest.is_some(),
@@ -363,7 +376,7 @@ async fn hostile_modules_get_clear_errors_and_workers_keep_serving() {
         ..Limits::default()
     };
     let r = g.run(&j).await;
-    assert_eq!(r.tasks[0].state, "failed");
+    assert_eq!(r.tasks[0].state, ResultState::Failed);
     assert!(
         r.tasks[0]
             .error
@@ -379,7 +392,7 @@ async fn hostile_modules_get_clear_errors_and_workers_keep_serving() {
     // The workers are still serving.
     let p = g.upload(runegrid_examples::ECHO).await;
     let r = g.run(&job(&p, vec![args(&["still", "here"])], 2, 2)).await;
-    assert_eq!(r.tasks[0].state, "verified");
+    assert_eq!(r.tasks[0].state, ResultState::Verified);
     let ws = c.workers().await.unwrap();
     assert_eq!(ws.iter().filter(|w| w.connected).count(), 2);
 }
@@ -429,7 +442,7 @@ async fn accounts_are_isolated() {
         .results(sub.job, Some(Duration::from_secs(60)))
         .await
         .unwrap();
-    assert_eq!(r.tasks[0].state, "verified");
+    assert_eq!(r.tasks[0].state, ResultState::Verified);
     assert!(
         r.tasks[0]
             .stdout
@@ -455,7 +468,7 @@ async fn blocking_calls_return_their_results() {
             .await
             .unwrap();
         let res = r.results.expect("results in the answer");
-        assert_eq!(res.tasks[0].state, "verified");
+        assert_eq!(res.tasks[0].state, ResultState::Verified);
         assert_eq!(
             res.tasks[0].stdout.as_deref(),
             Some(format!("arg[1]={i}\nstdin=").as_str())
@@ -504,7 +517,10 @@ async fn finished_results_survive_a_coordinator_kill() {
     let tasks = (1..=4).map(|s| args(&["40", &s.to_string()])).collect();
     let before = g.run(&job(&p, tasks, 2, 2)).await;
     assert!(
-        before.tasks.iter().all(|t| t.state == "verified"),
+        before
+            .tasks
+            .iter()
+            .all(|t| t.state == ResultState::Verified),
         "{before:?}"
     );
     g.restart_coordinator().await;
@@ -518,7 +534,7 @@ async fn finished_results_survive_a_coordinator_kill() {
         );
     }
     let st = g.client().status(before.job).await.unwrap();
-    assert_eq!(st.state, "done");
+    assert_eq!(st.state, JobState::Done);
     assert_eq!(st.counts.verified, 4);
 }
 
@@ -589,7 +605,7 @@ async fn a_late_follower_gets_no_partial_stdout() {
         late_events
             .iter()
             .any(|e| matches!(e, JobEvent::Task { result }
-            if result.state == "verified" && result.stdout.as_deref() == Some("first\nsecond\n"))),
+            if result.state == ResultState::Verified && result.stdout.as_deref() == Some("first\nsecond\n"))),
         "{late_events:?}"
     );
 }

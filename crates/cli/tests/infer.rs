@@ -6,8 +6,9 @@ mod common;
 
 use common::{Grid, wait_until};
 use runegrid_client::Client;
-use runegrid_proto::chat::{ChatChunk, ChatGridOptions, ChatMessage, ChatRequest};
-use runegrid_proto::{SubmitJob, TaskSpec};
+use runegrid_core::{Acceptance, JobState};
+use runegrid_proto::chat::{AnswerState, ChatChunk, ChatGridOptions, ChatMessage, ChatRequest};
+use runegrid_proto::{ResultState, SubmitJob, TaskSpec};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -70,10 +71,10 @@ fn content(chunks: &[ChatChunk]) -> String {
         .collect()
 }
 
-fn states(chunks: &[ChatChunk]) -> Vec<String> {
+fn states(chunks: &[ChatChunk]) -> Vec<AnswerState> {
     chunks
         .iter()
-        .filter_map(|c| Some(c.runegrid.as_ref()?.state.clone()))
+        .filter_map(|c| Some(c.runegrid.as_ref()?.state))
         .collect()
 }
 
@@ -107,8 +108,8 @@ async fn replicas_on_native_workers_agree_token_for_token_and_tokens_stream() {
     let text = answer.choices[0].message.text().unwrap();
     assert_eq!(text, ANSWER);
     assert_eq!(answer.choices[0].finish_reason, "stop");
-    assert_eq!(answer.runegrid.state, "verified");
-    assert_eq!(answer.runegrid.acceptance.as_deref(), Some("quorum"));
+    assert_eq!(answer.runegrid.state, AnswerState::Verified);
+    assert_eq!(answer.runegrid.acceptance, Some(Acceptance::Quorum));
     assert_eq!(answer.runegrid.attempts, 2, "{answer:?}");
     assert_eq!(answer.usage.completion_tokens, 7, "{answer:?}");
     assert!(answer.usage.prompt_tokens > 10, "{answer:?}");
@@ -145,12 +146,16 @@ async fn replicas_on_native_workers_agree_token_for_token_and_tokens_stream() {
     req.runegrid = quorum(2, 2);
     let chunks = collect(&c, &req).await;
     let st = states(&chunks);
-    assert_eq!(st.first().map(String::as_str), Some("running"), "{st:?}");
-    assert_eq!(st.last().map(String::as_str), Some("verified"), "{st:?}");
-    assert!(!st.contains(&"corrected".to_string()), "{st:?}");
+    assert_eq!(st.first(), Some(&AnswerState::Running), "{st:?}");
+    assert_eq!(st.last(), Some(&AnswerState::Verified), "{st:?}");
+    assert!(!st.contains(&AnswerState::Corrected), "{st:?}");
     let first_mark = chunks
         .iter()
-        .position(|c| c.runegrid.as_ref().is_some_and(|i| i.state != "running"))
+        .position(|c| {
+            c.runegrid
+                .as_ref()
+                .is_some_and(|i| i.state != AnswerState::Running)
+        })
         .unwrap();
     let streamed_before: String = content(&chunks[..first_mark]);
     assert!(
@@ -225,7 +230,7 @@ async fn replicas_on_native_workers_agree_token_for_token_and_tokens_stream() {
         Duration::from_secs(30),
         || {
             let c = c.clone();
-            async move { (c.status(job).await.ok()?.state == "cancelled").then_some(()) }
+            async move { (c.status(job).await.ok()?.state == JobState::Cancelled).then_some(()) }
         },
     )
     .await;
@@ -268,14 +273,18 @@ async fn a_worker_that_returns_other_tokens_is_outvoted_and_the_stream_corrected
         }
     }
     let st = states(&chunks);
-    assert_eq!(st.last().map(String::as_str), Some("verified"), "{st:?}");
+    assert_eq!(st.last(), Some(&AnswerState::Verified), "{st:?}");
     let last = chunks.last().unwrap().runegrid.clone().unwrap();
-    assert_eq!(last.acceptance.as_deref(), Some("quorum"));
+    assert_eq!(last.acceptance, Some(Acceptance::Quorum));
     assert_eq!(last.attempts, 3, "{last:?}");
     // What streamed was the liar's; the verified answer replaced it.
     let corrected_at = chunks
         .iter()
-        .position(|c| c.runegrid.as_ref().is_some_and(|i| i.state == "corrected"))
+        .position(|c| {
+            c.runegrid
+                .as_ref()
+                .is_some_and(|i| i.state == AnswerState::Corrected)
+        })
         .unwrap_or_else(|| panic!("no correction: {chunks:?}"));
     let streamed = content(&chunks[..corrected_at]);
     assert!(streamed.starts_with("(forged "), "{streamed:?}");
@@ -340,7 +349,7 @@ async fn blobs_are_checked_by_their_hash() {
     let mount = BTreeMap::from([("data.txt".to_string(), sha.clone())]);
     let r = g.run(&job(mount.clone())).await;
     let t = &r.tasks[0];
-    assert_eq!(t.state, "verified", "{t:?}\n{}", g.logs());
+    assert_eq!(t.state, ResultState::Verified, "{t:?}\n{}", g.logs());
     assert!(
         t.stdout
             .as_deref()
@@ -378,7 +387,7 @@ async fn blobs_are_checked_by_their_hash() {
     g.wait_workers(1).await;
     let r = g.run(&job(mount)).await;
     let t = &r.tasks[0];
-    assert_eq!(t.state, "failed", "{t:?}");
+    assert_eq!(t.state, ResultState::Failed, "{t:?}");
     let err = t.error.as_deref().unwrap_or_default();
     assert!(err.contains(&sha) && err.contains("sha256"), "{err}");
     assert!(!g.dir.path().join("fresh").join("blobs").join(&sha).exists());

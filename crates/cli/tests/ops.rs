@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use runegrid_proto::ErrorBody;
+use runegrid_proto::{ErrorBody, ResultState};
 use std::time::Duration;
 
 /// The sum of the samples of `name` whose labels include every one of `labels` (`k="v"`).
@@ -67,7 +67,10 @@ async fn metrics_count_a_real_job() {
     g.worker("w0", 1, &[]);
     g.worker("w1", 1, &[]);
     let r = g.wait(sub.job).await;
-    assert!(r.tasks.iter().all(|t| t.state == "verified"), "{r:?}");
+    assert!(
+        r.tasks.iter().all(|t| t.state == ResultState::Verified),
+        "{r:?}"
+    );
     drop(events);
     let after = wait_until(
         "the event stream to close",

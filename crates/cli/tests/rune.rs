@@ -7,8 +7,8 @@
 mod common;
 
 use common::*;
-use runegrid_core::{ExecStatus, Limits};
-use runegrid_proto::{JobEvent, SubmitJob, TaskResult, TaskSpec};
+use runegrid_core::{Acceptance, ExecStatus, Limits};
+use runegrid_proto::{JobEvent, ResultState, SubmitJob, TaskResult, TaskSpec};
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -105,8 +105,8 @@ async fn rune_scripts_run_on_the_grid() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let t: TaskResult = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(t.state, "verified");
-    assert_eq!(t.acceptance.as_deref(), Some("quorum"));
+    assert_eq!(t.state, ResultState::Verified);
+    assert_eq!(t.acceptance, Some(Acceptance::Quorum));
     assert_eq!(t.attempts, 2);
     assert_eq!(
         t.stdout.as_deref(),
@@ -242,7 +242,7 @@ async fn rune_scripts_run_on_the_grid() {
         .expect("events in time")
     {
         if let JobEvent::Task { result } = ev.unwrap()
-            && result.state == "verified"
+            && result.state == ResultState::Verified
         {
             verified = Some(result);
         }

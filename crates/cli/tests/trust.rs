@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use runegrid_core::PolicyKind;
+use runegrid_core::{Acceptance, PolicyKind, Standing};
 use runegrid_examples::kernels::{monte_carlo_pi, monte_carlo_report};
-use runegrid_proto::{JobEvent, JobResults, SubmitJob, TaskSpec};
+use runegrid_proto::{JobEvent, JobResults, ResultState, SubmitJob, TaskSpec};
 use std::time::Duration;
 
 fn montecarlo_tasks(n: u64, samples: u64, first_seed: u64) -> Vec<TaskSpec> {
@@ -23,7 +23,7 @@ fn assert_correct(r: &JobResults, samples: u64, first_seed: u64) {
             "{}\n",
             monte_carlo_report(samples, monte_carlo_pi(samples, seed))
         );
-        assert_eq!(t.state, "verified", "task {i}: {t:?}");
+        assert_eq!(t.state, ResultState::Verified, "task {i}: {t:?}");
         assert_eq!(t.stdout.as_deref(), Some(expect.as_str()), "task {i}");
     }
 }
@@ -57,18 +57,20 @@ async fn adaptive_replication_trusts_a_record_and_trust_survives_a_restart() {
     assert_correct(&r, 2000, 1);
     assert_eq!(
         c.status(r.job).await.unwrap().policy,
-        "adaptive",
+        PolicyKind::Adaptive,
         "adaptive is the default policy"
     );
     // Nobody is trusted before 4 agreements, so at least the first 4 tasks were replicated.
     let replicated = r
         .tasks
         .iter()
-        .filter(|t| t.acceptance.as_deref() == Some("quorum"))
+        .filter(|t| t.acceptance == Some(Acceptance::Quorum))
         .count();
     assert!(replicated >= 4, "{replicated} replicated");
-    g.wait_worker("a worker to earn trust", |w| w.standing == "trusted")
-        .await;
+    g.wait_worker("a worker to earn trust", |w| {
+        w.standing == Standing::Trusted
+    })
+    .await;
 
     // Once trusted, most tasks run once, with spot checks.
     let r = g.run(&adaptive(&p, montecarlo_tasks(40, 2000, 100))).await;
@@ -76,7 +78,7 @@ async fn adaptive_replication_trusts_a_record_and_trust_survives_a_restart() {
     let alone = r
         .tasks
         .iter()
-        .filter(|t| t.acceptance.as_deref() == Some("trusted"))
+        .filter(|t| t.acceptance == Some(Acceptance::Trusted))
         .count();
     let attempts: u32 = r.tasks.iter().map(|t| t.attempts).sum();
     assert!(alone > 0, "no task was accepted on a trusted worker's word");
@@ -90,7 +92,7 @@ async fn adaptive_replication_trusts_a_record_and_trust_survives_a_restart() {
         .await
         .unwrap()
         .into_iter()
-        .filter(|w| w.standing == "trusted")
+        .filter(|w| w.standing == Standing::Trusted)
         .map(|w| w.id)
         .collect();
     // Trust records are written within a tick; wait until the store has them.
@@ -132,7 +134,7 @@ async fn adaptive_replication_trusts_a_record_and_trust_survives_a_restart() {
     let after = g.client().workers().await.unwrap();
     for id in &before {
         let w = after.iter().find(|w| w.id == *id).unwrap();
-        assert_eq!(w.standing, "trusted", "{w:?}");
+        assert_eq!(w.standing, Standing::Trusted, "{w:?}");
         assert!(w.agreed >= 4);
     }
 }
@@ -165,7 +167,7 @@ async fn a_liar_is_quarantined_and_only_its_owner_sees_why() {
             .await;
         assert_correct(&r, 200_000, first);
         let ws = mallory_client.workers().await.unwrap();
-        if ws[0].standing == "quarantined" {
+        if ws[0].standing == Standing::Quarantined {
             break;
         }
         round += 1;
@@ -175,7 +177,7 @@ async fn a_liar_is_quarantined_and_only_its_owner_sees_why() {
     let mine = g.client_with(&mallory_token).workers().await.unwrap();
     assert_eq!(mine.len(), 1, "an owner lists only its own workers");
     let liar = &mine[0];
-    assert_eq!(liar.standing, "quarantined", "{liar:?}");
+    assert_eq!(liar.standing, Standing::Quarantined, "{liar:?}");
     let reason = liar.quarantine.as_deref().unwrap();
     assert!(reason.contains("disagreed with the consensus"), "{reason}");
     let theirs = g
@@ -254,7 +256,11 @@ async fn a_trusted_worker_that_turns_liar_is_audited_and_its_results_corrected()
         let c = c.clone();
         async move {
             let ws = c.workers().await.ok()?;
-            (ws.iter().filter(|w| w.standing == "trusted").count() == 2).then_some(())
+            (ws.iter()
+                .filter(|w| w.standing == Standing::Trusted)
+                .count()
+                == 2)
+                .then_some(())
         }
     })
     .await;
@@ -287,7 +293,7 @@ async fn a_trusted_worker_that_turns_liar_is_audited_and_its_results_corrected()
             let r = c.results(sub.job, None).await.ok()?;
             r.tasks[..60]
                 .iter()
-                .all(|t| t.state == "verified")
+                .all(|t| t.state == ResultState::Verified)
                 .then(|| forged(&r))
         }
     })
@@ -317,7 +323,7 @@ async fn a_trusted_worker_that_turns_liar_is_audited_and_its_results_corrected()
     let audited = short
         .tasks
         .iter()
-        .filter(|t| t.acceptance.as_deref() == Some("audited"))
+        .filter(|t| t.acceptance == Some(Acceptance::Audited))
         .count();
     assert_eq!(audited, lied, "every lie corrected, nothing else changed");
     let corrections = wait_until(
@@ -342,7 +348,7 @@ async fn a_trusted_worker_that_turns_liar_is_audited_and_its_results_corrected()
             previous_digest,
         } = e
         {
-            assert_eq!(result.acceptance.as_deref(), Some("audited"));
+            assert_eq!(result.acceptance, Some(Acceptance::Audited));
             assert!(previous_digest.is_some());
             assert!(!result.stdout.as_deref().unwrap().contains("forged"));
         }
@@ -354,7 +360,7 @@ async fn a_trusted_worker_that_turns_liar_is_audited_and_its_results_corrected()
         .into_iter()
         .find(|w| w.name == "turncoat")
         .unwrap();
-    assert_eq!(turncoat.standing, "quarantined", "{turncoat:?}");
+    assert_eq!(turncoat.standing, Standing::Quarantined, "{turncoat:?}");
     c.cancel(sub.job).await.unwrap();
     follower.abort();
 }
@@ -378,7 +384,7 @@ async fn stragglers_get_a_backup_and_the_first_answer_wins() {
     assert!(
         r.tasks
             .iter()
-            .all(|t| t.acceptance.as_deref() == Some("unreplicated"))
+            .all(|t| t.acceptance == Some(Acceptance::Unreplicated))
     );
     let slow = g
         .client()
@@ -414,11 +420,12 @@ async fn the_first_result_is_shown_unverified_then_verified() {
     {
         match ev.unwrap() {
             JobEvent::Task { result } => {
-                if result.state == "unverified" {
+                if result.state == ResultState::Unverified {
                     // The API shows the same state while the quorum is pending.
                     let now = c.results(sub.job, None).await.unwrap();
                     assert!(
-                        ["unverified", "verified"].contains(&now.tasks[0].state.as_str()),
+                        [ResultState::Unverified, ResultState::Verified]
+                            .contains(&now.tasks[0].state),
                         "{:?}",
                         now.tasks[0]
                     );
@@ -431,7 +438,7 @@ async fn the_first_result_is_shown_unverified_then_verified() {
             _ => {}
         }
     }
-    assert_eq!(states, vec!["unverified", "verified"]);
+    assert_eq!(states, vec![ResultState::Unverified, ResultState::Verified]);
     let r = g.wait(sub.job).await;
     assert_correct(&r, 2_000_000, 5);
 }

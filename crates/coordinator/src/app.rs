@@ -9,9 +9,9 @@ use crate::programs::{ProgramBytes, ProgramCache};
 use crate::stats::{History, STATS_INTERVAL};
 use crate::writer::Writer;
 use runegrid_core::{AccountId, AttemptId, JobId, Loss, TrustParams, TrustRecord, WorkerId};
-use runegrid_proto::worker::{AttemptResult, BlobMount, Capabilities, ToWorker};
+use runegrid_proto::worker::{AttemptResult, Capabilities, ToWorker};
 use runegrid_proto::{GridStats, JobEvent, JobResults, JobStatus};
-use runegrid_store::{NewJob, NewTask, Store, StoreError};
+use runegrid_store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -92,21 +92,7 @@ impl App {
     /// Accepts a job: gives it and its tasks ids, queues their creation in the store, and
     /// dispatches at once (the commit runs alongside). Returns the job id and the sequence
     /// number to wait for before telling anyone the job is accepted.
-    pub fn add_job(
-        &self,
-        new: NewJob,
-        tasks: Vec<NewTask>,
-        owner_name: String,
-        program: Arc<ProgramBytes>,
-        mounts: Arc<[BlobMount]>,
-    ) -> (JobId, u64) {
-        let s = Submission {
-            job: new,
-            tasks,
-            owner_name,
-            program,
-            mounts,
-        };
+    pub fn add_job(&self, s: Submission) -> (JobId, u64) {
         self.with(|g, fx| {
             let id = g.add_job(s, fx);
             g.dispatch(fx);
@@ -116,21 +102,7 @@ impl App {
 
     /// [`App::add_job`], with a follower of the job's events subscribed before any attempt is
     /// dispatched, so it gets every attempt's output from its first byte.
-    pub fn add_job_followed(
-        &self,
-        new: NewJob,
-        tasks: Vec<NewTask>,
-        owner_name: String,
-        program: Arc<ProgramBytes>,
-        mounts: Arc<[BlobMount]>,
-    ) -> (JobId, u64, broadcast::Receiver<JobEvent>) {
-        let s = Submission {
-            job: new,
-            tasks,
-            owner_name,
-            program,
-            mounts,
-        };
+    pub fn add_job_followed(&self, s: Submission) -> (JobId, u64, broadcast::Receiver<JobEvent>) {
         let ((id, rx), seq) = self.with(|g, fx| {
             let id = g.add_job(s, fx);
             let rx = g.follow(id).expect("a job just added is in memory");

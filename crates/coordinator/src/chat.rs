@@ -12,7 +12,7 @@
 
 use crate::api::{ApiError, AppState, Authed, Json};
 use crate::builtins;
-use crate::submit::{EventReceiver, create_job};
+use crate::submit::{EventReceiver, create_job, create_job_followed};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -21,10 +21,10 @@ use futures_util::stream;
 use runegrid_core::{AttemptId, JobId};
 use runegrid_infer::{MODEL_BLOB, Model, Summary};
 use runegrid_proto::chat::{
-    ChatChoice, ChatChunk, ChatCompletion, ChatMessage, ChatRequest, ChunkChoice, Delta, GridInfo,
-    ModelGridInfo, ModelInfo, ModelList, Usage,
+    AnswerState, ChatChoice, ChatChunk, ChatCompletion, ChatMessage, ChatRequest, ChunkChoice,
+    Delta, GridInfo, ModelGridInfo, ModelInfo, ModelList, Usage,
 };
-use runegrid_proto::{JobEvent, SubmitJob, TaskResult, TaskSpec};
+use runegrid_proto::{JobEvent, ResultState, SubmitJob, TaskResult, TaskSpec};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -227,7 +227,12 @@ pub async fn completions(
         limits: p.model.limits(p.prompt_bytes, p.input.max_tokens),
         blobs: BTreeMap::from([(MODEL_BLOB.to_string(), p.model.sha256.to_string())]),
     };
-    let (job, _, rx) = create_job(&app, &a, submit, req.stream).await?;
+    let (job, rx) = if req.stream {
+        let (job, _, rx) = create_job_followed(&app, &a, submit).await?;
+        (job, Some(rx))
+    } else {
+        (create_job(&app, &a, submit).await?.0, None)
+    };
     let guard = CancelOnDrop {
         app: app.clone(),
         job,
@@ -273,11 +278,11 @@ impl Head {
         }
     }
 
-    fn info(&self, state: &str, r: Option<&TaskResult>) -> GridInfo {
+    fn info(&self, state: AnswerState, r: Option<&TaskResult>) -> GridInfo {
         GridInfo {
             job: self.job,
-            state: state.into(),
-            acceptance: r.and_then(|r| r.acceptance.clone()),
+            state,
+            acceptance: r.and_then(|r| r.acceptance),
             digest: r.and_then(|r| r.digest),
             attempts: r.map_or(0, |r| r.attempts),
             content: None,
@@ -306,7 +311,7 @@ fn answer_of(r: &TaskResult) -> (String, Usage, String) {
 
 /// Why a final result is not an answer.
 fn failure_of(r: &TaskResult) -> Option<ApiError> {
-    if r.state == "verified" && r.exit_code == Some(0) {
+    if r.state == ResultState::Verified && r.exit_code == Some(0) {
         return None;
     }
     let detail = r
@@ -315,9 +320,9 @@ fn failure_of(r: &TaskResult) -> Option<ApiError> {
         .and_then(|s| s.lines().rev().find(|l| l.starts_with("infer:")))
         .map(|l| format!(" ({l})"))
         .unwrap_or_default();
-    let message = match (&r.error, r.state.as_str()) {
+    let message = match (&r.error, r.state) {
         (Some(e), _) => format!("the answer could not be computed: {e}{detail}"),
-        (None, "verified") => format!(
+        (None, ResultState::Verified) => format!(
             "the inference program failed with exit code {}{detail}",
             r.exit_code.unwrap_or(-1)
         ),
@@ -325,7 +330,7 @@ fn failure_of(r: &TaskResult) -> Option<ApiError> {
     };
     Some(ApiError::new(
         StatusCode::BAD_GATEWAY,
-        if r.state == "cancelled" {
+        if r.state == ResultState::Cancelled {
             "cancelled"
         } else {
             "inference_failed"
@@ -370,7 +375,7 @@ async fn whole_answer(
             finish_reason,
         }],
         usage,
-        runegrid: head.info("verified", Some(&r)),
+        runegrid: head.info(AnswerState::Verified, Some(&r)),
     })
     .into_response())
 }
@@ -426,7 +431,7 @@ impl Streaming {
             self.content(&rest);
         } else if correct {
             let mut c = self.head.chunk(Delta::default(), None);
-            let mut info = self.head.info("corrected", Some(r));
+            let mut info = self.head.info(AnswerState::Corrected, Some(r));
             info.content = Some(text.clone());
             c.runegrid = Some(info);
             self.push(c);
@@ -435,8 +440,8 @@ impl Streaming {
     }
 
     fn on_task(&mut self, r: TaskResult) {
-        match r.state.as_str() {
-            "unverified" => {
+        match r.state {
+            ResultState::Unverified => {
                 if !self.said_unverified && r.exit_code == Some(0) {
                     self.said_unverified = true;
                     // The first result may come from another attempt than the one streaming:
@@ -447,7 +452,7 @@ impl Streaming {
                         self.stopped = true;
                     }
                     let mut c = self.head.chunk(Delta::default(), None);
-                    c.runegrid = Some(self.head.info("unverified", Some(&r)));
+                    c.runegrid = Some(self.head.info(AnswerState::Unverified, Some(&r)));
                     self.push(c);
                 }
             }
@@ -464,14 +469,14 @@ impl Streaming {
         if let Some(e) = failure_of(&r) {
             self.out.push_back(data(&serde_json::json!({
                 "error": {"message": e.message, "type": "runegrid_error", "code": e.code},
-                "runegrid": self.head.info("failed", Some(&r)),
+                "runegrid": self.head.info(AnswerState::Failed, Some(&r)),
             })));
         } else {
             self.reconcile(&r, true);
             let (_, usage, finish) = answer_of(&r);
             let mut c = self.head.chunk(Delta::default(), Some(finish));
             c.usage = Some(usage);
-            c.runegrid = Some(self.head.info("verified", Some(&r)));
+            c.runegrid = Some(self.head.info(AnswerState::Verified, Some(&r)));
             self.push(c);
         }
         self.out.push_back(Event::default().data("[DONE]"));
@@ -550,7 +555,7 @@ fn stream_answer(
         },
         None,
     );
-    first.runegrid = Some(head.info("running", None));
+    first.runegrid = Some(head.info(AnswerState::Running, None));
     s.push(first);
     // Subscribed before dispatch: every event of the job is in `rx`, from the first output
     // chunk to the final `done`.

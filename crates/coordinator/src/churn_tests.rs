@@ -4,6 +4,7 @@
 
 use crate::Config;
 use crate::app::App;
+use crate::grid::Submission;
 use crate::programs::ProgramBytes;
 use proptest::prelude::*;
 use runegrid_core::{ExecStatus, Limits, PolicyKind, TrustRecord, digest};
@@ -96,8 +97,8 @@ impl World {
         } else {
             (2, 2)
         };
-        let (job, _) = app.add_job(
-            NewJob {
+        let (job, _) = app.add_job(Submission {
+            job: NewJob {
                 owner,
                 name: "churn".into(),
                 program: "p".into(),
@@ -109,7 +110,7 @@ impl World {
                 created_at: 0,
                 blobs: Default::default(),
             },
-            (0..tasks)
+            tasks: (0..tasks)
                 .map(|i| NewTask {
                     args: vec![i.to_string()],
                     env: Default::default(),
@@ -117,13 +118,13 @@ impl World {
                     seed: i as u64,
                 })
                 .collect(),
-            "u".into(),
-            Arc::new(ProgramBytes {
+            owner_name: "u".into(),
+            program: Arc::new(ProgramBytes {
                 sha256: "i".into(),
                 module: vec![],
             }),
-            Arc::from([]),
-        );
+            mounts: Arc::from([]),
+        });
         (
             World {
                 app,

@@ -3,8 +3,11 @@
 
 use crate::Config;
 use crate::app::App;
+use crate::grid::Submission;
 use crate::programs::ProgramBytes;
-use runegrid_core::{ExecStatus, JobId, Limits, PolicyKind, TrustParams, TrustRecord, digest};
+use runegrid_core::{
+    Acceptance, ExecStatus, JobId, Limits, PolicyKind, Standing, TrustParams, TrustRecord, digest,
+};
 use runegrid_proto::worker::{Assign, AttemptResult, Capabilities, ToWorker};
 use runegrid_store::{NewJob, NewTask, ProgramRecord, SqliteStore, Store};
 use std::collections::HashMap;
@@ -100,8 +103,8 @@ impl Grid {
             (2, 2)
         };
         self.app
-            .add_job(
-                NewJob {
+            .add_job(Submission {
+                job: NewJob {
                     owner: self.owner,
                     name: "t".into(),
                     program: "p".into(),
@@ -113,7 +116,7 @@ impl Grid {
                     created_at: 0,
                     blobs: Default::default(),
                 },
-                (0..tasks)
+                tasks: (0..tasks)
                     .map(|i| NewTask {
                         args: vec![i.to_string()],
                         env: Default::default(),
@@ -121,13 +124,13 @@ impl Grid {
                         seed: i as u64,
                     })
                     .collect(),
-                "u".into(),
-                Arc::new(ProgramBytes {
+                owner_name: "u".into(),
+                program: Arc::new(ProgramBytes {
                     sha256: PROGRAM.into(),
                     module: vec![0, 97, 115, 109],
                 }),
-                Arc::from([]),
-            )
+                mounts: Arc::from([]),
+            })
             .0
     }
 
@@ -293,7 +296,7 @@ fn quarantine_by_an_audit_takes_back_the_workers_attempts() {
     g.settle(&[LIAR]);
     assert!(g.done(j));
     let (_, r) = g.app.job_results(j).unwrap();
-    assert_eq!(r.tasks[0].acceptance.as_deref(), Some("trusted"));
+    assert_eq!(r.tasks[0].acceptance, Some(Acceptance::Trusted));
     // Caught once by a quorum: doubtful, its lone result audited.
     g.join(2, false);
     let j = g.submit(PolicyKind::Quorum, 1);
@@ -316,7 +319,7 @@ fn quarantine_by_an_audit_takes_back_the_workers_attempts() {
     assert!(
         liar.seen.iter().any(|m| matches!(
             m,
-            ToWorker::Standing { standing, .. } if standing == "quarantined"
+            ToWorker::Standing { standing, .. } if *standing == Standing::Quarantined
         )),
         "the liar is told it is quarantined: {:?}",
         liar.seen

@@ -3,8 +3,9 @@
 
 use crate::api::{ApiError, AppState, blocking, may_submit};
 use crate::app::App;
-use crate::grid::now_ms;
-use runegrid_core::{JobId, Quorum};
+use crate::grid::{Submission, now_ms};
+use crate::programs::ProgramBytes;
+use runegrid_core::{JobId, PolicyKind, Quorum};
 use runegrid_proto::worker::BlobMount;
 use runegrid_proto::{JobEvent, SubmitJob};
 use runegrid_store::{Account, NewJob, NewTask};
@@ -20,15 +21,90 @@ pub const MAX_TASKS: usize = 1_000_000;
 /// Most blobs one job may mount.
 pub const MAX_MOUNTS: usize = 16;
 
-/// Checks a submission, accepts it and waits until it is durable; the job's id and task count,
-/// and with `follow` a receiver of its events subscribed before anything was dispatched.
+/// Checks a submission, accepts it and waits until it is durable: the job's id and task count.
 pub async fn create_job(
     app: &AppState,
     a: &Account,
     req: SubmitJob,
-    follow: bool,
-) -> Result<(JobId, u64, Option<EventReceiver>), ApiError> {
+) -> Result<(JobId, u64), ApiError> {
+    let s = submission(app, a, req).await?;
+    let n = s.tasks.len() as u64;
+    let (id, seq) = app.add_job(s);
+    durable(app, id, seq).await?;
+    tracing::debug!(job = id, tasks = n, account = %a.name, "job submitted");
+    Ok((id, n))
+}
+
+/// [`create_job`], with a receiver of the job's events subscribed before anything was
+/// dispatched.
+pub async fn create_job_followed(
+    app: &AppState,
+    a: &Account,
+    req: SubmitJob,
+) -> Result<(JobId, u64, EventReceiver), ApiError> {
+    let s = submission(app, a, req).await?;
+    let n = s.tasks.len() as u64;
+    let (id, seq, rx) = app.add_job_followed(s);
+    durable(app, id, seq).await?;
+    tracing::debug!(job = id, tasks = n, account = %a.name, "job submitted, followed");
+    Ok((id, n, rx))
+}
+
+/// Dispatch starts at once; the answer waits for the commit, so an accepted job is durable.
+async fn durable(app: &AppState, id: JobId, seq: u64) -> Result<(), ApiError> {
+    if app.writer.committed(seq).await.is_err() {
+        app.discard_job(id);
+        return Err(ApiError::internal(
+            "the job could not be stored; nothing was accepted",
+        ));
+    }
+    Ok(())
+}
+
+/// A checked submission, with its program, mounts and tasks' seeds: what the grid accepts.
+async fn submission(app: &AppState, a: &Account, req: SubmitJob) -> Result<Submission, ApiError> {
     may_submit(a)?;
+    let (policy, quorum) = check(&req)?;
+    let mounts = check_mounts(app, &req.blobs)?;
+    // `rune` and `infer` name built-in programs; the job records the hash like any program's.
+    let program_sha = crate::builtins::resolve(&req.program).to_string();
+    let program = program(app, &program_sha, &req.program).await?;
+    let salt: u64 = rand::random();
+    let tasks: Vec<NewTask> = req
+        .tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| NewTask {
+            args: t.args,
+            env: t.env,
+            stdin: t.stdin.into_bytes(),
+            seed: seed_for(salt, i as u64),
+        })
+        .collect();
+    let job = NewJob {
+        owner: a.id,
+        name: req.name.unwrap_or_default(),
+        program: program_sha,
+        policy,
+        replicas: quorum.replicas,
+        agree: quorum.agree,
+        max_attempts: quorum.max_attempts,
+        limits: req.limits,
+        created_at: now_ms(),
+        blobs: req.blobs,
+    };
+    Ok(Submission {
+        job,
+        tasks,
+        owner_name: a.name.clone(),
+        program,
+        mounts,
+    })
+}
+
+/// The checks a submission's own fields must pass: its task count, limits and policy; the
+/// policy kind and the quorum it resolves to.
+fn check(req: &SubmitJob) -> Result<(PolicyKind, Quorum), ApiError> {
     if req.tasks.is_empty() {
         return Err(ApiError::bad(
             "invalid_job",
@@ -55,64 +131,26 @@ pub async fn create_job(
         None => Quorum::new(replicas, agree),
     }
     .map_err(|e| ApiError::bad("invalid_policy", e.to_string()))?;
-    let mounts = check_mounts(app, &req.blobs)?;
-    // `rune` and `infer` name built-in programs; the job records the hash like any program's.
-    let program_sha = crate::builtins::resolve(&req.program).to_string();
-    let sha = program_sha.clone();
-    let program = match app.cached_program(&sha) {
+    Ok((policy, quorum))
+}
+
+/// The program a submission names (`sha` resolved from `named`), from the cache or the store.
+async fn program(app: &AppState, sha: &str, named: &str) -> Result<Arc<ProgramBytes>, ApiError> {
+    let program = match app.cached_program(sha) {
         Some(p) => Some(p),
-        None => blocking(app, move |app| app.program(&sha)).await?,
-    }
-    .ok_or_else(|| {
+        None => {
+            let sha = sha.to_string();
+            blocking(app, move |app| app.program(&sha)).await?
+        }
+    };
+    program.ok_or_else(|| {
         ApiError::bad(
             "unknown_program",
             format!(
-                "unknown program {}: upload the module first (POST /v1/programs), or name a built-in program (\"rune\", \"infer\")",
-                req.program,
+                "unknown program {named}: upload the module first (POST /v1/programs), or name a built-in program (\"rune\", \"infer\")",
             ),
         )
-    })?;
-    let salt: u64 = rand::random();
-    let tasks: Vec<NewTask> = req
-        .tasks
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| NewTask {
-            args: t.args,
-            env: t.env,
-            stdin: t.stdin.into_bytes(),
-            seed: seed_for(salt, i as u64),
-        })
-        .collect();
-    let n = tasks.len() as u64;
-    let new = NewJob {
-        owner: a.id,
-        name: req.name.unwrap_or_default(),
-        program: program_sha,
-        policy,
-        replicas: quorum.replicas,
-        agree: quorum.agree,
-        max_attempts: quorum.max_attempts,
-        limits: req.limits,
-        created_at: now_ms(),
-        blobs: req.blobs,
-    };
-    // Dispatch starts at once; the answer waits for the commit, so an accepted job is durable.
-    let (id, seq, rx) = if follow {
-        let (id, seq, rx) = app.add_job_followed(new, tasks, a.name.clone(), program, mounts);
-        (id, seq, Some(rx))
-    } else {
-        let (id, seq) = app.add_job(new, tasks, a.name.clone(), program, mounts);
-        (id, seq, None)
-    };
-    if app.writer.committed(seq).await.is_err() {
-        app.discard_job(id);
-        return Err(ApiError::internal(
-            "the job could not be stored; nothing was accepted",
-        ));
-    }
-    tracing::debug!(job = id, tasks = n, account = %a.name, "job submitted");
-    Ok((id, n, rx))
+    })
 }
 
 /// A submission's mounts: valid names, blobs the coordinator holds.

@@ -5,9 +5,21 @@
 //! function is a deterministic function of its arguments, so it is tested exhaustively and
 //! compiles for `wasm32-unknown-unknown` (the browser worker reuses it).
 
+/// `Display` as the wire string (`as_str`) for the enums the API and the CLI show.
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    )*};
+}
+
 pub mod audit;
 pub mod exec;
 pub mod failure;
+pub mod lifecycle;
 pub mod limits;
 pub mod loss;
 pub mod probe;
@@ -18,6 +30,7 @@ pub mod verify;
 
 pub use exec::{Digest, ExecStatus, Execution, TrapKind, digest};
 pub use failure::FailureKind;
+pub use lifecycle::{AttemptState, JobState, TaskState};
 pub use limits::{Limits, LimitsError};
 pub use loss::Loss;
 pub use schedule::{Assignment, Need, WorkerView, plan};

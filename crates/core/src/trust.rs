@@ -53,6 +53,7 @@ impl Default for TrustParams {
 
 /// Where a worker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Standing {
     /// Caught lying or abandoning too often: gets no work.
@@ -259,6 +260,7 @@ pub struct Policy {
 
 /// How a task's result came to be accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Acceptance {
     /// Replicas on distinct workers agreed.
@@ -291,6 +293,8 @@ impl Acceptance {
         })
     }
 }
+
+display_as_str!(Standing, PolicyKind, Acceptance);
 
 /// What a task needs before its result is accepted, and how it will be accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,8 @@
 //! The user-facing HTTP/JSON API under `/v1`.
 
-use runegrid_core::{Digest, ExecStatus, JobId, Limits, PolicyKind};
+use runegrid_core::{
+    Acceptance, Digest, ExecStatus, JobId, JobState, Limits, PolicyKind, Standing, TaskState,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -138,10 +140,8 @@ pub struct JobStatus {
     pub name: String,
     pub owner: String,
     pub program: String,
-    /// `active`, `done` or `cancelled`.
-    pub state: String,
-    /// `adaptive`, `quorum` or `none`.
-    pub policy: String,
+    pub state: JobState,
+    pub policy: PolicyKind,
     pub replicas: u32,
     pub agree: u32,
     pub max_attempts: u32,
@@ -157,19 +157,68 @@ pub struct JobStatus {
     pub blobs: BTreeMap<String, String>,
 }
 
+/// Where a task's result stands: its [`TaskState`], or `unverified` while a first result is in
+/// (shown at once) and the quorum is pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ResultState {
+    Queued,
+    Running,
+    Unverified,
+    Verified,
+    Failed,
+    Cancelled,
+}
+
+impl ResultState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultState::Queued => "queued",
+            ResultState::Running => "running",
+            ResultState::Unverified => "unverified",
+            ResultState::Verified => "verified",
+            ResultState::Failed => "failed",
+            ResultState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Verified, failed or cancelled: it will not change (except by an audit's correction).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ResultState::Verified | ResultState::Failed | ResultState::Cancelled
+        )
+    }
+}
+
+impl From<TaskState> for ResultState {
+    fn from(s: TaskState) -> ResultState {
+        match s {
+            TaskState::Queued => ResultState::Queued,
+            TaskState::Running => ResultState::Running,
+            TaskState::Verified => ResultState::Verified,
+            TaskState::Failed => ResultState::Failed,
+            TaskState::Cancelled => ResultState::Cancelled,
+        }
+    }
+}
+
+impl std::fmt::Display for ResultState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One task's result, as printed by `submit --wait --json` and `results --json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskResult {
     pub index: u32,
-    /// `queued`, `running`, `unverified` (a first result is in, shown at once; the quorum is
-    /// pending), `verified`, `failed` or `cancelled`.
-    pub state: String,
-    /// How the result was accepted: `quorum` (replicas agreed), `trusted` (a trusted worker's
-    /// result, accepted alone), `unreplicated` (policy `none`) or `audited` (re-executed by a
-    /// quorum after its worker was caught lying, and corrected).
+    pub state: ResultState,
+    /// How the result was accepted, once it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acceptance: Option<String>,
+    pub acceptance: Option<Acceptance>,
     pub exit_code: Option<i32>,
     /// Stdout as text (invalid UTF-8 replaced); see `stdout_base64` for the exact bytes.
     pub stdout: Option<String>,
@@ -237,8 +286,7 @@ pub struct WorkerInfo {
     pub completed: u64,
     pub capabilities: serde_json::Value,
     pub last_seen: i64,
-    /// `trusted`, `new`, `doubtful` or `quarantined`.
-    pub standing: String,
+    pub standing: Standing,
     /// Reliability, completion and speed in [0, 1].
     pub score: f64,
     /// Results that matched / contradicted the consensus.
@@ -350,7 +398,7 @@ pub enum JobEvent {
         previous_digest: Option<Digest>,
     },
     /// Every task is final; the stream ends.
-    Done { state: String, counts: Counts },
+    Done { state: JobState, counts: Counts },
 }
 
 impl JobEvent {
@@ -417,7 +465,7 @@ mod tests {
     fn binary_stdout_roundtrips() {
         let mut r = TaskResult {
             index: 0,
-            state: "verified".into(),
+            state: ResultState::Verified,
             acceptance: None,
             exit_code: Some(0),
             stdout: None,
@@ -434,5 +482,42 @@ mod tests {
         assert!(r.stdout_base64.is_none());
         r.set_stdout(&[0xff, 0, 1]);
         assert_eq!(r.stdout_bytes().unwrap(), vec![0xff, 0, 1]);
+    }
+
+    #[test]
+    fn states_keep_their_wire_strings() {
+        for s in [
+            ResultState::Queued,
+            ResultState::Running,
+            ResultState::Unverified,
+            ResultState::Verified,
+            ResultState::Failed,
+            ResultState::Cancelled,
+        ] {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{s}\""));
+            assert_eq!(serde_json::from_str::<ResultState>(&json).unwrap(), s);
+        }
+        for t in [
+            TaskState::Queued,
+            TaskState::Running,
+            TaskState::Verified,
+            TaskState::Failed,
+            TaskState::Cancelled,
+        ] {
+            assert_eq!(ResultState::from(t).as_str(), t.as_str());
+        }
+        let done: JobEvent = serde_json::from_str(
+            r#"{"type": "done", "state": "done", "counts": {"queued": 0, "running": 0, "verified": 1, "failed": 0, "cancelled": 0}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            done,
+            JobEvent::Done {
+                state: JobState::Done,
+                ..
+            }
+        ));
+        assert!(serde_json::from_str::<ResultState>(r#""finished""#).is_err());
     }
 }

@@ -4,7 +4,7 @@
 //! runegrid adds one field to OpenAI's shapes, `runegrid` ([`GridInfo`]): the job that computed
 //! the answer and whether the answer is verified yet. Clients that do not know it ignore it.
 
-use runegrid_core::{Digest, JobId, PolicyKind};
+use runegrid_core::{Acceptance, Digest, JobId, PolicyKind};
 use serde::{Deserialize, Serialize};
 
 /// `POST /v1/chat/completions`. Fields OpenAI defines that runegrid does not implement are
@@ -100,18 +100,49 @@ impl ChatMessage {
     }
 }
 
+/// Where a streamed answer stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerState {
+    /// Tokens are streaming from one worker.
+    #[default]
+    Running,
+    /// A worker finished; replicas are pending.
+    Unverified,
+    /// The verified answer differs from what was streamed: `content` holds it whole.
+    Corrected,
+    Verified,
+    Failed,
+}
+
+impl AnswerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerState::Running => "running",
+            AnswerState::Unverified => "unverified",
+            AnswerState::Corrected => "corrected",
+            AnswerState::Verified => "verified",
+            AnswerState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for AnswerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Where an answer stands on the grid.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GridInfo {
     pub job: JobId,
-    /// `running` (tokens streaming from one worker), `unverified` (a worker finished; replicas
-    /// pending), `corrected` (the verified answer differs from what was streamed: `content`
-    /// holds it whole), `verified`, or `failed`.
-    pub state: String,
-    /// How the answer was accepted (`quorum`, `trusted`, `unreplicated`), once verified.
+    pub state: AnswerState,
+    /// How the answer was accepted, once verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acceptance: Option<String>,
+    pub acceptance: Option<Acceptance>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<Digest>,
     /// Attempts run for it so far.

@@ -12,7 +12,7 @@
 //!    intervals loses the worker's attempts.
 
 pub use runegrid_core::FailureKind;
-use runegrid_core::{AttemptId, Digest, ExecStatus, JobId, Limits, TaskId};
+use runegrid_core::{AttemptId, Digest, ExecStatus, JobId, Limits, Standing, TaskId};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// What a worker offers.
@@ -71,10 +71,10 @@ pub enum ToWorker {
         attempt: AttemptId,
         reason: String,
     },
-    /// The worker's standing (`trusted`, `new`, `doubtful`, `quarantined`) changed, or is not
-    /// `new` at connection time; a quarantined worker gets no work and is told why.
+    /// The worker's standing changed, or is not `new` at connection time; a quarantined worker
+    /// gets no work and is told why.
     Standing {
-        standing: String,
+        standing: Standing,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },

@@ -4,6 +4,8 @@ use runegrid_core::{
     Acceptance, AccountId, AttemptId, Digest, ExecStatus, JobId, Limits, PolicyKind, TaskId,
     TrustRecord, WorkerId,
 };
+/// The states a store keeps (defined in core: the API shows them too).
+pub use runegrid_core::{AttemptState, JobState, TaskState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -37,36 +39,6 @@ pub struct ProgramRecord {
     pub original_size: i64,
     pub owner: AccountId,
     pub created_at: Millis,
-}
-
-/// Life of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    /// Some tasks are not finished.
-    Active,
-    /// Every task is verified or failed.
-    Done,
-    /// Cancelled by its owner.
-    Cancelled,
-}
-
-impl JobState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Active => "active",
-            JobState::Done => "done",
-            JobState::Cancelled => "cancelled",
-        }
-    }
-    pub fn parse(s: &str) -> Option<JobState> {
-        Some(match s {
-            "active" => JobState::Active,
-            "done" => JobState::Done,
-            "cancelled" => JobState::Cancelled,
-            _ => return None,
-        })
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,51 +81,6 @@ pub struct NewTask {
     pub seed: u64,
 }
 
-/// Life of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskState {
-    /// Waiting for (more) attempts or results.
-    Queued,
-    /// At least one attempt is running.
-    Running,
-    /// A quorum agreed and the agreed run exited with code 0.
-    Verified,
-    /// A quorum agreed on a failure (non-zero exit, out of fuel, trap, ...), or no quorum
-    /// could be reached.
-    Failed,
-    /// The job was cancelled.
-    Cancelled,
-}
-
-impl TaskState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Queued => "queued",
-            TaskState::Running => "running",
-            TaskState::Verified => "verified",
-            TaskState::Failed => "failed",
-            TaskState::Cancelled => "cancelled",
-        }
-    }
-    pub fn parse(s: &str) -> Option<TaskState> {
-        Some(match s {
-            "queued" => TaskState::Queued,
-            "running" => TaskState::Running,
-            "verified" => TaskState::Verified,
-            "failed" => TaskState::Failed,
-            "cancelled" => TaskState::Cancelled,
-            _ => return None,
-        })
-    }
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            TaskState::Verified | TaskState::Failed | TaskState::Cancelled
-        )
-    }
-}
-
 /// The agreed outcome of a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskOutcome {
@@ -192,39 +119,6 @@ pub struct TaskRecord {
     pub state: TaskState,
     pub outcome: Option<TaskOutcome>,
     pub attempts: u32,
-}
-
-/// Life of an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttemptState {
-    Running,
-    /// Finished with a signed result.
-    Done,
-    /// No result: the worker vanished, the lease expired or the wall time ran out.
-    Lost,
-    /// No longer needed.
-    Cancelled,
-}
-
-impl AttemptState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptState::Running => "running",
-            AttemptState::Done => "done",
-            AttemptState::Lost => "lost",
-            AttemptState::Cancelled => "cancelled",
-        }
-    }
-    pub fn parse(s: &str) -> Option<AttemptState> {
-        Some(match s {
-            "running" => AttemptState::Running,
-            "done" => AttemptState::Done,
-            "lost" => AttemptState::Lost,
-            "cancelled" => AttemptState::Cancelled,
-            _ => return None,
-        })
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

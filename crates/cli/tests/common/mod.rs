@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use runegrid_client::Client;
+use runegrid_core::JobState;
 use runegrid_proto::{JobResults, SubmitJob, TaskSpec};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -271,7 +272,7 @@ impl Grid {
                 let c = c.clone();
                 async move {
                     let s = c.status(job).await.ok()?;
-                    (s.state != "active").then_some(())
+                    (s.state != JobState::Active).then_some(())
                 }
             },
         )

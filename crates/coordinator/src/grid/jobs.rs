@@ -270,7 +270,7 @@ impl Grid {
         fx.event(
             job,
             JobEvent::Done {
-                state: state.as_str().into(),
+                state,
                 counts: j.counts,
             },
         );

@@ -5,7 +5,7 @@ use super::{Grid, TaskMem, now_ms};
 use crate::metrics::Grid as GridGauges;
 use runegrid_core::trust::distinct_workers_needed;
 use runegrid_core::{AccountId, JobId, Standing, WorkerId};
-use runegrid_proto::{Counts, GridSample, JobResults, JobStatus, TaskResult};
+use runegrid_proto::{Counts, GridSample, JobResults, JobStatus, ResultState, TaskResult};
 use runegrid_store::{JobRecord, TaskOutcome, TaskState};
 use std::collections::HashMap;
 
@@ -76,7 +76,7 @@ impl Grid {
             && let Some(first) = t.results.iter().find(|r| r.stdout.is_some())
         {
             let mut r = task_result(t.index, t.state, None, t.attempts);
-            r.state = "unverified".into();
+            r.state = ResultState::Unverified;
             r.set_stdout(first.stdout.as_deref().unwrap_or_default());
             r.exit_code = first.status.exit_code();
             r.fuel = Some(first.fuel);
@@ -195,8 +195,8 @@ pub fn status_of(rec: &JobRecord, owner_name: &str, counts: Counts) -> JobStatus
         name: rec.name.clone(),
         owner: owner_name.to_string(),
         program: rec.program.clone(),
-        state: rec.state.as_str().to_string(),
-        policy: rec.policy.as_str().to_string(),
+        state: rec.state,
+        policy: rec.policy,
         replicas: rec.replicas,
         agree: rec.agree,
         max_attempts: rec.max_attempts,
@@ -218,7 +218,7 @@ pub fn task_result(
 ) -> TaskResult {
     let mut r = TaskResult {
         index,
-        state: state.as_str().to_string(),
+        state: state.into(),
         acceptance: None,
         exit_code: None,
         stdout: None,
@@ -239,7 +239,7 @@ pub fn task_result(
         r.digest = o.digest;
         r.error = o.error.clone();
         r.status = o.status;
-        r.acceptance = o.acceptance.map(|a| a.as_str().to_string());
+        r.acceptance = o.acceptance;
     }
     r
 }

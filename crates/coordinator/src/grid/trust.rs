@@ -124,7 +124,7 @@ impl Grid {
             w,
             &conn.tx,
             ToWorker::Standing {
-                standing: standing.as_str().into(),
+                standing,
                 reason: reason.clone(),
             },
         );

@@ -26,14 +26,7 @@ impl Grid {
         let standing = record.standing(&params);
         if standing != Standing::New {
             let reason = record.quarantine.clone();
-            fx.send(
-                id,
-                &tx,
-                ToWorker::Standing {
-                    standing: standing.as_str().into(),
-                    reason,
-                },
-            );
+            fx.send(id, &tx, ToWorker::Standing { standing, reason });
         }
         let conn = self.next_conn;
         self.next_conn += 1;

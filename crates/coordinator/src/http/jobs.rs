@@ -51,7 +51,7 @@ pub async fn submit_job(
     Query(q): Query<WaitQuery>,
     Json(req): Json<SubmitJob>,
 ) -> ApiResult<SubmitJobResponse> {
-    let (id, n, _) = create_job(&app, &a, req, false).await?;
+    let (id, n) = create_job(&app, &a, req).await?;
     let results = match q.wait.filter(|s| *s > 0.0) {
         Some(secs) => {
             if let Some((_, mut done)) = app.done_flag(id) {

@@ -104,7 +104,7 @@ fn worker_info(
         completed: w.completed,
         capabilities,
         last_seen: w.last_seen,
-        standing: trust.standing(&app.trust_params()).as_str().to_string(),
+        standing: trust.standing(&app.trust_params()),
         score: trust.score(),
         agreed: trust.agreed,
         disagreed: trust.disagreed,
