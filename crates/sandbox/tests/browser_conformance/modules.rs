@@ -1,152 +1,11 @@
-//! Conformance of the browser engine (`web/exec.js`) with this sandbox: the same instrumented
-//! module and task must end with the same status code, fuel, stdout and digest on both. Where
-//! the browser engine cannot tell the deterministic outcome (see [`Case::browser_declines`])
-//! it must refuse to report one (an `internal` error: the attempt is lost, not compared); it
-//! must never report a different result.
-//!
-//! The test runs every case natively, writes a fixture (modules in base64, tasks, and the
-//! native results) and runs `node web/test/conformance.mjs FIXTURE`, which runs each case
-//! with `runTask` and prints a JSON report; then it compares case by case.
-//!
-//! Needs Node 20 (`node` on `PATH`, or the binary named by `RUNEGRID_NODE`); without it the
-//! test fails, unless `RUNEGRID_SKIP_NODE=1`.
+//! The WAT modules of the conformance cases: WASI calls, traps, limits, floats, SIMD, and the
+//! blob modules (reading files mounted under `/blobs`).
 
-mod common;
-
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use common::{limits, module, sandbox};
-use runegrid_core::{ExecStatus, Execution, Limits};
-use runegrid_instrument::{Options, instrument};
-use runegrid_sandbox::{Blob, TaskRun};
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// One task to run on both engines.
-#[derive(Clone)]
-struct Case {
-    name: String,
-    /// Key of the instrumented module in [`Suite::modules`].
-    module: String,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    stdin: Vec<u8>,
-    seed: u64,
-    limits: Limits,
-    /// Files mounted under `/blobs`, in mount order (name, bytes).
-    blobs: Vec<(String, Vec<u8>)>,
-    /// Why the browser engine cannot know this case's outcome and must decline it with an
-    /// `internal` error instead of reporting a result.
-    browser_declines: Option<&'static str>,
-}
-
-impl Case {
-    fn declined(mut self, why: &'static str) -> Self {
-        self.browser_declines = Some(why);
-        self
-    }
-
-    fn args(mut self, args: &[&str]) -> Self {
-        self.args = args.iter().map(|a| a.to_string()).collect();
-        self
-    }
-
-    fn env(mut self, env: &[(&str, &str)]) -> Self {
-        self.env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        self
-    }
-
-    fn stdin(mut self, stdin: &[u8]) -> Self {
-        self.stdin = stdin.to_vec();
-        self
-    }
-
-    fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
-
-    fn limits(mut self, f: impl FnOnce(&mut Limits)) -> Self {
-        f(&mut self.limits);
-        self
-    }
-
-    fn blobs(mut self, blobs: &[(&str, &[u8])]) -> Self {
-        self.blobs = blobs
-            .iter()
-            .map(|(n, b)| (n.to_string(), b.to_vec()))
-            .collect();
-        self
-    }
-}
-
-/// The instrumented modules and the cases that run them.
-#[derive(Default)]
-struct Suite {
-    modules: BTreeMap<String, Vec<u8>>,
-    cases: Vec<Case>,
-}
-
-impl Suite {
-    /// Instruments `source` (a binary or WAT) as module `key`.
-    fn module_with(&mut self, key: &str, source: &[u8], opts: &Options) {
-        let out = instrument(source, opts).unwrap_or_else(|e| panic!("instrument {key}: {e}"));
-        assert!(
-            self.modules.insert(key.to_string(), out.bytes).is_none(),
-            "module {key} twice"
-        );
-    }
-
-    fn module(&mut self, key: &str, source: &[u8]) {
-        self.module_with(key, source, &Options::default());
-    }
-
-    /// A case of module `key` with no args, env or stdin, seed 0 and generous limits; its
-    /// name is `key`, or `key/suffix`.
-    fn case(&self, key: &str, suffix: &str) -> Case {
-        assert!(self.modules.contains_key(key), "no module {key}");
-        Case {
-            name: if suffix.is_empty() {
-                key.to_string()
-            } else {
-                format!("{key}/{suffix}")
-            },
-            module: key.to_string(),
-            args: Vec::new(),
-            env: Vec::new(),
-            stdin: Vec::new(),
-            seed: 0,
-            limits: limits(),
-            blobs: Vec::new(),
-            browser_declines: None,
-        }
-    }
-
-    fn push(&mut self, case: Case) {
-        assert!(
-            self.cases.iter().all(|c| c.name != case.name),
-            "case {} twice",
-            case.name
-        );
-        self.cases.push(case);
-    }
-
-    /// Module `key` from WAT `body` (see [`wat`]) and one plain case of it.
-    fn wat_case(&mut self, key: &str, body: &str) {
-        self.module(key, wat(body).as_bytes());
-        self.push(self.case(key, ""));
-    }
-}
+use super::*;
 
 /// Every WASI import of the runegrid subset but `fd_write` and `proc_exit` (which
 /// [`common::module`] declares), one per line so that `module` moves them up.
-const WASI_IMPORTS: &str = r#"
+pub(crate) const WASI_IMPORTS: &str = r#"
 (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes_get (param i32 i32) (result i32)))
 (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
 (import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
@@ -191,7 +50,7 @@ const WASI_IMPORTS: &str = r#"
 /// Helpers of every WAT case besides [`common::PRELUDE`]'s `$write` / `$print`: `$rec`
 /// appends a byte (an errno) to a record at 1024, `$dump` prints the record, `$iov` stores an
 /// iovec.
-const HELPERS: &str = r#"
+pub(crate) const HELPERS: &str = r#"
 (global $at (mut i32) (i32.const 1024))
 (func $rec (param i32)
   (i32.store8 (global.get $at) (local.get 0))
@@ -203,11 +62,11 @@ const HELPERS: &str = r#"
 "#;
 
 /// A module (one 64 KiB memory) with every WASI import, the prelude, the helpers and `body`.
-fn wat(body: &str) -> String {
+pub(crate) fn wat(body: &str) -> String {
     module(&format!("{WASI_IMPORTS}\n{HELPERS}\n{body}"))
 }
 
-const ARGS_ENV: &str = r#"
+pub(crate) const ARGS_ENV: &str = r#"
 (func (export "_start")
   (memory.fill (i32.const 2048) (i32.const 0xaa) (i32.const 1024))
   (call $rec (call $args_sizes_get (i32.const 2048) (i32.const 2052)))
@@ -235,7 +94,7 @@ const ARGS_ENV: &str = r#"
   (call $print (i32.const 65520) (i32.const 16)))
 "#;
 
-const FD_WRITE: &str = r#"
+pub(crate) const FD_WRITE: &str = r#"
 (data (i32.const 2000) "ABCDEFGHIJ")
 (func (export "_start") (local $i i32)
   (memory.fill (i32.const 1500) (i32.const 0xaa) (i32.const 64))
@@ -282,7 +141,7 @@ const FD_WRITE: &str = r#"
   (call $print (i32.const 3000) (i32.const 24)))
 "#;
 
-const FD_READ: &str = r#"
+pub(crate) const FD_READ: &str = r#"
 (func $step (param $fd i32) (param $iovs i32) (param $n i32) (param $out i32)
   (memory.fill (i32.const 4000) (i32.const 46) (i32.const 32))
   (i32.store (i32.const 1200) (i32.const 0xaaaaaaaa))
@@ -315,7 +174,7 @@ const FD_READ: &str = r#"
   (call $dump))
 "#;
 
-const CLOCK_RANDOM: &str = r#"
+pub(crate) const CLOCK_RANDOM: &str = r#"
 (func $random (param $len i32)
   (memory.fill (i32.const 2048) (i32.const 0xaa) (i32.const 16))
   (call $rec (call $random_get (i32.const 2048) (local.get $len)))
@@ -368,7 +227,7 @@ const CLOCK_RANDOM: &str = r#"
   (call $dump))
 "#;
 
-const FD_MISC: &str = r#"
+pub(crate) const FD_MISC: &str = r#"
 (func $stat (param $fd i32)
   (memory.fill (i32.const 2048) (i32.const 0xaa) (i32.const 96))
   (call $rec (call $fd_fdstat_get (local.get $fd) (i32.const 2048)))
@@ -431,7 +290,7 @@ const FD_MISC: &str = r#"
 
 /// Bodies run after printing `before`, each in its own module with a 3-slot table (`$f`
 /// at 0, `$g` of another type at 1, null at 2), a passive data and a passive element segment.
-const TRAPS: &[(&str, &str)] = &[
+pub(crate) const TRAPS: &[(&str, &str)] = &[
     ("unreachable", "unreachable"),
     (
         "i32_div_s_zero",
@@ -557,7 +416,7 @@ const TRAPS: &[(&str, &str)] = &[
 /// Trapping float-to-integer truncations: wasmtime reports a NaN operand as
 /// `bad_conversion_to_integer` and one out of range as `integer_overflow`, V8 words both
 /// "float unrepresentable in integer range", so the browser engine declines them.
-const TRUNC: &[(&str, &str)] = &[
+pub(crate) const TRUNC: &[(&str, &str)] = &[
     ("f32_nan_to_i32", "(drop (i32.trunc_f32_s (f32.const nan)))"),
     (
         "f64_nan_to_u64",
@@ -574,7 +433,7 @@ const TRUNC: &[(&str, &str)] = &[
     ),
 ];
 
-fn trap_module(body: &str) -> String {
+pub(crate) fn trap_module(body: &str) -> String {
     wat(&format!(
         r#"
 (type $v (func))
@@ -592,14 +451,14 @@ fn trap_module(body: &str) -> String {
     ))
 }
 
-const MEMORY_BOMB: &str = r#"
+pub(crate) const MEMORY_BOMB: &str = r#"
 (func (export "_start")
   (loop $l
     (if (i32.eq (memory.grow (i32.const 16)) (i32.const -1)) (then unreachable))
     (br $l)))"#;
 
 /// Grows in steps and prints each `memory.grow` result and the final size (as bytes).
-const MEMORY_STEPS: &str = r#"
+pub(crate) const MEMORY_STEPS: &str = r#"
 (func $grow (param $pages i32) (call $rec (memory.grow (local.get $pages))))
 (func (export "_start")
   (call $grow (i32.const 0))
@@ -611,21 +470,21 @@ const MEMORY_STEPS: &str = r#"
   (call $rec (memory.size))
   (call $dump))"#;
 
-const RECURSE: &str = r#"(func $r (call $r)) (func (export "_start") (call $r))"#;
+pub(crate) const RECURSE: &str = r#"(func $r (call $r)) (func (export "_start") (call $r))"#;
 
 /// Nests `n` calls below `_start` (n from the first argument's length).
-const NESTED: &str = r#"
+pub(crate) const NESTED: &str = r#"
 (func $r (param i32)
   (if (local.get 0) (then (call $r (i32.sub (local.get 0) (i32.const 1))))))
 (func (export "_start")
   (drop (call $args_sizes_get (i32.const 100) (i32.const 104)))
   (call $r (i32.sub (i32.load (i32.const 104)) (i32.const 6))))"#;
 
-const PRINT_LOOP: &str = r#"
+pub(crate) const PRINT_LOOP: &str = r#"
 (func (export "_start") (loop $l (call $print (i32.const 64) (i32.const 1000)) (br $l)))"#;
 
 /// Writes 3 + 4 bytes in one call, then one byte, then exits 5.
-const STDOUT_SPLIT: &str = r#"
+pub(crate) const STDOUT_SPLIT: &str = r#"
 (data (i32.const 2000) "ABCDEFGHIJ")
 (func (export "_start")
   (call $iov (i32.const 3000) (i32.const 2000) (i32.const 3))
@@ -635,7 +494,7 @@ const STDOUT_SPLIT: &str = r#"
   (call $print (i32.const 2007) (i32.const 1))
   (call $proc_exit (i32.const 5)))"#;
 
-const STDERR_FLOOD: &str = r#"
+pub(crate) const STDERR_FLOOD: &str = r#"
 (data (i32.const 2000) "done")
 (func (export "_start")
   (memory.fill (i32.const 4096) (i32.const 69) (i32.const 60000))
@@ -643,7 +502,7 @@ const STDERR_FLOOD: &str = r#"
   (call $write (i32.const 2) (i32.const 4096) (i32.const 60000))
   (call $print (i32.const 2000) (i32.const 4)))"#;
 
-const FLOATS: &str = r#"
+pub(crate) const FLOATS: &str = r#"
 (global $p (mut i32) (i32.const 2048))
 (func $f32 (param f32)
   (i32.store (global.get $p) (i32.reinterpret_f32 (local.get 0)))
@@ -672,7 +531,7 @@ const FLOATS: &str = r#"
 
 /// SIMD: float lanes with NaNs (canonicalized lane by lane), bit-exact lane operations,
 /// integer lanes, shuffles, lane loads and stores.
-const SIMD: &str = r#"
+pub(crate) const SIMD: &str = r#"
 (global $p (mut i32) (i32.const 2048))
 (func $v (param v128)
   (v128.store (global.get $p) (local.get 0))
@@ -709,7 +568,7 @@ const SIMD: &str = r#"
   (call $v (v128.load (i32.const 3000)))
   (call $print (i32.const 2048) (i32.sub (global.get $p) (i32.const 2048))))"#;
 
-const TABLE_GROW: &str = r#"
+pub(crate) const TABLE_GROW: &str = r#"
 (table $t 1 funcref)
 (func (export "_start")
   (call $rec (table.grow $t (ref.null func) (i32.const 5)))
@@ -717,255 +576,13 @@ const TABLE_GROW: &str = r#"
   (call $rec (table.size $t))
   (call $dump))"#;
 
-const TRUNC_WHY: &str = "V8 does not say whether a truncation trapped on a NaN or out of range";
-const STACK_WHY: &str =
+pub(crate) const TRUNC_WHY: &str =
+    "V8 does not say whether a truncation trapped on a NaN or out of range";
+pub(crate) const STACK_WHY: &str =
     "the native stack ran out before the call-depth limit, at an engine-dependent depth";
 
-fn suite() -> Suite {
-    let mut s = Suite::default();
-
-    // The example programs.
-    s.module("montecarlo", runegrid_examples::MONTECARLO);
-    s.push(s.case("montecarlo", "20000_7").args(&["20000", "7"]));
-    s.push(s.case("montecarlo", "500").args(&["500"]));
-    s.push(
-        s.case("montecarlo", "out_of_fuel")
-            .args(&["20000", "7"])
-            .limits(|l| l.fuel = 100_000),
-    );
-    s.module("matmul", runegrid_examples::MATMUL);
-    s.push(s.case("matmul", "16_3").args(&["16", "3"]));
-    s.push(s.case("matmul", "usage").args(&["x"]));
-    s.push(
-        s.case("matmul", "memory_limit")
-            .args(&["300"])
-            .limits(|l| l.memory_bytes = 2 << 20),
-    );
-    s.module("collatz", runegrid_examples::COLLATZ);
-    s.push(s.case("collatz", "10000").args(&["10000"]));
-    s.module("noop", runegrid_examples::NOOP);
-    s.push(s.case("noop", ""));
-    s.push(
-        s.case("noop", "initial_memory_above_limit")
-            .limits(|l| l.memory_bytes = 64 << 10),
-    );
-    s.module("render", runegrid_examples::RENDER);
-    s.push(
-        s.case("render", "tile")
-            .args(&["64", "48", "8", "8", "32", "24", "100"]),
-    );
-    s.push(
-        s.case("render", "whole")
-            .args(&["32", "24", "0", "0", "32", "24"]),
-    );
-    s.push(s.case("render", "usage").args(&["1", "2"]));
-    s.module("echo", runegrid_examples::ECHO);
-    s.push(
-        s.case("echo", "everything")
-            .args(&["a1", "βeta ✓", "", "--flag=x y"])
-            .env(&[
-                ("ZED", "last"),
-                ("A", "1=2"),
-                ("EMPTY", ""),
-                ("ÜNI", "çödé"),
-            ])
-            .stdin(b"line one\nline two\n\x00\xff\xfe binary \x80 tail"),
-    );
-    s.push(s.case("echo", "nothing"));
-    s.push(
-        s.case("echo", "stdout_limit")
-            .args(&["0123456789"; 8])
-            .limits(|l| l.stdout_bytes = 50),
-    );
-
-    // The hostile program in every mode.
-    s.module("hostile", runegrid_examples::HOSTILE);
-    s.push(
-        s.case("hostile", "loop")
-            .args(&["loop"])
-            .limits(|l| l.fuel = 5_000_000),
-    );
-    s.push(
-        s.case("hostile", "membomb")
-            .args(&["membomb"])
-            .limits(|l| l.memory_bytes = 8 << 20),
-    );
-    s.push(
-        s.case("hostile", "spew")
-            .args(&["spew"])
-            .limits(|l| l.stdout_bytes = 100_000),
-    );
-    s.push(s.case("hostile", "recurse").args(&["recurse"]));
-    s.push(s.case("hostile", "panic").args(&["panic"]));
-    s.push(s.case("hostile", "exit_7").args(&["exit", "7"]));
-    s.push(s.case("hostile", "exit_-3").args(&["exit", "-3"]));
-    s.push(s.case("hostile", "sleep").args(&["sleep"]));
-    s.push(s.case("hostile", "clock").args(&["clock"]));
-    for seed in [0, 1, 42, (1 << 53) - 1] {
-        s.push(
-            s.case("hostile", &format!("random_{seed}"))
-                .args(&["random"])
-                .seed(seed),
-        );
-    }
-    s.push(s.case("hostile", "divzero").args(&["divzero"]));
-    s.push(s.case("hostile", "usage"));
-
-    // Hand-written modules poking the edges of the WASI host.
-    s.module("args_env", wat(ARGS_ENV).as_bytes());
-    s.push(s.case("args_env", "some").args(&["a1", "βeta", ""]).env(&[
-        ("K", "v"),
-        ("X", "1=2"),
-        ("E", ""),
-    ]));
-    s.push(s.case("args_env", "none"));
-    s.wat_case("fd_write", FD_WRITE);
-    s.module("fd_read", wat(FD_READ).as_bytes());
-    s.push(
-        s.case("fd_read", "")
-            .stdin(b"hello, conformance world! 0123456789\x00\xff\x10abcdef"),
-    );
-    s.module("clock_random", wat(CLOCK_RANDOM).as_bytes());
-    for seed in [0, 7, (1 << 53) - 1] {
-        s.push(s.case("clock_random", &seed.to_string()).seed(seed));
-    }
-    s.wat_case("fd_misc", FD_MISC);
-    for (name, code) in [("proc_exit_3", 3), ("proc_exit_-1", -1), ("proc_exit_0", 0)] {
-        s.wat_case(
-            name,
-            &format!(
-                r#"(data (i32.const 2000) "bye")
-                (func $deep (call $print (i32.const 2000) (i32.const 3)) (call $proc_exit (i32.const {code})))
-                (func (export "_start") (call $deep) unreachable)"#
-            ),
-        );
-    }
-
-    // Traps.
-    for (name, body) in TRAPS {
-        s.module(&format!("trap_{name}"), trap_module(body).as_bytes());
-        s.push(s.case(&format!("trap_{name}"), ""));
-    }
-
-    for (name, body) in TRUNC {
-        s.module(&format!("trunc_{name}"), trap_module(body).as_bytes());
-        s.push(s.case(&format!("trunc_{name}"), "").declined(TRUNC_WHY));
-    }
-
-    // Recursion that exhausts the engines' native stacks before the call-depth limit: a
-    // 1,000,000 limit, and the default 4096 with frames too big for V8's ~1 MB stack.
-    s.module_with(
-        "deep",
-        wat(RECURSE).as_bytes(),
-        &Options {
-            max_call_depth: 1_000_000,
-            ..Options::default()
-        },
-    );
-    s.push(s.case("deep", "").declined(STACK_WHY));
-    s.module_with(
-        "deep_big_frames",
-        wat(r#"(func $r (param i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64) (result i64)
-              (i64.add (local.get 0) (call $r (local.get 1) (local.get 2) (local.get 3) (local.get 4) (local.get 5) (local.get 6) (local.get 7) (local.get 8) (local.get 9) (local.get 10) (local.get 11) (local.get 12) (local.get 13) (local.get 14) (local.get 15) (local.get 0))))
-            (func (export "_start") (drop (call $r (i64.const 1) (i64.const 1) (i64.const 1) (i64.const 1) (i64.const 1) (i64.const 1) (i64.const 1) (i64.const 1) (i64.const 1) (i64.const 1) (i64.const 1) (i64.const 1) (i64.const 1) (i64.const 1) (i64.const 1) (i64.const 1))))"#).as_bytes(),
-        &Options::default(),
-    );
-    s.push(s.case("deep_big_frames", "").declined(STACK_WHY));
-
-    // Limits.
-    s.module("memory_bomb", wat(MEMORY_BOMB).as_bytes());
-    s.push(
-        s.case("memory_bomb", "")
-            .limits(|l| l.memory_bytes = 4 << 20),
-    );
-    s.module("memory_steps", wat(MEMORY_STEPS).as_bytes());
-    // 3 pages and a bit: the limit is rounded down.
-    s.push(
-        s.case("memory_steps", "")
-            .limits(|l| l.memory_bytes = 3 * 65536 + 100),
-    );
-    s.push(
-        s.case("memory_steps", "4GiB")
-            .limits(|l| l.memory_bytes = Limits::MAX_MEMORY),
-    );
-    s.module(
-        "memory_declared_max",
-        module(
-            r#"(func (export "_start") (local $r i32)
-            (local.set $r (memory.grow (i32.const 5)))
-            (i32.store8 (i32.const 64) (local.get $r))
-            (call $print (i32.const 64) (i32.const 1)))"#,
-        )
-        .replace(
-            r#"(memory (export "memory") 1)"#,
-            r#"(memory (export "memory") 1 2)"#,
-        )
-        .as_bytes(),
-    );
-    s.push(s.case("memory_declared_max", ""));
-    s.module(
-        "initial_memory_100_pages",
-        br#"(module (memory (export "memory") 100) (func (export "_start")))"#,
-    );
-    s.push(
-        s.case("initial_memory_100_pages", "refused")
-            .limits(|l| l.memory_bytes = 1 << 20),
-    );
-    s.push(
-        s.case("initial_memory_100_pages", "exact")
-            .limits(|l| l.memory_bytes = 100 << 16),
-    );
-    s.module("recurse", wat(RECURSE).as_bytes());
-    s.push(s.case("recurse", ""));
-    s.module_with(
-        "nested_depth_10",
-        wat(NESTED).as_bytes(),
-        &Options {
-            max_call_depth: 10,
-            ..Options::default()
-        },
-    );
-    // argv = ["main", arg]: args size is 5 + len(arg) + 1, so n = len(arg).
-    s.push(s.case("nested_depth_10", "9").args(&["123456789"]));
-    s.push(s.case("nested_depth_10", "10").args(&["1234567890"]));
-    s.module("print_loop", wat(PRINT_LOOP).as_bytes());
-    s.push(
-        s.case("print_loop", "cap_10500")
-            .limits(|l| l.stdout_bytes = 10_500),
-    );
-    s.module(
-        "spin",
-        wat(r#"(func (export "_start") (loop $l (br $l)))"#).as_bytes(),
-    );
-    s.push(s.case("spin", "").limits(|l| l.fuel = 1_000_003));
-    s.module("stdout_split", wat(STDOUT_SPLIT).as_bytes());
-    for cap in [0, 5, 7, 8] {
-        s.push(
-            s.case("stdout_split", &format!("cap_{cap}"))
-                .limits(|l| l.stdout_bytes = cap),
-        );
-    }
-    rune_cases(&mut s);
-    s.module(
-        "nop_nop",
-        wat(r#"(func (export "_start") nop nop)"#).as_bytes(),
-    );
-    for fuel in [2, 3] {
-        s.push(
-            s.case("nop_nop", &format!("fuel_{fuel}"))
-                .limits(|l| l.fuel = fuel),
-        );
-    }
-    s.wat_case("stderr_flood", STDERR_FLOOD);
-    s.wat_case("floats", FLOATS);
-    s.wat_case("simd", SIMD);
-    s.wat_case("table_grow", TABLE_GROW);
-    blob_cases(&mut s);
-    s
-}
-
 /// Paths used by the blob modules: at 100 + 10 * i (see [`BLOB_PATHS`]).
-const BLOB_DATA: &str = r#"
+pub(crate) const BLOB_DATA: &str = r#"
 (data (i32.const 100) "a.txt")
 (data (i32.const 110) "b")
 (data (i32.const 120) "../a.txt")
@@ -1009,7 +626,7 @@ const BLOB_DATA: &str = r#"
 "#;
 
 /// The preopened directory: prestat, its name, stats, listings, file operations on it.
-const BLOB_DIR: &str = r#"
+pub(crate) const BLOB_DIR: &str = r#"
 (func $readdir (param $fd i32) (param $buf i32) (param $len i32) (param $cookie i64) (param $out i32)
   (call $rec (call $fd_readdir (local.get $fd) (local.get $buf) (local.get $len) (local.get $cookie) (local.get $out))))
 (func (export "_start")
@@ -1115,7 +732,7 @@ const BLOB_DIR: &str = r#"
 "#;
 
 /// A blob as a file: reads, preads, seeks, tells, stats; faults change nothing.
-const BLOB_FILE: &str = r#"
+pub(crate) const BLOB_FILE: &str = r#"
 (func $read (param $fd i32) (param $iovs i32) (param $n i32) (param $out i32)
   (call $rec (call $fd_read (local.get $fd) (local.get $iovs) (local.get $n) (local.get $out))))
 (func $pread (param $fd i32) (param $iovs i32) (param $n i32) (param $off i64) (param $out i32)
@@ -1228,7 +845,7 @@ const BLOB_FILE: &str = r#"
 "#;
 
 /// `path_open`: every refusal, in precedence order, the lowest free fd and the open-file limit.
-const BLOB_OPEN: &str = r#"
+pub(crate) const BLOB_OPEN: &str = r#"
 (func (export "_start") (local $i i32) (local $e i32)
   (memory.fill (i32.const 2048) (i32.const 0xaa) (i32.const 256))
   (call $o (i32.const 170) (i32.const 4))
@@ -1305,364 +922,3 @@ const BLOB_OPEN: &str = r#"
   (call $dump)
   (call $print (i32.const 2048) (i32.const 256)))
 "#;
-
-/// The blobs most blob cases mount (names chosen to catch decoding differences: a BOM, non-ASCII).
-fn mounted() -> Vec<(&'static str, Vec<u8>)> {
-    vec![
-        ("a.txt", b"hello, blobs!".to_vec()),
-        ("b", (0..100u8).collect()),
-        ("empty", Vec::new()),
-        ("\u{feff}bom", b"byte order mark".to_vec()),
-        (
-            "\u{fc}n\u{ef} \u{2713}",
-            "ünï ✓ content".as_bytes().to_vec(),
-        ),
-    ]
-}
-
-/// Read-only mounts (`crates/sandbox/src/wasi/fs.rs`): the cases of `tests/blobs.rs` and their
-/// edges, the same modules with nothing mounted, and the `echo` example reading files.
-fn blob_cases(s: &mut Suite) {
-    let blobs = mounted();
-    let refs: Vec<(&str, &[u8])> = blobs.iter().map(|(n, b)| (*n, b.as_slice())).collect();
-    for (key, body) in [
-        ("blob_dir", BLOB_DIR),
-        ("blob_file", BLOB_FILE),
-        ("blob_open", BLOB_OPEN),
-    ] {
-        s.module(key, wat(&format!("{BLOB_DATA}\n{body}")).as_bytes());
-        s.push(s.case(key, "mounted").blobs(&refs));
-        s.push(s.case(key, "one").blobs(&refs[1..2]));
-        s.push(s.case(key, "unmounted"));
-    }
-    // A large blob: reads far into it.
-    let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
-    s.push(
-        s.case("blob_file", "big")
-            .blobs(&[("b", &big), ("a.txt", b"x"), ("empty", b"")]),
-    );
-    // A real program (Rust std's file system over WASI) reading mounted files.
-    let data = b"a blob of data\n\x00\xff binary".to_vec();
-    s.push(
-        s.case("echo", "cat_blobs")
-            .args(&[
-                "cat:/blobs/data.txt",
-                "cat:/blobs/./data.txt",
-                "cat:/blobs/big",
-                "cat:/blobs//empty",
-            ])
-            .blobs(&[
-                ("data.txt", &data),
-                ("big", &big[..100_000]),
-                ("empty", b""),
-            ]),
-    );
-    for (name, path) in [
-        ("missing", "cat:/blobs/nope"),
-        ("directory", "cat:/blobs"),
-        ("dotdot", "cat:/blobs/../blobs/data.txt"),
-        ("relative", "cat:data.txt"),
-        ("elsewhere", "cat:/etc/passwd"),
-        ("trailing_slash", "cat:/blobs/data.txt/"),
-    ] {
-        s.push(
-            s.case("echo", &format!("cat_{name}"))
-                .args(&[path])
-                .blobs(&[("data.txt", &data)]),
-        );
-    }
-    s.push(
-        s.case("echo", "cat_unmounted")
-            .args(&["cat:/blobs/data.txt"]),
-    );
-}
-
-/// What the native sandbox produced for a case.
-struct Native {
-    execution: Execution,
-}
-
-fn run_native(s: &Suite, case: &Case) -> Native {
-    let program = sandbox()
-        .compile(&s.modules[&case.module])
-        .unwrap_or_else(|e| panic!("{}: compile: {e}", case.name));
-    let blobs: Vec<Blob> = case
-        .blobs
-        .iter()
-        .map(|(n, b)| Blob::new(n.clone(), b.clone()))
-        .collect();
-    let task = TaskRun {
-        args: &case.args,
-        env: &case.env,
-        stdin: &case.stdin,
-        seed: case.seed,
-        limits: case.limits,
-        blobs: &blobs,
-    };
-    let mut streamed = Vec::new();
-    let out = sandbox()
-        .run(&program, &task, &mut |c| streamed.extend_from_slice(c))
-        .unwrap_or_else(|e| panic!("{}: native run: {e}", case.name));
-    assert_eq!(
-        streamed, out.execution.stdout,
-        "{}: streamed stdout",
-        case.name
-    );
-    Native {
-        execution: out.execution,
-    }
-}
-
-fn fixture(s: &Suite, natives: &[Native]) -> Value {
-    let modules: serde_json::Map<String, Value> = s
-        .modules
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(B64.encode(v))))
-        .collect();
-    let cases: Vec<Value> = s
-        .cases
-        .iter()
-        .zip(natives)
-        .map(|(c, n)| {
-            json!({
-                "name": c.name,
-                "module": c.module,
-                "task": {
-                    "args": c.args,
-                    "env": c.env,
-                    "stdin": B64.encode(&c.stdin),
-                    "seed": c.seed,
-                    "limits": c.limits,
-                    "blobs": c.blobs.iter().map(|(n, b)| json!({
-                        "name": n,
-                        "bytes": B64.encode(b),
-                    })).collect::<Vec<_>>(),
-                },
-                "native": {
-                    "status": n.execution.status,
-                    "code": n.execution.status.code(),
-                    "fuel": n.execution.fuel,
-                    "stdout": B64.encode(&n.execution.stdout),
-                    "digest": n.execution.digest().to_hex(),
-                },
-            })
-        })
-        .collect();
-    json!({ "modules": modules, "cases": cases })
-}
-
-fn web_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web")
-}
-
-/// Shows where two byte strings differ.
-fn bytes_diff(native: &[u8], browser: &[u8]) -> String {
-    let at = native
-        .iter()
-        .zip(browser)
-        .position(|(a, b)| a != b)
-        .unwrap_or(native.len().min(browser.len()));
-    let around = |b: &[u8]| {
-        let from = at.saturating_sub(16);
-        let to = (at + 16).min(b.len());
-        format!("\"{}\"", b[from..to].escape_ascii())
-    };
-    format!(
-        "native {} bytes, browser {} bytes, first difference at byte {at}: native …{}…, browser …{}…",
-        native.len(),
-        browser.len(),
-        around(native),
-        around(browser)
-    )
-}
-
-/// The Rune runner (a few MB of rune compiled to WASI): scripts compiled and run on both
-/// engines, values, prints, floats, errors and fuel exhaustion.
-fn rune_cases(s: &mut Suite) {
-    use runegrid_runner::call_stdin;
-    const SCRIPT: &str = r#"
-pub fn add(a, b) { a + b }
-pub fn keys(n) {
-    let o = #{};
-    for i in 0..n { o[`key${i}`] = i; }
-    let seen = [];
-    for (k, v) in o { println!("{}={}", k, v); seen.push(k); }
-    seen
-}
-pub fn floats(x) { [x / 3.0, x.sqrt(), x.powf(0.7), (x * 1e300) * 1e10 > 1e308, 0.1 + 0.2] }
-pub fn overflow() { 9223372036854775807 + 1 }
-pub fn spin() { print!("spin"); loop { } }
-"#;
-    // As the coordinator registers it: pre-initialized (the snapshot is in the module).
-    let prepared =
-        runegrid_sandbox::preinitialize(runegrid_runner::RUNE_RUNNER, runegrid_runner::INIT_FUNC)
-            .expect("the runner pre-initializes");
-    s.module("rune", &prepared);
-    let call = |f: &str, args: &[serde_json::Value]| call_stdin(SCRIPT, f, args).into_bytes();
-    s.push(
-        s.case("rune", "add")
-            .stdin(&call("add", &[json!(1), json!(2)])),
-    );
-    for seed in [0, 42] {
-        s.push(
-            s.case("rune", &format!("keys_seed_{seed}"))
-                .stdin(&call("keys", &[json!(40)]))
-                .seed(seed),
-        );
-    }
-    s.push(
-        s.case("rune", "floats")
-            .stdin(&call("floats", &[json!(2.5)])),
-    );
-    s.push(s.case("rune", "overflow").stdin(&call("overflow", &[])));
-    s.push(
-        s.case("rune", "compile_error")
-            .stdin(call_stdin("pub fn f() {\n  let = 1;\n}", "f", &[]).as_bytes()),
-    );
-    s.push(s.case("rune", "bad_stdin").stdin(b"{\"script\": 1}"));
-    s.push(
-        s.case("rune", "out_of_fuel")
-            .stdin(&call("spin", &[]))
-            .limits(|l| l.fuel = 100_000_000),
-    );
-}
-
-/// Compares one case; returns the readable differences.
-fn compare(case: &Case, native: &Execution, browser: &Value) -> Vec<String> {
-    if let Some(err) = browser.get("error") {
-        if case.browser_declines.is_some() && err["kind"] == "internal" {
-            return Vec::new();
-        }
-        return vec![format!(
-            "the browser engine failed ({}): {}",
-            err["kind"], err["message"]
-        )];
-    }
-    let mut diffs = Vec::new();
-    // The status must be the serde form of an ExecStatus whose code the engine reports.
-    match serde_json::from_value::<ExecStatus>(browser["status"].clone()) {
-        Ok(status) if status.code() == browser["code"].as_str().unwrap_or_default() => {}
-        Ok(status) => diffs.push(format!(
-            "status {status:?} does not match code {}",
-            browser["code"]
-        )),
-        Err(e) => diffs.push(format!("bad status {}: {e}", browser["status"])),
-    }
-    let code = browser["code"].as_str().unwrap_or_default();
-    if code != native.status.code() {
-        diffs.push(format!(
-            "status: native {}, browser {code}",
-            native.status.code()
-        ));
-    }
-    let fuel = browser["fuel"].as_u64();
-    if fuel != Some(native.fuel) {
-        diffs.push(format!(
-            "fuel: native {}, browser {}",
-            native.fuel, browser["fuel"]
-        ));
-    }
-    let stdout = B64
-        .decode(browser["stdout"].as_str().unwrap_or_default())
-        .unwrap_or_default();
-    if stdout != native.stdout {
-        diffs.push(format!("stdout: {}", bytes_diff(&native.stdout, &stdout)));
-    }
-    if browser["streamed_matches"] != Value::Bool(true) {
-        diffs.push("onStdout chunks do not add up to stdout".into());
-    }
-    let digest = native.digest().to_hex();
-    if browser["digest"].as_str() != Some(digest.as_str()) {
-        diffs.push(format!(
-            "digest: native {digest}, browser {}",
-            browser["digest"]
-        ));
-    }
-    diffs
-}
-
-#[test]
-fn browser_engine_matches_the_native_sandbox() {
-    let node = std::env::var("RUNEGRID_NODE").unwrap_or_else(|_| "node".into());
-    let skip = std::env::var("RUNEGRID_SKIP_NODE").is_ok_and(|v| v == "1");
-    match Command::new(&node).arg("--version").output() {
-        Ok(out) if out.status.success() => {}
-        other => {
-            if skip {
-                eprintln!("RUNEGRID_SKIP_NODE=1: browser conformance skipped ({node} unusable)");
-                return;
-            }
-            panic!(
-                "the browser conformance test needs Node 20 or later as `{node}` on PATH \
-                 ({other:?}); install it, or set RUNEGRID_SKIP_NODE=1 to skip this test"
-            );
-        }
-    }
-
-    let s = suite();
-    let natives: Vec<Native> = s.cases.iter().map(|c| run_native(&s, c)).collect();
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser_conformance.json");
-    std::fs::write(&path, serde_json::to_vec(&fixture(&s, &natives)).unwrap())
-        .expect("write the fixture");
-
-    let script = web_dir().join("test/conformance.mjs");
-    let out = Command::new(&node)
-        .arg(&script)
-        .arg(&path)
-        .output()
-        .expect("run node");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{} {} failed ({}):\n{stderr}",
-        node,
-        script.display(),
-        out.status
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "bad report from node ({e}):\n{}\n{stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    let results = report["results"].as_array().expect("results");
-    assert_eq!(results.len(), s.cases.len(), "one result per case");
-
-    let mut failures = String::new();
-    for ((case, native), browser) in s.cases.iter().zip(&natives).zip(results) {
-        assert_eq!(browser["name"].as_str(), Some(case.name.as_str()));
-        let diffs = compare(case, &native.execution, browser);
-        let n = &native.execution;
-        if diffs.is_empty() && browser.get("error").is_some() {
-            eprintln!(
-                "ok   {:<40} {:<28} declined by the browser engine: {}",
-                case.name,
-                n.status.code(),
-                case.browser_declines.unwrap_or_default()
-            );
-        } else if diffs.is_empty() {
-            eprintln!(
-                "ok   {:<40} {:<28} fuel {:>11} stdout {:>7} B  ({} ms in node)",
-                case.name,
-                n.status.code(),
-                n.fuel,
-                n.stdout.len(),
-                browser["ms"]
-            );
-        } else {
-            eprintln!("FAIL {}", case.name);
-            let _ = writeln!(failures, "case {}:", case.name);
-            for d in diffs {
-                let _ = writeln!(failures, "  {d}");
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "the browser engine ({}, node {}) disagrees with the native sandbox:\n{failures}\
-         (fixture: {})",
-        web_dir().join("exec.js").display(),
-        report["node"],
-        path.display()
-    );
-}
