@@ -1,14 +1,10 @@
-//! Builds the Rune runner (the guest workspace in `guest/`) for `wasm32-wasip1` and copies
-//! `rune-runner.wasm` into `OUT_DIR`, where `src/lib.rs` embeds it.
+//! Puts `rune-runner.wasm` into `OUT_DIR`, where `src/lib.rs` embeds it: the prebuilt module in
+//! `prebuilt/` while it is current with the guest workspace in `guest/`, else built from there
+//! for `wasm32-wasip1` (see `runegrid-guest-build`).
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    runegrid_guest_build::Guests {
-        workspace: "guest",
-        watch: &["Cargo.toml", "Cargo.lock", "build.rs", "src"],
-        binaries: &["rune-runner"],
-        target_subdir: "wasm-guests-runner",
-    }
-    .build_or_report()
+    println!("cargo::rerun-if-changed=guests.rs");
+    include!("guests.rs").build_or_report()
 }

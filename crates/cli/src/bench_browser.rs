@@ -6,9 +6,9 @@
 //! browser's workers alone and on a native worker with as many slots, and compares.
 
 use crate::procs::LocalGrid;
+use crate::webdriver::Session as Browser;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use runegrid_client::Client;
 use runegrid_core::PolicyKind;
 use runegrid_proto::{ResultState, SubmitJob, TaskSpec};
@@ -35,7 +35,7 @@ pub struct BrowserBenchArgs {
 }
 
 /// chromedriver as a child process, killed on drop.
-struct Driver(Child);
+pub(crate) struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -44,7 +44,7 @@ impl Drop for Driver {
     }
 }
 
-async fn start_browser(chromedriver: &str) -> Result<(Driver, Browser)> {
+pub(crate) async fn start_browser(chromedriver: &str) -> Result<(Driver, Browser)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -57,27 +57,22 @@ async fn start_browser(chromedriver: &str) -> Result<(Driver, Browser)> {
             format!("starting {chromedriver} (install chromium and chromium-driver)")
         })?;
     let driver = Driver(child);
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
+    let caps = serde_json::json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
             ],
-        }),
-    );
+        },
+    });
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps.clone())
-            .connect(&url)
-            .await
-        {
+        match Browser::open(&url, caps.clone()).await {
             Ok(b) => return Ok((driver, b)),
             Err(e) if Instant::now() > deadline => {
-                bail!("chromedriver did not start a browser session within 30 s: {e}")
+                bail!("chromedriver did not start a browser session within 30 s: {e:#}")
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -141,7 +136,7 @@ async fn timed(c: &Client, job: &SubmitJob) -> Result<(Duration, u64)> {
 /// Clicks start and times it to the first accepted result of a job submitted beforehand.
 async fn click_to_first_task(b: &Browser, c: &Client, url: &str, program: &str) -> Result<f64> {
     b.goto(&format!("{url}/contribute")).await?;
-    let toggle = b.find(Locator::Id("toggle")).await?;
+    let toggle = b.find_id("toggle").await?;
     let sub = c
         .submit(&job(program, "first task", vec![vec!["1000".into()]]))
         .await?;
@@ -210,7 +205,7 @@ pub async fn run(a: BrowserBenchArgs) -> Result<i32> {
     }
 
     // Pause the page; the same jobs on one native worker with as many slots.
-    b.find(Locator::Id("toggle")).await?.click().await?;
+    b.find_id("toggle").await?.click().await?;
     wait_browser_workers(&grid.url, |n| n == 0).await?;
     grid.spawn_worker("native", n, &[])?;
     grid.wait_for_workers(1).await?;
