@@ -19,11 +19,14 @@ macro_rules! display_as_str {
 pub mod audit;
 pub mod exec;
 pub mod failure;
+pub mod ledger;
 pub mod lifecycle;
 pub mod limits;
 pub mod loss;
+pub mod price;
 pub mod probe;
 pub mod schedule;
+pub mod settlement;
 pub mod straggler;
 pub mod trust;
 pub mod verify;
