@@ -116,6 +116,19 @@ pub struct Transfer {
     pub reason: Reason,
 }
 
+impl Transfer {
+    /// A grant of `amount` to `account`, numbered `n` by whoever makes it.
+    pub fn grant(n: u64, account: AccountId, amount: Micros) -> Transfer {
+        Transfer {
+            key: EntryKey::Grant(n),
+            from: Party::Mint,
+            to: Party::Account(account),
+            amount,
+            reason: Reason::Grant,
+        }
+    }
+}
+
 /// A transfer the rules refuse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
@@ -282,6 +295,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settlement::hold;
 
     fn t(key: EntryKey, from: Party, to: Party, amount: Micros, reason: Reason) -> Transfer {
         Transfer {
@@ -299,22 +313,8 @@ mod tests {
     #[test]
     fn grants_holds_payments_and_releases_balance() {
         let mut l = Ledger::new();
-        l.apply(&t(
-            EntryKey::Grant(1),
-            Party::Mint,
-            ALICE,
-            100,
-            Reason::Grant,
-        ))
-        .unwrap();
-        l.apply(&t(
-            EntryKey::Hold(7),
-            ALICE,
-            Party::Escrow(7),
-            60,
-            Reason::Hold,
-        ))
-        .unwrap();
+        l.apply(&Transfer::grant(1, 1, 100)).unwrap();
+        l.apply(&hold(7, 1, 60)).unwrap();
         l.apply(&t(
             EntryKey::Payment(70),
             Party::Escrow(7),
@@ -350,23 +350,10 @@ mod tests {
     #[test]
     fn a_hold_beyond_the_balance_is_refused_and_changes_nothing() {
         let mut l = Ledger::new();
-        l.apply(&t(
-            EntryKey::Grant(1),
-            Party::Mint,
-            ALICE,
-            50,
-            Reason::Grant,
-        ))
-        .unwrap();
+        l.apply(&Transfer::grant(1, 1, 50)).unwrap();
         let before = l.clone();
         assert_eq!(
-            l.apply(&t(
-                EntryKey::Hold(1),
-                ALICE,
-                Party::Escrow(1),
-                51,
-                Reason::Hold
-            )),
+            l.apply(&hold(1, 1, 51)),
             Err(LedgerError::InsufficientCredits {
                 needed: 51,
                 available: 50
@@ -374,24 +361,14 @@ mod tests {
         );
         assert_eq!(l, before);
         // The key was not used up: the same hold fits after a grant.
-        l.apply(&t(EntryKey::Grant(2), Party::Mint, ALICE, 1, Reason::Grant))
-            .unwrap();
-        assert_eq!(
-            l.apply(&t(
-                EntryKey::Hold(1),
-                ALICE,
-                Party::Escrow(1),
-                51,
-                Reason::Hold
-            )),
-            Ok(Applied::Moved)
-        );
+        l.apply(&Transfer::grant(2, 1, 1)).unwrap();
+        assert_eq!(l.apply(&hold(1, 1, 51)), Ok(Applied::Moved));
     }
 
     #[test]
     fn a_key_applies_once() {
         let mut l = Ledger::new();
-        let grant = t(EntryKey::Grant(1), Party::Mint, ALICE, 10, Reason::Grant);
+        let grant = Transfer::grant(1, 1, 10);
         assert_eq!(l.apply(&grant), Ok(Applied::Moved));
         assert_eq!(l.apply(&grant), Ok(Applied::AlreadyApplied));
         assert_eq!(l.balance(ALICE), 10);
@@ -400,22 +377,8 @@ mod tests {
     #[test]
     fn escrows_never_overdraw_and_only_clawbacks_make_debt() {
         let mut l = Ledger::new();
-        l.apply(&t(
-            EntryKey::Grant(1),
-            Party::Mint,
-            ALICE,
-            10,
-            Reason::Grant,
-        ))
-        .unwrap();
-        l.apply(&t(
-            EntryKey::Hold(1),
-            ALICE,
-            Party::Escrow(1),
-            10,
-            Reason::Hold,
-        ))
-        .unwrap();
+        l.apply(&Transfer::grant(1, 1, 10)).unwrap();
+        l.apply(&hold(1, 1, 10)).unwrap();
         assert!(matches!(
             l.apply(&t(
                 EntryKey::Payment(1),
@@ -435,14 +398,7 @@ mod tests {
         ))
         .unwrap();
         // BOB spent it elsewhere... then the payment is clawed back: BOB is in debt.
-        l.apply(&t(
-            EntryKey::Hold(2),
-            BOB,
-            Party::Escrow(2),
-            10,
-            Reason::Hold,
-        ))
-        .unwrap();
+        l.apply(&hold(2, 2, 10)).unwrap();
         l.apply(&t(
             EntryKey::Clawback(1),
             BOB,
@@ -455,13 +411,7 @@ mod tests {
         l.check().unwrap();
         // In debt, BOB cannot hold anything.
         assert_eq!(
-            l.apply(&t(
-                EntryKey::Hold(3),
-                BOB,
-                Party::Escrow(3),
-                1,
-                Reason::Hold
-            )),
+            l.apply(&hold(3, 2, 1)),
             Err(LedgerError::InsufficientCredits {
                 needed: 1,
                 available: 0
@@ -473,7 +423,7 @@ mod tests {
     fn malformed_transfers_are_refused() {
         let mut l = Ledger::new();
         assert_eq!(
-            l.apply(&t(EntryKey::Grant(1), Party::Mint, ALICE, 0, Reason::Grant)),
+            l.apply(&Transfer::grant(1, 1, 0)),
             Err(LedgerError::NotPositive(0))
         );
         assert_eq!(

@@ -118,24 +118,12 @@ mod tests {
     const HONEST: AccountId = 2;
     const LIAR: AccountId = 3;
 
-    fn grant(ledger: &mut Ledger, n: u64, to: AccountId, amount: Micros) {
-        ledger
-            .apply(&Transfer {
-                key: EntryKey::Grant(n),
-                from: Party::Mint,
-                to: Party::Account(to),
-                amount,
-                reason: Reason::Grant,
-            })
-            .unwrap();
-    }
-
     #[test]
     fn a_job_pays_agreeing_attempts_and_releases_the_rest() {
         let params = PriceParams::default();
         let price = params.price(1_000_000).unwrap();
         let mut ledger = Ledger::new();
-        grant(&mut ledger, 1, USER, 10_000_000);
+        ledger.apply(&Transfer::grant(1, USER, 10_000_000)).unwrap();
         let worst = params.worst_case(2, 3, 1_000_000_000, price).unwrap();
         ledger.apply(&hold(5, USER, worst)).unwrap();
 
@@ -318,7 +306,7 @@ mod tests {
                 match event {
                     Event::Grant { to, amount } => {
                         next_grant += 1;
-                        let t = Transfer { key: EntryKey::Grant(next_grant), from: Party::Mint, to: Party::Account(to), amount, reason: Reason::Grant };
+                        let t = Transfer::grant(next_grant, to, amount);
                         prop_assert_eq!(apply(&mut ledger, &mut journal, t), Ok(Applied::Moved));
                     }
                     Event::Submit { tasks, max_attempts, fuel_limit, multiplier } => {

@@ -291,6 +291,27 @@ impl Guests<'_> {
         }
     }
 
+    /// The body of a host crate's `prebuilt` test: [`Guests::verify_prebuilt`] in the build
+    /// script's nested target directory (`<target>/<profile>/<target_subdir>`, found from the
+    /// test's own path `<target>/<profile>/deps/<test>`), so the rebuild is incremental. Panics
+    /// with the reason when the prebuilt modules are not their sources' build.
+    pub fn assert_prebuilt_from_test(&self, manifest_dir: &Path) {
+        let exe = env::current_exe().expect("the test's path");
+        let profile_dir = exe
+            .ancestors()
+            .nth(2)
+            .expect("a test runs as <target>/<profile>/deps/<test>");
+        match self.verify_prebuilt(manifest_dir, &profile_dir.join(self.target_subdir)) {
+            Ok(Verified::Identical) => {}
+            Ok(Verified::Refreshed) => eprintln!("prebuilt modules refreshed"),
+            Ok(Verified::OtherToolchain { prebuilt, here }) => eprintln!(
+                "the prebuilt modules were built by {prebuilt}, this is {here}: their sources \
+                 match, their bytes were not compared"
+            ),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     /// Runs the nested `cargo build` of the guest workspace into `target_dir`; returns the
     /// directory holding the modules.
     fn cargo_build(&self, guests_dir: &Path, target_dir: &Path) -> Result<PathBuf, String> {
