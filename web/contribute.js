@@ -160,12 +160,25 @@ function escapeHtml(s) {
   return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 }
 
+// Micro-credits as credits, with at most 6 decimals.
+function fmtCredits(micros) {
+  const sign = micros < 0 ? "-" : "";
+  const m = Math.abs(micros);
+  const frac = String(m % 1e6).padStart(6, "0").replace(/0+$/, "");
+  return sign + Math.floor(m / 1e6).toLocaleString("en") + (frac ? "." + frac : "");
+}
+
 async function refreshTrust() {
   if (!account()) return;
   try {
     const list = await api("/v1/workers");
     trust = new Map(list.map((w) => [w.id, w]));
     render();
+    const c = await api("/v1/account");
+    $("credits").textContent = fmtCredits(c.earned);
+    $("credits").dataset.micros = String(c.earned);
+    const input = $("display-name");
+    if (c.display_name && !input.value && document.activeElement !== input) input.value = c.display_name;
   } catch {
     // The next refresh tries again.
   }
@@ -215,6 +228,25 @@ $("signin").addEventListener("click", async (ev) => {
     message(`signed in as ${me.name}`);
   } catch (e) {
     message(`cannot sign in: ${e.message}`, true);
+  }
+});
+
+$("name-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  if (!account()) {
+    message("start contributing first: your account is made then", true);
+    return;
+  }
+  const name = $("display-name").value.trim();
+  try {
+    await api("/v1/account", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ display_name: name || null }),
+    });
+    message(name ? `shown on the leaderboard as ${name}` : "shown on the leaderboard without a name");
+  } catch (e) {
+    message(`cannot save the name: ${e.message}`, true);
   }
 });
 

@@ -4,6 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "runegrid.token";
 let chart = null;
+let priceChart = null;
 let openJob = null;
 
 function escapeHtml(s) {
@@ -44,6 +45,26 @@ function drawChart(history) {
   }
 }
 
+function drawPrice(history) {
+  const data = [history.map((s) => s.at / 1000), history.map((s) => (s.price || 0) / 1e6)];
+  const width = Math.max(300, $("price-chart").clientWidth);
+  if (!priceChart) {
+    priceChart = new uPlot(
+      {
+        width,
+        height: 140,
+        series: [{}, { label: "credits per 10^9 fuel", stroke: "#b05cff", width: 2 }],
+        axes: [{}, { label: "price" }],
+      },
+      data,
+      $("price-chart"),
+    );
+  } else {
+    priceChart.setSize({ width, height: 140 });
+    priceChart.setData(data);
+  }
+}
+
 async function refreshStats() {
   try {
     const s = await api("/v1/stats");
@@ -55,10 +76,34 @@ async function refreshStats() {
     $("running").textContent = n.running;
     $("verified").textContent = n.verified;
     $("failed").textContent = n.failed;
+    $("price").textContent = ((n.price || 0) / 1e6).toFixed(3);
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
     drawChart(s.history.length ? s.history : [n]);
+    drawPrice(s.history.length ? s.history : [n]);
   } catch (e) {
     $("updated").textContent = `cannot reach the coordinator: ${e.message}`;
+  }
+}
+
+function duration(ms) {
+  const s = Math.round(ms / 1000);
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+async function refreshLeaderboard() {
+  try {
+    const b = await api("/v1/leaderboard");
+    if (!b.contributors.length) return;
+    $("leaders").innerHTML = b.contributors
+      .map(
+        (c) =>
+          `<tr><td>${c.rank}</td><td>${c.name ? escapeHtml(c.name) : '<span class="muted">anonymous</span>'}</td><td>${(c.earned / 1e6).toFixed(3)}</td><td>${c.tasks_verified}</td><td>${duration(c.time_contributed_ms)}</td><td>${c.workers}</td></tr>`,
+      )
+      .join("");
+  } catch {
+    // The next refresh tries again.
   }
 }
 
@@ -139,3 +184,5 @@ refreshStats();
 refreshJobs();
 setInterval(refreshStats, 2000);
 setInterval(refreshJobs, 3000);
+refreshLeaderboard();
+setInterval(refreshLeaderboard, 5000);

@@ -17,6 +17,9 @@ pub enum Suite {
     /// LLM inference: time to first token and tokens/s, locally in the sandbox and through a
     /// local grid (unverified and verified).
     Infer(crate::bench_infer::InferBenchArgs),
+    /// Credits: what liars keep after audits (goal 0), honest earnings checked attempt by
+    /// attempt, and throughput charging vs `--free`.
+    Credits(crate::bench_credits::CreditsBenchArgs),
 }
 
 #[derive(Args)]
@@ -56,6 +59,7 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
     match a.suite {
         Some(Suite::Trust(t)) => return crate::bench_trust::run(t).await,
         Some(Suite::Browser(b)) => return crate::bench_browser::run(b).await,
+        Some(Suite::Credits(c)) => return crate::bench_credits::run(c).await,
         Some(Suite::Infer(i)) => return crate::bench_infer::run(i).await,
         None => {}
     }
@@ -214,7 +218,9 @@ fn sandbox_bench() -> Result<()> {
 }
 
 async fn grid_bench(a: &BenchArgs) -> Result<()> {
-    let mut grid = LocalGrid::start(a.dir.clone()).await?;
+    // 20,000 tasks held at up to twice the base price: more than the default welcome.
+    let mut grid =
+        LocalGrid::start_with(a.dir.clone(), &["--welcome-credits", "1000000000"]).await?;
     for i in 0..a.workers {
         grid.spawn_worker(&format!("bench-{}", i + 1), a.slots, &[])?;
     }
@@ -225,6 +231,7 @@ async fn grid_bench(a: &BenchArgs) -> Result<()> {
         .await?
         .program;
     let job = |n: u32| SubmitJob {
+        max_price: None,
         program: program.clone(),
         name: Some("bench".into()),
         tasks: vec![TaskSpec::default(); n as usize],

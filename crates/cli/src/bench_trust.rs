@@ -101,6 +101,7 @@ async fn run_job(
     seeds: std::ops::Range<u64>,
 ) -> Result<Run> {
     let job = SubmitJob {
+        max_price: None,
         program: program.to_string(),
         name: Some("bench trust".into()),
         tasks: seeds

@@ -108,6 +108,7 @@ pub async fn call(conn: &Conn, a: CallArgs) -> Result<i32> {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_else(|| file.clone());
     let job = SubmitJob {
+        max_price: None,
         program: runegrid_runner::PROGRAM_NAME.to_string(),
         name: Some(
             a.name

@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use runegrid_client::Client;
-use runegrid_core::{JobState, Limits, PolicyKind};
+use runegrid_core::{Limits, PolicyKind};
 use runegrid_proto::{JobEvent, JobResults, JobStatus, ResultState, SubmitJob, TaskSpec};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -77,6 +77,20 @@ pub struct ServeArgs {
     /// ...and how many more it may make each minute after that (0 for either: no limit).
     #[arg(long, default_value_t = runegrid_coordinator::DEFAULT_SIGNUP_LIMIT.per_minute)]
     pub signup_per_minute: u32,
+    /// Credits each new user account (and the admin's, on first start) is granted.
+    #[arg(long, default_value_t = runegrid_coordinator::DEFAULT_WELCOME_CREDITS.to_string())]
+    pub welcome_credits: String,
+    /// A private grid that does not charge: nothing is held from submitters, and contributors'
+    /// earnings are still recorded (minted).
+    #[arg(long)]
+    pub free: bool,
+    /// Credits per 10^9 fuel at normal demand (the price moves between half and twice this
+    /// with queued work against free worker slots).
+    #[arg(long, default_value = "1")]
+    pub base_price: String,
+    /// The protocol fee on each payment, in percent, credited to the grid's treasury.
+    #[arg(long, default_value_t = 5.0)]
+    pub fee_percent: f64,
 }
 
 /// The model file scripts/fetch-model.sh put in place, if any: `$RUNEGRID_MODEL`, else in
@@ -119,6 +133,18 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
         bail!("--spot-scale must be a number of at least 0");
     }
     config.trust.spot_scale = a.spot_scale;
+    config.credits.welcome = if a.welcome_credits.trim() == "0" {
+        0
+    } else {
+        crate::credits::parse_credits(&a.welcome_credits).context("--welcome-credits")?
+    };
+    config.credits.free = a.free;
+    config.credits.params.base =
+        crate::credits::parse_credits(&a.base_price).context("--base-price")? as u64;
+    if !(a.fee_percent.is_finite() && (0.0..=100.0).contains(&a.fee_percent)) {
+        bail!("--fee-percent must be between 0 and 100");
+    }
+    config.credits.params.fee_ppm = (a.fee_percent * 1e4).round() as u64;
     config.model_files = if a.models.is_empty() {
         fetched_model().into_iter().collect()
     } else {
@@ -278,6 +304,10 @@ pub struct SubmitArgs {
     /// A name for the job.
     #[arg(long)]
     pub name: Option<String>,
+    /// The most the job pays, in credits per 10^9 fuel: it waits while the grid's price is
+    /// higher, and its queued tasks run before those of lower bids (default: today's price).
+    #[arg(long, value_name = "CREDITS")]
+    pub max_price: Option<String>,
     /// A read-only file every task sees as /blobs/NAME (repeatable): the file is uploaded once
     /// and workers fetch it by its SHA-256 and keep it.
     #[arg(long = "blob", value_name = "NAME=FILE")]
@@ -408,7 +438,12 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
     }
     let program = client.upload_program(module).await?;
     let n = tasks.len();
+    let max_price = match &a.max_price {
+        Some(p) => Some(crate::credits::parse_credits(p).context("--max-price")? as u64),
+        None => None,
+    };
     let job = SubmitJob {
+        max_price,
         program: program.program,
         name: a.name.clone().or_else(|| {
             a.module
@@ -429,7 +464,12 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
         if a.json {
             println!("{}", serde_json::to_string(&sub)?);
         } else {
-            println!("job {} submitted: {} tasks", sub.job, n);
+            println!(
+                "job {} submitted: {} tasks{}",
+                sub.job,
+                n,
+                held_note(&sub.cost)
+            );
         }
         return Ok(0);
     }
@@ -441,7 +481,12 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
                 "adaptive: trusted workers alone with spot checks, others {agree} of {replicas}"
             ),
         };
-        eprintln!("job {} submitted: {} tasks, {how}", sub.job, n);
+        eprintln!(
+            "job {} submitted: {} tasks, {how}{}",
+            sub.job,
+            n,
+            held_note(&sub.cost)
+        );
     }
     let results = if a.watch && !a.json {
         watch(&client, sub.job).await?
@@ -523,7 +568,7 @@ pub async fn wait_with_progress(client: &Client, job: i64, bar: bool) -> Result<
                 _ => {}
             }
         }
-        if done || client.status(job).await?.state != JobState::Active {
+        if done || client.status(job).await?.state.is_finished() {
             break;
         }
     }
@@ -559,7 +604,7 @@ pub async fn watch(client: &Client, job: i64) -> Result<JobResults> {
                 _ => {}
             }
         }
-        if client.status(job).await?.state != JobState::Active {
+        if client.status(job).await?.state.is_finished() {
             return Ok(client.results(job, None).await?);
         }
     }
@@ -679,6 +724,40 @@ fn print_status(s: &JobStatus) {
     );
     if let Some(w) = &s.waiting_for {
         println!("  waiting: {w}");
+    }
+    if let Some(c) = &s.cost {
+        let credits = runegrid_coordinator::credits;
+        if !s.state.is_finished() {
+            println!(
+                "  cost so far: {} (held {} at {} per 10^9 fuel)",
+                credits(c.spent),
+                credits(c.held),
+                credits(c.price as i64)
+            );
+        } else {
+            println!(
+                "  cost: {} at {} per 10^9 fuel",
+                credits(c.spent),
+                credits(c.price as i64)
+            );
+        }
+    }
+}
+
+/// `; price P per 10^9 fuel, H held` for a submission's confirmation.
+fn held_note(cost: &Option<runegrid_proto::JobCost>) -> String {
+    let credits = runegrid_coordinator::credits;
+    match cost {
+        Some(c) if c.held > 0 => format!(
+            "; price {} per 10^9 fuel, {} held until it finishes",
+            credits(c.price as i64),
+            credits(c.held)
+        ),
+        Some(c) => format!(
+            "; price {} per 10^9 fuel (this grid does not charge)",
+            credits(c.price as i64)
+        ),
+        None => String::new(),
     }
 }
 
@@ -815,8 +894,12 @@ pub enum AccountCmd {
     },
     /// Show the account of the current token.
     Whoami,
+    /// Show this account by NAME on the dashboard's contributors' leaderboard (without NAME:
+    /// listed without a name).
+    DisplayName { name: Option<String> },
 }
 
+/// `account create`, `account whoami`.
 pub async fn account(conn: &Conn, a: AccountCmd) -> Result<i32> {
     let client = conn.client()?;
     match a {
@@ -827,6 +910,13 @@ pub async fn account(conn: &Conn, a: AccountCmd) -> Result<i32> {
             } else {
                 println!("account {} created (id {})", acct.name, acct.id);
                 println!("token: {}", acct.token.unwrap_or_default());
+            }
+        }
+        AccountCmd::DisplayName { name } => {
+            client.set_display_name(name.as_deref()).await?;
+            match name {
+                Some(n) => println!("shown on the leaderboard as {n}"),
+                None => println!("shown on the leaderboard without a name"),
             }
         }
         AccountCmd::Whoami => {

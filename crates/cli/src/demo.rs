@@ -86,6 +86,7 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
         .upload_program(runegrid_examples::RENDER.to_vec())
         .await?;
     let job = SubmitJob {
+        max_price: None,
         program: program.program,
         name: Some("demo: render".into()),
         tasks: plan
@@ -158,6 +159,7 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
         .upload_program(runegrid_examples::MONTECARLO.to_vec())
         .await?;
     let job = SubmitJob {
+        max_price: None,
         program: program.program,
         name: Some("demo: monte carlo".into()),
         tasks: (1..=6)

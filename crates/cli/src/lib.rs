@@ -5,11 +5,13 @@
 
 mod bench;
 mod bench_browser;
+mod bench_credits;
 mod bench_infer;
 mod bench_trust;
 mod call;
 mod chat;
 mod commands;
+mod credits;
 mod demo;
 mod procs;
 mod webdriver;
@@ -77,9 +79,17 @@ enum Command {
     Cancel(commands::JobArgs),
     /// List workers.
     Workers(commands::WorkersArgs),
-    /// Manage accounts (admin).
+    /// Your credits: balance, held, earned, spent (`account create`, `account whoami`: manage
+    /// accounts).
+    Account(credits::AccountArgs),
+    /// Your statement: every transfer into or out of your account, newest first (`ledger
+    /// check`: verify a data directory's books).
+    Ledger(credits::LedgerArgs),
+    /// Grant credits (admin).
     #[command(subcommand)]
-    Account(commands::AccountCmd),
+    Credits(credits::CreditsCmd),
+    /// What work costs now.
+    Price(credits::PriceArgs),
     /// Start a local grid (a coordinator and workers) and run an example job on it.
     Demo(demo::DemoArgs),
     /// Measure round trips, throughput and sandbox overhead on a local grid (`bench trust`:
@@ -163,7 +173,10 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Jobs(a) => commands::jobs(&conn, a).await,
         Command::Cancel(a) => commands::cancel(&conn, a).await,
         Command::Workers(a) => commands::workers(&conn, a).await,
-        Command::Account(a) => commands::account(&conn, a).await,
+        Command::Account(a) => credits::account(&conn, a).await,
+        Command::Ledger(a) => credits::ledger(&conn, a).await,
+        Command::Credits(c) => credits::credits_cmd(&conn, c).await,
+        Command::Price(a) => credits::price(&conn, a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Bench(a) => bench::run(a).await,
     }

@@ -92,6 +92,11 @@ impl LocalGrid {
         Ok(grid)
     }
 
+    /// The coordinator's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("coordinator")
+    }
+
     pub fn client(&self) -> Client {
         Client::new(&self.url, Some(self.token.clone()))
     }

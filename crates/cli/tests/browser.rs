@@ -132,6 +132,7 @@ async fn browser_and_native_workers_agree_and_the_dashboard_shows_the_job() {
     let mc = grid.upload(runegrid_examples::MONTECARLO).await;
     let seeds: Vec<u64> = (1..=12).collect();
     let job = SubmitJob {
+        max_price: None,
         program: mc,
         name: Some("browser-and-native".into()),
         tasks: seeds
@@ -171,6 +172,25 @@ async fn browser_and_native_workers_agree_and_the_dashboard_shows_the_job() {
         .map(|w| w.agreed)
         .sum();
     assert_eq!(browser_done, seeds.len() as u64, "{workers:?}");
+
+    // The Credits card shows what this browser's account earned for those verified results:
+    // one agreeing attempt per task, paid by the job.
+    let shown = wait_until("the credits card", Duration::from_secs(30), || async {
+        let micros = b
+            .execute(
+                "return document.getElementById('credits').dataset.micros || '0'",
+                vec![],
+            )
+            .await
+            .ok()?;
+        let micros: i64 = micros.as_str()?.parse().ok()?;
+        (micros > 0).then_some(micros)
+    })
+    .await;
+    let status = c.status(r.job).await.unwrap();
+    let cost = status.cost.unwrap();
+    assert!(shown > 0 && shown < cost.spent, "{shown} of {cost:?}");
+    assert!(!text(&b, "credits").await.contains('–'));
 
     // The program is kept in the browser's storage for the next visit.
     let cached = b
@@ -297,6 +317,7 @@ async fn a_hostile_module_is_stopped_in_the_browser_and_hiding_or_closing_the_pa
         ..Default::default()
     };
     let job = SubmitJob {
+        max_price: None,
         program: hostile.clone(),
         name: Some("loop".into()),
         tasks: vec![args(&["loop"])],
@@ -326,6 +347,7 @@ async fn a_hostile_module_is_stopped_in_the_browser_and_hiding_or_closing_the_pa
         ..Default::default()
     };
     let job = SubmitJob {
+        max_price: None,
         name: Some("long".into()),
         tasks: vec![args(&["loop"])],
         limits,
@@ -503,6 +525,7 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
 
     // A browser and a native worker both mount it (2 of 2 must agree).
     let job = SubmitJob {
+        max_price: None,
         program: echo.clone(),
         name: Some("blob".into()),
         tasks: vec![args(&["cat:/blobs/data.txt"])],
@@ -571,6 +594,7 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
     assert!(advertised, "{ws:?}");
     let r = grid
         .run(&SubmitJob {
+            max_price: None,
             name: Some("blob-again".into()),
             ..job.clone()
         })
@@ -598,6 +622,7 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
     .unwrap();
     let r = grid
         .run(&SubmitJob {
+            max_price: None,
             name: Some("tampered".into()),
             policy: Some(PolicyKind::None),
             replicas: None,

@@ -319,6 +319,7 @@ async fn blobs_are_checked_by_their_hash() {
     let e = c.put_blob(&other, data.clone()).await.unwrap_err();
     assert_eq!(e.code(), Some("blob_mismatch"), "{e}");
     let job = |blobs: BTreeMap<String, String>| SubmitJob {
+        max_price: None,
         blobs,
         ..common::job(
             &echo,

@@ -110,6 +110,18 @@ async fn metrics_count_a_real_job() {
     );
     assert_eq!(metric(&after, "runegrid_queue_depth", &[]), 0.0);
     assert_eq!(metric(&after, "runegrid_tasks", &[]), 0.0);
+    // Credits: the job is paid for and released; what was minted is all somewhere.
+    let price = metric(&after, "runegrid_price_micros", &[]);
+    assert!((500_000.0..=2_000_000.0).contains(&price), "{price}");
+    let held = |h: &str| {
+        let label = format!(r#"holder="{h}""#);
+        metric(&after, "runegrid_credits_micros", &[label.as_str()])
+    };
+    assert!(held("minted") > 0.0 && held("treasury") > 0.0);
+    assert_eq!(held("escrow"), 0.0);
+    // (f64 carries the test's 10^17 micro-credits to 16 digits.)
+    let sum = held("accounts") + held("escrow") + held("treasury");
+    assert!((sum - held("minted")).abs() <= held("minted") * 1e-12);
     assert_eq!(
         metric(
             &after,

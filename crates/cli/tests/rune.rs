@@ -220,6 +220,7 @@ async fn rune_scripts_run_on_the_grid() {
         .await
         .unwrap();
     let job = SubmitJob {
+        max_price: None,
         program: "rune".into(),
         name: Some("api".into()),
         tasks: vec![TaskSpec {

@@ -30,6 +30,7 @@ fn assert_correct(r: &JobResults, samples: u64, first_seed: u64) {
 
 fn adaptive(program: &str, tasks: Vec<TaskSpec>) -> SubmitJob {
     SubmitJob {
+        max_price: None,
         program: program.to_string(),
         name: Some("adaptive".into()),
         tasks,
@@ -176,6 +177,9 @@ async fn a_liar_is_quarantined_and_only_its_owner_sees_why() {
 
     let mine = g.client_with(&mallory_token).workers().await.unwrap();
     assert_eq!(mine.len(), 1, "an owner lists only its own workers");
+    // A liar that never agreed earned nothing; the honest workers' owner did.
+    assert_eq!(mallory_client.credits().await.unwrap().earned, 0);
+    assert!(admin.credits().await.unwrap().earned > 0);
     let liar = &mine[0];
     assert_eq!(liar.standing, Standing::Quarantined, "{liar:?}");
     let reason = liar.quarantine.as_deref().unwrap();

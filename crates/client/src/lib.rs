@@ -3,8 +3,9 @@
 use reqwest::{Method, RequestBuilder, StatusCode};
 use runegrid_proto::chat::{ChatChunk, ChatCompletion, ChatRequest, ModelList};
 use runegrid_proto::{
-    AccountInfo, BlobInfo, CreateAccount, ErrorBody, JobEvent, JobResults, JobStatus, ProgramInfo,
-    SubmitJob, SubmitJobResponse, WorkerInfo,
+    AccountCredits, AccountInfo, AccountSettings, BlobInfo, CreateAccount, ErrorBody, GrantCredits,
+    JobEvent, JobResults, JobStatus, Leaderboard, PriceInfo, ProgramInfo, Statement, SubmitJob,
+    SubmitJobResponse, WorkerInfo,
 };
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -132,6 +133,48 @@ impl Client {
         };
         self.json(self.req(Method::POST, "/v1/accounts").json(&body))
             .await
+    }
+
+    /// The caller's credits.
+    pub async fn credits(&self) -> Result<AccountCredits> {
+        self.json(self.req(Method::GET, "/v1/account")).await
+    }
+
+    /// The caller's statement, newest first: `limit` entries older than `before`.
+    pub async fn ledger(&self, before: Option<i64>, limit: u32) -> Result<Statement> {
+        let path = match before {
+            Some(b) => format!("/v1/ledger?before={b}&limit={limit}"),
+            None => format!("/v1/ledger?limit={limit}"),
+        };
+        self.json(self.req(Method::GET, &path)).await
+    }
+
+    /// Sets (`None`: withdraws) the caller's name on the contributors' leaderboard.
+    pub async fn set_display_name(&self, name: Option<&str>) -> Result<AccountCredits> {
+        let body = AccountSettings {
+            display_name: name.map(str::to_string),
+        };
+        self.json(self.req(Method::PUT, "/v1/account").json(&body))
+            .await
+    }
+
+    /// The contributors who earned most (no token needed).
+    pub async fn leaderboard(&self) -> Result<Leaderboard> {
+        self.json(self.req(Method::GET, "/v1/leaderboard")).await
+    }
+
+    /// What work costs now.
+    pub async fn price(&self) -> Result<PriceInfo> {
+        self.json(self.req(Method::GET, "/v1/price")).await
+    }
+
+    /// Grants `amount` micro-credits to the account `name` (admin only).
+    pub async fn grant(&self, name: &str, amount: i64) -> Result<AccountCredits> {
+        self.json(
+            self.req(Method::POST, &format!("/v1/accounts/{name}/credits"))
+                .json(&GrantCredits { amount }),
+        )
+        .await
     }
 
     /// Uploads a module (binary or WAT); the coordinator validates and meters it.

@@ -4,14 +4,17 @@
 
 use crate::Config;
 use crate::blobs::BlobStore;
-use crate::grid::{Effects, Grid, Live, Recovered, Submission, Subscription};
+use crate::grid::{
+    AccountCredits, Effects, Grid, HoldError, Live, Quote, Recovered, Submission, Subscription,
+};
 use crate::programs::{ProgramBytes, ProgramCache};
 use crate::stats::{History, STATS_INTERVAL};
 use crate::writer::Writer;
+use runegrid_core::ledger::{LedgerError, Micros};
 use runegrid_core::{AccountId, AttemptId, JobId, Loss, TrustParams, TrustRecord, WorkerId};
 use runegrid_proto::worker::{AttemptResult, Capabilities, ToWorker};
 use runegrid_proto::{GridStats, JobEvent, JobResults, JobStatus};
-use runegrid_store::{Store, StoreError};
+use runegrid_store::{Account, AccountKind, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -47,6 +50,7 @@ impl App {
             &blobs,
             config.trust,
             config.lease_grace,
+            config.credits,
             config.metrics.clone(),
         )?;
         let writer = Writer::spawn(write, config.metrics.clone());
@@ -92,32 +96,124 @@ impl App {
     /// Accepts a job: gives it and its tasks ids, queues their creation in the store, and
     /// dispatches at once (the commit runs alongside). Returns the job id and the sequence
     /// number to wait for before telling anyone the job is accepted.
-    pub fn add_job(&self, s: Submission) -> (JobId, u64) {
-        self.with(|g, fx| {
-            let id = g.add_job(s, fx);
+    pub fn add_job(&self, s: Submission) -> Result<(JobId, u64), HoldError> {
+        let (id, seq) = self.with(|g, fx| {
+            let id = g.add_job(s, fx)?;
             g.dispatch(fx);
-            id
-        })
+            Ok::<_, HoldError>(id)
+        });
+        Ok((id?, seq))
     }
 
     /// [`App::add_job`], with a follower of the job's events subscribed before any attempt is
     /// dispatched, so it gets every attempt's output from its first byte.
-    pub fn add_job_followed(&self, s: Submission) -> (JobId, u64, broadcast::Receiver<JobEvent>) {
-        let ((id, rx), seq) = self.with(|g, fx| {
-            let id = g.add_job(s, fx);
+    pub fn add_job_followed(
+        &self,
+        s: Submission,
+    ) -> Result<(JobId, u64, broadcast::Receiver<JobEvent>), HoldError> {
+        let (out, seq) = self.with(|g, fx| {
+            let id = g.add_job(s, fx)?;
             let rx = g.follow(id).expect("a job just added is in memory");
             g.dispatch(fx);
-            (id, rx)
+            Ok::<_, HoldError>((id, rx))
         });
-        (id, seq, rx)
+        let (id, rx) = out?;
+        Ok((id, seq, rx))
     }
 
-    /// Forgets a job whose creation could not be stored.
+    /// Forgets a job whose creation could not be stored (its hold with it).
     pub fn discard_job(&self, id: JobId) {
         self.with(|g, fx| {
+            g.forget_hold(id);
             g.cancel(id, fx);
             g.evict(&[id]);
         });
+    }
+
+    /// Grants `amount` micro-credits to `account`; returns the sequence number to wait for.
+    pub fn grant(&self, account: AccountId, amount: Micros) -> Result<u64, LedgerError> {
+        let (r, seq) = self.with(|g, fx| g.grant(account, amount, fx));
+        r.map(|()| seq)
+    }
+
+    /// Creates an account with the grid's welcome credits (users and admins; contributors
+    /// submit nothing and get none).
+    pub async fn create_account(
+        &self,
+        name: String,
+        token_hash: String,
+        kind: AccountKind,
+    ) -> Result<Account, StoreError> {
+        let welcome = if kind == AccountKind::Contributor {
+            0
+        } else {
+            self.config.credits.welcome
+        };
+        let a = self
+            .writer
+            .create_account(name, token_hash, kind, welcome)
+            .await?;
+        self.lock().welcomed(a.id, welcome);
+        Ok(a)
+    }
+
+    /// Sets an account's leaderboard name; returns once it is stored.
+    pub async fn set_display_name(
+        &self,
+        account: AccountId,
+        name: Option<String>,
+    ) -> Result<(), crate::writer::NotStored> {
+        let seq = self.writer.apply(vec![runegrid_store::Change::DisplayName {
+            account,
+            name: name.clone(),
+        }]);
+        self.writer.committed(seq).await?;
+        for a in self
+            .accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values_mut()
+        {
+            if a.id == account {
+                a.display_name = name.clone();
+            }
+        }
+        Ok(())
+    }
+
+    /// Every account that earned credits, with what it earned.
+    pub fn earnings(&self) -> Vec<(AccountId, Micros)> {
+        self.lock().earnings()
+    }
+
+    /// `GET /v1/price`.
+    pub fn quote(&self) -> Quote {
+        self.lock().quote()
+    }
+
+    /// An account's credits.
+    pub fn account_credits(&self, id: AccountId) -> AccountCredits {
+        self.lock().account_credits(id)
+    }
+
+    /// What a job paid out of its escrow so far.
+    pub fn job_spent(&self, id: JobId) -> Micros {
+        self.lock().job_spent(id)
+    }
+
+    /// Steps the price (and starts the jobs waiting for it) without waiting a second.
+    #[cfg(test)]
+    pub fn step_price(&self) {
+        self.with(|g, fx| {
+            g.step_price_now(fx);
+            g.dispatch(fx);
+        });
+    }
+
+    /// Checks the ledger's invariants on the grid's books (balances + holds = minted).
+    #[cfg(test)]
+    pub fn check_ledger(&self) -> Result<(), runegrid_core::ledger::InvariantError> {
+        self.lock().ledger().check()
     }
 
     /// Registers a connected, authenticated worker; returns its connection number.

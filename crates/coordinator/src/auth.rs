@@ -17,8 +17,13 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// On first start (no accounts yet), creates the admin account and writes its token to `file`.
-pub fn ensure_admin(store: &mut dyn Store, file: &Path) -> Result<(), crate::CoordinatorError> {
+/// On first start (no accounts yet), creates the admin account (with `welcome` micro-credits)
+/// and writes its token to `file`.
+pub fn ensure_admin(
+    store: &mut dyn Store,
+    file: &Path,
+    welcome: runegrid_core::ledger::Micros,
+) -> Result<(), crate::CoordinatorError> {
     if !store.accounts()?.is_empty() {
         return Ok(());
     }
@@ -27,7 +32,7 @@ pub fn ensure_admin(store: &mut dyn Store, file: &Path) -> Result<(), crate::Coo
         path: file.display().to_string(),
         source,
     })?;
-    store.create_account("admin", &hash_token(&token), AccountKind::Admin)?;
+    store.create_account("admin", &hash_token(&token), AccountKind::Admin, welcome)?;
     tracing::info!(file = %file.display(), "created the admin account; its token is in this file");
     Ok(())
 }

@@ -144,10 +144,10 @@ mod tests {
             "no account to own it yet"
         );
         store
-            .create_account("someone", "h1", AccountKind::User)
+            .create_account("someone", "h1", AccountKind::User, 0)
             .unwrap();
         let admin = store
-            .create_account("admin", "h2", AccountKind::Admin)
+            .create_account("admin", "h2", AccountKind::Admin, 0)
             .unwrap();
         let first = register(&mut store, &RUNE).unwrap();
         let rec = store.program(RUNE.sha256()).unwrap().expect("stored");

@@ -11,6 +11,7 @@
 //! (the streaming worker lied, or its attempt was lost), a `corrected` chunk carries it whole.
 
 use crate::api::{ApiError, AppState, Authed, Json};
+use crate::app::App;
 use crate::builtins;
 use crate::submit::{EventReceiver, create_job, create_job_followed};
 use axum::extract::State;
@@ -214,6 +215,7 @@ pub async fn completions(
     }
     let opts = req.runegrid.clone().unwrap_or_default();
     let submit = SubmitJob {
+        max_price: None,
         program: builtins::INFER.name.into(),
         name: Some(format!("chat {}", p.model.id)),
         tasks: vec![TaskSpec {
@@ -301,12 +303,22 @@ fn answer_of(r: &TaskResult) -> (String, Usage, String) {
         prompt_tokens: s.prompt_tokens as u64,
         completion_tokens: s.tokens as u64,
         total_tokens: (s.prompt_tokens + s.tokens) as u64,
+        cost: None,
     });
     let finish = match summary.as_ref().map(|s| s.stop.as_str()) {
         Some("length") => "length",
         _ => "stop",
     };
     (text, usage, finish.into())
+}
+
+/// What a chat request's job paid (its result is accepted, so paid for), on a grid that
+/// charges.
+fn cost_of(app: &App, job: JobId) -> Option<i64> {
+    app.job_status(job)
+        .and_then(|(_, s)| s.cost)
+        .filter(|c| c.held > 0)
+        .map(|_| app.job_spent(job))
 }
 
 /// Why a final result is not an answer.
@@ -363,7 +375,8 @@ async fn whole_answer(
     if let Some(e) = failure_of(&r) {
         return Err(e);
     }
-    let (text, usage, finish_reason) = answer_of(&r);
+    let (text, mut usage, finish_reason) = answer_of(&r);
+    usage.cost = cost_of(&app, head.job);
     Ok(Json(ChatCompletion {
         id: head.id.clone(),
         object: "chat.completion".into(),
@@ -473,7 +486,8 @@ impl Streaming {
             })));
         } else {
             self.reconcile(&r, true);
-            let (_, usage, finish) = answer_of(&r);
+            let (_, mut usage, finish) = answer_of(&r);
+            usage.cost = cost_of(&self.app, self.head.job);
             let mut c = self.head.chunk(Delta::default(), Some(finish));
             c.usage = Some(usage);
             c.runegrid = Some(self.head.info(AnswerState::Verified, Some(&r)));

@@ -77,7 +77,12 @@ impl World {
         let db = dir.path().join("db.sqlite");
         let mut w = SqliteStore::open(&db).unwrap();
         let owner = w
-            .create_account("u", "h", runegrid_store::AccountKind::User)
+            .create_account(
+                "u",
+                "h",
+                runegrid_store::AccountKind::User,
+                1_000_000_000 * runegrid_core::ledger::MICROS_PER_CREDIT,
+            )
             .unwrap()
             .id;
         w.put_program(&ProgramRecord {
@@ -97,34 +102,40 @@ impl World {
         } else {
             (2, 2)
         };
-        let (job, _) = app.add_job(Submission {
-            job: NewJob {
-                owner,
-                name: "churn".into(),
-                program: "p".into(),
-                policy,
-                replicas,
-                agree,
-                max_attempts: 6,
-                limits: Limits::default(),
-                created_at: 0,
-                blobs: Default::default(),
-            },
-            tasks: (0..tasks)
-                .map(|i| NewTask {
-                    args: vec![i.to_string()],
-                    env: Default::default(),
-                    stdin: vec![],
-                    seed: i as u64,
-                })
-                .collect(),
-            owner_name: "u".into(),
-            program: Arc::new(ProgramBytes {
-                sha256: "i".into(),
-                module: vec![],
-            }),
-            mounts: Arc::from([]),
-        });
+        let (job, _) = app
+            .add_job(Submission {
+                job: NewJob {
+                    owner,
+                    name: "churn".into(),
+                    program: "p".into(),
+                    policy,
+                    replicas,
+                    agree,
+                    max_attempts: 6,
+                    limits: Limits::default(),
+                    created_at: 0,
+                    blobs: Default::default(),
+                    price: 0,
+                    held: 0,
+                    max_price: None,
+                    state: runegrid_store::JobState::Active,
+                },
+                tasks: (0..tasks)
+                    .map(|i| NewTask {
+                        args: vec![i.to_string()],
+                        env: Default::default(),
+                        stdin: vec![],
+                        seed: i as u64,
+                    })
+                    .collect(),
+                owner_name: "u".into(),
+                program: Arc::new(ProgramBytes {
+                    sha256: "i".into(),
+                    module: vec![],
+                }),
+                mounts: Arc::from([]),
+            })
+            .unwrap();
         (
             World {
                 app,

@@ -6,6 +6,7 @@
 //! built: the OpenAPI test checks that every one of them is in the document.
 
 mod accounts;
+mod credits;
 mod events;
 mod jobs;
 mod uploads;
@@ -76,6 +77,7 @@ pub fn routes(signup_limit: Option<crate::limit::Layer>) -> Routes {
         .add(Method::GET, "/metrics", metrics)
         .add(Method::GET, "/v1/openapi.json", openapi_json)
         .merge(accounts::routes(signup_limit))
+        .merge(credits::routes())
         .merge(jobs::routes())
         .merge(events::routes())
         .merge(uploads::routes())
@@ -166,6 +168,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         accounts::me,
         accounts::create_account,
         accounts::create_contributor,
+        credits::account,
+        credits::account_settings,
+        credits::leaderboard,
+        credits::ledger,
+        credits::price,
+        credits::grant,
         jobs::submit_job,
         jobs::list_jobs,
         jobs::job_status,
@@ -190,6 +198,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         (name = "programs", description = "WebAssembly modules, validated and instrumented at upload"),
         (name = "blobs", description = "Read-only files that tasks mount, named by their SHA-256"),
         (name = "accounts", description = "Accounts and their api tokens"),
+        (name = "credits", description = "Balances, statements, prices and grants, in micro-credits"),
         (name = "grid", description = "Workers and the grid's activity"),
         (name = "chat", description = "OpenAI-compatible chat completions, computed and verified on the grid"),
         (name = "workers", description = "The worker protocol's WebSocket"),

@@ -32,12 +32,15 @@ mod api;
 mod app;
 mod auth;
 mod blobs;
+mod books;
 mod builtins;
 mod chat;
 #[cfg(test)]
 mod churn_tests;
 mod grid;
 mod http;
+#[cfg(test)]
+mod ledger_tests;
 mod limit;
 mod metrics;
 mod programs;
@@ -56,6 +59,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::hash_token;
+pub use books::{BooksError, BooksReport, check_books};
+pub use grid::{CreditTerms, DEFAULT_WELCOME_CREDITS, credits};
 pub use http::openapi;
 pub use limit::RateLimit;
 pub use metrics::Metrics;
@@ -81,6 +86,8 @@ pub struct Config {
     /// Where the coordinator counts what it does (`GET /metrics`); each `Config::new` makes a
     /// registry of its own.
     pub metrics: Metrics,
+    /// Prices, welcome credits, whether the grid charges at all.
+    pub credits: grid::CreditTerms,
 }
 
 /// Sign-ups one address may make by default: a burst of 20, then 30 a minute.
@@ -101,6 +108,7 @@ impl Config {
             model_files: Vec::new(),
             signup_limit: Some(DEFAULT_SIGNUP_LIMIT),
             metrics: Metrics::new(),
+            credits: grid::CreditTerms::default(),
         }
     }
 }
@@ -161,7 +169,7 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
     let mut write_store = SqliteStore::open(&db)?;
     let read_store = SqliteStore::open(&db)?;
     let admin_token_file = config.data_dir.join(ADMIN_TOKEN_FILE);
-    auth::ensure_admin(&mut write_store, &admin_token_file)?;
+    auth::ensure_admin(&mut write_store, &admin_token_file, config.credits.welcome)?;
     // Blocking: the first start of a data directory pre-initializes the Rune runner (seconds).
     let (write_store, builtins) = tokio::task::spawn_blocking(move || {
         let registered = builtins::ALL

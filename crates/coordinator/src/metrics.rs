@@ -44,6 +44,8 @@ struct Inner {
     tasks: Family<Labels1, Gauge>,
     workers: Family<Labels2, Gauge>,
     queue_depth: Gauge,
+    price: Gauge,
+    credits: Family<Labels1, Gauge>,
     /// Scrapes set the grid gauges and then encode: one at a time.
     scrape: Mutex<()>,
 }
@@ -70,6 +72,10 @@ pub struct Grid {
     pub workers: Vec<((&'static str, &'static str), u64)>,
     /// Tasks waiting in the dispatch queue.
     pub queue_depth: u64,
+    /// Micro-credits per 10^9 fuel now.
+    pub price: u64,
+    /// Micro-credits by holder (`minted`, `accounts`, `escrow`, `treasury`).
+    pub credits: Vec<(&'static str, i64)>,
 }
 
 /// A long-lived response the coordinator holds open.
@@ -171,6 +177,18 @@ impl Metrics {
             "Tasks waiting in the dispatch queue",
             queue_depth.clone(),
         );
+        let price = Gauge::default();
+        registry.register(
+            "price_micros",
+            "Price of 10^9 fuel now, in micro-credits",
+            price.clone(),
+        );
+        let credits = Family::<Labels1, Gauge>::default();
+        registry.register(
+            "credits_micros",
+            "Credits in micro-credits: minted, and where they are (accounts, job escrows, the treasury)",
+            credits.clone(),
+        );
         for kind in [Stream::Sse, Stream::WebSocket] {
             open_streams.get_or_create(&kind.label()).set(0);
         }
@@ -187,6 +205,8 @@ impl Metrics {
             tasks,
             workers,
             queue_depth,
+            price,
+            credits,
             scrape: Mutex::new(()),
         }))
     }
@@ -274,6 +294,10 @@ impl Metrics {
                 .set(n as i64);
         }
         self.0.queue_depth.set(grid.queue_depth as i64);
+        self.0.price.set(grid.price as i64);
+        for &(holder, n) in &grid.credits {
+            self.0.credits.get_or_create(&[("holder", holder)]).set(n);
+        }
         let mut out = String::new();
         prometheus_text::encode(&mut out, &self.0.registry).expect("writing to a string");
         out
@@ -310,10 +334,14 @@ mod tests {
             tasks: vec![("queued", 4)],
             workers: vec![(("native", "trusted"), 2)],
             queue_depth: 4,
+            price: 1_050_000,
+            credits: vec![("minted", 10), ("treasury", 3)],
         });
         for line in [
             "runegrid_attempts_started_total 2",
             r#"runegrid_task_outcomes_total{state="verified",acceptance="quorum"} 1"#,
+            "runegrid_price_micros 1050000",
+            r#"runegrid_credits_micros{holder="treasury"} 3"#,
             "runegrid_store_commit_batch_size_count 1",
             "runegrid_store_commit_seconds_count 1",
             r#"runegrid_http_requests_total{route="/v1/jobs/{id}",method="GET",status="200"} 1"#,

@@ -16,22 +16,25 @@ use tokio::sync::mpsc;
 
 /// The instrumented hash of the one program the tests run.
 const PROGRAM: &str = "i";
+/// The fuel every fake attempt reports: 2 credits' worth at the base price.
+pub(crate) const FUEL: u64 = 2_000_000_000;
 
-struct Fake {
+pub(crate) struct Fake {
     conn: u64,
     rx: mpsc::UnboundedReceiver<ToWorker>,
     /// Assignments not answered yet.
-    pending: Vec<Assign>,
+    pub pending: Vec<Assign>,
     /// Everything the worker received, in order.
     seen: Vec<ToWorker>,
-    lie: bool,
+    pub lie: bool,
 }
 
-struct Grid {
-    app: App,
-    owner: i64,
-    workers: HashMap<i64, Fake>,
-    _dir: tempfile::TempDir,
+pub(crate) struct Grid {
+    pub app: App,
+    pub owner: i64,
+    pub workers: HashMap<i64, Fake>,
+    pub dir: tempfile::TempDir,
+    trust: TrustParams,
 }
 
 fn caps() -> Capabilities {
@@ -57,9 +60,9 @@ fn answer(a: &Assign, lie: bool) -> AttemptResult {
     AttemptResult {
         attempt: a.attempt,
         status,
-        digest: digest(&status, 7, &stdout),
+        digest: digest(&status, FUEL, &stdout),
         stdout,
-        fuel: 7,
+        fuel: FUEL,
         signature: String::new(),
         stderr: String::new(),
         elapsed_us: 1,
@@ -67,12 +70,20 @@ fn answer(a: &Assign, lie: bool) -> AttemptResult {
 }
 
 impl Grid {
-    fn new(trust: TrustParams) -> Grid {
+    pub fn new(trust: TrustParams) -> Grid {
+        Grid::with_credits(
+            trust,
+            1_000_000_000 * runegrid_core::ledger::MICROS_PER_CREDIT,
+        )
+    }
+
+    /// A grid whose user account starts with `welcome` micro-credits.
+    pub fn with_credits(trust: TrustParams, welcome: i64) -> Grid {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db.sqlite");
         let mut w = SqliteStore::open(&db).unwrap();
         let owner = w
-            .create_account("u", "h", runegrid_store::AccountKind::User)
+            .create_account("u", "h", runegrid_store::AccountKind::User, welcome)
             .unwrap()
             .id;
         w.put_program(&ProgramRecord {
@@ -92,11 +103,30 @@ impl Grid {
             app,
             owner,
             workers: HashMap::new(),
-            _dir: dir,
+            dir,
+            trust,
         }
     }
 
-    fn submit(&self, policy: PolicyKind, tasks: u32) -> JobId {
+    pub fn submit(&self, policy: PolicyKind, tasks: u32) -> JobId {
+        self.try_submit(policy, tasks).unwrap()
+    }
+
+    pub fn try_submit(
+        &self,
+        policy: PolicyKind,
+        tasks: u32,
+    ) -> Result<JobId, crate::grid::HoldError> {
+        self.try_submit_bid(policy, tasks, None)
+    }
+
+    /// Submits a job bidding at most `max_price` per 10^9 fuel.
+    pub fn try_submit_bid(
+        &self,
+        policy: PolicyKind,
+        tasks: u32,
+        max_price: Option<u64>,
+    ) -> Result<JobId, crate::grid::HoldError> {
         let (replicas, agree) = if policy == PolicyKind::None {
             (1, 1)
         } else {
@@ -115,6 +145,10 @@ impl Grid {
                     limits: Limits::default(),
                     created_at: 0,
                     blobs: Default::default(),
+                    price: 0,
+                    held: 0,
+                    max_price,
+                    state: runegrid_store::JobState::Active,
                 },
                 tasks: (0..tasks)
                     .map(|i| NewTask {
@@ -131,11 +165,11 @@ impl Grid {
                 }),
                 mounts: Arc::from([]),
             })
-            .0
+            .map(|(id, _)| id)
     }
 
     /// Connects worker `id` (its own owner account), honest or lying.
-    fn join(&mut self, id: i64, lie: bool) {
+    pub fn join(&mut self, id: i64, lie: bool) {
         let (tx, rx) = mpsc::unbounded_channel();
         let conn = self
             .app
@@ -153,14 +187,14 @@ impl Grid {
     }
 
     /// The worker says it is leaving (not blamed).
-    fn leave(&mut self, id: i64) {
+    pub fn leave(&mut self, id: i64) {
         if let Some(w) = self.workers.remove(&id) {
             self.app
                 .worker_gone(id, w.conn, runegrid_core::Loss::Left, "test: left");
         }
     }
 
-    fn pump(&mut self) {
+    pub fn pump(&mut self) {
         for w in self.workers.values_mut() {
             while let Ok(m) = w.rx.try_recv() {
                 match &m {
@@ -174,7 +208,7 @@ impl Grid {
     }
 
     /// Worker `id` answers everything it holds; returns how many it answered.
-    fn answer(&mut self, id: i64) -> usize {
+    pub fn answer(&mut self, id: i64) -> usize {
         self.pump();
         let w = self.workers.get_mut(&id).expect("connected");
         let take: Vec<Assign> = std::mem::take(&mut w.pending);
@@ -186,7 +220,7 @@ impl Grid {
     }
 
     /// The listed workers answer until none holds anything.
-    fn settle(&mut self, ids: &[i64]) {
+    pub fn settle(&mut self, ids: &[i64]) {
         for _ in 0..100 {
             let mut n = 0;
             for id in ids {
@@ -199,7 +233,26 @@ impl Grid {
         panic!("workers kept getting work");
     }
 
-    fn done(&self, job: JobId) -> bool {
+    /// The same data directory served again, as after a crash right after the last commit
+    /// (the process-level tests kill a real coordinator anywhere).
+    pub fn restart(&mut self) {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(self.app.writer.flush());
+        let db = self.dir.path().join("db.sqlite");
+        let w = SqliteStore::open(&db).unwrap();
+        let r = SqliteStore::open(&db).unwrap();
+        let mut config = Config::new(
+            "127.0.0.1:0".parse().unwrap(),
+            self.dir.path().to_path_buf(),
+        );
+        config.trust = self.trust;
+        self.app = App::recover(config, Box::new(w), Box::new(r)).unwrap();
+        self.workers.clear();
+    }
+
+    pub fn done(&self, job: JobId) -> bool {
         self.app.done_flag(job).is_some_and(|(_, d)| *d.borrow())
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::api::{ApiError, AppState, blocking, may_submit};
 use crate::app::App;
-use crate::grid::{Submission, now_ms};
+use crate::grid::{HoldError, Submission, now_ms};
 use crate::programs::ProgramBytes;
 use runegrid_core::{JobId, PolicyKind, Quorum};
 use runegrid_proto::worker::BlobMount;
@@ -29,7 +29,7 @@ pub async fn create_job(
 ) -> Result<(JobId, u64), ApiError> {
     let s = submission(app, a, req).await?;
     let n = s.tasks.len() as u64;
-    let (id, seq) = app.add_job(s);
+    let (id, seq) = app.add_job(s).map_err(refused)?;
     durable(app, id, seq).await?;
     tracing::debug!(job = id, tasks = n, account = %a.name, "job submitted");
     Ok((id, n))
@@ -44,10 +44,23 @@ pub async fn create_job_followed(
 ) -> Result<(JobId, u64, EventReceiver), ApiError> {
     let s = submission(app, a, req).await?;
     let n = s.tasks.len() as u64;
-    let (id, seq, rx) = app.add_job_followed(s);
+    let (id, seq, rx) = app.add_job_followed(s).map_err(refused)?;
     durable(app, id, seq).await?;
     tracing::debug!(job = id, tasks = n, account = %a.name, "job submitted, followed");
     Ok((id, n, rx))
+}
+
+/// A job the ledger refused: `402 insufficient_credits` with the amounts, nothing stored.
+fn refused(e: HoldError) -> ApiError {
+    match e {
+        HoldError::Insufficient { .. } => ApiError::new(
+            axum::http::StatusCode::PAYMENT_REQUIRED,
+            "insufficient_credits",
+            e.to_string(),
+        ),
+        HoldError::Price(_) => ApiError::bad("invalid_job", e.to_string()),
+        HoldError::Ledger(_) => ApiError::internal(e.to_string()),
+    }
 }
 
 /// Dispatch starts at once; the answer waits for the commit, so an accepted job is durable.
@@ -92,6 +105,11 @@ async fn submission(app: &AppState, a: &Account, req: SubmitJob) -> Result<Submi
         limits: req.limits,
         created_at: now_ms(),
         blobs: req.blobs,
+        // Set by the grid when it accepts the job.
+        price: 0,
+        held: 0,
+        max_price: req.max_price,
+        state: runegrid_store::JobState::Active,
     };
     Ok(Submission {
         job,
@@ -123,6 +141,12 @@ fn check(req: &SubmitJob) -> Result<(PolicyKind, Quorum), ApiError> {
     req.limits
         .validate()
         .map_err(|e| ApiError::bad("invalid_limits", e.to_string()))?;
+    if req.max_price == Some(0) {
+        return Err(ApiError::bad(
+            "invalid_job",
+            "max_price is micro-credits per 10^9 fuel and must be at least 1",
+        ));
+    }
     let (policy, replicas, agree) = req
         .resolved_policy()
         .map_err(|e| ApiError::bad("invalid_policy", e))?;

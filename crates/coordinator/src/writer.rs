@@ -7,6 +7,7 @@
 //! time and size go to the coordinator's metrics.
 
 use crate::metrics::Metrics;
+use runegrid_core::ledger::Micros;
 use runegrid_store::{
     Account, AccountKind, Change, NewWorker, ProgramRecord, Store, StoreError, WorkerRecord,
 };
@@ -21,7 +22,7 @@ enum Msg {
     Apply(u64, Vec<Change>),
     PutProgram(Box<ProgramRecord>, Reply<()>),
     UpsertWorker(NewWorker, Reply<WorkerRecord>),
-    CreateAccount(String, String, AccountKind, Reply<Account>),
+    CreateAccount(String, String, AccountKind, Micros, Reply<Account>),
 }
 
 /// Handle to the writer thread.
@@ -143,8 +144,9 @@ impl Writer {
         name: String,
         token_hash: String,
         kind: AccountKind,
+        welcome: Micros,
     ) -> Result<Account, StoreError> {
-        self.ask(|r| Msg::CreateAccount(name, token_hash, kind, r))
+        self.ask(|r| Msg::CreateAccount(name, token_hash, kind, welcome, r))
             .await
     }
 
@@ -223,8 +225,8 @@ fn serve(store: &mut dyn Store, msg: Msg) {
         Msg::UpsertWorker(w, r) => {
             let _ = r.send(store.upsert_worker(&w));
         }
-        Msg::CreateAccount(n, h, a, r) => {
-            let _ = r.send(store.create_account(&n, &h, a));
+        Msg::CreateAccount(n, h, a, w, r) => {
+            let _ = r.send(store.create_account(&n, &h, a, w));
         }
         Msg::Apply(..) => unreachable!("handled by the batch loop"),
     }

@@ -27,6 +27,7 @@ pub type Micros = i64;
 pub const MICROS_PER_CREDIT: Micros = 1_000_000;
 
 /// One side of a transfer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]
 pub enum Party {
@@ -54,7 +55,32 @@ impl Party {
     }
 }
 
+impl Party {
+    /// The party as a kind and a number (0 for the mint and the treasury), how a store keeps
+    /// it in two columns.
+    pub fn to_parts(self) -> (&'static str, i64) {
+        match self {
+            Party::Mint => ("mint", 0),
+            Party::Treasury => ("treasury", 0),
+            Party::Account(a) => ("account", a),
+            Party::Escrow(j) => ("escrow", j),
+        }
+    }
+
+    /// The inverse of [`Party::to_parts`]; `None` for an unknown kind.
+    pub fn from_parts(kind: &str, id: i64) -> Option<Party> {
+        Some(match kind {
+            "mint" => Party::Mint,
+            "treasury" => Party::Treasury,
+            "account" => Party::Account(id),
+            "escrow" => Party::Escrow(id),
+            _ => return None,
+        })
+    }
+}
+
 /// Why credits moved.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
@@ -88,12 +114,32 @@ impl Reason {
 
 display_as_str!(Reason);
 
+impl std::str::FromStr for Reason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Reason, String> {
+        [
+            Reason::Grant,
+            Reason::Hold,
+            Reason::Payment,
+            Reason::Fee,
+            Reason::Release,
+            Reason::Clawback,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| format!("unknown transfer reason {s:?}"))
+    }
+}
+
 /// The event a transfer accounts for; each is applied at most once.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]
 pub enum EntryKey {
     /// A grant, numbered by whoever makes it (the store's sequence).
     Grant(u64),
+    /// An account's welcome credits, given once when it is created.
+    Welcome(AccountId),
     /// A job's hold.
     Hold(JobId),
     /// The payment for an attempt.
@@ -104,6 +150,35 @@ pub enum EntryKey {
     Clawback(AttemptId),
     /// The release of what a job did not spend.
     Release(JobId),
+}
+
+impl EntryKey {
+    /// The key as a kind and a number, how a store keeps it (unique together).
+    pub fn to_parts(self) -> (&'static str, i64) {
+        match self {
+            EntryKey::Grant(n) => ("grant", n as i64),
+            EntryKey::Welcome(a) => ("welcome", a),
+            EntryKey::Hold(j) => ("hold", j),
+            EntryKey::Payment(a) => ("payment", a),
+            EntryKey::Fee(a) => ("fee", a),
+            EntryKey::Clawback(a) => ("clawback", a),
+            EntryKey::Release(j) => ("release", j),
+        }
+    }
+
+    /// The inverse of [`EntryKey::to_parts`]; `None` for an unknown kind.
+    pub fn from_parts(kind: &str, id: i64) -> Option<EntryKey> {
+        Some(match kind {
+            "grant" => EntryKey::Grant(id as u64),
+            "welcome" => EntryKey::Welcome(id),
+            "hold" => EntryKey::Hold(id),
+            "payment" => EntryKey::Payment(id),
+            "fee" => EntryKey::Fee(id),
+            "clawback" => EntryKey::Clawback(id),
+            "release" => EntryKey::Release(id),
+            _ => return None,
+        })
+    }
 }
 
 /// A movement of credits.
@@ -117,6 +192,17 @@ pub struct Transfer {
 }
 
 impl Transfer {
+    /// The welcome credits of a new account.
+    pub fn welcome(account: AccountId, amount: Micros) -> Transfer {
+        Transfer {
+            key: EntryKey::Welcome(account),
+            from: Party::Mint,
+            to: Party::Account(account),
+            amount,
+            reason: Reason::Grant,
+        }
+    }
+
     /// A grant of `amount` to `account`, numbered `n` by whoever makes it.
     pub fn grant(n: u64, account: AccountId, amount: Micros) -> Transfer {
         Transfer {
@@ -268,6 +354,17 @@ impl Ledger {
             self.applied.insert(transfer.key);
         }
         Ok(applied)
+    }
+
+    /// Undoes a transfer this ledger applied (one that could not be stored after all): its
+    /// amount moves back and its key may be applied again. Nothing happens for a key that was
+    /// not applied.
+    pub fn revert(&mut self, transfer: &Transfer) {
+        if !self.applied.remove(&transfer.key) {
+            return;
+        }
+        *self.balances.entry(transfer.from).or_insert(0) += transfer.amount;
+        *self.balances.entry(transfer.to).or_insert(0) -= transfer.amount;
     }
 
     /// Checks the invariants: the balances sum to zero (so everything but the mint sums to what
@@ -448,5 +545,58 @@ mod tests {
             r#"{"kind":"payment","id":9}"#
         );
         assert_eq!(Reason::Clawback.to_string(), "clawback");
+    }
+
+    #[test]
+    fn parts_round_trip() {
+        for p in [
+            Party::Mint,
+            Party::Treasury,
+            Party::Account(4),
+            Party::Escrow(9),
+        ] {
+            let (k, i) = p.to_parts();
+            assert_eq!(Party::from_parts(k, i), Some(p));
+        }
+        for key in [
+            EntryKey::Grant(1),
+            EntryKey::Welcome(2),
+            EntryKey::Hold(3),
+            EntryKey::Payment(4),
+            EntryKey::Fee(5),
+            EntryKey::Clawback(6),
+            EntryKey::Release(7),
+        ] {
+            let (k, i) = key.to_parts();
+            assert_eq!(EntryKey::from_parts(k, i), Some(key));
+        }
+        assert_eq!(Party::from_parts("bank", 1), None);
+        for r in [
+            Reason::Grant,
+            Reason::Hold,
+            Reason::Payment,
+            Reason::Fee,
+            Reason::Release,
+            Reason::Clawback,
+        ] {
+            assert_eq!(r.as_str().parse::<Reason>(), Ok(r));
+        }
+    }
+
+    #[test]
+    fn a_reverted_transfer_moves_back_and_may_apply_again() {
+        let mut l = Ledger::new();
+        l.apply(&Transfer::welcome(1, 100)).unwrap();
+        let before = l.clone();
+        let h = hold(3, 1, 40);
+        l.apply(&h).unwrap();
+        l.revert(&h);
+        assert_eq!(l.balance(ALICE), 100);
+        assert_eq!(l.balance(Party::Escrow(3)), 0);
+        assert!(!l.contains(h.key));
+        l.check().unwrap();
+        l.revert(&h);
+        assert_eq!(l.balance(ALICE), before.balance(ALICE));
+        assert_eq!(l.apply(&h), Ok(Applied::Moved));
     }
 }

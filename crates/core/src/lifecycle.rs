@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub enum JobState {
     /// Some tasks are not finished.
     Active,
+    /// Accepted (and its worst case held) with a bid (`max_price`) below the grid's price:
+    /// nothing runs until the price falls to the bid.
+    WaitingForPrice,
     /// Every task is verified or failed.
     Done,
     /// Cancelled by its owner.
@@ -20,13 +23,21 @@ impl JobState {
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Active => "active",
+            JobState::WaitingForPrice => "waiting_for_price",
             JobState::Done => "done",
             JobState::Cancelled => "cancelled",
         }
     }
+    /// Done or cancelled: nothing about it changes any more (an audit may still correct a
+    /// result).
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Done | JobState::Cancelled)
+    }
+
     pub fn parse(s: &str) -> Option<JobState> {
         Some(match s {
             "active" => JobState::Active,
+            "waiting_for_price" => JobState::WaitingForPrice,
             "done" => JobState::Done,
             "cancelled" => JobState::Cancelled,
             _ => return None,
@@ -122,7 +133,12 @@ mod tests {
 
     #[test]
     fn wire_strings_are_the_stored_strings() {
-        for s in [JobState::Active, JobState::Done, JobState::Cancelled] {
+        for s in [
+            JobState::Active,
+            JobState::WaitingForPrice,
+            JobState::Done,
+            JobState::Cancelled,
+        ] {
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
             assert_eq!(JobState::parse(s.as_str()), Some(s));
         }

@@ -26,6 +26,9 @@ pub enum Payer {
     Job(JobId),
     /// The grid's own work (probes, audits), from the treasury (no fee).
     Grid,
+    /// A job on a grid that does not charge (`serve --free`): its contributors' earnings are
+    /// minted (no fee), so they are recorded all the same.
+    Mint,
 }
 
 /// An attempt that agreed with an accepted result.
@@ -62,6 +65,7 @@ pub fn pay(
         let (from, fee) = match payer {
             Payer::Job(job) => (Party::Escrow(job), params.fee(amount)?),
             Payer::Grid => (Party::Treasury, 0),
+            Payer::Mint => (Party::Mint, 0),
         };
         if amount > 0 {
             transfers.push(Transfer {

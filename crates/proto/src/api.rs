@@ -72,6 +72,12 @@ pub struct SubmitJob {
     /// Read-only files every task sees under `/blobs/NAME`: NAME → SHA-256 of an uploaded blob.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub blobs: BTreeMap<String, String>,
+    /// The most the job pays, in micro-credits per 10^9 fuel (its bid). Its worst case is
+    /// held at this price; it pays the grid's price when it starts, and waits
+    /// (`waiting_for_price`) while the price is above its bid. Queued work runs highest bid
+    /// first. Default: the price when it is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_price: Option<u64>,
 }
 
 impl SubmitJob {
@@ -106,6 +112,9 @@ impl SubmitJob {
 pub struct SubmitJobResponse {
     pub job: JobId,
     pub tasks: u64,
+    /// Its price and hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<JobCost>,
     /// With `POST /v1/jobs?wait=SECONDS`: the results once the job finished (or as they stood
     /// when the wait ran out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,6 +164,136 @@ pub struct JobStatus {
     /// The blobs its tasks mount: NAME → SHA-256.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub blobs: BTreeMap<String, String>,
+    /// Its price and what it has cost so far (absent for jobs from before credits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<JobCost>,
+}
+
+/// What a job pays. Amounts are micro-credits (10^-6 credit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobCost {
+    /// Micro-credits per 10^9 fuel, fixed when the job was accepted (fee not included).
+    pub price: u64,
+    /// Held from the submitter when the job was accepted: its worst case (every task run
+    /// `max_attempts` times to its fuel limit, fee included); 0 on a grid that does not charge.
+    pub held: i64,
+    /// Paid so far for its verified results (fees included); once the job finished, its final
+    /// cost (the rest of the hold went back to the submitter).
+    pub spent: i64,
+    /// Its bid, when it gave one (`max_price`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_price: Option<u64>,
+}
+
+/// `GET /v1/account`: the caller's credits, in micro-credits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AccountCredits {
+    pub account: String,
+    /// What it may spend now (negative after a clawback: its workers earn it back first).
+    pub balance: i64,
+    /// Held for its unfinished jobs.
+    pub held: i64,
+    /// Earned by its workers for verified results (clawbacks deducted).
+    pub earned: i64,
+    /// Paid for its jobs, fees included.
+    pub spent: i64,
+    /// The name it shows on the contributors' leaderboard (absent: not shown by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// `PUT /v1/account`: the account's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettings {
+    /// The name to show on the contributors' leaderboard (1 to 40 characters), or `null` to
+    /// be listed without a name.
+    pub display_name: Option<String>,
+}
+
+/// `GET /v1/leaderboard`: the contributors who earned most, public.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Leaderboard {
+    pub contributors: Vec<Contributor>,
+}
+
+/// One contributor on the leaderboard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Contributor {
+    pub rank: u32,
+    /// Its display name, when it chose one (`PUT /v1/account`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Micro-credits earned for verified results (clawbacks deducted).
+    pub earned: i64,
+    /// Results of its workers that agreed with the accepted ones.
+    pub tasks_verified: u64,
+    /// Time from each of its workers' first to last sign of life, summed (ms).
+    pub time_contributed_ms: i64,
+    pub workers: u32,
+}
+
+/// `GET /v1/price`: what work costs now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PriceInfo {
+    /// Micro-credits per 10^9 fuel: `base × multiplier` (rounded up).
+    pub price: u64,
+    /// The price at multiplier 1.
+    pub base: u64,
+    /// The demand multiplier in [0.5, 2], in parts per million.
+    pub multiplier_ppm: u64,
+    /// The protocol fee on each payment, in parts per million (50000 = 5%).
+    pub fee_ppm: u64,
+    /// Tasks waiting for a worker.
+    pub queued: u64,
+    /// Free worker slots.
+    pub free_slots: u64,
+    /// False on a grid that does not charge (`serve --free`): nothing is held or paid by
+    /// submitters; contributors' earnings are still recorded.
+    pub charging: bool,
+}
+
+/// One transfer on an account's statement (`GET /v1/ledger`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LedgerEntry {
+    /// Its place in the coordinator's journal (page with `?before=`).
+    pub seq: i64,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    pub reason: runegrid_core::ledger::Reason,
+    /// Micro-credits, positive into the account, negative out of it.
+    pub amount: i64,
+    /// The other side.
+    pub counterparty: runegrid_core::ledger::Party,
+    /// The event it settles (a job's hold, an attempt's payment, ...).
+    pub key: runegrid_core::ledger::EntryKey,
+}
+
+/// `GET /v1/ledger`: an account's statement, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Statement {
+    pub account: String,
+    pub entries: Vec<LedgerEntry>,
+    /// Pass as `?before=` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<i64>,
+}
+
+/// `POST /v1/accounts/{name}/credits` (admin only): a grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct GrantCredits {
+    /// Micro-credits to grant (positive).
+    pub amount: i64,
 }
 
 /// Where a task's result stands: its [`TaskState`], or `unverified` while a first result is in
@@ -349,6 +488,9 @@ pub struct GridSample {
     pub failed: u64,
     /// Tasks finished (verified or failed) per second since the previous sample.
     pub tasks_per_sec: f64,
+    /// The price of 10^9 fuel, in micro-credits.
+    #[serde(default)]
+    pub price: u64,
 }
 
 /// `GET /v1/stats`: the grid now and its recent history, oldest first.

@@ -160,6 +160,10 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// What the request cost its account, in micro-credits (runegrid's addition; absent on a
+    /// grid that does not charge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<i64>,
 }
 
 /// The answer to a request without `stream`.

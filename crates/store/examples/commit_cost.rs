@@ -11,7 +11,7 @@ fn main() {
         std::path::Path::new(&dir).join(format!("commit-cost-{}.sqlite", std::process::id()));
     let mut s = SqliteStore::open(&path).unwrap();
     let a = s
-        .create_account("a", "h", runegrid_store::AccountKind::User)
+        .create_account("a", "h", runegrid_store::AccountKind::User, 0)
         .unwrap();
     s.put_program(&ProgramRecord {
         sha256: "p".into(),
@@ -33,6 +33,10 @@ fn main() {
         limits: Limits::default(),
         created_at: 0,
         blobs: Default::default(),
+        price: 0,
+        held: 0,
+        max_price: None,
+        state: runegrid_store::JobState::Active,
     };
     let task = NewTask {
         args: vec![],

@@ -3,6 +3,8 @@
 
 use crate::records::*;
 use crate::{Store, StoreError};
+use runegrid_core::ledger::{EntryKey, Ledger, Party, Reason, Transfer};
+use runegrid_core::settlement::hold;
 use runegrid_core::{Acceptance, Digest, ExecStatus, Limits, PolicyKind, TrustParams, TrustRecord};
 use std::collections::BTreeMap;
 
@@ -13,11 +15,13 @@ pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
     job_lifecycle(fresh().as_mut());
     apply_is_atomic(fresh().as_mut());
     workers(fresh().as_mut());
+    journal(fresh().as_mut());
+    welcome_credits(fresh().as_mut());
 }
 
 fn job_fixture(s: &mut dyn Store) -> (Account, JobRecord, Vec<TaskRecord>) {
     let acct = s
-        .create_account("alice", "hash-a", AccountKind::User)
+        .create_account("alice", "hash-a", AccountKind::User, 0)
         .unwrap();
     s.put_program(&ProgramRecord {
         sha256: "p1".into(),
@@ -39,6 +43,10 @@ fn job_fixture(s: &mut dyn Store) -> (Account, JobRecord, Vec<TaskRecord>) {
         limits: Limits::default(),
         created_at: 5,
         blobs: BTreeMap::from([("model.gguf".to_string(), "ab".repeat(32))]),
+        price: 1_050_000,
+        held: 7_777,
+        max_price: None,
+        state: crate::records::JobState::Active,
     };
     let tasks: Vec<NewTask> = (0..3)
         .map(|i| NewTask {
@@ -65,15 +73,17 @@ fn job_fixture(s: &mut dyn Store) -> (Account, JobRecord, Vec<TaskRecord>) {
 }
 
 fn accounts(s: &mut dyn Store) {
-    let a = s.create_account("admin", "h1", AccountKind::Admin).unwrap();
-    let b = s.create_account("bob", "h2", AccountKind::User).unwrap();
+    let a = s
+        .create_account("admin", "h1", AccountKind::Admin, 0)
+        .unwrap();
+    let b = s.create_account("bob", "h2", AccountKind::User, 0).unwrap();
     let c = s
-        .create_account("tab", "h4", AccountKind::Contributor)
+        .create_account("tab", "h4", AccountKind::Contributor, 0)
         .unwrap();
     assert!(c.contributor && !c.admin);
     assert_ne!(a.id, b.id);
     assert!(matches!(
-        s.create_account("bob", "h3", AccountKind::User),
+        s.create_account("bob", "h3", AccountKind::User, 0),
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(s.account_by_token("h2").unwrap().unwrap().name, "bob");
@@ -85,7 +95,7 @@ fn accounts(s: &mut dyn Store) {
 }
 
 fn programs(s: &mut dyn Store) {
-    let acct = s.create_account("a", "h", AccountKind::User).unwrap();
+    let acct = s.create_account("a", "h", AccountKind::User, 0).unwrap();
     let p = ProgramRecord {
         sha256: "abc".into(),
         instrumented_sha256: "def".into(),
@@ -141,6 +151,7 @@ fn job_lifecycle(s: &mut dyn Store) {
             task: tasks[0].id,
             job: job.id,
             worker: w.id,
+            owner: 42,
             at: 2,
         },
         Change::StartAttempt {
@@ -148,6 +159,7 @@ fn job_lifecycle(s: &mut dyn Store) {
             task: tasks[0].id,
             job: job.id,
             worker: w.id,
+            owner: 42,
             at: 2,
         },
         Change::TaskState {
@@ -265,6 +277,7 @@ fn apply_is_atomic(s: &mut dyn Store) {
         task: tasks[0].id,
         job: job.id,
         worker: 1,
+        owner: 42,
         at: 1,
     }])
     .unwrap();
@@ -280,6 +293,7 @@ fn apply_is_atomic(s: &mut dyn Store) {
             task: tasks[1].id,
             job: job.id,
             worker: 1,
+            owner: 42,
             at: 1,
         },
     ]);
@@ -289,7 +303,7 @@ fn apply_is_atomic(s: &mut dyn Store) {
 }
 
 fn workers(s: &mut dyn Store) {
-    let a = s.create_account("a", "h", AccountKind::User).unwrap();
+    let a = s.create_account("a", "h", AccountKind::User, 0).unwrap();
     let nw = NewWorker {
         public_key: "key1".into(),
         owner: a.id,
@@ -341,4 +355,137 @@ fn workers(s: &mut dyn Store) {
         })
         .unwrap();
     assert_eq!(again.trust, trust);
+}
+
+/// Transfers go to the journal in order, once per key, in the transaction of the changes they
+/// come with; statements show an account's side, newest first, page by page.
+fn journal(s: &mut dyn Store) {
+    let (acct, job, _) = job_fixture(s);
+    let a = acct.id;
+    let grant = Transfer::grant(7, a, 1_000);
+    let h = hold(job.id, a, 600);
+    let pay = Transfer {
+        key: EntryKey::Payment(9_000),
+        from: Party::Escrow(job.id),
+        to: Party::Account(99),
+        amount: 100,
+        reason: Reason::Payment,
+    };
+    s.apply(&[
+        Change::Transfer {
+            transfer: grant,
+            at: 1,
+        },
+        Change::Transfer { transfer: h, at: 2 },
+    ])
+    .unwrap();
+    // Applying a key again moves nothing, even with another amount.
+    s.apply(&[
+        Change::Transfer {
+            transfer: Transfer { amount: 5, ..grant },
+            at: 3,
+        },
+        Change::Transfer {
+            transfer: pay,
+            at: 4,
+        },
+    ])
+    .unwrap();
+    let all = s.journal(0, 100).unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.transfer).collect::<Vec<_>>(),
+        vec![grant, h, pay]
+    );
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(all[1].at, 2);
+    assert_eq!(s.journal(all[0].seq, 1).unwrap()[0].transfer, h);
+    let ledger = Ledger::replay(all.iter().map(|e| &e.transfer)).unwrap();
+    ledger.check().unwrap();
+    assert_eq!(ledger.balance(Party::Account(a)), 400);
+
+    // A transfer is part of its batch: a failing change takes it back with the rest.
+    let before = s.journal(0, 100).unwrap().len();
+    let r = s.apply(&[
+        Change::Transfer {
+            transfer: Transfer::grant(8, a, 10),
+            at: 5,
+        },
+        Change::CreateJob {
+            id: job.id,
+            job: Box::new(NewJob {
+                owner: a,
+                name: "dup".into(),
+                program: "p1".into(),
+                policy: PolicyKind::Quorum,
+                replicas: 1,
+                agree: 1,
+                max_attempts: 1,
+                limits: Limits::default(),
+                created_at: 1,
+                blobs: BTreeMap::new(),
+                price: 0,
+                held: 0,
+                max_price: None,
+                state: crate::records::JobState::Active,
+            }),
+            tasks: vec![],
+        },
+    ]);
+    assert!(r.is_err(), "a job id used twice must fail the batch");
+    assert_eq!(s.journal(0, 100).unwrap().len(), before);
+
+    // Statements: the account's side only, newest first, paged by sequence number.
+    let st = s.statement(a, None, 10).unwrap();
+    assert_eq!(
+        st.iter().map(|e| e.transfer.key).collect::<Vec<_>>(),
+        vec![h.key, grant.key]
+    );
+    assert_eq!(
+        s.statement(a, Some(st[0].seq), 10).unwrap()[0].transfer,
+        grant
+    );
+    assert_eq!(s.statement(99, None, 10).unwrap()[0].transfer, pay);
+    assert!(s.statement(12_345, None, 10).unwrap().is_empty());
+
+    // Ids handed out after a restart stay above every paid attempt and every grant.
+    let max = s.max_ids().unwrap();
+    assert!(max.attempt >= 9_000);
+    assert_eq!(max.grant, 7);
+    // The job keeps its price and hold.
+    let stored = s.job(job.id).unwrap().unwrap();
+    assert_eq!((stored.price, stored.held), (1_050_000, 7_777));
+}
+
+/// An account's welcome credits are granted with it, once.
+fn welcome_credits(s: &mut dyn Store) {
+    let a = s
+        .create_account("new", "hn", AccountKind::User, 5_000)
+        .unwrap();
+    let b = s
+        .create_account("none", "hx", AccountKind::User, 0)
+        .unwrap();
+    assert!(
+        s.create_account("new", "hy", AccountKind::User, 5_000)
+            .is_err()
+    );
+    let all = s.journal(0, 100).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].transfer, Transfer::welcome(a.id, 5_000));
+    assert!(s.statement(b.id, None, 10).unwrap().is_empty());
+    // A leaderboard name is opt-in, and may be withdrawn.
+    assert_eq!(s.accounts().unwrap()[0].display_name, None);
+    s.apply(&[Change::DisplayName {
+        account: a.id,
+        name: Some("Ada".into()),
+    }])
+    .unwrap();
+    let named = s.accounts().unwrap();
+    assert_eq!(named[0].display_name.as_deref(), Some("Ada"));
+    assert_eq!(named[1].display_name, None);
+    s.apply(&[Change::DisplayName {
+        account: a.id,
+        name: None,
+    }])
+    .unwrap();
+    assert_eq!(s.accounts().unwrap()[0].display_name, None);
 }

@@ -12,6 +12,7 @@ mod sqlite;
 pub use records::*;
 pub use sqlite::SqliteStore;
 
+use runegrid_core::ledger::Micros;
 use runegrid_core::{AccountId, JobId};
 
 /// A storage failure.
@@ -31,12 +32,15 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The coordinator's durable state.
 pub trait Store: Send {
-    /// Creates an account; `token_hash` is the hash of its API token (never the token).
+    /// Creates an account; `token_hash` is the hash of its API token (never the token). Its
+    /// `welcome` credits (none when 0) are granted in the same transaction
+    /// (`Transfer::welcome`).
     fn create_account(
         &mut self,
         name: &str,
         token_hash: &str,
         kind: AccountKind,
+        welcome: Micros,
     ) -> Result<Account>;
     /// The account holding a token with this hash.
     fn account_by_token(&mut self, token_hash: &str) -> Result<Option<Account>>;
@@ -60,9 +64,22 @@ pub trait Store: Send {
     fn unfinished_jobs(&mut self) -> Result<Vec<JobRecord>>;
     /// Applies state changes in one transaction: all or none.
     fn apply(&mut self, changes: &[Change]) -> Result<()>;
-    /// The largest job, task and attempt ids ever stored (0 when none): the coordinator hands
-    /// out ids itself, above these.
+    /// The largest job, task and attempt ids ever stored (0 when none) — attempts counted in
+    /// the journal's keys too, since the grid's own attempts (audits, probes) are paid but not
+    /// stored — and the largest grant number: the coordinator hands out ids itself, above
+    /// these.
     fn max_ids(&mut self) -> Result<MaxIds>;
+
+    /// The journal of transfers after sequence number `after`, in order, at most `limit`.
+    fn journal(&mut self, after: i64, limit: u32) -> Result<Vec<JournalEntry>>;
+    /// The transfers to or from an account, newest first, before sequence number `before`
+    /// (from the newest with `None`), at most `limit`.
+    fn statement(
+        &mut self,
+        account: AccountId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<JournalEntry>>;
 
     /// Registers a worker key on first sight, or updates its owner, name and capabilities.
     fn upsert_worker(&mut self, w: &NewWorker) -> Result<WorkerRecord>;

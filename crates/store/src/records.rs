@@ -1,5 +1,6 @@
 //! The records a store keeps.
 
+use runegrid_core::ledger::{Micros, Transfer};
 use runegrid_core::{
     Acceptance, AccountId, AttemptId, Digest, ExecStatus, JobId, Limits, PolicyKind, TaskId,
     TrustRecord, WorkerId,
@@ -20,6 +21,8 @@ pub struct Account {
     /// and read the grid's stats, but not submit work.
     pub contributor: bool,
     pub created_at: Millis,
+    /// The name it shows on the contributors' leaderboard; `None`: it is not shown by name.
+    pub display_name: Option<String>,
 }
 
 /// What a new account may do.
@@ -54,6 +57,15 @@ pub struct NewJob {
     pub created_at: Millis,
     /// Files its tasks mount read-only: name → SHA-256 of the blob.
     pub blobs: BTreeMap<String, String>,
+    /// Its price, micro-credits per 10^9 fuel (0: nothing is paid for it).
+    pub price: u64,
+    /// What its submitter holds for it (0 on a grid that does not charge: its workers'
+    /// earnings are minted).
+    pub held: Micros,
+    /// Its bid: the most it pays per 10^9 fuel (`None`: the price when it was accepted).
+    pub max_price: Option<u64>,
+    /// `Active`, or `WaitingForPrice` when its bid is below the price.
+    pub state: JobState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +83,9 @@ pub struct JobRecord {
     pub finished_at: Option<Millis>,
     pub policy: PolicyKind,
     pub blobs: BTreeMap<String, String>,
+    pub price: u64,
+    pub held: Micros,
+    pub max_price: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +142,8 @@ pub struct AttemptRecord {
     pub task: TaskId,
     pub job: JobId,
     pub worker: WorkerId,
+    /// Who is paid for it (unknown for attempts stored before credits).
+    pub owner: Option<AccountId>,
     pub state: AttemptState,
     pub status: Option<ExecStatus>,
     pub digest: Option<Digest>,
@@ -143,6 +160,8 @@ pub struct MaxIds {
     pub job: JobId,
     pub task: TaskId,
     pub attempt: AttemptId,
+    /// The largest grant number in the journal.
+    pub grant: u64,
 }
 
 /// One state change, applied with others in a single transaction.
@@ -159,6 +178,8 @@ pub enum Change {
         task: TaskId,
         job: JobId,
         worker: WorkerId,
+        /// The worker's owner when the attempt started: who is paid for it.
+        owner: AccountId,
         at: Millis,
     },
     FinishAttempt {
@@ -210,6 +231,29 @@ pub enum Change {
         id: WorkerId,
         trust: TrustRecord,
     },
+    /// Credits moved: appended to the journal unless a transfer with the same key is there.
+    Transfer {
+        transfer: Transfer,
+        at: Millis,
+    },
+    /// A job that waited for the price starts: `Active`, at `price`.
+    StartJob {
+        id: JobId,
+        price: u64,
+    },
+    /// An account's leaderboard name set (or, with `None`, withdrawn).
+    DisplayName {
+        account: AccountId,
+        name: Option<String>,
+    },
+}
+
+/// A transfer as the journal keeps it: numbered in the order it was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub seq: i64,
+    pub transfer: Transfer,
+    pub at: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

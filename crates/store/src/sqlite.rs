@@ -1,7 +1,8 @@
 //! The SQLite backend: one file, WAL mode, nothing to install.
 
 use crate::records::*;
-use crate::{Result, Store, StoreError};
+use crate::{Millis, Result, Store, StoreError};
+use runegrid_core::ledger::{EntryKey, Micros, Party, Transfer};
 use runegrid_core::{Acceptance, AccountId, Digest, ExecStatus, JobId, Limits, PolicyKind};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::BTreeMap;
@@ -93,6 +94,28 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE accounts ADD COLUMN contributor INTEGER NOT NULL DEFAULT 0;",
     // 3: blobs a job's tasks mount (name → sha256, JSON).
     "ALTER TABLE jobs ADD COLUMN blobs TEXT NOT NULL DEFAULT '{}';",
+    // 4: credits: each job's price and hold, each attempt's payee, the journal of transfers (one per key).
+    "ALTER TABLE jobs ADD COLUMN price INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE attempts ADD COLUMN owner INTEGER;
+     ALTER TABLE jobs ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE transfers (
+         seq INTEGER PRIMARY KEY AUTOINCREMENT,
+         key_kind TEXT NOT NULL,
+         key_id INTEGER NOT NULL,
+         from_kind TEXT NOT NULL,
+         from_id INTEGER NOT NULL,
+         to_kind TEXT NOT NULL,
+         to_id INTEGER NOT NULL,
+         amount INTEGER NOT NULL CHECK (amount > 0),
+         reason TEXT NOT NULL,
+         at INTEGER NOT NULL,
+         UNIQUE (key_kind, key_id)
+     );
+     CREATE INDEX transfers_from ON transfers(from_kind, from_id, seq);
+     CREATE INDEX transfers_to ON transfers(to_kind, to_id, seq);",
+    // 5: the name an account shows on the contributors' leaderboard (opt-in); a job's bid.
+    "ALTER TABLE accounts ADD COLUMN display_name TEXT;
+     ALTER TABLE jobs ADD COLUMN max_price INTEGER;",
 ];
 
 /// A connection to a runegrid SQLite database.
@@ -125,6 +148,15 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Reads from here on see one snapshot of the database, whatever other connections
+    /// commit meanwhile (for checks that read it in several queries).
+    pub fn begin_snapshot(&mut self) -> Result<()> {
+        self.conn.execute_batch("BEGIN DEFERRED")?;
+        Ok(())
+    }
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
@@ -153,10 +185,11 @@ fn account_row(r: &Row) -> rusqlite::Result<Account> {
         admin: r.get(2)?,
         created_at: r.get(3)?,
         contributor: r.get(4)?,
+        display_name: r.get(5)?,
     })
 }
 
-const JOB_COLS: &str = "id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, finished_at, policy, blobs";
+const JOB_COLS: &str = "id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, finished_at, policy, blobs, price, held, max_price";
 
 fn job_row(r: &Row) -> Result<JobRecord> {
     let limits: String = r.get(7)?;
@@ -181,7 +214,58 @@ fn job_row(r: &Row) -> Result<JobRecord> {
             let b: String = r.get(12)?;
             from_json::<BTreeMap<String, String>>("job blobs", &b)?
         },
+        price: r.get::<_, i64>(13)? as u64,
+        held: r.get(14)?,
+        max_price: r.get::<_, Option<i64>>(15)?.map(|p| p as u64),
     })
+}
+
+const TRANSFER_COLS: &str =
+    "seq, key_kind, key_id, from_kind, from_id, to_kind, to_id, amount, reason, at";
+
+fn journal_row(r: &Row) -> Result<JournalEntry> {
+    let kind: String = r.get(1)?;
+    let key =
+        EntryKey::from_parts(&kind, r.get(2)?).ok_or_else(|| corrupt("transfer key", &kind))?;
+    let party = |k: usize| -> Result<Party> {
+        let kind: String = r.get(k)?;
+        Party::from_parts(&kind, r.get(k + 1)?).ok_or_else(|| corrupt("transfer party", &kind))
+    };
+    let reason: String = r.get(8)?;
+    Ok(JournalEntry {
+        seq: r.get(0)?,
+        transfer: Transfer {
+            key,
+            from: party(3)?,
+            to: party(5)?,
+            amount: r.get(7)?,
+            reason: reason.parse().map_err(|e| corrupt("transfer reason", e))?,
+        },
+        at: r.get(9)?,
+    })
+}
+
+/// Appends a transfer to the journal unless its key is there already.
+fn insert_transfer(tx: &Connection, t: &Transfer, at: Millis) -> Result<()> {
+    let (key_kind, key_id) = t.key.to_parts();
+    let (from_kind, from_id) = t.from.to_parts();
+    let (to_kind, to_id) = t.to.to_parts();
+    tx.prepare_cached(
+        "INSERT INTO transfers (key_kind, key_id, from_kind, from_id, to_kind, to_id, amount, reason, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (key_kind, key_id) DO NOTHING",
+    )?
+    .execute(params![
+        key_kind,
+        key_id,
+        from_kind,
+        from_id,
+        to_kind,
+        to_id,
+        t.amount,
+        t.reason.as_str(),
+        at
+    ])?;
+    Ok(())
 }
 
 const TASK_COLS: &str = "id, job, idx, args, env, stdin, seed, state, status, stdout, fuel, digest, error, attempts, acceptance";
@@ -226,8 +310,7 @@ fn task_row(r: &Row) -> Result<TaskRecord> {
     })
 }
 
-const ATTEMPT_COLS: &str =
-    "id, task, job, worker, state, status, digest, fuel, signature, error, started_at, finished_at";
+const ATTEMPT_COLS: &str = "id, task, job, worker, state, status, digest, fuel, signature, error, started_at, finished_at, owner";
 
 fn attempt_row(r: &Row) -> Result<AttemptRecord> {
     let state: String = r.get(4)?;
@@ -244,6 +327,7 @@ fn attempt_row(r: &Row) -> Result<AttemptRecord> {
         error: r.get(9)?,
         started_at: r.get(10)?,
         finished_at: r.get(11)?,
+        owner: r.get(12)?,
     })
 }
 
@@ -287,6 +371,7 @@ impl Store for SqliteStore {
         name: &str,
         token_hash: &str,
         kind: AccountKind,
+        welcome: Micros,
     ) -> Result<Account> {
         let admin = kind == AccountKind::Admin;
         let contributor = kind == AccountKind::Contributor;
@@ -294,7 +379,8 @@ impl Store for SqliteStore {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let res = self.conn.execute(
+        let tx = self.conn.transaction()?;
+        let res = tx.execute(
             "INSERT INTO accounts (name, token_hash, admin, created_at, contributor) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![name, token_hash, admin, created_at, contributor],
         );
@@ -306,12 +392,18 @@ impl Store for SqliteStore {
             }
             r => r?,
         };
+        let id = tx.last_insert_rowid();
+        if welcome > 0 {
+            insert_transfer(&tx, &Transfer::welcome(id, welcome), created_at)?;
+        }
+        tx.commit()?;
         Ok(Account {
-            id: self.conn.last_insert_rowid(),
+            id,
             name: name.into(),
             admin,
             contributor,
             created_at,
+            display_name: None,
         })
     }
 
@@ -319,7 +411,7 @@ impl Store for SqliteStore {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT id, name, admin, created_at, contributor FROM accounts WHERE token_hash = ?1",
+                "SELECT id, name, admin, created_at, contributor, display_name FROM accounts WHERE token_hash = ?1",
             )?
             .query_row([token_hash], account_row)
             .optional()?)
@@ -327,7 +419,7 @@ impl Store for SqliteStore {
 
     fn accounts(&mut self) -> Result<Vec<Account>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, name, admin, created_at, contributor FROM accounts ORDER BY id",
+            "SELECT id, name, admin, created_at, contributor, display_name FROM accounts ORDER BY id",
         )?;
         let rows = stmt.query_map([], account_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -419,7 +511,7 @@ impl Store for SqliteStore {
 
     fn unfinished_jobs(&mut self) -> Result<Vec<JobRecord>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {JOB_COLS} FROM jobs WHERE state = 'active' ORDER BY id"
+            "SELECT {JOB_COLS} FROM jobs WHERE state IN ('active', 'waiting_for_price') ORDER BY id"
         ))?;
         collect(&mut stmt, [], job_row)
     }
@@ -430,8 +522,8 @@ impl Store for SqliteStore {
             match c {
                 Change::CreateJob { id, job, tasks } => {
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, policy, blobs)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?11)",
+                        "INSERT INTO jobs (id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, policy, blobs, price, held, max_price)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?14, ?10, ?11, ?12, ?13, ?15)",
                     )?
                     .execute(params![
                         id,
@@ -444,7 +536,11 @@ impl Store for SqliteStore {
                         to_json(&job.limits),
                         job.created_at,
                         job.policy.as_str(),
-                        to_json(&job.blobs)
+                        to_json(&job.blobs),
+                        job.price as i64,
+                        job.held,
+                        job.state.as_str(),
+                        job.max_price.map(|p| p as i64)
                     ])?;
                     let mut stmt = tx.prepare_cached(
                         "INSERT INTO tasks (id, job, idx, args, env, stdin, seed, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued')",
@@ -466,12 +562,13 @@ impl Store for SqliteStore {
                     task,
                     job,
                     worker,
+                    owner,
                     at,
                 } => {
                     tx.prepare_cached(
-                        "INSERT INTO attempts (id, task, job, worker, state, started_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+                        "INSERT INTO attempts (id, task, job, worker, state, started_at, owner) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
                     )?
-                    .execute(params![id, task, job, worker, at])?;
+                    .execute(params![id, task, job, worker, at, owner])?;
                 }
                 Change::FinishAttempt {
                     id,
@@ -562,6 +659,17 @@ impl Store for SqliteStore {
                     tx.prepare_cached("UPDATE workers SET trust = ?2 WHERE id = ?1")?
                         .execute(params![id, to_json(trust)])?;
                 }
+                Change::Transfer { transfer, at } => insert_transfer(&tx, transfer, *at)?,
+                Change::StartJob { id, price } => {
+                    tx.prepare_cached(
+                        "UPDATE jobs SET state = 'active', price = ?2 WHERE id = ?1 AND state = 'waiting_for_price'",
+                    )?
+                    .execute(params![id, *price as i64])?;
+                }
+                Change::DisplayName { account, name } => {
+                    tx.prepare_cached("UPDATE accounts SET display_name = ?2 WHERE id = ?1")?
+                        .execute(params![account, name])?;
+                }
             }
         }
         tx.commit()?;
@@ -571,10 +679,44 @@ impl Store for SqliteStore {
     fn max_ids(&mut self) -> Result<MaxIds> {
         Ok(self.conn.query_row(
             "SELECT (SELECT COALESCE(MAX(id), 0) FROM jobs), (SELECT COALESCE(MAX(id), 0) FROM tasks),
-                    (SELECT COALESCE(MAX(id), 0) FROM attempts)",
+                    MAX((SELECT COALESCE(MAX(id), 0) FROM attempts),
+                        (SELECT COALESCE(MAX(key_id), 0) FROM transfers WHERE key_kind IN ('payment', 'fee', 'clawback'))),
+                    (SELECT COALESCE(MAX(key_id), 0) FROM transfers WHERE key_kind = 'grant')",
             [],
-            |r| Ok(MaxIds { job: r.get(0)?, task: r.get(1)?, attempt: r.get(2)? }),
+            |r| {
+                Ok(MaxIds {
+                    job: r.get(0)?,
+                    task: r.get(1)?,
+                    attempt: r.get(2)?,
+                    grant: r.get::<_, i64>(3)? as u64,
+                })
+            },
         )?)
+    }
+
+    fn journal(&mut self, after: i64, limit: u32) -> Result<Vec<JournalEntry>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {TRANSFER_COLS} FROM transfers WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        ))?;
+        collect(&mut stmt, params![after, limit], journal_row)
+    }
+
+    fn statement(
+        &mut self,
+        account: AccountId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<JournalEntry>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {TRANSFER_COLS} FROM transfers
+             WHERE seq < ?2 AND ((from_kind = 'account' AND from_id = ?1) OR (to_kind = 'account' AND to_id = ?1))
+             ORDER BY seq DESC LIMIT ?3"
+        ))?;
+        collect(
+            &mut stmt,
+            params![account, before.unwrap_or(i64::MAX), limit],
+            journal_row,
+        )
     }
 
     fn upsert_worker(&mut self, w: &NewWorker) -> Result<WorkerRecord> {

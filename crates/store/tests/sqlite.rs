@@ -16,7 +16,7 @@ fn sqlite_survives_reopen() {
     let path = dir.path().join("db.sqlite");
     {
         let mut s = SqliteStore::open(&path).unwrap();
-        s.create_account("admin", "h", runegrid_store::AccountKind::Admin)
+        s.create_account("admin", "h", runegrid_store::AccountKind::Admin, 0)
             .unwrap();
     }
     let mut s = SqliteStore::open(&path).unwrap();

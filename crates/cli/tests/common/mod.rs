@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 use runegrid_client::Client;
-use runegrid_core::JobState;
 use runegrid_proto::{JobResults, SubmitJob, TaskSpec};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -94,8 +93,14 @@ impl Grid {
         Grid::start_opts(heartbeat_ms, &[]).await
     }
 
-    /// A grid whose coordinator gets extra `serve` flags.
+    /// A grid whose coordinator gets extra `serve` flags. Unless they say otherwise, accounts
+    /// start with credits enough for any test (jobs at the largest fuel limit hold a million
+    /// credits an attempt); `tests/credits.rs` is where credits run short.
     pub async fn start_opts(heartbeat_ms: u64, serve_args: &[&str]) -> Grid {
+        let mut serve_args: Vec<String> = serve_args.iter().map(|s| s.to_string()).collect();
+        if !serve_args.iter().any(|a| a == "--welcome-credits") {
+            serve_args.extend(["--welcome-credits".into(), "100000000000".into()]);
+        }
         let dir = tempfile::Builder::new()
             .prefix("runegrid-test-")
             .tempdir()
@@ -105,7 +110,7 @@ impl Grid {
             url: String::new(),
             token: String::new(),
             heartbeat_ms,
-            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
+            serve_args,
             coordinator: None,
             workers: vec![],
         };
@@ -272,7 +277,7 @@ impl Grid {
                 let c = c.clone();
                 async move {
                     let s = c.status(job).await.ok()?;
-                    (s.state != JobState::Active).then_some(())
+                    s.state.is_finished().then_some(())
                 }
             },
         )
@@ -327,12 +332,29 @@ impl Drop for Grid {
         }
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
+            return;
+        }
+        // Whatever the test did, the coordinator was just killed with SIGKILL: its books must
+        // balance.
+        let check = Command::new(BIN)
+            .args(["ledger", "check", "--data"])
+            .arg(self.data())
+            .output()
+            .unwrap();
+        if !check.status.success() {
+            eprintln!("{}", self.logs());
+            panic!(
+                "the books do not balance after the test: {}{}",
+                String::from_utf8_lossy(&check.stdout),
+                String::from_utf8_lossy(&check.stderr)
+            );
         }
     }
 }
 
 pub fn job(program: &str, tasks: Vec<TaskSpec>, replicas: u32, agree: u32) -> SubmitJob {
     SubmitJob {
+        max_price: None,
         program: program.to_string(),
         name: Some("test".into()),
         tasks,

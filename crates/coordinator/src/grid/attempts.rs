@@ -49,6 +49,7 @@ impl Grid {
         }
         fx.send(worker, &w.tx, ToWorker::Assign(assign));
         w.busy.insert(id);
+        let owner = w.owner;
         self.next_attempt += 1;
         self.metrics.attempt_started();
         let req = policy.map(|p| {
@@ -84,6 +85,7 @@ impl Grid {
                 task,
                 job,
                 worker,
+                owner,
                 deadline,
                 started: now,
                 backup,
@@ -96,6 +98,7 @@ impl Grid {
                 task,
                 job,
                 worker,
+                owner,
                 at: now_ms(),
             });
         }
@@ -187,6 +190,7 @@ impl Grid {
                 requirement(&j.policy, &record, self.trust.params(), 1.0)
             });
         }
+        let owner = Some(a.owner);
         let Some(t) = self.tasks.get_mut(&a.task) else {
             return;
         };
@@ -195,7 +199,9 @@ impl Grid {
             t.req = Some(t.req.map_or(r, |c| c.join(r)));
         }
         t.results.push(ResultMem {
+            attempt: res.attempt,
             worker,
+            owner,
             digest: res.digest,
             status: res.status,
             fuel: res.fuel,

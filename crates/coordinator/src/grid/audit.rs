@@ -2,6 +2,7 @@
 //! that worker is caught lying, each is run again by a quorum of others, and a result the audit
 //! contradicts is corrected (and its followers told).
 
+use super::ledger::Paid;
 use super::{Effects, Grid, Special, SpecialKind, TaskInput, TaskMem};
 use crate::programs::ProgramBytes;
 use runegrid_core::{
@@ -25,6 +26,8 @@ struct SoleEntry {
     program: Arc<ProgramBytes>,
     limits: Limits,
     quorum: Quorum,
+    /// What the worker was paid for it.
+    paid: Option<Paid>,
 }
 
 /// Per worker, the results recently accepted on its word alone (oldest first).
@@ -36,6 +39,8 @@ pub(super) struct AuditFinding {
     pub of: TaskId,
     pub accepted: Digest,
     pub liar: WorkerId,
+    /// What the liar was paid for the audited result: taken back if the audit corrects it.
+    pub paid: Option<Paid>,
     /// The digest the audit's quorum agreed on, with the results behind it.
     pub digest: Digest,
     pub results: Vec<(WorkerId, Digest)>,
@@ -50,6 +55,7 @@ impl Grid {
         task: TaskId,
         worker: WorkerId,
         digest: Digest,
+        paid: Option<Paid>,
         fx: &mut Effects,
     ) {
         let Some(t) = self.tasks.get(&task) else {
@@ -67,6 +73,7 @@ impl Grid {
             program: j.program.clone(),
             limits: j.rec.limits,
             quorum: j.policy.quorum,
+            paid,
         });
         let list = self.audits.0.entry(worker).or_default();
         if list.len() >= SOLE_WINDOW {
@@ -95,6 +102,7 @@ impl Grid {
                     of: e.task,
                     accepted: e.digest,
                     liar,
+                    paid: e.paid,
                 },
                 program: e.program.clone(),
                 limits: e.limits,
@@ -129,6 +137,9 @@ impl Grid {
             "audit corrected a result accepted alone"
         );
         self.update_trust(f.liar, |r, p| r.record_disagreement(p), fx);
+        if let Some(p) = f.paid {
+            self.claw_back(p, fx);
+        }
         self.correct(f.of, f.accepted, f.outcome, fx);
     }
 

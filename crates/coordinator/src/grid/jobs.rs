@@ -2,7 +2,7 @@
 //! tasks and jobs, cancelling, and forgetting finished jobs.
 
 use super::reads::bump;
-use super::{Effects, Grid, JobMem, TaskInput, TaskMem, counts_of, now_ms};
+use super::{Effects, Grid, HoldError, JobMem, TaskInput, TaskMem, counts_of, now_ms};
 use crate::programs::ProgramBytes;
 use runegrid_core::straggler::JobTiming;
 use runegrid_core::{JobId, Policy, Quorum, TaskId};
@@ -30,18 +30,37 @@ pub struct Submission {
 }
 
 impl Grid {
-    /// Accepts a job: gives it and its tasks ids, queues their creation in the store and its
-    /// tasks for dispatch. Nothing is given out yet: a follower subscribes now, before the
-    /// [`Grid::dispatch`] that comes next, to see every attempt from its first byte.
-    pub fn add_job(&mut self, s: Submission, fx: &mut Effects) -> JobId {
+    /// Accepts a job: prices it and holds its worst case from its submitter (refused, with
+    /// nothing changed, when the account cannot cover it), gives it and its tasks ids, queues
+    /// their creation and the hold in the store (one transaction) and its tasks for dispatch.
+    /// Nothing is given out yet: a follower subscribes now, before the [`Grid::dispatch`] that
+    /// comes next, to see every attempt from its first byte.
+    pub fn add_job(&mut self, s: Submission, fx: &mut Effects) -> Result<JobId, HoldError> {
         let Submission {
-            job: new,
+            job: mut new,
             tasks,
             owner_name,
             program,
             mounts,
         } = s;
+        let terms = self.quote_job(
+            new.owner,
+            tasks.len() as u64,
+            new.max_attempts,
+            new.limits.fuel,
+            new.max_price,
+        )?;
+        // A bid below the price waits (priced when it starts).
+        new.price = terms.price.unwrap_or(0);
+        new.state = if terms.price.is_some() {
+            JobState::Active
+        } else {
+            JobState::WaitingForPrice
+        };
+        new.held = terms.held;
         let id = self.next_job;
+        // Refused: nothing changed.
+        self.hold(id, new.owner, new.held, fx)?;
         self.next_job += 1;
         let first_task = self.next_task;
         self.next_task += tasks.len() as i64;
@@ -56,9 +75,12 @@ impl Grid {
             max_attempts: new.max_attempts,
             limits: new.limits,
             created_at: new.created_at,
-            state: JobState::Active,
+            state: new.state,
             finished_at: None,
             blobs: new.blobs.clone(),
+            price: new.price,
+            held: new.held,
+            max_price: new.max_price,
         };
         let records = tasks
             .iter()
@@ -86,14 +108,15 @@ impl Grid {
             job: Box::new(new),
             tasks,
         });
+        let waits = rec.state == JobState::WaitingForPrice;
         let ids = self.insert_job(rec, owner_name, program, mounts, records);
-        for tid in ids {
-            self.queue.push_back(tid);
-            if let Some(t) = self.tasks.get_mut(&tid) {
-                t.queued = true;
-            }
+        if waits {
+            tracing::debug!(job = id, "bid below the price: waiting");
+            self.waiting.push(id);
+        } else {
+            self.enqueue(id, ids);
         }
-        id
+        Ok(id)
     }
 
     /// Puts a job and its tasks (as stored) in memory; returns the task ids.
@@ -281,6 +304,7 @@ impl Grid {
             "job finished"
         );
         self.finished.push_back((job, Instant::now()));
+        self.release_escrow(job, fx);
     }
 
     /// Cancels a job: queued and running tasks end as cancelled. False when it is not in

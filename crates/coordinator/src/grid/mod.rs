@@ -22,6 +22,8 @@ mod dispatch;
 mod effects;
 mod events;
 mod jobs;
+mod ledger;
+mod market;
 mod probes;
 mod reads;
 mod recover;
@@ -35,6 +37,7 @@ mod workers;
 pub use effects::Effects;
 pub use events::Subscription;
 pub use jobs::Submission;
+pub use ledger::{AccountCredits, CreditTerms, DEFAULT_WELCOME_CREDITS, HoldError, Quote, credits};
 pub use reads::{Live, bump, counts_of, status_of, task_result};
 pub use recover::Recovered;
 
@@ -77,9 +80,20 @@ struct JobMem {
     finished: Option<Instant>,
 }
 
+impl JobMem {
+    /// What it bids per 10^9 fuel: its `max_price`, else the price it was accepted at. Queued
+    /// work runs highest bid first.
+    fn bid(&self) -> u64 {
+        self.rec.max_price.unwrap_or(self.rec.price)
+    }
+}
+
 /// One result of a task.
 struct ResultMem {
+    attempt: AttemptId,
     worker: WorkerId,
+    /// The account owning the worker (who is paid if the result is accepted).
+    owner: Option<AccountId>,
     digest: Digest,
     status: ExecStatus,
     fuel: u64,
@@ -113,6 +127,8 @@ enum SpecialKind {
         of: TaskId,
         accepted: Digest,
         liar: WorkerId,
+        /// What the liar was paid for the audited result.
+        paid: Option<ledger::Paid>,
     },
     /// A known-answer task for a new worker.
     Probe { expect: Digest, worker: WorkerId },
@@ -175,6 +191,8 @@ struct AttemptMem {
     task: TaskId,
     job: JobId,
     worker: WorkerId,
+    /// Its worker's owner: who is paid for it.
+    owner: AccountId,
     deadline: Instant,
     started: Instant,
     backup: bool,
@@ -223,6 +241,10 @@ pub struct Grid {
     trust: trust::TrustBook,
     audits: audit::SoleResults,
     probes: probes::ProbePool,
+    /// Credits: the ledger, the price.
+    books: ledger::Books,
+    /// Jobs accepted with a bid below the price, in the order they came.
+    waiting: Vec<JobId>,
     /// A dispatch pass made some task need more attempts (a requirement became stricter).
     again: bool,
     /// Tasks verified and failed since start (audits and probes not counted).
@@ -238,6 +260,7 @@ pub struct NextIds {
     pub job: JobId,
     pub task: TaskId,
     pub attempt: AttemptId,
+    pub grant: u64,
 }
 
 impl Grid {
@@ -245,6 +268,7 @@ impl Grid {
         params: TrustParams,
         lease_grace: Duration,
         next: NextIds,
+        credits: CreditTerms,
         metrics: Metrics,
     ) -> Grid {
         use rand::SeedableRng;
@@ -264,6 +288,8 @@ impl Grid {
             trust: trust::TrustBook::new(params),
             audits: audit::SoleResults::default(),
             probes: probes::ProbePool::default(),
+            books: ledger::Books::new(credits, next.grant),
+            waiting: Vec::new(),
             again: false,
             verified_total: 0,
             failed_total: 0,
@@ -295,6 +321,7 @@ impl Grid {
         self.drop_silent_workers(now, silent_after, fx);
         self.expire_leases(now, fx);
         self.check_all_stragglers();
+        self.step_price(now, fx);
         self.dispatch(fx);
         self.flush_trust(fx);
         self.expired_jobs()

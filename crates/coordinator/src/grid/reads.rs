@@ -1,12 +1,12 @@
 //! What the API shows of the grid: a job's status and results, connected workers, a sample of
 //! the grid's activity.
 
-use super::{Grid, TaskMem, now_ms};
+use super::{Grid, TaskMem, credits, now_ms};
 use crate::metrics::Grid as GridGauges;
 use runegrid_core::trust::distinct_workers_needed;
 use runegrid_core::{AccountId, JobId, Standing, WorkerId};
 use runegrid_proto::{Counts, GridSample, JobResults, JobStatus, ResultState, TaskResult};
-use runegrid_store::{JobRecord, TaskOutcome, TaskState};
+use runegrid_store::{JobRecord, JobState, TaskOutcome, TaskState};
 use std::collections::HashMap;
 
 /// A connected worker as the coordinator sees it now.
@@ -23,7 +23,13 @@ impl Grid {
     pub fn job_status(&self, id: JobId) -> Option<(AccountId, JobStatus)> {
         let j = self.jobs.get(&id)?;
         let mut s = status_of(&j.rec, &j.owner_name, j.counts);
-        if j.counts.queued > 0 {
+        if j.rec.state == JobState::WaitingForPrice {
+            s.waiting_for = Some(format!(
+                "the grid's price is {} per 10^9 fuel, above this job's bid of {}: it starts when the price falls to its bid",
+                credits(self.quote().price as i64),
+                credits(j.bid() as i64)
+            ));
+        } else if j.counts.queued > 0 {
             s.waiting_for = self.waiting_for(&j.policy);
         }
         Some((j.rec.owner, s))
@@ -116,6 +122,7 @@ impl Grid {
             queued: self.queue.len() as u32,
             verified: self.verified_total,
             failed: self.failed_total,
+            price: self.quote().price,
             ..GridSample::default()
         };
         for w in self.workers.values() {
@@ -167,6 +174,8 @@ impl Grid {
             ],
             workers,
             queue_depth: self.queue.len() as u64,
+            price: self.quote().price,
+            credits: self.credit_totals(),
         }
     }
 
@@ -206,6 +215,12 @@ pub fn status_of(rec: &JobRecord, owner_name: &str, counts: Counts) -> JobStatus
         finished_at: rec.finished_at,
         waiting_for: None,
         blobs: rec.blobs.clone(),
+        cost: (rec.price > 0 || rec.max_price.is_some()).then_some(runegrid_proto::JobCost {
+            price: rec.price,
+            held: rec.held,
+            spent: 0,
+            max_price: rec.max_price,
+        }),
     }
 }
 

@@ -1,12 +1,16 @@
-//! Rebuilding the grid from the store at start: unfinished jobs come back, attempts that were
-//! running are lost (the coordinator restarted under them), finished attempts keep their
-//! digests, and every task that still needs work is queued.
+//! Rebuilding the grid from the store at start: the ledger is replayed from the journal,
+//! unfinished jobs come back, attempts that were running are lost (the coordinator restarted
+//! under them), finished attempts keep their digests, and every task that still needs work is
+//! queued.
 
-use super::{Effects, Grid, NextIds, ResultMem, now_ms};
+use super::{CreditTerms, Effects, Grid, NextIds, ResultMem, now_ms};
 use crate::blobs::BlobStore;
 use crate::metrics::Metrics;
 use crate::programs::ProgramBytes;
-use runegrid_core::{AccountId, TaskId, TrustParams};
+use runegrid_core::{AccountId, TaskId, TrustParams, WorkerId};
+
+/// Transfers read from the journal at a time.
+const JOURNAL_PAGE: u32 = 10_000;
 use runegrid_store::{AttemptRecord, AttemptState, Change, JobState, Store, StoreError, TaskState};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +30,7 @@ impl Grid {
         blobs: &BlobStore,
         params: TrustParams,
         lease_grace: Duration,
+        credits: CreditTerms,
         metrics: Metrics,
     ) -> Result<Recovered, StoreError> {
         let max = store.max_ids()?;
@@ -36,9 +41,28 @@ impl Grid {
                 job: max.job + 1,
                 task: max.task + 1,
                 attempt: max.attempt + 1,
+                grant: max.grant + 1,
             },
+            credits,
             metrics,
         );
+        let mut after = 0;
+        loop {
+            let page = store.journal(after, JOURNAL_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            grid.books.replay(&page).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "the journal of transfers breaks the ledger's rules: {e}"
+                ))
+            })?;
+        }
+        // Attempts stored before credits do not name their payee: their worker's owner is.
+        let owners: HashMap<WorkerId, AccountId> = store
+            .workers()?
+            .into_iter()
+            .map(|w| (w.id, w.owner))
+            .collect();
         let mut fx = Effects::default();
         let accounts: HashMap<AccountId, String> = store
             .accounts()?
@@ -65,14 +89,23 @@ impl Grid {
             let attempts = store.attempts(job.id)?;
             let owner_name = accounts.get(&job.owner).cloned().unwrap_or_default();
             let mounts = blobs.mounts(&job.blobs);
+            if job.state == JobState::WaitingForPrice {
+                grid.waiting.push(job.id);
+            }
             grid.insert_job(job, owner_name, program, mounts, tasks);
             for a in attempts {
-                grid.recover_attempt(a, &mut fx);
+                let owner = a.owner.or_else(|| owners.get(&a.worker).copied());
+                grid.recover_attempt(a, owner, &mut fx);
             }
         }
         let ids: Vec<TaskId> = grid.tasks.keys().copied().collect();
         for id in ids {
-            if grid.tasks.get(&id).is_some_and(|t| !t.state.is_final()) {
+            let waits = grid.tasks.get(&id).is_some_and(|t| {
+                grid.jobs
+                    .get(&t.job)
+                    .is_some_and(|j| j.rec.state == JobState::WaitingForPrice)
+            });
+            if !waits && grid.tasks.get(&id).is_some_and(|t| !t.state.is_final()) {
                 grid.set_state(id, TaskState::Queued);
                 grid.evaluate(id, &mut fx);
             }
@@ -89,7 +122,7 @@ impl Grid {
 
     /// A stored attempt of an unfinished task: a result counts again, a running attempt is
     /// lost.
-    fn recover_attempt(&mut self, a: AttemptRecord, fx: &mut Effects) {
+    fn recover_attempt(&mut self, a: AttemptRecord, owner: Option<AccountId>, fx: &mut Effects) {
         let Some(t) = self.tasks.get_mut(&a.task) else {
             return;
         };
@@ -100,7 +133,9 @@ impl Grid {
             AttemptState::Done => {
                 if let (Some(digest), Some(status)) = (a.digest, a.status) {
                     t.results.push(ResultMem {
+                        attempt: a.id,
                         worker: a.worker,
+                        owner,
                         digest,
                         status,
                         fuel: a.fuel.unwrap_or(0),

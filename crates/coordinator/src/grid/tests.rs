@@ -18,6 +18,11 @@ fn grid(params: TrustParams) -> Grid {
             job: 1,
             task: 1,
             attempt: 1,
+            grant: 1,
+        },
+        super::CreditTerms {
+            free: true,
+            ..Default::default()
         },
         crate::metrics::Metrics::new(),
     )
@@ -49,6 +54,10 @@ fn submission(policy: PolicyKind, tasks: u32) -> Submission {
             limits: Limits::default(),
             created_at: 0,
             blobs: Default::default(),
+            price: 0,
+            held: 0,
+            max_price: None,
+            state: runegrid_store::JobState::Active,
         },
         tasks: (0..tasks)
             .map(|i| NewTask {
@@ -95,7 +104,9 @@ fn accepting_a_job_records_its_creation_then_its_attempts() {
     let _rx1 = connect(&mut g, 1, 1, &mut fx);
     let _rx2 = connect(&mut g, 2, 1, &mut fx);
     assert!(fx.changes.is_empty() && fx.messages.is_empty());
-    let job = g.add_job(submission(PolicyKind::Quorum, 3), &mut fx);
+    let job = g
+        .add_job(submission(PolicyKind::Quorum, 3), &mut fx)
+        .unwrap();
     assert!(matches!(fx.changes.as_slice(), [Change::CreateJob { id, .. }] if *id == job));
     assert!(
         fx.messages.is_empty(),
@@ -149,7 +160,7 @@ proptest! {
         let mut fx = Effects::default();
         let _rx1 = connect(&mut g, 1, 2, &mut fx);
         let _rx2 = connect(&mut g, 2, 2, &mut fx);
-        g.add_job(submission(PolicyKind::Quorum, 8), &mut fx);
+        g.add_job(submission(PolicyKind::Quorum, 8), &mut fx).unwrap();
         g.dispatch(&mut fx);
         for c in &changes {
             let before = g.standing(1);

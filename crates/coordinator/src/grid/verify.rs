@@ -3,6 +3,7 @@
 //! or more attempts wanted.
 
 use super::audit::AuditFinding;
+use super::ledger::agreed_with;
 use super::probes::ProbeAnswer;
 use super::{Effects, Grid, ResultMem, SpecialKind, TaskMem};
 use runegrid_core::trust::{accepted_as, attribute};
@@ -129,7 +130,7 @@ impl Grid {
         if r.stdout.is_none() {
             outcome.error = Some("the agreed stdout was lost in a coordinator restart".into());
         }
-        let sole_worker = r.worker;
+        let (sole_worker, sole_attempt) = (r.worker, r.attempt);
         let success = r.status.is_success();
         let results: Vec<(WorkerId, Digest)> =
             t.results.iter().map(|r| (r.worker, r.digest)).collect();
@@ -139,6 +140,8 @@ impl Grid {
             acceptance = acceptance.as_str(),
             "task accepted"
         );
+        // Paid before the task is final: the job's last task releases what its escrow keeps.
+        let paid = self.pay_agreeing(id, digest, fx);
         self.finalize(id, state, outcome, fx);
         let (agreed, disagreed) = attribute(&results, digest, acceptance);
         for w in agreed {
@@ -148,7 +151,10 @@ impl Grid {
             self.caught(w, fx);
         }
         match acceptance {
-            Acceptance::Trusted => self.remember_sole(id, sole_worker, digest, fx),
+            Acceptance::Trusted => {
+                let paid = paid.into_iter().find(|p| p.attempt == sole_attempt);
+                self.remember_sole(id, sole_worker, digest, paid, fx)
+            }
             Acceptance::Quorum if success && agreeing >= 2 => {
                 self.remember_probe(id, digest, &results)
             }
@@ -189,6 +195,9 @@ impl Grid {
                 let Some(winner) = t.results.iter().find(|r| r.digest == digest) else {
                     return;
                 };
+                // The grid's own work: the treasury pays attempts that agree with the decision
+                // (a probe's only when it gave the known answer).
+                let agreed = agreed_with(&t.results, digest);
                 match s.kind {
                     SpecialKind::Probe { expect, worker } => {
                         let answer = ProbeAnswer {
@@ -197,18 +206,28 @@ impl Grid {
                             got: digest,
                         };
                         self.drop_special(id, fx);
+                        if digest == expect {
+                            self.pay_grid_work(&agreed, fx);
+                        }
                         self.probe_decided(answer, fx);
                     }
-                    SpecialKind::Audit { of, accepted, liar } => {
+                    SpecialKind::Audit {
+                        of,
+                        accepted,
+                        liar,
+                        paid,
+                    } => {
                         let finding = AuditFinding {
                             of,
                             accepted,
                             liar,
+                            paid,
                             digest,
                             results: t.results.iter().map(|r| (r.worker, r.digest)).collect(),
                             outcome: outcome_of(winner, digest, Acceptance::Audited),
                         };
                         self.drop_special(id, fx);
+                        self.pay_grid_work(&agreed, fx);
                         self.audit_decided(finding, fx);
                     }
                 }

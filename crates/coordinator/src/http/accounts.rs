@@ -73,7 +73,6 @@ pub async fn create_account(
         AccountKind::User
     };
     let acct = match app
-        .writer
         .create_account(name.clone(), auth::hash_token(&token), kind)
         .await
     {
@@ -107,7 +106,6 @@ pub async fn create_contributor(State(app): State<AppState>) -> ApiResult<Accoun
     let token = auth::new_token();
     let name = format!("contributor-{}", &auth::hash_token(&token)[..10]);
     let acct = app
-        .writer
         .create_account(name, auth::hash_token(&token), AccountKind::Contributor)
         .await?;
     tracing::info!(account = %acct.name, "contributor account created");

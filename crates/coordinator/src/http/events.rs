@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::Method;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
-use runegrid_core::{JobId, JobState};
+use runegrid_core::JobId;
 use runegrid_proto::{ErrorBody, JobEvent};
 use std::convert::Infallible;
 use std::time::Duration;
@@ -58,7 +58,7 @@ pub async fn job_events(
                 return Err(ApiError::not_found(format!("job {id}")));
             }
             let st = status(&app, &a, id).await?;
-            if st.state != JobState::Active {
+            if st.state.is_finished() {
                 (
                     JobEvent::Progress { counts },
                     S::Last(Box::new(JobEvent::Done {

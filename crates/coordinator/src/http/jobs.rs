@@ -44,6 +44,7 @@ pub struct WaitQuery {
     params(WaitQuery), request_body = SubmitJob,
     responses((status = 200, body = SubmitJobResponse),
         (status = 400, description = "invalid_request, invalid_job, invalid_limits, invalid_policy, invalid_blobs, unknown_blob, unknown_program", body = ErrorBody),
+        (status = 402, description = "insufficient_credits: the account cannot cover the job's worst case; nothing was stored", body = ErrorBody),
         (status = 403, description = "forbidden: a contributor account", body = ErrorBody)))]
 pub async fn submit_job(
     State(app): State<AppState>,
@@ -65,9 +66,11 @@ pub async fn submit_job(
         }
         None => None,
     };
+    let cost = app.job_status(id).and_then(|(_, s)| s.cost);
     Ok(axum::Json(SubmitJobResponse {
         job: id,
         tasks: n,
+        cost,
         results,
     }))
 }
@@ -101,7 +104,12 @@ pub async fn status(app: &AppState, a: &Account, id: JobId) -> Result<JobStatus,
         None => stored_status(app, id).await?,
     };
     match found {
-        Some((owner, s)) if visible(a, owner) => Ok(s),
+        Some((owner, mut s)) if visible(a, owner) => {
+            if let Some(c) = s.cost.as_mut() {
+                c.spent = app.job_spent(id);
+            }
+            Ok(s)
+        }
         _ => Err(ApiError::not_found(format!("job {id}"))),
     }
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ import httpx
 from . import _protocol as p
 from ._jobs import JobClient
 from ._sse import SseParser
+from .credits import credits
 from .errors import ApiError, CallTimeout, ConnectionFailed, ProtocolError, api_error
 from .options import Options
 
@@ -43,6 +45,8 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    #: What the answer cost the account, in credits (``None`` on a grid that does not charge).
+    cost: Decimal | None = None
 
     @classmethod
     def from_json(cls, d: Any) -> Usage:
@@ -52,6 +56,7 @@ class Usage:
             prompt_tokens=int(d.get("prompt_tokens") or 0),
             completion_tokens=int(d.get("completion_tokens") or 0),
             total_tokens=int(d.get("total_tokens") or 0),
+            cost=credits(d["cost"]) if d.get("cost") is not None else None,
         )
 
 

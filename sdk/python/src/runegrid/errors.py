@@ -30,6 +30,12 @@ class ApiError(RunegridError):
         self.status = status
 
 
+class InsufficientCredits(ApiError):
+    """The account cannot cover a job's worst case (HTTP 402 ``insufficient_credits``):
+    nothing was submitted. The message says how much was needed and how much is available;
+    ask an admin for a grant (``runegrid credits grant``), or lower the job's ``fuel`` limit."""
+
+
 class ConnectionFailed(RunegridError):
     """The coordinator could not be reached."""
 
@@ -180,7 +186,10 @@ def api_error(status: int, body: bytes) -> ApiError:
     except ValueError:
         pass
     if detail is not None:
-        return ApiError(str(detail.get("code")), str(detail.get("message")), status)
+        code, message = str(detail.get("code")), str(detail.get("message"))
+        if code == "insufficient_credits":
+            return InsufficientCredits(code, message, status)
+        return ApiError(code, message, status)
     text = body.decode("utf-8", "replace").strip() or f"HTTP {status}"
     code = {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(status)
     if code is None:

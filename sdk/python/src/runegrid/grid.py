@@ -21,6 +21,7 @@ from .chat import (
     post_reply,
     post_reply_async,
 )
+from .credits import Credits, JobCost, Price
 from .options import Options
 
 DEFAULT_URL = "http://127.0.0.1:7070"
@@ -128,6 +129,28 @@ class Grid(JobClient):
     def stats(self) -> dict[str, Any]:
         """The grid's activity (``GET /v1/stats``, needs no token)."""
         return self.request("GET", "/v1/stats")  # type: ignore[no-any-return]
+
+    def balance(self) -> Credits:
+        """The account's credits: ``balance``, ``held``, ``earned``, ``spent``."""
+        return Credits.from_json(self.request("GET", "/v1/account"))
+
+    async def balance_async(self) -> Credits:
+        return Credits.from_json(await self.request_async("GET", "/v1/account"))
+
+    def price(self) -> Price:
+        """What work costs now (``GET /v1/price``, needs no token)."""
+        return Price.from_json(self.request("GET", "/v1/price"))
+
+    async def price_async(self) -> Price:
+        return Price.from_json(await self.request_async("GET", "/v1/price"))
+
+    def cost(self, job: int) -> JobCost | None:
+        """What a job pays: its price, its hold, what it spent so far (its final cost once
+        it finished). ``None`` for a job from before credits."""
+        return JobCost.from_json(self.job(job).get("cost"))
+
+    async def cost_async(self, job: int) -> JobCost | None:
+        return JobCost.from_json((await self.job_async(job)).get("cost"))
 
     def jobs(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The account's jobs, newest first."""
