@@ -28,6 +28,7 @@ const REALTIME_BASE_NS = 1_700_000_000_000_000_000n;
 const CLOCK_STEP_NS = 1000n;
 const PAGE = 65536;
 const I64_MAX = (1n << 63n) - 1n;
+const U64_MAX = (1n << 64n) - 1n;
 
 // WASI errno values (wasi_snapshot_preview1).
 const SUCCESS = 0;
@@ -39,6 +40,7 @@ const EMFILE = 33;
 const ENAMETOOLONG = 37;
 const ENOENT = 44;
 const ENOTDIR = 54;
+const ENOTSOCK = 57;
 const ENOTSUP = 58;
 const EROFS = 69;
 const ESPIPE = 70;
@@ -313,6 +315,15 @@ class Fs {
   }
 
   /** fd_read (offset null) and fd_pread (offset a u64 BigInt) above stdio (null: stdio). */
+  /** The bytes left to read from an open blob file (BigInt), or null (not a file open here). */
+  leftToRead(fd) {
+    if (fd >= 0 && fd <= 2) return null;
+    const f = this.file(fd);
+    if (f === STDIO || typeof f === 'number') return null;
+    const size = BigInt(this.blobs[f.blob].bytes.length);
+    return f.pos >= size ? 0n : size - f.pos;
+  }
+
   read(mem, fd, iovsPtr, count, offset, out) {
     const f = this.file(fd);
     if (f === STDIO) return null;
@@ -586,8 +597,88 @@ class Host {
     if (!(id >= 0 && id <= 3)) return EINVAL;
     const mem = this.mem();
     Host.range(mem, outPtr, 8);
-    this.clockNs += CLOCK_STEP_NS;
+    this.clockNs = BigInt.asUintN(64, this.clockNs + CLOCK_STEP_NS);
     Host.writeU64(mem, outPtr, id === 0 ? REALTIME_BASE_NS + this.clockNs : this.clockNs);
+    return SUCCESS;
+  }
+
+  /** poll_oneoff on the virtual clock (wasi.rs `poll_oneoff`, whose documentation is the spec). */
+  pollOneoff(inPtr, outPtr, n, neventsPtr) {
+    n = n >>> 0;
+    if (n === 0) return EINVAL;
+    const mem = this.mem();
+    const [subsAt] = Host.range(mem, inPtr, n * 48);
+    const [eventsAt] = Host.range(mem, outPtr, n * 32);
+    Host.range(mem, neventsPtr, 4);
+    const v = new DataView(mem.buffer);
+    const now = this.clockNs;
+    const subs = [];
+    for (let i = 0; i < n; i++) {
+      const s = subsAt + i * 48;
+      const userdata = v.getBigUint64(s, true);
+      const tag = mem[s + 8];
+      if (tag === 0) {
+        const id = v.getUint32(s + 16, true);
+        const timeout = v.getBigUint64(s + 24, true);
+        const abstime = (v.getUint16(s + 40, true) & 1) !== 0;
+        let deadline = null;
+        if (id <= 3) {
+          if (!abstime) deadline = bigMin(now + timeout, U64_MAX);
+          else if (id === 0) deadline = timeout > REALTIME_BASE_NS ? timeout - REALTIME_BASE_NS : 0n;
+          else deadline = timeout;
+        }
+        subs.push({ clock: true, userdata, deadline });
+      } else if (tag === 1 || tag === 2) {
+        subs.push({ clock: false, userdata, kind: tag, fd: v.getInt32(s + 16, true) });
+      } else {
+        return EINVAL;
+      }
+    }
+    let ready = [];
+    for (const s of subs) {
+      if (!s.clock) {
+        let error = EBADF;
+        let nbytes = 0n;
+        if (s.kind === 1 && s.fd === 0) {
+          error = SUCCESS;
+          nbytes = BigInt(Math.max(this.stdin.length - this.stdinPos, 0));
+        } else if (s.kind === 2 && (s.fd === 1 || s.fd === 2)) {
+          error = SUCCESS;
+        } else if (s.kind === 1) {
+          const left = this.fs.leftToRead(s.fd);
+          if (left !== null) {
+            error = SUCCESS;
+            nbytes = left;
+          }
+        }
+        ready.push({ userdata: s.userdata, error, kind: s.kind, nbytes });
+      } else if (s.deadline === null) {
+        ready.push({ userdata: s.userdata, error: EINVAL, kind: 0, nbytes: 0n });
+      } else if (s.deadline <= now) {
+        ready.push({ userdata: s.userdata, error: SUCCESS, kind: 0, nbytes: 0n });
+      }
+    }
+    if (ready.length === 0) {
+      // Only clocks, none due: the virtual clock moves to the earliest deadline.
+      let earliest = null;
+      for (const s of subs) {
+        if (s.clock && s.deadline !== null && (earliest === null || s.deadline < earliest)) earliest = s.deadline;
+      }
+      if (earliest === null) earliest = now;
+      this.clockNs = earliest;
+      ready = subs
+        .filter((s) => s.clock && s.deadline !== null && s.deadline <= earliest)
+        .map((s) => ({ userdata: s.userdata, error: SUCCESS, kind: 0, nbytes: 0n }));
+    }
+    ready.forEach((e, i) => {
+      const at = eventsAt + i * 32;
+      mem.fill(0, at, at + 32);
+      v.setBigUint64(at, e.userdata, true);
+      v.setUint16(at + 8, e.error, true);
+      mem[at + 10] = e.kind;
+      if (e.kind !== 0) v.setBigUint64(at + 16, e.nbytes, true);
+    });
+    Host.writeU32(mem, neventsPtr, ready.length);
     return SUCCESS;
   }
 
@@ -694,7 +785,12 @@ class Host {
       },
       proc_raise: () => ENOTSUP,
       sched_yield: () => SUCCESS,
-      poll_oneoff: () => ENOTSUP,
+      poll_oneoff: m((input, out, n, nevents) => this.pollOneoff(input, out, n, nevents)),
+      // No fd is a socket.
+      sock_accept: (fd) => (open(fd) ? ENOTSOCK : EBADF),
+      sock_recv: (fd) => (open(fd) ? ENOTSOCK : EBADF),
+      sock_send: (fd) => (open(fd) ? ENOTSOCK : EBADF),
+      sock_shutdown: (fd) => (open(fd) ? ENOTSOCK : EBADF),
     };
   }
 

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             "noop",
             "echo",
             "hostile",
+            "sleep",
         ],
         binaries: &[
             "render",
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
             "noop",
             "echo",
             "hostile",
+            "sleep",
         ],
         // The directory the examples were built in before this helper existed: kept, so an
         // existing target directory needs no rebuild.

@@ -34,6 +34,9 @@ pub const NOOP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/noop.wasm"));
 pub const ECHO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/echo.wasm"));
 /// Misbehaves on purpose, to test the sandbox limits.
 pub const HOSTILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile.wasm"));
+/// Sleeps with `std::thread::sleep` (a `poll_oneoff` clock subscription) and prints what its
+/// clocks saw: on the virtual clock, no wall time and the same output everywhere.
+pub const SLEEP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sleep.wasm"));
 
 /// Names of all the guest programs, as accepted by [`by_name`].
 pub const NAMES: &[&str] = &[
@@ -44,6 +47,7 @@ pub const NAMES: &[&str] = &[
     "noop",
     "echo",
     "hostile",
+    "sleep",
 ];
 
 /// The module of the guest program called `name`, if there is one.
@@ -56,6 +60,7 @@ pub fn by_name(name: &str) -> Option<&'static [u8]> {
         "noop" => NOOP,
         "echo" => ECHO,
         "hostile" => HOSTILE,
+        "sleep" => SLEEP,
         _ => return None,
     })
 }

@@ -12,8 +12,28 @@
 //! - **Clocks** are virtual. A counter starts at 0 and every successful `clock_time_get`
 //!   first adds 1000 (ns) to it, then returns it; for `REALTIME` (id 0) the result is
 //!   `1_700_000_000_000_000_000 + counter`, for `MONOTONIC`, `PROCESS_CPUTIME` and
-//!   `THREAD_CPUTIME` (ids 1-3) the counter itself. `clock_res_get` returns 1000 for ids 0-3.
-//!   Other ids return `EINVAL` and do not advance the counter.
+//!   `THREAD_CPUTIME` (ids 1-3) the counter itself (all u64 arithmetic wrapping).
+//!   `clock_res_get` returns 1000 for ids 0-3. Other ids return `EINVAL` and do not advance
+//!   the counter.
+//! - **`poll_oneoff(in, out, n, nevents)`** waits on the virtual clock: a sleep costs no wall
+//!   time. `n == 0` is `EINVAL`; `[in, in + 48n)`, `[out, out + 32n)` or `[nevents, +4)`
+//!   leaving memory is `EFAULT`; a subscription tag other than clock (0), fd_read (1) and
+//!   fd_write (2) is `EINVAL` — each with nothing written and the clock unchanged. All
+//!   subscriptions are read before any event is written. Ready at once: every fd
+//!   subscription (error `SUCCESS` for fd_read on fd 0 or on an open blob file, `nbytes` the
+//!   bytes left to read; for fd_write on fds 1-2, `nbytes` 0; `EBADF` for any other fd or
+//!   direction), a clock subscription with an id outside 0-3 (error `EINVAL`), and a clock
+//!   subscription already due. A clock subscription's deadline, on the counter: `counter +
+//!   timeout` (saturating), or with the `ABSTIME` flag (bit 0 of its flags) `timeout`
+//!   (`timeout − 1_700_000_000_000_000_000`, saturating at 0, for `REALTIME`); it is due when
+//!   the deadline ≤ the counter. When something is ready at once, only those events are
+//!   reported and the counter does not move; otherwise the counter jumps to the earliest
+//!   deadline and every clock subscription due then is reported. Events follow the
+//!   subscriptions' order, each 32 bytes: userdata (u64), error (u16), type (u8), then for fd
+//!   events `nbytes` (u64 at offset 16) and flags 0, the rest zero; `*nevents` is their count.
+//! - **Sockets**: no fd is one. `sock_accept`, `sock_recv`, `sock_send` and `sock_shutdown`
+//!   return `ENOTSOCK` for an open fd (0-2, or one of the blob mounts') and `EBADF` for any
+//!   other, writing nothing.
 //! - **`random_get(buf, len)`** draws `ceil(len / 8)` outputs of SplitMix64 seeded with the
 //!   task's seed (`state += 0x9e3779b97f4a7c15; z = state; z = (z ^ z >> 30) *
 //!   0xbf58476d1ce4e5b9; z = (z ^ z >> 27) * 0x94d049bb133111eb; z ^ z >> 31`, wrapping), writes
@@ -27,8 +47,8 @@
 //!   `fd_pread`, `fd_pwrite`, `fd_advise`, `fd_allocate` return `ESPIPE`; `fd_sync`,
 //!   `fd_datasync`, `fd_filestat_set_size`, `fd_filestat_set_times` return `EINVAL`;
 //!   `fd_readdir` returns `ENOTDIR`; `fd_fdstat_set_flags` and `fd_renumber` return `ENOTSUP`.
-//!   Any fd above 2 gives `EBADF`. `sched_yield` succeeds; `poll_oneoff` and `proc_raise`
-//!   return `ENOTSUP`; `proc_exit(code)` ends the run with that code.
+//!   Any fd above 2 gives `EBADF`. `sched_yield` succeeds; `proc_raise` returns `ENOTSUP`;
+//!   `proc_exit(code)` ends the run with that code.
 //! - A pointer or length that leaves linear memory gives `EFAULT` and changes nothing (no
 //!   bytes written, no clock tick, no random output consumed).
 
@@ -59,6 +79,7 @@ mod errno {
     pub const NAMETOOLONG: i32 = 37;
     pub const NOENT: i32 = 44;
     pub const NOTDIR: i32 = 54;
+    pub const NOTSOCK: i32 = 57;
     pub const NOTSUP: i32 = 58;
     pub const ROFS: i32 = 69;
     pub const SPIPE: i32 = 70;
@@ -294,13 +315,183 @@ fn clock_time_get(mem: &mut [u8], host: &mut Host, id: i32, out: i32) -> i32 {
     if let Err(e) = range(mem.len(), out, 8) {
         return e;
     }
-    host.clock_ns += CLOCK_STEP_NS;
+    host.clock_ns = host.clock_ns.wrapping_add(CLOCK_STEP_NS);
     let now = if id == 0 {
-        REALTIME_BASE_NS + host.clock_ns
+        REALTIME_BASE_NS.wrapping_add(host.clock_ns)
     } else {
         host.clock_ns
     };
     errno_of(write_u64(mem, out, now))
+}
+
+/// Sizes of a `subscription` and an `event` (wasi_snapshot_preview1).
+const SUBSCRIPTION_SIZE: u64 = 48;
+const EVENT_SIZE: u64 = 32;
+const EVENTTYPE_CLOCK: u8 = 0;
+const EVENTTYPE_FD_READ: u8 = 1;
+const EVENTTYPE_FD_WRITE: u8 = 2;
+const SUBCLOCKFLAGS_ABSTIME: u16 = 1;
+
+/// One subscription of `poll_oneoff`.
+enum Subscription {
+    /// `deadline` on the virtual counter, `None` for an unknown clock id.
+    Clock {
+        userdata: u64,
+        deadline: Option<u64>,
+    },
+    Fd {
+        userdata: u64,
+        kind: u8,
+        fd: i32,
+    },
+}
+
+/// One event of `poll_oneoff`.
+struct Event {
+    userdata: u64,
+    error: i32,
+    kind: u8,
+    nbytes: u64,
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn poll_oneoff(mem: &mut [u8], host: &mut Host, input: i32, out: i32, n: i32, nevents: i32) -> i32 {
+    let n = u64::from(n as u32);
+    if n == 0 {
+        return errno::INVAL;
+    }
+    let subs_at = match range(mem.len(), input, n * SUBSCRIPTION_SIZE) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let events_at = match range(mem.len(), out, n * EVENT_SIZE) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    if let Err(e) = range(mem.len(), nevents, 4) {
+        return e;
+    }
+    let now = host.clock_ns;
+    let mut subs = Vec::with_capacity(n.min(1024) as usize);
+    for s in mem[subs_at].chunks_exact(SUBSCRIPTION_SIZE as usize) {
+        let userdata = le_u64(s, 0);
+        subs.push(match s[8] {
+            EVENTTYPE_CLOCK => {
+                let id = u32::from_le_bytes(s[16..20].try_into().expect("4 bytes"));
+                let timeout = le_u64(s, 24);
+                let flags = u16::from_le_bytes([s[40], s[41]]);
+                let deadline = (id <= 3).then(|| {
+                    if flags & SUBCLOCKFLAGS_ABSTIME == 0 {
+                        now.saturating_add(timeout)
+                    } else if id == 0 {
+                        timeout.saturating_sub(REALTIME_BASE_NS)
+                    } else {
+                        timeout
+                    }
+                });
+                Subscription::Clock { userdata, deadline }
+            }
+            kind @ (EVENTTYPE_FD_READ | EVENTTYPE_FD_WRITE) => Subscription::Fd {
+                userdata,
+                kind,
+                fd: i32::from_le_bytes(s[16..20].try_into().expect("4 bytes")),
+            },
+            _ => return errno::INVAL,
+        });
+    }
+    let mut ready = Vec::new();
+    for s in &subs {
+        match *s {
+            Subscription::Fd { userdata, kind, fd } => {
+                let (error, nbytes) = match (kind, fd) {
+                    (EVENTTYPE_FD_READ, 0) => (
+                        errno::SUCCESS,
+                        host.stdin.len().saturating_sub(host.stdin_pos) as u64,
+                    ),
+                    (EVENTTYPE_FD_WRITE, 1 | 2) => (errno::SUCCESS, 0),
+                    (EVENTTYPE_FD_READ, _) => match host.fs.left_to_read(fd) {
+                        Some(left) => (errno::SUCCESS, left),
+                        None => (errno::BADF, 0),
+                    },
+                    _ => (errno::BADF, 0),
+                };
+                ready.push(Event {
+                    userdata,
+                    error,
+                    kind,
+                    nbytes,
+                });
+            }
+            Subscription::Clock { userdata, deadline } => match deadline {
+                None => ready.push(Event {
+                    userdata,
+                    error: errno::INVAL,
+                    kind: EVENTTYPE_CLOCK,
+                    nbytes: 0,
+                }),
+                Some(d) if d <= now => ready.push(Event {
+                    userdata,
+                    error: errno::SUCCESS,
+                    kind: EVENTTYPE_CLOCK,
+                    nbytes: 0,
+                }),
+                Some(_) => {}
+            },
+        }
+    }
+    if ready.is_empty() {
+        // Only clocks, none due: the virtual clock moves to the earliest deadline.
+        let earliest = subs
+            .iter()
+            .filter_map(|s| match s {
+                Subscription::Clock { deadline, .. } => *deadline,
+                Subscription::Fd { .. } => None,
+            })
+            .min()
+            .unwrap_or(now);
+        host.clock_ns = earliest;
+        for s in &subs {
+            if let Subscription::Clock {
+                userdata,
+                deadline: Some(d),
+            } = *s
+                && d <= earliest
+            {
+                ready.push(Event {
+                    userdata,
+                    error: errno::SUCCESS,
+                    kind: EVENTTYPE_CLOCK,
+                    nbytes: 0,
+                });
+            }
+        }
+    }
+    let events = &mut mem[events_at];
+    for (e, slot) in ready
+        .iter()
+        .zip(events.chunks_exact_mut(EVENT_SIZE as usize))
+    {
+        slot.fill(0);
+        slot[0..8].copy_from_slice(&e.userdata.to_le_bytes());
+        slot[8..10].copy_from_slice(&(e.error as u16).to_le_bytes());
+        slot[10] = e.kind;
+        if e.kind != EVENTTYPE_CLOCK {
+            slot[16..24].copy_from_slice(&e.nbytes.to_le_bytes());
+        }
+    }
+    errno_of(write_u32(mem, nevents, ready.len() as u32))
+}
+
+/// What a socket function answers: no fd is a socket.
+fn not_a_socket(host: &Host, fd: i32) -> i32 {
+    if is_stdio(fd) || host.fs.is_open(fd) {
+        errno::NOTSOCK
+    } else {
+        errno::BADF
+    }
 }
 
 fn fdstat_get(mem: &mut [u8], fd: i32, out: i32) -> i32 {
@@ -639,9 +830,35 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     })?;
     linker.func_wrap(WASI, "proc_raise", |_sig: i32| errno::NOTSUP)?;
     linker.func_wrap(WASI, "sched_yield", || errno::SUCCESS)?;
-    linker.func_wrap(WASI, "poll_oneoff", |_: i32, _: i32, _: i32, _: i32| {
-        errno::NOTSUP
-    })?;
+    linker.func_wrap(
+        WASI,
+        "poll_oneoff",
+        |mut c: Caller<'_, Host>, input: i32, out: i32, n: i32, nevents: i32| {
+            with_mem(&mut c, |m, h| poll_oneoff(m, h, input, out, n, nevents))
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "sock_accept",
+        |c: Caller<'_, Host>, fd: i32, _flags: i32, _out: i32| not_a_socket(c.data(), fd),
+    )?;
+    linker.func_wrap(
+        WASI,
+        "sock_recv",
+        |c: Caller<'_, Host>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
+            not_a_socket(c.data(), fd)
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "sock_send",
+        |c: Caller<'_, Host>, fd: i32, _: i32, _: i32, _: i32, _: i32| not_a_socket(c.data(), fd),
+    )?;
+    linker.func_wrap(
+        WASI,
+        "sock_shutdown",
+        |c: Caller<'_, Host>, fd: i32, _how: i32| not_a_socket(c.data(), fd),
+    )?;
     Ok(())
 }
 

@@ -440,7 +440,8 @@ fn wasi_errors_for_files_and_fds() {
     (call $print (i32.const 100) (i32.const 9)))"#,
     ));
     let out = run(&p, limits());
-    assert_eq!(out.execution.stdout, [8, 76, 0, 2, 8, 70, 58, 0, 8]);
+    // poll_oneoff with no subscriptions: EINVAL (28).
+    assert_eq!(out.execution.stdout, [8, 76, 0, 2, 8, 70, 28, 0, 8]);
 }
 
 /// Prints the bits of an f32 and an f64 expression as little-endian bytes.
@@ -693,6 +694,9 @@ fn wasi_signature(name: &str) -> &'static str {
         "path_filestat_get" | "path_symlink" => "(param i32 i32 i32 i32 i32) (result i32)",
         "path_rename" | "path_readlink" => "(param i32 i32 i32 i32 i32 i32) (result i32)",
         "path_link" => "(param i32 i32 i32 i32 i32 i32 i32) (result i32)",
+        "sock_accept" => "(param i32 i32 i32) (result i32)",
+        "sock_recv" => "(param i32 i32 i32 i32 i32 i32) (result i32)",
+        "sock_send" => "(param i32 i32 i32 i32 i32) (result i32)",
         _ => "(param i32 i32) (result i32)",
     }
 }
@@ -738,4 +742,40 @@ fn spawn_streams_stdout_then_reports_the_outcome() {
     let done = events[2].as_ref().unwrap_err().as_ref().unwrap();
     assert_eq!(done.execution.stdout, b"hi\nhi\n");
     assert!(done.execution.status.is_success());
+}
+
+/// A Rust program's `std::thread::sleep` is a `poll_oneoff` clock subscription: on the virtual
+/// clock it takes no wall time, and the program sees exactly the time it slept (each clock
+/// reading adds 1 µs).
+#[test]
+fn sleeps_advance_the_virtual_clock() {
+    let module = runegrid_instrument::instrument(runegrid_examples::SLEEP, &Options::default())
+        .expect("instrument");
+    let p = sandbox().compile(&module.bytes).expect("compile");
+    let args = ["3600".to_string(), "2".to_string()];
+    let out = try_run(&p, &args, &[], b"", 0, limits()).unwrap();
+    assert_eq!(out.execution.status, ExecStatus::Exited { code: 0 });
+    assert_eq!(
+        String::from_utf8(out.execution.stdout).unwrap(),
+        "slept 1 × 3600 s: 3600.000001 s since start\n\
+         slept 2 × 3600 s: 7200.000002 s since start\n\
+         realtime 1700007200.000004000\n"
+    );
+}
+
+/// Socket calls link and run: no fd is a socket.
+#[test]
+fn socket_calls_answer_that_no_fd_is_a_socket() {
+    let p = program(&module(
+        r#"
+  (import "wasi_snapshot_preview1" "sock_shutdown" (func $sock_shutdown (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_accept" (func $sock_accept (param i32 i32 i32) (result i32)))
+  (func (export "_start")
+    (i32.store8 (i32.const 100) (call $sock_shutdown (i32.const 1) (i32.const 2)))
+    (i32.store8 (i32.const 101) (call $sock_accept (i32.const 7) (i32.const 0) (i32.const 200)))
+    (call $print (i32.const 100) (i32.const 2)))"#,
+    ));
+    let out = run(&p, limits());
+    // ENOTSOCK (57) for stdout, EBADF (8) for an fd that is not open.
+    assert_eq!(out.execution.stdout, [57, 8]);
 }

@@ -416,6 +416,17 @@ impl Fs {
         ))
     }
 
+    /// The bytes left to read from an open blob file (`None`: not a file open here).
+    pub(crate) fn left_to_read(&mut self, fd: i32) -> Option<u64> {
+        if (0..=2).contains(&fd) {
+            return None;
+        }
+        match self.file(fd) {
+            Ok(Some((blob, pos))) => Some((blob.bytes.len() as u64).saturating_sub(*pos)),
+            _ => None,
+        }
+    }
+
     /// `fd_read` (`offset: None`) and `fd_pread` for fds above 2 (`None`: stdio).
     pub(crate) fn read(
         &mut self,

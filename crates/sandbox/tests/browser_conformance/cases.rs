@@ -26,6 +26,8 @@ pub(crate) fn suite() -> Suite {
     );
     s.module("collatz", runegrid_examples::COLLATZ);
     s.push(s.case("collatz", "10000").args(&["10000"]));
+    s.module("sleep", runegrid_examples::SLEEP);
+    s.push(s.case("sleep", "3600_2").args(&["3600", "2"]));
     s.module("noop", runegrid_examples::NOOP);
     s.push(s.case("noop", ""));
     s.push(
@@ -113,6 +115,12 @@ pub(crate) fn suite() -> Suite {
         s.push(s.case("clock_random", &seed.to_string()).seed(seed));
     }
     s.wat_case("fd_misc", FD_MISC);
+    s.module("poll", wat(POLL).as_bytes());
+    s.push(s.case("poll", "").stdin(b"0123456789"));
+    s.push(s.case("poll", "no_stdin"));
+    s.wat_case("sockets", SOCKETS);
+    // With blobs mounted, fd 3 (the directory) is open: not a socket either.
+    s.push(s.case("sockets", "mounted").blobs(&[("a.txt", b"x")]));
     for (name, code) in [("proc_exit_3", 3), ("proc_exit_-1", -1), ("proc_exit_0", 0)] {
         s.wat_case(
             name,

@@ -45,6 +45,10 @@ pub(crate) const WASI_IMPORTS: &str = r#"
 (import "wasi_snapshot_preview1" "proc_raise" (func $proc_raise (param i32) (result i32)))
 (import "wasi_snapshot_preview1" "sched_yield" (func $sched_yield (result i32)))
 (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+(import "wasi_snapshot_preview1" "sock_accept" (func $sock_accept (param i32 i32 i32) (result i32)))
+(import "wasi_snapshot_preview1" "sock_recv" (func $sock_recv (param i32 i32 i32 i32 i32 i32) (result i32)))
+(import "wasi_snapshot_preview1" "sock_send" (func $sock_send (param i32 i32 i32 i32 i32) (result i32)))
+(import "wasi_snapshot_preview1" "sock_shutdown" (func $sock_shutdown (param i32 i32) (result i32)))
 "#;
 
 /// Helpers of every WAT case besides [`common::PRELUDE`]'s `$write` / `$print`: `$rec`
@@ -224,6 +228,120 @@ pub(crate) const CLOCK_RANDOM: &str = r#"
   (call $rec (call $random_get (i32.const 8192) (i32.const 40000)))
   (call $print (i32.const 8192) (i32.const 40000))
   (call $random (i32.const 5))
+  (call $dump))
+"#;
+
+/// `poll_oneoff` on the virtual clock: sleeps, deadlines, fds ready at once, errors.
+/// Subscriptions are built at 4096 (48 bytes each), events land at 8192 (32 each), the count at
+/// 12000; `$poll` records the errno and prints the count, the events and the clock after.
+pub(crate) const POLL: &str = r#"
+(func $clock (param $i i32) (param $userdata i64) (param $id i32) (param $timeout i64) (param $flags i32)
+  (local $at i32)
+  (local.set $at (i32.add (i32.const 4096) (i32.mul (local.get $i) (i32.const 48))))
+  (memory.fill (local.get $at) (i32.const 0x5a) (i32.const 48))
+  (i64.store (local.get $at) (local.get $userdata))
+  (i32.store8 offset=8 (local.get $at) (i32.const 0))
+  (i32.store offset=16 (local.get $at) (local.get $id))
+  (i64.store offset=24 (local.get $at) (local.get $timeout))
+  (i64.store offset=32 (local.get $at) (i64.const 1000))
+  (i32.store16 offset=40 (local.get $at) (local.get $flags)))
+(func $fd (param $i i32) (param $userdata i64) (param $tag i32) (param $fd i32)
+  (local $at i32)
+  (local.set $at (i32.add (i32.const 4096) (i32.mul (local.get $i) (i32.const 48))))
+  (memory.fill (local.get $at) (i32.const 0x5a) (i32.const 48))
+  (i64.store (local.get $at) (local.get $userdata))
+  (i32.store8 offset=8 (local.get $at) (local.get $tag))
+  (i32.store offset=16 (local.get $at) (local.get $fd)))
+(func $now
+  (drop (call $clock_time_get (i32.const 1) (i64.const 0) (i32.const 12008)))
+  (call $print (i32.const 12008) (i32.const 8)))
+(func $poll (param $n i32)
+  (memory.fill (i32.const 8192) (i32.const 0xaa) (i32.const 320))
+  (i32.store (i32.const 12000) (i32.const 0xaaaaaaaa))
+  (call $rec (call $poll_oneoff (i32.const 4096) (i32.const 8192) (local.get $n) (i32.const 12000)))
+  (call $print (i32.const 12000) (i32.const 4))
+  (call $print (i32.const 8192) (i32.mul (local.get $n) (i32.const 32)))
+  (call $now))
+(func (export "_start")
+  ;; a sleep of 5 ms on the monotonic clock: no wall time, the counter jumps
+  (call $clock (i32.const 0) (i64.const 11) (i32.const 1) (i64.const 5000000) (i32.const 0))
+  (call $poll (i32.const 1))
+  ;; a relative and an absolute deadline: the earliest one alone
+  (call $clock (i32.const 0) (i64.const 21) (i32.const 1) (i64.const 3000000) (i32.const 0))
+  (call $clock (i32.const 1) (i64.const 22) (i32.const 2) (i64.const 6000000) (i32.const 1))
+  (call $poll (i32.const 2))
+  ;; two due at the same deadline
+  (call $clock (i32.const 0) (i64.const 31) (i32.const 3) (i64.const 9000000) (i32.const 1))
+  (call $clock (i32.const 1) (i64.const 32) (i32.const 1) (i64.const 2999000) (i32.const 0))
+  (call $poll (i32.const 2))
+  ;; realtime: an absolute deadline in the past is due at once; one ahead moves the counter
+  (call $clock (i32.const 0) (i64.const 41) (i32.const 0) (i64.const 5) (i32.const 1))
+  (call $poll (i32.const 1))
+  (call $clock (i32.const 0) (i64.const 42) (i32.const 0) (i64.const 1700000000020000000) (i32.const 1))
+  (call $poll (i32.const 1))
+  ;; fds are ready at once and the clock stays: stdin's bytes left, stdout, errors
+  (call $clock (i32.const 0) (i64.const 51) (i32.const 1) (i64.const 1000) (i32.const 0))
+  (call $fd (i32.const 1) (i64.const 52) (i32.const 1) (i32.const 0))
+  (call $fd (i32.const 2) (i64.const 53) (i32.const 2) (i32.const 1))
+  (call $fd (i32.const 3) (i64.const 54) (i32.const 2) (i32.const 2))
+  (call $fd (i32.const 4) (i64.const 55) (i32.const 1) (i32.const 1))
+  (call $fd (i32.const 5) (i64.const 56) (i32.const 2) (i32.const 0))
+  (call $fd (i32.const 6) (i64.const 57) (i32.const 1) (i32.const 99))
+  (call $fd (i32.const 7) (i64.const 58) (i32.const 1) (i32.const -1))
+  (call $poll (i32.const 8))
+  ;; a read takes bytes: fewer are left
+  (call $iov (i32.const 3000) (i32.const 3100) (i32.const 4))
+  (call $rec (call $fd_read (i32.const 0) (i32.const 3000) (i32.const 1) (i32.const 3010)))
+  (call $fd (i32.const 0) (i64.const 59) (i32.const 1) (i32.const 0))
+  (call $poll (i32.const 1))
+  ;; an unknown clock id is an event with EINVAL, at once
+  (call $clock (i32.const 0) (i64.const 61) (i32.const 7) (i64.const 10) (i32.const 0))
+  (call $clock (i32.const 1) (i64.const 62) (i32.const 1) (i64.const 10) (i32.const 0))
+  (call $poll (i32.const 2))
+  ;; a zero timeout is due at once
+  (call $clock (i32.const 0) (i64.const 71) (i32.const 1) (i64.const 0) (i32.const 0))
+  (call $poll (i32.const 1))
+  ;; errors of the call: nothing written, the clock stays
+  (call $rec (call $poll_oneoff (i32.const 4096) (i32.const 8192) (i32.const 0) (i32.const 12000)))
+  (call $fd (i32.const 0) (i64.const 81) (i32.const 3) (i32.const 0))
+  (call $clock (i32.const 1) (i64.const 82) (i32.const 1) (i64.const 10) (i32.const 0))
+  (call $rec (call $poll_oneoff (i32.const 4096) (i32.const 8192) (i32.const 2) (i32.const 12000)))
+  (call $clock (i32.const 0) (i64.const 83) (i32.const 1) (i64.const 10) (i32.const 0))
+  (call $rec (call $poll_oneoff (i32.const 65530) (i32.const 8192) (i32.const 1) (i32.const 12000)))
+  (call $rec (call $poll_oneoff (i32.const 4096) (i32.const 65520) (i32.const 1) (i32.const 12000)))
+  (call $rec (call $poll_oneoff (i32.const 4096) (i32.const 8192) (i32.const 1) (i32.const 65534)))
+  (call $rec (call $poll_oneoff (i32.const 4096) (i32.const 8192) (i32.const -1) (i32.const 12000)))
+  (call $print (i32.const 8192) (i32.const 64))
+  (call $now)
+  ;; events written over the subscriptions, after all were read
+  (call $clock (i32.const 0) (i64.const 91) (i32.const 1) (i64.const 7) (i32.const 0))
+  (call $clock (i32.const 1) (i64.const 92) (i32.const 1) (i64.const 7) (i32.const 0))
+  (call $rec (call $poll_oneoff (i32.const 4096) (i32.const 4096) (i32.const 2) (i32.const 12000)))
+  (call $print (i32.const 4096) (i32.const 96))
+  ;; a deadline past the end of time saturates; the next reading wraps
+  (call $clock (i32.const 0) (i64.const 99) (i32.const 1) (i64.const -2) (i32.const 0))
+  (call $poll (i32.const 1))
+  (call $rec (call $clock_time_get (i32.const 0) (i64.const 0) (i32.const 12016)))
+  (call $print (i32.const 12016) (i32.const 8))
+  (call $dump))
+"#;
+
+/// The socket functions: no fd is a socket.
+pub(crate) const SOCKETS: &str = r#"
+(func $each (param $fd i32)
+  (call $rec (call $sock_accept (local.get $fd) (i32.const 0) (i32.const 2000)))
+  (call $rec (call $sock_recv (local.get $fd) (i32.const 2000) (i32.const 1) (i32.const 0) (i32.const 2100) (i32.const 2104)))
+  (call $rec (call $sock_send (local.get $fd) (i32.const 2000) (i32.const 1) (i32.const 0) (i32.const 2100)))
+  (call $rec (call $sock_shutdown (local.get $fd) (i32.const 2))))
+(func (export "_start")
+  (memory.fill (i32.const 2000) (i32.const 0xaa) (i32.const 128))
+  (call $each (i32.const 0))
+  (call $each (i32.const 1))
+  (call $each (i32.const 2))
+  (call $each (i32.const 3))
+  (call $each (i32.const 4))
+  (call $each (i32.const -1))
+  (call $print (i32.const 2000) (i32.const 128))
   (call $dump))
 "#;
 
