@@ -232,6 +232,8 @@ async fn grid_bench(a: &BenchArgs) -> Result<()> {
         .program;
     let job = |n: u32| SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         program: program.clone(),
         name: Some("bench".into()),
         tasks: vec![TaskSpec::default(); n as usize],

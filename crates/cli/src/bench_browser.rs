@@ -104,6 +104,8 @@ async fn wait_browser_workers(url: &str, want: impl Fn(u32) -> bool) -> Result<u
 fn job(program: &str, name: &str, tasks: Vec<Vec<String>>) -> SubmitJob {
     SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         program: program.to_string(),
         name: Some(name.into()),
         tasks: tasks

@@ -78,6 +78,8 @@ async fn liars(a: &CreditsBenchArgs) -> Result<()> {
     for j in 0..3u64 {
         let job = SubmitJob {
             max_price: None,
+            seed: None,
+            cache: None,
             program: program.clone(),
             name: Some(format!("bench credits {}", j + 1)),
             tasks: (0..a.tasks as u64)
@@ -204,6 +206,8 @@ async fn throughput(a: &CreditsBenchArgs, free: bool, round: u32) -> Result<f64>
         .program;
     let job = |n: u32| SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         program: program.clone(),
         name: Some("bench".into()),
         tasks: vec![TaskSpec::default(); n as usize],

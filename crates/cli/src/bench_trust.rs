@@ -102,6 +102,8 @@ async fn run_job(
 ) -> Result<Run> {
     let job = SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         program: program.to_string(),
         name: Some("bench trust".into()),
         tasks: seeds

@@ -109,6 +109,8 @@ pub async fn call(conn: &Conn, a: CallArgs) -> Result<i32> {
         .unwrap_or_else(|| file.clone());
     let job = SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         program: runegrid_runner::PROGRAM_NAME.to_string(),
         name: Some(
             a.name

@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// The protocol fee on each payment, in percent, credited to the grid's treasury.
     #[arg(long, default_value_t = 5.0)]
     pub fee_percent: f64,
+    /// Bytes of verified results the result cache keeps (e.g. 64M, 1G; 0: no cache), the
+    /// least recently used leaving first.
+    #[arg(long, default_value = "64M", value_parser = parse_bytes)]
+    pub cache_bytes: u64,
 }
 
 /// The model file scripts/fetch-model.sh put in place, if any: `$RUNEGRID_MODEL`, else in
@@ -145,6 +149,7 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
         bail!("--fee-percent must be between 0 and 100");
     }
     config.credits.params.fee_ppm = (a.fee_percent * 1e4).round() as u64;
+    config.cache_bytes = a.cache_bytes;
     config.model_files = if a.models.is_empty() {
         fetched_model().into_iter().collect()
     } else {
@@ -312,6 +317,14 @@ pub struct SubmitArgs {
     /// and workers fetch it by its SHA-256 and keep it.
     #[arg(long = "blob", value_name = "NAME=FILE")]
     pub blobs: Vec<String>,
+    /// Where every task's random stream starts (below 2^53). Without it each task gets a
+    /// fresh seed and nothing is answered from the result cache; with it, tasks with the same
+    /// inputs as ones verified before are answered at once.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Never answer the job's tasks from the result cache, nor keep its results there.
+    #[arg(long)]
+    pub no_cache: bool,
     /// Wait for the job to finish and print its results.
     #[arg(long)]
     pub wait: bool,
@@ -457,6 +470,8 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
         max_attempts: a.check.max_attempts,
         limits,
         blobs,
+        seed: a.seed,
+        cache: a.no_cache.then_some(false),
     };
     let (policy, replicas, agree) = job.resolved_policy().map_err(anyhow::Error::msg)?;
     let sub = client.submit(&job).await?;
@@ -724,6 +739,13 @@ fn print_status(s: &JobStatus) {
     );
     if let Some(w) = &s.waiting_for {
         println!("  waiting: {w}");
+    }
+    if s.cached > 0 {
+        println!(
+            "  answered from the result cache: {} of {} tasks (no attempt, nothing paid)",
+            s.cached,
+            c.total()
+        );
     }
     if let Some(c) = &s.cost {
         let credits = runegrid_coordinator::credits;

@@ -87,6 +87,8 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
         .await?;
     let job = SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         program: program.program,
         name: Some("demo: render".into()),
         tasks: plan
@@ -160,6 +162,8 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
         .await?;
     let job = SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         program: program.program,
         name: Some("demo: monte carlo".into()),
         tasks: (1..=6)

@@ -133,6 +133,8 @@ async fn browser_and_native_workers_agree_and_the_dashboard_shows_the_job() {
     let seeds: Vec<u64> = (1..=12).collect();
     let job = SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         program: mc,
         name: Some("browser-and-native".into()),
         tasks: seeds
@@ -318,6 +320,8 @@ async fn a_hostile_module_is_stopped_in_the_browser_and_hiding_or_closing_the_pa
     };
     let job = SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         program: hostile.clone(),
         name: Some("loop".into()),
         tasks: vec![args(&["loop"])],
@@ -348,6 +352,8 @@ async fn a_hostile_module_is_stopped_in_the_browser_and_hiding_or_closing_the_pa
     };
     let job = SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         name: Some("long".into()),
         tasks: vec![args(&["loop"])],
         limits,
@@ -526,6 +532,8 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
     // A browser and a native worker both mount it (2 of 2 must agree).
     let job = SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         program: echo.clone(),
         name: Some("blob".into()),
         tasks: vec![args(&["cat:/blobs/data.txt"])],
@@ -595,6 +603,8 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
     let r = grid
         .run(&SubmitJob {
             max_price: None,
+            seed: None,
+            cache: None,
             name: Some("blob-again".into()),
             ..job.clone()
         })
@@ -623,6 +633,8 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
     let r = grid
         .run(&SubmitJob {
             max_price: None,
+            seed: None,
+            cache: None,
             name: Some("tampered".into()),
             policy: Some(PolicyKind::None),
             replicas: None,

@@ -320,6 +320,8 @@ async fn blobs_are_checked_by_their_hash() {
     assert_eq!(e.code(), Some("blob_mismatch"), "{e}");
     let job = |blobs: BTreeMap<String, String>| SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         blobs,
         ..common::job(
             &echo,

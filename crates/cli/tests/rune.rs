@@ -221,6 +221,8 @@ async fn rune_scripts_run_on_the_grid() {
         .unwrap();
     let job = SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         program: "rune".into(),
         name: Some("api".into()),
         tasks: vec![TaskSpec {

@@ -31,6 +31,8 @@ fn assert_correct(r: &JobResults, samples: u64, first_seed: u64) {
 fn adaptive(program: &str, tasks: Vec<TaskSpec>) -> SubmitJob {
     SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         program: program.to_string(),
         name: Some("adaptive".into()),
         tasks,

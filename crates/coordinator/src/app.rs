@@ -52,6 +52,7 @@ impl App {
             config.lease_grace,
             config.credits,
             config.metrics.clone(),
+            config.cache_bytes,
         )?;
         let writer = Writer::spawn(write, config.metrics.clone());
         grid.flush(effects, &writer);
@@ -112,8 +113,7 @@ impl App {
         s: Submission,
     ) -> Result<(JobId, u64, broadcast::Receiver<JobEvent>), HoldError> {
         let (out, seq) = self.with(|g, fx| {
-            let id = g.add_job(s, fx)?;
-            let rx = g.follow(id).expect("a job just added is in memory");
+            let (id, rx) = g.add_job_followed(s, fx)?;
             g.dispatch(fx);
             Ok::<_, HoldError>((id, rx))
         });

@@ -216,6 +216,9 @@ pub async fn completions(
     let opts = req.runegrid.clone().unwrap_or_default();
     let submit = SubmitJob {
         max_price: None,
+        seed: None,
+        // A chat answer's usage comes from its run's stderr, which the cache does not keep.
+        cache: Some(false),
         program: builtins::INFER.name.into(),
         name: Some(format!("chat {}", p.model.id)),
         tasks: vec![TaskSpec {

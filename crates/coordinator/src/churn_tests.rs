@@ -119,6 +119,8 @@ impl World {
                     held: 0,
                     max_price: None,
                     state: runegrid_store::JobState::Active,
+                    cache: false,
+                    cached: 0,
                 },
                 tasks: (0..tasks)
                     .map(|i| NewTask {
@@ -214,7 +216,7 @@ proptest! {
 
     /// Whatever order workers come, go and answer in, every unfinished task is queued or has
     /// a running attempt; and once three workers stay, every task is verified with the right
-    /// output.
+    /// output (or failed because its attempts were lost as often as its quorum tolerates).
     #[test]
     fn no_task_is_lost_when_workers_come_and_go(
         events in proptest::collection::vec(ev(), 0..60),
@@ -246,6 +248,13 @@ proptest! {
         }
         let (_, r) = w.app.job_results(job).expect("job in memory");
         for t in &r.tasks {
+            // A task whose attempts vanished as often as its quorum tolerates fails by design
+            // (it could be what brings its workers down), and only that way.
+            if t.state.as_str() == TaskState::Failed.as_str()
+                && t.error.as_deref().is_some_and(|e| e.contains("attempts were lost"))
+            {
+                continue;
+            }
             prop_assert_eq!(t.state.as_str(), TaskState::Verified.as_str(), "{:?}", t);
             prop_assert_eq!(t.stdout.clone().unwrap(), format!("out {}", t.index));
         }

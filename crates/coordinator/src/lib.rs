@@ -34,6 +34,8 @@ mod auth;
 mod blobs;
 mod books;
 mod builtins;
+#[cfg(test)]
+mod cache_tests;
 mod chat;
 #[cfg(test)]
 mod churn_tests;
@@ -88,6 +90,8 @@ pub struct Config {
     pub metrics: Metrics,
     /// Prices, welcome credits, whether the grid charges at all.
     pub credits: grid::CreditTerms,
+    /// Bytes of verified results the result cache keeps (0: no cache).
+    pub cache_bytes: u64,
 }
 
 /// Sign-ups one address may make by default: a burst of 20, then 30 a minute.
@@ -109,6 +113,7 @@ impl Config {
             signup_limit: Some(DEFAULT_SIGNUP_LIMIT),
             metrics: Metrics::new(),
             credits: grid::CreditTerms::default(),
+            cache_bytes: grid::DEFAULT_CACHE_BYTES,
         }
     }
 }

@@ -46,6 +46,9 @@ struct Inner {
     queue_depth: Gauge,
     price: Gauge,
     credits: Family<Labels1, Gauge>,
+    cache_lookups: Family<Labels1, Counter>,
+    cache_entries: Gauge,
+    cache_bytes: Gauge,
     /// Scrapes set the grid gauges and then encode: one at a time.
     scrape: Mutex<()>,
 }
@@ -76,6 +79,9 @@ pub struct Grid {
     pub price: u64,
     /// Micro-credits by holder (`minted`, `accounts`, `escrow`, `treasury`).
     pub credits: Vec<(&'static str, i64)>,
+    /// Results in the result cache, and their bytes.
+    pub cache_entries: u64,
+    pub cache_bytes: u64,
 }
 
 /// A long-lived response the coordinator holds open.
@@ -189,6 +195,28 @@ impl Metrics {
             "Credits in micro-credits: minted, and where they are (accounts, job escrows, the treasury)",
             credits.clone(),
         );
+        let cache_lookups = Family::<Labels1, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Tasks looked up in the result cache, by result (hit: answered from a verified result, no attempt)",
+            cache_lookups.clone(),
+        );
+        for result in ["hit", "miss"] {
+            let _ = cache_lookups.get_or_create(&[("result", result)]);
+        }
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_entries",
+            "Verified results in the result cache",
+            cache_entries.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        registry.register_with_unit(
+            "cache",
+            "Size of the result cache",
+            Unit::Bytes,
+            cache_bytes.clone(),
+        );
         for kind in [Stream::Sse, Stream::WebSocket] {
             open_streams.get_or_create(&kind.label()).set(0);
         }
@@ -207,6 +235,9 @@ impl Metrics {
             queue_depth,
             price,
             credits,
+            cache_lookups,
+            cache_entries,
+            cache_bytes,
             scrape: Mutex::new(()),
         }))
     }
@@ -233,6 +264,15 @@ impl Metrics {
         self.0
             .task_outcomes
             .get_or_create(&[("state", state), ("acceptance", acceptance)])
+            .inc();
+    }
+
+    /// A task was looked up in the result cache.
+    pub fn cache_lookup(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.0
+            .cache_lookups
+            .get_or_create(&[("result", result)])
             .inc();
     }
 
@@ -298,6 +338,8 @@ impl Metrics {
         for &(holder, n) in &grid.credits {
             self.0.credits.get_or_create(&[("holder", holder)]).set(n);
         }
+        self.0.cache_entries.set(grid.cache_entries as i64);
+        self.0.cache_bytes.set(grid.cache_bytes as i64);
         let mut out = String::new();
         prometheus_text::encode(&mut out, &self.0.registry).expect("writing to a string");
         out
@@ -329,6 +371,7 @@ mod tests {
         m.task_finished(TaskState::Verified, Some(Acceptance::Quorum));
         m.commit(3, 0.002);
         m.http_request("/v1/jobs/{id}", &Method::GET, StatusCode::OK);
+        m.cache_lookup(true);
         let open = m.open(Stream::Sse);
         let text = m.render(&Grid {
             tasks: vec![("queued", 4)],
@@ -336,6 +379,8 @@ mod tests {
             queue_depth: 4,
             price: 1_050_000,
             credits: vec![("minted", 10), ("treasury", 3)],
+            cache_entries: 5,
+            cache_bytes: 640,
         });
         for line in [
             "runegrid_attempts_started_total 2",
@@ -349,6 +394,10 @@ mod tests {
             r#"runegrid_tasks{state="queued"} 4"#,
             r#"runegrid_workers{kind="native",standing="trusted"} 2"#,
             "runegrid_queue_depth 4",
+            "runegrid_cache_entries 5",
+            "runegrid_cache_bytes 640",
+            r#"runegrid_cache_lookups_total{result="hit"} 1"#,
+            r#"runegrid_cache_lookups_total{result="miss"} 0"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),

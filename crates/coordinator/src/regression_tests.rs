@@ -35,6 +35,9 @@ pub(crate) struct Grid {
     pub workers: HashMap<i64, Fake>,
     pub dir: tempfile::TempDir,
     trust: TrustParams,
+    /// Whether submitted jobs use the result cache (their tasks' inputs repeat from job to
+    /// job, so most tests leave it off).
+    pub cache: bool,
 }
 
 fn caps() -> Capabilities {
@@ -105,6 +108,7 @@ impl Grid {
             workers: HashMap::new(),
             dir,
             trust,
+            cache: false,
         }
     }
 
@@ -149,6 +153,8 @@ impl Grid {
                     held: 0,
                     max_price,
                     state: runegrid_store::JobState::Active,
+                    cache: self.cache,
+                    cached: 0,
                 },
                 tasks: (0..tasks)
                     .map(|i| NewTask {

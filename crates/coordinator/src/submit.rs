@@ -91,7 +91,7 @@ async fn submission(app: &AppState, a: &Account, req: SubmitJob) -> Result<Submi
             args: t.args,
             env: t.env,
             stdin: t.stdin.into_bytes(),
-            seed: seed_for(salt, i as u64),
+            seed: req.seed.unwrap_or_else(|| seed_for(salt, i as u64)),
         })
         .collect();
     let job = NewJob {
@@ -110,6 +110,9 @@ async fn submission(app: &AppState, a: &Account, req: SubmitJob) -> Result<Submi
         held: 0,
         max_price: req.max_price,
         state: runegrid_store::JobState::Active,
+        cache: req.cache.unwrap_or(true),
+        // Set by the grid: the tasks the cache answers.
+        cached: 0,
     };
     Ok(Submission {
         job,
@@ -141,6 +144,17 @@ fn check(req: &SubmitJob) -> Result<(PolicyKind, Quorum), ApiError> {
     req.limits
         .validate()
         .map_err(|e| ApiError::bad("invalid_limits", e.to_string()))?;
+    if let Some(seed) = req.seed
+        && seed > runegrid_proto::MAX_SEED
+    {
+        return Err(ApiError::bad(
+            "invalid_job",
+            format!(
+                "seed {seed} is too large: seeds are below 2^53 ({})",
+                runegrid_proto::MAX_SEED + 1
+            ),
+        ));
+    }
     if req.max_price == Some(0) {
         return Err(ApiError::bad(
             "invalid_job",

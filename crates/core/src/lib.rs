@@ -17,6 +17,7 @@ macro_rules! display_as_str {
 }
 
 pub mod audit;
+pub mod cache;
 pub mod exec;
 pub mod failure;
 pub mod ledger;

@@ -271,6 +271,9 @@ pub enum Acceptance {
     Unreplicated,
     /// Re-executed by a quorum after its worker was caught lying; the quorum's answer stands.
     Audited,
+    /// Answered from the result cache: a task with the same inputs was verified by a quorum
+    /// before (see [`crate::cache`]); no attempt ran.
+    Cached,
 }
 
 impl Acceptance {
@@ -280,6 +283,7 @@ impl Acceptance {
             Acceptance::Trusted => "trusted",
             Acceptance::Unreplicated => "unreplicated",
             Acceptance::Audited => "audited",
+            Acceptance::Cached => "cached",
         }
     }
 
@@ -289,6 +293,7 @@ impl Acceptance {
             "trusted" => Acceptance::Trusted,
             "unreplicated" => Acceptance::Unreplicated,
             "audited" => Acceptance::Audited,
+            "cached" => Acceptance::Cached,
             _ => return None,
         })
     }

@@ -78,7 +78,20 @@ pub struct SubmitJob {
     /// first. Default: the price when it is accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_price: Option<u64>,
+    /// Where every task's random stream (`random_get`) starts, below 2^53. Default: a fresh
+    /// seed per task, so no two submissions are alike and none is answered from the result
+    /// cache; with a seed, a task with the same inputs as one verified before is answered
+    /// from that result at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// `false`: never answer its tasks from the result cache, nor keep its results there.
+    /// Default: true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
 }
+
+/// Seeds are kept below 2^53 so every engine (JavaScript numbers included) holds them exactly.
+pub const MAX_SEED: u64 = (1 << 53) - 1;
 
 impl SubmitJob {
     /// The policy and quorum this submission asks for, defaults filled in.
@@ -167,6 +180,16 @@ pub struct JobStatus {
     /// Its price and what it has cost so far (absent for jobs from before credits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<JobCost>,
+    /// Whether it uses the result cache.
+    #[serde(default = "yes")]
+    pub cache: bool,
+    /// Tasks answered from the result cache when it was accepted (no attempt, nothing paid).
+    #[serde(default)]
+    pub cached: u64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What a job pays. Amounts are micro-credits (10^-6 credit).

@@ -37,6 +37,8 @@ fn main() {
         held: 0,
         max_price: None,
         state: runegrid_store::JobState::Active,
+        cache: true,
+        cached: 0,
     };
     let task = NewTask {
         args: vec![],

@@ -3,6 +3,7 @@
 
 use crate::records::*;
 use crate::{Store, StoreError};
+use runegrid_core::cache::{CacheKey, CachedResult};
 use runegrid_core::ledger::{EntryKey, Ledger, Party, Reason, Transfer};
 use runegrid_core::settlement::hold;
 use runegrid_core::{Acceptance, Digest, ExecStatus, Limits, PolicyKind, TrustParams, TrustRecord};
@@ -17,6 +18,7 @@ pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
     workers(fresh().as_mut());
     journal(fresh().as_mut());
     welcome_credits(fresh().as_mut());
+    result_cache(fresh().as_mut());
 }
 
 fn job_fixture(s: &mut dyn Store) -> (Account, JobRecord, Vec<TaskRecord>) {
@@ -47,6 +49,8 @@ fn job_fixture(s: &mut dyn Store) -> (Account, JobRecord, Vec<TaskRecord>) {
         held: 7_777,
         max_price: None,
         state: crate::records::JobState::Active,
+        cache: false,
+        cached: 2,
     };
     let tasks: Vec<NewTask> = (0..3)
         .map(|i| NewTask {
@@ -427,6 +431,8 @@ fn journal(s: &mut dyn Store) {
                 held: 0,
                 max_price: None,
                 state: crate::records::JobState::Active,
+                cache: true,
+                cached: 0,
             }),
             tasks: vec![],
         },
@@ -488,4 +494,69 @@ fn welcome_credits(s: &mut dyn Store) {
     }])
     .unwrap();
     assert_eq!(s.accounts().unwrap()[0].display_name, None);
+}
+
+/// Cached results: stored, replaced under the same key, read back least recently used first
+/// (a use moves an entry to the back), evicted; a job keeps whether it uses the cache and how
+/// many of its tasks it answered.
+fn result_cache(s: &mut dyn Store) {
+    let (_, job, _) = job_fixture(s);
+    assert!(!job.cache);
+    assert_eq!(job.cached, 2);
+    assert!(s.cached_results().unwrap().is_empty());
+    let result = |n: u8| CachedResult {
+        status: ExecStatus::Exited { code: i32::from(n) },
+        stdout: vec![n; usize::from(n)],
+        fuel: u64::MAX - u64::from(n),
+        digest: Digest([n; 32]),
+    };
+    let key = |n: u8| CacheKey([n; 32]);
+    s.apply(&[
+        Change::CachePut {
+            key: key(1),
+            result: result(1),
+            at: 10,
+        },
+        Change::CachePut {
+            key: key(2),
+            result: result(2),
+            at: 11,
+        },
+        Change::CachePut {
+            key: key(3),
+            result: result(3),
+            at: 12,
+        },
+    ])
+    .unwrap();
+    let keys = |s: &mut dyn Store| -> Vec<CacheKey> {
+        s.cached_results().unwrap().iter().map(|e| e.key).collect()
+    };
+    assert_eq!(keys(s), [key(1), key(2), key(3)]);
+    let all = s.cached_results().unwrap();
+    assert_eq!(all[1].result, result(2));
+    assert_eq!(all[1].used_at, 11);
+    // A use moves it last; an older use time never moves it back.
+    s.apply(&[Change::CacheUse {
+        key: key(1),
+        at: 20,
+    }])
+    .unwrap();
+    s.apply(&[Change::CacheUse { key: key(1), at: 5 }]).unwrap();
+    assert_eq!(keys(s), [key(2), key(3), key(1)]);
+    // Replaced under the same key.
+    s.apply(&[Change::CachePut {
+        key: key(2),
+        result: result(9),
+        at: 30,
+    }])
+    .unwrap();
+    assert_eq!(keys(s), [key(3), key(1), key(2)]);
+    assert_eq!(s.cached_results().unwrap()[2].result, result(9));
+    s.apply(&[
+        Change::CacheEvict { key: key(3) },
+        Change::CacheEvict { key: key(7) },
+    ])
+    .unwrap();
+    assert_eq!(keys(s), [key(1), key(2)]);
 }

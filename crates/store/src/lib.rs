@@ -81,6 +81,9 @@ pub trait Store: Send {
         limit: u32,
     ) -> Result<Vec<JournalEntry>>;
 
+    /// The result cache, least recently used first.
+    fn cached_results(&mut self) -> Result<Vec<CacheEntry>>;
+
     /// Registers a worker key on first sight, or updates its owner, name and capabilities.
     fn upsert_worker(&mut self, w: &NewWorker) -> Result<WorkerRecord>;
     fn workers(&mut self) -> Result<Vec<WorkerRecord>>;

@@ -1,5 +1,6 @@
 //! The records a store keeps.
 
+use runegrid_core::cache::{CacheKey, CachedResult};
 use runegrid_core::ledger::{Micros, Transfer};
 use runegrid_core::{
     Acceptance, AccountId, AttemptId, Digest, ExecStatus, JobId, Limits, PolicyKind, TaskId,
@@ -66,6 +67,11 @@ pub struct NewJob {
     pub max_price: Option<u64>,
     /// `Active`, or `WaitingForPrice` when its bid is below the price.
     pub state: JobState,
+    /// Whether its tasks may be answered from the result cache, and its verified results
+    /// added to it.
+    pub cache: bool,
+    /// How many of its tasks were answered from the cache when it was accepted.
+    pub cached: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +92,8 @@ pub struct JobRecord {
     pub price: u64,
     pub held: Micros,
     pub max_price: Option<u64>,
+    pub cache: bool,
+    pub cached: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +254,30 @@ pub enum Change {
         account: AccountId,
         name: Option<String>,
     },
+    /// A verified result kept in the result cache (replacing one under the same key).
+    CachePut {
+        key: CacheKey,
+        result: CachedResult,
+        at: Millis,
+    },
+    /// A cached result answered a task at `at` (its place in the eviction order).
+    CacheUse {
+        key: CacheKey,
+        at: Millis,
+    },
+    /// A cached result left the cache.
+    CacheEvict {
+        key: CacheKey,
+    },
+}
+
+/// A result in the result cache, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    pub key: CacheKey,
+    pub result: CachedResult,
+    /// When it was stored or last answered a task.
+    pub used_at: Millis,
 }
 
 /// A transfer as the journal keeps it: numbered in the order it was applied.

@@ -2,6 +2,7 @@
 
 use crate::records::*;
 use crate::{Millis, Result, Store, StoreError};
+use runegrid_core::cache::{CacheKey, CachedResult};
 use runegrid_core::ledger::{EntryKey, Micros, Party, Transfer};
 use runegrid_core::{Acceptance, AccountId, Digest, ExecStatus, JobId, Limits, PolicyKind};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -116,6 +117,18 @@ const MIGRATIONS: &[&str] = &[
     // 5: the name an account shows on the contributors' leaderboard (opt-in); a job's bid.
     "ALTER TABLE accounts ADD COLUMN display_name TEXT;
      ALTER TABLE jobs ADD COLUMN max_price INTEGER;",
+    // 6: the result cache; whether a job uses it, and how many of its tasks it answered.
+    "ALTER TABLE jobs ADD COLUMN cache INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE jobs ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE result_cache (
+         key BLOB PRIMARY KEY,
+         status TEXT NOT NULL,
+         stdout BLOB NOT NULL,
+         fuel INTEGER NOT NULL,
+         digest TEXT NOT NULL,
+         used_at INTEGER NOT NULL
+     );
+     CREATE INDEX result_cache_used ON result_cache(used_at);",
 ];
 
 /// A connection to a runegrid SQLite database.
@@ -189,7 +202,7 @@ fn account_row(r: &Row) -> rusqlite::Result<Account> {
     })
 }
 
-const JOB_COLS: &str = "id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, finished_at, policy, blobs, price, held, max_price";
+const JOB_COLS: &str = "id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, finished_at, policy, blobs, price, held, max_price, cache, cached";
 
 fn job_row(r: &Row) -> Result<JobRecord> {
     let limits: String = r.get(7)?;
@@ -217,6 +230,8 @@ fn job_row(r: &Row) -> Result<JobRecord> {
         price: r.get::<_, i64>(13)? as u64,
         held: r.get(14)?,
         max_price: r.get::<_, Option<i64>>(15)?.map(|p| p as u64),
+        cache: r.get(16)?,
+        cached: r.get(17)?,
     })
 }
 
@@ -522,8 +537,8 @@ impl Store for SqliteStore {
             match c {
                 Change::CreateJob { id, job, tasks } => {
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, policy, blobs, price, held, max_price)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?14, ?10, ?11, ?12, ?13, ?15)",
+                        "INSERT INTO jobs (id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, policy, blobs, price, held, max_price, cache, cached)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?14, ?10, ?11, ?12, ?13, ?15, ?16, ?17)",
                     )?
                     .execute(params![
                         id,
@@ -540,7 +555,9 @@ impl Store for SqliteStore {
                         job.price as i64,
                         job.held,
                         job.state.as_str(),
-                        job.max_price.map(|p| p as i64)
+                        job.max_price.map(|p| p as i64),
+                        job.cache,
+                        job.cached
                     ])?;
                     let mut stmt = tx.prepare_cached(
                         "INSERT INTO tasks (id, job, idx, args, env, stdin, seed, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued')",
@@ -670,6 +687,29 @@ impl Store for SqliteStore {
                     tx.prepare_cached("UPDATE accounts SET display_name = ?2 WHERE id = ?1")?
                         .execute(params![account, name])?;
                 }
+                Change::CachePut { key, result, at } => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO result_cache (key, status, stdout, fuel, digest, used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![
+                        &key.0[..],
+                        to_json(&result.status),
+                        result.stdout,
+                        result.fuel as i64,
+                        result.digest.to_hex(),
+                        at
+                    ])?;
+                }
+                Change::CacheUse { key, at } => {
+                    tx.prepare_cached(
+                        "UPDATE result_cache SET used_at = max(used_at, ?2) WHERE key = ?1",
+                    )?
+                    .execute(params![&key.0[..], at])?;
+                }
+                Change::CacheEvict { key } => {
+                    tx.prepare_cached("DELETE FROM result_cache WHERE key = ?1")?
+                        .execute(params![&key.0[..]])?;
+                }
             }
         }
         tx.commit()?;
@@ -717,6 +757,31 @@ impl Store for SqliteStore {
             params![account, before.unwrap_or(i64::MAX), limit],
             journal_row,
         )
+    }
+
+    fn cached_results(&mut self) -> Result<Vec<CacheEntry>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key, status, stdout, fuel, digest, used_at FROM result_cache ORDER BY used_at, key",
+        )?;
+        collect(&mut stmt, [], |r| {
+            let key: Vec<u8> = r.get(0)?;
+            let status: String = r.get(1)?;
+            let digest: String = r.get(4)?;
+            Ok(CacheEntry {
+                key: CacheKey(
+                    key.try_into()
+                        .map_err(|_| corrupt("cache key", "not 32 bytes"))?,
+                ),
+                result: CachedResult {
+                    status: from_json("cached status", &status)?,
+                    stdout: r.get(2)?,
+                    fuel: r.get::<_, i64>(3)? as u64,
+                    digest: Digest::from_hex(&digest)
+                        .ok_or_else(|| corrupt("cached digest", &digest))?,
+                },
+                used_at: r.get(5)?,
+            })
+        })
     }
 
     fn upsert_worker(&mut self, w: &NewWorker) -> Result<WorkerRecord> {

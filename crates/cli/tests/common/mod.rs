@@ -355,6 +355,8 @@ impl Drop for Grid {
 pub fn job(program: &str, tasks: Vec<TaskSpec>, replicas: u32, agree: u32) -> SubmitJob {
     SubmitJob {
         max_price: None,
+        seed: None,
+        cache: None,
         program: program.to_string(),
         name: Some("test".into()),
         tasks,

@@ -166,6 +166,7 @@ impl Grid {
         if let Some(t) = self.tasks.get_mut(&of) {
             t.outcome = Some(outcome);
         }
+        self.remember_result(of, fx);
         if self.followed(job) {
             let result = self.task_result(&self.tasks[&of]);
             fx.event(

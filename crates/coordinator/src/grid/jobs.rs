@@ -1,9 +1,11 @@
 //! Jobs in memory: creating one with its tasks, a task's state and its job's counts, finishing
 //! tasks and jobs, cancelling, and forgetting finished jobs.
 
+use super::cache::task_key;
 use super::reads::bump;
 use super::{Effects, Grid, HoldError, JobMem, TaskInput, TaskMem, counts_of, now_ms};
 use crate::programs::ProgramBytes;
+use runegrid_core::cache::{CacheKey, CachedResult};
 use runegrid_core::straggler::JobTiming;
 use runegrid_core::{JobId, Policy, Quorum, TaskId};
 use runegrid_proto::JobEvent;
@@ -13,6 +15,7 @@ use runegrid_store::{
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
 use tokio::sync::watch;
 
 /// Finished jobs stay in memory this long (then reads go to the store)...
@@ -30,12 +33,37 @@ pub struct Submission {
 }
 
 impl Grid {
-    /// Accepts a job: prices it and holds its worst case from its submitter (refused, with
+    /// Accepts a job: answers the tasks a verified result already answers from the result
+    /// cache, prices the rest and holds their worst case from its submitter (refused, with
     /// nothing changed, when the account cannot cover it), gives it and its tasks ids, queues
     /// their creation and the hold in the store (one transaction) and its tasks for dispatch.
-    /// Nothing is given out yet: a follower subscribes now, before the [`Grid::dispatch`] that
-    /// comes next, to see every attempt from its first byte.
+    /// Nothing is given out yet: [`Grid::dispatch`] comes next.
     pub fn add_job(&mut self, s: Submission, fx: &mut Effects) -> Result<JobId, HoldError> {
+        let (id, hits) = self.accept_job(s, fx)?;
+        self.answer_from_cache(hits, fx);
+        Ok(id)
+    }
+
+    /// [`Grid::add_job`], with a follower subscribed before any task is answered or
+    /// dispatched: it sees every answer, and every attempt from its first byte.
+    pub fn add_job_followed(
+        &mut self,
+        s: Submission,
+        fx: &mut Effects,
+    ) -> Result<(JobId, broadcast::Receiver<JobEvent>), HoldError> {
+        let (id, hits) = self.accept_job(s, fx)?;
+        let rx = self.follow(id).expect("a job just added is in memory");
+        self.answer_from_cache(hits, fx);
+        Ok((id, rx))
+    }
+
+    /// [`Grid::add_job`] up to answering from the cache: the job's id and the tasks the cache
+    /// answers.
+    fn accept_job(
+        &mut self,
+        s: Submission,
+        fx: &mut Effects,
+    ) -> Result<(JobId, Vec<(TaskId, CachedResult)>), HoldError> {
         let Submission {
             job: mut new,
             tasks,
@@ -43,9 +71,30 @@ impl Grid {
             program,
             mounts,
         } = s;
+        let keys: Vec<Option<CacheKey>> = tasks
+            .iter()
+            .map(|t| {
+                (new.cache && self.cache.capacity() > 0).then(|| {
+                    task_key(
+                        &program.sha256,
+                        new.limits,
+                        &new.blobs,
+                        &t.args,
+                        &t.env,
+                        &t.stdin,
+                        t.seed,
+                    )
+                })
+            })
+            .collect();
+        let found: Vec<Option<CachedResult>> = keys
+            .iter()
+            .map(|k| k.and_then(|k| self.cache.get(&k).cloned()))
+            .collect();
+        let misses = found.iter().filter(|f| f.is_none()).count() as u64;
         let terms = self.quote_job(
             new.owner,
-            tasks.len() as u64,
+            misses,
             new.max_attempts,
             new.limits.fuel,
             new.max_price,
@@ -58,6 +107,7 @@ impl Grid {
             JobState::WaitingForPrice
         };
         new.held = terms.held;
+        new.cached = (tasks.len() as u64 - misses) as u32;
         let id = self.next_job;
         // Refused: nothing changed.
         self.hold(id, new.owner, new.held, fx)?;
@@ -81,6 +131,8 @@ impl Grid {
             price: new.price,
             held: new.held,
             max_price: new.max_price,
+            cache: new.cache,
+            cached: new.cached,
         };
         let records = tasks
             .iter()
@@ -110,13 +162,44 @@ impl Grid {
         });
         let waits = rec.state == JobState::WaitingForPrice;
         let ids = self.insert_job(rec, owner_name, program, mounts, records);
+        let mut hits = Vec::new();
+        let mut queued = Vec::new();
+        for (i, (key, found)) in ids.into_iter().zip(keys.iter().zip(found)) {
+            match found {
+                Some(r) => {
+                    self.cache_hits += 1;
+                    self.metrics.cache_lookup(true);
+                    if let Some(key) = key {
+                        fx.change(Change::CacheUse {
+                            key: *key,
+                            at: now_ms(),
+                        });
+                    }
+                    hits.push((i, r));
+                }
+                None => {
+                    if key.is_some() {
+                        self.cache_misses += 1;
+                        self.metrics.cache_lookup(false);
+                    }
+                    queued.push(i);
+                }
+            }
+        }
+        if !hits.is_empty() {
+            tracing::debug!(
+                job = id,
+                cached = hits.len(),
+                "tasks answered from the cache"
+            );
+        }
         if waits {
             tracing::debug!(job = id, "bid below the price: waiting");
             self.waiting.push(id);
         } else {
-            self.enqueue(id, ids);
+            self.enqueue(id, queued);
         }
-        Ok(id)
+        Ok((id, hits))
     }
 
     /// Puts a job and its tasks (as stored) in memory; returns the task ids.
@@ -139,7 +222,19 @@ impl Grid {
         let counts = counts_of(tasks.iter().map(|t| t.state));
         let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
         let job = rec.id;
+        let keyed = rec.cache && self.cache.capacity() > 0;
         for t in tasks {
+            let key = keyed.then(|| {
+                task_key(
+                    &program.sha256,
+                    rec.limits,
+                    &rec.blobs,
+                    &t.args,
+                    &t.env,
+                    &t.stdin,
+                    t.seed,
+                )
+            });
             let input = Arc::new(TaskInput {
                 args: t.args,
                 env: t.env.into_iter().collect(),
@@ -148,6 +243,7 @@ impl Grid {
                 blobs: mounts.clone(),
             });
             let mut m = TaskMem::new(t.id, job, t.index, input, t.state);
+            m.cache_key = key;
             m.attempts = t.attempts;
             m.outcome = t.outcome;
             self.tasks.insert(t.id, m);

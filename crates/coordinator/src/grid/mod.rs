@@ -18,6 +18,7 @@
 
 mod attempts;
 mod audit;
+mod cache;
 mod dispatch;
 mod effects;
 mod events;
@@ -34,6 +35,7 @@ mod trust;
 mod verify;
 mod workers;
 
+pub use cache::DEFAULT_CACHE_BYTES;
 pub use effects::Effects;
 pub use events::Subscription;
 pub use jobs::Submission;
@@ -157,6 +159,8 @@ struct TaskMem {
     /// The first result was shown to the job's followers (unverified).
     shown_first: bool,
     special: Option<Box<Special>>,
+    /// Its key in the result cache (`None`: its job does not use the cache).
+    cache_key: Option<runegrid_core::cache::CacheKey>,
 }
 
 impl TaskMem {
@@ -179,6 +183,7 @@ impl TaskMem {
             backup_wanted: 0,
             shown_first: false,
             special: None,
+            cache_key: None,
         }
     }
 
@@ -252,6 +257,11 @@ pub struct Grid {
     failed_total: u64,
     /// Counters for `GET /metrics`.
     metrics: Metrics,
+    /// Verified results by their tasks' inputs.
+    cache: runegrid_core::cache::ResultCache<runegrid_core::cache::CachedResult>,
+    /// Tasks answered from the cache, and looked up in vain, since start.
+    cache_hits: u64,
+    cache_misses: u64,
 }
 
 /// The first ids a new grid hands out.
@@ -294,6 +304,9 @@ impl Grid {
             verified_total: 0,
             failed_total: 0,
             metrics,
+            cache: runegrid_core::cache::ResultCache::new(DEFAULT_CACHE_BYTES),
+            cache_hits: 0,
+            cache_misses: 0,
         }
     }
 

@@ -176,6 +176,8 @@ impl Grid {
             queue_depth: self.queue.len() as u64,
             price: self.quote().price,
             credits: self.credit_totals(),
+            cache_entries: self.cache.len() as u64,
+            cache_bytes: self.cache.bytes(),
         }
     }
 
@@ -221,6 +223,8 @@ pub fn status_of(rec: &JobRecord, owner_name: &str, counts: Counts) -> JobStatus
             spent: 0,
             max_price: rec.max_price,
         }),
+        cache: rec.cache,
+        cached: u64::from(rec.cached),
     }
 }
 

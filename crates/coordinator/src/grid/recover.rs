@@ -32,6 +32,7 @@ impl Grid {
         lease_grace: Duration,
         credits: CreditTerms,
         metrics: Metrics,
+        cache_bytes: u64,
     ) -> Result<Recovered, StoreError> {
         let max = store.max_ids()?;
         let mut grid = Grid::new(
@@ -64,6 +65,14 @@ impl Grid {
             .map(|w| (w.id, w.owner))
             .collect();
         let mut fx = Effects::default();
+        grid.reset_cache(cache_bytes);
+        if cache_bytes > 0 {
+            grid.load_cache(store.cached_results()?, &mut fx);
+        } else {
+            for e in store.cached_results()? {
+                fx.change(Change::CacheEvict { key: e.key });
+            }
+        }
         let accounts: HashMap<AccountId, String> = store
             .accounts()?
             .into_iter()

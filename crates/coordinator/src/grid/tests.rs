@@ -58,6 +58,8 @@ fn submission(policy: PolicyKind, tasks: u32) -> Submission {
             held: 0,
             max_price: None,
             state: runegrid_store::JobState::Active,
+            cache: false,
+            cached: 0,
         },
         tasks: (0..tasks)
             .map(|i| NewTask {

@@ -143,6 +143,7 @@ impl Grid {
         // Paid before the task is final: the job's last task releases what its escrow keeps.
         let paid = self.pay_agreeing(id, digest, fx);
         self.finalize(id, state, outcome, fx);
+        self.remember_result(id, fx);
         let (agreed, disagreed) = attribute(&results, digest, acceptance);
         for w in agreed {
             self.update_trust(w, |r, _| r.record_agreement(), fx);

@@ -32,6 +32,13 @@ class Options:
       attempt, accepted as reported).
     - ``replicas``, ``agree``, ``max_attempts``.
 
+    Repeatability:
+
+    - ``seed``: where every task's random stream starts (``0 <= seed < 2**53``). Without it
+      each task gets a fresh seed; with it, a task with the same inputs as one verified before
+      is answered at once from the result cache (``acceptance == "cached"``, nothing paid).
+    - ``cache``: ``False`` never answers from the result cache nor keeps results there.
+
     Limits per attempt: ``fuel`` (about one unit per WebAssembly instruction; default 10^10),
     ``memory_bytes`` (256 MiB), ``wall_time_ms`` (60 s), ``stdout_bytes`` (1 MiB).
 
@@ -54,6 +61,8 @@ class Options:
     memory_bytes: int | None = None
     wall_time_ms: int | None = None
     stdout_bytes: int | None = None
+    seed: int | None = None
+    cache: bool | None = None
     name: str | None = None
     timeout: float | None = None
     progress: bool | None = None
@@ -70,6 +79,13 @@ class Options:
                 raise TypeError(f"{f} must be an int, not {type(v).__name__}")
             if v < (0 if f == "stdout_bytes" else 1):
                 raise ValueError(f"{f} must be positive, not {v}")
+        if self.seed is not None:
+            if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+                raise TypeError(f"seed must be an int, not {type(self.seed).__name__}")
+            if not 0 <= self.seed < 2**53:
+                raise ValueError(f"seed must be in [0, 2**53), not {self.seed}")
+        if self.cache is not None and not isinstance(self.cache, bool):
+            raise TypeError("cache must be True or False")
         if self.timeout is not None and not (self.timeout > 0):
             raise ValueError(f"timeout must be positive seconds, not {self.timeout!r}")
         if self.name is not None and not isinstance(self.name, str):
@@ -90,7 +106,7 @@ class Options:
     def job_fields(self) -> dict[str, Any]:
         """The fields of a ``POST /v1/jobs`` body these options set."""
         out: dict[str, Any] = {}
-        for f in ("policy", "replicas", "agree", "max_attempts", "name"):
+        for f in ("policy", "replicas", "agree", "max_attempts", "name", "seed", "cache"):
             v = getattr(self, f)
             if v is not None:
                 out[f] = v
