@@ -12,7 +12,8 @@
 //! harness: running natively, the fixture, the comparison.
 //!
 //! Needs Node 20 (`node` on `PATH`, or the binary named by `RUNEGRID_NODE`); without it the
-//! test fails, unless `RUNEGRID_SKIP_NODE=1`.
+//! test fails, unless `RUNEGRID_SKIP_NODE=1`. With `RUNEGRID_WASI_TESTSUITE=DIR` the official
+//! WASI test suite's tests under DIR are cases too (`testsuite.rs`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -21,6 +22,7 @@ mod cases;
 use cases::suite;
 mod modules;
 use modules::wat;
+mod testsuite;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -50,6 +52,8 @@ struct Case {
     /// Why the browser engine cannot know this case's outcome and must decline it with an
     /// `internal` error instead of reporting a result.
     browser_declines: Option<&'static str>,
+    /// How it must end, beyond both engines agreeing (the WASI test suite's specs).
+    expect: Option<testsuite::Expected>,
 }
 
 impl Case {
@@ -134,6 +138,7 @@ impl Suite {
             limits: limits(),
             blobs: Vec::new(),
             browser_declines: None,
+            expect: None,
         }
     }
 
@@ -324,7 +329,12 @@ fn browser_engine_matches_the_native_sandbox() {
         }
     }
 
-    let s = suite();
+    let mut s = suite();
+    let testsuite_dir = std::env::var_os("RUNEGRID_WASI_TESTSUITE").map(PathBuf::from);
+    let skipped = match &testsuite_dir {
+        Some(dir) => testsuite::add(&mut s, dir),
+        None => Vec::new(),
+    };
     let natives: Vec<Native> = s.cases.iter().map(|c| run_native(&s, c)).collect();
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser_conformance.json");
     std::fs::write(&path, serde_json::to_vec(&fixture(&s, &natives)).unwrap())
@@ -354,9 +364,19 @@ fn browser_engine_matches_the_native_sandbox() {
     assert_eq!(results.len(), s.cases.len(), "one result per case");
 
     let mut failures = String::new();
+    let (mut spec_passed, mut spec_failed) = (0, 0);
     for ((case, native), browser) in s.cases.iter().zip(&natives).zip(results) {
         assert_eq!(browser["name"].as_str(), Some(case.name.as_str()));
-        let diffs = compare(case, &native.execution, browser);
+        let mut diffs = compare(case, &native.execution, browser);
+        if let Some(e) = &case.expect {
+            let spec = testsuite::check(e, &native.execution);
+            if spec.is_empty() && diffs.is_empty() {
+                spec_passed += 1;
+            } else {
+                spec_failed += 1;
+            }
+            diffs.extend(spec.into_iter().map(|d| format!("spec: {d}")));
+        }
         let n = &native.execution;
         if diffs.is_empty() && browser.get("error").is_some() {
             eprintln!(
@@ -382,9 +402,19 @@ fn browser_engine_matches_the_native_sandbox() {
             }
         }
     }
+    if testsuite_dir.is_some() {
+        for k in &skipped {
+            eprintln!("skip {:<40} {}", k.name, k.why);
+        }
+        eprintln!(
+            "WASI test suite: {spec_passed} passed on both engines, {spec_failed} failed, {} skipped",
+            skipped.len()
+        );
+    }
     assert!(
         failures.is_empty(),
-        "the browser engine ({}, node {}) disagrees with the native sandbox:\n{failures}\
+        "the browser engine ({}, node {}) disagrees with the native sandbox, or a case ended \
+         otherwise than its spec says:\n{failures}\
          (fixture: {})",
         web_dir().join("exec.js").display(),
         report["node"],
