@@ -10,6 +10,11 @@
 //! worker's download of the weights and compiling the program: it is reported apart (cold), the
 //! rest as the best and median of the following rounds. The decode rate is the tokens after the
 //! first over the time from the first to the last.
+//!
+//! llama.cpp: when `llama-cpp-python` is installed for `python3` (`$RUNEGRID_PYTHON`), each
+//! round also runs the same request on the same GGUF file with llama.cpp, single-threaded
+//! (greedy, the model's chat template, streamed), timed the same way, so the ratio of the sandbox
+//! to llama.cpp comes from one run on one machine; without it the column is skipped with a note.
 
 use crate::procs::LocalGrid;
 use anyhow::{Context, Result, bail};
@@ -167,6 +172,85 @@ async fn grid_run(
     ))
 }
 
+/// Runs the request once with llama.cpp (`llama-cpp-python`) on `threads` threads: prints one
+/// JSON object `{"ttft_ms", "decode_s", "tokens", "version"}`, or exits 3 when the package is
+/// missing.
+const LLAMA_CPP: &str = r#"
+import json, sys, time
+try:
+    import llama_cpp
+except ImportError:
+    sys.exit(3)
+model, prompt, tokens, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+llm = llama_cpp.Llama(model_path=model, n_threads=threads, n_threads_batch=threads,
+                      n_ctx=2048, verbose=False, seed=0)
+messages = [{"role": "user", "content": prompt}]
+# Warm-up (page in the weights), then the measured request.
+for _ in llm.create_chat_completion(messages, max_tokens=2, temperature=0.0, stream=True):
+    pass
+start = time.perf_counter()
+first = last = None
+n = 0
+for chunk in llm.create_chat_completion(messages, max_tokens=tokens, temperature=0.0,
+                                        top_k=1, stream=True):
+    text = chunk["choices"][0]["delta"].get("content")
+    if text:
+        now = time.perf_counter()
+        first = first or now
+        last = now
+        n += 1
+print(json.dumps({"ttft_ms": (first - start) * 1e3, "decode_s": last - first, "tokens": n,
+                  "version": llama_cpp.__version__}))
+"#;
+
+/// One llama.cpp run; `Ok(None)` when `llama-cpp-python` is not installed.
+fn llama_cpp_run(
+    model: &std::path::Path,
+    tokens: u32,
+    threads: u32,
+) -> Result<Option<(Run, String)>> {
+    let python = std::env::var("RUNEGRID_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .args(["-c", LLAMA_CPP])
+        .arg(model)
+        .arg(PROMPT)
+        .arg(tokens.to_string())
+        .arg(threads.to_string())
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(_) => return Ok(None),
+    };
+    if out.status.code() == Some(3) {
+        return Ok(None);
+    }
+    if !out.status.success() {
+        bail!(
+            "llama.cpp run failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "llama.cpp run printed {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    let secs = |k: &str| Duration::from_secs_f64(v[k].as_f64().unwrap_or(0.0).max(0.0));
+    let ttft = Duration::from_secs_f64(v["ttft_ms"].as_f64().unwrap_or(0.0).max(0.0) / 1e3);
+    let decode = secs("decode_s");
+    Ok(Some((
+        Run {
+            ttft,
+            total: ttft + decode,
+            tokens: v["tokens"].as_u64().unwrap_or(0),
+            decode,
+        },
+        v["version"].as_str().unwrap_or("?").to_string(),
+    )))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -233,10 +317,21 @@ pub async fn run(a: InferBenchArgs) -> Result<i32> {
         cold.total.as_secs_f64()
     );
 
-    let (mut local, mut single) = (Vec::new(), Vec::new());
+    let (mut local, mut single, mut llama) = (Vec::new(), Vec::new(), Vec::new());
+    let mut llama_version = None;
+    let mut llama_missing = false;
     for round in 0..a.rounds {
-        // Alternating, so both see the same load.
+        // Alternating, so all see the same load.
         local.push(local_run(&sandbox, &program, &blobs, a.tokens)?);
+        if !llama_missing {
+            match llama_cpp_run(&model, a.tokens, 1)? {
+                Some((r, v)) => {
+                    llama.push(r);
+                    llama_version = Some(v);
+                }
+                None => llama_missing = true,
+            }
+        }
         let (r, state) = grid_run(&c, a.tokens, 1).await?;
         if state != AnswerState::Verified {
             bail!("round {round}: the grid's answer ended {state}");
@@ -257,6 +352,19 @@ pub async fn run(a: InferBenchArgs) -> Result<i32> {
     report("grid, 2 workers (quorum 2 of 2)", &quorum);
     let best = |v: &[Run]| v.iter().map(Run::rate).fold(0.0, f64::max);
     let ttft = |v: &[Run]| median(v.iter().map(|r| r.ttft.as_secs_f64()).collect());
+    match &llama_version {
+        Some(version) => {
+            report(&format!("llama.cpp {version}, 1 thread"), &llama);
+            println!(
+                "sandbox ÷ llama.cpp (same file, request, run): decode {:.2}× (best), time to first token {:.1}× (median)",
+                best(&local) / best(&llama),
+                ttft(&local) / ttft(&llama)
+            );
+        }
+        None => println!(
+            "llama.cpp column skipped: `import llama_cpp` fails for python3 (pip install llama-cpp-python; $RUNEGRID_PYTHON names another interpreter)"
+        ),
+    }
     println!(
         "grid ÷ local: decode {:.2}× (1 worker), {:.2}× (quorum); ttft +{:.0} ms (1 worker), +{:.0} ms (quorum)",
         best(&single) / best(&local),

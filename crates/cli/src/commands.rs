@@ -747,6 +747,11 @@ fn print_status(s: &JobStatus) {
             c.total()
         );
     }
+    print_cost(s);
+}
+
+/// A job's cost so far, or its final cost (nothing for a job from before credits).
+fn print_cost(s: &JobStatus) {
     if let Some(c) = &s.cost {
         let credits = runegrid_coordinator::credits;
         if !s.state.is_finished() {
@@ -811,6 +816,11 @@ pub async fn results(conn: &Conn, a: ResultsArgs) -> Result<i32> {
         client.results(a.job, None).await?
     };
     print_results(&r, a.json)?;
+    if !a.json
+        && let Ok(s) = client.status(a.job).await
+    {
+        print_cost(&s);
+    }
     Ok(exit_code(&r))
 }
 

@@ -129,6 +129,10 @@ async fn the_cli_takes_a_seed_says_what_the_cache_answered_and_can_opt_out() {
         text.contains("answered from the result cache: 1 of 1 tasks"),
         "{text}"
     );
+    // `results` ends with what the job cost: nothing, for a job the cache answered.
+    let out = g.cli(&["results", &cached.job.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("  cost: 0 credits at "), "{text}");
     let out = g.cli(&["submit", m, "--seed", "9007199254740992"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
