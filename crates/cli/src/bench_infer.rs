@@ -185,9 +185,11 @@ model, prompt, tokens, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int
 llm = llama_cpp.Llama(model_path=model, n_threads=threads, n_threads_batch=threads,
                       n_ctx=2048, verbose=False, seed=0)
 messages = [{"role": "user", "content": prompt}]
-# Warm-up (page in the weights), then the measured request.
+# Warm-up (page in the weights), then the measured request from an empty context: reset, so
+# the prompt is not found already evaluated.
 for _ in llm.create_chat_completion(messages, max_tokens=2, temperature=0.0, stream=True):
     pass
+llm.reset()
 start = time.perf_counter()
 first = last = None
 n = 0
@@ -366,7 +368,7 @@ pub async fn run(a: InferBenchArgs) -> Result<i32> {
         ),
     }
     println!(
-        "grid ÷ local: decode {:.2}× (1 worker), {:.2}× (quorum); ttft +{:.0} ms (1 worker), +{:.0} ms (quorum)",
+        "grid ÷ local: decode {:.2}× (1 worker), {:.2}× (quorum); ttft {:+.0} ms (1 worker), {:+.0} ms (quorum)",
         best(&single) / best(&local),
         best(&quorum) / best(&local),
         (ttft(&single) - ttft(&local)) * 1e3,
