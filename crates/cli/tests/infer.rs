@@ -167,8 +167,32 @@ async fn replicas_on_native_workers_agree_token_for_token_and_tokens_stream() {
     assert_eq!(last.choices[0].finish_reason.as_deref(), Some("length"));
     assert_eq!(last.usage.unwrap().completion_tokens, 24);
     // The same request again (same seed) gives the same text: sampling is a function of it.
+    // A request with a seed is repeatable, so it is answered from the result cache at once:
+    // no attempt, the same usage.
     let again = c.chat(&req).await.unwrap();
     assert_eq!(again.choices[0].message.text().unwrap(), text);
+    assert_eq!(
+        again.runegrid.acceptance,
+        Some(Acceptance::Cached),
+        "{again:?}"
+    );
+    assert_eq!(again.runegrid.attempts, 0);
+    assert_eq!(again.usage.completion_tokens, 24);
+    assert_eq!(again.choices[0].finish_reason, "length");
+    // Streamed from the cache: the whole verified text, then the end.
+    let cached = collect(&c, &req).await;
+    assert_eq!(content(&cached), text);
+    assert_eq!(states(&cached).last(), Some(&AnswerState::Verified));
+    // Without a seed a request is never reused (even greedy: the first answer above).
+    let unseeded = c
+        .chat(&{
+            let mut r = ask(QUESTION, 16);
+            r.runegrid = quorum(2, 2);
+            r
+        })
+        .await
+        .unwrap();
+    assert_eq!(unseeded.runegrid.acceptance, Some(Acceptance::Quorum));
 
     // The terminal client.
     let out = g.cli(&[

@@ -216,9 +216,11 @@ pub async fn completions(
     let opts = req.runegrid.clone().unwrap_or_default();
     let submit = SubmitJob {
         max_price: None,
-        seed: None,
-        // A chat answer's usage comes from its run's stderr, which the cache does not keep.
-        cache: Some(false),
+        // A request that gives its sampler a seed is repeatable: answered from the result cache
+        // when the same request was verified before (the seed is in the task's stdin; every
+        // task starts its random stream from 0). Without one it is never reused.
+        seed: req.seed.map(|_| 0),
+        cache: Some(req.seed.is_some()),
         program: builtins::INFER.name.into(),
         name: Some(format!("chat {}", p.model.id)),
         tasks: vec![TaskSpec {

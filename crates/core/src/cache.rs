@@ -88,12 +88,15 @@ pub struct CachedResult {
     pub stdout: Vec<u8>,
     pub fuel: u64,
     pub digest: Digest,
+    /// What the run wrote to stderr, as the first agreeing replica reported it: shown (a chat
+    /// answer's token counts come from it), never compared.
+    pub stderr: String,
 }
 
 impl CachedResult {
-    /// What it counts for against the cache's bound: its stdout and a fixed overhead.
+    /// What it counts for against the cache's bound: its stdout, stderr and a fixed overhead.
     pub fn bytes(&self) -> u64 {
-        self.stdout.len() as u64 + ENTRY_OVERHEAD
+        (self.stdout.len() + self.stderr.len()) as u64 + ENTRY_OVERHEAD
     }
 }
 

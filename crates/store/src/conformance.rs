@@ -509,6 +509,7 @@ fn result_cache(s: &mut dyn Store) {
         stdout: vec![n; usize::from(n)],
         fuel: u64::MAX - u64::from(n),
         digest: Digest([n; 32]),
+        stderr: format!("summary {n}"),
     };
     let key = |n: u8| CacheKey([n; 32]);
     s.apply(&[

@@ -126,6 +126,7 @@ const MIGRATIONS: &[&str] = &[
          stdout BLOB NOT NULL,
          fuel INTEGER NOT NULL,
          digest TEXT NOT NULL,
+         stderr TEXT NOT NULL,
          used_at INTEGER NOT NULL
      );
      CREATE INDEX result_cache_used ON result_cache(used_at);",
@@ -689,7 +690,7 @@ impl Store for SqliteStore {
                 }
                 Change::CachePut { key, result, at } => {
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO result_cache (key, status, stdout, fuel, digest, used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        "INSERT OR REPLACE INTO result_cache (key, status, stdout, fuel, digest, stderr, used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )?
                     .execute(params![
                         &key.0[..],
@@ -697,6 +698,7 @@ impl Store for SqliteStore {
                         result.stdout,
                         result.fuel as i64,
                         result.digest.to_hex(),
+                        result.stderr,
                         at
                     ])?;
                 }
@@ -761,7 +763,7 @@ impl Store for SqliteStore {
 
     fn cached_results(&mut self) -> Result<Vec<CacheEntry>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT key, status, stdout, fuel, digest, used_at FROM result_cache ORDER BY used_at, key",
+            "SELECT key, status, stdout, fuel, digest, stderr, used_at FROM result_cache ORDER BY used_at, key",
         )?;
         collect(&mut stmt, [], |r| {
             let key: Vec<u8> = r.get(0)?;
@@ -778,8 +780,9 @@ impl Store for SqliteStore {
                     fuel: r.get::<_, i64>(3)? as u64,
                     digest: Digest::from_hex(&digest)
                         .ok_or_else(|| corrupt("cached digest", &digest))?,
+                    stderr: r.get(5)?,
                 },
-                used_at: r.get(5)?,
+                used_at: r.get(6)?,
             })
         })
     }

@@ -102,6 +102,9 @@ impl Grid {
         fx: &mut Effects,
     ) {
         for (id, r) in hits {
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.cached_stderr = Some(r.stderr.clone());
+            }
             self.finalize(id, TaskState::Verified, cached_outcome(&r), fx);
         }
     }
@@ -114,13 +117,22 @@ fn cacheable_result(t: &TaskMem) -> Option<(CacheKey, CachedResult)> {
     if t.state != TaskState::Verified || o.error.is_some() || !o.acceptance.is_some_and(cacheable) {
         return None;
     }
+    let digest = o.digest?;
+    let stderr = t
+        .results
+        .iter()
+        .find(|r| r.digest == digest)
+        .map(|r| r.stderr.clone())
+        .or_else(|| t.cached_stderr.clone())
+        .unwrap_or_default();
     Some((
         key,
         CachedResult {
             status: o.status?,
             stdout: o.stdout.clone(),
             fuel: o.fuel,
-            digest: o.digest?,
+            digest,
+            stderr,
         },
     ))
 }

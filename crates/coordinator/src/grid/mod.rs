@@ -161,6 +161,8 @@ struct TaskMem {
     special: Option<Box<Special>>,
     /// Its key in the result cache (`None`: its job does not use the cache).
     cache_key: Option<runegrid_core::cache::CacheKey>,
+    /// The stderr of the result that answered it from the cache.
+    cached_stderr: Option<String>,
 }
 
 impl TaskMem {
@@ -184,6 +186,7 @@ impl TaskMem {
             shown_first: false,
             special: None,
             cache_key: None,
+            cached_stderr: None,
         }
     }
 

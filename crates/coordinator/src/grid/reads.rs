@@ -95,7 +95,8 @@ impl Grid {
         r.stderr = r
             .digest
             .and_then(|d| t.results.iter().find(|x| x.digest == d))
-            .map(|x| x.stderr.clone());
+            .map(|x| x.stderr.clone())
+            .or_else(|| t.cached_stderr.clone());
         r
     }
 
