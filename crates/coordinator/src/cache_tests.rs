@@ -2,18 +2,10 @@
 //! with no attempt and no charge, partial hits held for the rest only, the cache surviving a
 //! restart, jobs that opt out, and results that may not be reused.
 
-use crate::regression_tests::Grid;
+use crate::regression_tests::{Grid, store};
 use runegrid_core::price::PriceParams;
 use runegrid_core::{Acceptance, JobId, Limits, PolicyKind, TrustParams};
-use runegrid_store::{SqliteStore, Store};
-
-fn store(g: &Grid) -> SqliteStore {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(g.app.writer.flush());
-    SqliteStore::open(&g.dir.path().join("db.sqlite")).unwrap()
-}
+use runegrid_store::Store;
 
 /// Each task's (acceptance, stdout) in index order.
 fn answers(g: &Grid, job: JobId) -> Vec<(Option<Acceptance>, Vec<u8>)> {

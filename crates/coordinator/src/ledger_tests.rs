@@ -2,21 +2,12 @@
 //! attempts only, clawbacks after audits, releases, refusals, restarts. After every scenario
 //! the journal in the store is replayed and must balance and match what the grid holds.
 
-use crate::regression_tests::{FUEL, Grid};
+use crate::regression_tests::{FUEL, Grid, store};
 use runegrid_core::ledger::{EntryKey, Ledger, Party, Reason};
 use runegrid_core::price::{PriceParams, charge};
 use runegrid_core::{AccountId, JobId, Limits, PolicyKind, TrustParams};
-use runegrid_store::{AttemptState, JobState, JournalEntry, SqliteStore, Store, TaskState};
+use runegrid_store::{AttemptState, JobState, JournalEntry, Store, TaskState};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// The store, once everything the grid queued is committed.
-fn store(g: &Grid) -> SqliteStore {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(g.app.writer.flush());
-    SqliteStore::open(&g.dir.path().join("db.sqlite")).unwrap()
-}
 
 /// Waits for the writer, then reads the whole journal.
 fn journal(g: &Grid) -> Vec<JournalEntry> {

@@ -15,6 +15,15 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// The instrumented hash of the one program the tests run.
+/// The grid's store, once everything it queued is committed.
+pub(crate) fn store(g: &Grid) -> SqliteStore {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(g.app.writer.flush());
+    SqliteStore::open(&g.dir.path().join("db.sqlite")).unwrap()
+}
+
 const PROGRAM: &str = "i";
 /// The fuel every fake attempt reports: 2 credits' worth at the base price.
 pub(crate) const FUEL: u64 = 2_000_000_000;
