@@ -25,7 +25,7 @@
 // the blobs of queued and running attempts and those of the latest attempt. The hello advertises
 // blob_space and the blobs held, and {type: "blobs", held} follows every change.
 
-import { digestHex, toHex } from "./exec.js";
+import { digestHex, fileRecords, toHex } from "./exec.js";
 import { BLOB_SPACE_BYTES, deleteBlob, getBlob, getProgram, listBlobs, putBlob, putProgram } from "./store.js";
 
 const PROTOCOL = 1;
@@ -464,7 +464,8 @@ async function onExec(m) {
   current = null;
   release(a);
   const r = m.result;
-  const digest = await digestHex(r.code, r.fuel, r.stdout);
+  const records = await fileRecords(r.files ?? []);
+  const digest = await digestHex(r.code, r.fuel, r.stdout, records);
   const stderr = new TextDecoder().decode(r.stderr.subarray(Math.max(0, r.stderr.length - 4096)));
   send({
     type: "result",
@@ -476,6 +477,7 @@ async function onExec(m) {
     signature: await sign(`runegrid-result-v1\n${a.attempt}\n${digest}`),
     stderr,
     elapsed_us: Math.round(elapsedMs * 1000),
+    files: records.map((f, i) => ({ ...f, data: b64encode(r.files[i].bytes) })),
   });
   report({ state: "connected", tasks: stats.tasks + 1, busyMs: stats.busyMs + elapsedMs });
   next();

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
             "echo",
             "hostile",
             "sleep",
+            "files",
         ],
         binaries: &[
             "render",
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
             "echo",
             "hostile",
             "sleep",
+            "files",
         ],
         // The directory the examples were built in before this helper existed: kept, so an
         // existing target directory needs no rebuild.

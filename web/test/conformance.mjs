@@ -5,7 +5,7 @@
 // usage: node web/test/conformance.mjs FIXTURE.json
 
 import { readFileSync } from 'node:fs';
-import { runTask, digestHex } from '../exec.js';
+import { runTask, digestHex, fileRecords } from '../exec.js';
 
 const [fixturePath] = process.argv.slice(2);
 if (!fixturePath) {
@@ -41,6 +41,7 @@ for (const c of fixture.cases) {
     const ms = performance.now() - started;
     // What onStdout saw must be exactly the stdout returned.
     const streamed = Buffer.concat(chunks.map((x) => Buffer.from(x)));
+    const files = await fileRecords(r.files);
     results.push({
       name: c.name,
       status: r.status,
@@ -49,7 +50,8 @@ for (const c of fixture.cases) {
       stdout: toB64(r.stdout),
       stderr_len: r.stderr.length,
       streamed_matches: streamed.equals(Buffer.from(r.stdout)),
-      digest: await digestHex(r.code, r.fuel, r.stdout),
+      files,
+      digest: await digestHex(r.code, r.fuel, r.stdout, files),
       ms: Math.round(ms),
     });
   } catch (e) {

@@ -44,6 +44,9 @@ pub struct CallArgs {
     /// Stdout cap per attempt (what the script prints, and the result), in bytes.
     #[arg(long)]
     pub stdout_bytes: Option<u64>,
+    /// Cap on the writable in-memory file system per attempt, in MiB; 0: none (default 64).
+    #[arg(long)]
+    pub scratch_mb: Option<u64>,
     /// A name for the job (default: SCRIPT:FUNCTION).
     #[arg(long)]
     pub name: Option<String>,
@@ -101,7 +104,14 @@ pub async fn call(conn: &Conn, a: CallArgs) -> Result<i32> {
             env: BTreeMap::new(),
         })
         .collect();
-    let limits = crate::commands::limits_from(a.fuel, a.memory_mb, a.wall_time, a.stdout_bytes);
+    let limits = crate::commands::limits_from(
+        a.fuel,
+        a.memory_mb,
+        a.wall_time,
+        a.stdout_bytes,
+        a.scratch_mb,
+        None,
+    );
     let script_name = a
         .script
         .file_name()
@@ -233,6 +243,7 @@ impl Failure {
                     ExecStatus::OutOfFuel => " (raise --fuel)",
                     ExecStatus::MemoryLimit => " (raise --memory-mb)",
                     ExecStatus::StdoutLimit => " (raise --stdout-bytes)",
+                    ExecStatus::OutputLimit => " (raise --output-mb)",
                     _ => "",
                 };
                 format!("{file}: {status}{hint}")

@@ -306,6 +306,14 @@ pub struct SubmitArgs {
     /// Stdout cap per attempt, in bytes.
     #[arg(long)]
     pub stdout_bytes: Option<u64>,
+    /// Cap on the writable in-memory file system per attempt (`/`, with `/tmp` and `/out`),
+    /// in MiB; 0: none, only the read-only blobs under /blobs (default 64).
+    #[arg(long)]
+    pub scratch_mb: Option<u64>,
+    /// Cap on the total size of the files a task leaves under /out (they come back with its
+    /// result: `results --files DIR`), in MiB (default 16).
+    #[arg(long)]
+    pub output_mb: Option<u64>,
     /// A name for the job.
     #[arg(long)]
     pub name: Option<String>,
@@ -337,13 +345,15 @@ pub struct SubmitArgs {
     pub json: bool,
 }
 
-/// The limits of `submit` and `call`: defaults, with what the flags set (memory in MiB, wall
-/// time in seconds).
+/// The limits of `submit` and `call`: defaults, with what the flags set (memory, scratch and
+/// outputs in MiB, wall time in seconds).
 pub fn limits_from(
     fuel: Option<u64>,
     memory_mb: Option<u64>,
     wall_time: Option<f64>,
     stdout_bytes: Option<u64>,
+    scratch_mb: Option<u64>,
+    output_mb: Option<u64>,
 ) -> Limits {
     let d = Limits::default();
     Limits {
@@ -351,6 +361,8 @@ pub fn limits_from(
         memory_bytes: memory_mb.map_or(d.memory_bytes, |m| m.saturating_mul(1 << 20)),
         wall_time_ms: wall_time.map_or(d.wall_time_ms, |w| (w * 1000.0) as u64),
         stdout_bytes: stdout_bytes.unwrap_or(d.stdout_bytes),
+        scratch_bytes: scratch_mb.map_or(d.scratch_bytes, |m| m.saturating_mul(1 << 20)),
+        output_bytes: output_mb.map_or(d.output_bytes, |m| m.saturating_mul(1 << 20)),
     }
 }
 
@@ -439,7 +451,14 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
             t.env.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
-    let limits = limits_from(a.fuel, a.memory_mb, a.wall_time, a.stdout_bytes);
+    let limits = limits_from(
+        a.fuel,
+        a.memory_mb,
+        a.wall_time,
+        a.stdout_bytes,
+        a.scratch_mb,
+        a.output_mb,
+    );
     let mut blobs = BTreeMap::new();
     for spec in &a.blobs {
         let (name, file) = spec

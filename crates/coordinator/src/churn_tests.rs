@@ -62,6 +62,7 @@ fn answer(a: &runegrid_proto::worker::Assign) -> AttemptResult {
         signature: String::new(),
         stderr: String::new(),
         elapsed_us: 1,
+        files: Vec::new(),
     }
 }
 

@@ -285,9 +285,19 @@ impl Session {
     }
 }
 
-/// A result must carry the digest of its own content, signed by the worker's key.
+/// A result must carry the digest of its own content (its files' bytes matching their
+/// records), signed by the worker's key.
 fn check_result(key: &VerifyingKey, r: &AttemptResult) -> Result<(), &'static str> {
-    if runegrid_core::digest(&r.status, r.fuel, &r.stdout) != r.digest {
+    use sha2::Digest as _;
+    for f in &r.files {
+        if f.data.len() as u64 != f.file.size
+            || hex::encode(sha2::Sha256::digest(&f.data)) != f.file.sha256
+        {
+            return Err("an output file does not match its record");
+        }
+    }
+    let records: Vec<_> = r.files.iter().map(|f| f.file.clone()).collect();
+    if runegrid_core::digest_with_files(&r.status, r.fuel, &r.stdout, &records) != r.digest {
         return Err("result digest does not match its content");
     }
     let sig = hex::decode(&r.signature)

@@ -4,8 +4,8 @@
 //!
 //! A task is a deterministic function of its instrumented program, arguments, environment,
 //! stdin, seed, mounted blobs and the limits that can change how it ends (fuel, memory,
-//! stdout), so a task with the same inputs as one already verified has the same result: it
-//! can be answered from that result with no attempt. The wall-time limit is left out of the
+//! stdout, scratch file system), so a task with the same inputs as one already verified has
+//! the same result: it can be answered from that result with no attempt. The wall-time limit is left out of the
 //! key: an attempt that runs past it is lost, never verified, so it shapes no verified result.
 
 use crate::trust::Acceptance;
@@ -48,12 +48,16 @@ pub fn cache_key(t: &TaskInputs<'_>) -> CacheKey {
         h.update(bytes);
     }
     let mut h = Sha256::new();
-    part(&mut h, b"runegrid result cache v1");
+    // v2: `scratch_bytes` and `output_bytes` joined the limits; entries stored under v1 keys
+    // never answer again.
+    part(&mut h, b"runegrid result cache v2");
     part(&mut h, t.program.as_bytes());
     part(&mut h, t.host.as_bytes());
     h.update(t.limits.fuel.to_le_bytes());
     h.update(t.limits.memory_bytes.to_le_bytes());
     h.update(t.limits.stdout_bytes.to_le_bytes());
+    h.update(t.limits.scratch_bytes.to_le_bytes());
+    h.update(t.limits.output_bytes.to_le_bytes());
     h.update((t.args.len() as u64).to_le_bytes());
     for a in t.args {
         part(&mut h, a.as_bytes());
@@ -296,6 +300,14 @@ mod tests {
             },
             Limits {
                 stdout_bytes: 1,
+                ..base.limits
+            },
+            Limits {
+                scratch_bytes: 0,
+                ..base.limits
+            },
+            Limits {
+                output_bytes: 0,
                 ..base.limits
             },
         ] {

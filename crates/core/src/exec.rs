@@ -57,6 +57,9 @@ pub enum ExecStatus {
     StackOverflow,
     /// The program wrote more to stdout than its cap allows.
     StdoutLimit,
+    /// The files the program left under `/out` add up to more than its output limit (they are
+    /// dropped).
+    OutputLimit,
     /// The module trapped.
     Trap { trap: TrapKind },
 }
@@ -70,6 +73,7 @@ impl ExecStatus {
             ExecStatus::MemoryLimit => "memory_limit".into(),
             ExecStatus::StackOverflow => "stack_overflow".into(),
             ExecStatus::StdoutLimit => "stdout_limit".into(),
+            ExecStatus::OutputLimit => "output_limit".into(),
             ExecStatus::Trap { trap } => format!("trap:{}", trap.as_str()),
         }
     }
@@ -104,9 +108,26 @@ impl fmt::Display for ExecStatus {
             ExecStatus::StdoutLimit => {
                 write!(f, "stdout limit: the program wrote more than its cap")
             }
+            ExecStatus::OutputLimit => {
+                write!(
+                    f,
+                    "output limit: the files under /out add up to more than allowed"
+                )
+            }
             ExecStatus::Trap { trap } => write!(f, "trap: {}", trap.as_str()),
         }
     }
+}
+
+/// A file the program left under `/out`: its path below `/out` (components joined by `/`), size
+/// and SHA-256. Its bytes travel beside the result; the digest covers the hash.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OutputFile {
+    pub path: String,
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the content.
+    pub sha256: String,
 }
 
 /// The deterministic result of running a task once.
@@ -117,12 +138,15 @@ pub struct Execution {
     pub stdout: Vec<u8>,
     /// Fuel consumed, as counted by the metering injected into the module.
     pub fuel: u64,
+    /// The files left under `/out`, in path order (byte-wise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<OutputFile>,
 }
 
 impl Execution {
     /// Digest replicas compare.
     pub fn digest(&self) -> Digest {
-        digest(&self.status, self.fuel, &self.stdout)
+        digest_with_files(&self.status, self.fuel, &self.stdout, &self.files)
     }
 }
 
@@ -187,7 +211,8 @@ impl<'de> Deserialize<'de> for Digest {
 }
 
 /// The digest of (status, fuel, stdout): `sha256("runegrid-digest-v1\n" status "\n" fuel "\n" stdout)`
-/// where status is [`ExecStatus::code`] and fuel is in decimal. Any engine can compute it.
+/// where status is [`ExecStatus::code`] and fuel is in decimal. Any engine can compute it. A
+/// result with output files has the digest of [`digest_with_files`].
 pub fn digest(status: &ExecStatus, fuel: u64, stdout: &[u8]) -> Digest {
     let mut h = Sha256::new();
     h.update(b"runegrid-digest-v1\n");
@@ -196,6 +221,35 @@ pub fn digest(status: &ExecStatus, fuel: u64, stdout: &[u8]) -> Digest {
     h.update(fuel.to_string().as_bytes());
     h.update(b"\n");
     h.update(stdout);
+    Digest(h.finalize().into())
+}
+
+/// The digest of a result: [`digest`] when `files` is empty, otherwise version 2:
+/// `sha256("runegrid-digest-v2\n" status "\n" fuel "\n" len(stdout) "\n" stdout` then, per file
+/// in order, `"\n" len(path) "\n" path "\n" size "\n" sha256-hex)`, numbers in decimal and
+/// lengths in bytes, so no two results share an encoding.
+pub fn digest_with_files(
+    status: &ExecStatus,
+    fuel: u64,
+    stdout: &[u8],
+    files: &[OutputFile],
+) -> Digest {
+    if files.is_empty() {
+        return digest(status, fuel, stdout);
+    }
+    let mut h = Sha256::new();
+    h.update(
+        format!(
+            "runegrid-digest-v2\n{}\n{fuel}\n{}\n",
+            status.code(),
+            stdout.len()
+        )
+        .as_bytes(),
+    );
+    h.update(stdout);
+    for f in files {
+        h.update(format!("\n{}\n{}\n{}\n{}", f.path.len(), f.path, f.size, f.sha256).as_bytes());
+    }
     Digest(h.finalize().into())
 }
 
@@ -211,6 +265,29 @@ mod tests {
         assert_ne!(d, digest(&ok, 11, b"hi"));
         assert_ne!(d, digest(&ok, 10, b"hj"));
         assert_eq!(d, digest(&ok, 10, b"hi"));
+    }
+
+    #[test]
+    fn files_take_part_in_the_digest() {
+        let ok = ExecStatus::Exited { code: 0 };
+        let f = |path: &str, size, sha: &str| OutputFile {
+            path: path.into(),
+            size,
+            sha256: sha.into(),
+        };
+        let one = [f("a", 1, "00")];
+        assert_eq!(digest_with_files(&ok, 1, b"x", &[]), digest(&ok, 1, b"x"));
+        let d = digest_with_files(&ok, 1, b"x", &one);
+        assert_ne!(d, digest(&ok, 1, b"x"));
+        assert_ne!(d, digest_with_files(&ok, 1, b"x", &[f("b", 1, "00")]));
+        assert_ne!(d, digest_with_files(&ok, 1, b"x", &[f("a", 2, "00")]));
+        assert_ne!(d, digest_with_files(&ok, 1, b"x", &[f("a", 1, "01")]));
+        assert_ne!(d, digest_with_files(&ok, 1, b"", &one));
+        // Lengths keep the encoding unambiguous: stdout cannot pose as a file.
+        assert_ne!(
+            digest_with_files(&ok, 1, b"x\n1\na\n1\n00", &[f("b", 1, "00")]),
+            digest_with_files(&ok, 1, b"x", &[f("a", 1, "00"), f("b", 1, "00")])
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub mod straggler;
 pub mod trust;
 pub mod verify;
 
-pub use exec::{Digest, ExecStatus, Execution, TrapKind, digest};
+pub use exec::{Digest, ExecStatus, Execution, OutputFile, TrapKind, digest, digest_with_files};
 pub use failure::FailureKind;
 pub use lifecycle::{AttemptState, JobState, TaskState};
 pub use limits::{Limits, LimitsError};

@@ -12,6 +12,7 @@
 //! | `collatz`    | `LIMIT`                                              | [`kernels::collatz_report`] + `\n` |
 //! | `noop`       | none                                                 | nothing |
 //! | `echo`       | anything                                             | `arg[i]=..` lines, sorted `env K=V` lines, `stdin=` + stdin |
+//! | `files`      | `tour`, `fill [CHUNK]`, `sort IN OUT`                | a transcript of file operations (see the module's docs) |
 //! | `hostile`    | `loop`, `membomb`, `spew`, `recurse`, `panic`, `exit N`, `sleep`, `clock`, `random`, `divzero` | see the module's docs |
 //!
 //! `SEED` defaults to 42 and `MAX_ITER` to 500. Bad arguments make every guest print its
@@ -37,6 +38,9 @@ pub const HOSTILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile.was
 /// Sleeps with `std::thread::sleep` (a `poll_oneoff` clock subscription) and prints what its
 /// clocks saw: on the virtual clock, no wall time and the same output everywhere.
 pub const SLEEP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sleep.wasm"));
+/// Reads and writes files with `std::fs` (scratch space, `/out`, `/blobs`) and prints what it
+/// saw: the same tree, inode numbers and timestamps on every engine.
+pub const FILES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/files.wasm"));
 
 /// Names of all the guest programs, as accepted by [`by_name`].
 pub const NAMES: &[&str] = &[
@@ -48,6 +52,7 @@ pub const NAMES: &[&str] = &[
     "echo",
     "hostile",
     "sleep",
+    "files",
 ];
 
 /// The module of the guest program called `name`, if there is one.
@@ -61,6 +66,7 @@ pub fn by_name(name: &str) -> Option<&'static [u8]> {
         "echo" => ECHO,
         "hostile" => HOSTILE,
         "sleep" => SLEEP,
+        "files" => FILES,
         _ => return None,
     })
 }

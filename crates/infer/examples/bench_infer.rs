@@ -261,6 +261,8 @@ fn big_limits() -> Limits {
         memory_bytes: 1 << 30,
         wall_time_ms: 3_600_000,
         stdout_bytes: 1 << 20,
+        scratch_bytes: 64 << 20,
+        output_bytes: 16 << 20,
     }
 }
 

@@ -40,6 +40,8 @@ fn limits() -> Limits {
         memory_bytes: 1 << 30,
         wall_time_ms: 600_000,
         stdout_bytes: 1 << 20,
+        scratch_bytes: 64 << 20,
+        output_bytes: 16 << 20,
     }
 }
 

@@ -185,6 +185,19 @@ pub struct AttemptResult {
     #[serde(default)]
     pub stderr: String,
     pub elapsed_us: u64,
+    /// The files the task left under `/out`, in path order; their records take part in the
+    /// digest ([`runegrid_core::digest_with_files`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ResultFile>,
+}
+
+/// An output file of an attempt: its record and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultFile {
+    #[serde(flatten)]
+    pub file: runegrid_core::OutputFile,
+    #[serde(with = "crate::b64")]
+    pub data: Vec<u8>,
 }
 
 /// The bytes a worker signs to answer a challenge.

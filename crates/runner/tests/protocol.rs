@@ -32,6 +32,8 @@ fn limits() -> Limits {
         memory_bytes: 128 << 20,
         wall_time_ms: 60_000,
         stdout_bytes: 1 << 20,
+        scratch_bytes: 64 << 20,
+        output_bytes: 16 << 20,
     }
 }
 

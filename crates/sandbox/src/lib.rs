@@ -38,7 +38,7 @@ mod runner;
 pub mod wasi;
 
 pub use preinit::preinitialize;
-use runegrid_core::{ExecStatus, Execution, FailureKind, Limits, TrapKind};
+use runegrid_core::{ExecStatus, Execution, FailureKind, Limits, OutputFile, TrapKind};
 use runegrid_instrument::{DEPTH_GLOBAL, FUEL_GLOBAL, MEMORY_DENIED_GLOBAL, MEMORY_LIMIT_GLOBAL};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -124,6 +124,8 @@ pub struct RunOutput {
     pub execution: Execution,
     /// Stderr, capped at [`wasi::STDERR_CAP`]; not part of the digest.
     pub stderr: Vec<u8>,
+    /// The content of each of `execution.files`, in the same order.
+    pub files: Vec<Vec<u8>>,
 }
 
 /// A compiled, linked module, ready to instantiate. Cloning is cheap (shared code).
@@ -465,8 +467,10 @@ impl Sandbox {
                     status: ExecStatus::MemoryLimit,
                     stdout: Vec::new(),
                     fuel: 0,
+                    files: Vec::new(),
                 },
                 stderr: Vec::new(),
+                files: Vec::new(),
             }));
             return;
         }
@@ -481,13 +485,18 @@ impl Sandbox {
                 execute(&engine, &program, host, limits)
             }))
             .unwrap_or_else(|_| Err(SandboxError::Internal("a run panicked".into())))
-            .map(|(status, fuel, stdout, stderr)| RunOutput {
-                execution: Execution {
-                    status,
-                    stdout,
-                    fuel,
-                },
-                stderr,
+            .map(|(status, fuel, stdout, stderr, outputs)| {
+                let (files, bytes) = outputs.into_iter().map(output_file).unzip();
+                RunOutput {
+                    execution: Execution {
+                        status,
+                        stdout,
+                        fuel,
+                        files,
+                    },
+                    stderr,
+                    files: bytes,
+                }
             });
             drop(active);
             if let Some(f) = done_job
@@ -513,14 +522,27 @@ pub type StdoutSink = Box<dyn FnMut(&[u8]) + Send>;
 /// Receives the outcome of a spawned run.
 pub type DoneSink = Box<dyn FnOnce(Result<RunOutput, SandboxError>) + Send>;
 
-/// Instantiates `program` and runs `_start` on the current thread; returns (status, fuel used,
-/// stdout, stderr).
+/// An output file's record and its bytes.
+fn output_file((path, bytes): (String, Vec<u8>)) -> (OutputFile, Vec<u8>) {
+    let file = OutputFile {
+        size: bytes.len() as u64,
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        path,
+    };
+    (file, bytes)
+}
+
+/// What `execute` returns: status, fuel used, stdout, stderr and the files under `/out`.
+type Outcome = (ExecStatus, u64, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+/// Instantiates `program` and runs `_start` on the current thread. The files under `/out` come
+/// back unless they add up to more than `Limits::output_bytes` (then: `OutputLimit`, none).
 fn execute(
     engine: &Engine,
     program: &Program,
     host: Host,
     limits: Limits,
-) -> Result<(ExecStatus, u64, Vec<u8>, Vec<u8>), SandboxError> {
+) -> Result<Outcome, SandboxError> {
     let internal = |e: wasmtime::Error| SandboxError::Internal(format!("{e:#}"));
     let mut store = Store::new(engine, host);
     store.limiter(|host| &mut host.limits);
@@ -581,7 +603,14 @@ fn execute(
     };
     let stderr = std::mem::take(&mut store.data_mut().stderr);
     let stdout = std::mem::take(&mut store.data_mut().stdout);
-    Ok((status, used, stdout, stderr))
+    let (mut files, total) = store.data().fs.outputs();
+    let status = if total > limits.output_bytes {
+        files.clear();
+        ExecStatus::OutputLimit
+    } else {
+        status
+    };
+    Ok((status, used, stdout, stderr, files))
 }
 
 /// The store state of a run.
@@ -612,7 +641,7 @@ fn host(task: &TaskRun<'_>, on_stdout: StdoutSink) -> Host {
         clock_ns: 0,
         rng: SplitMix64::new(task.seed),
         memory: None,
-        fs: Fs::new(task.blobs.to_vec()),
+        fs: Fs::new(task.blobs.to_vec(), task.limits.scratch_bytes),
         limits: StoreLimitsBuilder::new()
             .memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
             .table_elements(MAX_TABLE_ELEMENTS)

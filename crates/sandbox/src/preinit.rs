@@ -52,8 +52,10 @@ fn preinitialize_here(wasm: &[u8], init_func: &str) -> Result<Vec<u8>, SandboxEr
         .map_err(|e| SandboxError::Compile(format!("pre-initialization: {e:#}")))?;
     let mut linker = Linker::new(&engine);
     wasi::add_to_linker(&mut linker).map_err(failed)?;
+    // No scratch space: the snapshot must not depend on a file system.
     let limits = Limits {
         memory_bytes: Limits::MAX_MEMORY,
+        scratch_bytes: 0,
         ..Limits::default()
     };
     let task = TaskRun {

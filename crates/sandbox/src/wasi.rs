@@ -20,9 +20,9 @@
 //!   leaving memory is `EFAULT`; a subscription tag other than clock (0), fd_read (1) and
 //!   fd_write (2) is `EINVAL` — each with nothing written and the clock unchanged. All
 //!   subscriptions are read before any event is written. Ready at once: every fd
-//!   subscription (error `SUCCESS` for fd_read on fd 0 or on an open blob file, `nbytes` the
-//!   bytes left to read; for fd_write on fds 1-2, `nbytes` 0; `EBADF` for any other fd or
-//!   direction), a clock subscription with an id outside 0-3 (error `EINVAL`), and a clock
+//!   subscription (error `SUCCESS` for fd_read on fd 0 or on an open file, `nbytes` the
+//!   bytes left to read; for fd_write on fds 1-2 or a file open for writing, `nbytes` 0;
+//!   `EBADF` for any other fd or direction), a clock subscription with an id outside 0-3 (error `EINVAL`), and a clock
 //!   subscription already due. A clock subscription's deadline, on the counter: `counter +
 //!   timeout` (saturating), or with the `ABSTIME` flag (bit 0 of its flags) `timeout`
 //!   (`timeout − 1_700_000_000_000_000_000`, saturating at 0, for `REALTIME`); it is due when
@@ -32,15 +32,15 @@
 //!   subscriptions' order, each 32 bytes: userdata (u64), error (u16), type (u8), then for fd
 //!   events `nbytes` (u64 at offset 16) and flags 0, the rest zero; `*nevents` is their count.
 //! - **Sockets**: no fd is one. `sock_accept`, `sock_recv`, `sock_send` and `sock_shutdown`
-//!   return `ENOTSOCK` for an open fd (0-2, or one of the blob mounts') and `EBADF` for any
-//!   other, writing nothing.
+//!   return `ENOTSOCK` for an open fd (0-2, or one open on the file system) and `EBADF` for
+//!   any other, writing nothing.
 //! - **`random_get(buf, len)`** draws `ceil(len / 8)` outputs of SplitMix64 seeded with the
 //!   task's seed (`state += 0x9e3779b97f4a7c15; z = state; z = (z ^ z >> 30) *
 //!   0xbf58476d1ce4e5b9; z = (z ^ z >> 27) * 0x94d049bb133111eb; z ^ z >> 31`, wrapping), writes
 //!   them little-endian one after the other and keeps the first `len` bytes. The generator state
 //!   carries over between calls.
-//! - Unless the run mounts blobs (read-only files; see [`fs`] for everything that changes
-//!   then), there are **no preopened directories** (`fd_prestat_get` is `EBADF` for every fd)
+//! - Unless the run has a file system (read-only blobs or writable scratch space; see [`fs`]
+//!   for everything that changes then), there are **no preopened directories** (`fd_prestat_get` is `EBADF` for every fd)
 //!   and every `path_*` function returns `ENOTCAPABLE`. On fds 0-2: `fd_fdstat_get` and
 //!   `fd_filestat_get` describe a character device (zeros elsewhere; rights `FD_READ` on 0,
 //!   `FD_WRITE` on 1 and 2); `fd_close` succeeds and does nothing; `fd_seek`, `fd_tell`,
@@ -54,7 +54,10 @@
 
 mod fs;
 
-pub use fs::{Blob, DIR_RIGHTS, FILE_RIGHTS, MAX_OPEN, MOUNT_DIR};
+pub use fs::{
+    Blob, DIR_RIGHTS, DIR_WRITE_RIGHTS, FILE_RIGHTS, FILE_WRITE_RIGHTS, MAX_NAME, MAX_OPEN,
+    MOUNT_DIR, NODE_COST, ROOT_DIR,
+};
 pub(crate) use fs::{Fs, check_blobs};
 
 use wasmtime::{Caller, Linker, Memory, StoreLimits};
@@ -76,6 +79,10 @@ mod errno {
     pub const ILSEQ: i32 = 25;
     pub const INVAL: i32 = 28;
     pub const MFILE: i32 = 33;
+    pub const EXIST: i32 = 20;
+    pub const ISDIR: i32 = 31;
+    pub const NOSPC: i32 = 51;
+    pub const NOTEMPTY: i32 = 55;
     pub const NAMETOOLONG: i32 = 37;
     pub const NOENT: i32 = 44;
     pub const NOTDIR: i32 = 54;
@@ -144,8 +151,15 @@ pub(crate) struct Host {
     pub rng: SplitMix64,
     pub memory: Option<Memory>,
     pub limits: StoreLimits,
-    /// Mounted blobs and the fds open on them.
+    /// The file tree (blobs and scratch space) and the fds open on it.
     pub fs: Fs,
+}
+
+impl Host {
+    /// "Now" for file timestamps: the virtual realtime clock, not advanced.
+    fn now(&self) -> u64 {
+        REALTIME_BASE_NS.wrapping_add(self.clock_ns)
+    }
 }
 
 /// Result of a WASI function: an errno, or a reason to stop the run.
@@ -244,7 +258,12 @@ fn list_get(mem: &mut [u8], list: &[Vec<u8>], ptrs: i32, buf: i32) -> Result<(),
 
 fn fd_write(mem: &mut [u8], host: &mut Host, fd: i32, iovs: i32, count: i32, out: i32) -> Ret {
     if fd != 1 && fd != 2 {
-        return Ok(errno::BADF);
+        // A file, or `EBADF` (stdin, anything not open for writing).
+        let now = host.now();
+        return Ok(host
+            .fs
+            .write(mem, fd, iovs, count, None, out, now)
+            .unwrap_or(errno::BADF));
     }
     let iovs = match iovecs(mem, iovs, count) {
         Ok(v) => v,
@@ -412,6 +431,7 @@ fn poll_oneoff(mem: &mut [u8], host: &mut Host, input: i32, out: i32, n: i32, ne
                         host.stdin.len().saturating_sub(host.stdin_pos) as u64,
                     ),
                     (EVENTTYPE_FD_WRITE, 1 | 2) => (errno::SUCCESS, 0),
+                    (EVENTTYPE_FD_WRITE, _) if host.fs.is_writable(fd) => (errno::SUCCESS, 0),
                     (EVENTTYPE_FD_READ, _) => match host.fs.left_to_read(fd) {
                         Some(left) => (errno::SUCCESS, left),
                         None => (errno::BADF, 0),
@@ -530,6 +550,20 @@ fn filestat_get(mem: &mut [u8], fd: i32, out: i32) -> i32 {
     }
 }
 
+/// Runs a `path_*` function: `ENOTCAPABLE` without a file system.
+fn path_call(
+    caller: &mut Caller<'_, Host>,
+    f: impl FnOnce(&mut [u8], &mut Host, u64) -> i32,
+) -> Ret {
+    if !caller.data().fs.mounted() {
+        return Ok(errno::NOTCAPABLE);
+    }
+    with_mem(caller, |m, h| {
+        let now = h.now();
+        f(m, h, now)
+    })
+}
+
 /// Registers every function of the runegrid WASI subset.
 pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap(
@@ -606,8 +640,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             with_mem(&mut c, |m, h| fd_read(m, h, fd, iovs, n, out))
         },
     )?;
-    // Stdio answers as documented above; fds above 2 are the blob mounts' (`fs`), which
-    // answer `EBADF` for every fd when nothing is mounted.
+    // Stdio answers as documented above; fds above 2 are the file system's (`fs`), which
+    // answers `EBADF` for every fd when there is none.
     linker.func_wrap(WASI, "fd_close", |mut c: Caller<'_, Host>, fd: i32| {
         c.data_mut().fs.close(fd).unwrap_or(errno::SUCCESS)
     })?;
@@ -692,9 +726,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap(
         WASI,
         "fd_allocate",
-        |mut c: Caller<'_, Host>, fd: i32, _o: i64, _l: i64| {
+        |mut c: Caller<'_, Host>, fd: i32, offset: i64, len: i64| {
+            let now = c.data().now();
             let fs = &mut c.data_mut().fs;
-            fs.simple(fd, errno::ROFS, errno::BADF)
+            fs.allocate(fd, offset as u64, len as u64, now)
                 .unwrap_or(errno::SPIPE)
         },
     )?;
@@ -711,10 +746,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap(
         WASI,
         "fd_pwrite",
-        |mut c: Caller<'_, Host>, fd: i32, _i: i32, _n: i32, _o: i64, _out: i32| {
-            let fs = &mut c.data_mut().fs;
-            fs.simple(fd, errno::BADF, errno::BADF)
-                .unwrap_or(errno::SPIPE)
+        |mut c: Caller<'_, Host>, fd: i32, iovs: i32, n: i32, offset: i64, out: i32| {
+            with_mem(&mut c, |m, h| {
+                let now = h.now();
+                h.fs.write(m, fd, iovs, n, Some(offset as u64), out, now)
+                    .unwrap_or(errno::SPIPE)
+            })
         },
     )?;
     linker.func_wrap(
@@ -730,31 +767,24 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap(
         WASI,
         "fd_renumber",
-        |c: Caller<'_, Host>, from: i32, to: i32| {
-            let fs = &c.data().fs;
-            let open = |fd: i32| is_stdio(fd) || fs.is_open(fd);
-            if open(from) && open(to) {
-                errno::NOTSUP
-            } else {
-                errno::BADF
-            }
-        },
+        |mut c: Caller<'_, Host>, from: i32, to: i32| c.data_mut().fs.renumber(from, to),
     )?;
     linker.func_wrap(
         WASI,
         "fd_filestat_set_size",
-        |mut c: Caller<'_, Host>, fd: i32, _size: i64| {
+        |mut c: Caller<'_, Host>, fd: i32, size: i64| {
+            let now = c.data().now();
             let fs = &mut c.data_mut().fs;
-            fs.simple(fd, errno::ROFS, errno::BADF)
-                .unwrap_or(errno::INVAL)
+            fs.set_size(fd, size as u64, now).unwrap_or(errno::INVAL)
         },
     )?;
     linker.func_wrap(
         WASI,
         "fd_filestat_set_times",
-        |mut c: Caller<'_, Host>, fd: i32, _a: i64, _m: i64, _f: i32| {
+        |mut c: Caller<'_, Host>, fd: i32, atim: i64, mtim: i64, flags: i32| {
+            let now = c.data().now();
             let fs = &mut c.data_mut().fs;
-            fs.simple(fd, errno::ROFS, errno::BADF)
+            fs.fd_set_times(fd, atim, mtim, flags, now)
                 .unwrap_or(errno::INVAL)
         },
     )?;
@@ -775,7 +805,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                 return Ok(errno::NOTCAPABLE);
             }
             with_mem(&mut c, |m, h| {
-                h.fs.path_open(m, dirfd, path, path_len, oflags, rights_base, fdflags, out)
+                let now = h.now();
+                h.fs.path_open(
+                    m,
+                    dirfd,
+                    path,
+                    path_len,
+                    oflags,
+                    rights_base,
+                    fdflags,
+                    out,
+                    now,
+                )
             })
         },
     )?;
@@ -791,39 +832,101 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             })
         },
     )?;
-    linker.func_wrap(WASI, "path_create_directory", |_: i32, _: i32, _: i32| {
-        errno::NOTCAPABLE
-    })?;
-    linker.func_wrap(WASI, "path_remove_directory", |_: i32, _: i32, _: i32| {
-        errno::NOTCAPABLE
-    })?;
-    linker.func_wrap(WASI, "path_unlink_file", |_: i32, _: i32, _: i32| {
-        errno::NOTCAPABLE
-    })?;
+    linker.func_wrap(
+        WASI,
+        "path_create_directory",
+        |mut c: Caller<'_, Host>, fd: i32, path: i32, len: i32| {
+            path_call(&mut c, |m, h, now| {
+                h.fs.create_directory(m, fd, path, len, now)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "path_remove_directory",
+        |mut c: Caller<'_, Host>, fd: i32, path: i32, len: i32| {
+            path_call(&mut c, |m, h, now| {
+                h.fs.remove_directory(m, fd, path, len, now)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "path_unlink_file",
+        |mut c: Caller<'_, Host>, fd: i32, path: i32, len: i32| {
+            path_call(&mut c, |m, h, now| h.fs.unlink_file(m, fd, path, len, now))
+        },
+    )?;
     linker.func_wrap(
         WASI,
         "path_rename",
-        |_: i32, _: i32, _: i32, _: i32, _: i32, _: i32| errno::NOTCAPABLE,
+        |mut c: Caller<'_, Host>,
+         fd: i32,
+         old: i32,
+         old_len: i32,
+         nfd: i32,
+         new: i32,
+         new_len: i32| {
+            path_call(&mut c, |m, h, now| {
+                h.fs.rename(m, fd, old, old_len, nfd, new, new_len, now)
+            })
+        },
     )?;
     linker.func_wrap(
         WASI,
         "path_readlink",
-        |_: i32, _: i32, _: i32, _: i32, _: i32, _: i32| errno::NOTCAPABLE,
+        |mut c: Caller<'_, Host>,
+         fd: i32,
+         path: i32,
+         len: i32,
+         buf: i32,
+         buf_len: i32,
+         out: i32| {
+            path_call(&mut c, |m, h, _| {
+                h.fs.readlink(m, fd, path, len, buf, buf_len, out)
+            })
+        },
     )?;
     linker.func_wrap(
         WASI,
         "path_symlink",
-        |_: i32, _: i32, _: i32, _: i32, _: i32| errno::NOTCAPABLE,
+        |mut c: Caller<'_, Host>, old: i32, old_len: i32, fd: i32, new: i32, new_len: i32| {
+            path_call(&mut c, |m, h, _| {
+                h.fs.no_links(m, &[fd], &[(old, old_len), (new, new_len)])
+            })
+        },
     )?;
     linker.func_wrap(
         WASI,
         "path_link",
-        |_: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| errno::NOTCAPABLE,
+        |mut c: Caller<'_, Host>,
+         ofd: i32,
+         _flags: i32,
+         old: i32,
+         old_len: i32,
+         nfd: i32,
+         new: i32,
+         new_len: i32| {
+            path_call(&mut c, |m, h, _| {
+                h.fs.no_links(m, &[ofd, nfd], &[(old, old_len), (new, new_len)])
+            })
+        },
     )?;
     linker.func_wrap(
         WASI,
         "path_filestat_set_times",
-        |_: i32, _: i32, _: i32, _: i32, _: i64, _: i64, _: i32| errno::NOTCAPABLE,
+        |mut c: Caller<'_, Host>,
+         fd: i32,
+         _flags: i32,
+         path: i32,
+         len: i32,
+         atim: i64,
+         mtim: i64,
+         fst: i32| {
+            path_call(&mut c, |m, h, now| {
+                h.fs.path_set_times(m, fd, path, len, atim, mtim, fst, now)
+            })
+        },
     )?;
     linker.func_wrap(WASI, "proc_exit", |code: i32| -> wasmtime::Result<()> {
         Err(wasmtime::Error::new(Stop::Exit(code)))

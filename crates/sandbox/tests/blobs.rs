@@ -3,7 +3,7 @@
 mod common;
 
 use common::{limits, module, program, sandbox};
-use runegrid_core::ExecStatus;
+use runegrid_core::{ExecStatus, Limits};
 use runegrid_sandbox::{Blob, RunOutput, SandboxError, TaskRun};
 use std::sync::Arc;
 
@@ -69,7 +69,11 @@ fn run_with(body: &str, blobs: &[Blob]) -> Result<RunOutput, SandboxError> {
         env: &[],
         stdin: b"",
         seed: 0,
-        limits: limits(),
+        // No scratch space: the blob mount alone, at fd 3 (`tests/scratch.rs` has the rest).
+        limits: Limits {
+            scratch_bytes: 0,
+            ..limits()
+        },
         blobs,
     };
     sandbox().run(&p, &task, &mut |_| {})
@@ -257,7 +261,7 @@ fn path_open_refuses_what_a_read_only_mount_cannot_do() {
             NOENT, -1, //  nope
             NOTCAPABLE, -1, //  ../a.txt
             NOTDIR, -1, //  a.txt/
-            ROFS, -1, //  O_CREAT
+            0, 4, //  O_CREAT on an existing file opens it
             ROFS, -1, //  O_TRUNC
             ROFS, -1, //  FD_WRITE right
             NOTDIR, -1, //  O_DIRECTORY on a file
@@ -266,7 +270,7 @@ fn path_open_refuses_what_a_read_only_mount_cannot_do() {
             ILSEQ, -1, //  not UTF-8
             FAULT, -1, //  path outside memory
             NOENT, -1, //  empty path
-            0, 4, //  ./b
+            0, 5, //  ./b
             NOTDIR, -1, //  dirfd is a file
         ]
     );
@@ -324,12 +328,12 @@ fn the_directory_lists_stats_and_closes() {
             4, // "." opens the directory again, as fd 4
             BADF,
             NOTDIR, // readdir on stdin
-            NOTSUP,
-            BADF,
+            0,      // renumber 3 onto 4: fd 4 is the preopened directory now
+            BADF,   // fd 3 is free
+            BADF,   // and cannot be closed
+            BADF,   // fd 3 is no longer a preopen
             0,
-            BADF, // fd 3 is no longer a preopen
-            0,
-            3, // the lowest free fd is 3 again
+            3, // the lowest free fd is 3 again, opened from fd 4
         ]
     );
 }

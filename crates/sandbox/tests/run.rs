@@ -439,9 +439,19 @@ fn wasi_errors_for_files_and_fds() {
     (i32.store8 (i32.const 108) (call $fd_write (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 200)))
     (call $print (i32.const 100) (i32.const 9)))"#,
     ));
-    let out = run(&p, limits());
+    // Without a file system: no preopen, every path call ENOTCAPABLE (76).
+    let out = run(
+        &p,
+        Limits {
+            scratch_bytes: 0,
+            ..limits()
+        },
+    );
     // poll_oneoff with no subscriptions: EINVAL (28).
     assert_eq!(out.execution.stdout, [8, 76, 0, 2, 8, 70, 28, 0, 8]);
+    // With scratch space fd 3 is the root `/`, and the empty path is ENOENT (44).
+    let out = run(&p, limits());
+    assert_eq!(out.execution.stdout, [0, 44, 0, 2, 8, 70, 28, 0, 8]);
 }
 
 /// Prints the bits of an f32 and an f64 expression as little-endian bytes.

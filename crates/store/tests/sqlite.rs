@@ -67,6 +67,8 @@ fn sqlite_migrates_a_first_release_database() {
     let mut s = SqliteStore::open(&path).unwrap();
     let job = s.job(1).unwrap().unwrap();
     assert_eq!(job.policy, runegrid_core::PolicyKind::Quorum);
+    // Limits stored before a limit existed read with its default.
+    assert_eq!(job.limits.scratch_bytes, 64 << 20);
     let w = &s.workers().unwrap()[0];
     assert_eq!((w.completed, w.trust.agreed), (5, 0));
     drop(s);

@@ -4,7 +4,7 @@
 use crate::Event;
 use ed25519_dalek::{Signer, SigningKey};
 use runegrid_core::{AttemptId, ExecStatus, Execution};
-use runegrid_proto::worker::{Assign, AttemptResult, ToCoordinator, result_message};
+use runegrid_proto::worker::{Assign, AttemptResult, ResultFile, ToCoordinator, result_message};
 use runegrid_sandbox::{
     Blob, DoneSink, Program, RunOutput, Sandbox, SandboxError, StdoutSink, TaskRun,
 };
@@ -233,6 +233,12 @@ impl Reporter {
         let digest = exec.digest();
         let signature = hex::encode(self.key.sign(&result_message(attempt, &digest)).to_bytes());
         let stderr = String::from_utf8_lossy(&out.stderr);
+        let files = exec
+            .files
+            .into_iter()
+            .zip(out.files)
+            .map(|(file, data)| ResultFile { file, data })
+            .collect();
         ToCoordinator::Result(AttemptResult {
             attempt,
             status: exec.status,
@@ -242,6 +248,7 @@ impl Reporter {
             signature,
             stderr: tail(&stderr, 4096),
             elapsed_us: started.elapsed().as_micros() as u64,
+            files,
         })
     }
 

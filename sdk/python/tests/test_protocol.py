@@ -204,6 +204,9 @@ def test_options() -> None:
         Options(policy="majority")
     with pytest.raises(ValueError):
         Options(replicas=0)
+    assert Options(scratch_bytes=0).job_fields() == {"limits": {"scratch_bytes": 0}}
+    with pytest.raises(ValueError):
+        Options(scratch_bytes=-1)
     with pytest.raises(TypeError):
         Options(fuel=True)
     with pytest.raises(TypeError):

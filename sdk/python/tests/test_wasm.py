@@ -111,13 +111,19 @@ def test_quorum_options(grid: Grid, module) -> None:
 
 def test_limits_per_call(grid: Grid, module) -> None:
     r = grid.wasm(module("echo"))(
-        args=["l"], memory_bytes=16 << 20, wall_time_ms=30_000, stdout_bytes=4096, name="limits"
+        args=["l"],
+        memory_bytes=16 << 20,
+        wall_time_ms=30_000,
+        stdout_bytes=4096,
+        scratch_bytes=1 << 20,
+        name="limits",
     )
     job = grid.job(r.job)
     assert job["name"] == "limits"
     assert job["limits"]["memory_bytes"] == 16 << 20
     assert job["limits"]["wall_time_ms"] == 30_000
     assert job["limits"]["stdout_bytes"] == 4096
+    assert job["limits"]["scratch_bytes"] == 1 << 20
 
 
 def test_stream(grid: Grid, module) -> None:

@@ -1,60 +1,119 @@
-//! Read-only file mounts ("blobs"): named byte strings under one preopened directory.
+//! The task's file system: a tree in memory, built fresh for every attempt and discarded after
+//! it. Read-only blobs are mounted under [`MOUNT_DIR`]; with `Limits::scratch_bytes > 0` the
+//! whole tree is rooted at a writable `/` holding `blobs` (when any blob is mounted), `tmp` and
+//! `out`. With no blob and no scratch nothing here is reachable and the host answers exactly as
+//! without a file system (no preopens, `path_*` → `ENOTCAPABLE`, every fd above 2 → `EBADF`).
 //!
-//! With no blobs nothing here is reachable and the host answers exactly as before (no
-//! preopens, `path_*` → `ENOTCAPABLE`, every fd above 2 → `EBADF`). With at least one blob,
-//! what a browser host must reproduce, bit for bit:
+//! What a browser host must reproduce, bit for bit:
 //!
-//! - **fd 3** is a preopened directory named [`MOUNT_DIR`] (`/blobs`). `fd_prestat_get(3)`
-//!   writes the 8-byte prestat (tag 0 = directory, 3 zero bytes, `u32` name length 6);
-//!   `fd_prestat_dir_name(3, buf, len)` writes the 6 bytes `/blobs` (no NUL), `ENAMETOOLONG`
-//!   when `len < 6`. Any other fd, or fd 3 once closed, gives `EBADF` for both.
-//! - Open fds are numbered from 3 up; `path_open` takes the lowest free number ≥ 3, at most
-//!   [`MAX_OPEN`] open at once (`EMFILE` past that).
-//! - **Errno precedence** in every function below: the fd first (not open → `EBADF`; a
-//!   directory operation on a file or stdio → `ENOTDIR`; a file operation on the directory →
-//!   `EBADF`), then memory (`EFAULT`, nothing written), then the rest.
-//! - **`path_open(dirfd, dirflags, path, path_len, oflags, rights_base, rights_inheriting,
-//!   fdflags, out)`**: `dirfd` must be the directory (`EBADF` if not open, `ENOTDIR` for
-//!   stdio or a file); `path` and `out` (4 bytes) must be in memory (`EFAULT`); `path` must be
-//!   UTF-8 (`EILSEQ`); `oflags` with `CREAT`, `EXCL` or `TRUNC`, `rights_base` with `FD_WRITE`,
-//!   `FD_ALLOCATE` or `FD_FILESTAT_SET_SIZE`, or `fdflags` with `APPEND` give `EROFS`. The
-//!   path is resolved as in [`resolve`] (`dirflags` ignored). The directory itself opens as a
-//!   new directory fd; a blob opens as a file fd at position 0 (`ENOTDIR` if `oflags` has
-//!   `DIRECTORY`). Other rights and flags are ignored.
-//! - **`path_filestat_get(dirfd, flags, path, path_len, out)`**: the same fd, memory (64
-//!   bytes at `out`), UTF-8 and path rules, then the filestat below. The other `path_*`
-//!   functions keep answering `ENOTCAPABLE`.
-//! - **filestat** (64 bytes): `dev` 0, `ino` (the directory 1, blob `i` in mount order
-//!   `i + 2`), `filetype` (directory 3, regular file 4), `nlink` 1, `size` (the directory 0, a
-//!   blob its length), the three timestamps 0. **fdstat** (24 bytes): `filetype`, flags 0,
-//!   `rights_base` ([`DIR_RIGHTS`] or [`FILE_RIGHTS`]), `rights_inheriting` ([`FILE_RIGHTS`]
-//!   for the directory, 0 for a file).
-//! - **Files**: `fd_read` reads from the position and advances it (iovec by iovec, stopping at
-//!   the first one not filled); `fd_pread(fd, iovs, n, offset, out)` reads the same way from
-//!   `offset` and leaves the position alone; `fd_seek(fd, offset, whence, out)` with whence 0
-//!   (set), 1 (current) or 2 (end) sets the position to base + offset and writes it (8 bytes);
-//!   another whence or a negative result gives `EINVAL`; past the end is allowed (reads then
-//!   give 0 bytes). `fd_tell` writes the position. `fd_advise`, `fd_sync`, `fd_datasync`
-//!   succeed and do nothing. `fd_write` and `fd_pwrite` give `EBADF`; `fd_allocate`,
-//!   `fd_filestat_set_size` and `fd_filestat_set_times` give `EROFS`; `fd_fdstat_set_flags`
-//!   `ENOTSUP`; `fd_readdir` `ENOTDIR`.
-//! - **The directory**: `fd_readdir(fd, buf, len, cookie, out)` lists the blobs in mount order
-//!   (no `.` or `..`), entry `i` being a 24-byte dirent (`d_next` = i + 1, `d_ino` = i + 2,
-//!   `d_namlen`, `d_type` 4, 3 zero bytes) followed by the name; the entries from index
-//!   `cookie` on are concatenated and the first `len` bytes written (the last entry may be cut,
-//!   as WASI specifies), and the number of bytes written goes to `out`. Every file operation
-//!   above gives `EBADF` on it, except `fd_sync` and `fd_datasync` (succeed) and
-//!   `fd_fdstat_set_flags` (`ENOTSUP`).
-//! - **`fd_close`** of the directory or a file frees its number (closing fd 3 removes the
-//!   preopen). **`fd_renumber`** gives `ENOTSUP` when both fds are open, `EBADF` otherwise.
+//! - **Nodes** are numbered (`ino`) from 1 in creation order and never reused in a run. At
+//!   start, in this order: with blobs, the directory `/blobs` (read-only), then each blob in
+//!   mount order (read-only files); with scratch, the root `/`, then `tmp` and `out` (empty,
+//!   writable). The root's entries are `blobs` (when mounted), `tmp`, `out`. Nodes present at
+//!   start have all timestamps 0 and cost nothing.
+//! - **Preopens**: fd 3 is `/blobs` when blobs are mounted; the next fd (3 or 4) is `/` when
+//!   scratch is on. `fd_prestat_get(fd, out)` writes the 8-byte prestat (tag 0, 3 zero bytes,
+//!   `u32` name length) for an fd that is still its preopen (closed or renumbered away: it is
+//!   not), `EBADF` otherwise; `fd_prestat_dir_name(fd, buf, len)` writes the name (no NUL),
+//!   `ENAMETOOLONG` when `len` is shorter.
+//! - **Open fds** are numbered from 3 up; `path_open` takes the lowest free number ≥ 3, at most
+//!   [`MAX_OPEN`] open at once (`EMFILE`).
+//! - **Errno precedence** everywhere: the fds first (not open → `EBADF`; a directory operation
+//!   on a file or stdio → `ENOTDIR`; a file operation on a directory → `EBADF`), then memory
+//!   (`EFAULT`, nothing written or changed), then a path's UTF-8 (`EILSEQ`), then the rest in
+//!   the order each function lists.
+//! - **Paths** are resolved from the fd's directory by [`Fs::lookup`]: components split at `/`;
+//!   empty components and `.` stay; `..` goes back one component and gives `ENOTCAPABLE` at the
+//!   fd's directory; a component longer than [`MAX_NAME`] bytes gives `ENAMETOOLONG`, a missing
+//!   name `ENOENT`; any component (even empty) after a file gives `ENOTDIR`. The empty path is
+//!   `ENOENT`. Functions that name an entry to create, remove or rename split the path with
+//!   [`Fs::parent`]: trailing `/`s are dropped (noting that there was one), the part before
+//!   the last `/` is looked up (it must be a directory: `ENOTDIR`) and the last component is
+//!   the name (`.` when nothing is left: a path of slashes names the fd's directory itself).
+//! - **Writable** means: not a mounted node and not removed. Creating in a read-only directory
+//!   or changing a read-only node gives `EROFS`; creating in a removed directory `ENOENT`.
+//! - **Scratch**: `used` counts, for every node the task created and that still exists (in a
+//!   directory, or removed but still open), 64 bytes ([`NODE_COST`]) + its name's length + (a
+//!   file) its size. An operation that would take `used` above the limit gives `ENOSPC` and
+//!   changes nothing, except a write, which writes as many bytes as fit (0 bytes fit and more
+//!   asked: `ENOSPC`). A node removed while open keeps its cost until its last fd closes.
+//! - **Time**: "now" is the virtual realtime clock's current value (`REALTIME_BASE_NS` +
+//!   counter, the counter not advanced). Creating sets a node's three timestamps to now and
+//!   the parent's mtime and ctime; writing (≥ 1 byte), truncating or growing sets mtime and
+//!   ctime; removing or renaming sets the parents' mtime and ctime (and a renamed node's
+//!   ctime). Reads change nothing.
+//! - **filestat** (64 bytes): `dev` 0, `ino`, `filetype` (directory 3, regular file 4),
+//!   `nlink` (1, or 0 once removed), `size` (a file's length, a directory 0), atim, mtim, ctim.
+//!   **fdstat** (24 bytes): filetype, flags (`APPEND` = 1 when the fd appends), rights base and
+//!   inheriting: a file opened for writing [`FILE_WRITE_RIGHTS`], 0; another file
+//!   [`FILE_RIGHTS`], 0; a writable directory [`DIR_WRITE_RIGHTS`], [`FILE_WRITE_RIGHTS`]; a
+//!   read-only one [`DIR_RIGHTS`], [`FILE_RIGHTS`].
+//! - **`path_open(dirfd, _, path, len, oflags, rights_base, _, fdflags, out)`**: the fd, path
+//!   memory, `out` (4 bytes), UTF-8. The fd is for writing when `rights_base` has `FD_WRITE`,
+//!   `FD_ALLOCATE` or `FD_FILESTAT_SET_SIZE`, or `fdflags` has `APPEND` (the fd then appends);
+//!   reading is always allowed. With `CREAT`: the path is split; a name `.` or `..` is looked
+//!   up as a whole path; an existing node with `EXCL` gives `EEXIST`, an existing file named
+//!   with a trailing `/` `ENOTDIR`; a missing one with a
+//!   trailing `/` or `DIRECTORY` gives `EISDIR`, in a directory not writable `EROFS`/`ENOENT`.
+//!   Without `CREAT` the path is looked up. Then, for an existing node: `DIRECTORY` on a file
+//!   `ENOTDIR`; a directory for writing or with `TRUNC` `EISDIR`; a read-only file for writing
+//!   or with `TRUNC` `EROFS`. Then `EMFILE`; then creating costs ([`NODE_COST`] + name length,
+//!   `ENOSPC`); `TRUNC` empties the file. The fd starts at position 0.
+//! - **Files**: `fd_read`/`fd_pread` read from the position (`pread`: from `offset`, the
+//!   position unchanged), iovec by iovec, stopping at the first one not filled. `fd_write` /
+//!   `fd_pwrite` (an fd not for writing: `EBADF`) write the iovecs' bytes at the position (an
+//!   appending fd: at the end; `pwrite`: at `offset`, even when appending), zero-filling any
+//!   gap, and advance the position (not for `pwrite`); the count goes to `out`.
+//!   `fd_seek(fd, offset, whence, out)`: whence 0/1/2 from start/position/end, another whence
+//!   or a negative result `EINVAL`, past the end allowed. `fd_tell`. `fd_filestat_set_size`
+//!   and `fd_allocate(offset, len)` (grow to `offset + len` if longer; overflow `EINVAL`): a
+//!   read-only file `EROFS`, an fd not for writing `EBADF`, new bytes are zeros and cost.
+//!   `fd_advise`, `fd_sync`, `fd_datasync` succeed. On a directory all of these give `EBADF`
+//!   except `fd_sync`/`fd_datasync` (succeed). `fd_fdstat_set_flags` gives `ENOTSUP`.
+//! - **Times**: `fd_filestat_set_times(fd, atim, mtim, flags)` and
+//!   `path_filestat_set_times(dirfd, _, path, len, atim, mtim, flags)`: flags `ATIM` (1),
+//!   `ATIM_NOW` (2), `MTIM` (4), `MTIM_NOW` (8); both of a pair `EINVAL`; then a read-only
+//!   node `EROFS`; then the times are set and ctime becomes now.
+//! - **Directories**: `fd_readdir(fd, buf, len, cookie, out)` lists the entries (no `.` or
+//!   `..`) in the order they were made, each keeping its place for its life (a rename onto an
+//!   existing name keeps that name's place; a new name goes last). Entry `k` (counting every
+//!   entry ever made in that directory from 0) is a 24-byte dirent (`d_next` = k + 1, `d_ino`,
+//!   `d_namlen`, `d_type`, 3 zero bytes) followed by the name; the entries with `k ≥ cookie`
+//!   are concatenated and the first `len` bytes written (the last entry may be cut).
+//!   `path_create_directory(fd, path, len)`: name `.`/`..` or existing `EEXIST`, not writable
+//!   `EROFS`/`ENOENT`, cost `ENOSPC`. `path_remove_directory`: name `.`/`..` `EINVAL`,
+//!   missing `ENOENT`, a file `ENOTDIR`, read-only `EROFS`, not empty `ENOTEMPTY`.
+//!   `path_unlink_file`: name `.`/`..` `EISDIR`, missing `ENOENT`, a directory `EISDIR`, a
+//!   trailing `/` `ENOTDIR`, read-only `EROFS`.
+//!   `path_rename(fd, old, old_len, new_fd, new, new_len)`: both fds, both paths' memory,
+//!   both UTF-8, both splits; a name `.`/`..` `EINVAL`; old missing `ENOENT`; read-only node
+//!   or directories `EROFS` (a removed target directory `ENOENT`); a file with a trailing `/`
+//!   `ENOTDIR`; onto itself: nothing happens; a directory into itself or below `EINVAL`; onto
+//!   an existing node: read-only `EROFS`, a directory onto a file `ENOTDIR`, onto a non-empty
+//!   directory `ENOTEMPTY`, a file onto a directory `EISDIR`; then `ENOSPC` (the name's length
+//!   changes the cost; a replaced node not open frees its own).
+//! - **No links**: `path_readlink(fd, path, len, buf, buf_len, out)` gives `EINVAL` for an
+//!   existing node (none is a link), the lookup's error otherwise; `path_symlink` and
+//!   `path_link` give `ENOTSUP` after their fd and memory checks.
+//! - **`fd_close`** frees the number; a removed node's cost goes with its last fd.
+//!   **`fd_renumber(from, to)`**: both above 2 and open: `to` is closed and gets `from`'s
+//!   description (a preopen stays a preopen), `from` is freed (`from == to`: nothing); stdio
+//!   and open: `ENOTSUP`; otherwise `EBADF`.
 
 use super::{bytes_mut, errno, errno_of, iovecs, range, write_u32, write_u64};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Where blobs appear in the guest's file system.
 pub const MOUNT_DIR: &str = "/blobs";
-/// Most fds open at once above stdio (the directory included).
+/// The writable root, preopened when the task has scratch space.
+pub const ROOT_DIR: &str = "/";
+/// Most fds open at once above stdio (the preopens included).
 pub const MAX_OPEN: usize = 128;
+/// Longest name of a directory entry, in bytes.
+pub const MAX_NAME: usize = 255;
+/// What each node a task creates costs of its scratch space, besides its name and data.
+pub const NODE_COST: u64 = 64;
 
 const FILETYPE_DIRECTORY: u8 = 3;
 const FILETYPE_REGULAR_FILE: u8 = 4;
@@ -65,24 +124,57 @@ const OFLAGS_EXCL: i32 = 4;
 const OFLAGS_TRUNC: i32 = 8;
 const FDFLAGS_APPEND: i32 = 1;
 
+const FSTFLAGS_ATIM: i32 = 1;
+const FSTFLAGS_ATIM_NOW: i32 = 2;
+const FSTFLAGS_MTIM: i32 = 4;
+const FSTFLAGS_MTIM_NOW: i32 = 8;
+
+const RIGHTS_FD_DATASYNC: u64 = 1;
 const RIGHTS_FD_READ: u64 = 1 << 1;
 const RIGHTS_FD_SEEK: u64 = 1 << 2;
+const RIGHTS_FD_SYNC: u64 = 1 << 4;
 const RIGHTS_FD_TELL: u64 = 1 << 5;
 const RIGHTS_FD_WRITE: u64 = 1 << 6;
 const RIGHTS_FD_ADVISE: u64 = 1 << 7;
 const RIGHTS_FD_ALLOCATE: u64 = 1 << 8;
+const RIGHTS_PATH_CREATE_DIRECTORY: u64 = 1 << 9;
+const RIGHTS_PATH_CREATE_FILE: u64 = 1 << 10;
 const RIGHTS_PATH_OPEN: u64 = 1 << 13;
 const RIGHTS_FD_READDIR: u64 = 1 << 14;
+const RIGHTS_PATH_RENAME_SOURCE: u64 = 1 << 16;
+const RIGHTS_PATH_RENAME_TARGET: u64 = 1 << 17;
 const RIGHTS_PATH_FILESTAT_GET: u64 = 1 << 18;
+const RIGHTS_PATH_FILESTAT_SET_TIMES: u64 = 1 << 20;
 const RIGHTS_FD_FILESTAT_GET: u64 = 1 << 21;
 const RIGHTS_FD_FILESTAT_SET_SIZE: u64 = 1 << 22;
+const RIGHTS_FD_FILESTAT_SET_TIMES: u64 = 1 << 23;
+const RIGHTS_PATH_REMOVE_DIRECTORY: u64 = 1 << 25;
+const RIGHTS_PATH_UNLINK_FILE: u64 = 1 << 26;
 
-/// Rights of an open blob.
+/// Rights of a file fd not open for writing.
 pub const FILE_RIGHTS: u64 =
     RIGHTS_FD_READ | RIGHTS_FD_SEEK | RIGHTS_FD_TELL | RIGHTS_FD_ADVISE | RIGHTS_FD_FILESTAT_GET;
-/// Rights of the blob directory.
+/// Rights of a file fd open for writing.
+pub const FILE_WRITE_RIGHTS: u64 = FILE_RIGHTS
+    | RIGHTS_FD_DATASYNC
+    | RIGHTS_FD_SYNC
+    | RIGHTS_FD_WRITE
+    | RIGHTS_FD_ALLOCATE
+    | RIGHTS_FD_FILESTAT_SET_SIZE
+    | RIGHTS_FD_FILESTAT_SET_TIMES;
+/// Rights of a read-only directory (the blob mount).
 pub const DIR_RIGHTS: u64 =
     RIGHTS_PATH_OPEN | RIGHTS_FD_READDIR | RIGHTS_PATH_FILESTAT_GET | RIGHTS_FD_FILESTAT_GET;
+/// Rights of a writable directory.
+pub const DIR_WRITE_RIGHTS: u64 = DIR_RIGHTS
+    | RIGHTS_PATH_CREATE_DIRECTORY
+    | RIGHTS_PATH_CREATE_FILE
+    | RIGHTS_PATH_RENAME_SOURCE
+    | RIGHTS_PATH_RENAME_TARGET
+    | RIGHTS_PATH_FILESTAT_SET_TIMES
+    | RIGHTS_FD_FILESTAT_SET_TIMES
+    | RIGHTS_PATH_REMOVE_DIRECTORY
+    | RIGHTS_PATH_UNLINK_FILE;
 const WRITE_RIGHTS: u64 = RIGHTS_FD_WRITE | RIGHTS_FD_ALLOCATE | RIGHTS_FD_FILESTAT_SET_SIZE;
 
 /// A named read-only file mounted into a run as `/blobs/<name>`. Cloning is cheap: the bytes
@@ -121,6 +213,9 @@ pub fn check_blobs(blobs: &[Blob]) -> Result<(), String> {
         if n.is_empty() || n == "." || n == ".." || n.contains('/') || n.contains('\0') {
             return Err(format!("invalid blob name {n:?}"));
         }
+        if n.len() > MAX_NAME {
+            return Err(format!("blob name {n:?} is longer than {MAX_NAME} bytes"));
+        }
         if blobs[..i].iter().any(|o| &o.name == n) {
             return Err(format!("blob {n:?} is mounted twice"));
         }
@@ -128,147 +223,464 @@ pub fn check_blobs(blobs: &[Blob]) -> Result<(), String> {
     Ok(())
 }
 
-/// What an fd above 2 refers to.
-#[derive(Debug, Clone)]
-enum Open {
-    Dir,
-    File { blob: usize, pos: u64 },
+type Ino = u64;
+
+/// A file's bytes: a mounted blob's (shared, read-only) or the task's own.
+#[derive(Debug)]
+enum Data {
+    Blob(Arc<[u8]>),
+    Owned(Vec<u8>),
 }
 
-/// The mounted blobs and the fds open on them.
+impl Data {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Data::Blob(b) => b,
+            Data::Owned(v) => v,
+        }
+    }
+}
+
+/// A directory's entries, in the order they were made.
+#[derive(Debug, Default)]
+struct Dir {
+    /// Entry number → (name, node).
+    entries: BTreeMap<u64, (String, Ino)>,
+    /// Name → entry number.
+    names: BTreeMap<String, u64>,
+    /// The number the next new entry gets.
+    next: u64,
+    /// The directory holding this one (the root's and a mount's own: itself).
+    parent: Ino,
+}
+
+impl Dir {
+    fn get(&self, name: &str) -> Option<Ino> {
+        self.names.get(name).map(|k| self.entries[k].1)
+    }
+
+    /// Adds `name` last, or points an existing `name` (keeping its place) at `ino`.
+    fn put(&mut self, name: &str, ino: Ino) {
+        if let Some(k) = self.names.get(name) {
+            self.entries.get_mut(k).expect("named entry").1 = ino;
+        } else {
+            self.names.insert(name.to_owned(), self.next);
+            self.entries.insert(self.next, (name.to_owned(), ino));
+            self.next += 1;
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(k) = self.names.remove(name) {
+            self.entries.remove(&k);
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Kind {
+    Dir(Dir),
+    File(Data),
+}
+
+#[derive(Debug)]
+struct Node {
+    kind: Kind,
+    /// Mounted: never changed.
+    read_only: bool,
+    /// Still in a directory (or a preopened root).
+    linked: bool,
+    /// Created by the task: counted in `used`.
+    charged: bool,
+    /// The length of its name, for its cost.
+    name_len: u64,
+    atim: u64,
+    mtim: u64,
+    ctim: u64,
+}
+
+impl Node {
+    fn new(kind: Kind, now: u64) -> Node {
+        Node {
+            kind,
+            read_only: false,
+            linked: true,
+            charged: false,
+            name_len: 0,
+            atim: now,
+            mtim: now,
+            ctim: now,
+        }
+    }
+
+    fn dir(&self) -> Option<&Dir> {
+        match &self.kind {
+            Kind::Dir(d) => Some(d),
+            Kind::File(_) => None,
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        self.dir().is_some()
+    }
+
+    fn len(&self) -> u64 {
+        match &self.kind {
+            Kind::Dir(_) => 0,
+            Kind::File(d) => d.bytes().len() as u64,
+        }
+    }
+
+    /// What it counts in `used`.
+    fn cost(&self) -> u64 {
+        if self.charged {
+            NODE_COST + self.name_len + self.len()
+        } else {
+            0
+        }
+    }
+}
+
+/// An open file's state.
+#[derive(Debug, Clone, Copy)]
+struct FileFd {
+    pos: u64,
+    write: bool,
+    append: bool,
+}
+
+/// What an fd above 2 refers to.
+#[derive(Debug, Clone, Copy)]
+struct Desc {
+    ino: Ino,
+    /// The preopen's name, while this fd is one.
+    preopen: Option<&'static str>,
+    /// `None` for a directory.
+    file: Option<FileFd>,
+}
+
+/// The task's file tree and the fds open on it.
 #[derive(Debug, Default)]
 pub(crate) struct Fs {
-    blobs: Vec<Blob>,
-    /// Whether fd 3 is still the preopened directory.
-    preopen: bool,
+    nodes: BTreeMap<Ino, Node>,
+    next_ino: Ino,
     /// `fds[i]` is fd `i + 3`.
-    fds: Vec<Option<Open>>,
-}
-
-/// What a path names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Node {
-    Dir,
-    Blob(usize),
+    fds: Vec<Option<Desc>>,
+    /// Whether anything was preopened (otherwise every function keeps its unmounted answer).
+    active: bool,
+    scratch_limit: u64,
+    used: u64,
+    /// The writable root, when there is scratch space.
+    root: Option<Ino>,
 }
 
 /// How an fd argument resolved.
-enum Fd<'a> {
+enum Fd {
     Stdio,
-    Dir,
-    File(usize, &'a Blob, &'a mut u64),
+    Dir(Ino),
+    File(Ino, FileFd),
+}
+
+/// Which side a time flag pair sets.
+struct Times {
+    atim: Option<u64>,
+    mtim: Option<u64>,
 }
 
 impl Fs {
-    pub(crate) fn new(blobs: Vec<Blob>) -> Fs {
-        let fds = if blobs.is_empty() {
-            Vec::new()
-        } else {
-            vec![Some(Open::Dir)]
+    /// The tree of a run mounting `blobs`, with `scratch_bytes` of writable space (0: none,
+    /// and no writable root).
+    pub(crate) fn new(blobs: Vec<Blob>, scratch_bytes: u64) -> Fs {
+        let mut fs = Fs {
+            next_ino: 1,
+            scratch_limit: scratch_bytes,
+            ..Fs::default()
         };
-        let preopen = !blobs.is_empty();
-        Fs {
-            blobs,
-            preopen,
-            fds,
+        let mount = (!blobs.is_empty()).then(|| {
+            let mount = fs.add(Kind::Dir(Dir::default()), 0);
+            let mut dir = Dir {
+                parent: mount,
+                ..Dir::default()
+            };
+            for b in blobs {
+                let ino = fs.add(Kind::File(Data::Blob(b.bytes)), 0);
+                fs.nodes.get_mut(&ino).expect("blob").read_only = true;
+                dir.put(&b.name, ino);
+            }
+            let node = fs.nodes.get_mut(&mount).expect("mount");
+            node.kind = Kind::Dir(dir);
+            node.read_only = true;
+            fs.fds.push(Some(Desc {
+                ino: mount,
+                preopen: Some(MOUNT_DIR),
+                file: None,
+            }));
+            mount
+        });
+        if scratch_bytes > 0 {
+            let root = fs.add(Kind::Dir(Dir::default()), 0);
+            let mut dir = Dir {
+                parent: root,
+                ..Dir::default()
+            };
+            if let Some(mount) = mount {
+                dir.put("blobs", mount);
+                fs.dir_mut(mount).parent = root;
+            }
+            for name in ["tmp", "out"] {
+                let ino = fs.add(
+                    Kind::Dir(Dir {
+                        parent: root,
+                        ..Dir::default()
+                    }),
+                    0,
+                );
+                dir.put(name, ino);
+            }
+            fs.nodes.get_mut(&root).expect("root").kind = Kind::Dir(dir);
+            fs.root = Some(root);
+            fs.fds.push(Some(Desc {
+                ino: root,
+                preopen: Some(ROOT_DIR),
+                file: None,
+            }));
+        }
+        fs.active = !fs.fds.is_empty();
+        fs
+    }
+
+    /// The regular files under `/out` when the run ends (whatever `/out` names then), with
+    /// their paths below it (components joined by `/`), in byte-wise path order, and the sum of
+    /// their sizes.
+    pub(crate) fn outputs(&self) -> (Vec<(String, Vec<u8>)>, u64) {
+        fn walk(fs: &Fs, dir: &Dir, prefix: &str, out: &mut Vec<(String, Vec<u8>)>) {
+            for (name, ino) in dir.entries.values() {
+                let path = format!("{prefix}{name}");
+                match &fs.node(*ino).kind {
+                    Kind::Dir(d) => walk(fs, d, &format!("{path}/"), out),
+                    Kind::File(data) => out.push((path, data.bytes().to_vec())),
+                }
+            }
+        }
+        let mut files = Vec::new();
+        let out_dir = self
+            .root
+            .and_then(|r| self.dir_of(r).get("out"))
+            .and_then(|o| self.node(o).dir());
+        if let Some(dir) = out_dir {
+            walk(self, dir, "", &mut files);
+        }
+        files.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let total = files.iter().map(|(_, b)| b.len() as u64).sum();
+        (files, total)
+    }
+
+    /// Whether anything is preopened (otherwise every function keeps its unmounted answer).
+    pub(crate) fn mounted(&self) -> bool {
+        self.active
+    }
+
+    fn add(&mut self, kind: Kind, now: u64) -> Ino {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.nodes.insert(ino, Node::new(kind, now));
+        ino
+    }
+
+    fn node(&self, ino: Ino) -> &Node {
+        &self.nodes[&ino]
+    }
+
+    fn node_mut(&mut self, ino: Ino) -> &mut Node {
+        self.nodes.get_mut(&ino).expect("live node")
+    }
+
+    fn dir_of(&self, ino: Ino) -> &Dir {
+        self.node(ino).dir().expect("a directory")
+    }
+
+    fn dir_mut(&mut self, ino: Ino) -> &mut Dir {
+        match &mut self.node_mut(ino).kind {
+            Kind::Dir(d) => d,
+            Kind::File(_) => panic!("not a directory"),
         }
     }
 
-    /// Whether any blob is mounted (otherwise every function keeps its unmounted answer).
-    pub(crate) fn mounted(&self) -> bool {
-        !self.blobs.is_empty()
-    }
-
-    fn fd(&mut self, fd: i32) -> Result<Fd<'_>, i32> {
+    fn fd(&self, fd: i32) -> Result<Fd, i32> {
         if (0..=2).contains(&fd) {
             return Ok(Fd::Stdio);
         }
-        let slot = usize::try_from(fd).ok().and_then(|f| f.checked_sub(3));
-        match slot
-            .and_then(|s| self.fds.get_mut(s))
-            .and_then(Option::as_mut)
-        {
+        match self.desc(fd) {
             None => Err(errno::BADF),
-            Some(Open::Dir) => Ok(Fd::Dir),
-            Some(Open::File { blob, pos }) => Ok(Fd::File(*blob, &self.blobs[*blob], pos)),
+            Some(Desc {
+                ino, file: None, ..
+            }) => Ok(Fd::Dir(*ino)),
+            Some(Desc {
+                ino, file: Some(f), ..
+            }) => Ok(Fd::File(*ino, *f)),
         }
     }
 
-    /// Whether `fd` is open above stdio.
-    pub(crate) fn is_open(&self, fd: i32) -> bool {
+    fn desc(&self, fd: i32) -> Option<&Desc> {
         usize::try_from(fd)
             .ok()
             .and_then(|f| f.checked_sub(3))
             .and_then(|s| self.fds.get(s))
-            .is_some_and(Option::is_some)
+            .and_then(Option::as_ref)
     }
 
-    /// The directory fd for `path_*`: `EBADF` if not open, `ENOTDIR` if not the directory.
-    fn dir(&mut self, fd: i32) -> Result<(), i32> {
+    fn file_fd_mut(&mut self, fd: i32) -> &mut FileFd {
+        self.fds[fd as usize - 3]
+            .as_mut()
+            .and_then(|d| d.file.as_mut())
+            .expect("an open file")
+    }
+
+    /// Whether `fd` is open above stdio.
+    pub(crate) fn is_open(&self, fd: i32) -> bool {
+        self.desc(fd).is_some()
+    }
+
+    /// The directory fd of `path_*`: `EBADF` if not open, `ENOTDIR` if not a directory.
+    fn dir(&self, fd: i32) -> Result<Ino, i32> {
         match self.fd(fd)? {
-            Fd::Dir => Ok(()),
+            Fd::Dir(ino) => Ok(ino),
             Fd::Stdio | Fd::File(..) => Err(errno::NOTDIR),
         }
     }
 
-    /// A file fd for file operations: `EBADF` for the directory or a closed fd. `None` for
-    /// stdio (the caller keeps its stdio answer).
-    fn file(&mut self, fd: i32) -> Result<Option<(&Blob, &mut u64)>, i32> {
-        match self.fd(fd)? {
-            Fd::Stdio => Ok(None),
-            Fd::Dir => Err(errno::BADF),
-            Fd::File(_, b, p) => Ok(Some((b, p))),
-        }
-    }
-
-    fn ino(node: Node) -> u64 {
-        match node {
-            Node::Dir => 1,
-            Node::Blob(i) => i as u64 + 2,
-        }
-    }
-
-    fn filestat(&self, node: Node) -> [u8; 64] {
-        let mut stat = [0u8; 64];
-        stat[8..16].copy_from_slice(&Self::ino(node).to_le_bytes());
-        let (ty, size) = match node {
-            Node::Dir => (FILETYPE_DIRECTORY, 0),
-            Node::Blob(i) => (FILETYPE_REGULAR_FILE, self.blobs[i].bytes.len() as u64),
-        };
-        stat[16] = ty;
-        stat[24..32].copy_from_slice(&1u64.to_le_bytes());
-        stat[32..40].copy_from_slice(&size.to_le_bytes());
-        stat
-    }
-
-    /// Resolves `path` (relative to the directory): components split at `/`; empty
-    /// components and `.` are skipped while at the directory; `..` there gives
-    /// `ENOTCAPABLE`; a name that is no blob gives `ENOENT`; anything after a blob's name
-    /// (even a trailing `/`) gives `ENOTDIR`. The empty path gives `ENOENT`.
-    fn resolve(&self, path: &str) -> Result<Node, i32> {
+    /// Resolves `path` from the directory `start` (see the module documentation).
+    fn lookup(&self, start: Ino, path: &str) -> Result<Ino, i32> {
         if path.is_empty() {
             return Err(errno::NOENT);
         }
-        let mut parts = path.split('/');
-        while let Some(part) = parts.next() {
+        let mut stack = vec![start];
+        for part in path.split('/') {
+            let cur = *stack.last().expect("start");
+            let Some(dir) = self.node(cur).dir() else {
+                return Err(errno::NOTDIR);
+            };
             match part {
-                "" | "." => continue,
-                ".." => return Err(errno::NOTCAPABLE),
-                name => {
-                    let i = self
-                        .blobs
-                        .iter()
-                        .position(|b| b.name == name)
-                        .ok_or(errno::NOENT)?;
-                    return if parts.next().is_some() {
-                        Err(errno::NOTDIR)
-                    } else {
-                        Ok(Node::Blob(i))
-                    };
+                "" | "." => {}
+                ".." => {
+                    if stack.len() == 1 {
+                        return Err(errno::NOTCAPABLE);
+                    }
+                    stack.pop();
                 }
+                name if name.len() > MAX_NAME => return Err(errno::NAMETOOLONG),
+                name => stack.push(dir.get(name).ok_or(errno::NOENT)?),
             }
         }
-        Ok(Node::Dir)
+        Ok(*stack.last().expect("start"))
+    }
+
+    /// Splits `path` into the directory holding its last component, that name, and whether
+    /// the path ended in `/`.
+    fn parent<'p>(&self, start: Ino, path: &'p str) -> Result<(Ino, &'p str, bool), i32> {
+        if path.is_empty() {
+            return Err(errno::NOENT);
+        }
+        let trimmed = path.trim_end_matches('/');
+        let trailing = trimmed.len() < path.len();
+        if trimmed.is_empty() {
+            return Ok((start, ".", trailing));
+        }
+        let (dir, name) = match trimmed.rfind('/') {
+            Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
+            None => ("", trimmed),
+        };
+        let dir = if dir.is_empty() {
+            start
+        } else {
+            self.lookup(start, dir)?
+        };
+        if !self.node(dir).is_dir() {
+            return Err(errno::NOTDIR);
+        }
+        if name.len() > MAX_NAME {
+            return Err(errno::NAMETOOLONG);
+        }
+        Ok((dir, name, trailing))
+    }
+
+    /// `EROFS` for a read-only directory, `ENOENT` for a removed one.
+    fn can_change(&self, dir: Ino) -> Result<(), i32> {
+        let node = self.node(dir);
+        if node.read_only {
+            Err(errno::ROFS)
+        } else if !node.linked {
+            Err(errno::NOENT)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `ENOSPC` unless `used - freed + more` stays within the limit.
+    fn room(&self, more: u64, freed: u64) -> Result<(), i32> {
+        if more > self.scratch_limit.saturating_sub(self.used - freed) {
+            Err(errno::NOSPC)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether some fd refers to `ino`.
+    fn is_referenced(&self, ino: Ino) -> bool {
+        self.fds.iter().flatten().any(|d| d.ino == ino)
+    }
+
+    /// Forgets a node that is neither in a directory nor open.
+    fn release(&mut self, ino: Ino) {
+        let node = self.node(ino);
+        if !node.linked && !self.is_referenced(ino) {
+            self.used -= node.cost();
+            self.nodes.remove(&ino);
+        }
+    }
+
+    /// Takes `name` out of `dir`, marking its node removed (and forgetting it unless open).
+    fn unlink(&mut self, dir: Ino, name: &str, ino: Ino, now: u64) {
+        self.dir_mut(dir).remove(name);
+        self.node_mut(ino).linked = false;
+        self.touch(dir, now);
+        self.release(ino);
+    }
+
+    /// Sets mtime and ctime to now.
+    fn touch(&mut self, ino: Ino, now: u64) {
+        let n = self.node_mut(ino);
+        n.mtim = now;
+        n.ctim = now;
+    }
+
+    /// Creates `name` in `dir` (checked by the caller), charged to the scratch space.
+    fn create(&mut self, dir: Ino, name: &str, kind: Kind, now: u64) -> Ino {
+        let ino = self.add(kind, now);
+        let node = self.node_mut(ino);
+        node.charged = true;
+        node.name_len = name.len() as u64;
+        self.used += node.cost();
+        self.dir_mut(dir).put(name, ino);
+        self.touch(dir, now);
+        ino
+    }
+
+    fn filestat(&self, ino: Ino) -> [u8; 64] {
+        let node = self.node(ino);
+        let mut stat = [0u8; 64];
+        stat[8..16].copy_from_slice(&ino.to_le_bytes());
+        stat[16] = if node.is_dir() {
+            FILETYPE_DIRECTORY
+        } else {
+            FILETYPE_REGULAR_FILE
+        };
+        stat[24..32].copy_from_slice(&u64::from(node.linked).to_le_bytes());
+        stat[32..40].copy_from_slice(&node.len().to_le_bytes());
+        stat[40..48].copy_from_slice(&node.atim.to_le_bytes());
+        stat[48..56].copy_from_slice(&node.mtim.to_le_bytes());
+        stat[56..64].copy_from_slice(&node.ctim.to_le_bytes());
+        stat
     }
 
     fn path(mem: &[u8], ptr: i32, len: i32) -> Result<&str, i32> {
@@ -276,12 +688,17 @@ impl Fs {
         std::str::from_utf8(&mem[r]).map_err(|_| errno::ILSEQ)
     }
 
+    /// Copies a path out of memory (`EFAULT` / `EILSEQ`).
+    fn owned_path(mem: &[u8], ptr: i32, len: i32) -> Result<String, i32> {
+        Self::path(mem, ptr, len).map(str::to_owned)
+    }
+
     pub(crate) fn prestat_get(&self, mem: &mut [u8], fd: i32, out: i32) -> i32 {
-        if fd != 3 || !self.preopen {
+        let Some(name) = self.desc(fd).and_then(|d| d.preopen) else {
             return errno::BADF;
-        }
+        };
         let mut prestat = [0u8; 8];
-        prestat[4..8].copy_from_slice(&(MOUNT_DIR.len() as u32).to_le_bytes());
+        prestat[4..8].copy_from_slice(&(name.len() as u32).to_le_bytes());
         match bytes_mut(mem, out, 8) {
             Ok(b) => {
                 b.copy_from_slice(&prestat);
@@ -292,18 +709,34 @@ impl Fs {
     }
 
     pub(crate) fn prestat_dir_name(&self, mem: &mut [u8], fd: i32, buf: i32, len: i32) -> i32 {
-        if fd != 3 || !self.preopen {
+        let Some(name) = self.desc(fd).and_then(|d| d.preopen) else {
             return errno::BADF;
-        }
+        };
         if let Err(e) = range(mem.len(), buf, u64::from(len as u32)) {
             return e;
         }
-        if (len as u32 as usize) < MOUNT_DIR.len() {
+        if (len as u32 as usize) < name.len() {
             return errno::NAMETOOLONG;
         }
-        errno_of(bytes_mut(mem, buf, MOUNT_DIR.len() as u64).map(|b| {
-            b.copy_from_slice(MOUNT_DIR.as_bytes());
+        errno_of(bytes_mut(mem, buf, name.len() as u64).map(|b| {
+            b.copy_from_slice(name.as_bytes());
         }))
+    }
+
+    /// The lowest free fd slot, or `EMFILE`.
+    fn free_slot(&self) -> Result<usize, i32> {
+        match self.fds.iter().position(Option::is_none) {
+            Some(s) => Ok(s),
+            None if self.fds.len() < MAX_OPEN => Ok(self.fds.len()),
+            None => Err(errno::MFILE),
+        }
+    }
+
+    fn install(&mut self, slot: usize, desc: Desc) {
+        if slot == self.fds.len() {
+            self.fds.push(None);
+        }
+        self.fds[slot] = Some(desc);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -317,44 +750,107 @@ impl Fs {
         rights_base: i64,
         fdflags: i32,
         out: i32,
+        now: u64,
     ) -> i32 {
-        if let Err(e) = self.dir(dirfd) {
+        let start = match self.dir(dirfd) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        if let Err(e) = range(mem.len(), path, u64::from(path_len as u32))
+            .and_then(|_| range(mem.len(), out, 4))
+        {
             return e;
         }
-        let node = {
-            let path = match Self::path(mem, path, path_len) {
-                Ok(p) => p,
-                Err(e) => return e,
+        let path = match Self::owned_path(mem, path, path_len) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        match self.open(start, &path, oflags, rights_base as u64, fdflags, now) {
+            Ok(fd) => errno_of(write_u32(mem, out, fd)),
+            Err(e) => e,
+        }
+    }
+
+    fn open(
+        &mut self,
+        start: Ino,
+        path: &str,
+        oflags: i32,
+        rights: u64,
+        fdflags: i32,
+        now: u64,
+    ) -> Result<u32, i32> {
+        let write = rights & WRITE_RIGHTS != 0 || fdflags & FDFLAGS_APPEND != 0;
+        let trunc = oflags & OFLAGS_TRUNC != 0;
+        let want_dir = oflags & OFLAGS_DIRECTORY != 0;
+        // `Ok(node)` opens a node that exists; `Err((dir, name))` creates `name` in `dir`.
+        let target: Result<Ino, (Ino, &str)> = if oflags & OFLAGS_CREAT != 0 {
+            let (dir, name, trailing) = self.parent(start, path)?;
+            let existing = if name == "." || name == ".." {
+                Some(self.lookup(start, path)?)
+            } else {
+                self.dir_of(dir).get(name)
             };
-            if let Err(e) = range(mem.len(), out, 4) {
-                return e;
+            match existing {
+                Some(_) if oflags & OFLAGS_EXCL != 0 => return Err(errno::EXIST),
+                Some(ino) if trailing && !self.node(ino).is_dir() => return Err(errno::NOTDIR),
+                Some(ino) => Ok(ino),
+                None if trailing || want_dir => return Err(errno::ISDIR),
+                None => {
+                    self.can_change(dir)?;
+                    Err((dir, name))
+                }
             }
-            if oflags & (OFLAGS_CREAT | OFLAGS_EXCL | OFLAGS_TRUNC) != 0
-                || (rights_base as u64) & WRITE_RIGHTS != 0
-                || fdflags & FDFLAGS_APPEND != 0
-            {
-                return errno::ROFS;
+        } else {
+            Ok(self.lookup(start, path)?)
+        };
+        if let Ok(ino) = target {
+            let node = self.node(ino);
+            if want_dir && !node.is_dir() {
+                return Err(errno::NOTDIR);
             }
-            match self.resolve(path) {
-                Ok(n) => n,
-                Err(e) => return e,
+            if node.is_dir() && (write || trunc) {
+                return Err(errno::ISDIR);
+            }
+            if node.read_only && (write || trunc) {
+                return Err(errno::ROFS);
+            }
+        }
+        let slot = self.free_slot()?;
+        let ino = match target {
+            Ok(ino) => {
+                if trunc {
+                    let node = self.node_mut(ino);
+                    let freed = node.len();
+                    if let Kind::File(data) = &mut node.kind {
+                        *data = Data::Owned(Vec::new());
+                    }
+                    if node.charged {
+                        self.used -= freed;
+                    }
+                    self.touch(ino, now);
+                }
+                ino
+            }
+            Err((dir, name)) => {
+                self.room(NODE_COST + name.len() as u64, 0)?;
+                self.create(dir, name, Kind::File(Data::Owned(Vec::new())), now)
             }
         };
-        let open = match node {
-            Node::Dir => Open::Dir,
-            Node::Blob(_) if oflags & OFLAGS_DIRECTORY != 0 => return errno::NOTDIR,
-            Node::Blob(blob) => Open::File { blob, pos: 0 },
-        };
-        let slot = match self.fds.iter().position(Option::is_none) {
-            Some(s) => s,
-            None if self.fds.len() < MAX_OPEN => {
-                self.fds.push(None);
-                self.fds.len() - 1
-            }
-            None => return errno::MFILE,
-        };
-        self.fds[slot] = Some(open);
-        errno_of(write_u32(mem, out, slot as u32 + 3))
+        let file = (!self.node(ino).is_dir()).then_some(FileFd {
+            pos: 0,
+            write,
+            append: fdflags & FDFLAGS_APPEND != 0,
+        });
+        self.install(
+            slot,
+            Desc {
+                ino,
+                preopen: None,
+                file,
+            },
+        );
+        Ok(slot as u32 + 3)
     }
 
     pub(crate) fn path_filestat_get(
@@ -365,36 +861,362 @@ impl Fs {
         path_len: i32,
         out: i32,
     ) -> i32 {
-        if let Err(e) = self.dir(dirfd) {
+        let start = match self.dir(dirfd) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        if let Err(e) = range(mem.len(), path, u64::from(path_len as u32))
+            .and_then(|_| range(mem.len(), out, 64))
+        {
             return e;
         }
-        let node = {
-            let path = match Self::path(mem, path, path_len) {
-                Ok(p) => p,
-                Err(e) => return e,
-            };
-            if let Err(e) = range(mem.len(), out, 64) {
-                return e;
-            }
-            match self.resolve(path) {
-                Ok(n) => n,
-                Err(e) => return e,
-            }
+        let node = match Self::path(mem, path, path_len).and_then(|p| self.lookup(start, p)) {
+            Ok(n) => n,
+            Err(e) => return e,
         };
         let stat = self.filestat(node);
         errno_of(bytes_mut(mem, out, 64).map(|b| b.copy_from_slice(&stat)))
     }
 
-    /// `fd_fdstat_get` for fds above 2 (`None`: stdio, the caller answers).
-    pub(crate) fn fdstat_get(&mut self, mem: &mut [u8], fd: i32, out: i32) -> Option<i32> {
-        let (ty, base, inheriting) = match self.fd(fd) {
+    /// Which times `flags` set, or `EINVAL`.
+    fn times(atim: i64, mtim: i64, flags: i32, now: u64) -> Result<Times, i32> {
+        let pick =
+            |set: i32, set_now: i32, value: i64| match (flags & set != 0, flags & set_now != 0) {
+                (true, true) => Err(errno::INVAL),
+                (true, false) => Ok(Some(value as u64)),
+                (false, true) => Ok(Some(now)),
+                (false, false) => Ok(None),
+            };
+        Ok(Times {
+            atim: pick(FSTFLAGS_ATIM, FSTFLAGS_ATIM_NOW, atim)?,
+            mtim: pick(FSTFLAGS_MTIM, FSTFLAGS_MTIM_NOW, mtim)?,
+        })
+    }
+
+    fn set_times(&mut self, ino: Ino, times: Times, now: u64) -> Result<(), i32> {
+        let node = self.node_mut(ino);
+        if node.read_only {
+            return Err(errno::ROFS);
+        }
+        if let Some(a) = times.atim {
+            node.atim = a;
+        }
+        if let Some(m) = times.mtim {
+            node.mtim = m;
+        }
+        node.ctim = now;
+        Ok(())
+    }
+
+    /// `fd_filestat_set_times` for fds above 2 (`None`: stdio).
+    pub(crate) fn fd_set_times(
+        &mut self,
+        fd: i32,
+        atim: i64,
+        mtim: i64,
+        flags: i32,
+        now: u64,
+    ) -> Option<i32> {
+        let ino = match self.fd(fd) {
             Err(e) => return Some(e),
             Ok(Fd::Stdio) => return None,
-            Ok(Fd::Dir) => (FILETYPE_DIRECTORY, DIR_RIGHTS, FILE_RIGHTS),
-            Ok(Fd::File(..)) => (FILETYPE_REGULAR_FILE, FILE_RIGHTS, 0),
+            Ok(Fd::Dir(ino) | Fd::File(ino, _)) => ino,
+        };
+        Some(errno_of(
+            Self::times(atim, mtim, flags, now).and_then(|t| self.set_times(ino, t, now)),
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn path_set_times(
+        &mut self,
+        mem: &[u8],
+        dirfd: i32,
+        path: i32,
+        path_len: i32,
+        atim: i64,
+        mtim: i64,
+        flags: i32,
+        now: u64,
+    ) -> i32 {
+        let start = match self.dir(dirfd) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        errno_of((|| {
+            let path = Self::path(mem, path, path_len)?;
+            let times = Self::times(atim, mtim, flags, now)?;
+            let ino = self.lookup(start, path)?;
+            self.set_times(ino, times, now)
+        })())
+    }
+
+    pub(crate) fn create_directory(
+        &mut self,
+        mem: &[u8],
+        dirfd: i32,
+        path: i32,
+        path_len: i32,
+        now: u64,
+    ) -> i32 {
+        let start = match self.dir(dirfd) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        errno_of((|| {
+            let path = Self::path(mem, path, path_len)?;
+            let (dir, name, _) = self.parent(start, path)?;
+            if name == "." || name == ".." || self.dir_of(dir).get(name).is_some() {
+                return Err(errno::EXIST);
+            }
+            self.can_change(dir)?;
+            self.room(NODE_COST + name.len() as u64, 0)?;
+            let name = name.to_owned();
+            let kind = Kind::Dir(Dir {
+                parent: dir,
+                ..Dir::default()
+            });
+            self.create(dir, &name, kind, now);
+            Ok(())
+        })())
+    }
+
+    pub(crate) fn remove_directory(
+        &mut self,
+        mem: &[u8],
+        dirfd: i32,
+        path: i32,
+        path_len: i32,
+        now: u64,
+    ) -> i32 {
+        let start = match self.dir(dirfd) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        errno_of((|| {
+            let path = Self::path(mem, path, path_len)?;
+            let (dir, name, _) = self.parent(start, path)?;
+            if name == "." || name == ".." {
+                return Err(errno::INVAL);
+            }
+            let ino = self.dir_of(dir).get(name).ok_or(errno::NOENT)?;
+            let node = self.node(ino);
+            let Some(d) = node.dir() else {
+                return Err(errno::NOTDIR);
+            };
+            if node.read_only || self.node(dir).read_only {
+                return Err(errno::ROFS);
+            }
+            if !d.entries.is_empty() {
+                return Err(errno::NOTEMPTY);
+            }
+            let name = name.to_owned();
+            self.unlink(dir, &name, ino, now);
+            Ok(())
+        })())
+    }
+
+    pub(crate) fn unlink_file(
+        &mut self,
+        mem: &[u8],
+        dirfd: i32,
+        path: i32,
+        path_len: i32,
+        now: u64,
+    ) -> i32 {
+        let start = match self.dir(dirfd) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        errno_of((|| {
+            let path = Self::path(mem, path, path_len)?;
+            let (dir, name, trailing) = self.parent(start, path)?;
+            if name == "." || name == ".." {
+                return Err(errno::ISDIR);
+            }
+            let ino = self.dir_of(dir).get(name).ok_or(errno::NOENT)?;
+            let node = self.node(ino);
+            if node.is_dir() {
+                return Err(errno::ISDIR);
+            }
+            if trailing {
+                return Err(errno::NOTDIR);
+            }
+            if node.read_only || self.node(dir).read_only {
+                return Err(errno::ROFS);
+            }
+            let name = name.to_owned();
+            self.unlink(dir, &name, ino, now);
+            Ok(())
+        })())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rename(
+        &mut self,
+        mem: &[u8],
+        old_fd: i32,
+        old_path: i32,
+        old_len: i32,
+        new_fd: i32,
+        new_path: i32,
+        new_len: i32,
+        now: u64,
+    ) -> i32 {
+        let (old_start, new_start) = match self.dir(old_fd).and_then(|o| Ok((o, self.dir(new_fd)?)))
+        {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        if let Err(e) = range(mem.len(), old_path, u64::from(old_len as u32))
+            .and_then(|_| range(mem.len(), new_path, u64::from(new_len as u32)))
+        {
+            return e;
+        }
+        errno_of((|| {
+            let old = Self::path(mem, old_path, old_len)?;
+            let new = Self::path(mem, new_path, new_len)?;
+            let (odir, oname, otrailing) = self.parent(old_start, old)?;
+            let (ndir, nname, ntrailing) = self.parent(new_start, new)?;
+            if [oname, nname].iter().any(|n| *n == "." || *n == "..") {
+                return Err(errno::INVAL);
+            }
+            let ino = self.dir_of(odir).get(oname).ok_or(errno::NOENT)?;
+            let node = self.node(ino);
+            if node.read_only || self.node(odir).read_only {
+                return Err(errno::ROFS);
+            }
+            self.can_change(ndir)?;
+            let is_dir = node.is_dir();
+            if !is_dir && (otrailing || ntrailing) {
+                return Err(errno::NOTDIR);
+            }
+            let existing = self.dir_of(ndir).get(nname);
+            if existing == Some(ino) {
+                return Ok(());
+            }
+            if is_dir {
+                // Not into itself or below it.
+                let mut at = ndir;
+                loop {
+                    if at == ino {
+                        return Err(errno::INVAL);
+                    }
+                    let up = self.dir_of(at).parent;
+                    if up == at {
+                        break;
+                    }
+                    at = up;
+                }
+            }
+            let mut freed = 0;
+            if let Some(t) = existing {
+                let target = self.node(t);
+                if target.read_only {
+                    return Err(errno::ROFS);
+                }
+                match (is_dir, target.dir()) {
+                    (true, None) => return Err(errno::NOTDIR),
+                    (true, Some(d)) if !d.entries.is_empty() => return Err(errno::NOTEMPTY),
+                    (false, Some(_)) => return Err(errno::ISDIR),
+                    _ => {}
+                }
+                if !self.is_referenced(t) {
+                    freed = target.cost();
+                }
+            }
+            let node = self.node(ino);
+            let (more, less) = if node.charged {
+                (nname.len() as u64, oname.len() as u64)
+            } else {
+                (0, 0)
+            };
+            self.room(more, freed + less)?;
+            let (oname, nname) = (oname.to_owned(), nname.to_owned());
+            if let Some(t) = existing {
+                self.node_mut(t).linked = false;
+            }
+            self.dir_mut(odir).remove(&oname);
+            self.dir_mut(ndir).put(&nname, ino);
+            if let Some(t) = existing {
+                self.release(t);
+            }
+            self.used = self.used + more - less;
+            let node = self.node_mut(ino);
+            node.name_len = nname.len() as u64;
+            node.ctim = now;
+            if is_dir {
+                self.dir_mut(ino).parent = ndir;
+            }
+            self.touch(odir, now);
+            self.touch(ndir, now);
+            Ok(())
+        })())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn readlink(
+        &self,
+        mem: &[u8],
+        dirfd: i32,
+        path: i32,
+        path_len: i32,
+        buf: i32,
+        buf_len: i32,
+        out: i32,
+    ) -> i32 {
+        let start = match self.dir(dirfd) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        errno_of((|| {
+            range(mem.len(), path, u64::from(path_len as u32))?;
+            range(mem.len(), buf, u64::from(buf_len as u32))?;
+            range(mem.len(), out, 4)?;
+            let path = Self::path(mem, path, path_len)?;
+            self.lookup(start, path)?;
+            Err(errno::INVAL)
+        })())
+    }
+
+    /// `path_symlink` and `path_link`: no links here.
+    pub(crate) fn no_links(&self, mem: &[u8], fds: &[i32], paths: &[(i32, i32)]) -> i32 {
+        for &fd in fds {
+            if let Err(e) = self.dir(fd) {
+                return e;
+            }
+        }
+        for &(ptr, len) in paths {
+            if let Err(e) = range(mem.len(), ptr, u64::from(len as u32)) {
+                return e;
+            }
+        }
+        errno::NOTSUP
+    }
+
+    /// `fd_fdstat_get` for fds above 2 (`None`: stdio).
+    pub(crate) fn fdstat_get(&mut self, mem: &mut [u8], fd: i32, out: i32) -> Option<i32> {
+        let (ty, flags, base, inheriting) = match self.fd(fd) {
+            Err(e) => return Some(e),
+            Ok(Fd::Stdio) => return None,
+            Ok(Fd::Dir(ino)) if self.node(ino).read_only => {
+                (FILETYPE_DIRECTORY, 0, DIR_RIGHTS, FILE_RIGHTS)
+            }
+            Ok(Fd::Dir(_)) => (FILETYPE_DIRECTORY, 0, DIR_WRITE_RIGHTS, FILE_WRITE_RIGHTS),
+            Ok(Fd::File(_, f)) => (
+                FILETYPE_REGULAR_FILE,
+                u16::from(f.append),
+                if f.write {
+                    FILE_WRITE_RIGHTS
+                } else {
+                    FILE_RIGHTS
+                },
+                0,
+            ),
         };
         let mut stat = [0u8; 24];
         stat[0] = ty;
+        stat[2..4].copy_from_slice(&flags.to_le_bytes());
         stat[8..16].copy_from_slice(&base.to_le_bytes());
         stat[16..24].copy_from_slice(&inheriting.to_le_bytes());
         Some(errno_of(
@@ -404,27 +1226,28 @@ impl Fs {
 
     /// `fd_filestat_get` for fds above 2 (`None`: stdio).
     pub(crate) fn filestat_get(&mut self, mem: &mut [u8], fd: i32, out: i32) -> Option<i32> {
-        let node = match self.fd(fd) {
+        let ino = match self.fd(fd) {
             Err(e) => return Some(e),
             Ok(Fd::Stdio) => return None,
-            Ok(Fd::Dir) => Node::Dir,
-            Ok(Fd::File(i, ..)) => Node::Blob(i),
+            Ok(Fd::Dir(ino) | Fd::File(ino, _)) => ino,
         };
-        let stat = self.filestat(node);
+        let stat = self.filestat(ino);
         Some(errno_of(
             bytes_mut(mem, out, 64).map(|b| b.copy_from_slice(&stat)),
         ))
     }
 
-    /// The bytes left to read from an open blob file (`None`: not a file open here).
-    pub(crate) fn left_to_read(&mut self, fd: i32) -> Option<u64> {
-        if (0..=2).contains(&fd) {
-            return None;
-        }
-        match self.file(fd) {
-            Ok(Some((blob, pos))) => Some((blob.bytes.len() as u64).saturating_sub(*pos)),
+    /// The bytes left to read from an open file (`None`: not a file open here).
+    pub(crate) fn left_to_read(&self, fd: i32) -> Option<u64> {
+        match self.fd(fd) {
+            Ok(Fd::File(ino, f)) => Some(self.node(ino).len().saturating_sub(f.pos)),
             _ => None,
         }
+    }
+
+    /// Whether `fd` is a file open for writing.
+    pub(crate) fn is_writable(&self, fd: i32) -> bool {
+        matches!(self.fd(fd), Ok(Fd::File(_, f)) if f.write)
     }
 
     /// `fd_read` (`offset: None`) and `fd_pread` for fds above 2 (`None`: stdio).
@@ -437,10 +1260,11 @@ impl Fs {
         offset: Option<u64>,
         out: i32,
     ) -> Option<i32> {
-        let (blob, pos) = match self.file(fd) {
+        let (ino, f) = match self.fd(fd) {
             Err(e) => return Some(e),
-            Ok(None) => return None,
-            Ok(Some(f)) => f,
+            Ok(Fd::Stdio) => return None,
+            Ok(Fd::Dir(_)) => return Some(errno::BADF),
+            Ok(Fd::File(ino, f)) => (ino, f),
         };
         let iovs = match iovecs(mem, iovs, count) {
             Ok(v) => v,
@@ -449,8 +1273,11 @@ impl Fs {
         if let Err(e) = range(mem.len(), out, 4) {
             return Some(e);
         }
-        let bytes = &blob.bytes[..];
-        let mut at = offset.unwrap_or(*pos);
+        let Kind::File(data) = &self.node(ino).kind else {
+            unreachable!("a file fd names a file");
+        };
+        let bytes = data.bytes();
+        let mut at = offset.unwrap_or(f.pos);
         let mut read = 0usize;
         for r in iovs {
             let start = usize::try_from(at).unwrap_or(usize::MAX).min(bytes.len());
@@ -464,9 +1291,129 @@ impl Fs {
             }
         }
         if offset.is_none() {
-            *pos = at;
+            self.file_fd_mut(fd).pos = at;
         }
         Some(errno_of(write_u32(mem, out, read as u32)))
+    }
+
+    /// `fd_write` (`offset: None`) and `fd_pwrite` for fds above 2 (`None`: stdio).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write(
+        &mut self,
+        mem: &mut [u8],
+        fd: i32,
+        iovs: i32,
+        count: i32,
+        offset: Option<u64>,
+        out: i32,
+        now: u64,
+    ) -> Option<i32> {
+        let (ino, f) = match self.fd(fd) {
+            Err(e) => return Some(e),
+            Ok(Fd::Stdio) => return None,
+            Ok(Fd::Dir(_)) => return Some(errno::BADF),
+            Ok(Fd::File(_, f)) if !f.write => return Some(errno::BADF),
+            Ok(Fd::File(ino, f)) => (ino, f),
+        };
+        let iovs = match iovecs(mem, iovs, count) {
+            Ok(v) => v,
+            Err(e) => return Some(e),
+        };
+        if let Err(e) = range(mem.len(), out, 4) {
+            return Some(e);
+        }
+        let total: u64 = iovs.iter().map(|r| r.len() as u64).sum();
+        let len = self.node(ino).len();
+        let at = match offset {
+            Some(o) => o,
+            None if f.append => len,
+            None => f.pos,
+        };
+        // The file may grow to `limit_end` within the scratch space.
+        let limit_end = len + (self.scratch_limit - self.used);
+        let n = total.min(limit_end.saturating_sub(at));
+        if total > 0 && n == 0 {
+            return Some(errno::NOSPC);
+        }
+        if n > 0 {
+            let Kind::File(Data::Owned(data)) = &mut self.node_mut(ino).kind else {
+                unreachable!("a file open for writing is the task's own");
+            };
+            let end = (at + n) as usize;
+            if data.len() < end {
+                data.resize(end, 0);
+            }
+            let mut pos = at as usize;
+            for r in &iovs {
+                let take = (end - pos).min(r.len());
+                data[pos..pos + take].copy_from_slice(&mem[r.start..r.start + take]);
+                pos += take;
+                if pos == end {
+                    break;
+                }
+            }
+            let grown = (end as u64).saturating_sub(len);
+            self.used += grown;
+            self.touch(ino, now);
+        }
+        if offset.is_none() {
+            self.file_fd_mut(fd).pos = at + n;
+        }
+        Some(errno_of(write_u32(mem, out, n as u32)))
+    }
+
+    /// Sets a file's length to `size` (zeros when growing), for `fd_filestat_set_size` and
+    /// `fd_allocate`: a read-only file `EROFS`, an fd not for writing `EBADF`, then `ENOSPC`.
+    fn resize(&mut self, ino: Ino, f: FileFd, size: u64, now: u64) -> Result<(), i32> {
+        if self.node(ino).read_only {
+            return Err(errno::ROFS);
+        }
+        if !f.write {
+            return Err(errno::BADF);
+        }
+        let len = self.node(ino).len();
+        if size > len {
+            self.room(size - len, 0)?;
+        }
+        let Kind::File(Data::Owned(data)) = &mut self.node_mut(ino).kind else {
+            unreachable!("a writable file is the task's own");
+        };
+        data.resize(size as usize, 0);
+        self.used = self.used + size - len;
+        self.touch(ino, now);
+        Ok(())
+    }
+
+    /// `fd_filestat_set_size` for fds above 2 (`None`: stdio).
+    pub(crate) fn set_size(&mut self, fd: i32, size: u64, now: u64) -> Option<i32> {
+        match self.fd(fd) {
+            Err(e) => Some(e),
+            Ok(Fd::Stdio) => None,
+            Ok(Fd::Dir(_)) => Some(errno::BADF),
+            Ok(Fd::File(ino, f)) => Some(errno_of(self.resize(ino, f, size, now))),
+        }
+    }
+
+    /// `fd_allocate` for fds above 2 (`None`: stdio).
+    pub(crate) fn allocate(&mut self, fd: i32, offset: u64, len: u64, now: u64) -> Option<i32> {
+        match self.fd(fd) {
+            Err(e) => Some(e),
+            Ok(Fd::Stdio) => None,
+            Ok(Fd::Dir(_)) => Some(errno::BADF),
+            Ok(Fd::File(ino, f)) => Some(errno_of((|| {
+                let end = offset.checked_add(len).ok_or(errno::INVAL)?;
+                if self.node(ino).read_only {
+                    return Err(errno::ROFS);
+                }
+                if !f.write {
+                    return Err(errno::BADF);
+                }
+                if end > self.node(ino).len() {
+                    self.resize(ino, f, end, now)?;
+                }
+                Ok(())
+            })())),
+        }
     }
 
     /// `fd_seek` for fds above 2 (`None`: stdio).
@@ -478,34 +1425,35 @@ impl Fs {
         whence: i32,
         out: i32,
     ) -> Option<i32> {
-        let (blob, pos) = match self.file(fd) {
+        let (ino, f) = match self.fd(fd) {
             Err(e) => return Some(e),
-            Ok(None) => return None,
-            Ok(Some(f)) => f,
+            Ok(Fd::Stdio) => return None,
+            Ok(Fd::Dir(_)) => return Some(errno::BADF),
+            Ok(Fd::File(ino, f)) => (ino, f),
         };
         if let Err(e) = range(mem.len(), out, 8) {
             return Some(e);
         }
         let base = match whence {
             0 => 0i128,
-            1 => i128::from(*pos),
-            2 => blob.bytes.len() as i128,
+            1 => i128::from(f.pos),
+            2 => i128::from(self.node(ino).len()),
             _ => return Some(errno::INVAL),
         };
-        let new = base + i128::from(offset);
-        let Ok(new) = u64::try_from(new) else {
+        let Ok(new) = u64::try_from(base + i128::from(offset)) else {
             return Some(errno::INVAL);
         };
-        *pos = new;
+        self.file_fd_mut(fd).pos = new;
         Some(errno_of(write_u64(mem, out, new)))
     }
 
     /// `fd_tell` for fds above 2 (`None`: stdio).
     pub(crate) fn tell(&mut self, mem: &mut [u8], fd: i32, out: i32) -> Option<i32> {
-        let pos = match self.file(fd) {
+        let pos = match self.fd(fd) {
             Err(e) => return Some(e),
-            Ok(None) => return None,
-            Ok(Some((_, pos))) => *pos,
+            Ok(Fd::Stdio) => return None,
+            Ok(Fd::Dir(_)) => return Some(errno::BADF),
+            Ok(Fd::File(_, f)) => f.pos,
         };
         Some(errno_of(write_u64(mem, out, pos)))
     }
@@ -520,27 +1468,31 @@ impl Fs {
         cookie: i64,
         out: i32,
     ) -> Option<i32> {
-        match self.fd(fd) {
+        let ino = match self.fd(fd) {
             Err(e) => return Some(e),
             Ok(Fd::Stdio) => return None,
             Ok(Fd::File(..)) => return Some(errno::NOTDIR),
-            Ok(Fd::Dir) => {}
-        }
+            Ok(Fd::Dir(ino)) => ino,
+        };
         let len = len as u32 as usize;
         if let Err(e) = range(mem.len(), buf, len as u64).and(range(mem.len(), out, 4)) {
             return Some(e);
         }
         let mut listing = Vec::new();
-        let first = usize::try_from(cookie as u64).unwrap_or(usize::MAX);
-        for (i, b) in self.blobs.iter().enumerate().skip(first) {
+        for (k, (name, child)) in self.dir_of(ino).entries.range(cookie as u64..) {
             if listing.len() >= len {
                 break;
             }
-            listing.extend_from_slice(&(i as u64 + 1).to_le_bytes());
-            listing.extend_from_slice(&(i as u64 + 2).to_le_bytes());
-            listing.extend_from_slice(&(b.name.len() as u32).to_le_bytes());
-            listing.extend_from_slice(&[FILETYPE_REGULAR_FILE, 0, 0, 0]);
-            listing.extend_from_slice(b.name.as_bytes());
+            let ty = if self.node(*child).is_dir() {
+                FILETYPE_DIRECTORY
+            } else {
+                FILETYPE_REGULAR_FILE
+            };
+            listing.extend_from_slice(&(k + 1).to_le_bytes());
+            listing.extend_from_slice(&child.to_le_bytes());
+            listing.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            listing.extend_from_slice(&[ty, 0, 0, 0]);
+            listing.extend_from_slice(name.as_bytes());
         }
         let n = listing.len().min(len);
         let start = buf as u32 as usize;
@@ -553,26 +1505,47 @@ impl Fs {
         if (0..=2).contains(&fd) {
             return None;
         }
-        if !self.is_open(fd) {
+        let Some(desc) = self.desc(fd).copied() else {
             return Some(errno::BADF);
-        }
+        };
         self.fds[fd as usize - 3] = None;
-        if fd == 3 {
-            self.preopen = false;
-        }
         while matches!(self.fds.last(), Some(None)) {
             self.fds.pop();
         }
+        self.release(desc.ino);
         Some(errno::SUCCESS)
     }
 
+    /// `fd_renumber`.
+    pub(crate) fn renumber(&mut self, from: i32, to: i32) -> i32 {
+        let open = |fd: i32| (0..=2).contains(&fd) || self.is_open(fd);
+        if !open(from) || !open(to) {
+            return errno::BADF;
+        }
+        if from < 3 || to < 3 {
+            return errno::NOTSUP;
+        }
+        if from == to {
+            return errno::SUCCESS;
+        }
+        let desc = self.fds[from as usize - 3].take();
+        let replaced = std::mem::replace(&mut self.fds[to as usize - 3], desc);
+        while matches!(self.fds.last(), Some(None)) {
+            self.fds.pop();
+        }
+        if let Some(r) = replaced {
+            self.release(r.ino);
+        }
+        errno::SUCCESS
+    }
+
     /// The answer of a file operation with no memory arguments, for fds above 2: `on_file` for
-    /// a file, `on_dir` for the directory, `EBADF` if not open (`None`: stdio).
-    pub(crate) fn simple(&mut self, fd: i32, on_file: i32, on_dir: i32) -> Option<i32> {
+    /// a file, `on_dir` for a directory, `EBADF` if not open (`None`: stdio).
+    pub(crate) fn simple(&self, fd: i32, on_file: i32, on_dir: i32) -> Option<i32> {
         match self.fd(fd) {
             Err(e) => Some(e),
             Ok(Fd::Stdio) => None,
-            Ok(Fd::Dir) => Some(on_dir),
+            Ok(Fd::Dir(_)) => Some(on_dir),
             Ok(Fd::File(..)) => Some(on_file),
         }
     }

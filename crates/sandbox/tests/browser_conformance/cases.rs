@@ -252,7 +252,75 @@ pub(crate) fn suite() -> Suite {
     s.wat_case("simd", SIMD);
     s.wat_case("table_grow", TABLE_GROW);
     blob_cases(&mut s);
+    scratch_cases(&mut s);
     s
+}
+
+/// The writable file system (`fs.rs` with scratch space): raw calls at several limits, and a
+/// real program (Rust std's file system) creating, renaming, listing and removing files.
+pub(crate) fn scratch_cases(s: &mut Suite) {
+    let blobs = mounted();
+    let refs: Vec<(&str, &[u8])> = blobs.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    s.module("scratch_ops", wat(SCRATCH_OPS).as_bytes());
+    s.push(s.case("scratch_ops", "default"));
+    s.push(s.case("scratch_ops", "mounted").blobs(&refs));
+    for limit in [1_000, 10_000, 200_000] {
+        s.push(
+            s.case("scratch_ops", &format!("scratch_{limit}"))
+                .limits(|l| l.scratch_bytes = limit),
+        );
+    }
+    s.push(
+        s.case("scratch_ops", "no_scratch")
+            .limits(|l| l.scratch_bytes = 0),
+    );
+    s.module("files", runegrid_examples::FILES);
+    let data = "pear\napple\nfig\n\u{fc}ber\n".as_bytes().to_vec();
+    s.push(
+        s.case("files", "tour")
+            .args(&["tour"])
+            .blobs(&[("data.txt", &data), ("b", &blobs[1].1)]),
+    );
+    s.push(s.case("files", "tour_no_blobs").args(&["tour"]));
+    s.push(
+        s.case("files", "tour_no_scratch")
+            .args(&["tour"])
+            .limits(|l| l.scratch_bytes = 0),
+    );
+    s.push(
+        s.case("files", "tour_tight")
+            .args(&["tour"])
+            .limits(|l| l.scratch_bytes = 3_000),
+    );
+    s.push(
+        s.case("files", "tour_output_limit")
+            .args(&["tour"])
+            .limits(|l| l.output_bytes = 40),
+    );
+    for (chunk, limit) in [(65536, 200_000), (1000, 50_000), (7, 1_000)] {
+        s.push(
+            s.case("files", &format!("fill_{chunk}_{limit}"))
+                .args(&["fill", &chunk.to_string()])
+                .limits(|l| l.scratch_bytes = limit),
+        );
+    }
+    s.push(
+        s.case("files", "sort")
+            .args(&["sort", "/blobs/data.txt", "/out/sorted.txt"])
+            .blobs(&[("data.txt", &data)]),
+    );
+    // A C program (clang + wasi-libc: stdio, dirent, stat, mkdir, unlink).
+    if let Some(wasm) = common::c_example("wordfreq") {
+        s.module("wordfreq_c", &wasm);
+        let book = "It was the best of times, it was the worst of times.\n".repeat(50);
+        for (name, input) in [("book", "/blobs/book.txt"), ("missing", "/blobs/nope")] {
+            s.push(
+                s.case("wordfreq_c", name)
+                    .args(&[input, "/out/words"])
+                    .blobs(&[("book.txt", book.as_bytes())]),
+            );
+        }
+    }
 }
 
 /// The blobs most blob cases mount (names chosen to catch decoding differences: a BOM, non-ASCII).

@@ -301,6 +301,14 @@ fn compare(case: &Case, native: &Execution, browser: &Value) -> Vec<String> {
     if browser["streamed_matches"] != Value::Bool(true) {
         diffs.push("onStdout chunks do not add up to stdout".into());
     }
+    let files: Vec<runegrid_core::OutputFile> =
+        serde_json::from_value(browser["files"].clone()).unwrap_or_default();
+    if files != native.files {
+        diffs.push(format!(
+            "files: native {:?}, browser {:?}",
+            native.files, files
+        ));
+    }
     let digest = native.digest().to_hex();
     if browser["digest"].as_str() != Some(digest.as_str()) {
         diffs.push(format!(

@@ -2,8 +2,9 @@
 //! tests is named by `RUNEGRID_WASI_TESTSUITE` (`scripts/wasi-testsuite.sh` fetches one and
 //! runs this test): every `wasm32-wasip1` test becomes a case run on both engines, which must
 //! agree as for any case, and must end as its spec says (exit code, stdout). A test whose spec
-//! preopens a directory (`dirs`, `root`) needs a file system a task does not have yet: it is
-//! listed as skipped, with why, and so is a module the instrumenter refuses.
+//! mounts an empty `root` directory as `/` runs in the task's writable root (scratch space); one
+//! that preopens named directories (`dirs`) or a root holding files needs mounts a task does not
+//! have: it is listed as skipped, with why, and so is a module the instrumenter refuses.
 
 use super::{Case, Suite};
 use serde_json::Value;
@@ -65,7 +66,14 @@ pub(crate) fn add(s: &mut Suite, root: &Path) -> Vec<Skipped> {
                 .unwrap_or_else(|e| panic!("{}: bad spec: {e}", file.display())),
             Err(_) => Value::Object(Default::default()),
         };
-        if spec.get("dirs").is_some() || spec.get("root").is_some() {
+        // `root` is a directory preopened as `/`: a task's writable root, when it holds no files.
+        let root_files = spec.get("root").and_then(Value::as_str).map(|r| {
+            let dir = file.parent().unwrap().join(r);
+            std::fs::read_dir(&dir)
+                .map(|d| d.flatten().filter(|e| e.file_name() != ".keep").count())
+                .unwrap_or(usize::MAX)
+        });
+        if spec.get("dirs").is_some() || root_files.is_some_and(|n| n > 0) {
             skipped.push(Skipped {
                 name,
                 why: "preopens a directory of files".into(),

@@ -5,6 +5,7 @@
 use runegrid_core::Limits;
 use runegrid_instrument::{Options, instrument};
 use runegrid_sandbox::{Program, RunOutput, Sandbox, SandboxError, TaskRun};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 pub fn sandbox() -> &'static Sandbox {
@@ -30,6 +31,8 @@ pub fn limits() -> Limits {
         memory_bytes: 16 << 20,
         wall_time_ms: 20_000,
         stdout_bytes: 1 << 20,
+        scratch_bytes: 1 << 20,
+        output_bytes: 1 << 20,
     }
 }
 
@@ -85,4 +88,38 @@ pub fn module(body: &str) -> String {
         imports.join("\n"),
         rest.join("\n")
     )
+}
+
+/// The C example `examples/c/NAME.c` built for `wasm32-wasi` with Debian's clang and
+/// wasi-libc (`clang --target=wasm32-wasi -O2`), or `None` (with a note on stderr) when they are
+/// not installed — unless `RUNEGRID_REQUIRE_CLANG` is set (CI sets it), when that fails the test.
+pub fn c_example(name: &str) -> Option<Vec<u8>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/c")
+        .join(format!("{name}.c"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.wasm"));
+    let built = std::process::Command::new("clang")
+        .args(["--target=wasm32-wasi", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output();
+    match built {
+        Ok(o) if o.status.success() => Some(std::fs::read(&out).expect("clang's output")),
+        other => {
+            let why = match other {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                Err(e) => format!("cannot run clang: {e}"),
+            };
+            assert!(
+                std::env::var_os("RUNEGRID_REQUIRE_CLANG").is_none(),
+                "RUNEGRID_REQUIRE_CLANG is set but {} does not build: {why}",
+                src.display()
+            );
+            eprintln!(
+                "skipping the C example {name}: clang with wasi-libc is not installed \
+                 (apt-get install clang lld wasi-libc libclang-rt-dev-wasm32): {why}"
+            );
+            None
+        }
+    }
 }

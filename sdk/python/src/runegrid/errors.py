@@ -105,6 +105,10 @@ class StdoutLimit(TaskError):
     """The program wrote more to stdout than its limit allows."""
 
 
+class OutputLimit(TaskError):
+    """The files the program left under ``/out`` add up to more than ``output_bytes``."""
+
+
 class Trap(TaskError):
     """The module trapped; ``trap`` is the kind (``unreachable``, ``memory_out_of_bounds``,
     ``integer_division_by_zero``, ...)."""
@@ -157,6 +161,7 @@ _BY_STATUS: dict[str, type[TaskError]] = {
     "memory_limit": MemoryLimit,
     "stack_overflow": StackOverflow,
     "stdout_limit": StdoutLimit,
+    "output_limit": OutputLimit,
     "trap": Trap,
 }
 

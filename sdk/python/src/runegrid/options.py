@@ -16,8 +16,19 @@ _INT_FIELDS = (
     "memory_bytes",
     "wall_time_ms",
     "stdout_bytes",
+    "scratch_bytes",
+    "output_bytes",
 )
-LIMIT_FIELDS = ("fuel", "memory_bytes", "wall_time_ms", "stdout_bytes")
+LIMIT_FIELDS = (
+    "fuel",
+    "memory_bytes",
+    "wall_time_ms",
+    "stdout_bytes",
+    "scratch_bytes",
+    "output_bytes",
+)
+#: Limits that may be 0 (the others must be positive).
+_ZERO_ALLOWED = ("stdout_bytes", "scratch_bytes", "output_bytes")
 
 
 @dataclass(frozen=True)
@@ -40,7 +51,15 @@ class Options:
     - ``cache``: ``False`` never answers from the result cache nor keeps results there.
 
     Limits per attempt: ``fuel`` (about one unit per WebAssembly instruction; default 10^10),
-    ``memory_bytes`` (256 MiB), ``wall_time_ms`` (60 s), ``stdout_bytes`` (1 MiB).
+    ``memory_bytes`` (256 MiB), ``wall_time_ms`` (60 s), ``stdout_bytes`` (1 MiB),
+    ``scratch_bytes`` (64 MiB, at most 4 GiB): what the task may store in its writable in-memory
+    file system (``/``, with empty ``/tmp`` and ``/out``; blobs stay read-only under ``/blobs``;
+    discarded after every attempt). Each file or directory created costs 64 bytes plus its
+    name's length and every file its size; an operation past the limit fails with ENOSPC
+    without stopping the task. ``0``: no writable file system at all. ``output_bytes``
+    (16 MiB, at most 64 MiB): the most the files left under ``/out`` may add up to; they come
+    back with the result (:attr:`~runegrid.TaskResult.files`), and past it the task ends
+    ``output_limit``.
 
     Client side:
 
@@ -61,6 +80,8 @@ class Options:
     memory_bytes: int | None = None
     wall_time_ms: int | None = None
     stdout_bytes: int | None = None
+    scratch_bytes: int | None = None
+    output_bytes: int | None = None
     seed: int | None = None
     cache: bool | None = None
     name: str | None = None
@@ -77,7 +98,10 @@ class Options:
                 continue
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"{f} must be an int, not {type(v).__name__}")
-            if v < (0 if f == "stdout_bytes" else 1):
+            if f in _ZERO_ALLOWED:
+                if v < 0:
+                    raise ValueError(f"{f} must be 0 or more, not {v}")
+            elif v < 1:
                 raise ValueError(f"{f} must be positive, not {v}")
         if self.seed is not None:
             if isinstance(self.seed, bool) or not isinstance(self.seed, int):
