@@ -393,6 +393,7 @@ mod tests {
             error: Some("program exited with code 1".into()),
             status: Some(ExecStatus::Exited { code: 1 }),
             stderr: None,
+            files: vec![],
         };
         t.set_stdout(
             b"hi\n{\"error\":{\"kind\":\"runtime\",\"message\":\"m\",\"line\":1,\"column\":2}}\n",

@@ -707,6 +707,21 @@ pub fn print_results(r: &JobResults, json: bool) -> Result<()> {
             println!("task {}: {}", t.index, e);
         }
     }
+    // Output files: listed; `results --files DIR` downloads them.
+    for t in r.tasks.iter().filter(|t| !t.files.is_empty()) {
+        let total: u64 = t.files.iter().map(|f| f.size).sum();
+        println!(
+            "task {}: {} file{} under /out ({total} bytes): {}",
+            t.index,
+            t.files.len(),
+            if t.files.len() == 1 { "" } else { "s" },
+            t.files
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -725,6 +740,9 @@ pub struct ResultsArgs {
     /// Wait for the job to finish first.
     #[arg(long)]
     pub wait: bool,
+    /// Download the files each task left under /out into DIR/TASK/PATH.
+    #[arg(long, value_name = "DIR")]
+    pub files: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -835,12 +853,59 @@ pub async fn results(conn: &Conn, a: ResultsArgs) -> Result<i32> {
         client.results(a.job, None).await?
     };
     print_results(&r, a.json)?;
+    if let Some(dir) = &a.files {
+        download_files(&client, &r, dir, !a.json).await?;
+    }
     if !a.json
         && let Ok(s) = client.status(a.job).await
     {
         print_cost(&s);
     }
     Ok(exit_code(&r))
+}
+
+/// Writes every task's output files to `dir/TASK/PATH`.
+async fn download_files(
+    client: &runegrid_client::Client,
+    r: &JobResults,
+    dir: &std::path::Path,
+    say: bool,
+) -> Result<()> {
+    let (mut count, mut bytes) = (0u64, 0u64);
+    for t in &r.tasks {
+        for f in &t.files {
+            // Paths come from the coordinator: only plain components below the task's folder.
+            let parts: Vec<&str> = f.path.split('/').collect();
+            if parts
+                .iter()
+                .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\\'))
+            {
+                bail!("task {}: refusing the file path {:?}", t.index, f.path);
+            }
+            let data = client
+                .task_file(r.job, t.index, &f.path)
+                .await
+                .with_context(|| format!("downloading {} of task {}", f.path, t.index))?;
+            let to = parts
+                .iter()
+                .fold(dir.join(t.index.to_string()), |p, c| p.join(c));
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::write(&to, &data).with_context(|| format!("writing {}", to.display()))?;
+            count += 1;
+            bytes += data.len() as u64;
+        }
+    }
+    if say {
+        println!(
+            "wrote {count} file{} ({bytes} bytes) under {}",
+            if count == 1 { "" } else { "s" },
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 pub async fn jobs(conn: &Conn, a: JsonArgs) -> Result<i32> {

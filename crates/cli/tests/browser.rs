@@ -568,6 +568,26 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
     assert_eq!(browser_agreed(&c.workers().await.unwrap()), 1);
     assert_eq!(stored_blobs(&b).await, vec![sha.clone()]);
 
+    // A task writing files under /out: the browser sends them with its result, the
+    // coordinator checks them against the digest, and they come back byte for byte.
+    let files = grid.upload(runegrid_examples::FILES).await;
+    let sorted = grid
+        .run(&SubmitJob {
+            program: files,
+            name: Some("files".into()),
+            tasks: vec![args(&["sort", "/blobs/data.txt", "/out/sorted.txt"])],
+            ..job.clone()
+        })
+        .await;
+    let t = &sorted.tasks[0];
+    assert_eq!(t.state, ResultState::Verified, "{t:?}\n{}", grid.logs());
+    assert_eq!(t.files.len(), 1, "{t:?}");
+    assert_eq!(
+        c.task_file(sorted.job, 0, "sorted.txt").await.unwrap(),
+        data
+    );
+    assert_eq!(browser_agreed(&c.workers().await.unwrap()), 2);
+
     // The coordinator's copy is damaged: fetching it again now would be refused. The page is
     // opened again (new workers, same storage): they advertise the blob, load it from IndexedDB
     // (hashing it once) and agree with the native worker's cached copy.

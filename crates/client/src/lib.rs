@@ -217,6 +217,30 @@ impl Client {
         self.json(self.req(Method::GET, &path)).await
     }
 
+    /// The bytes of a file task `index` of `job` left under `/out` (`path` below it, as its
+    /// result lists it).
+    pub async fn task_file(&self, job: i64, index: u32, path: &str) -> Result<Vec<u8>> {
+        let mut url =
+            reqwest::Url::parse(&format!("{}/v1/jobs/{job}/tasks/{index}/files", self.base))
+                .map_err(|e| ClientError::Decode(format!("bad coordinator url: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|()| ClientError::Decode("bad coordinator url".into()))?
+            .extend(path.split('/'));
+        let mut r = self.http.get(url);
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        let resp = self.send(r).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: self.base.clone(),
+                source,
+            })?;
+        Ok(bytes.to_vec())
+    }
+
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
         self.json(self.req(Method::GET, "/v1/workers")).await
     }

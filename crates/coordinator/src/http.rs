@@ -179,6 +179,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         jobs::job_status,
         jobs::cancel_job,
         jobs::job_results,
+        jobs::task_file,
         events::job_events,
         uploads::upload_program,
         uploads::upload_blob,

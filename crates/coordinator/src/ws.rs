@@ -239,7 +239,20 @@ impl Session {
             // Checked here, on this connection's task, so verification runs in parallel
             // across workers and outside the grid lock.
             ToCoordinator::Result(r) => match check_result(&self.key, &r) {
-                Ok(()) => app.on_result(id, r),
+                Ok(()) => {
+                    if let Err(e) = store_outputs(&app.blobs, &r.files) {
+                        // The coordinator's fault, not the worker's: the attempt is lost.
+                        tracing::error!(worker = id, attempt = r.attempt, error = %e, "cannot keep output files");
+                        app.on_failed(
+                            id,
+                            r.attempt,
+                            Loss::Unkept,
+                            "the coordinator cannot keep the output files",
+                        );
+                    } else {
+                        app.on_result(id, r);
+                    }
+                }
                 Err(why) => {
                     tracing::warn!(worker = id, attempt = r.attempt, %why, "result rejected");
                     // No kind: a rejected result counts against its worker.
@@ -283,6 +296,24 @@ impl Session {
             ),
         }
     }
+}
+
+/// Keeps a checked result's output files in the blob store (by SHA-256, so replicas' identical
+/// files are stored once), before the grid may accept it.
+fn store_outputs(
+    blobs: &crate::blobs::BlobStore,
+    files: &[runegrid_proto::worker::ResultFile],
+) -> Result<(), crate::blobs::BlobError> {
+    for f in files {
+        // An empty file needs no blob (the store keeps none); its route answers no bytes.
+        if f.data.is_empty() || blobs.size(&f.file.sha256).is_some() {
+            continue;
+        }
+        let mut up = blobs.upload()?;
+        up.write(&f.data)?;
+        up.finish(Some(&f.file.sha256))?;
+    }
+    Ok(())
 }
 
 /// A result must carry the digest of its own content (its files' bytes matching their

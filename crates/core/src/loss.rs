@@ -20,6 +20,8 @@ pub enum Loss {
     Quarantined,
     /// The coordinator restarted while the attempt ran.
     Restarted,
+    /// The coordinator could not keep the result (writing its output files failed).
+    Unkept,
 }
 
 impl Loss {
@@ -28,7 +30,7 @@ impl Loss {
         match self {
             Loss::Disconnected | Loss::Silent | Loss::LeaseExpired => true,
             Loss::Failed(kind) => failure::blames_worker(kind),
-            Loss::Left | Loss::Quarantined | Loss::Restarted => false,
+            Loss::Left | Loss::Quarantined | Loss::Restarted | Loss::Unkept => false,
         }
     }
 }
@@ -47,6 +49,7 @@ mod tests {
             Loss::Failed(None),
             Loss::Quarantined,
             Loss::Restarted,
+            Loss::Unkept,
         ];
         all.extend(FailureKind::ALL.map(|k| Loss::Failed(Some(k))));
         let spared: Vec<Loss> = all.into_iter().filter(|l| !l.blames_worker()).collect();
@@ -56,6 +59,7 @@ mod tests {
                 Loss::Left,
                 Loss::Quarantined,
                 Loss::Restarted,
+                Loss::Unkept,
                 Loss::Failed(Some(FailureKind::WallTime))
             ]
         );

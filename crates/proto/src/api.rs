@@ -399,6 +399,10 @@ pub struct TaskResult {
     /// is not compared between replicas); only while the coordinator holds the job in memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
+    /// The files the program left under `/out` (path below it, size, SHA-256), in path order;
+    /// each downloads from `GET /v1/jobs/{id}/tasks/{index}/files/{path}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<runegrid_core::OutputFile>,
 }
 
 impl TaskResult {
@@ -641,6 +645,7 @@ mod tests {
             error: None,
             status: None,
             stderr: None,
+            files: vec![],
         };
         r.set_stdout(b"hi\n");
         assert_eq!(r.stdout.as_deref(), Some("hi\n"));

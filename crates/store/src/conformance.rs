@@ -6,7 +6,9 @@ use crate::{Store, StoreError};
 use runegrid_core::cache::{CacheKey, CachedResult};
 use runegrid_core::ledger::{EntryKey, Ledger, Party, Reason, Transfer};
 use runegrid_core::settlement::hold;
-use runegrid_core::{Acceptance, Digest, ExecStatus, Limits, PolicyKind, TrustParams, TrustRecord};
+use runegrid_core::{
+    Acceptance, Digest, ExecStatus, Limits, OutputFile, PolicyKind, TrustParams, TrustRecord,
+};
 use std::collections::BTreeMap;
 
 /// Runs every check, each on a fresh store from `fresh`.
@@ -198,6 +200,11 @@ fn job_lifecycle(s: &mut dyn Store) {
                 digest: Some(digest),
                 error: None,
                 acceptance: Some(Acceptance::Trusted),
+                files: vec![OutputFile {
+                    path: "dir/a.txt".into(),
+                    size: 3,
+                    sha256: "ab".repeat(32),
+                }],
             },
             attempts: 2,
         },
@@ -223,6 +230,11 @@ fn job_lifecycle(s: &mut dyn Store) {
         (&b"out"[..], 99, Some(digest), Some(status))
     );
     assert_eq!(o.acceptance, Some(Acceptance::Trusted));
+    assert_eq!(o.files.len(), 1);
+    assert_eq!(
+        (o.files[0].path.as_str(), o.files[0].size),
+        ("dir/a.txt", 3)
+    );
     // An audit corrects a finished task in place.
     s.apply(&[Change::CorrectTask {
         id: tasks[0].id,
@@ -234,6 +246,7 @@ fn job_lifecycle(s: &mut dyn Store) {
             digest: Some(Digest([9; 32])),
             error: Some("exit code 3".into()),
             acceptance: Some(Acceptance::Audited),
+            files: vec![],
         },
     }])
     .unwrap();
@@ -252,6 +265,7 @@ fn job_lifecycle(s: &mut dyn Store) {
             digest: Some(digest),
             error: None,
             acceptance: Some(Acceptance::Trusted),
+            files: vec![],
         },
     }])
     .unwrap();

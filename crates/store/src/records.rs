@@ -3,8 +3,8 @@
 use runegrid_core::cache::{CacheKey, CachedResult};
 use runegrid_core::ledger::{Micros, Transfer};
 use runegrid_core::{
-    Acceptance, AccountId, AttemptId, Digest, ExecStatus, JobId, Limits, PolicyKind, TaskId,
-    TrustRecord, WorkerId,
+    Acceptance, AccountId, AttemptId, Digest, ExecStatus, JobId, Limits, OutputFile, PolicyKind,
+    TaskId, TrustRecord, WorkerId,
 };
 /// The states a store keeps (defined in core: the API shows them too).
 pub use runegrid_core::{AttemptState, JobState, TaskState};
@@ -114,6 +114,9 @@ pub struct TaskOutcome {
     pub error: Option<String>,
     /// How the result was accepted (`None` for failures without a quorum and cancellations).
     pub acceptance: Option<Acceptance>,
+    /// The files the accepted result left under `/out` (their bytes are in the coordinator's
+    /// blob store, by SHA-256).
+    pub files: Vec<OutputFile>,
 }
 
 impl TaskOutcome {
@@ -126,6 +129,7 @@ impl TaskOutcome {
             digest: None,
             error: Some(error.into()),
             acceptance: None,
+            files: Vec::new(),
         }
     }
 }

@@ -130,6 +130,8 @@ const MIGRATIONS: &[&str] = &[
          used_at INTEGER NOT NULL
      );
      CREATE INDEX result_cache_used ON result_cache(used_at);",
+    // 7: the records of the files a task's accepted result left under /out (JSON).
+    "ALTER TABLE tasks ADD COLUMN files TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// A connection to a runegrid SQLite database.
@@ -284,7 +286,7 @@ fn insert_transfer(tx: &Connection, t: &Transfer, at: Millis) -> Result<()> {
     Ok(())
 }
 
-const TASK_COLS: &str = "id, job, idx, args, env, stdin, seed, state, status, stdout, fuel, digest, error, attempts, acceptance";
+const TASK_COLS: &str = "id, job, idx, args, env, stdin, seed, state, status, stdout, fuel, digest, error, attempts, acceptance, files";
 
 fn task_row(r: &Row) -> Result<TaskRecord> {
     let args: String = r.get(3)?;
@@ -300,6 +302,8 @@ fn task_row(r: &Row) -> Result<TaskRecord> {
     let acceptance = acceptance
         .map(|a| Acceptance::parse(&a).ok_or_else(|| corrupt("task acceptance", &a)))
         .transpose()?;
+    let files: String = r.get(15)?;
+    let files = from_json("task files", &files)?;
     let outcome = if state.is_final() {
         Some(TaskOutcome {
             status,
@@ -308,6 +312,7 @@ fn task_row(r: &Row) -> Result<TaskRecord> {
             digest,
             error,
             acceptance,
+            files,
         })
     } else {
         None
@@ -628,7 +633,7 @@ impl Store for SqliteStore {
                     attempts,
                 } => {
                     tx.prepare_cached(
-                        "UPDATE tasks SET state = ?2, status = ?3, stdout = ?4, fuel = ?5, digest = ?6, error = ?7, attempts = ?8, acceptance = ?9 WHERE id = ?1",
+                        "UPDATE tasks SET state = ?2, status = ?3, stdout = ?4, fuel = ?5, digest = ?6, error = ?7, attempts = ?8, acceptance = ?9, files = ?10 WHERE id = ?1",
                     )?
                     .execute(params![
                         id,
@@ -639,12 +644,13 @@ impl Store for SqliteStore {
                         outcome.digest.map(|d| d.to_hex()),
                         outcome.error,
                         attempts,
-                        outcome.acceptance.map(|a| a.as_str())
+                        outcome.acceptance.map(|a| a.as_str()),
+                        to_json(&outcome.files)
                     ])?;
                 }
                 Change::CorrectTask { id, state, outcome } => {
                     tx.prepare_cached(
-                        "UPDATE tasks SET state = ?2, status = ?3, stdout = ?4, fuel = ?5, digest = ?6, error = ?7, acceptance = ?8 WHERE id = ?1",
+                        "UPDATE tasks SET state = ?2, status = ?3, stdout = ?4, fuel = ?5, digest = ?6, error = ?7, acceptance = ?8, files = ?9 WHERE id = ?1",
                     )?
                     .execute(params![
                         id,
@@ -654,7 +660,8 @@ impl Store for SqliteStore {
                         outcome.fuel as i64,
                         outcome.digest.map(|d| d.to_hex()),
                         outcome.error,
-                        outcome.acceptance.map(|a| a.as_str())
+                        outcome.acceptance.map(|a| a.as_str()),
+                        to_json(&outcome.files)
                     ])?;
                 }
                 Change::FinishJob { id, state, at } => {

@@ -203,3 +203,23 @@ def test_env_defaults(local: LocalGrid, module, monkeypatch: pytest.MonkeyPatch)
     with Grid(timeout=60) as grid:
         assert grid.url == local.url
         assert grid.wasm(module("echo"))(args=["env"]).stdout == "arg=env\nstdin="
+
+
+def test_output_files_come_back(grid: Grid, module) -> None:
+    """A file written under /out is part of the result (compared between replicas) and
+    downloads byte for byte; past ``output_bytes`` the task ends ``output_limit``."""
+    import hashlib
+
+    from runegrid import OutputFile, OutputLimit
+
+    prog = grid.wasm(module("outfile"))
+    r = prog()
+    assert r.stdout == "done"
+    content = b"hello, files\n"
+    assert r.files == (
+        OutputFile(path="hello.txt", size=len(content), sha256=hashlib.sha256(content).hexdigest()),
+    )
+    assert grid.file(r, "hello.txt") == content
+    assert grid.file(r.job, r.index, "hello.txt") == content
+    with pytest.raises(OutputLimit):
+        grid.wasm(module("outfile"), output_bytes=5)()

@@ -207,6 +207,7 @@ impl Grid {
             fuel: res.fuel,
             stdout: Some(res.stdout),
             stderr: res.stderr,
+            files: Some(res.files.into_iter().map(|f| f.file).collect()),
         });
         if t.running.is_empty() && !t.state.is_final() {
             self.set_state(a.task, TaskState::Queued);

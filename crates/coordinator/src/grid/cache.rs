@@ -48,6 +48,7 @@ pub(super) fn cached_outcome(r: &CachedResult) -> TaskOutcome {
         digest: Some(r.digest),
         error: None,
         acceptance: Some(Acceptance::Cached),
+        files: Vec::new(),
     }
 }
 
@@ -114,7 +115,12 @@ impl Grid {
 fn cacheable_result(t: &TaskMem) -> Option<(CacheKey, CachedResult)> {
     let key = t.cache_key?;
     let o = t.outcome.as_ref()?;
-    if t.state != TaskState::Verified || o.error.is_some() || !o.acceptance.is_some_and(cacheable) {
+    // Results with output files are not kept: the cache holds stdout only.
+    if t.state != TaskState::Verified
+        || o.error.is_some()
+        || !o.files.is_empty()
+        || !o.acceptance.is_some_and(cacheable)
+    {
         return None;
     }
     let digest = o.digest?;

@@ -102,6 +102,9 @@ struct ResultMem {
     /// Stdout of results received since this coordinator started (not kept across restarts).
     stdout: Option<Vec<u8>>,
     stderr: String,
+    /// The records of its output files (their bytes are in the blob store), like stdout not
+    /// kept across restarts.
+    files: Option<Vec<runegrid_core::OutputFile>>,
 }
 
 /// What a worker needs to run a task; shared with audits and probes of it.

@@ -89,6 +89,7 @@ impl Grid {
             r.digest = Some(first.digest);
             r.status = Some(first.status);
             r.stderr = Some(first.stderr.clone());
+            r.files = first.files.clone().unwrap_or_default();
             return r;
         }
         let mut r = task_result(t.index, t.state, t.outcome.as_ref(), t.attempts);
@@ -249,6 +250,7 @@ pub fn task_result(
         error: None,
         status: None,
         stderr: None,
+        files: Vec::new(),
     };
     if let Some(o) = outcome {
         r.exit_code = o.status.and_then(|s| s.exit_code());
@@ -260,6 +262,7 @@ pub fn task_result(
         r.error = o.error.clone();
         r.status = o.status;
         r.acceptance = o.acceptance;
+        r.files = o.files.clone();
     }
     r
 }

@@ -150,6 +150,7 @@ impl Grid {
                         fuel: a.fuel.unwrap_or(0),
                         stdout: None,
                         stderr: String::new(),
+                        files: None,
                     });
                 }
             }

@@ -321,6 +321,7 @@ fn outcome_of(r: &ResultMem, digest: Digest, acceptance: Acceptance) -> TaskOutc
         digest: Some(digest),
         error: failure_text(r.status, &r.stderr),
         acceptance: Some(acceptance),
+        files: r.files.clone().unwrap_or_default(),
     }
 }
 

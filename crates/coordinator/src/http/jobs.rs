@@ -28,6 +28,11 @@ pub fn routes() -> Routes {
         .add(Method::GET, "/v1/jobs/{id}", job_status)
         .add(Method::DELETE, "/v1/jobs/{id}", cancel_job)
         .add(Method::GET, "/v1/jobs/{id}/results", job_results)
+        .add(
+            Method::GET,
+            "/v1/jobs/{id}/tasks/{index}/files/{*path}",
+            task_file,
+        )
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -188,13 +193,50 @@ pub async fn job_results(
         )
         .await;
     }
+    results_of(&app, &a, id).await.map(axum::Json)
+}
+
+/// A file a task left under `/out`, as its result lists it (`path` below `/out`).
+#[utoipa::path(get, path = "/v1/jobs/{id}/tasks/{index}/files/{path}", tag = "jobs", security(("token" = [])),
+    params(("id" = i64, Path, description = "job id"), ("index" = u32, Path, description = "task index"),
+        ("path" = String, Path, description = "the file's path below /out, as its result lists it")),
+    responses((status = 200, description = "the file's bytes", content_type = "application/octet-stream", body = String),
+        (status = 404, body = ErrorBody)))]
+pub async fn task_file(
+    State(app): State<AppState>,
+    Authed(a): Authed,
+    Path((id, index, path)): Path<(JobId, u32, String)>,
+) -> Result<axum::response::Response, ApiError> {
+    let results = results_of(&app, &a, id).await?;
+    let task = results
+        .tasks
+        .iter()
+        .find(|t| t.index == index)
+        .ok_or_else(|| ApiError::not_found(format!("task {index} of job {id}")))?;
+    let file =
+        task.files.iter().find(|f| f.path == path).ok_or_else(|| {
+            ApiError::not_found(format!("file {path:?} of task {index} of job {id}"))
+        })?;
+    if file.size == 0 {
+        use axum::response::IntoResponse as _;
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            Vec::<u8>::new(),
+        )
+            .into_response());
+    }
+    super::uploads::blob_response(&app, &file.sha256, "application/octet-stream").await
+}
+
+/// A job's results: from memory while the grid holds the job, else from the store.
+async fn results_of(app: &AppState, a: &Account, id: JobId) -> Result<JobResults, ApiError> {
     if let Some((owner, r)) = app.job_results(id) {
-        if !visible(&a, owner) {
+        if !visible(a, owner) {
             return Err(ApiError::not_found(format!("job {id}")));
         }
-        return Ok(axum::Json(r));
+        return Ok(r);
     }
-    let stored = blocking(&app, move |app| {
+    let stored = blocking(app, move |app| {
         app.read(|s| -> Result<_, StoreError> {
             let Some(job) = s.job(id)? else {
                 return Ok(None);
@@ -205,13 +247,13 @@ pub async fn job_results(
     })
     .await?;
     match stored {
-        Some((owner, tasks)) if visible(&a, owner) => Ok(axum::Json(JobResults {
+        Some((owner, tasks)) if visible(a, owner) => Ok(JobResults {
             job: id,
             tasks: tasks
                 .iter()
                 .map(|t| task_result(t.index, t.state, t.outcome.as_ref(), t.attempts))
                 .collect(),
-        })),
+        }),
         _ => Err(ApiError::not_found(format!("job {id}"))),
     }
 }

@@ -186,9 +186,18 @@ pub async fn download_blob(
     Authed(_): Authed,
     Path(sha): Path<String>,
 ) -> Result<Response, ApiError> {
+    blob_response(&app, &sha, "application/octet-stream").await
+}
+
+/// The bytes of blob `sha`, streamed, as `content_type`.
+pub(super) async fn blob_response(
+    app: &AppState,
+    sha: &str,
+    content_type: &str,
+) -> Result<Response, ApiError> {
     let path = app
         .blobs
-        .path(&sha)
+        .path(sha)
         .map_err(|e| ApiError::bad("invalid_blob", e.to_string()))?;
     let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
@@ -216,7 +225,7 @@ pub async fn download_blob(
     });
     Ok((
         [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_TYPE, content_type.to_string()),
             (header::CONTENT_LENGTH, len.to_string()),
         ],
         axum::body::Body::from_stream(chunks),

@@ -38,7 +38,7 @@ from .errors import (
 )
 from .grid import DEFAULT_URL, Grid
 from .options import Options
-from .results import ExecStatus, ScriptResult, TaskResult
+from .results import ExecStatus, OutputFile, ScriptResult, TaskResult
 
 __version__ = "0.1.0"
 
@@ -63,6 +63,7 @@ __all__ = [
     "NonZeroExit",
     "Options",
     "OutOfFuel",
+    "OutputFile",
     "OutputLimit",
     "OutputStream",
     "Price",

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -207,6 +208,31 @@ class JobClient:
             "GET", f"/v1/jobs/{int(job)}/results", params=params, read_timeout=read
         )
         return p.parse_results(body)
+
+    def file(self, job: int | TaskResult, index: int | str = 0, path: str | None = None) -> bytes:
+        """The bytes of a file a task left under ``/out``: ``file(result, "out.txt")`` or
+        ``file(job, index, "out.txt")`` (``path`` below ``/out``, as
+        :attr:`TaskResult.files <runegrid.TaskResult.files>` lists it)."""
+        url = _file_path(job, index, path)
+        try:
+            r = self.client.get(url, timeout=httpx.Timeout(self.http_timeout, read=600))
+        except httpx.TransportError as e:
+            raise ConnectionFailed(f"GET {self.url}{url}: {e!r}") from e
+        if r.status_code >= 400:
+            raise api_error(r.status_code, r.content)
+        return r.content
+
+    async def file_async(
+        self, job: int | TaskResult, index: int | str = 0, path: str | None = None
+    ) -> bytes:
+        url = _file_path(job, index, path)
+        try:
+            r = await self.aclient.get(url, timeout=httpx.Timeout(self.http_timeout, read=600))
+        except httpx.TransportError as e:
+            raise ConnectionFailed(f"GET {self.url}{url}: {e!r}") from e
+        if r.status_code >= 400:
+            raise api_error(r.status_code, r.content)
+        return r.content
 
     def wait(self, job: int, timeout: float | None = None) -> list[TaskResult]:
         """Waits until every task of ``job`` is final and returns the results; raises
@@ -427,6 +453,16 @@ async def iter_events_async(
                 raise ConnectionFailed(f"event stream of job {job}: {e!r}") from e
             await anyio.sleep(0.2 * (quiet_reopens + 1))
         quiet_reopens = 0 if got_any else quiet_reopens + 1
+
+
+def _file_path(job: int | TaskResult, index: int | str, path: str | None) -> str:
+    """The API path of an output file, from ``(result, path)`` or ``(job, index, path)``."""
+    if isinstance(job, TaskResult):
+        job, index, path = job.job, job.index, str(index)
+    if path is None:
+        raise TypeError("file() needs the file's path")
+    quoted = "/".join(quote(part, safe="") for part in path.split("/"))
+    return f"/v1/jobs/{int(job)}/tasks/{int(index)}/files/{quoted}"
 
 
 def _answer(r: httpx.Response) -> Any:

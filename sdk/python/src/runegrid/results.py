@@ -38,6 +38,16 @@ class ExecStatus:
 
 
 @dataclass(frozen=True)
+class OutputFile:
+    """A file a task left under ``/out``: its ``path`` below ``/out``, ``size`` in bytes and
+    ``sha256`` (hex). :meth:`Grid.file <runegrid.Grid.file>` downloads its bytes."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class TaskResult:
     """One task's result (``GET /v1/jobs/{id}/results``, one entry of ``tasks``)."""
 
@@ -60,6 +70,9 @@ class TaskResult:
     #: Why the task failed, in words (``None`` on success).
     error: str | None
     status: ExecStatus | None
+    #: The files the program left under ``/out``, in path order (compared between replicas
+    #: like stdout); :meth:`Grid.file <runegrid.Grid.file>` downloads one.
+    files: tuple[OutputFile, ...] = ()
     #: The JSON object as received.
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
@@ -85,6 +98,10 @@ class TaskResult:
             attempts=int(d.get("attempts", 0)),
             error=d.get("error"),
             status=ExecStatus.from_json(status) if isinstance(status, Mapping) else None,
+            files=tuple(
+                OutputFile(path=str(f["path"]), size=int(f["size"]), sha256=str(f["sha256"]))
+                for f in d.get("files") or ()
+            ),
             raw=dict(d),
         )
 
