@@ -84,20 +84,26 @@ const OFLAGS_DIRECTORY = 2;
 const OFLAGS_EXCL = 4;
 const OFLAGS_TRUNC = 8;
 const FDFLAGS_APPEND = 1;
+/** APPEND, DSYNC, NONBLOCK, RSYNC, SYNC (fs.rs FDFLAGS_ALL). */
+const FDFLAGS_ALL = 0x1f;
 const FSTFLAGS_ATIM = 1;
 const FSTFLAGS_ATIM_NOW = 2;
 const FSTFLAGS_MTIM = 4;
 const FSTFLAGS_MTIM_NOW = 8;
 const RIGHTS_FD_DATASYNC = 1n;
 const RIGHTS_FD_SEEK = 1n << 2n;
+const RIGHTS_FD_FDSTAT_SET_FLAGS = 1n << 3n;
 const RIGHTS_FD_SYNC = 1n << 4n;
 const RIGHTS_FD_TELL = 1n << 5n;
 const RIGHTS_FD_ADVISE = 1n << 7n;
 const RIGHTS_FD_ALLOCATE = 1n << 8n;
 const RIGHTS_PATH_CREATE_DIRECTORY = 1n << 9n;
 const RIGHTS_PATH_CREATE_FILE = 1n << 10n;
+const RIGHTS_PATH_LINK_SOURCE = 1n << 11n;
+const RIGHTS_PATH_LINK_TARGET = 1n << 12n;
 const RIGHTS_PATH_OPEN = 1n << 13n;
 const RIGHTS_FD_READDIR = 1n << 14n;
+const RIGHTS_PATH_READLINK = 1n << 15n;
 const RIGHTS_PATH_RENAME_SOURCE = 1n << 16n;
 const RIGHTS_PATH_RENAME_TARGET = 1n << 17n;
 const RIGHTS_PATH_FILESTAT_GET = 1n << 18n;
@@ -105,14 +111,18 @@ const RIGHTS_PATH_FILESTAT_SET_TIMES = 1n << 20n;
 const RIGHTS_FD_FILESTAT_GET = 1n << 21n;
 const RIGHTS_FD_FILESTAT_SET_SIZE = 1n << 22n;
 const RIGHTS_FD_FILESTAT_SET_TIMES = 1n << 23n;
+const RIGHTS_PATH_SYMLINK = 1n << 24n;
 const RIGHTS_PATH_REMOVE_DIRECTORY = 1n << 25n;
 const RIGHTS_PATH_UNLINK_FILE = 1n << 26n;
+const RIGHTS_POLL_FD_READWRITE = 1n << 27n;
 /** Rights of a file fd not open for writing (fs.rs FILE_RIGHTS). */
 export const FILE_RIGHTS =
   RIGHTS_FD_READ | RIGHTS_FD_SEEK | RIGHTS_FD_TELL | RIGHTS_FD_ADVISE | RIGHTS_FD_FILESTAT_GET;
 /** Rights of a file fd open for writing (fs.rs FILE_WRITE_RIGHTS). */
 export const FILE_WRITE_RIGHTS =
   FILE_RIGHTS |
+  RIGHTS_POLL_FD_READWRITE |
+  RIGHTS_FD_FDSTAT_SET_FLAGS |
   RIGHTS_FD_DATASYNC |
   RIGHTS_FD_SYNC |
   RIGHTS_FD_WRITE |
@@ -125,6 +135,10 @@ export const DIR_RIGHTS =
 /** Rights of a writable directory (fs.rs DIR_WRITE_RIGHTS). */
 export const DIR_WRITE_RIGHTS =
   DIR_RIGHTS |
+  RIGHTS_PATH_LINK_SOURCE |
+  RIGHTS_PATH_LINK_TARGET |
+  RIGHTS_PATH_READLINK |
+  RIGHTS_PATH_SYMLINK |
   RIGHTS_PATH_CREATE_DIRECTORY |
   RIGHTS_PATH_CREATE_FILE |
   RIGHTS_PATH_RENAME_SOURCE |
@@ -377,7 +391,7 @@ export class Fs {
     this.nextIno = 1;
     /**
      * fds[i] is fd i + 3: null (free) or { ino, preopen (the name's bytes while it is one,
-     * else null), file (null for a directory, else { pos (BigInt), write, append }) }.
+     * else null), file (null for a directory, else { pos (BigInt), read, write, flags }) }.
      */
     this.fds = [];
     this.limit = BigInt.asUintN(64, BigInt(scratchBytes));
@@ -486,6 +500,7 @@ export class Fs {
   /** fs.rs `lookup`: resolves `path` from the directory `start` (raises its errno). */
   lookup(start, path) {
     if (path === '') fail(ENOENT);
+    if (path.startsWith('/')) fail(ENOTCAPABLE);
     const stack = [start];
     for (const part of path.split('/')) {
       const dir = this.node(stack[stack.length - 1]).dir;
@@ -508,6 +523,7 @@ export class Fs {
    */
   parent(start, path) {
     if (path === '') fail(ENOENT);
+    if (path.startsWith('/')) fail(ENOTCAPABLE);
     let end = path.length;
     while (end > 0 && path[end - 1] === '/') end--;
     const trimmed = path.slice(0, end);
@@ -697,7 +713,7 @@ export class Fs {
     }
     const file = this.node(ino).isDir()
       ? null
-      : { pos: 0n, write, append: (fdflags & FDFLAGS_APPEND) !== 0 };
+      : { pos: 0n, read: (rights & RIGHTS_FD_READ) !== 0n || !write, write, flags: fdflags & FDFLAGS_ALL };
     this.install(slot, { ino, preopen: null, file });
     return slot + 3;
   }
@@ -881,11 +897,12 @@ export class Fs {
       const readOnly = this.node(d.ino).readOnly;
       stat[0] = FILETYPE_DIRECTORY;
       v.setBigUint64(8, readOnly ? DIR_RIGHTS : DIR_WRITE_RIGHTS, true);
-      v.setBigUint64(16, readOnly ? FILE_RIGHTS : FILE_WRITE_RIGHTS, true);
+      v.setBigUint64(16, readOnly ? FILE_RIGHTS : DIR_WRITE_RIGHTS | FILE_WRITE_RIGHTS, true);
     } else {
       stat[0] = FILETYPE_REGULAR_FILE;
-      v.setUint16(2, d.file.append ? FDFLAGS_APPEND : 0, true);
-      v.setBigUint64(8, d.file.write ? FILE_WRITE_RIGHTS : FILE_RIGHTS, true);
+      v.setUint16(2, d.file.flags, true);
+      const base = !d.file.write ? FILE_RIGHTS : d.file.read ? FILE_WRITE_RIGHTS : FILE_WRITE_RIGHTS & ~RIGHTS_FD_READ;
+      v.setBigUint64(8, base, true);
     }
     const [s] = Host.range(mem, out, 24);
     mem.set(stat, s);
@@ -929,6 +946,7 @@ export class Fs {
     const d = this.file(fd);
     if (d === STDIO) return null;
     if (d === EBADF) return EBADF;
+    if (!d.file.read) return EBADF;
     const iovs = Host.iovecs(mem, iovsPtr, count);
     Host.range(mem, out, 4);
     const node = this.node(d.ino);
@@ -967,7 +985,7 @@ export class Fs {
     const len = BigInt(size);
     let at;
     if (offset !== null) at = offset;
-    else if (d.file.append) at = len;
+    else if ((d.file.flags & FDFLAGS_APPEND) !== 0) at = len;
     else at = d.file.pos;
     // The file may grow to `limitEnd` within the scratch space.
     const limitEnd = len + (this.limit - this.used);
@@ -1091,6 +1109,19 @@ export class Fs {
       left -= take;
     }
     Host.writeU32(mem, out, n);
+    return SUCCESS;
+  }
+
+  /**
+   * fs.rs `set_flags` (fd_fdstat_set_flags above stdio; null: stdio): a file takes the new
+   * fdflags (`flags & 0x1f`), a directory ENOTSUP, not open EBADF.
+   */
+  setFlags(fd, flags) {
+    const d = this.fd(fd);
+    if (d === STDIO) return null;
+    if (d === EBADF) return EBADF;
+    if (d.file === null) return ENOTSUP;
+    d.file.flags = flags & FDFLAGS_ALL;
     return SUCCESS;
   }
 
@@ -1455,7 +1486,7 @@ class Host {
       fd_seek: m((fd, off, whence, out) => fs.seek(this.mem(), fd, off, whence, out) ?? ESPIPE),
       fd_tell: m((fd, out) => fs.tell(this.mem(), fd, out) ?? ESPIPE),
       fd_fdstat_get: m((fd, out) => fs.fdstatGet(this.mem(), fd, out) ?? this.fdstatGet(fd, out)),
-      fd_fdstat_set_flags: simple(ENOTSUP, ENOTSUP, ENOTSUP),
+      fd_fdstat_set_flags: (fd, flags) => fs.setFlags(fd, flags) ?? ENOTSUP,
       fd_filestat_get: m((fd, out) => fs.filestatGet(this.mem(), fd, out) ?? this.filestatGet(fd, out)),
       fd_prestat_get: m((fd, out) => fs.prestatGet(this.mem(), fd, out)),
       fd_prestat_dir_name: m((fd, buf, len) => fs.prestatDirName(this.mem(), fd, buf, len)),

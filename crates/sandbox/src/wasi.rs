@@ -674,10 +674,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap(
         WASI,
         "fd_fdstat_set_flags",
-        |mut c: Caller<'_, Host>, fd: i32, _flags: i32| {
+        |mut c: Caller<'_, Host>, fd: i32, flags: i32| {
             let fs = &mut c.data_mut().fs;
-            fs.simple(fd, errno::NOTSUP, errno::NOTSUP)
-                .unwrap_or(errno::NOTSUP)
+            fs.set_flags(fd, flags).unwrap_or(errno::NOTSUP)
         },
     )?;
     linker.func_wrap(

@@ -22,7 +22,8 @@
 //!   on a file or stdio → `ENOTDIR`; a file operation on a directory → `EBADF`), then memory
 //!   (`EFAULT`, nothing written or changed), then a path's UTF-8 (`EILSEQ`), then the rest in
 //!   the order each function lists.
-//! - **Paths** are resolved from the fd's directory by [`Fs::lookup`]: components split at `/`;
+//! - **Paths** are resolved from the fd's directory by [`Fs::lookup`]: a path starting with `/`
+//!   gives `ENOTCAPABLE` (paths are relative to a directory fd); components split at `/`;
 //!   empty components and `.` stay; `..` goes back one component and gives `ENOTCAPABLE` at the
 //!   fd's directory; a component longer than [`MAX_NAME`] bytes gives `ENAMETOOLONG`, a missing
 //!   name `ENOENT`; any component (even empty) after a file gives `ENOTDIR`. The empty path is
@@ -44,14 +45,16 @@
 //!   ctime). Reads change nothing.
 //! - **filestat** (64 bytes): `dev` 0, `ino`, `filetype` (directory 3, regular file 4),
 //!   `nlink` (1, or 0 once removed), `size` (a file's length, a directory 0), atim, mtim, ctim.
-//!   **fdstat** (24 bytes): filetype, flags (`APPEND` = 1 when the fd appends), rights base and
-//!   inheriting: a file opened for writing [`FILE_WRITE_RIGHTS`], 0; another file
-//!   [`FILE_RIGHTS`], 0; a writable directory [`DIR_WRITE_RIGHTS`], [`FILE_WRITE_RIGHTS`]; a
-//!   read-only one [`DIR_RIGHTS`], [`FILE_RIGHTS`].
+//!   **fdstat** (24 bytes): filetype, flags (a file's fdflags: those it was opened with, masked
+//!   to `0x1f`, or set since by `fd_fdstat_set_flags`; 0 for a directory), rights base and
+//!   inheriting: a file opened for reading and writing [`FILE_WRITE_RIGHTS`], 0; for writing
+//!   only the same without `FD_READ`; for reading [`FILE_RIGHTS`], 0; a writable directory
+//!   [`DIR_WRITE_RIGHTS`], both those and [`FILE_WRITE_RIGHTS`]; a read-only one [`DIR_RIGHTS`],
+//!   [`FILE_RIGHTS`].
 //! - **`path_open(dirfd, _, path, len, oflags, rights_base, _, fdflags, out)`**: the fd, path
 //!   memory, `out` (4 bytes), UTF-8. The fd is for writing when `rights_base` has `FD_WRITE`,
 //!   `FD_ALLOCATE` or `FD_FILESTAT_SET_SIZE`, or `fdflags` has `APPEND` (the fd then appends);
-//!   reading is always allowed. With `CREAT`: the path is split; a name `.` or `..` is looked
+//!   for reading when `rights_base` has `FD_READ` or the fd is not for writing. With `CREAT`: the path is split; a name `.` or `..` is looked
 //!   up as a whole path; an existing node with `EXCL` gives `EEXIST`, an existing file named
 //!   with a trailing `/` `ENOTDIR`; a missing one with a
 //!   trailing `/` or `DIRECTORY` gives `EISDIR`, in a directory not writable `EROFS`/`ENOENT`.
@@ -69,7 +72,9 @@
 //!   and `fd_allocate(offset, len)` (grow to `offset + len` if longer; overflow `EINVAL`): a
 //!   read-only file `EROFS`, an fd not for writing `EBADF`, new bytes are zeros and cost.
 //!   `fd_advise`, `fd_sync`, `fd_datasync` succeed. On a directory all of these give `EBADF`
-//!   except `fd_sync`/`fd_datasync` (succeed). `fd_fdstat_set_flags` gives `ENOTSUP`.
+//!   except `fd_sync`/`fd_datasync` (succeed). `fd_read`/`fd_pread` on an fd not for reading
+//!   give `EBADF`. `fd_fdstat_set_flags(fd, flags)` sets a file fd's fdflags (`flags & 0x1f`;
+//!   `APPEND` obeyed from then on); on a directory `ENOTSUP`.
 //! - **Times**: `fd_filestat_set_times(fd, atim, mtim, flags)` and
 //!   `path_filestat_set_times(dirfd, _, path, len, atim, mtim, flags)`: flags `ATIM` (1),
 //!   `ATIM_NOW` (2), `MTIM` (4), `MTIM_NOW` (8); both of a pair `EINVAL`; then a read-only
@@ -123,6 +128,8 @@ const OFLAGS_DIRECTORY: i32 = 2;
 const OFLAGS_EXCL: i32 = 4;
 const OFLAGS_TRUNC: i32 = 8;
 const FDFLAGS_APPEND: i32 = 1;
+/// `APPEND`, `DSYNC`, `NONBLOCK`, `RSYNC`, `SYNC`.
+const FDFLAGS_ALL: i32 = 0x1f;
 
 const FSTFLAGS_ATIM: i32 = 1;
 const FSTFLAGS_ATIM_NOW: i32 = 2;
@@ -132,6 +139,7 @@ const FSTFLAGS_MTIM_NOW: i32 = 8;
 const RIGHTS_FD_DATASYNC: u64 = 1;
 const RIGHTS_FD_READ: u64 = 1 << 1;
 const RIGHTS_FD_SEEK: u64 = 1 << 2;
+const RIGHTS_FD_FDSTAT_SET_FLAGS: u64 = 1 << 3;
 const RIGHTS_FD_SYNC: u64 = 1 << 4;
 const RIGHTS_FD_TELL: u64 = 1 << 5;
 const RIGHTS_FD_WRITE: u64 = 1 << 6;
@@ -139,8 +147,11 @@ const RIGHTS_FD_ADVISE: u64 = 1 << 7;
 const RIGHTS_FD_ALLOCATE: u64 = 1 << 8;
 const RIGHTS_PATH_CREATE_DIRECTORY: u64 = 1 << 9;
 const RIGHTS_PATH_CREATE_FILE: u64 = 1 << 10;
+const RIGHTS_PATH_LINK_SOURCE: u64 = 1 << 11;
+const RIGHTS_PATH_LINK_TARGET: u64 = 1 << 12;
 const RIGHTS_PATH_OPEN: u64 = 1 << 13;
 const RIGHTS_FD_READDIR: u64 = 1 << 14;
+const RIGHTS_PATH_READLINK: u64 = 1 << 15;
 const RIGHTS_PATH_RENAME_SOURCE: u64 = 1 << 16;
 const RIGHTS_PATH_RENAME_TARGET: u64 = 1 << 17;
 const RIGHTS_PATH_FILESTAT_GET: u64 = 1 << 18;
@@ -148,14 +159,18 @@ const RIGHTS_PATH_FILESTAT_SET_TIMES: u64 = 1 << 20;
 const RIGHTS_FD_FILESTAT_GET: u64 = 1 << 21;
 const RIGHTS_FD_FILESTAT_SET_SIZE: u64 = 1 << 22;
 const RIGHTS_FD_FILESTAT_SET_TIMES: u64 = 1 << 23;
+const RIGHTS_PATH_SYMLINK: u64 = 1 << 24;
 const RIGHTS_PATH_REMOVE_DIRECTORY: u64 = 1 << 25;
 const RIGHTS_PATH_UNLINK_FILE: u64 = 1 << 26;
+const RIGHTS_POLL_FD_READWRITE: u64 = 1 << 27;
 
 /// Rights of a file fd not open for writing.
 pub const FILE_RIGHTS: u64 =
     RIGHTS_FD_READ | RIGHTS_FD_SEEK | RIGHTS_FD_TELL | RIGHTS_FD_ADVISE | RIGHTS_FD_FILESTAT_GET;
-/// Rights of a file fd open for writing.
+/// Rights of a file fd open for reading and writing (for writing only: without `FD_READ`).
 pub const FILE_WRITE_RIGHTS: u64 = FILE_RIGHTS
+    | RIGHTS_POLL_FD_READWRITE
+    | RIGHTS_FD_FDSTAT_SET_FLAGS
     | RIGHTS_FD_DATASYNC
     | RIGHTS_FD_SYNC
     | RIGHTS_FD_WRITE
@@ -165,8 +180,13 @@ pub const FILE_WRITE_RIGHTS: u64 = FILE_RIGHTS
 /// Rights of a read-only directory (the blob mount).
 pub const DIR_RIGHTS: u64 =
     RIGHTS_PATH_OPEN | RIGHTS_FD_READDIR | RIGHTS_PATH_FILESTAT_GET | RIGHTS_FD_FILESTAT_GET;
-/// Rights of a writable directory.
+/// Rights of a writable directory (the link rights included, though links are not supported:
+/// programs expect directories to have them).
 pub const DIR_WRITE_RIGHTS: u64 = DIR_RIGHTS
+    | RIGHTS_PATH_LINK_SOURCE
+    | RIGHTS_PATH_LINK_TARGET
+    | RIGHTS_PATH_READLINK
+    | RIGHTS_PATH_SYMLINK
     | RIGHTS_PATH_CREATE_DIRECTORY
     | RIGHTS_PATH_CREATE_FILE
     | RIGHTS_PATH_RENAME_SOURCE
@@ -345,8 +365,17 @@ impl Node {
 #[derive(Debug, Clone, Copy)]
 struct FileFd {
     pos: u64,
+    read: bool,
     write: bool,
-    append: bool,
+    /// Its fdflags (`APPEND`, `DSYNC`, `NONBLOCK`, `RSYNC`, `SYNC`): reported, and `APPEND`
+    /// obeyed.
+    flags: u16,
+}
+
+impl FileFd {
+    fn append(&self) -> bool {
+        self.flags & FDFLAGS_APPEND as u16 != 0
+    }
 }
 
 /// What an fd above 2 refers to.
@@ -554,6 +583,9 @@ impl Fs {
         if path.is_empty() {
             return Err(errno::NOENT);
         }
+        if path.starts_with('/') {
+            return Err(errno::NOTCAPABLE);
+        }
         let mut stack = vec![start];
         for part in path.split('/') {
             let cur = *stack.last().expect("start");
@@ -580,6 +612,9 @@ impl Fs {
     fn parent<'p>(&self, start: Ino, path: &'p str) -> Result<(Ino, &'p str, bool), i32> {
         if path.is_empty() {
             return Err(errno::NOENT);
+        }
+        if path.starts_with('/') {
+            return Err(errno::NOTCAPABLE);
         }
         let trimmed = path.trim_end_matches('/');
         let trailing = trimmed.len() < path.len();
@@ -840,7 +875,8 @@ impl Fs {
         let file = (!self.node(ino).is_dir()).then_some(FileFd {
             pos: 0,
             write,
-            append: fdflags & FDFLAGS_APPEND != 0,
+            read: rights & RIGHTS_FD_READ != 0 || !write,
+            flags: (fdflags & FDFLAGS_ALL) as u16,
         });
         self.install(
             slot,
@@ -1202,14 +1238,19 @@ impl Fs {
             Ok(Fd::Dir(ino)) if self.node(ino).read_only => {
                 (FILETYPE_DIRECTORY, 0, DIR_RIGHTS, FILE_RIGHTS)
             }
-            Ok(Fd::Dir(_)) => (FILETYPE_DIRECTORY, 0, DIR_WRITE_RIGHTS, FILE_WRITE_RIGHTS),
+            Ok(Fd::Dir(_)) => (
+                FILETYPE_DIRECTORY,
+                0,
+                DIR_WRITE_RIGHTS,
+                DIR_WRITE_RIGHTS | FILE_WRITE_RIGHTS,
+            ),
             Ok(Fd::File(_, f)) => (
                 FILETYPE_REGULAR_FILE,
-                u16::from(f.append),
-                if f.write {
-                    FILE_WRITE_RIGHTS
-                } else {
-                    FILE_RIGHTS
+                f.flags,
+                match (f.read, f.write) {
+                    (_, false) => FILE_RIGHTS,
+                    (true, true) => FILE_WRITE_RIGHTS,
+                    (false, true) => FILE_WRITE_RIGHTS & !RIGHTS_FD_READ,
                 },
                 0,
             ),
@@ -1264,6 +1305,7 @@ impl Fs {
             Err(e) => return Some(e),
             Ok(Fd::Stdio) => return None,
             Ok(Fd::Dir(_)) => return Some(errno::BADF),
+            Ok(Fd::File(_, f)) if !f.read => return Some(errno::BADF),
             Ok(Fd::File(ino, f)) => (ino, f),
         };
         let iovs = match iovecs(mem, iovs, count) {
@@ -1326,7 +1368,7 @@ impl Fs {
         let len = self.node(ino).len();
         let at = match offset {
             Some(o) => o,
-            None if f.append => len,
+            None if f.append() => len,
             None => f.pos,
         };
         // The file may grow to `limit_end` within the scratch space.
@@ -1498,6 +1540,20 @@ impl Fs {
         let start = buf as u32 as usize;
         mem[start..start + n].copy_from_slice(&listing[..n]);
         Some(errno_of(write_u32(mem, out, n as u32)))
+    }
+
+    /// `fd_fdstat_set_flags`: a file takes the new fdflags (`APPEND` obeyed from then on);
+    /// a directory `ENOTSUP`; not open `EBADF` (`None`: stdio).
+    pub(crate) fn set_flags(&mut self, fd: i32, flags: i32) -> Option<i32> {
+        match self.fd(fd) {
+            Err(e) => Some(e),
+            Ok(Fd::Stdio) => None,
+            Ok(Fd::Dir(_)) => Some(errno::NOTSUP),
+            Ok(Fd::File(..)) => {
+                self.file_fd_mut(fd).flags = (flags & FDFLAGS_ALL) as u16;
+                Some(errno::SUCCESS)
+            }
+        }
     }
 
     /// `fd_close` for fds above 2 (`None`: stdio).
