@@ -154,19 +154,45 @@ const UTF8_STRICT = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** fs.rs `check_blobs`: valid, distinct names. Throws an internal error otherwise. */
 export function checkBlobs(blobs) {
-  const seen = new Set();
   for (const b of blobs) {
-    const n = b.name;
-    if (typeof n !== 'string' || n === '' || n === '.' || n === '..' || n.includes('/') || n.includes('\0')) {
-      throw internal(`invalid blob name ${JSON.stringify(n)}`);
-    }
-    if (UTF8_ENCODER.encode(n).length > MAX_NAME) {
-      throw internal(`blob name ${JSON.stringify(n)} is longer than ${MAX_NAME} bytes`);
-    }
-    if (seen.has(n)) throw internal(`blob ${JSON.stringify(n)} is mounted twice`);
-    if (!(b.bytes instanceof Uint8Array)) throw internal(`blob ${JSON.stringify(n)} has no bytes`);
-    seen.add(n);
+    if (typeof b.name !== 'string') throw internal(`invalid blob name ${JSON.stringify(b.name)}`);
+    if (!(b.bytes instanceof Uint8Array)) throw internal(`blob ${JSON.stringify(b.name)} has no bytes`);
   }
+  const why = checkMounts(blobs.map((b) => b.name));
+  if (why !== null) throw internal(why);
+}
+
+/**
+ * runegrid_core::mounts::check_mounts: each name a plain file name (under /blobs) or an
+ * absolute path of such names, no two the same, none under /blobs or on /tmp or /out, none
+ * inside another. Returns why not, or null.
+ */
+function checkMounts(names) {
+  const component = (c) =>
+    c !== '' && c !== '.' && c !== '..' && !c.includes('/') && !c.includes('\0') && utf8Length(c) <= MAX_NAME;
+  const plain = new Set();
+  const paths = [];
+  for (const name of names) {
+    if (!name.startsWith('/')) {
+      if (!component(name)) return `${JSON.stringify(name)} is not a valid mount`;
+      if (plain.has(name)) return `${JSON.stringify(name)} is mounted twice`;
+      plain.add(name);
+      continue;
+    }
+    if (utf8Length(name) > 4096) return 'a mount path is longer than 4096 bytes';
+    const parts = name.slice(1).split('/');
+    if (!parts.every(component)) return `${JSON.stringify(name)} is not a valid mount`;
+    if (parts[0] === 'blobs') return `${JSON.stringify(name)}: mount files under /blobs by their plain name`;
+    if (parts.length === 1 && (parts[0] === 'tmp' || parts[0] === 'out')) {
+      return `${JSON.stringify(name)} is a directory of every task's root`;
+    }
+    for (const q of paths) {
+      const n = Math.min(q.length, parts.length);
+      if (q.slice(0, n).every((c, i) => c === parts[i])) return `${JSON.stringify(name)} collides with /${q.join('/')}`;
+    }
+    paths.push(parts);
+  }
+  return null;
 }
 
 /** A string's length in UTF-8 bytes (Rust `str::len`); the names here are well-formed. */
@@ -397,11 +423,13 @@ export class Fs {
     this.limit = BigInt.asUintN(64, BigInt(scratchBytes));
     this.used = 0n;
     let mount = null;
-    if (blobs.length > 0) {
+    const plain = blobs.filter((b) => !b.name.startsWith('/'));
+    const paths = blobs.filter((b) => b.name.startsWith('/'));
+    if (plain.length > 0) {
       mount = this.add(new Node(new Dir(0), null, 0n));
       const dir = this.dirOf(mount);
       dir.parent = mount;
-      for (const b of blobs) {
+      for (const b of plain) {
         const ino = this.add(new Node(null, b.bytes, 0n));
         this.node(ino).readOnly = true;
         dir.put(b.name, ino);
@@ -409,7 +437,7 @@ export class Fs {
       this.node(mount).readOnly = true;
       this.fds.push({ ino: mount, preopen: MOUNT_DIR_BYTES, file: null });
     }
-    if (this.limit > 0n) {
+    if (this.limit > 0n || paths.length > 0) {
       const root = this.add(new Node(new Dir(0), null, 0n));
       const dir = this.dirOf(root);
       dir.parent = root;
@@ -422,6 +450,7 @@ export class Fs {
       }
       this.fds.push({ ino: root, preopen: ROOT_DIR_BYTES, file: null });
       this.root = root;
+      for (const b of paths) this.mountAt(root, b);
     }
     /** Whether anything was preopened (otherwise every function keeps its unmounted answer). */
     this.active = this.fds.length > 0;
@@ -447,6 +476,27 @@ export class Fs {
     if (out !== undefined && this.node(out).isDir()) walk(this.node(out).dir, '');
     files.sort((a, b) => compareBytes(a.pathBytes, b.pathBytes));
     return [files, files.reduce((n, f) => n + f.bytes.length, 0)];
+  }
+
+  /**
+   * fs.rs `mount_at`: mounts blob `b` at its absolute path below `root`, making the
+   * directories on the way (writable, free, timestamps 0).
+   */
+  mountAt(root, b) {
+    const parts = b.name.slice(1).split('/');
+    const file = parts.pop();
+    let dir = root;
+    for (const name of parts) {
+      let next = this.dirOf(dir).get(name);
+      if (next === undefined) {
+        next = this.add(new Node(new Dir(dir), null, 0n));
+        this.dirOf(dir).put(name, next);
+      }
+      dir = next;
+    }
+    const ino = this.add(new Node(null, b.bytes, 0n));
+    this.node(ino).readOnly = true;
+    this.dirOf(dir).put(file, ino);
   }
 
   /** Whether anything is preopened (otherwise every function keeps its unmounted answer). */

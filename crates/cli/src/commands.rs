@@ -321,7 +321,8 @@ pub struct SubmitArgs {
     /// higher, and its queued tasks run before those of lower bids (default: today's price).
     #[arg(long, value_name = "CREDITS")]
     pub max_price: Option<String>,
-    /// A read-only file every task sees as /blobs/NAME (repeatable): the file is uploaded once
+    /// A read-only file every task sees as /blobs/NAME, or at /PATH when given as
+    /// `/PATH=FILE` (e.g. `/data/input.csv=input.csv`; repeatable): the file is uploaded once
     /// and workers fetch it by its SHA-256 and keep it.
     #[arg(long = "blob", value_name = "NAME=FILE")]
     pub blobs: Vec<String>,

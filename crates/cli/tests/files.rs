@@ -98,6 +98,43 @@ async fn output_files_are_verified_kept_and_downloadable() {
         "the tour is over\n"
     );
 
+    // `submit --blob /PATH=FILE` mounts an input at a path of its own.
+    let wasm = g.data().join("files.wasm");
+    std::fs::write(&wasm, runegrid_examples::FILES).unwrap();
+    let input = g.data().join("input.txt");
+    std::fs::write(&input, data).unwrap();
+    let blob = format!("/data/input.txt={}", input.display());
+    let out = g.cli(&[
+        "submit",
+        wasm.to_str().unwrap(),
+        "--arg",
+        "sort",
+        "--arg",
+        "/data/input.txt",
+        "--arg",
+        "/out/sorted.txt",
+        "--blob",
+        &blob,
+        "--wait",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sub: runegrid_proto::JobResults = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sub.tasks[0].files, r.tasks[0].files);
+    // A mount that cannot be: refused at submission, with why.
+    let bad = format!("/tmp={}", input.display());
+    let out = g.cli(&["submit", wasm.to_str().unwrap(), "--blob", &bad]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid_blobs") && err.contains("directory of every task's root"),
+        "{err}"
+    );
+
     // Past the output limit: `output_limit`, and no files.
     let mut small = job(&p, vec![args(&["tour"])], 2, 2);
     small.limits.output_bytes = 40;

@@ -202,13 +202,9 @@ fn check_mounts(app: &App, named: &BTreeMap<String, String>) -> Result<Arc<[Blob
             ),
         ));
     }
+    runegrid_core::mounts::check_mounts(named.keys().map(String::as_str))
+        .map_err(|why| ApiError::bad("invalid_blobs", why))?;
     for (name, sha) in named {
-        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
-            return Err(ApiError::bad(
-                "invalid_blobs",
-                format!("{name:?} cannot name a file under /blobs: no '/', not empty, not . or .."),
-            ));
-        }
         if app.blobs.size(sha).is_none() {
             return Err(ApiError::bad(
                 "unknown_blob",

@@ -24,6 +24,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod limits;
 pub mod loss;
+pub mod mounts;
 pub mod price;
 pub mod probe;
 pub mod schedule;

@@ -35,7 +35,8 @@ pub struct Capabilities {
     pub blobs: Vec<String>,
 }
 
-/// A read-only file mounted into a task under `/blobs/NAME`: the worker fetches it once
+/// A read-only file mounted into a task under `/blobs/NAME` (or at NAME when it is an absolute
+/// path, see `runegrid_core::mounts`): the worker fetches it once
 /// (`GET /v1/blobs/{sha256}` with its token), checks its hash and keeps it on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobMount {

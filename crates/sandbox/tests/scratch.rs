@@ -135,6 +135,67 @@ fn without_scratch_there_is_no_writable_root() {
     );
 }
 
+/// Blobs mounted at paths of their own: readable there, read-only, directories made on the
+/// way and writable beside them; names that collide are refused before the run.
+#[test]
+fn blobs_mount_at_their_own_paths() {
+    let blobs = [
+        Blob::new("/data/input.txt", &b"b\na\n"[..]),
+        Blob::new("plain.txt", &b"plain"[..]),
+    ];
+    let out = run_files(
+        &["sort", "/data/input.txt", "/data/sorted.txt"],
+        1 << 20,
+        &blobs,
+    );
+    assert_eq!(
+        stdout(&out),
+        "sorted 2 lines into /data/sorted.txt (4 bytes)\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_files(&["tour"], 1 << 20, &blobs);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(
+            "== the tree at start\ndir  blobs 0 bytes, mtime 0\n  file plain.txt 5 bytes, mtime 0\n\
+             dir  tmp 0 bytes, mtime 0\ndir  out 0 bytes, mtime 0\ndir  data 0 bytes, mtime 0\n\
+             \x20 file input.txt 4 bytes, mtime 0\n"
+        ),
+        "{text}"
+    );
+    // Overwriting the mounted file is refused (read-only), in every scratch setting.
+    let out = run_files(&["sort", "/data/input.txt", "/data/input.txt"], 0, &blobs);
+    assert_eq!(out.execution.status, ExecStatus::Exited { code: 1 });
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Names that cannot be mounted: the run is refused, not started.
+    for bad in [
+        vec!["/a", "/a/b"],
+        vec!["/blobs/x"],
+        vec!["/tmp"],
+        vec!["/x/../y"],
+    ] {
+        let blobs: Vec<Blob> = bad.iter().map(|n| Blob::new(*n, &b"x"[..])).collect();
+        let task = TaskRun {
+            args: &[],
+            env: &[],
+            stdin: b"",
+            seed: 0,
+            limits: limits(),
+            blobs: &blobs,
+        };
+        let r = sandbox().run(files(), &task, &mut |_| {});
+        assert!(
+            matches!(r, Err(runegrid_sandbox::SandboxError::InvalidTask(_))),
+            "{bad:?}: {r:?}"
+        );
+    }
+}
+
 /// A C program built with clang and wasi-libc: reads a blob, spills to `/tmp`, writes
 /// `/out/words/*`, lists and stats them.
 #[test]

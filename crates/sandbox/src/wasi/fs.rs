@@ -1,18 +1,23 @@
 //! The task's file system: a tree in memory, built fresh for every attempt and discarded after
-//! it. Read-only blobs are mounted under [`MOUNT_DIR`]; with `Limits::scratch_bytes > 0` the
-//! whole tree is rooted at a writable `/` holding `blobs` (when any blob is mounted), `tmp` and
-//! `out`. With no blob and no scratch nothing here is reachable and the host answers exactly as
-//! without a file system (no preopens, `path_*` → `ENOTCAPABLE`, every fd above 2 → `EBADF`).
+//! it. Read-only blobs are mounted under [`MOUNT_DIR`] (a plain name) or at their own absolute
+//! path (a name starting with `/`, see [`runegrid_core::mounts`]); with
+//! `Limits::scratch_bytes > 0`, or any blob mounted at a path, the whole tree is rooted at `/`
+//! holding `blobs` (when any blob has a plain name), `tmp` and `out` (writable within the
+//! scratch space; with none every creation is `ENOSPC`). With no blob and no scratch nothing
+//! here is reachable and the host answers exactly as without a file system (no preopens,
+//! `path_*` → `ENOTCAPABLE`, every fd above 2 → `EBADF`).
 //!
 //! What a browser host must reproduce, bit for bit:
 //!
 //! - **Nodes** are numbered (`ino`) from 1 in creation order and never reused in a run. At
-//!   start, in this order: with blobs, the directory `/blobs` (read-only), then each blob in
-//!   mount order (read-only files); with scratch, the root `/`, then `tmp` and `out` (empty,
-//!   writable). The root's entries are `blobs` (when mounted), `tmp`, `out`. Nodes present at
-//!   start have all timestamps 0 and cost nothing.
-//! - **Preopens**: fd 3 is `/blobs` when blobs are mounted; the next fd (3 or 4) is `/` when
-//!   scratch is on. `fd_prestat_get(fd, out)` writes the 8-byte prestat (tag 0, 3 zero bytes,
+//!   start, in this order: with plain-named blobs, the directory `/blobs` (read-only), then
+//!   each of them in mount order (read-only files); with a root, the root `/`, then `tmp` and
+//!   `out` (empty, writable), then for each blob mounted at a path, in mount order, the
+//!   directories of its path not made yet (writable) and its file (read-only). The root's
+//!   entries are `blobs` (when mounted), `tmp`, `out`, then the path mounts' first components.
+//!   Nodes present at start have all timestamps 0 and cost nothing.
+//! - **Preopens**: fd 3 is `/blobs` when plain-named blobs are mounted; the next fd (3 or 4) is
+//!   `/` when there is a root. `fd_prestat_get(fd, out)` writes the 8-byte prestat (tag 0, 3 zero bytes,
 //!   `u32` name length) for an fd that is still its preopen (closed or renumbered away: it is
 //!   not), `EBADF` otherwise; `fd_prestat_dir_name(fd, buf, len)` writes the name (no NUL),
 //!   `ENAMETOOLONG` when `len` is shorter.
@@ -197,11 +202,12 @@ pub const DIR_WRITE_RIGHTS: u64 = DIR_RIGHTS
     | RIGHTS_PATH_UNLINK_FILE;
 const WRITE_RIGHTS: u64 = RIGHTS_FD_WRITE | RIGHTS_FD_ALLOCATE | RIGHTS_FD_FILESTAT_SET_SIZE;
 
-/// A named read-only file mounted into a run as `/blobs/<name>`. Cloning is cheap: the bytes
-/// are shared between runs.
+/// A read-only file mounted into a run as `/blobs/<name>`, or at `name` when it is an absolute
+/// path. Cloning is cheap: the bytes are shared between runs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Blob {
-    /// File name: not empty, not `.` or `..`, no `/` and no NUL.
+    /// A file name (not empty, not `.` or `..`, no `/` or NUL), or an absolute path of such
+    /// names ([`runegrid_core::mounts::check_mounts`]).
     pub name: String,
     /// The file's content.
     pub bytes: Arc<[u8]>,
@@ -226,21 +232,10 @@ impl std::fmt::Debug for Blob {
     }
 }
 
-/// Checks a run's blobs: valid, distinct names.
+/// Checks a run's blobs: valid, distinct names or paths, none inside another
+/// ([`runegrid_core::mounts::check_mounts`]).
 pub fn check_blobs(blobs: &[Blob]) -> Result<(), String> {
-    for (i, b) in blobs.iter().enumerate() {
-        let n = &b.name;
-        if n.is_empty() || n == "." || n == ".." || n.contains('/') || n.contains('\0') {
-            return Err(format!("invalid blob name {n:?}"));
-        }
-        if n.len() > MAX_NAME {
-            return Err(format!("blob name {n:?} is longer than {MAX_NAME} bytes"));
-        }
-        if blobs[..i].iter().any(|o| &o.name == n) {
-            return Err(format!("blob {n:?} is mounted twice"));
-        }
-    }
-    Ok(())
+    runegrid_core::mounts::check_mounts(blobs.iter().map(|b| b.name.as_str()))
 }
 
 type Ino = u64;
@@ -425,6 +420,8 @@ impl Fs {
             scratch_limit: scratch_bytes,
             ..Fs::default()
         };
+        let (blobs, paths): (Vec<Blob>, Vec<Blob>) =
+            blobs.into_iter().partition(|b| !b.name.starts_with('/'));
         let mount = (!blobs.is_empty()).then(|| {
             let mount = fs.add(Kind::Dir(Dir::default()), 0);
             let mut dir = Dir {
@@ -446,7 +443,7 @@ impl Fs {
             }));
             mount
         });
-        if scratch_bytes > 0 {
+        if scratch_bytes > 0 || !paths.is_empty() {
             let root = fs.add(Kind::Dir(Dir::default()), 0);
             let mut dir = Dir {
                 parent: root,
@@ -468,6 +465,9 @@ impl Fs {
             }
             fs.nodes.get_mut(&root).expect("root").kind = Kind::Dir(dir);
             fs.root = Some(root);
+            for b in paths {
+                fs.mount_at(root, &b);
+            }
             fs.fds.push(Some(Desc {
                 ino: root,
                 preopen: Some(ROOT_DIR),
@@ -507,6 +507,33 @@ impl Fs {
     /// Whether anything is preopened (otherwise every function keeps its unmounted answer).
     pub(crate) fn mounted(&self) -> bool {
         self.active
+    }
+
+    /// Mounts `b` at its absolute path below `root`, making the directories on the way
+    /// (writable, free, timestamps 0); the names were checked by [`check_blobs`].
+    fn mount_at(&mut self, root: Ino, b: &Blob) {
+        let mut dir = root;
+        let parts: Vec<&str> = b.name[1..].split('/').collect();
+        let (file, dirs) = parts.split_last().expect("a path has a name");
+        for name in dirs {
+            dir = match self.dir_of(dir).get(name) {
+                Some(d) => d,
+                None => {
+                    let d = self.add(
+                        Kind::Dir(Dir {
+                            parent: dir,
+                            ..Dir::default()
+                        }),
+                        0,
+                    );
+                    self.dir_mut(dir).put(name, d);
+                    d
+                }
+            };
+        }
+        let ino = self.add(Kind::File(Data::Blob(b.bytes.clone())), 0);
+        self.node_mut(ino).read_only = true;
+        self.dir_mut(dir).put(file, ino);
     }
 
     fn add(&mut self, kind: Kind, now: u64) -> Ino {

@@ -309,6 +309,27 @@ pub(crate) fn scratch_cases(s: &mut Suite) {
             .args(&["sort", "/blobs/data.txt", "/out/sorted.txt"])
             .blobs(&[("data.txt", &data)]),
     );
+    // Blobs mounted at paths of their own, beside plain ones, with and without scratch space.
+    let at_paths = [
+        ("/data/input.txt", data.as_slice()),
+        ("b", blobs[1].1.as_slice()),
+        ("/data/deep/er/x.bin", blobs[3].1.as_slice()),
+        ("/top", b"top\n".as_slice()),
+    ];
+    for (name, limit) in [("tour_paths", 1 << 20), ("tour_paths_no_scratch", 0)] {
+        s.push(
+            s.case("files", name)
+                .args(&["tour"])
+                .blobs(&at_paths)
+                .limits(|l| l.scratch_bytes = limit),
+        );
+    }
+    s.push(
+        s.case("files", "sort_path")
+            .args(&["sort", "/data/input.txt", "/out/sorted.txt"])
+            .blobs(&at_paths),
+    );
+    s.push(s.case("scratch_ops", "paths").blobs(&at_paths));
     // A C program (clang + wasi-libc: stdio, dirent, stat, mkdir, unlink).
     if let Some(wasm) = common::c_example("wordfreq") {
         s.module("wordfreq_c", &wasm);
