@@ -98,6 +98,21 @@ async fn output_files_are_verified_kept_and_downloadable() {
         "the tour is over\n"
     );
 
+    // A seeded job's files are kept in the result cache: the same job again is answered at
+    // once, files included.
+    let mut seeded = j.clone();
+    seeded.seed = Some(3);
+    let first = g.run(&seeded).await;
+    let cached = g.run(&seeded).await;
+    for (a, b) in cached.tasks.iter().zip(&first.tasks) {
+        assert_eq!(a.acceptance, Some(Acceptance::Cached), "{a:?}");
+        assert_eq!(a.files, b.files);
+    }
+    assert_eq!(
+        c.task_file(cached.job, 0, "sorted.txt").await.unwrap(),
+        want.as_bytes()
+    );
+
     // `submit --blob /PATH=FILE` mounts an input at a path of its own.
     let wasm = g.data().join("files.wasm");
     std::fs::write(&wasm, runegrid_examples::FILES).unwrap();

@@ -95,12 +95,16 @@ pub struct CachedResult {
     /// What the run wrote to stderr, as the first agreeing replica reported it: shown (a chat
     /// answer's token counts come from it), never compared.
     pub stderr: String,
+    /// The records of its output files (their bytes stay in the coordinator's blob store).
+    pub files: Vec<crate::OutputFile>,
 }
 
 impl CachedResult {
-    /// What it counts for against the cache's bound: its stdout, stderr and a fixed overhead.
+    /// What it counts for against the cache's bound: its stdout, stderr, file records and a
+    /// fixed overhead.
     pub fn bytes(&self) -> u64 {
-        (self.stdout.len() + self.stderr.len()) as u64 + ENTRY_OVERHEAD
+        let files: usize = self.files.iter().map(|f| f.path.len() + 80).sum();
+        (self.stdout.len() + self.stderr.len() + files) as u64 + ENTRY_OVERHEAD
     }
 }
 

@@ -48,7 +48,8 @@ pub struct Need {
     pub exclude: Vec<WorkerId>,
     /// Owners of the workers in `exclude`: workers of other owners are preferred.
     pub owners: Vec<AccountId>,
-    /// The task's memory limit: a worker offering less cannot take it.
+    /// The memory a task may use (its linear memory and scratch space): a worker offering less
+    /// cannot take it.
     pub memory_bytes: u64,
     /// The blobs the task mounts: SHA-256 and size.
     pub blobs: Vec<(String, u64)>,

@@ -79,8 +79,8 @@ impl Model {
     }
 
     /// Limits for a request: the model's memory, [`Model::fuel`], a wall time generous for a
-    /// slow worker (60 s plus 1 s per 2·10^9 fuel), stdout for `max_tokens` long tokens, the
-    /// default scratch file system.
+    /// slow worker (60 s plus 1 s per 2·10^9 fuel), stdout for `max_tokens` long tokens, no
+    /// scratch file system (the program only reads its weights).
     pub fn limits(&self, prompt_bytes: u64, max_tokens: u32) -> runegrid_core::Limits {
         let fuel = self.fuel(prompt_bytes, max_tokens);
         runegrid_core::Limits {
@@ -88,7 +88,8 @@ impl Model {
             memory_bytes: self.memory_bytes,
             wall_time_ms: (60_000 + fuel / 2_000_000).min(runegrid_core::Limits::MAX_WALL_MS),
             stdout_bytes: (64 * max_tokens as u64 + 1024).min(runegrid_core::Limits::MAX_STDOUT),
-            ..runegrid_core::Limits::default()
+            scratch_bytes: 0,
+            output_bytes: 0,
         }
     }
 }

@@ -524,6 +524,13 @@ fn result_cache(s: &mut dyn Store) {
         fuel: u64::MAX - u64::from(n),
         digest: Digest([n; 32]),
         stderr: format!("summary {n}"),
+        files: (0..n % 2)
+            .map(|i| OutputFile {
+                path: format!("out-{n}-{i}.txt"),
+                size: u64::from(n),
+                sha256: format!("{n:02x}").repeat(32),
+            })
+            .collect(),
     };
     let key = |n: u8| CacheKey([n; 32]);
     s.apply(&[

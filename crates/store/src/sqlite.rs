@@ -130,8 +130,10 @@ const MIGRATIONS: &[&str] = &[
          used_at INTEGER NOT NULL
      );
      CREATE INDEX result_cache_used ON result_cache(used_at);",
-    // 7: the records of the files a task's accepted result left under /out (JSON).
-    "ALTER TABLE tasks ADD COLUMN files TEXT NOT NULL DEFAULT '[]';",
+    // 7: the records of the files a task's accepted result (or a cached one) left under /out
+    // (JSON).
+    "ALTER TABLE tasks ADD COLUMN files TEXT NOT NULL DEFAULT '[]';
+     ALTER TABLE result_cache ADD COLUMN files TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// A connection to a runegrid SQLite database.
@@ -697,7 +699,7 @@ impl Store for SqliteStore {
                 }
                 Change::CachePut { key, result, at } => {
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO result_cache (key, status, stdout, fuel, digest, stderr, used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT OR REPLACE INTO result_cache (key, status, stdout, fuel, digest, stderr, used_at, files) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )?
                     .execute(params![
                         &key.0[..],
@@ -706,7 +708,8 @@ impl Store for SqliteStore {
                         result.fuel as i64,
                         result.digest.to_hex(),
                         result.stderr,
-                        at
+                        at,
+                        to_json(&result.files)
                     ])?;
                 }
                 Change::CacheUse { key, at } => {
@@ -770,12 +773,13 @@ impl Store for SqliteStore {
 
     fn cached_results(&mut self) -> Result<Vec<CacheEntry>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT key, status, stdout, fuel, digest, stderr, used_at FROM result_cache ORDER BY used_at, key",
+            "SELECT key, status, stdout, fuel, digest, stderr, used_at, files FROM result_cache ORDER BY used_at, key",
         )?;
         collect(&mut stmt, [], |r| {
             let key: Vec<u8> = r.get(0)?;
             let status: String = r.get(1)?;
             let digest: String = r.get(4)?;
+            let files: String = r.get(7)?;
             Ok(CacheEntry {
                 key: CacheKey(
                     key.try_into()
@@ -788,6 +792,7 @@ impl Store for SqliteStore {
                     digest: Digest::from_hex(&digest)
                         .ok_or_else(|| corrupt("cached digest", &digest))?,
                     stderr: r.get(5)?,
+                    files: from_json("cached files", &files)?,
                 },
                 used_at: r.get(6)?,
             })

@@ -48,7 +48,7 @@ pub(super) fn cached_outcome(r: &CachedResult) -> TaskOutcome {
         digest: Some(r.digest),
         error: None,
         acceptance: Some(Acceptance::Cached),
-        files: Vec::new(),
+        files: r.files.clone(),
     }
 }
 
@@ -115,12 +115,7 @@ impl Grid {
 fn cacheable_result(t: &TaskMem) -> Option<(CacheKey, CachedResult)> {
     let key = t.cache_key?;
     let o = t.outcome.as_ref()?;
-    // Results with output files are not kept: the cache holds stdout only.
-    if t.state != TaskState::Verified
-        || o.error.is_some()
-        || !o.files.is_empty()
-        || !o.acceptance.is_some_and(cacheable)
-    {
+    if t.state != TaskState::Verified || o.error.is_some() || !o.acceptance.is_some_and(cacheable) {
         return None;
     }
     let digest = o.digest?;
@@ -139,6 +134,7 @@ fn cacheable_result(t: &TaskMem) -> Option<(CacheKey, CachedResult)> {
             fuel: o.fuel,
             digest,
             stderr,
+            files: o.files.clone(),
         },
     ))
 }

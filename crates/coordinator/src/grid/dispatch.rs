@@ -68,7 +68,8 @@ impl Grid {
             count,
             exclude,
             owners,
-            memory_bytes: limits.memory_bytes,
+            // Its linear memory and its file system both live in the worker's memory.
+            memory_bytes: limits.memory_bytes.saturating_add(limits.scratch_bytes),
             blobs: t
                 .input
                 .blobs
