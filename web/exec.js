@@ -39,6 +39,7 @@ const EFAULT = 21;
 const EILSEQ = 25;
 const EINVAL = 28;
 const EISDIR = 31;
+const ELOOP = 32;
 const EMFILE = 33;
 const ENAMETOOLONG = 37;
 const ENOENT = 44;
@@ -79,6 +80,10 @@ export const NODE_COST = 64;
 const DEFAULT_SCRATCH_BYTES = 64 << 20;
 const FILETYPE_DIRECTORY = 3;
 const FILETYPE_REGULAR_FILE = 4;
+const FILETYPE_SYMBOLIC_LINK = 7;
+const LOOKUPFLAGS_SYMLINK_FOLLOW = 1;
+/** Most symbolic links one lookup follows (fs.rs MAX_SYMLINK_HOPS). */
+export const MAX_SYMLINK_HOPS = 40;
 const OFLAGS_CREAT = 1;
 const OFLAGS_DIRECTORY = 2;
 const OFLAGS_EXCL = 4;
@@ -355,10 +360,12 @@ class Dir {
  * first `size` are its content: a blob's own array, or the task's, grown by doubling).
  */
 class Node {
-  constructor(dir, bytes, now) {
+  constructor(dir, bytes, now, link = null) {
     this.dir = dir;
     this.bytes = bytes;
     this.size = bytes === null ? 0 : bytes.length;
+    /** A symbolic link's target (a string), else null. */
+    this.link = link;
     /** Mounted: never changed. */
     this.readOnly = false;
     /** Still in a directory (or a preopened root). */
@@ -377,9 +384,16 @@ class Node {
     return this.dir !== null;
   }
 
-  /** A file's length, a directory 0 (fs.rs `Node::len`). */
+  /** fs.rs `Node::filetype`. */
+  filetype() {
+    if (this.dir !== null) return FILETYPE_DIRECTORY;
+    return this.link !== null ? FILETYPE_SYMBOLIC_LINK : FILETYPE_REGULAR_FILE;
+  }
+
+  /** A file's length, a link's target length, a directory 0 (fs.rs `Node::len`). */
   len() {
-    return this.dir === null ? this.size : 0;
+    if (this.dir !== null) return 0;
+    return this.link !== null ? utf8Length(this.link) : this.size;
   }
 
   /** What it counts in `used` (BigInt). */
@@ -469,7 +483,7 @@ export class Fs {
         const path = prefix + e.name;
         const node = this.node(e.ino);
         if (node.isDir()) walk(node.dir, `${path}/`);
-        else files.push({ path, pathBytes: UTF8_ENCODER.encode(path), bytes: node.bytes.slice(0, node.size) });
+        else if (node.link === null) files.push({ path, pathBytes: UTF8_ENCODER.encode(path), bytes: node.bytes.slice(0, node.size) });
       }
     };
     const out = this.root === undefined ? undefined : this.dirOf(this.root).get('out');
@@ -547,12 +561,19 @@ export class Fs {
     return d.ino;
   }
 
-  /** fs.rs `lookup`: resolves `path` from the directory `start` (raises its errno). */
-  lookup(start, path) {
+  /**
+   * fs.rs `lookup`: resolves `path` from the directory `start` (raises its errno); a symbolic
+   * link is followed where it is not the last component, and there when `follow`.
+   */
+  lookup(start, path, follow) {
     if (path === '') fail(ENOENT);
     if (path.startsWith('/')) fail(ENOTCAPABLE);
+    // The components left, last first: a followed link's target is pushed in front.
+    const parts = path.split('/').reverse();
     const stack = [start];
-    for (const part of path.split('/')) {
+    let hops = 0;
+    while (parts.length > 0) {
+      const part = parts.pop();
       const dir = this.node(stack[stack.length - 1]).dir;
       if (dir === null) fail(ENOTDIR);
       if (part === '' || part === '.') continue;
@@ -562,7 +583,15 @@ export class Fs {
         continue;
       }
       if (utf8Length(part) > MAX_NAME) fail(ENAMETOOLONG);
-      stack.push(dir.get(part) ?? fail(ENOENT));
+      const child = dir.get(part) ?? fail(ENOENT);
+      const link = this.node(child).link;
+      if (link !== null && (follow || parts.length > 0)) {
+        hops += 1;
+        if (hops > MAX_SYMLINK_HOPS) fail(ELOOP);
+        parts.push(...link.split('/').reverse());
+      } else {
+        stack.push(child);
+      }
     }
     return stack[stack.length - 1];
   }
@@ -582,7 +611,7 @@ export class Fs {
     const i = trimmed.lastIndexOf('/');
     const dirPath = i >= 0 ? trimmed.slice(0, i) : '';
     const name = i >= 0 ? trimmed.slice(i + 1) : trimmed;
-    const dir = dirPath === '' ? start : this.lookup(start, dirPath);
+    const dir = dirPath === '' ? start : this.lookup(start, dirPath, true);
     if (!this.node(dir).isDir()) fail(ENOTDIR);
     if (utf8Length(name) > MAX_NAME) fail(ENAMETOOLONG);
     return [dir, name, trailing];
@@ -646,7 +675,7 @@ export class Fs {
     const stat = new Uint8Array(64);
     const v = new DataView(stat.buffer);
     v.setBigUint64(8, BigInt(ino), true);
-    stat[16] = node.isDir() ? FILETYPE_DIRECTORY : FILETYPE_REGULAR_FILE;
+    stat[16] = node.filetype();
     v.setBigUint64(24, node.linked ? 1n : 0n, true);
     v.setBigUint64(32, BigInt(node.len()), true);
     v.setBigUint64(40, node.atim, true);
@@ -704,19 +733,20 @@ export class Fs {
   }
 
   /** path_open; `rightsBase` is the i64 BigInt, `now` the u64 BigInt. */
-  pathOpen(mem, dirfd, pathPtr, pathLen, oflags, rightsBase, fdflags, out, now) {
+  pathOpen(mem, dirfd, dirflags, pathPtr, pathLen, oflags, rightsBase, fdflags, out, now) {
     return attempt(() => {
       const start = this.dir(dirfd);
       Host.range(mem, pathPtr, pathLen >>> 0);
       Host.range(mem, out, 4);
       const path = Fs.path(mem, pathPtr, pathLen);
-      const fd = this.open(start, path, oflags, BigInt.asUintN(64, BigInt(rightsBase)), fdflags, now);
+      const follow = (dirflags & LOOKUPFLAGS_SYMLINK_FOLLOW) !== 0;
+      const fd = this.open(start, path, follow, oflags, BigInt.asUintN(64, BigInt(rightsBase)), fdflags, now);
       Host.writeU32(mem, out, fd);
     });
   }
 
   /** fs.rs `open`: the new fd; raises the errno. */
-  open(start, path, oflags, rights, fdflags, now) {
+  open(start, path, follow, oflags, rights, fdflags, now) {
     const write = (rights & WRITE_RIGHTS) !== 0n || (fdflags & FDFLAGS_APPEND) !== 0;
     const trunc = (oflags & OFLAGS_TRUNC) !== 0;
     const wantDir = (oflags & OFLAGS_DIRECTORY) !== 0;
@@ -725,7 +755,11 @@ export class Fs {
     let create = null;
     if ((oflags & OFLAGS_CREAT) !== 0) {
       const [dir, name, trailing] = this.parent(start, path);
-      const existing = name === '.' || name === '..' ? this.lookup(start, path) : this.dirOf(dir).get(name);
+      let existing = this.dirOf(dir).get(name);
+      if (name === '.' || name === '..') existing = this.lookup(start, path, true);
+      else if (existing !== undefined && follow && this.node(existing).link !== null) {
+        existing = this.lookup(start, path, true);
+      }
       if (existing !== undefined) {
         if ((oflags & OFLAGS_EXCL) !== 0) fail(EEXIST);
         if (trailing && !this.node(existing).isDir()) fail(ENOTDIR);
@@ -736,10 +770,11 @@ export class Fs {
         create = [dir, name];
       }
     } else {
-      ino = this.lookup(start, path);
+      ino = this.lookup(start, path, follow);
     }
     if (ino !== null) {
       const node = this.node(ino);
+      if (node.link !== null) fail(ELOOP);
       if (wantDir && !node.isDir()) fail(ENOTDIR);
       if (node.isDir() && (write || trunc)) fail(EISDIR);
       if (node.readOnly && (write || trunc)) fail(EROFS);
@@ -768,12 +803,13 @@ export class Fs {
     return slot + 3;
   }
 
-  pathFilestatGet(mem, dirfd, pathPtr, pathLen, out) {
+  pathFilestatGet(mem, dirfd, flags, pathPtr, pathLen, out) {
     return attempt(() => {
       const start = this.dir(dirfd);
       Host.range(mem, pathPtr, pathLen >>> 0);
       const [s] = Host.range(mem, out, 64);
-      const stat = this.filestat(this.lookup(start, Fs.path(mem, pathPtr, pathLen)));
+      const follow = (flags & LOOKUPFLAGS_SYMLINK_FOLLOW) !== 0;
+      const stat = this.filestat(this.lookup(start, Fs.path(mem, pathPtr, pathLen), follow));
       mem.set(stat, s);
     });
   }
@@ -809,12 +845,12 @@ export class Fs {
     return attempt(() => this.setTimes(d.ino, Fs.times(atim, mtim, flags, now), now));
   }
 
-  pathSetTimes(mem, dirfd, pathPtr, pathLen, atim, mtim, flags, now) {
+  pathSetTimes(mem, dirfd, lookupFlags, pathPtr, pathLen, atim, mtim, flags, now) {
     return attempt(() => {
       const start = this.dir(dirfd);
       const path = Fs.path(mem, pathPtr, pathLen);
       const times = Fs.times(atim, mtim, flags, now);
-      const ino = this.lookup(start, path);
+      const ino = this.lookup(start, path, (lookupFlags & LOOKUPFLAGS_SYMLINK_FOLLOW) !== 0);
       this.setTimes(ino, times, now);
     });
   }
@@ -921,12 +957,40 @@ export class Fs {
       Host.range(mem, pathPtr, pathLen >>> 0);
       Host.range(mem, buf, bufLen >>> 0);
       Host.range(mem, out, 4);
-      this.lookup(start, Fs.path(mem, pathPtr, pathLen));
-      fail(EINVAL);
+      const link = this.node(this.lookup(start, Fs.path(mem, pathPtr, pathLen), false)).link;
+      if (link === null) fail(EINVAL);
+      const bytes = UTF8_ENCODER.encode(link);
+      const n = Math.min(bytes.length, bufLen >>> 0);
+      mem.set(bytes.subarray(0, n), buf >>> 0);
+      Host.writeU32(mem, out, n);
     });
   }
 
-  /** path_symlink and path_link: no links here (`paths`: [ptr, len] pairs). */
+  /** fs.rs `symlink` (path_symlink): same checks in the same order. */
+  symlink(mem, targetPtr, targetLen, dirfd, pathPtr, pathLen, now) {
+    return attempt(() => {
+      const start = this.dir(dirfd);
+      Host.range(mem, targetPtr, targetLen >>> 0);
+      Host.range(mem, pathPtr, pathLen >>> 0);
+      const target = Fs.path(mem, targetPtr, targetLen);
+      const path = Fs.path(mem, pathPtr, pathLen);
+      if (target.startsWith('/')) fail(ENOTCAPABLE);
+      if (target === '') fail(ENOENT);
+      const [dir, name, trailing] = this.parent(start, path);
+      if (name === '.' || name === '..') fail(EEXIST);
+      const existing = this.dirOf(dir).get(name);
+      if (existing !== undefined) {
+        if (trailing && !this.node(existing).isDir()) fail(ENOTDIR);
+        fail(EEXIST);
+      }
+      if (trailing) fail(ENOENT);
+      this.canChange(dir);
+      this.room(BigInt(NODE_COST + utf8Length(name) + utf8Length(target)), 0n);
+      this.create(dir, name, new Node(null, null, now, target), now);
+    });
+  }
+
+  /** path_link: no hard links here (`paths`: [ptr, len] pairs). */
   noLinks(mem, fds, paths) {
     for (const fd of fds) {
       const e = attempt(() => this.dir(fd));
@@ -1143,7 +1207,7 @@ export class Fs {
       v.setBigUint64(0, BigInt(entry.k + 1), true);
       v.setBigUint64(8, BigInt(entry.ino), true);
       v.setUint32(16, name.length, true);
-      ent[20] = this.node(entry.ino).isDir() ? FILETYPE_DIRECTORY : FILETYPE_REGULAR_FILE;
+      ent[20] = this.node(entry.ino).filetype();
       ent.set(name, 24);
       parts.push(ent);
       total += ent.length;
@@ -1552,10 +1616,10 @@ class Host {
       fd_renumber: (from, to) => fs.renumber(from, to),
       fd_filestat_set_size: (fd, size) => fs.setSize(fd, u64(size), this.now()) ?? EINVAL,
       fd_filestat_set_times: (fd, atim, mtim, flags) => fs.fdSetTimes(fd, atim, mtim, flags, this.now()) ?? EINVAL,
-      path_open: path((mem, now, dirfd, _dirflags, p, pLen, oflags, rightsBase, _rightsInheriting, fdflags, out) =>
-        fs.pathOpen(mem, dirfd, p, pLen, oflags, rightsBase, fdflags, out, now),
+      path_open: path((mem, now, dirfd, dirflags, p, pLen, oflags, rightsBase, _rightsInheriting, fdflags, out) =>
+        fs.pathOpen(mem, dirfd, dirflags, p, pLen, oflags, rightsBase, fdflags, out, now),
       ),
-      path_filestat_get: path((mem, _now, dirfd, _flags, p, pLen, out) => fs.pathFilestatGet(mem, dirfd, p, pLen, out)),
+      path_filestat_get: path((mem, _now, dirfd, flags, p, pLen, out) => fs.pathFilestatGet(mem, dirfd, flags, p, pLen, out)),
       path_create_directory: path((mem, now, fd, p, pLen) => fs.createDirectory(mem, fd, p, pLen, now)),
       path_remove_directory: path((mem, now, fd, p, pLen) => fs.removeDirectory(mem, fd, p, pLen, now)),
       path_unlink_file: path((mem, now, fd, p, pLen) => fs.unlinkFile(mem, fd, p, pLen, now)),
@@ -1565,14 +1629,12 @@ class Host {
       path_readlink: path((mem, _now, fd, p, pLen, buf, bufLen, out) =>
         fs.readlink(mem, fd, p, pLen, buf, bufLen, out),
       ),
-      path_symlink: path((mem, _now, old, oldLen, fd, neu, newLen) =>
-        fs.noLinks(mem, [fd], [[old, oldLen], [neu, newLen]]),
-      ),
+      path_symlink: path((mem, now, old, oldLen, fd, neu, newLen) => fs.symlink(mem, old, oldLen, fd, neu, newLen, now)),
       path_link: path((mem, _now, oldFd, _flags, old, oldLen, newFd, neu, newLen) =>
         fs.noLinks(mem, [oldFd, newFd], [[old, oldLen], [neu, newLen]]),
       ),
-      path_filestat_set_times: path((mem, now, fd, _flags, p, pLen, atim, mtim, fst) =>
-        fs.pathSetTimes(mem, fd, p, pLen, atim, mtim, fst, now),
+      path_filestat_set_times: path((mem, now, fd, lookupFlags, p, pLen, atim, mtim, fst) =>
+        fs.pathSetTimes(mem, fd, lookupFlags, p, pLen, atim, mtim, fst, now),
       ),
       proc_exit: (code) => {
         throw new Stop({ kind: 'exited', code });

@@ -81,6 +81,7 @@ mod errno {
     pub const MFILE: i32 = 33;
     pub const EXIST: i32 = 20;
     pub const ISDIR: i32 = 31;
+    pub const LOOP: i32 = 32;
     pub const NOSPC: i32 = 51;
     pub const NOTEMPTY: i32 = 55;
     pub const NAMETOOLONG: i32 = 37;
@@ -792,7 +793,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         "path_open",
         |mut c: Caller<'_, Host>,
          dirfd: i32,
-         _dirflags: i32,
+         dirflags: i32,
          path: i32,
          path_len: i32,
          oflags: i32,
@@ -808,6 +809,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                 h.fs.path_open(
                     m,
                     dirfd,
+                    dirflags,
                     path,
                     path_len,
                     oflags,
@@ -822,12 +824,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap(
         WASI,
         "path_filestat_get",
-        |mut c: Caller<'_, Host>, dirfd: i32, _flags: i32, path: i32, len: i32, out: i32| {
+        |mut c: Caller<'_, Host>, dirfd: i32, flags: i32, path: i32, len: i32, out: i32| {
             if !c.data().fs.mounted() {
                 return Ok(errno::NOTCAPABLE);
             }
             with_mem(&mut c, |m, h| {
-                h.fs.path_filestat_get(m, dirfd, path, len, out)
+                h.fs.path_filestat_get(m, dirfd, flags, path, len, out)
             })
         },
     )?;
@@ -890,8 +892,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         WASI,
         "path_symlink",
         |mut c: Caller<'_, Host>, old: i32, old_len: i32, fd: i32, new: i32, new_len: i32| {
-            path_call(&mut c, |m, h, _| {
-                h.fs.no_links(m, &[fd], &[(old, old_len), (new, new_len)])
+            path_call(&mut c, |m, h, now| {
+                h.fs.symlink(m, old, old_len, fd, new, new_len, now)
             })
         },
     )?;
@@ -916,14 +918,14 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         "path_filestat_set_times",
         |mut c: Caller<'_, Host>,
          fd: i32,
-         _flags: i32,
+         lookup_flags: i32,
          path: i32,
          len: i32,
          atim: i64,
          mtim: i64,
          fst: i32| {
             path_call(&mut c, |m, h, now| {
-                h.fs.path_set_times(m, fd, path, len, atim, mtim, fst, now)
+                h.fs.path_set_times(m, fd, lookup_flags, path, len, atim, mtim, fst, now)
             })
         },
     )?;

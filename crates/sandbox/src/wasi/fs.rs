@@ -31,7 +31,12 @@
 //!   gives `ENOTCAPABLE` (paths are relative to a directory fd); components split at `/`;
 //!   empty components and `.` stay; `..` goes back one component and gives `ENOTCAPABLE` at the
 //!   fd's directory; a component longer than [`MAX_NAME`] bytes gives `ENAMETOOLONG`, a missing
-//!   name `ENOENT`; any component (even empty) after a file gives `ENOTDIR`. The empty path is
+//!   name `ENOENT`; any component (even empty) after a file gives `ENOTDIR`. A symbolic link
+//!   met before the last component (a trailing `/` counts as one more) is followed: its
+//!   target's components take its place, from its directory (`..` still cannot leave the fd's
+//!   directory); the last component too where the call follows links (`path_open`,
+//!   `path_filestat_get`, `path_filestat_set_times` with `LOOKUPFLAGS_SYMLINK_FOLLOW`); more
+//!   than [`MAX_SYMLINK_HOPS`] links in one lookup give `ELOOP`. The empty path is
 //!   `ENOENT`. Functions that name an entry to create, remove or rename split the path with
 //!   [`Fs::parent`]: trailing `/`s are dropped (noting that there was one), the part before
 //!   the last `/` is looked up (it must be a directory: `ENOTDIR`) and the last component is
@@ -102,9 +107,15 @@
 //!   an existing node: read-only `EROFS`, a directory onto a file `ENOTDIR`, onto a non-empty
 //!   directory `ENOTEMPTY`, a file onto a directory `EISDIR`; then `ENOSPC` (the name's length
 //!   changes the cost; a replaced node not open frees its own).
-//! - **No links**: `path_readlink(fd, path, len, buf, buf_len, out)` gives `EINVAL` for an
-//!   existing node (none is a link), the lookup's error otherwise; `path_symlink` and
-//!   `path_link` give `ENOTSUP` after their fd and memory checks.
+//! - **Symbolic links**: `path_symlink(target, len, fd, path, len)` (see [`Fs::symlink`] for
+//!   its errnos; targets are relative) makes a link costing [`NODE_COST`] + name + target; its
+//!   filestat has filetype 7 (`SYMBOLIC_LINK`) and the target's length as size, and so has its
+//!   listing entry; `path_readlink(fd, path, len, buf, buf_len, out)` (the last component not
+//!   followed) writes the first `buf_len` bytes of the target and their count, `EINVAL` for a
+//!   node that is no link. `path_open` on a link not followed gives `ELOOP`; with `CREAT` an
+//!   existing link is followed when the call follows links (a dangling one: `ENOENT`). Unlink
+//!   and rename act on the link itself; links under `/out` are not outputs. `path_link` (hard
+//!   links) gives `ENOTSUP` after its fd and memory checks.
 //! - **`fd_close`** frees the number; a removed node's cost goes with its last fd.
 //!   **`fd_renumber(from, to)`**: both above 2 and open: `to` is closed and gets `from`'s
 //!   description (a preopen stays a preopen), `from` is freed (`from == to`: nothing); stdio
@@ -127,6 +138,11 @@ pub const NODE_COST: u64 = 64;
 
 const FILETYPE_DIRECTORY: u8 = 3;
 const FILETYPE_REGULAR_FILE: u8 = 4;
+const FILETYPE_SYMBOLIC_LINK: u8 = 7;
+
+const LOOKUPFLAGS_SYMLINK_FOLLOW: i32 = 1;
+/// Most symbolic links one lookup follows (`ELOOP` past it).
+pub const MAX_SYMLINK_HOPS: u32 = 40;
 
 const OFLAGS_CREAT: i32 = 1;
 const OFLAGS_DIRECTORY: i32 = 2;
@@ -296,6 +312,8 @@ impl Dir {
 enum Kind {
     Dir(Dir),
     File(Data),
+    /// A symbolic link and its target (relative, not empty).
+    Symlink(String),
 }
 
 #[derive(Debug)]
@@ -331,7 +349,15 @@ impl Node {
     fn dir(&self) -> Option<&Dir> {
         match &self.kind {
             Kind::Dir(d) => Some(d),
-            Kind::File(_) => None,
+            Kind::File(_) | Kind::Symlink(_) => None,
+        }
+    }
+
+    fn filetype(&self) -> u8 {
+        match &self.kind {
+            Kind::Dir(_) => FILETYPE_DIRECTORY,
+            Kind::File(_) => FILETYPE_REGULAR_FILE,
+            Kind::Symlink(_) => FILETYPE_SYMBOLIC_LINK,
         }
     }
 
@@ -343,6 +369,7 @@ impl Node {
         match &self.kind {
             Kind::Dir(_) => 0,
             Kind::File(d) => d.bytes().len() as u64,
+            Kind::Symlink(t) => t.len() as u64,
         }
     }
 
@@ -488,6 +515,7 @@ impl Fs {
                 match &fs.node(*ino).kind {
                     Kind::Dir(d) => walk(fs, d, &format!("{path}/"), out),
                     Kind::File(data) => out.push((path, data.bytes().to_vec())),
+                    Kind::Symlink(_) => {}
                 }
             }
         }
@@ -558,7 +586,7 @@ impl Fs {
     fn dir_mut(&mut self, ino: Ino) -> &mut Dir {
         match &mut self.node_mut(ino).kind {
             Kind::Dir(d) => d,
-            Kind::File(_) => panic!("not a directory"),
+            Kind::File(_) | Kind::Symlink(_) => panic!("not a directory"),
         }
     }
 
@@ -605,16 +633,20 @@ impl Fs {
         }
     }
 
-    /// Resolves `path` from the directory `start` (see the module documentation).
-    fn lookup(&self, start: Ino, path: &str) -> Result<Ino, i32> {
+    /// Resolves `path` from the directory `start` (see the module documentation); a symbolic
+    /// link is followed where it is not the last component, and there when `follow`.
+    fn lookup(&self, start: Ino, path: &str, follow: bool) -> Result<Ino, i32> {
         if path.is_empty() {
             return Err(errno::NOENT);
         }
         if path.starts_with('/') {
             return Err(errno::NOTCAPABLE);
         }
+        // The components left, last first: a followed link's target is pushed in front.
+        let mut parts: Vec<&str> = path.split('/').rev().collect();
         let mut stack = vec![start];
-        for part in path.split('/') {
+        let mut hops = 0;
+        while let Some(part) = parts.pop() {
             let cur = *stack.last().expect("start");
             let Some(dir) = self.node(cur).dir() else {
                 return Err(errno::NOTDIR);
@@ -628,7 +660,19 @@ impl Fs {
                     stack.pop();
                 }
                 name if name.len() > MAX_NAME => return Err(errno::NAMETOOLONG),
-                name => stack.push(dir.get(name).ok_or(errno::NOENT)?),
+                name => {
+                    let child = dir.get(name).ok_or(errno::NOENT)?;
+                    match &self.node(child).kind {
+                        Kind::Symlink(target) if follow || !parts.is_empty() => {
+                            hops += 1;
+                            if hops > MAX_SYMLINK_HOPS {
+                                return Err(errno::LOOP);
+                            }
+                            parts.extend(target.split('/').rev());
+                        }
+                        _ => stack.push(child),
+                    }
+                }
             }
         }
         Ok(*stack.last().expect("start"))
@@ -655,7 +699,7 @@ impl Fs {
         let dir = if dir.is_empty() {
             start
         } else {
-            self.lookup(start, dir)?
+            self.lookup(start, dir, true)?
         };
         if !self.node(dir).is_dir() {
             return Err(errno::NOTDIR);
@@ -732,11 +776,7 @@ impl Fs {
         let node = self.node(ino);
         let mut stat = [0u8; 64];
         stat[8..16].copy_from_slice(&ino.to_le_bytes());
-        stat[16] = if node.is_dir() {
-            FILETYPE_DIRECTORY
-        } else {
-            FILETYPE_REGULAR_FILE
-        };
+        stat[16] = node.filetype();
         stat[24..32].copy_from_slice(&u64::from(node.linked).to_le_bytes());
         stat[32..40].copy_from_slice(&node.len().to_le_bytes());
         stat[40..48].copy_from_slice(&node.atim.to_le_bytes());
@@ -806,6 +846,7 @@ impl Fs {
         &mut self,
         mem: &mut [u8],
         dirfd: i32,
+        dirflags: i32,
         path: i32,
         path_len: i32,
         oflags: i32,
@@ -827,16 +868,27 @@ impl Fs {
             Ok(p) => p,
             Err(e) => return e,
         };
-        match self.open(start, &path, oflags, rights_base as u64, fdflags, now) {
+        let follow = dirflags & LOOKUPFLAGS_SYMLINK_FOLLOW != 0;
+        match self.open(
+            start,
+            &path,
+            follow,
+            oflags,
+            rights_base as u64,
+            fdflags,
+            now,
+        ) {
             Ok(fd) => errno_of(write_u32(mem, out, fd)),
             Err(e) => e,
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn open(
         &mut self,
         start: Ino,
         path: &str,
+        follow: bool,
         oflags: i32,
         rights: u64,
         fdflags: i32,
@@ -848,10 +900,12 @@ impl Fs {
         // `Ok(node)` opens a node that exists; `Err((dir, name))` creates `name` in `dir`.
         let target: Result<Ino, (Ino, &str)> = if oflags & OFLAGS_CREAT != 0 {
             let (dir, name, trailing) = self.parent(start, path)?;
-            let existing = if name == "." || name == ".." {
-                Some(self.lookup(start, path)?)
-            } else {
-                self.dir_of(dir).get(name)
+            let existing = match self.dir_of(dir).get(name) {
+                _ if name == "." || name == ".." => Some(self.lookup(start, path, true)?),
+                Some(l) if follow && matches!(self.node(l).kind, Kind::Symlink(_)) => {
+                    Some(self.lookup(start, path, true)?)
+                }
+                other => other,
             };
             match existing {
                 Some(_) if oflags & OFLAGS_EXCL != 0 => return Err(errno::EXIST),
@@ -864,10 +918,13 @@ impl Fs {
                 }
             }
         } else {
-            Ok(self.lookup(start, path)?)
+            Ok(self.lookup(start, path, follow)?)
         };
         if let Ok(ino) = target {
             let node = self.node(ino);
+            if matches!(node.kind, Kind::Symlink(_)) {
+                return Err(errno::LOOP);
+            }
             if want_dir && !node.is_dir() {
                 return Err(errno::NOTDIR);
             }
@@ -920,6 +977,7 @@ impl Fs {
         &mut self,
         mem: &mut [u8],
         dirfd: i32,
+        flags: i32,
         path: i32,
         path_len: i32,
         out: i32,
@@ -933,7 +991,9 @@ impl Fs {
         {
             return e;
         }
-        let node = match Self::path(mem, path, path_len).and_then(|p| self.lookup(start, p)) {
+        let follow = flags & LOOKUPFLAGS_SYMLINK_FOLLOW != 0;
+        let node = match Self::path(mem, path, path_len).and_then(|p| self.lookup(start, p, follow))
+        {
             Ok(n) => n,
             Err(e) => return e,
         };
@@ -995,6 +1055,7 @@ impl Fs {
         &mut self,
         mem: &[u8],
         dirfd: i32,
+        lookup_flags: i32,
         path: i32,
         path_len: i32,
         atim: i64,
@@ -1009,7 +1070,8 @@ impl Fs {
         errno_of((|| {
             let path = Self::path(mem, path, path_len)?;
             let times = Self::times(atim, mtim, flags, now)?;
-            let ino = self.lookup(start, path)?;
+            let follow = lookup_flags & LOOKUPFLAGS_SYMLINK_FOLLOW != 0;
+            let ino = self.lookup(start, path, follow)?;
             self.set_times(ino, times, now)
         })())
     }
@@ -1220,7 +1282,7 @@ impl Fs {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn readlink(
         &self,
-        mem: &[u8],
+        mem: &mut [u8],
         dirfd: i32,
         path: i32,
         path_len: i32,
@@ -1237,12 +1299,65 @@ impl Fs {
             range(mem.len(), buf, u64::from(buf_len as u32))?;
             range(mem.len(), out, 4)?;
             let path = Self::path(mem, path, path_len)?;
-            self.lookup(start, path)?;
-            Err(errno::INVAL)
+            let Kind::Symlink(target) = &self.node(self.lookup(start, path, false)?).kind else {
+                return Err(errno::INVAL);
+            };
+            let n = target.len().min(buf_len as u32 as usize);
+            mem[buf as u32 as usize..][..n].copy_from_slice(&target.as_bytes()[..n]);
+            write_u32(mem, out, n as u32)
         })())
     }
 
-    /// `path_symlink` and `path_link`: no links here.
+    /// `path_symlink(target, target_len, dirfd, path, path_len)`: the fd, both paths' memory,
+    /// both UTF-8, the split of `path`; an absolute or empty target `ENOTCAPABLE`/`ENOENT`; a
+    /// name `.`/`..` or an existing one `EEXIST` (an existing file named with a trailing `/`
+    /// `ENOTDIR`); a missing one with a trailing `/` `ENOENT`; then `EROFS`/`ENOENT` for the
+    /// directory and `ENOSPC` ([`NODE_COST`] + name + target).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn symlink(
+        &mut self,
+        mem: &[u8],
+        target: i32,
+        target_len: i32,
+        dirfd: i32,
+        path: i32,
+        path_len: i32,
+        now: u64,
+    ) -> i32 {
+        let start = match self.dir(dirfd) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        errno_of((|| {
+            range(mem.len(), target, u64::from(target_len as u32))?;
+            range(mem.len(), path, u64::from(path_len as u32))?;
+            let target = Self::path(mem, target, target_len)?;
+            let path = Self::path(mem, path, path_len)?;
+            if target.starts_with('/') {
+                return Err(errno::NOTCAPABLE);
+            }
+            if target.is_empty() {
+                return Err(errno::NOENT);
+            }
+            let (dir, name, trailing) = self.parent(start, path)?;
+            if name == "." || name == ".." {
+                return Err(errno::EXIST);
+            }
+            match self.dir_of(dir).get(name) {
+                Some(n) if trailing && !self.node(n).is_dir() => return Err(errno::NOTDIR),
+                Some(_) => return Err(errno::EXIST),
+                None if trailing => return Err(errno::NOENT),
+                None => {}
+            }
+            self.can_change(dir)?;
+            self.room(NODE_COST + name.len() as u64 + target.len() as u64, 0)?;
+            let (name, target) = (name.to_owned(), target.to_owned());
+            self.create(dir, &name, Kind::Symlink(target), now);
+            Ok(())
+        })())
+    }
+
+    /// `path_link`: no hard links here.
     pub(crate) fn no_links(&self, mem: &[u8], fds: &[i32], paths: &[(i32, i32)]) -> i32 {
         for &fd in fds {
             if let Err(e) = self.dir(fd) {
@@ -1552,11 +1667,7 @@ impl Fs {
             if listing.len() >= len {
                 break;
             }
-            let ty = if self.node(*child).is_dir() {
-                FILETYPE_DIRECTORY
-            } else {
-                FILETYPE_REGULAR_FILE
-            };
+            let ty = self.node(*child).filetype();
             listing.extend_from_slice(&(k + 1).to_le_bytes());
             listing.extend_from_slice(&child.to_le_bytes());
             listing.extend_from_slice(&(name.len() as u32).to_le_bytes());

@@ -261,6 +261,15 @@ pub(crate) fn suite() -> Suite {
 pub(crate) fn scratch_cases(s: &mut Suite) {
     let blobs = mounted();
     let refs: Vec<(&str, &[u8])> = blobs.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    s.module("symlinks", wat(SYMLINKS).as_bytes());
+    s.push(s.case("symlinks", "default"));
+    s.push(s.case("symlinks", "mounted").blobs(&refs));
+    for limit in [100, 400, 1_000] {
+        s.push(
+            s.case("symlinks", &format!("scratch_{limit}"))
+                .limits(|l| l.scratch_bytes = limit),
+        );
+    }
     s.module("scratch_ops", wat(SCRATCH_OPS).as_bytes());
     s.push(s.case("scratch_ops", "default"));
     s.push(s.case("scratch_ops", "mounted").blobs(&refs));
