@@ -20,6 +20,10 @@ pub enum Suite {
     /// Credits: what liars keep after audits (goal 0), honest earnings checked attempt by
     /// attempt, and throughput charging vs `--free`.
     Credits(crate::bench_credits::CreditsBenchArgs),
+    /// Classic benchmark programs (n-body, spectral norm, fannkuch, binary trees, ...) built
+    /// natively and for wasm32-wasip1: how much slower plain wasmtime, the instrumented sandbox
+    /// (with and without NaN canonicalization) and V8 run them than native code.
+    Programs(crate::bench_programs::ProgramsBenchArgs),
 }
 
 #[derive(Args)]
@@ -61,6 +65,7 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
         Some(Suite::Browser(b)) => return crate::bench_browser::run(b).await,
         Some(Suite::Credits(c)) => return crate::bench_credits::run(c).await,
         Some(Suite::Infer(i)) => return crate::bench_infer::run(i).await,
+        Some(Suite::Programs(p)) => return crate::bench_programs::run(p).await,
         None => {}
     }
     println!(

@@ -7,6 +7,7 @@ mod bench;
 mod bench_browser;
 mod bench_credits;
 mod bench_infer;
+mod bench_programs;
 mod bench_trust;
 mod call;
 mod chat;
