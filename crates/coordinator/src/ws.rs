@@ -299,8 +299,24 @@ impl Session {
 }
 
 /// Keeps a checked result's output files in the blob store (by SHA-256, so replicas' identical
-/// files are stored once), before the grid may accept it.
+/// files are stored once), before the grid may accept it. The writes (and their fsync) block:
+/// on a multi-threaded runtime they tell it so, and the connection's other work moves on.
 fn store_outputs(
+    blobs: &crate::blobs::BlobStore,
+    files: &[runegrid_proto::worker::ResultFile],
+) -> Result<(), crate::blobs::BlobError> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| write_outputs(blobs, files))
+        }
+        _ => write_outputs(blobs, files),
+    }
+}
+
+fn write_outputs(
     blobs: &crate::blobs::BlobStore,
     files: &[runegrid_proto::worker::ResultFile],
 ) -> Result<(), crate::blobs::BlobError> {
