@@ -44,6 +44,10 @@ pub struct ProgramsBenchArgs {
     /// Only these programs (comma-separated names; default: all).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Build the plain wasmtime column without epoch interruption (the sandbox's wall-time
+    /// limit), to see what its checks at loop heads and function entries cost.
+    #[arg(long)]
+    pub no_epoch: bool,
 }
 
 const WASM_TARGET: &str = "wasm32-wasip1";
@@ -257,7 +261,7 @@ fn run_blocking(a: ProgramsBenchArgs) -> Result<i32> {
         notes.push("`node` is not on PATH: the V8 column is skipped".to_string());
     }
     let sandbox = Sandbox::new()?;
-    let plain = Plain::new()?;
+    let plain = Plain::new(!a.no_epoch)?;
     let runs = a.runs as usize;
 
     let mut reports = Vec::new();
@@ -713,10 +717,12 @@ fn run_node(
 /// The "plain wasmtime" column: the module as built, in an engine configured like the
 /// sandbox's (`runegrid_sandbox`'s private `engine_config`, mirrored: Cranelift at `Speed`, no
 /// wasmtime fuel, no Cranelift NaN canonicalization, epoch interruption on with a deadline
-/// never reached, the same wasm features and stack limit) but without the instrumentation,
+/// never reached (off with `--no-epoch`), the same wasm features and stack limit) but without the instrumentation,
 /// and with a minimal WASI preview-1 host: arguments, stdout/stderr, clocks, random bytes,
 /// `proc_exit`; every other WASI function the module imports fails with `ENOSYS`.
 struct Plain {
+    /// Whether the engine checks the epoch (wall time) as the sandbox does.
+    epoch: bool,
     engine: wasmtime::Engine,
 }
 
@@ -802,7 +808,7 @@ fn with_mem(
 }
 
 impl Plain {
-    fn new() -> Result<Plain> {
+    fn new(epoch: bool) -> Result<Plain> {
         let allowed = runegrid_instrument::ALLOWED_FEATURES;
         let mut config = wasmtime::Config::new();
         config
@@ -810,14 +816,14 @@ impl Plain {
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
             .cranelift_nan_canonicalization(false)
             .consume_fuel(false)
-            .epoch_interruption(true)
+            .epoch_interruption(epoch)
             .max_wasm_stack(runegrid_sandbox::MAX_WASM_STACK_BYTES)
             .async_stack_size(runegrid_sandbox::MAX_WASM_STACK_BYTES + (1 << 20))
             .parallel_compilation(true)
             .wasm_features(wasmtime::WasmFeatures::all().difference(allowed), false)
             .wasm_features(allowed, true);
         let engine = wasmtime::Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        Ok(Plain { engine })
+        Ok(Plain { epoch, engine })
     }
 
     fn compile(&self, wasm: &[u8]) -> Result<PlainModule> {
@@ -973,8 +979,10 @@ impl Plain {
         };
         let t = Instant::now();
         let mut store = wasmtime::Store::new(&self.engine, host);
-        store.set_epoch_deadline(1 << 40);
-        store.epoch_deadline_trap();
+        if self.epoch {
+            store.set_epoch_deadline(1 << 40);
+            store.epoch_deadline_trap();
+        }
         let result = (|| -> wasmtime::Result<i32> {
             let instance = m.linker.instantiate(&mut store, &m.module)?;
             let memory = instance.get_memory(&mut store, "memory");
