@@ -74,11 +74,15 @@ impl Client {
     }
 
     fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        let mut r = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            r = r.bearer_auth(t);
+        self.authed(self.http.request(method, format!("{}{path}", self.base)))
+    }
+
+    /// `r` with this client's token.
+    fn authed(&self, r: RequestBuilder) -> RequestBuilder {
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
         }
-        r
     }
 
     async fn send(&self, r: RequestBuilder) -> Result<reqwest::Response> {
@@ -109,7 +113,8 @@ impl Client {
         })
     }
 
-    async fn json<T: DeserializeOwned>(&self, r: RequestBuilder) -> Result<T> {
+    /// The whole body of a successful answer.
+    async fn bytes(&self, r: RequestBuilder) -> Result<Vec<u8>> {
         let resp = self.send(r).await?;
         let bytes = resp
             .bytes()
@@ -118,6 +123,11 @@ impl Client {
                 url: self.base.clone(),
                 source,
             })?;
+        Ok(bytes.to_vec())
+    }
+
+    async fn json<T: DeserializeOwned>(&self, r: RequestBuilder) -> Result<T> {
+        let bytes = self.bytes(r).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
@@ -226,19 +236,7 @@ impl Client {
         url.path_segments_mut()
             .map_err(|()| ClientError::Decode("bad coordinator url".into()))?
             .extend(path.split('/'));
-        let mut r = self.http.get(url);
-        if let Some(t) = &self.token {
-            r = r.bearer_auth(t);
-        }
-        let resp = self.send(r).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: self.base.clone(),
-                source,
-            })?;
-        Ok(bytes.to_vec())
+        self.bytes(self.authed(self.http.get(url))).await
     }
 
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {

@@ -8,17 +8,6 @@ from typing import Any
 
 POLICIES = ("adaptive", "quorum", "none")
 
-_INT_FIELDS = (
-    "replicas",
-    "agree",
-    "max_attempts",
-    "fuel",
-    "memory_bytes",
-    "wall_time_ms",
-    "stdout_bytes",
-    "scratch_bytes",
-    "output_bytes",
-)
 LIMIT_FIELDS = (
     "fuel",
     "memory_bytes",
@@ -27,6 +16,7 @@ LIMIT_FIELDS = (
     "scratch_bytes",
     "output_bytes",
 )
+_INT_FIELDS = ("replicas", "agree", "max_attempts", *LIMIT_FIELDS)
 #: Limits that may be 0 (the others must be positive).
 _ZERO_ALLOWED = ("stdout_bytes", "scratch_bytes", "output_bytes")
 
