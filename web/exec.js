@@ -13,26 +13,13 @@
 //
 // Modules given to `runTask` are always the output of runegrid-instrument: the module counts
 // its own fuel and call depth, guards `memory.grow` and canonicalizes NaNs, so this host only
-// sets the limit globals, provides WASI and `runegrid.refuel`, and reads the globals back after
-// the run. Native hands the fuel out in slices so that `refuel` can check the wall-time
-// deadline (crates/sandbox/src/fuel.rs); here the whole limit goes into the global at once (the
-// caller enforces wall time), so `refuel` is only ever called when the fuel is spent. Slices
-// are not observable: the fuel used is the same either way.
+// sets the limit globals, provides WASI, and reads the globals back after the run.
 
 const WASI = 'wasi_snapshot_preview1';
 const FUEL_GLOBAL = '__runegrid_fuel';
 const DEPTH_GLOBAL = '__runegrid_depth';
 const MEMORY_LIMIT_GLOBAL = '__runegrid_memory_limit_pages';
 const MEMORY_DENIED_GLOBAL = '__runegrid_memory_denied';
-const HOST_MODULE = 'runegrid';
-
-/** Thrown by `runegrid.refuel` when the fuel is spent (the fuel global is left negative). */
-class OutOfFuel extends Error {}
-
-/** `runegrid.refuel`, with the whole limit in the fuel global: the fuel is spent. */
-function refuel() {
-  throw new OutOfFuel('out of fuel');
-}
 
 /** Most stderr bytes kept per run (wasi.rs STDERR_CAP). */
 export const STDERR_CAP = 64 << 10;
@@ -1782,7 +1769,7 @@ export function runTask(module, task, onStdout = () => {}) {
 
   let instance;
   try {
-    instance = new WebAssembly.Instance(module, { [WASI]: host.imports(), [HOST_MODULE]: { refuel } });
+    instance = new WebAssembly.Instance(module, { [WASI]: host.imports() });
   } catch (e) {
     throw internal(`cannot instantiate module: ${e}`, e);
   }

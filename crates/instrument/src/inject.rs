@@ -6,15 +6,13 @@
 
 use crate::validate::ModuleInfo;
 use crate::{
-    DEPTH_GLOBAL, FUEL_GLOBAL, HOST_MODULE, InstrumentError, MAX_TABLE_ELEMENTS,
-    MEMORY_DENIED_GLOBAL, MEMORY_LIMIT_GLOBAL, Options, REFUEL_FUNCTION,
+    DEPTH_GLOBAL, FUEL_GLOBAL, InstrumentError, MAX_TABLE_ELEMENTS, MEMORY_DENIED_GLOBAL,
+    MEMORY_LIMIT_GLOBAL, Options,
 };
-use std::convert::Infallible;
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{
-    ConstExpr, DataCountSection, ElementSection, EntityType, ExportKind, ExportSection,
-    FunctionSection, GlobalSection, GlobalType, ImportSection, Module, RawSection, SectionId,
-    TypeSection, ValType,
+    ConstExpr, DataCountSection, ExportKind, ExportSection, FunctionSection, GlobalSection,
+    GlobalType, Module, RawSection, SectionId, TypeSection, ValType,
 };
 use wasmparser::{
     BlockType, ContType, FrameKind, FuncType, ModuleArity, Operator, OperatorsReader,
@@ -25,28 +23,6 @@ fn invalid(e: impl std::fmt::Display) -> InstrumentError {
     InstrumentError::Invalid(e.to_string())
 }
 
-/// Re-encodes the sections that name functions with the module's own functions one index up:
-/// the refuel import comes after the module's imports, so it takes the first index after them.
-struct ShiftFunctions {
-    imported: u32,
-}
-
-impl Reencode for ShiftFunctions {
-    type Error = Infallible;
-
-    fn function_index(
-        &mut self,
-        func: u32,
-    ) -> Result<u32, wasm_encoder::reencode::Error<Infallible>> {
-        Ok(shift(func, self.imported))
-    }
-}
-
-/// The index of function `func` of the input in the output.
-fn shift(func: u32, imported: u32) -> u32 {
-    if func < imported { func } else { func + 1 }
-}
-
 /// Rewrites a module that passed [`crate::validate::check`].
 pub(crate) fn rewrite(
     wasm: &[u8],
@@ -54,9 +30,6 @@ pub(crate) fn rewrite(
     opts: &Options,
 ) -> Result<Vec<u8>, InstrumentError> {
     let mut re = RoundtripReencoder;
-    let mut sh = ShiftFunctions {
-        imported: info.num_imported_funcs,
-    };
     let mut module = Module::new();
     let raw = |module: &mut Module, id: SectionId, range: std::ops::Range<usize>| {
         module.section(&RawSection {
@@ -66,10 +39,7 @@ pub(crate) fn rewrite(
     };
 
     let grow_type = info.types.len() as u32;
-    let refuel_type = grow_type + 1;
-    let refuel_func = info.num_imported_funcs;
-    // Every function of the input, then the refuel import.
-    let grow_func = info.func_types.len() as u32 + 1;
+    let grow_func = info.func_types.len() as u32;
     let g = Globals {
         fuel: info.num_globals,
         depth: info.num_globals + 1,
@@ -83,20 +53,11 @@ pub(crate) fn rewrite(
             .map_err(invalid)?;
     }
     types.ty().function([ValType::I32], [ValType::I32]);
-    types.ty().function([], []);
     module.section(&types);
 
-    let mut imports = ImportSection::new();
     if let Some(r) = &info.import_section {
-        re.parse_import_section(&mut imports, r.clone())
-            .map_err(invalid)?;
+        raw(&mut module, SectionId::Import, r.range());
     }
-    imports.import(
-        HOST_MODULE,
-        REFUEL_FUNCTION,
-        EntityType::Function(refuel_type),
-    );
-    module.section(&imports);
 
     let mut functions = FunctionSection::new();
     if let Some(r) = &info.function_section {
@@ -115,7 +76,7 @@ pub(crate) fn rewrite(
 
     let mut globals = GlobalSection::new();
     if let Some(r) = &info.global_section {
-        sh.parse_global_section(&mut globals, r.clone())
+        re.parse_global_section(&mut globals, r.clone())
             .map_err(invalid)?;
     }
     let mutable = |val_type| GlobalType {
@@ -134,7 +95,7 @@ pub(crate) fn rewrite(
 
     let mut exports = ExportSection::new();
     if let Some(r) = &info.export_section {
-        sh.parse_export_section(&mut exports, r.clone())
+        re.parse_export_section(&mut exports, r.clone())
             .map_err(invalid)?;
     }
     exports.export(FUEL_GLOBAL, ExportKind::Global, g.fuel);
@@ -144,10 +105,7 @@ pub(crate) fn rewrite(
     module.section(&exports);
 
     if let Some(r) = &info.element_section {
-        let mut elements = ElementSection::new();
-        sh.parse_element_section(&mut elements, r.clone())
-            .map_err(invalid)?;
-        module.section(&elements);
+        raw(&mut module, SectionId::Element, r.range());
     }
     if let Some(count) = info.data_count {
         module.section(&DataCountSection { count });
@@ -158,14 +116,7 @@ pub(crate) fn rewrite(
     let input_code_len = info.code_section.as_ref().map_or(0, |r| r.range().len());
     let mut code = Vec::with_capacity(input_code_len * 2 + 64);
     uleb(&mut code, u64::from(bodies) + 1);
-    let mut rw = FuncRewriter::new(
-        wasm,
-        info.num_imported_funcs,
-        opts,
-        g,
-        grow_func,
-        refuel_func,
-    );
+    let mut rw = FuncRewriter::new(wasm, info.num_imported_funcs, opts, g, grow_func);
     if let Some(r) = &info.code_section {
         for (i, body) in r.clone().into_iter().enumerate() {
             let body = body.map_err(invalid)?;
@@ -214,7 +165,6 @@ const LOCAL_TEE: u8 = 0x22;
 const GLOBAL_GET: u8 = 0x23;
 const GLOBAL_SET: u8 = 0x24;
 const MEMORY_SIZE: u8 = 0x3f;
-const REF_FUNC: u8 = 0xd2;
 const MEMORY_GROW: u8 = 0x40;
 const I32_CONST: u8 = 0x41;
 const I64_CONST: u8 = 0x42;
@@ -274,13 +224,6 @@ fn op_idx(out: &mut Vec<u8>, op: u8, idx: u32) {
 /// `if (cond) unreachable end`.
 fn trap_if(out: &mut Vec<u8>) {
     out.extend_from_slice(&[IF, BLOCK_EMPTY, UNREACHABLE, END]);
-}
-
-/// `if (cond) call $refuel end`: the host tops the fuel up or ends the run.
-fn refuel_if(out: &mut Vec<u8>, refuel: u32) {
-    out.extend_from_slice(&[IF, BLOCK_EMPTY]);
-    op_idx(out, CALL, refuel);
-    out.push(END);
 }
 
 /// Body of the function that replaces `memory.grow`: `(param $delta i32) (result i32)`.
@@ -672,7 +615,6 @@ struct FuncRewriter<'w> {
     nan: bool,
     g: Globals,
     grow_func: u32,
-    refuel_func: u32,
     /// Code of the finished segments of the current function.
     out: Vec<u8>,
     /// Code of the current segment, without its charge.
@@ -693,7 +635,6 @@ impl<'w> FuncRewriter<'w> {
         opts: &Options,
         g: Globals,
         grow_func: u32,
-        refuel_func: u32,
     ) -> Self {
         FuncRewriter {
             wasm,
@@ -701,7 +642,6 @@ impl<'w> FuncRewriter<'w> {
             nan: opts.nan_canonicalization,
             g,
             grow_func,
-            refuel_func,
             out: Vec::new(),
             seg: Vec::new(),
             seg_cost: 0,
@@ -763,30 +703,17 @@ impl<'w> FuncRewriter<'w> {
         let ops = body.get_binary_reader_for_operators().map_err(invalid)?;
         let allocs = self.allocs.take().unwrap_or_default();
         let mut reader = OperatorsReader::new_with_allocs(ops, allocs);
-        let wasm = self.wasm;
-        let imported = self.num_imported_funcs;
         while !reader.eof() {
             let (op, start) = reader.read_with_offset().map_err(invalid)?;
             let end = reader.original_position();
             let kind = match op {
                 // Host functions never call back into the module: no depth accounting.
-                Operator::Call { function_index } if function_index < imported => Kind::SegmentEnd,
-                _ => classify(&op, wasm[start] == PREFIX_SIMD)?,
-            };
-            // A reference to one of the module's own functions moves one index up.
-            let mut moved = Vec::new();
-            let raw = match op {
-                Operator::Call { function_index } if function_index >= imported => {
-                    op_idx(&mut moved, CALL, shift(function_index, imported));
-                    &moved[..]
+                Operator::Call { function_index } if function_index < self.num_imported_funcs => {
+                    Kind::SegmentEnd
                 }
-                Operator::RefFunc { function_index } => {
-                    op_idx(&mut moved, REF_FUNC, shift(function_index, imported));
-                    &moved[..]
-                }
-                _ => &wasm[start..end],
+                _ => classify(&op, self.wasm[start] == PREFIX_SIMD)?,
             };
-            self.instruction(kind, raw);
+            self.instruction(kind, start, end);
         }
         self.allocs = Some(reader.into_allocations());
         if !self.seg.is_empty() {
@@ -806,7 +733,9 @@ impl<'w> FuncRewriter<'w> {
         Ok(())
     }
 
-    fn instruction(&mut self, kind: Kind, raw: &[u8]) {
+    fn instruction(&mut self, kind: Kind, start: usize, end: usize) {
+        let wasm = self.wasm;
+        let raw = &wasm[start..end];
         self.seg_cost += 1;
         match kind {
             Kind::Stack {
@@ -861,7 +790,7 @@ impl<'w> FuncRewriter<'w> {
             }
             Kind::Bulk => {
                 self.resolve_all();
-                // len = pop; fuel -= len >> BULK_SHIFT; if fuel < 0 { refuel() }; push len
+                // len = pop; fuel -= len >> BULK_SHIFT; if fuel < 0 { unreachable }; push len
                 let len = self.local(Scratch::I32);
                 let tmp = self.local(Scratch::I64);
                 let fuel = self.g.fuel;
@@ -880,7 +809,7 @@ impl<'w> FuncRewriter<'w> {
                 op_idx(seg, GLOBAL_SET, fuel);
                 op_idx(seg, LOCAL_GET, tmp);
                 seg.extend_from_slice(&[I64_CONST, 0, I64_LT_S]);
-                refuel_if(seg, self.refuel_func);
+                trap_if(seg);
                 op_idx(seg, LOCAL_GET, len);
                 seg.extend_from_slice(raw);
             }
@@ -948,7 +877,7 @@ impl<'w> FuncRewriter<'w> {
         self.resolve_all();
         let tmp = self.local(Scratch::I64);
         let fuel = self.g.fuel;
-        // fuel -= cost; if fuel < 0 { refuel() }
+        // fuel -= cost; if fuel < 0 { unreachable }
         let out = &mut self.out;
         op_idx(out, GLOBAL_GET, fuel);
         out.push(I64_CONST);
@@ -958,7 +887,7 @@ impl<'w> FuncRewriter<'w> {
         op_idx(out, GLOBAL_SET, fuel);
         op_idx(out, LOCAL_GET, tmp);
         out.extend_from_slice(&[I64_CONST, 0, I64_LT_S]);
-        refuel_if(out, self.refuel_func);
+        trap_if(out);
 
         if self.inserts.is_empty() {
             self.out.extend_from_slice(&self.seg);

@@ -8,12 +8,10 @@
 //!
 //! # What the output contains
 //!
-//! Indices barely move: every new type, global and local is appended at the end of its index
-//! space, so the module's globals, tables, element segments and `call_indirect` type indices are
-//! untouched. One function is imported, [`HOST_MODULE`]`.`[`REFUEL_FUNCTION`] of type
-//! `[] -> []`, after the module's own imports: the module's own functions each move one index
-//! up, and every `call`, `ref.func`, export, element segment and global initializer that names
-//! one is rewritten to match. Other instruction bytes are copied verbatim. Added items:
+//! Existing indices never move: every new type, function, global and local is appended at the
+//! end of its index space, so the module's own functions, globals, tables, element segments and
+//! `call_indirect` type indices are untouched. Instruction bytes that need no change are copied
+//! verbatim. Added items:
 //!
 //! | export | type | meaning |
 //! | --- | --- | --- |
@@ -23,8 +21,7 @@
 //! | [`MEMORY_DENIED_GLOBAL`] | mutable `i32`, initially 0 | set to 1 when a `memory.grow` was refused by the cap |
 //!
 //! plus one function (`(i32) -> i32`, appended after the module's functions, not exported) that
-//! replaces every `memory.grow`, and its type and the refuel import's (appended after the
-//! module's types).
+//! replaces every `memory.grow`, and its type (appended after the module's types).
 //!
 //! Custom sections (`name`, DWARF, `producers`, …) are dropped: the output is what every replica
 //! must run byte for byte, and debug sections only make it bigger.
@@ -45,20 +42,9 @@
 //!   stack), charged just before the instruction runs.
 //! - Host (WASI) functions cost only their `call`; instructions injected by this crate cost
 //!   nothing.
-//! - When a charge leaves the fuel global **below zero** the module calls the imported
-//!   [`REFUEL_FUNCTION`] (no arguments, no results) right there, before the segment runs.
-//!
-//! # Fuel slices (the host's side)
-//!
-//! The host need not hand the whole limit to the module at once. It sets [`FUEL_GLOBAL`] to a
-//! first *slice* and keeps the rest in reserve; the fuel left at any moment is the global plus
-//! the reserve. `refuel` moves slices from the reserve into the global until the global is back
-//! at zero or above, and returns; with the reserve empty and the global still negative the run
-//! is out of fuel and `refuel` ends it (a trap): the fuel used is then the whole limit. Where the
-//! slices are cut is not observable by the module, so the fuel used is the same whatever the
-//! slice; each `refuel` is also where a host checks its wall-time deadline, which is what lets
-//! an engine run the module without interruption checks of its own (a loop spends at least one
-//! unit per iteration, so `refuel` comes at least once per slice).
+//! - When a charge leaves the fuel global **below zero** the module executes `unreachable`.
+//!   The host tells running out of fuel from the guest's own trap by reading the global after
+//!   the trap: negative means out of fuel, and the fuel used is then the whole limit.
 //!
 //! Example: `(func (local $i i32) i32.const 10 local.set $i loop br_if… end)` with a 5
 //! instruction loop body run 10 times costs `3 + 10 × 5 + 2` (the prologue `i32.const`,
@@ -102,13 +88,8 @@ mod validate;
 
 pub use validate::{ALLOWED_FEATURES, ALLOWED_WASI_IMPORTS, WASI_MODULE};
 
-/// Exported mutable `i64` global holding the fuel left (in the current slice).
+/// Exported mutable `i64` global holding the fuel left.
 pub const FUEL_GLOBAL: &str = "__runegrid_fuel";
-/// The module of the one non-WASI import an instrumented module has.
-pub const HOST_MODULE: &str = "runegrid";
-/// The function ([`HOST_MODULE`]`.refuel`, `[] -> []`) the module calls when its fuel global
-/// went below zero: see "Fuel slices".
-pub const REFUEL_FUNCTION: &str = "refuel";
 /// Exported mutable `i32` global holding how many more nested calls are allowed.
 pub const DEPTH_GLOBAL: &str = "__runegrid_depth";
 /// Exported mutable `i32` global the host sets to the memory cap, in 64 KiB pages (unsigned).

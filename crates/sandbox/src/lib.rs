@@ -9,8 +9,8 @@
 //!
 //! 1. `proc_exit(code)` → `Exited { code }`; returning from `_start` → `Exited { code: 0 }`;
 //! 2. a stdout write past the cap → `StdoutLimit` (stdout holds exactly the cap);
-//! 3. the wall-time deadline, checked each time the module asks for fuel (see [`fuel`]) →
-//!    [`SandboxError::Timeout`]: not deterministic, so not an [`Execution`];
+//! 3. an epoch interrupt (wall time) → [`SandboxError::Timeout`]: not deterministic, so not an
+//!    [`Execution`];
 //! 4. any other trap: fuel global below zero → `OutOfFuel`; depth global below zero →
 //!    `StackOverflow`; memory-denied flag set → `MemoryLimit`; otherwise the trap's kind
 //!    (wasmtime's own stack overflow, a backstop the depth limit should pre-empt, is
@@ -18,10 +18,6 @@
 //!
 //! Fuel used is `limit - remaining`, or the whole limit when it ran out. A module whose initial
 //! memory is above the limit ends with `MemoryLimit` and fuel 0 before running.
-//!
-//! Modules instrumented before the refuel import existed (stored by an older coordinator) hold
-//! the whole limit in their fuel global and never call back: they run on a second engine, made
-//! on first use, that checks wall time with wasmtime's epoch interruption.
 //!
 //! Architecture Invariant: nothing a host function does depends on anything but the task and
 //! what the guest did before; wasmtime's own NaN canonicalization and fuel are off (the module
@@ -37,20 +33,18 @@
 //! hand-off to the runner thread and the teardown of the instance's memory mapping; the
 //! pooling allocator measured no faster, so the default on-demand allocator is used.
 
-mod fuel;
 mod preinit;
 mod runner;
 pub mod wasi;
 
-pub use fuel::SLICE as FUEL_SLICE;
 pub use preinit::preinitialize;
 use runegrid_core::{ExecStatus, Execution, FailureKind, Limits, OutputFile, TrapKind};
 use runegrid_instrument::{DEPTH_GLOBAL, FUEL_GLOBAL, MEMORY_DENIED_GLOBAL, MEMORY_LIMIT_GLOBAL};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, mpsc};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 pub use wasi::Blob;
 use wasi::{Fs, Host, SplitMix64, Stop};
 use wasmtime::{
@@ -64,7 +58,7 @@ pub const THREAD_STACK_BYTES: usize = 32 << 20;
 /// Native stack wasm may use before wasmtime traps. The injected call-depth limit is meant to
 /// trigger long before (4096 calls by default); this is only a backstop.
 pub const MAX_WASM_STACK_BYTES: usize = 16 << 20;
-/// Period of the epoch ticker that enforces wall time for modules without the refuel import.
+/// Period of the epoch ticker that enforces wall time.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Compiled programs kept in the cache.
 pub const CACHE_CAPACITY: usize = 64;
@@ -141,9 +135,6 @@ pub struct Program {
     sha256: [u8; 32],
     initial_pages: u64,
     exports: Exports,
-    /// The epoch ticker to keep running while it runs: only for a module without the refuel
-    /// import.
-    ticker: Option<Arc<Ticker>>,
 }
 
 impl Program {
@@ -177,68 +168,15 @@ struct Exports {
     denied: ModuleExport,
 }
 
-/// The wasmtime engine, the WASI linker, a cache of compiled programs and the runner threads.
+/// The wasmtime engine, the WASI linker, a cache of compiled programs and the epoch ticker.
 /// `Send + Sync`: one sandbox serves many concurrent runs.
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<Host>,
-    /// The engine for modules without the refuel import, made on first use.
-    legacy: OnceLock<Result<Legacy, SandboxError>>,
     cache: Mutex<Cache>,
-    runners: Arc<runner::Runners>,
-}
-
-/// An engine with epoch interruption, its linker and its epoch ticker: for modules instrumented
-/// before the refuel import, which do not come back to the host to be timed.
-struct Legacy {
-    engine: Engine,
-    linker: Linker<Host>,
     ticker: Arc<Ticker>,
     ticker_thread: Option<JoinHandle<()>>,
-}
-
-impl Legacy {
-    fn new() -> Result<Legacy, SandboxError> {
-        let internal = |e: wasmtime::Error| SandboxError::Internal(format!("{e:#}"));
-        let mut config = engine_config();
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(internal)?;
-        let linker = linker(&engine).map_err(internal)?;
-        let ticker = Arc::new(Ticker::default());
-        let ticker_thread = {
-            let ticker = ticker.clone();
-            let engine = engine.clone();
-            std::thread::Builder::new()
-                .name("runegrid-epoch".into())
-                .spawn(move || ticker.run(&engine))
-                .map_err(|e| {
-                    SandboxError::Internal(format!("cannot start the epoch ticker: {e}"))
-                })?
-        };
-        Ok(Legacy {
-            engine,
-            linker,
-            ticker,
-            ticker_thread: Some(ticker_thread),
-        })
-    }
-}
-
-impl Drop for Legacy {
-    fn drop(&mut self) {
-        self.ticker.update(|s| s.stop = true);
-        if let Some(thread) = self.ticker_thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The WASI functions and `runegrid.refuel`.
-fn linker(engine: &Engine) -> wasmtime::Result<Linker<Host>> {
-    let mut linker = Linker::new(engine);
-    wasi::add_to_linker(&mut linker)?;
-    fuel::add_to_linker(&mut linker)?;
-    Ok(linker)
+    runners: Arc<runner::Runners>,
 }
 
 #[derive(Default)]
@@ -311,6 +249,10 @@ impl Drop for ActiveRun {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.runners.shutdown();
+        self.ticker.update(|s| s.stop = true);
+        if let Some(thread) = self.ticker_thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -321,9 +263,8 @@ impl std::fmt::Debug for Sandbox {
 }
 
 /// The wasmtime configuration: Cranelift, no wasmtime fuel and no Cranelift NaN
-/// canonicalization (the module carries both), no epoch interruption (the module comes back to
-/// the host for fuel, where wall time is checked), exactly the WebAssembly features the
-/// instrumentation allows; pooled instances.
+/// canonicalization (the module carries both), epoch interruption for wall time, exactly the
+/// WebAssembly features the instrumentation allows; pooled instances.
 fn config() -> Config {
     let mut config = engine_config();
     // Pooled instance slots whose first pages stay resident between runs: a small module's
@@ -349,7 +290,7 @@ fn engine_config() -> Config {
         .cranelift_opt_level(OptLevel::Speed)
         .cranelift_nan_canonicalization(false)
         .consume_fuel(false)
-        .epoch_interruption(false)
+        .epoch_interruption(true)
         .max_wasm_stack(MAX_WASM_STACK_BYTES)
         // Unused (runs are synchronous) but wasmtime requires it to be at least max_wasm_stack.
         .async_stack_size(MAX_WASM_STACK_BYTES + (1 << 20))
@@ -360,25 +301,31 @@ fn engine_config() -> Config {
 }
 
 impl Sandbox {
-    /// Builds the engine and the linker.
+    /// Builds the engine and the WASI linker and starts the (idle) epoch ticker.
     pub fn new() -> Result<Sandbox, SandboxError> {
-        let internal = |e: wasmtime::Error| SandboxError::Internal(format!("{e:#}"));
-        let engine = Engine::new(&config()).map_err(internal)?;
-        let linker = linker(&engine).map_err(internal)?;
+        let engine =
+            Engine::new(&config()).map_err(|e| SandboxError::Internal(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker).map_err(|e| SandboxError::Internal(format!("{e:#}")))?;
+        let ticker = Arc::new(Ticker::default());
+        let ticker_thread = {
+            let ticker = ticker.clone();
+            let engine = engine.clone();
+            std::thread::Builder::new()
+                .name("runegrid-epoch".into())
+                .spawn(move || ticker.run(&engine))
+                .map_err(|e| {
+                    SandboxError::Internal(format!("cannot start the epoch ticker: {e}"))
+                })?
+        };
         Ok(Sandbox {
             engine,
             linker,
-            legacy: OnceLock::new(),
             cache: Mutex::new(Cache::default()),
+            ticker,
+            ticker_thread: Some(ticker_thread),
             runners: runner::Runners::new(THREAD_STACK_BYTES),
         })
-    }
-
-    fn legacy(&self) -> Result<&Legacy, SandboxError> {
-        self.legacy
-            .get_or_init(Legacy::new)
-            .as_ref()
-            .map_err(Clone::clone)
     }
 
     /// Compiles an instrumented module, or returns the cached program with the same SHA-256.
@@ -424,19 +371,7 @@ impl Sandbox {
 
     fn compile_uncached(&self, wasm: &[u8], sha256: [u8; 32]) -> Result<Program, SandboxError> {
         let compile = |e: wasmtime::Error| SandboxError::Compile(format!("{e:#}"));
-        let mut module = Module::new(&self.engine, wasm).map_err(compile)?;
-        let refuels = module.imports().any(|i| {
-            i.module() == runegrid_instrument::HOST_MODULE
-                && i.name() == runegrid_instrument::REFUEL_FUNCTION
-        });
-        let mut linker = &self.linker;
-        let mut ticker = None;
-        if !refuels {
-            let legacy = self.legacy()?;
-            module = Module::new(&legacy.engine, wasm).map_err(compile)?;
-            linker = &legacy.linker;
-            ticker = Some(legacy.ticker.clone());
-        }
+        let module = Module::new(&self.engine, wasm).map_err(compile)?;
         let not_instrumented = |what: &str| {
             SandboxError::Compile(format!(
                 "module is not instrumented for runegrid: {what} (run it through runegrid-instrument)"
@@ -468,13 +403,12 @@ impl Sandbox {
             Some(ExternType::Memory(m)) if !m.is_64() && !m.is_shared() => m.minimum(),
             _ => return Err(not_instrumented("`memory` is not a 32-bit unshared memory")),
         };
-        let pre = linker.instantiate_pre(&module).map_err(compile)?;
+        let pre = self.linker.instantiate_pre(&module).map_err(compile)?;
         Ok(Program {
             pre,
             sha256,
             initial_pages,
             exports,
-            ticker,
         })
     }
 
@@ -541,14 +475,14 @@ impl Sandbox {
             return;
         }
         let host = host(task, on_stdout);
-        let active = program.ticker.clone().map(ActiveRun::new);
-        let program = program.clone();
+        let active = ActiveRun::new(self.ticker.clone());
+        let (engine, program) = (self.engine.clone(), program.clone());
         // The job owns `on_done`; if no runner thread can start, it comes back in the error.
         let done = Arc::new(Mutex::new(Some(on_done)));
         let done_job = done.clone();
         let submitted = self.runners.submit(Box::new(move || {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                execute(&program, host, limits)
+                execute(&engine, &program, host, limits)
             }))
             .unwrap_or_else(|_| Err(SandboxError::Internal("a run panicked".into())))
             .map(|(status, fuel, stdout, stderr, outputs)| {
@@ -603,15 +537,18 @@ type Outcome = (ExecStatus, u64, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
 
 /// Instantiates `program` and runs `_start` on the current thread. The files under `/out` come
 /// back unless they add up to more than `Limits::output_bytes` (then: `OutputLimit`, none).
-fn execute(program: &Program, host: Host, limits: Limits) -> Result<Outcome, SandboxError> {
+fn execute(
+    engine: &Engine,
+    program: &Program,
+    host: Host,
+    limits: Limits,
+) -> Result<Outcome, SandboxError> {
     let internal = |e: wasmtime::Error| SandboxError::Internal(format!("{e:#}"));
-    let mut store = Store::new(program.pre.module().engine(), host);
+    let mut store = Store::new(engine, host);
     store.limiter(|host| &mut host.limits);
-    if program.ticker.is_some() {
-        let ticks = limits.wall_time_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
-    }
+    let ticks = limits.wall_time_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
 
     let instance = program
         .pre
@@ -641,18 +578,8 @@ fn execute(program: &Program, host: Host, limits: Limits) -> Result<Outcome, San
     };
     store.data_mut().memory = Some(memory);
     let fuel_limit = limits.fuel.min(i64::MAX as u64) as i64;
-    let deadline = Instant::now() + Duration::from_millis(limits.wall_time_ms);
-    let (mut tank, first) = fuel::Tank::new(fuel_limit, deadline);
-    let first = if program.ticker.is_some() {
-        // No refuel import: the module gets everything at once.
-        tank.reserve = 0;
-        fuel_limit
-    } else {
-        first
-    };
-    tank.global = Some(fuel);
-    store.data_mut().tank = tank;
-    fuel.set(&mut store, Val::I64(first)).map_err(internal)?;
+    fuel.set(&mut store, Val::I64(fuel_limit))
+        .map_err(internal)?;
     limit
         .set(&mut store, Val::I32(limits.memory_pages() as i32))
         .map_err(internal)?;
@@ -660,8 +587,7 @@ fn execute(program: &Program, host: Host, limits: Limits) -> Result<Outcome, San
 
     let result = start.call(&mut store, ());
 
-    let in_global = fuel.get(&mut store).i64().unwrap_or(0);
-    let remaining = in_global.saturating_add(store.data().tank.reserve);
+    let remaining = fuel.get(&mut store).i64().unwrap_or(0);
     let used = if remaining < 0 {
         fuel_limit
     } else {
@@ -716,7 +642,6 @@ fn host(task: &TaskRun<'_>, on_stdout: StdoutSink) -> Host {
         rng: SplitMix64::new(task.seed),
         memory: None,
         fs: Fs::new(task.blobs.to_vec(), task.limits.scratch_bytes),
-        tank: fuel::Tank::new(0, Instant::now()).0,
         limits: StoreLimitsBuilder::new()
             .memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
             .table_elements(MAX_TABLE_ELEMENTS)
@@ -742,7 +667,7 @@ fn classify(
         });
     }
     let trap = err.downcast_ref::<Trap>().copied();
-    if trap == Some(Trap::Interrupt) || err.downcast_ref::<fuel::Interrupted>().is_some() {
+    if trap == Some(Trap::Interrupt) {
         return Err(SandboxError::Timeout {
             wall_time_ms: limits.wall_time_ms,
         });
