@@ -4,6 +4,7 @@
 //! gain entries (types, functions, globals, exports, code) are re-encoded, through
 //! [`wasm_encoder::reencode`].
 
+use crate::callgraph::Components;
 use crate::validate::ModuleInfo;
 use crate::{
     DEPTH_GLOBAL, FUEL_GLOBAL, InstrumentError, MAX_TABLE_ELEMENTS, MEMORY_DENIED_GLOBAL,
@@ -116,7 +117,13 @@ pub(crate) fn rewrite(
     let input_code_len = info.code_section.as_ref().map_or(0, |r| r.range().len());
     let mut code = Vec::with_capacity(input_code_len * 2 + 64);
     uleb(&mut code, u64::from(bodies) + 1);
-    let mut rw = FuncRewriter::new(wasm, info.num_imported_funcs, opts, g, grow_func);
+    let mut rw = FuncRewriter::new(
+        wasm,
+        opts,
+        g,
+        grow_func,
+        Components::of_code(info.code_section.as_ref(), info.num_imported_funcs)?,
+    );
     if let Some(r) = &info.code_section {
         for (i, body) in r.clone().into_iter().enumerate() {
             let body = body.map_err(invalid)?;
@@ -126,7 +133,7 @@ pub(crate) fn rewrite(
                 .get(func)
                 .and_then(|t| info.types.get(*t as usize))
                 .ok_or_else(|| InstrumentError::Internal(format!("function {func} has no type")))?;
-            rw.function(&body, ty.params().len() as u32, &mut code)?;
+            rw.function(&body, func as u32, ty.params().len() as u32, &mut code)?;
         }
     }
     let grow = grow_function(g);
@@ -611,10 +618,13 @@ struct Pending {
 /// Rewrites function bodies one at a time, reusing its buffers.
 struct FuncRewriter<'w> {
     wasm: &'w [u8],
-    num_imported_funcs: u32,
     nan: bool,
     g: Globals,
     grow_func: u32,
+    /// Which direct calls may recur (and so count towards the call depth).
+    calls: Components,
+    /// The index of the function being rewritten.
+    current: u32,
     /// Code of the finished segments of the current function.
     out: Vec<u8>,
     /// Code of the current segment, without its charge.
@@ -625,23 +635,21 @@ struct FuncRewriter<'w> {
     inserts: Vec<(usize, Float)>,
     scratch: Vec<(Scratch, u32)>,
     next_local: u32,
+    /// Per local of the current function: the float type of a *lazy* local, one that is only
+    /// ever set to the result of a float operator (see [`FuncRewriter::find_lazy_locals`]).
+    lazy: Vec<Option<Float>>,
     allocs: Option<OperatorsReaderAllocations>,
 }
 
 impl<'w> FuncRewriter<'w> {
-    fn new(
-        wasm: &'w [u8],
-        num_imported_funcs: u32,
-        opts: &Options,
-        g: Globals,
-        grow_func: u32,
-    ) -> Self {
+    fn new(wasm: &'w [u8], opts: &Options, g: Globals, grow_func: u32, calls: Components) -> Self {
         FuncRewriter {
             wasm,
-            num_imported_funcs,
             nan: opts.nan_canonicalization,
             g,
             grow_func,
+            calls,
+            current: 0,
             out: Vec::new(),
             seg: Vec::new(),
             seg_cost: 0,
@@ -649,8 +657,66 @@ impl<'w> FuncRewriter<'w> {
             inserts: Vec::new(),
             scratch: Vec::new(),
             next_local: 0,
+            lazy: Vec::new(),
             allocs: Some(OperatorsReaderAllocations::default()),
         }
+    }
+
+    /// Keeps as lazy only the float locals whose every `local.set` and `local.tee` stores the
+    /// result of the instruction just before it, a float operator whose result may be a NaN
+    /// with an engine-dependent payload (an add, a `sqrt`, ...). Such a local is not
+    /// canonicalized when it is set but when it is read by an instruction that may observe a
+    /// payload: it only ever holds a float operator's result (or its initial zero), so
+    /// canonicalizing it when read gives the bits canonicalizing it when set would have given,
+    /// while the reads that only do arithmetic or compare it, the common case, need nothing.
+    /// A local that is ever set from anything else (a load, a parameter, a call) keeps its
+    /// bits as they are, as WebAssembly requires.
+    fn find_lazy_locals(
+        &mut self,
+        body: &wasmparser::FunctionBody<'w>,
+    ) -> Result<(), InstrumentError> {
+        let mut reader = body.get_operators_reader().map_err(invalid)?;
+        let mut previous: Option<Float> = None;
+        while !reader.eof() {
+            let (op, start) = reader.read_with_offset().map_err(invalid)?;
+            if let Operator::LocalSet { local_index } | Operator::LocalTee { local_index } = op
+                && let Some(slot) = self.lazy.get_mut(local_index as usize)
+                && slot.is_some()
+                && *slot != previous
+            {
+                *slot = None;
+            }
+            previous = match classify(&op, self.wasm[start] == PREFIX_SIMD)? {
+                Kind::Stack {
+                    canon: Some(ty @ (Float::F32 | Float::F64)),
+                    ..
+                } => Some(ty),
+                _ => None,
+            };
+        }
+        Ok(())
+    }
+
+    /// How the NaN tracker treats an access to a lazy local: a read may hold a NaN to
+    /// canonicalize, like a float operator's result; a set does not observe the payload.
+    fn lazy_local_kind(&self, op: &Operator<'_>) -> Option<Kind> {
+        let (index, pops, pushes, canon) = match *op {
+            Operator::LocalGet { local_index } => (local_index, 0, 1, true),
+            Operator::LocalSet { local_index } => (local_index, 1, 0, false),
+            Operator::LocalTee { local_index } => (local_index, 1, 1, true),
+            _ => return None,
+        };
+        let ty = (*self.lazy.get(index as usize)?)?;
+        Some(Kind::Stack {
+            pops,
+            pushes,
+            insensitive: if pops == 0 {
+                Insensitive::No
+            } else {
+                Insensitive::Float(ty)
+            },
+            canon: canon.then_some(ty),
+        })
     }
 
     /// Index of the scratch local of type `ty`, declared on first use.
@@ -677,9 +743,11 @@ impl<'w> FuncRewriter<'w> {
     fn function(
         &mut self,
         body: &wasmparser::FunctionBody<'w>,
+        func: u32,
         params: u32,
         code: &mut Vec<u8>,
     ) -> Result<(), InstrumentError> {
+        self.current = func;
         self.out.clear();
         self.seg.clear();
         self.seg_cost = 0;
@@ -691,13 +759,26 @@ impl<'w> FuncRewriter<'w> {
         let declarations = locals.get_count();
         let decl_start = locals.original_position();
         let mut count = params;
+        self.lazy.clear();
+        // Parameters hold what the caller passed: never lazy.
+        self.lazy.resize(params as usize, None);
         for _ in 0..declarations {
-            let (n, _) = locals.read().map_err(invalid)?;
+            let (n, ty) = locals.read().map_err(invalid)?;
             count = count
                 .checked_add(n)
                 .ok_or_else(|| InstrumentError::Invalid("too many locals".into()))?;
+            let float = match ty {
+                wasmparser::ValType::F32 if self.nan => Some(Float::F32),
+                wasmparser::ValType::F64 if self.nan => Some(Float::F64),
+                _ => None,
+            };
+            // Validation bounds the number of locals (50,000), so this stays small.
+            self.lazy.resize(count as usize, float);
         }
         let decl_end = locals.original_position();
+        if self.nan {
+            self.find_lazy_locals(body)?;
+        }
         self.next_local = count;
 
         let ops = body.get_binary_reader_for_operators().map_err(invalid)?;
@@ -707,12 +788,17 @@ impl<'w> FuncRewriter<'w> {
             let (op, start) = reader.read_with_offset().map_err(invalid)?;
             let end = reader.original_position();
             let kind = match op {
-                // Host functions never call back into the module: no depth accounting.
-                Operator::Call { function_index } if function_index < self.num_imported_funcs => {
+                // No depth accounting for a call that cannot recur: of a host function (the
+                // host never calls back into the module), or of a function that cannot reach
+                // the caller again through direct calls.
+                Operator::Call { function_index }
+                    if !self.calls.may_recur(self.current, function_index) =>
+                {
                     Kind::SegmentEnd
                 }
                 _ => classify(&op, self.wasm[start] == PREFIX_SIMD)?,
             };
+            let kind = self.lazy_local_kind(&op).unwrap_or(kind);
             self.instruction(kind, start, end);
         }
         self.allocs = Some(reader.into_allocations());

@@ -52,12 +52,19 @@
 //!
 //! # Call depth
 //!
-//! Around every original `call` of a function the module defines, and every `call_indirect`,
+//! Around every `call_indirect`, and every original `call` that may be part of a recursion,
 //! the module decrements [`DEPTH_GLOBAL`] (trapping with `unreachable` when it goes below zero)
-//! and increments it again when the call returns. Calls of imported (WASI) functions are not
-//! counted: the host never calls back into the module. The module initialises the global to [`Options::max_call_depth`]; after a trap the
-//! host reads it and a negative value means the depth limit was hit (check fuel first). Every
-//! engine therefore overflows at the same depth, whatever its native stack.
+//! and increments it again when the call returns. A direct call may be part of a recursion
+//! when the callee can call the caller again through direct calls (the two are in one strongly
+//! connected component of the module's call graph, a function calling itself included); a
+//! recursion through a function table always passes a `call_indirect`. Other calls are not
+//! counted: calls of imported (WASI) functions (the host never calls back into the module) and
+//! calls down the graph, of which a chain between two counted calls is at most as long as the
+//! module has functions. The limit therefore bounds how deep a program recurses, while the
+//! common calls of helpers (an allocator, a formatter) cost no accounting. The module
+//! initialises the global to [`Options::max_call_depth`]; after a trap the host reads it and a
+//! negative value means the depth limit was hit (check fuel first). Every engine therefore
+//! overflows at the same depth, whatever its native stack.
 //!
 //! # Memory
 //!
@@ -81,8 +88,14 @@
 //! Canonicalization is skipped, as an optimization that cannot change any observable bit, when
 //! a tracker of the operand stack within the segment proves the value is consumed only by an
 //! instruction that does not look at NaN payloads (another of the operations above, a float
-//! comparison, a float-to-int truncation, or `drop`).
+//! comparison, a float-to-int truncation, or `drop`). It is also moved, for the same reason,
+//! from where a value is made to where it is read for *lazy* locals: a float local whose every
+//! `local.set`/`local.tee` stores the result of the operation just before it (and that is not
+//! a parameter) holds only results that would have been canonicalized, so its reads are
+//! canonicalized instead, and only those a payload-blind instruction does not consume. The
+//! bits any instruction observes are the same as with canonicalization at every result.
 
+mod callgraph;
 mod inject;
 mod validate;
 

@@ -3,7 +3,8 @@
 //! NaN-producing operation and treats `neg`, `abs`, `copysign` and `select` as bit-exact. This
 //! also checks that skipping canonicalization of intermediate results never shows. The same
 //! expressions run again as SIMD code on `f64x2` lanes (each leaf a different value per lane),
-//! through the instrumentation's lane-wise canonicalization.
+//! through the instrumentation's lane-wise canonicalization, and as scalar code that keeps every
+//! intermediate result in a local (the instrumentation's lazy locals).
 
 mod common;
 
@@ -91,6 +92,31 @@ impl Expr {
             Expr::Demote(a) => format!("(f64.promote_f32 (f32.demote_f64 {}))", w(a)),
             Expr::Trunc(a) => format!("(f64.convert_i32_s (i32.trunc_sat_f64_s {}))", w(a)),
         }
+    }
+
+    /// Scalar code that computes every node into a local of its own, as compilers emit it,
+    /// appended to `code`; returns the local holding the result. Locals set from a float
+    /// operation are canonicalized where they are read, the others not at all.
+    fn flat(&self, code: &mut String, locals: &mut u32) -> u32 {
+        let mut get = |e: &Expr, code: &mut String| format!("(local.get {})", e.flat(code, locals));
+        let value = match self {
+            Expr::Bits(b, _) => format!("(f64.reinterpret_i64 (i64.const {}))", *b as i64),
+            Expr::Bin(op, a, b) => {
+                let (a, b) = (get(a, code), get(b, code));
+                format!("(f64.{op} {a} {b})")
+            }
+            Expr::Un(op, a) => format!("(f64.{op} {})", get(a, code)),
+            Expr::Select(a, b, c) => {
+                let (a, b, c) = (get(a, code), get(b, code), get(c, code));
+                format!("(select {a} {b} (f64.lt {c} (f64.const 0)))")
+            }
+            Expr::Demote(a) => format!("(f64.promote_f32 (f32.demote_f64 {}))", get(a, code)),
+            Expr::Trunc(a) => format!("(f64.convert_i32_s (i32.trunc_sat_f64_s {}))", get(a, code)),
+        };
+        let local = *locals;
+        *locals += 1;
+        code.push_str(&format!("(local.set {local} {value})\n"));
+        local
     }
 
     /// The bits the instrumented module must produce in `lane` (0 for scalar code).
@@ -231,12 +257,64 @@ fn check(exprs: &[Expr], vector: bool) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Runs the expressions as code that keeps every intermediate result in a local.
+fn check_through_locals(exprs: &[Expr]) -> Result<(), TestCaseError> {
+    let (mut code, mut locals) = (String::new(), 0);
+    for (i, e) in exprs.iter().enumerate() {
+        let local = e.flat(&mut code, &mut locals);
+        code.push_str(&format!(
+            "(f64.store (i32.const {}) (local.get {local}))\n",
+            64 + 8 * i
+        ));
+    }
+    let declared = " f64".repeat(locals as usize);
+    let text = module(&format!(
+        r#"(func (export "_start") (local{declared}) {code} (call $print (i32.const 64) (i32.const {})))"#,
+        8 * exprs.len()
+    ));
+    let out = run(&program(&text), limits()).execution;
+    prop_assert_eq!(out.status, ExecStatus::Exited { code: 0 });
+    for (i, e) in exprs.iter().enumerate() {
+        let at = 8 * i;
+        let got = u64::from_le_bytes(out.stdout[at..at + 8].try_into().unwrap());
+        prop_assert_eq!(got, e.eval(0), "{:#x} for {}", got, e.wat(false));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_local_set_only_by_arithmetic_is_canonical_when_read_and_others_keep_their_bits() {
+    // $lazy only ever holds a division's result; $kept also holds a payload NaN.
+    let text = module(
+        r#"(func (export "_start") (local $lazy f64) (local $kept f64)
+            (local.set $lazy (f64.div (f64.const 0) (f64.const 0)))
+            (local.set $kept (f64.div (f64.const 0) (f64.const 0)))
+            (f64.store (i32.const 64) (local.get $lazy))
+            (f64.store (i32.const 72) (local.get $kept))
+            (local.set $kept (f64.reinterpret_i64 (i64.const 0x7ff0000000000001)))
+            (f64.store (i32.const 80) (local.get $kept))
+            (i64.store (i32.const 88) (i64.reinterpret_f64 (f64.add (local.get $lazy) (f64.const 1))))
+            (call $print (i32.const 64) (i32.const 32)))"#,
+    );
+    let out = run(&program(&text), limits()).execution;
+    let word = |i: usize| u64::from_le_bytes(out.stdout[8 * i..8 * i + 8].try_into().unwrap());
+    assert_eq!(word(0), CANONICAL);
+    assert_eq!(word(1), CANONICAL);
+    assert_eq!(word(2), 0x7ff0_0000_0000_0001);
+    assert_eq!(word(3), CANONICAL);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn canonicalized_bits_match_the_reference(exprs in prop::collection::vec(expr(), 16)) {
         check(&exprs, false)?;
+    }
+
+    #[test]
+    fn canonicalized_bits_through_locals_match_the_reference(exprs in prop::collection::vec(expr(), 16)) {
+        check_through_locals(&exprs)?;
     }
 
     #[test]

@@ -263,17 +263,18 @@ fn deep_recursion_overflows_at_the_injected_depth() {
     let a = run(&p, limits());
     assert_eq!(a.execution.status, ExecStatus::StackOverflow);
     assert_eq!(a.execution, run(&p, limits()).execution);
-    // _start's call and 4095 nested ones succeed, the 4097th call traps; each frame costs 1.
-    assert_eq!(a.execution.fuel, 4097);
+    // _start's call of $r cannot recur and is not counted; 4096 nested calls of $r succeed,
+    // the 4097th traps; each frame costs 1.
+    assert_eq!(a.execution.fuel, 4098);
 
-    // A custom depth: n nested calls below _start use n + 1 levels.
+    // A custom depth: n nested recursive calls use n levels.
     let opts = Options {
         max_call_depth: 10,
         ..Options::default()
     };
     for (n, want) in [
-        (9, ExecStatus::Exited { code: 0 }),
-        (10, ExecStatus::StackOverflow),
+        (10, ExecStatus::Exited { code: 0 }),
+        (11, ExecStatus::StackOverflow),
     ] {
         let text = module(&format!(
             r#"(func $r (param i32)
@@ -283,6 +284,49 @@ fn deep_recursion_overflows_at_the_injected_depth() {
         let p = program_with(&text, &opts);
         assert_eq!(run(&p, limits()).execution.status, want, "n = {n}");
     }
+}
+
+#[test]
+fn only_calls_that_may_recur_count_towards_the_depth() {
+    let opts = Options {
+        max_call_depth: 3,
+        ..Options::default()
+    };
+    let status = |text: &str| {
+        run(&program_with(&module(text), &opts), limits())
+            .execution
+            .status
+    };
+    // A chain of six calls that cannot recur runs whatever the limit.
+    assert_eq!(
+        status(
+            r#"(func $a (call $b)) (func $b (call $c)) (func $c (call $d)) (func $d (call $e))
+            (func $e (call $f)) (func $f) (func (export "_start") (call $a))"#
+        ),
+        ExecStatus::Exited { code: 0 }
+    );
+    // Mutual recursion counts every call: three levels pass, four do not.
+    let mutual = |n: u32| {
+        format!(
+            r#"(func $even (param i32) (if (local.get 0) (then (call $odd (i32.sub (local.get 0) (i32.const 1))))))
+            (func $odd (param i32) (if (local.get 0) (then (call $even (i32.sub (local.get 0) (i32.const 1))))))
+            (func (export "_start") (call $even (i32.const {n})))"#
+        )
+    };
+    assert_eq!(status(&mutual(3)), ExecStatus::Exited { code: 0 });
+    assert_eq!(status(&mutual(4)), ExecStatus::StackOverflow);
+    // A recursion through the table: each call_indirect counts, the direct call down does not.
+    let table = |n: u32| {
+        format!(
+            r#"(type $t (func (param i32)))
+            (table 1 funcref) (elem (i32.const 0) $r)
+            (func $down (param i32) (call_indirect (type $t) (local.get 0) (i32.const 0)))
+            (func $r (param i32) (if (local.get 0) (then (call $down (i32.sub (local.get 0) (i32.const 1))))))
+            (func (export "_start") (call $r (i32.const {n})))"#
+        )
+    };
+    assert_eq!(status(&table(3)), ExecStatus::Exited { code: 0 });
+    assert_eq!(status(&table(4)), ExecStatus::StackOverflow);
 }
 
 #[test]
