@@ -13,13 +13,34 @@
 //
 // Modules given to `runTask` are always the output of runegrid-instrument: the module counts
 // its own fuel and call depth, guards `memory.grow` and canonicalizes NaNs, so this host only
-// sets the limit globals, provides WASI, and reads the globals back after the run.
+// sets the limit globals, provides WASI and `runegrid.refuel`, and reads the globals back after
+// the run. Native hands the fuel out in slices so that `refuel` can check the wall-time
+// deadline (crates/sandbox/src/fuel.rs); here the whole limit goes into the global at once and
+// the refill threshold is set to its minimum (the caller enforces wall time by terminating the
+// worker), so the module only calls `refuel` when a bulk instruction's charge spent the fuel.
+// Slices are not observable: the fuel used is the same either way.
 
 const WASI = 'wasi_snapshot_preview1';
 const FUEL_GLOBAL = '__runegrid_fuel';
 const DEPTH_GLOBAL = '__runegrid_depth';
 const MEMORY_LIMIT_GLOBAL = '__runegrid_memory_limit_pages';
 const MEMORY_DENIED_GLOBAL = '__runegrid_memory_denied';
+const REFILL_GLOBAL = '__runegrid_refill_at';
+const HOST_MODULE = 'runegrid';
+const I64_MIN = -(2n ** 63n);
+
+/** Thrown by `runegrid.refuel` when the fuel is spent (the fuel global is left negative). */
+class OutOfFuel extends Error {}
+
+/**
+ * `runegrid.refuel` for an instance whose fuel global holds the whole limit: nothing to add;
+ * the run ends when the fuel is spent.
+ */
+function refueler(instance) {
+  return () => {
+    if (instance.current.exports[FUEL_GLOBAL].value < 0n) throw new OutOfFuel('out of fuel');
+  };
+}
 
 /** Most stderr bytes kept per run (wasi.rs STDERR_CAP). */
 export const STDERR_CAP = 64 << 10;
@@ -1769,12 +1790,14 @@ export function runTask(module, task, onStdout = () => {}) {
 
   let instance;
   try {
-    instance = new WebAssembly.Instance(module, { [WASI]: host.imports() });
+    const cell = { current: null };
+    instance = new WebAssembly.Instance(module, { [WASI]: host.imports(), [HOST_MODULE]: { refuel: refueler(cell) } });
+    cell.current = instance;
   } catch (e) {
     throw internal(`cannot instantiate module: ${e}`, e);
   }
   const ex = instance.exports;
-  const globals = [FUEL_GLOBAL, DEPTH_GLOBAL, MEMORY_LIMIT_GLOBAL, MEMORY_DENIED_GLOBAL];
+  const globals = [FUEL_GLOBAL, DEPTH_GLOBAL, MEMORY_LIMIT_GLOBAL, MEMORY_DENIED_GLOBAL, REFILL_GLOBAL];
   if (
     !(ex.memory instanceof WebAssembly.Memory) ||
     typeof ex._start !== 'function' ||
@@ -1806,6 +1829,7 @@ export function runTask(module, task, onStdout = () => {}) {
   host.memory = ex.memory;
   const fuel = ex[FUEL_GLOBAL];
   fuel.value = fuelLimit;
+  ex[REFILL_GLOBAL].value = I64_MIN;
   ex[MEMORY_LIMIT_GLOBAL].value = limitPages | 0; // read as unsigned by the module
 
   let error = null;

@@ -44,10 +44,11 @@ pub struct ProgramsBenchArgs {
     /// Only these programs (comma-separated names; default: all).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Build the plain wasmtime column without epoch interruption (the sandbox's wall-time
-    /// limit), to see what its checks at loop heads and function entries cost.
+    /// Build the plain wasmtime column with wasmtime's epoch interruption (how the sandbox
+    /// enforced wall time before fuel slices), to see what its checks at loop heads and
+    /// function entries cost.
     #[arg(long)]
-    pub no_epoch: bool,
+    pub epoch: bool,
 }
 
 mod plain;
@@ -264,7 +265,7 @@ fn run_blocking(a: ProgramsBenchArgs) -> Result<i32> {
         notes.push("`node` is not on PATH: the V8 column is skipped".to_string());
     }
     let sandbox = Sandbox::new()?;
-    let plain = Plain::new(!a.no_epoch)?;
+    let plain = Plain::new(a.epoch)?;
     let runs = a.runs as usize;
 
     let mut reports = Vec::new();

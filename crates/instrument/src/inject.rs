@@ -7,13 +7,15 @@
 use crate::callgraph::Components;
 use crate::validate::ModuleInfo;
 use crate::{
-    DEPTH_GLOBAL, FUEL_GLOBAL, InstrumentError, MAX_TABLE_ELEMENTS, MEMORY_DENIED_GLOBAL,
-    MEMORY_LIMIT_GLOBAL, Options,
+    DEPTH_GLOBAL, FUEL_GLOBAL, HOST_MODULE, InstrumentError, MAX_TABLE_ELEMENTS,
+    MEMORY_DENIED_GLOBAL, MEMORY_LIMIT_GLOBAL, Options, REFILL_GLOBAL, REFUEL_FUNCTION,
 };
+use std::convert::Infallible;
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{
-    ConstExpr, DataCountSection, ExportKind, ExportSection, FunctionSection, GlobalSection,
-    GlobalType, Module, RawSection, SectionId, TypeSection, ValType,
+    ConstExpr, DataCountSection, ElementSection, EntityType, ExportKind, ExportSection,
+    FunctionSection, GlobalSection, GlobalType, ImportSection, Module, RawSection, SectionId,
+    TypeSection, ValType,
 };
 use wasmparser::{
     BlockType, ContType, FrameKind, FuncType, ModuleArity, Operator, OperatorsReader,
@@ -24,6 +26,28 @@ fn invalid(e: impl std::fmt::Display) -> InstrumentError {
     InstrumentError::Invalid(e.to_string())
 }
 
+/// Re-encodes the sections that name functions with the module's own functions one index up:
+/// the refuel import comes after the module's imports, so it takes the first index after them.
+struct ShiftFunctions {
+    imported: u32,
+}
+
+impl Reencode for ShiftFunctions {
+    type Error = Infallible;
+
+    fn function_index(
+        &mut self,
+        func: u32,
+    ) -> Result<u32, wasm_encoder::reencode::Error<Infallible>> {
+        Ok(shift(func, self.imported))
+    }
+}
+
+/// The index of function `func` of the input in the output.
+fn shift(func: u32, imported: u32) -> u32 {
+    if func < imported { func } else { func + 1 }
+}
+
 /// Rewrites a module that passed [`crate::validate::check`].
 pub(crate) fn rewrite(
     wasm: &[u8],
@@ -31,6 +55,9 @@ pub(crate) fn rewrite(
     opts: &Options,
 ) -> Result<Vec<u8>, InstrumentError> {
     let mut re = RoundtripReencoder;
+    let mut sh = ShiftFunctions {
+        imported: info.num_imported_funcs,
+    };
     let mut module = Module::new();
     let raw = |module: &mut Module, id: SectionId, range: std::ops::Range<usize>| {
         module.section(&RawSection {
@@ -40,12 +67,16 @@ pub(crate) fn rewrite(
     };
 
     let grow_type = info.types.len() as u32;
-    let grow_func = info.func_types.len() as u32;
+    let refuel_type = grow_type + 1;
+    let refuel_func = info.num_imported_funcs;
+    // Every function of the input, then the refuel import.
+    let grow_func = info.func_types.len() as u32 + 1;
     let g = Globals {
         fuel: info.num_globals,
         depth: info.num_globals + 1,
         limit: info.num_globals + 2,
         denied: info.num_globals + 3,
+        refill: info.num_globals + 4,
     };
 
     let mut types = TypeSection::new();
@@ -54,11 +85,20 @@ pub(crate) fn rewrite(
             .map_err(invalid)?;
     }
     types.ty().function([ValType::I32], [ValType::I32]);
+    types.ty().function([], []);
     module.section(&types);
 
+    let mut imports = ImportSection::new();
     if let Some(r) = &info.import_section {
-        raw(&mut module, SectionId::Import, r.range());
+        re.parse_import_section(&mut imports, r.clone())
+            .map_err(invalid)?;
     }
+    imports.import(
+        HOST_MODULE,
+        REFUEL_FUNCTION,
+        EntityType::Function(refuel_type),
+    );
+    module.section(&imports);
 
     let mut functions = FunctionSection::new();
     if let Some(r) = &info.function_section {
@@ -77,7 +117,7 @@ pub(crate) fn rewrite(
 
     let mut globals = GlobalSection::new();
     if let Some(r) = &info.global_section {
-        re.parse_global_section(&mut globals, r.clone())
+        sh.parse_global_section(&mut globals, r.clone())
             .map_err(invalid)?;
     }
     let mutable = |val_type| GlobalType {
@@ -92,21 +132,34 @@ pub(crate) fn rewrite(
     );
     globals.global(mutable(ValType::I32), &ConstExpr::i32_const(0));
     globals.global(mutable(ValType::I32), &ConstExpr::i32_const(0));
+    // The refill threshold starts at the margin: more than any function spends between two
+    // refuel checks (each instruction costs 1 and takes at least one byte).
+    let margin = info.code_section.as_ref().map_or(Ok(0), |r| {
+        r.clone()
+            .into_iter()
+            .try_fold(0u64, |m, body| body.map(|b| m.max(b.range().len() as u64)))
+    });
+    let margin = margin.map_err(invalid)? + 1;
+    globals.global(mutable(ValType::I64), &ConstExpr::i64_const(margin as i64));
     module.section(&globals);
 
     let mut exports = ExportSection::new();
     if let Some(r) = &info.export_section {
-        re.parse_export_section(&mut exports, r.clone())
+        sh.parse_export_section(&mut exports, r.clone())
             .map_err(invalid)?;
     }
     exports.export(FUEL_GLOBAL, ExportKind::Global, g.fuel);
     exports.export(DEPTH_GLOBAL, ExportKind::Global, g.depth);
     exports.export(MEMORY_LIMIT_GLOBAL, ExportKind::Global, g.limit);
     exports.export(MEMORY_DENIED_GLOBAL, ExportKind::Global, g.denied);
+    exports.export(REFILL_GLOBAL, ExportKind::Global, g.refill);
     module.section(&exports);
 
     if let Some(r) = &info.element_section {
-        raw(&mut module, SectionId::Element, r.range());
+        let mut elements = ElementSection::new();
+        sh.parse_element_section(&mut elements, r.clone())
+            .map_err(invalid)?;
+        module.section(&elements);
     }
     if let Some(count) = info.data_count {
         module.section(&DataCountSection { count });
@@ -117,13 +170,7 @@ pub(crate) fn rewrite(
     let input_code_len = info.code_section.as_ref().map_or(0, |r| r.range().len());
     let mut code = Vec::with_capacity(input_code_len * 2 + 64);
     uleb(&mut code, u64::from(bodies) + 1);
-    let mut rw = FuncRewriter::new(
-        wasm,
-        opts,
-        g,
-        grow_func,
-        Components::of_code(info.code_section.as_ref(), info.num_imported_funcs)?,
-    );
+    let mut rw = FuncRewriter::new(wasm, info, opts, g, grow_func, refuel_func)?;
     if let Some(r) = &info.code_section {
         for (i, body) in r.clone().into_iter().enumerate() {
             let body = body.map_err(invalid)?;
@@ -157,6 +204,7 @@ struct Globals {
     depth: u32,
     limit: u32,
     denied: u32,
+    refill: u32,
 }
 
 // Opcodes of the injected instructions.
@@ -166,12 +214,18 @@ const ELSE: u8 = 0x05;
 const END: u8 = 0x0b;
 const RETURN: u8 = 0x0f;
 const CALL: u8 = 0x10;
+const BLOCK: u8 = 0x02;
+const LOOP: u8 = 0x03;
+const BR: u8 = 0x0c;
+const BR_IF: u8 = 0x0d;
+const BR_TABLE: u8 = 0x0e;
 const LOCAL_GET: u8 = 0x20;
 const LOCAL_SET: u8 = 0x21;
 const LOCAL_TEE: u8 = 0x22;
 const GLOBAL_GET: u8 = 0x23;
 const GLOBAL_SET: u8 = 0x24;
 const MEMORY_SIZE: u8 = 0x3f;
+const REF_FUNC: u8 = 0xd2;
 const MEMORY_GROW: u8 = 0x40;
 const I32_CONST: u8 = 0x41;
 const I64_CONST: u8 = 0x42;
@@ -233,6 +287,20 @@ fn trap_if(out: &mut Vec<u8>) {
     out.extend_from_slice(&[IF, BLOCK_EMPTY, UNREACHABLE, END]);
 }
 
+/// `if (cond) call $refuel end`: the host tops the fuel up or ends the run.
+fn refuel_if(out: &mut Vec<u8>, refuel: u32) {
+    out.extend_from_slice(&[IF, BLOCK_EMPTY]);
+    op_idx(out, CALL, refuel);
+    out.push(END);
+}
+
+/// `fuel < refill`: the fuel global is low, time for a refuel check.
+fn fuel_low(out: &mut Vec<u8>, g: Globals) {
+    op_idx(out, GLOBAL_GET, g.fuel);
+    op_idx(out, GLOBAL_GET, g.refill);
+    out.push(I64_LT_S);
+}
+
 /// Body of the function that replaces `memory.grow`: `(param $delta i32) (result i32)`.
 fn grow_function(g: Globals) -> Vec<u8> {
     let mut b = vec![0]; // no locals
@@ -290,9 +358,9 @@ enum Kind {
     Opaque,
     /// Ends the current segment (control flow).
     SegmentEnd,
-    /// `call` (of a module function) / `call_indirect`: depth accounting, then ends the
-    /// segment.
-    Call,
+    /// `call` (of a module function) / `call_indirect`: depth accounting when `counted`, then
+    /// ends the segment; a refuel check follows it.
+    Call { counted: bool },
     /// `memory.grow`: replaced by a call to the injected function.
     MemoryGrow,
     /// Bulk instruction charged `len >> BULK_SHIFT` extra.
@@ -358,7 +426,7 @@ fn classify(op: &Operator<'_>, simd: bool) -> Result<Kind, InstrumentError> {
         | O::BrTable { .. }
         | O::Return
         | O::Unreachable => Kind::SegmentEnd,
-        O::Call { .. } | O::CallIndirect { .. } => Kind::Call,
+        O::Call { .. } | O::CallIndirect { .. } => Kind::Call { counted: true },
         O::MemoryGrow { .. } => Kind::MemoryGrow,
         O::MemoryFill { .. }
         | O::MemoryCopy { .. }
@@ -606,6 +674,73 @@ impl Scratch {
     }
 }
 
+/// What an instruction does to the loops that get a refuel check (see "Fuel slices" in the
+/// crate documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoopEvent {
+    None,
+    /// A loop without parameters opens: it is wrapped as
+    /// `block $done (its type) loop $again block $refill LOOP … end br $done end call $refuel
+    /// br $again end unreachable end`, and its head gets `br_if $refill (fuel < refill)`: the
+    /// check leaves the loop to call the host, so that the loop itself has no call in it.
+    Wrap,
+    /// A wrapped loop ends.
+    Unwrap,
+    /// A loop with parameters (which a branch out could not carry) opens: its head gets
+    /// `if (fuel < refill) call $refuel end`.
+    Inline,
+}
+
+/// The control frames (blocks, loops, ifs, the function body) open at an instruction,
+/// innermost last, and how many of them are wrapped loops: a branch that leaves a wrapped loop
+/// has three more labels to cross.
+#[derive(Debug, Default)]
+struct Labels {
+    /// Per open frame, how many wrapped loops are open up to it, it included.
+    wrapped: Vec<u32>,
+}
+
+impl Labels {
+    /// The function body's frame only.
+    fn reset(&mut self) {
+        self.wrapped.clear();
+        self.wrapped.push(0);
+    }
+
+    fn open(&mut self, wrapped: bool) {
+        let below = self.wrapped.last().copied().unwrap_or(0);
+        self.wrapped.push(below + u32::from(wrapped));
+    }
+
+    /// Closes the innermost frame; whether it was a wrapped loop.
+    fn close(&mut self) -> bool {
+        let closed = self.wrapped.pop().unwrap_or(0);
+        closed > self.wrapped.last().copied().unwrap_or(0)
+    }
+
+    /// How many wrapped loops a branch to the label at `depth` leaves (not its target).
+    fn crossed(&self, depth: u32) -> u32 {
+        let n = self.wrapped.len();
+        let (Some(&inner), Some(&target)) = (
+            self.wrapped.last(),
+            n.checked_sub(depth as usize + 1)
+                .and_then(|i| self.wrapped.get(i)),
+        ) else {
+            return 0;
+        };
+        inner - target
+    }
+
+    fn moves(&self, depth: u32) -> bool {
+        self.crossed(depth) > 0
+    }
+
+    /// The depth of the label in the output.
+    fn depth(&self, depth: u32) -> u32 {
+        depth + 3 * self.crossed(depth)
+    }
+}
+
 /// A float result whose canonicalization is not decided yet.
 struct Pending {
     /// Where the canonicalizing code goes in the segment buffer (right after the producer).
@@ -621,8 +756,14 @@ struct FuncRewriter<'w> {
     nan: bool,
     g: Globals,
     grow_func: u32,
+    num_imported_funcs: u32,
+    refuel_func: u32,
     /// Which direct calls may recur (and so count towards the call depth).
     calls: Components,
+    /// The number of parameters of each type of the module (for loop block types).
+    type_params: Vec<u32>,
+    /// The control frames open at the current instruction.
+    labels: Labels,
     /// The index of the function being rewritten.
     current: u32,
     /// Code of the finished segments of the current function.
@@ -642,13 +783,25 @@ struct FuncRewriter<'w> {
 }
 
 impl<'w> FuncRewriter<'w> {
-    fn new(wasm: &'w [u8], opts: &Options, g: Globals, grow_func: u32, calls: Components) -> Self {
-        FuncRewriter {
+    fn new(
+        wasm: &'w [u8],
+        info: &ModuleInfo<'_>,
+        opts: &Options,
+        g: Globals,
+        grow_func: u32,
+        refuel_func: u32,
+    ) -> Result<Self, InstrumentError> {
+        let num_imported_funcs = info.num_imported_funcs;
+        Ok(FuncRewriter {
             wasm,
             nan: opts.nan_canonicalization,
             g,
             grow_func,
-            calls,
+            num_imported_funcs,
+            refuel_func,
+            calls: Components::of_code(info.code_section.as_ref(), num_imported_funcs)?,
+            type_params: info.types.iter().map(|t| t.params().len() as u32).collect(),
+            labels: Labels::default(),
             current: 0,
             out: Vec::new(),
             seg: Vec::new(),
@@ -659,40 +812,93 @@ impl<'w> FuncRewriter<'w> {
             next_local: 0,
             lazy: Vec::new(),
             allocs: Some(OperatorsReaderAllocations::default()),
-        }
+        })
     }
 
-    /// Keeps as lazy only the float locals whose every `local.set` and `local.tee` stores the
-    /// result of the instruction just before it, a float operator whose result may be a NaN
-    /// with an engine-dependent payload (an add, a `sqrt`, ...). Such a local is not
-    /// canonicalized when it is set but when it is read by an instruction that may observe a
-    /// payload: it only ever holds a float operator's result (or its initial zero), so
-    /// canonicalizing it when read gives the bits canonicalizing it when set would have given,
-    /// while the reads that only do arithmetic or compare it, the common case, need nothing.
-    /// A local that is ever set from anything else (a load, a parameter, a call) keeps its
-    /// bits as they are, as WebAssembly requires.
+    /// Keeps as lazy only the float locals (not parameters) whose every `local.set` and
+    /// `local.tee` stores what the instruction just before it made: a float operator's result
+    /// that may be a NaN with an engine-dependent payload (an add, a `sqrt`, ...), a constant
+    /// that is not a NaN, a conversion from an integer, or the value of another lazy local.
+    /// Such a local is not canonicalized when it is set but when it is read by an instruction
+    /// that may observe a payload: every NaN it can hold came from a float operator, so
+    /// canonicalizing it when read gives the bits canonicalizing each result would have given,
+    /// while the reads that only do arithmetic or compare it, the common case, need nothing. A
+    /// local that is ever set from anything else (a load, a parameter, a call, a `select`)
+    /// keeps its bits as they are, as WebAssembly requires.
     fn find_lazy_locals(
         &mut self,
         body: &wasmparser::FunctionBody<'w>,
     ) -> Result<(), InstrumentError> {
+        /// What the instruction before a `local.set` left on top of the stack.
+        #[derive(Clone, Copy, PartialEq)]
+        enum Source {
+            /// A value a lazy local of this type may hold.
+            Fits(Float),
+            /// The value of this local.
+            Local(u32),
+            Other,
+        }
         let mut reader = body.get_operators_reader().map_err(invalid)?;
-        let mut previous: Option<Float> = None;
+        let mut previous = Source::Other;
+        // (destination, source) of every copy between locals.
+        let mut copies: Vec<(u32, u32)> = Vec::new();
         while !reader.eof() {
             let (op, start) = reader.read_with_offset().map_err(invalid)?;
             if let Operator::LocalSet { local_index } | Operator::LocalTee { local_index } = op
                 && let Some(slot) = self.lazy.get_mut(local_index as usize)
-                && slot.is_some()
-                && *slot != previous
+                && let Some(ty) = *slot
             {
-                *slot = None;
+                match previous {
+                    Source::Fits(t) if t == ty => {}
+                    Source::Local(from) => copies.push((local_index, from)),
+                    _ => *slot = None,
+                }
             }
-            previous = match classify(&op, self.wasm[start] == PREFIX_SIMD)? {
-                Kind::Stack {
-                    canon: Some(ty @ (Float::F32 | Float::F64)),
-                    ..
-                } => Some(ty),
-                _ => None,
+            use Operator as O;
+            previous = match op {
+                O::LocalGet { local_index } | O::LocalTee { local_index } => {
+                    Source::Local(local_index)
+                }
+                O::F32Const { value } if !f32::from_bits(value.bits()).is_nan() => {
+                    Source::Fits(Float::F32)
+                }
+                O::F64Const { value } if !f64::from_bits(value.bits()).is_nan() => {
+                    Source::Fits(Float::F64)
+                }
+                O::F32ConvertI32S | O::F32ConvertI32U | O::F32ConvertI64S | O::F32ConvertI64U => {
+                    Source::Fits(Float::F32)
+                }
+                O::F64ConvertI32S | O::F64ConvertI32U | O::F64ConvertI64S | O::F64ConvertI64U => {
+                    Source::Fits(Float::F64)
+                }
+                _ => match classify(&op, self.wasm[start] == PREFIX_SIMD)? {
+                    Kind::Stack {
+                        canon: Some(ty @ (Float::F32 | Float::F64)),
+                        ..
+                    } => Source::Fits(ty),
+                    _ => Source::Other,
+                },
             };
+        }
+        // A copy of a local that is not lazy is not lazy either, transitively.
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let mut copied_to: Vec<Vec<u32>> = vec![Vec::new(); self.lazy.len()];
+        for &(to, from) in &copies {
+            if let Some(list) = copied_to.get_mut(from as usize) {
+                list.push(to);
+            }
+        }
+        let mut todo: Vec<u32> = (0..self.lazy.len() as u32)
+            .filter(|&l| self.lazy[l as usize].is_none() && !copied_to[l as usize].is_empty())
+            .collect();
+        while let Some(from) = todo.pop() {
+            for &to in &copied_to[from as usize] {
+                if self.lazy[to as usize].take().is_some() {
+                    todo.push(to);
+                }
+            }
         }
         Ok(())
     }
@@ -754,6 +960,10 @@ impl<'w> FuncRewriter<'w> {
         self.pending.clear();
         self.inserts.clear();
         self.scratch.clear();
+        self.labels.reset();
+        // A refuel check on entry: if fuel < refill { refuel() }
+        fuel_low(&mut self.out, self.g);
+        refuel_if(&mut self.out, self.refuel_func);
 
         let mut locals = body.get_locals_reader().map_err(invalid)?;
         let declarations = locals.get_count();
@@ -784,6 +994,8 @@ impl<'w> FuncRewriter<'w> {
         let ops = body.get_binary_reader_for_operators().map_err(invalid)?;
         let allocs = self.allocs.take().unwrap_or_default();
         let mut reader = OperatorsReader::new_with_allocs(ops, allocs);
+        let wasm = self.wasm;
+        let imported = self.num_imported_funcs;
         while !reader.eof() {
             let (op, start) = reader.read_with_offset().map_err(invalid)?;
             let end = reader.original_position();
@@ -791,15 +1003,77 @@ impl<'w> FuncRewriter<'w> {
                 // No depth accounting for a call that cannot recur: of a host function (the
                 // host never calls back into the module), or of a function that cannot reach
                 // the caller again through direct calls.
+                Operator::Call { function_index } if function_index < imported => Kind::SegmentEnd,
                 Operator::Call { function_index }
                     if !self.calls.may_recur(self.current, function_index) =>
                 {
-                    Kind::SegmentEnd
+                    Kind::Call { counted: false }
                 }
-                _ => classify(&op, self.wasm[start] == PREFIX_SIMD)?,
+                _ => classify(&op, wasm[start] == PREFIX_SIMD)?,
             };
             let kind = self.lazy_local_kind(&op).unwrap_or(kind);
-            self.instruction(kind, start, end);
+            // A reference to one of the module's own functions moves one index up; a branch
+            // out of a loop with a refuel check moves past the blocks around it.
+            let mut moved = Vec::new();
+            let raw = match op {
+                Operator::Call { function_index } if function_index >= imported => {
+                    op_idx(&mut moved, CALL, shift(function_index, imported));
+                    &moved[..]
+                }
+                Operator::RefFunc { function_index } => {
+                    op_idx(&mut moved, REF_FUNC, shift(function_index, imported));
+                    &moved[..]
+                }
+                Operator::Br { relative_depth } if self.labels.moves(relative_depth) => {
+                    op_idx(&mut moved, BR, self.labels.depth(relative_depth));
+                    &moved[..]
+                }
+                Operator::BrIf { relative_depth } if self.labels.moves(relative_depth) => {
+                    op_idx(&mut moved, BR_IF, self.labels.depth(relative_depth));
+                    &moved[..]
+                }
+                Operator::BrTable { ref targets } => {
+                    let mut all = Vec::with_capacity(targets.len() as usize + 1);
+                    for t in targets.targets() {
+                        all.push(t.map_err(invalid)?);
+                    }
+                    all.push(targets.default());
+                    if all.iter().any(|&d| self.labels.moves(d)) {
+                        moved.push(BR_TABLE);
+                        uleb(&mut moved, all.len() as u64 - 1);
+                        for d in all {
+                            uleb(&mut moved, u64::from(self.labels.depth(d)));
+                        }
+                        &moved[..]
+                    } else {
+                        &wasm[start..end]
+                    }
+                }
+                _ => &wasm[start..end],
+            };
+            let event = match op {
+                Operator::Block { .. } | Operator::If { .. } => {
+                    self.labels.open(false);
+                    LoopEvent::None
+                }
+                Operator::Loop { blockty } => {
+                    let params = match blockty {
+                        BlockType::FuncType(t) => {
+                            self.type_params.get(t as usize).copied().unwrap_or(1)
+                        }
+                        BlockType::Empty | BlockType::Type(_) => 0,
+                    };
+                    self.labels.open(params == 0);
+                    if params == 0 {
+                        LoopEvent::Wrap
+                    } else {
+                        LoopEvent::Inline
+                    }
+                }
+                Operator::End if self.labels.close() => LoopEvent::Unwrap,
+                _ => LoopEvent::None,
+            };
+            self.instruction(kind, raw, event);
         }
         self.allocs = Some(reader.into_allocations());
         if !self.seg.is_empty() {
@@ -819,9 +1093,7 @@ impl<'w> FuncRewriter<'w> {
         Ok(())
     }
 
-    fn instruction(&mut self, kind: Kind, start: usize, end: usize) {
-        let wasm = self.wasm;
-        let raw = &wasm[start..end];
+    fn instruction(&mut self, kind: Kind, raw: &[u8], event: LoopEvent) {
         self.seg_cost += 1;
         match kind {
             Kind::Stack {
@@ -846,10 +1118,45 @@ impl<'w> FuncRewriter<'w> {
             }
             Kind::SegmentEnd => {
                 self.resolve_all();
+                if event == LoopEvent::Wrap {
+                    // block $done (the loop's type), loop $again, block $refill, then the loop.
+                    self.seg.push(BLOCK);
+                    self.seg.extend_from_slice(&raw[1..]);
+                    self.seg
+                        .extend_from_slice(&[LOOP, BLOCK_EMPTY, BLOCK, BLOCK_EMPTY]);
+                }
                 self.seg.extend_from_slice(raw);
                 self.flush();
+                let (g, refuel, out) = (self.g, self.refuel_func, &mut self.out);
+                match event {
+                    LoopEvent::None => {}
+                    // At the loop's head: if fuel < refill { br $refill }
+                    LoopEvent::Wrap => {
+                        fuel_low(out, g);
+                        out.extend_from_slice(&[BR_IF, 1]);
+                    }
+                    // After the loop's end: br $done (with its results); the refuel check
+                    // out of the loop, then in again.
+                    LoopEvent::Unwrap => {
+                        out.extend_from_slice(&[BR, 2, END]);
+                        op_idx(out, CALL, refuel);
+                        out.extend_from_slice(&[BR, 0, END, UNREACHABLE, END]);
+                    }
+                    // A loop with parameters: the check inside it.
+                    LoopEvent::Inline => {
+                        fuel_low(out, g);
+                        refuel_if(out, refuel);
+                    }
+                }
             }
-            Kind::Call => {
+            Kind::Call { counted: false } => {
+                self.resolve_all();
+                self.seg.extend_from_slice(raw);
+                self.flush();
+                fuel_low(&mut self.out, self.g);
+                refuel_if(&mut self.out, self.refuel_func);
+            }
+            Kind::Call { counted: true } => {
                 self.resolve_all();
                 // depth -= 1; if depth < 0 { unreachable }
                 let t = self.local(Scratch::I32);
@@ -869,6 +1176,8 @@ impl<'w> FuncRewriter<'w> {
                 op_idx(out, GLOBAL_GET, d);
                 out.extend_from_slice(&[I32_CONST, 1, I32_ADD]);
                 op_idx(out, GLOBAL_SET, d);
+                fuel_low(out, self.g);
+                refuel_if(out, self.refuel_func);
             }
             Kind::MemoryGrow => {
                 self.track(1, 1, Insensitive::No);
@@ -876,7 +1185,7 @@ impl<'w> FuncRewriter<'w> {
             }
             Kind::Bulk => {
                 self.resolve_all();
-                // len = pop; fuel -= len >> BULK_SHIFT; if fuel < 0 { unreachable }; push len
+                // len = pop; fuel -= len >> BULK_SHIFT; if fuel < 0 { refuel() }; push len
                 let len = self.local(Scratch::I32);
                 let tmp = self.local(Scratch::I64);
                 let fuel = self.g.fuel;
@@ -895,7 +1204,7 @@ impl<'w> FuncRewriter<'w> {
                 op_idx(seg, GLOBAL_SET, fuel);
                 op_idx(seg, LOCAL_GET, tmp);
                 seg.extend_from_slice(&[I64_CONST, 0, I64_LT_S]);
-                trap_if(seg);
+                refuel_if(seg, self.refuel_func);
                 op_idx(seg, LOCAL_GET, len);
                 seg.extend_from_slice(raw);
             }

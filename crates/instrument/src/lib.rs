@@ -8,10 +8,12 @@
 //!
 //! # What the output contains
 //!
-//! Existing indices never move: every new type, function, global and local is appended at the
-//! end of its index space, so the module's own functions, globals, tables, element segments and
-//! `call_indirect` type indices are untouched. Instruction bytes that need no change are copied
-//! verbatim. Added items:
+//! Indices barely move: every new type, global and local is appended at the end of its index
+//! space, so the module's globals, tables, element segments and `call_indirect` type indices are
+//! untouched. One function is imported, [`HOST_MODULE`]`.`[`REFUEL_FUNCTION`] of type
+//! `[] -> []`, after the module's own imports: the module's own functions each move one index
+//! up, and every `call`, `ref.func`, export, element segment and global initializer that names
+//! one is rewritten to match. Other instruction bytes are copied verbatim. Added items:
 //!
 //! | export | type | meaning |
 //! | --- | --- | --- |
@@ -19,9 +21,11 @@
 //! | [`DEPTH_GLOBAL`] | mutable `i32`, initially [`Options::max_call_depth`] | calls still allowed on the stack |
 //! | [`MEMORY_LIMIT_GLOBAL`] | mutable `i32`, initially 0 | memory cap in 64 KiB pages (read as unsigned); the host sets it |
 //! | [`MEMORY_DENIED_GLOBAL`] | mutable `i32`, initially 0 | set to 1 when a `memory.grow` was refused by the cap |
+//! | [`REFILL_GLOBAL`] | mutable `i64`, initially the margin | the module calls `refuel` when the fuel global is below it |
 //!
 //! plus one function (`(i32) -> i32`, appended after the module's functions, not exported) that
-//! replaces every `memory.grow`, and its type (appended after the module's types).
+//! replaces every `memory.grow`, and its type and the refuel import's (appended after the
+//! module's types).
 //!
 //! Custom sections (`name`, DWARF, `producers`, …) are dropped: the output is what every replica
 //! must run byte for byte, and debug sections only make it bigger.
@@ -42,9 +46,35 @@
 //!   stack), charged just before the instruction runs.
 //! - Host (WASI) functions cost only their `call`; instructions injected by this crate cost
 //!   nothing.
-//! - When a charge leaves the fuel global **below zero** the module executes `unreachable`.
-//!   The host tells running out of fuel from the guest's own trap by reading the global after
-//!   the trap: negative means out of fuel, and the fuel used is then the whole limit.
+//! - When a segment's charge leaves the fuel global **below zero** the module executes
+//!   `unreachable`: the host tells running out of fuel from the guest's own trap by reading the
+//!   global after the trap (negative: out of fuel, and the fuel used is the whole limit). A bulk
+//!   instruction's charge calls the imported [`REFUEL_FUNCTION`] instead (no arguments, no
+//!   results), which tops the fuel up or ends the run.
+//!
+//! # Fuel slices (the host's side)
+//!
+//! The host need not hand the whole limit to the module at once, and a host that hands it out
+//! in *slices* gets the module back at least once per slice, which is where it checks its
+//! wall-time deadline: the engine needs no interruption checks of its own. The module calls
+//! [`REFUEL_FUNCTION`] at its *refuel checks* when the fuel global is below [`REFILL_GLOBAL`]:
+//! on entry to every function, after every call of a module function returns, and at the head
+//! of every loop. A loop's check does not call from inside the loop (a call there, even one
+//! never taken, makes the engine keep the loop's values in memory): it branches out of the loop
+//! to blocks wrapped around it, calls there and enters the loop again at its head (loops with
+//! parameters, which that branch could not carry, call from their head). Branches that leave a
+//! wrapped loop are renumbered to match.
+//!
+//! Between two refuel checks the module runs within one function, without a loop iteration or
+//! a call, so it spends at most that function's instruction count, less than the *margin*,
+//! the initial value of [`REFILL_GLOBAL`]. The host sets [`FUEL_GLOBAL`] to a first slice and
+//! keeps the rest of the limit in reserve; the fuel left is always the global plus the reserve.
+//! `refuel` checks the deadline and, while the reserve lasts, tops the global up to more than
+//! the margin; when the reserve is empty it sets [`REFILL_GLOBAL`] to `i64::MIN` (no more
+//! checks). A segment's charge can therefore only take the global below zero when the reserve
+//! is empty, that is when the whole limit is spent: where the slices are cut is not observable,
+//! and the fuel used and every result are the same whatever the slice. A host that hands out
+//! the whole limit at once sets [`REFILL_GLOBAL`] to `i64::MIN`.
 //!
 //! Example: `(func (local $i i32) i32.const 10 local.set $i loop br_if… end)` with a 5
 //! instruction loop body run 10 times costs `3 + 10 × 5 + 2` (the prologue `i32.const`,
@@ -101,8 +131,17 @@ mod validate;
 
 pub use validate::{ALLOWED_FEATURES, ALLOWED_WASI_IMPORTS, WASI_MODULE};
 
-/// Exported mutable `i64` global holding the fuel left.
+/// Exported mutable `i64` global holding the fuel left (in the current slice).
 pub const FUEL_GLOBAL: &str = "__runegrid_fuel";
+/// The module of the one non-WASI import an instrumented module has.
+pub const HOST_MODULE: &str = "runegrid";
+/// The function ([`HOST_MODULE`]`.refuel`, `[] -> []`) the module calls when its fuel global
+/// went below zero: see "Fuel slices".
+pub const REFUEL_FUNCTION: &str = "refuel";
+/// Exported mutable `i64` global: the module calls [`REFUEL_FUNCTION`] when its fuel global is
+/// below it (see "Fuel slices"). Its initial value is the *margin*, more than any function of
+/// the module spends between two such checks.
+pub const REFILL_GLOBAL: &str = "__runegrid_refill_at";
 /// Exported mutable `i32` global holding how many more nested calls are allowed.
 pub const DEPTH_GLOBAL: &str = "__runegrid_depth";
 /// Exported mutable `i32` global the host sets to the memory cap, in 64 KiB pages (unsigned).

@@ -1,11 +1,12 @@
 //! Checks of `runegrid_instrument::instrument` that need no engine: what is refused, that the
-//! output validates, keeps every existing index and is deterministic. Running the output is
+//! output validates, keeps every existing index but the module's own functions' and is deterministic. Running the output is
 //! tested in the sandbox crate.
 
 use proptest::prelude::*;
 use runegrid_instrument::{
-    ALLOWED_FEATURES, ALLOWED_WASI_IMPORTS, DEPTH_GLOBAL, FUEL_GLOBAL, InstrumentError,
-    MEMORY_DENIED_GLOBAL, MEMORY_LIMIT_GLOBAL, Options, instrument,
+    ALLOWED_FEATURES, ALLOWED_WASI_IMPORTS, DEPTH_GLOBAL, FUEL_GLOBAL, HOST_MODULE,
+    InstrumentError, MEMORY_DENIED_GLOBAL, MEMORY_LIMIT_GLOBAL, Options, REFILL_GLOBAL,
+    REFUEL_FUNCTION, instrument,
 };
 use wasmparser::{ExternalKind, Parser, Payload, Validator};
 
@@ -99,6 +100,7 @@ fn output_validates_and_exports_the_runegrid_globals() {
             DEPTH_GLOBAL,
             MEMORY_LIMIT_GLOBAL,
             MEMORY_DENIED_GLOBAL,
+            REFILL_GLOBAL,
         ] {
             assert!(names.iter().any(|n| n == name), "{name} missing");
         }
@@ -126,22 +128,78 @@ fn is_deterministic() {
 }
 
 #[test]
-fn existing_indices_are_kept() {
+fn indices_are_kept_but_own_functions_move_past_the_refuel_import() {
     let before = exports(&wat(RICH));
     let after = exports(&ok(RICH));
-    for e in &before {
-        assert!(after.contains(e), "export {e:?} moved");
+    // RICH imports one function (proc_exit): its own functions start at 1 and move to 2.
+    for (name, kind, index) in &before {
+        let expected = if *kind == ExternalKind::Func && *index >= 1 {
+            index + 1
+        } else {
+            *index
+        };
+        assert!(
+            after.contains(&(name.clone(), *kind, expected)),
+            "export {name} is not at {expected}: {after:?}"
+        );
     }
     // New globals come after the module's two; the new function after its four own ones.
     let fuel = after.iter().find(|e| e.0 == FUEL_GLOBAL).unwrap();
     assert_eq!(fuel.2, 2);
-    let mut funcs = 0;
+    let (mut funcs, mut imports) = (0, Vec::new());
     for payload in Parser::new(0).parse_all(&ok(RICH)) {
-        if let Payload::FunctionSection(r) = payload.unwrap() {
-            funcs = r.count();
+        match payload.unwrap() {
+            Payload::FunctionSection(r) => funcs = r.count(),
+            Payload::ImportSection(r) => {
+                for import in r.into_imports() {
+                    let import = import.unwrap();
+                    imports.push(format!("{}.{}", import.module, import.name));
+                }
+            }
+            _ => {}
         }
     }
     assert_eq!(funcs, 4 + 1);
+    assert_eq!(
+        imports,
+        [
+            "wasi_snapshot_preview1.proc_exit".to_string(),
+            format!("{HOST_MODULE}.{REFUEL_FUNCTION}")
+        ]
+    );
+}
+
+#[test]
+fn loops_get_refuel_checks_and_branches_out_of_them_still_validate() {
+    // Branches of every kind out of one, two and three loops (with a result, with a
+    // parameter, inside blocks and ifs): wrong renumbering would not validate.
+    let text = r#"(module
+      (memory (export "memory") 1)
+      (func $f (param i32) (result i32)
+        (block $out (result i32)
+          (loop $a (result i32)
+            (block $mid
+              (loop $b
+                (if (local.get 0) (then (br $mid)))
+                i32.const 7
+                (loop $c (param i32)
+                  drop
+                  (br_if $a (local.get 0))
+                  (br_table $b $a $mid (local.get 0)))
+                (br_if $b (local.get 0))))
+            (br_if $out (i32.const 5) (local.get 0))
+            (br $a))))
+      (func (export "_start") (drop (call $f (i32.const 1)))))"#;
+    let out = ok(text);
+    validate(&out);
+    // One import more than the input: the refuel function.
+    let mut imports = 0;
+    for payload in Parser::new(0).parse_all(&out) {
+        if let Payload::ImportSection(r) = payload.unwrap() {
+            imports = r.count();
+        }
+    }
+    assert_eq!(imports, 1);
 }
 
 #[test]

@@ -9,8 +9,8 @@
 //!
 //! 1. `proc_exit(code)` → `Exited { code }`; returning from `_start` → `Exited { code: 0 }`;
 //! 2. a stdout write past the cap → `StdoutLimit` (stdout holds exactly the cap);
-//! 3. an epoch interrupt (wall time) → [`SandboxError::Timeout`]: not deterministic, so not an
-//!    [`Execution`];
+//! 3. the wall-time deadline, checked each time the module asks for fuel (see [`fuel`]) →
+//!    [`SandboxError::Timeout`]: not deterministic, so not an [`Execution`];
 //! 4. any other trap: fuel global below zero → `OutOfFuel`; depth global below zero →
 //!    `StackOverflow`; memory-denied flag set → `MemoryLimit`; otherwise the trap's kind
 //!    (wasmtime's own stack overflow, a backstop the depth limit should pre-empt, is
@@ -18,6 +18,10 @@
 //!
 //! Fuel used is `limit - remaining`, or the whole limit when it ran out. A module whose initial
 //! memory is above the limit ends with `MemoryLimit` and fuel 0 before running.
+//!
+//! Modules instrumented before the refuel import existed (stored by an older coordinator) hold
+//! the whole limit in their fuel global and never call back: they run on a second engine, made
+//! on first use, that checks wall time with wasmtime's epoch interruption.
 //!
 //! Architecture Invariant: nothing a host function does depends on anything but the task and
 //! what the guest did before; wasmtime's own NaN canonicalization and fuel are off (the module
@@ -33,18 +37,22 @@
 //! hand-off to the runner thread and the teardown of the instance's memory mapping; the
 //! pooling allocator measured no faster, so the default on-demand allocator is used.
 
+mod fuel;
 mod preinit;
 mod runner;
 pub mod wasi;
 
+pub use fuel::SLICE as FUEL_SLICE;
 pub use preinit::preinitialize;
 use runegrid_core::{ExecStatus, Execution, FailureKind, Limits, OutputFile, TrapKind};
-use runegrid_instrument::{DEPTH_GLOBAL, FUEL_GLOBAL, MEMORY_DENIED_GLOBAL, MEMORY_LIMIT_GLOBAL};
+use runegrid_instrument::{
+    DEPTH_GLOBAL, FUEL_GLOBAL, MEMORY_DENIED_GLOBAL, MEMORY_LIMIT_GLOBAL, REFILL_GLOBAL,
+};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 pub use wasi::Blob;
 use wasi::{Fs, Host, SplitMix64, Stop};
 use wasmtime::{
@@ -58,7 +66,7 @@ pub const THREAD_STACK_BYTES: usize = 32 << 20;
 /// Native stack wasm may use before wasmtime traps. The injected call-depth limit is meant to
 /// trigger long before (4096 calls by default); this is only a backstop.
 pub const MAX_WASM_STACK_BYTES: usize = 16 << 20;
-/// Period of the epoch ticker that enforces wall time.
+/// Period of the epoch ticker that enforces wall time for modules without the refuel import.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Compiled programs kept in the cache.
 pub const CACHE_CAPACITY: usize = 64;
@@ -135,6 +143,9 @@ pub struct Program {
     sha256: [u8; 32],
     initial_pages: u64,
     exports: Exports,
+    /// The epoch ticker to keep running while it runs: only for a module without the refuel
+    /// import.
+    ticker: Option<Arc<Ticker>>,
 }
 
 impl Program {
@@ -166,17 +177,74 @@ struct Exports {
     depth: ModuleExport,
     limit: ModuleExport,
     denied: ModuleExport,
+    /// The refill threshold, in modules with the refuel import.
+    refill: Option<ModuleExport>,
 }
 
-/// The wasmtime engine, the WASI linker, a cache of compiled programs and the epoch ticker.
+/// The wasmtime engine, the WASI linker, a cache of compiled programs and the runner threads.
 /// `Send + Sync`: one sandbox serves many concurrent runs.
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<Host>,
+    /// The engine for modules without the refuel import, made on first use.
+    legacy: OnceLock<Result<Legacy, SandboxError>>,
     cache: Mutex<Cache>,
+    runners: Arc<runner::Runners>,
+    /// Fuel handed to a module at a time, above its margin.
+    slice: i64,
+}
+
+/// An engine with epoch interruption, its linker and its epoch ticker: for modules instrumented
+/// before the refuel import, which do not come back to the host to be timed.
+struct Legacy {
+    engine: Engine,
+    linker: Linker<Host>,
     ticker: Arc<Ticker>,
     ticker_thread: Option<JoinHandle<()>>,
-    runners: Arc<runner::Runners>,
+}
+
+impl Legacy {
+    fn new() -> Result<Legacy, SandboxError> {
+        let internal = |e: wasmtime::Error| SandboxError::Internal(format!("{e:#}"));
+        let mut config = engine_config();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(internal)?;
+        let linker = linker(&engine).map_err(internal)?;
+        let ticker = Arc::new(Ticker::default());
+        let ticker_thread = {
+            let ticker = ticker.clone();
+            let engine = engine.clone();
+            std::thread::Builder::new()
+                .name("runegrid-epoch".into())
+                .spawn(move || ticker.run(&engine))
+                .map_err(|e| {
+                    SandboxError::Internal(format!("cannot start the epoch ticker: {e}"))
+                })?
+        };
+        Ok(Legacy {
+            engine,
+            linker,
+            ticker,
+            ticker_thread: Some(ticker_thread),
+        })
+    }
+}
+
+impl Drop for Legacy {
+    fn drop(&mut self) {
+        self.ticker.update(|s| s.stop = true);
+        if let Some(thread) = self.ticker_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The WASI functions and `runegrid.refuel`.
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<Host>> {
+    let mut linker = Linker::new(engine);
+    wasi::add_to_linker(&mut linker)?;
+    fuel::add_to_linker(&mut linker)?;
+    Ok(linker)
 }
 
 #[derive(Default)]
@@ -249,10 +317,6 @@ impl Drop for ActiveRun {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.runners.shutdown();
-        self.ticker.update(|s| s.stop = true);
-        if let Some(thread) = self.ticker_thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -263,8 +327,9 @@ impl std::fmt::Debug for Sandbox {
 }
 
 /// The wasmtime configuration: Cranelift, no wasmtime fuel and no Cranelift NaN
-/// canonicalization (the module carries both), epoch interruption for wall time, exactly the
-/// WebAssembly features the instrumentation allows; pooled instances.
+/// canonicalization (the module carries both), no epoch interruption (the module comes back to
+/// the host for fuel, where wall time is checked), exactly the WebAssembly features the
+/// instrumentation allows; pooled instances.
 fn config() -> Config {
     let mut config = engine_config();
     // Pooled instance slots whose first pages stay resident between runs: a small module's
@@ -290,7 +355,7 @@ fn engine_config() -> Config {
         .cranelift_opt_level(OptLevel::Speed)
         .cranelift_nan_canonicalization(false)
         .consume_fuel(false)
-        .epoch_interruption(true)
+        .epoch_interruption(false)
         .max_wasm_stack(MAX_WASM_STACK_BYTES)
         // Unused (runs are synchronous) but wasmtime requires it to be at least max_wasm_stack.
         .async_stack_size(MAX_WASM_STACK_BYTES + (1 << 20))
@@ -301,31 +366,35 @@ fn engine_config() -> Config {
 }
 
 impl Sandbox {
-    /// Builds the engine and the WASI linker and starts the (idle) epoch ticker.
+    /// A sandbox that hands fuel out `slice` at a time (above each module's margin) instead of
+    /// [`FUEL_SLICE`]: results are the same whatever the slice; a small one makes the module
+    /// come back to the host more often (for tests of exactly that).
+    pub fn with_fuel_slice(slice: i64) -> Result<Sandbox, SandboxError> {
+        let mut sandbox = Sandbox::new()?;
+        sandbox.slice = slice.max(1);
+        Ok(sandbox)
+    }
+
+    /// Builds the engine and the linker.
     pub fn new() -> Result<Sandbox, SandboxError> {
-        let engine =
-            Engine::new(&config()).map_err(|e| SandboxError::Internal(format!("{e:#}")))?;
-        let mut linker = Linker::new(&engine);
-        wasi::add_to_linker(&mut linker).map_err(|e| SandboxError::Internal(format!("{e:#}")))?;
-        let ticker = Arc::new(Ticker::default());
-        let ticker_thread = {
-            let ticker = ticker.clone();
-            let engine = engine.clone();
-            std::thread::Builder::new()
-                .name("runegrid-epoch".into())
-                .spawn(move || ticker.run(&engine))
-                .map_err(|e| {
-                    SandboxError::Internal(format!("cannot start the epoch ticker: {e}"))
-                })?
-        };
+        let internal = |e: wasmtime::Error| SandboxError::Internal(format!("{e:#}"));
+        let engine = Engine::new(&config()).map_err(internal)?;
+        let linker = linker(&engine).map_err(internal)?;
         Ok(Sandbox {
             engine,
             linker,
+            legacy: OnceLock::new(),
             cache: Mutex::new(Cache::default()),
-            ticker,
-            ticker_thread: Some(ticker_thread),
             runners: runner::Runners::new(THREAD_STACK_BYTES),
+            slice: FUEL_SLICE,
         })
+    }
+
+    fn legacy(&self) -> Result<&Legacy, SandboxError> {
+        self.legacy
+            .get_or_init(Legacy::new)
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Compiles an instrumented module, or returns the cached program with the same SHA-256.
@@ -371,7 +440,19 @@ impl Sandbox {
 
     fn compile_uncached(&self, wasm: &[u8], sha256: [u8; 32]) -> Result<Program, SandboxError> {
         let compile = |e: wasmtime::Error| SandboxError::Compile(format!("{e:#}"));
-        let module = Module::new(&self.engine, wasm).map_err(compile)?;
+        let mut module = Module::new(&self.engine, wasm).map_err(compile)?;
+        let refuels = module.imports().any(|i| {
+            i.module() == runegrid_instrument::HOST_MODULE
+                && i.name() == runegrid_instrument::REFUEL_FUNCTION
+        });
+        let mut linker = &self.linker;
+        let mut ticker = None;
+        if !refuels {
+            let legacy = self.legacy()?;
+            module = Module::new(&legacy.engine, wasm).map_err(compile)?;
+            linker = &legacy.linker;
+            ticker = Some(legacy.ticker.clone());
+        }
         let not_instrumented = |what: &str| {
             SandboxError::Compile(format!(
                 "module is not instrumented for runegrid: {what} (run it through runegrid-instrument)"
@@ -384,6 +465,11 @@ impl Sandbox {
             _ => Err(not_instrumented(&format!("no mutable global {name}"))),
         };
         let exports = Exports {
+            refill: if refuels {
+                Some(global(REFILL_GLOBAL)?)
+            } else {
+                None
+            },
             fuel: global(FUEL_GLOBAL)?,
             depth: global(DEPTH_GLOBAL)?,
             limit: global(MEMORY_LIMIT_GLOBAL)?,
@@ -403,12 +489,13 @@ impl Sandbox {
             Some(ExternType::Memory(m)) if !m.is_64() && !m.is_shared() => m.minimum(),
             _ => return Err(not_instrumented("`memory` is not a 32-bit unshared memory")),
         };
-        let pre = self.linker.instantiate_pre(&module).map_err(compile)?;
+        let pre = linker.instantiate_pre(&module).map_err(compile)?;
         Ok(Program {
             pre,
             sha256,
             initial_pages,
             exports,
+            ticker,
         })
     }
 
@@ -475,14 +562,15 @@ impl Sandbox {
             return;
         }
         let host = host(task, on_stdout);
-        let active = ActiveRun::new(self.ticker.clone());
-        let (engine, program) = (self.engine.clone(), program.clone());
+        let active = program.ticker.clone().map(ActiveRun::new);
+        let program = program.clone();
+        let slice = self.slice;
         // The job owns `on_done`; if no runner thread can start, it comes back in the error.
         let done = Arc::new(Mutex::new(Some(on_done)));
         let done_job = done.clone();
         let submitted = self.runners.submit(Box::new(move || {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                execute(&engine, &program, host, limits)
+                execute(&program, host, limits, slice)
             }))
             .unwrap_or_else(|_| Err(SandboxError::Internal("a run panicked".into())))
             .map(|(status, fuel, stdout, stderr, outputs)| {
@@ -538,17 +626,19 @@ type Outcome = (ExecStatus, u64, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
 /// Instantiates `program` and runs `_start` on the current thread. The files under `/out` come
 /// back unless they add up to more than `Limits::output_bytes` (then: `OutputLimit`, none).
 fn execute(
-    engine: &Engine,
     program: &Program,
     host: Host,
     limits: Limits,
+    slice: i64,
 ) -> Result<Outcome, SandboxError> {
     let internal = |e: wasmtime::Error| SandboxError::Internal(format!("{e:#}"));
-    let mut store = Store::new(engine, host);
+    let mut store = Store::new(program.pre.module().engine(), host);
     store.limiter(|host| &mut host.limits);
-    let ticks = limits.wall_time_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
-    store.set_epoch_deadline(ticks);
-    store.epoch_deadline_trap();
+    if program.ticker.is_some() {
+        let ticks = limits.wall_time_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+    }
 
     let instance = program
         .pre
@@ -578,8 +668,35 @@ fn execute(
     };
     store.data_mut().memory = Some(memory);
     let fuel_limit = limits.fuel.min(i64::MAX as u64) as i64;
-    fuel.set(&mut store, Val::I64(fuel_limit))
-        .map_err(internal)?;
+    let deadline = Instant::now() + Duration::from_millis(limits.wall_time_ms);
+    let refill = match ex
+        .refill
+        .as_ref()
+        .map(|r| instance.get_module_export(&mut store, r))
+    {
+        None => None,
+        Some(Some(Extern::Global(refill))) => Some(refill),
+        Some(_) => {
+            return Err(SandboxError::Internal(
+                "instance lacks the refill global".into(),
+            ));
+        }
+    };
+    let first = match refill {
+        // No refuel import: the module gets everything at once.
+        None => fuel_limit,
+        Some(refill) => {
+            let margin = refill.get(&mut store).i64().unwrap_or(0);
+            let (mut tank, first, threshold) = fuel::Tank::new(fuel_limit, slice, margin, deadline);
+            tank.globals = Some((fuel, refill));
+            store.data_mut().tank = tank;
+            refill
+                .set(&mut store, Val::I64(threshold))
+                .map_err(internal)?;
+            first
+        }
+    };
+    fuel.set(&mut store, Val::I64(first)).map_err(internal)?;
     limit
         .set(&mut store, Val::I32(limits.memory_pages() as i32))
         .map_err(internal)?;
@@ -587,7 +704,8 @@ fn execute(
 
     let result = start.call(&mut store, ());
 
-    let remaining = fuel.get(&mut store).i64().unwrap_or(0);
+    let in_global = fuel.get(&mut store).i64().unwrap_or(0);
+    let remaining = in_global.saturating_add(store.data().tank.reserve);
     let used = if remaining < 0 {
         fuel_limit
     } else {
@@ -642,6 +760,7 @@ fn host(task: &TaskRun<'_>, on_stdout: StdoutSink) -> Host {
         rng: SplitMix64::new(task.seed),
         memory: None,
         fs: Fs::new(task.blobs.to_vec(), task.limits.scratch_bytes),
+        tank: fuel::Tank::empty(),
         limits: StoreLimitsBuilder::new()
             .memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
             .table_elements(MAX_TABLE_ELEMENTS)
@@ -667,7 +786,7 @@ fn classify(
         });
     }
     let trap = err.downcast_ref::<Trap>().copied();
-    if trap == Some(Trap::Interrupt) {
+    if trap == Some(Trap::Interrupt) || err.downcast_ref::<fuel::Interrupted>().is_some() {
         return Err(SandboxError::Timeout {
             wall_time_ms: limits.wall_time_ms,
         });

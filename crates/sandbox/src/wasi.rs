@@ -154,6 +154,8 @@ pub(crate) struct Host {
     pub limits: StoreLimits,
     /// The file tree (blobs and scratch space) and the fds open on it.
     pub fs: Fs,
+    /// The fuel not yet handed to the module, and the wall-time deadline.
+    pub tank: crate::fuel::Tank,
 }
 
 impl Host {

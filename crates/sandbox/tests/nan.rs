@@ -100,6 +100,11 @@ impl Expr {
     fn flat(&self, code: &mut String, locals: &mut u32) -> u32 {
         let mut get = |e: &Expr, code: &mut String| format!("(local.get {})", e.flat(code, locals));
         let value = match self {
+            // A constant where one can be written (a lazy local may hold it), a payload NaN
+            // through a reinterpretation (a local that holds one is not lazy).
+            Expr::Bits(b, _) if !f64::from_bits(*b).is_nan() => {
+                format!("(f64.const {:?})", f64::from_bits(*b))
+            }
             Expr::Bits(b, _) => format!("(f64.reinterpret_i64 (i64.const {}))", *b as i64),
             Expr::Bin(op, a, b) => {
                 let (a, b) = (get(a, code), get(b, code));
@@ -116,6 +121,13 @@ impl Expr {
         let local = *locals;
         *locals += 1;
         code.push_str(&format!("(local.set {local} {value})\n"));
+        // Every third value is copied to another local, as compilers do around loops.
+        if local % 3 == 2 {
+            let copy = *locals;
+            *locals += 1;
+            code.push_str(&format!("(local.set {copy} (local.get {local}))\n"));
+            return copy;
+        }
         local
     }
 

@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 /// The "plain wasmtime" column: the module as built, in an engine configured like the
 /// sandbox's (`runegrid_sandbox`'s private `engine_config`, mirrored: Cranelift at `Speed`, no
-/// wasmtime fuel, no Cranelift NaN canonicalization, epoch interruption on with a deadline
-/// never reached (off with `--no-epoch`), the same wasm features and stack limit) but without
+/// wasmtime fuel, no Cranelift NaN canonicalization, no epoch interruption (on, with a deadline
+/// never reached, with `--epoch`), the same wasm features and stack limit) but without
 /// the instrumentation, and with a minimal WASI preview-1 host: arguments, stdout/stderr,
 /// clocks, random bytes, `proc_exit`; every other WASI function the module imports fails with
 /// `ENOSYS`.
 pub(super) struct Plain {
-    /// Whether the engine checks the epoch (wall time) as the sandbox does.
+    /// Whether the engine checks the epoch (`--epoch`).
     epoch: bool,
     engine: wasmtime::Engine,
 }
