@@ -416,8 +416,9 @@ fn classify(op: &Operator<'_>, simd: bool) -> Result<Kind, InstrumentError> {
     let plain = |pops, pushes| stack(pops, pushes, No, None);
     let f = Insensitive::Float;
     Ok(match op {
-        O::Block { .. }
-        | O::Loop { .. }
+        // Entering a block is a fall-through: no new segment (its `end` starts one).
+        O::Block { .. } => Kind::Opaque,
+        O::Loop { .. }
         | O::If { .. }
         | O::Else
         | O::End

@@ -33,10 +33,11 @@
 //! # Cost model (fuel)
 //!
 //! Every function body is split into straight-line *segments*. A segment ends right after each
-//! of these instructions: `block`, `loop`, `if`, `else`, `end`, `br`, `br_if`, `br_table`,
-//! `return`, `unreachable`, `call`, `call_indirect`; the next segment starts with the following
-//! instruction (so the body of a `loop`, the arms of an `if` and the code after a `call` each
-//! start a segment).
+//! of these instructions: `loop`, `if`, `else`, `end`, `br`, `br_if`, `br_table`, `return`,
+//! `unreachable`, `call`, `call_indirect`; the next segment starts with the following
+//! instruction (so the body of a `loop`, the arms of an `if`, the code after a block's `end`
+//! and the code after a `call` each start a segment). A `block` does not end one: its body is
+//! only ever entered from the instruction before it.
 //!
 //! - Every original instruction costs **1**, including `block`, `loop`, `if`, `else` and `end`.
 //! - A segment's whole cost is subtracted from [`FUEL_GLOBAL`] when the segment *starts*; a

@@ -160,6 +160,20 @@ fn fuel_follows_the_cost_model_exactly() {
     ));
     assert_eq!(run(&p, limits()).execution.fuel, 5 + 100);
 
+    // A block does not end a segment: a trap before it has paid for the code up to the block's
+    // end (i32.const, i32.load, drop, block, nop, nop, end).
+    let p = program(&module(
+        r#"(func (export "_start") (drop (i32.load (i32.const 70000))) (block nop nop))"#,
+    ));
+    let out = run(&p, limits()).execution;
+    assert_eq!(
+        out.status,
+        ExecStatus::Trap {
+            trap: TrapKind::MemoryOutOfBounds
+        }
+    );
+    assert_eq!(out.fuel, 7);
+
     // Exactly enough fuel succeeds; one less runs out.
     let p = program(&module(r#"(func (export "_start") nop nop)"#));
     let exact = Limits {
