@@ -425,6 +425,8 @@ async fn stats_and_pages_are_served() {
         ("/contribute", "Start contributing"),
         ("/web/worker.js", "runegrid-result-v1"),
         ("/web/exec.js", "random_get"),
+        ("/web/exec_fs.js", "path_open"),
+        ("/web/exec_memory.js", "ENOTCAPABLE"),
     ] {
         let r = reqwest::get(format!("{}{path}", grid.url)).await.unwrap();
         assert!(r.status().is_success(), "{path}");

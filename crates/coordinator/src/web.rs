@@ -52,6 +52,16 @@ const FILES: &[(&str, &str, &[u8])] = &[
         file!("exec.js"),
     ),
     (
+        "exec_fs.js",
+        "text/javascript; charset=utf-8",
+        file!("exec_fs.js"),
+    ),
+    (
+        "exec_memory.js",
+        "text/javascript; charset=utf-8",
+        file!("exec_memory.js"),
+    ),
+    (
         "store.js",
         "text/javascript; charset=utf-8",
         file!("store.js"),
