@@ -1,53 +1,146 @@
-//! The module's direct call graph, split into strongly connected components: which `call`s
-//! can be part of a recursion, and so need call-depth accounting (see "Call depth" in the
-//! crate documentation).
+//! The module's call graph, split into strongly connected components: which `call`s can be
+//! part of a recursion, and so need call-depth accounting (see "Call depth" in the crate
+//! documentation), and which functions may be entered again while they run, and so need a
+//! refuel check on entry (see "Fuel slices").
 //!
 //! A direct call from `f` to `g` can recur only if `g` can reach `f` again. Through direct
 //! calls alone that means `f` and `g` are in the same component; through an indirect call the
 //! cycle contains a `call_indirect`, which is always counted. So every cycle of calls that
 //! can actually run contains at least one counted call, and between two counted calls a chain
 //! of uncounted ones only goes down the (acyclic) graph of components.
+//!
+//! A function may be *re-entered* (be on the stack twice) only if it lies on a cycle of the
+//! call graph where a `call_indirect` may call any function whose reference the module takes
+//! (in an element segment, a `ref.func` in code or in a global's initializer): that graph has
+//! one more node, the table, with an edge from every function that calls indirectly and an
+//! edge to every such function.
 
 use crate::InstrumentError;
-use wasmparser::{CodeSectionReader, Operator};
+use wasmparser::{
+    CodeSectionReader, ElementItems, ElementSectionReader, GlobalSectionReader, Operator,
+};
 
 /// The component of each of the module's own functions (index `i` is the module's function
 /// `num_imported + i`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Components {
     num_imported: u32,
+    /// Per function, its component in the graph of direct calls.
     component: Vec<u32>,
+    /// Per function, whether it may be re-entered (direct and indirect calls).
+    reentrant: Vec<bool>,
+}
+
+/// The sections the call graph is read from.
+pub(crate) struct Sections<'a, 'r> {
+    pub code: Option<&'r CodeSectionReader<'a>>,
+    pub elements: Option<&'r ElementSectionReader<'a>>,
+    pub globals: Option<&'r GlobalSectionReader<'a>>,
+    pub num_imported: u32,
 }
 
 impl Components {
-    /// Reads every direct call in the code section.
-    pub(crate) fn of_code(
-        code: Option<&CodeSectionReader<'_>>,
-        num_imported: u32,
-    ) -> Result<Components, InstrumentError> {
+    /// Reads every call and every function reference of the module.
+    pub(crate) fn of(s: Sections<'_, '_>) -> Result<Components, InstrumentError> {
         let invalid = |e: wasmparser::BinaryReaderError| InstrumentError::Invalid(e.to_string());
+        let num_imported = s.num_imported;
         let mut callees: Vec<Vec<u32>> = Vec::new();
-        if let Some(code) = code {
+        let mut indirect: Vec<bool> = Vec::new();
+        let mut referenced: Vec<u32> = Vec::new();
+        if let Some(code) = s.code {
             for body in code.clone() {
                 let body = body.map_err(invalid)?;
-                let mut calls = Vec::new();
+                let (mut calls, mut calls_indirect) = (Vec::new(), false);
                 let mut ops = body.get_operators_reader().map_err(invalid)?;
                 while !ops.eof() {
-                    if let Operator::Call { function_index } = ops.read().map_err(invalid)?
-                        && function_index >= num_imported
-                    {
-                        calls.push(function_index - num_imported);
+                    match ops.read().map_err(invalid)? {
+                        Operator::Call { function_index } if function_index >= num_imported => {
+                            calls.push(function_index - num_imported);
+                        }
+                        Operator::CallIndirect { .. } => calls_indirect = true,
+                        Operator::RefFunc { function_index } => referenced.push(function_index),
+                        _ => {}
                     }
                 }
                 calls.sort_unstable();
                 calls.dedup();
                 callees.push(calls);
+                indirect.push(calls_indirect);
             }
         }
+        let const_expr = |expr: &wasmparser::ConstExpr<'_>,
+                          referenced: &mut Vec<u32>|
+         -> Result<(), InstrumentError> {
+            let mut ops = expr.get_operators_reader();
+            while !ops.eof() {
+                if let Operator::RefFunc { function_index } = ops.read().map_err(invalid)? {
+                    referenced.push(function_index);
+                }
+            }
+            Ok(())
+        };
+        if let Some(globals) = s.globals {
+            for global in globals.clone() {
+                const_expr(&global.map_err(invalid)?.init_expr, &mut referenced)?;
+            }
+        }
+        if let Some(elements) = s.elements {
+            for element in elements.clone() {
+                match element.map_err(invalid)?.items {
+                    ElementItems::Functions(functions) => {
+                        for f in functions {
+                            referenced.push(f.map_err(invalid)?);
+                        }
+                    }
+                    ElementItems::Expressions(_, exprs) => {
+                        for expr in exprs {
+                            const_expr(&expr.map_err(invalid)?, &mut referenced)?;
+                        }
+                    }
+                }
+            }
+        }
+        let component = components(&callees);
+
+        // The same graph with the table as one more node, `n`.
+        let n = callees.len();
+        let table = n as u32;
+        let mut with_table = callees.clone();
+        for (calls, indirect) in with_table.iter_mut().zip(&indirect) {
+            if *indirect {
+                calls.push(table);
+            }
+        }
+        let mut targets: Vec<u32> = referenced
+            .iter()
+            .filter_map(|f| f.checked_sub(num_imported))
+            .filter(|&f| (f as usize) < n)
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        with_table.push(targets);
+        let cyclic = components(&with_table);
+        let mut size = vec![0u32; n + 1];
+        for &c in &cyclic {
+            size[c as usize] += 1;
+        }
+        let reentrant = (0..n)
+            .map(|f| size[cyclic[f] as usize] > 1 || with_table[f].contains(&(f as u32)))
+            .collect();
         Ok(Components {
             num_imported,
-            component: components(&callees),
+            component,
+            reentrant,
         })
+    }
+
+    /// Whether function `func` (an index in the module's function index space) may be on the
+    /// stack twice.
+    pub(crate) fn reentrant(&self, func: u32) -> bool {
+        func.checked_sub(self.num_imported)
+            .and_then(|i| self.reentrant.get(i as usize))
+            .copied()
+            .unwrap_or(true)
     }
 
     /// Whether a direct `call` from function `caller` to function `callee` (indices in the
@@ -158,6 +251,48 @@ mod tests {
         assert_ne!(c[3], c[4]);
         assert_ne!(c[0], c[4]);
         assert_eq!(components(&[]), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn functions_on_cycles_through_the_table_may_be_reentered() {
+        let wasm = wat::parse_str(
+            r#"(module
+              (type $t (func))
+              (table 2 funcref)
+              (elem (i32.const 0) $in_table $on_cycle)
+              (func $leaf)                                              ;; 0
+              (func $in_table (call $leaf))                             ;; 1
+              (func $dispatch (call_indirect (type $t) (i32.const 0)))  ;; 2
+              (func $on_cycle (call $dispatch))                         ;; 3
+              (func $self (call $self))                                 ;; 4
+              (func $a (call $b))                                       ;; 5
+              (func $b (call $a))                                       ;; 6
+              (func $start (call $leaf) (call $dispatch)))              ;; 7"#,
+        )
+        .unwrap();
+        let mut code = None;
+        let mut elements = None;
+        for payload in wasmparser::Parser::new(0).parse_all(&wasm) {
+            match payload.unwrap() {
+                wasmparser::Payload::CodeSectionStart { range, .. } => {
+                    let reader = wasmparser::BinaryReader::new(&wasm[range], 0);
+                    code = Some(CodeSectionReader::new(reader).unwrap());
+                }
+                wasmparser::Payload::ElementSection(r) => elements = Some(r),
+                _ => {}
+            }
+        }
+        let c = Components::of(Sections {
+            code: code.as_ref(),
+            elements: elements.as_ref(),
+            globals: None,
+            num_imported: 0,
+        })
+        .unwrap();
+        let reentrant: Vec<u32> = (0..8).filter(|&f| c.reentrant(f)).collect();
+        assert_eq!(reentrant, [2, 3, 4, 5, 6]);
+        assert!(c.may_recur(4, 4) && c.may_recur(5, 6) && !c.may_recur(3, 2));
+        assert!(!c.may_recur(7, 0));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! gain entries (types, functions, globals, exports, code) are re-encoded, through
 //! [`wasm_encoder::reencode`].
 
-use crate::callgraph::Components;
+use crate::callgraph::{Components, Sections};
 use crate::validate::ModuleInfo;
 use crate::{
     DEPTH_GLOBAL, FUEL_GLOBAL, HOST_MODULE, InstrumentError, MAX_TABLE_ELEMENTS,
@@ -132,14 +132,14 @@ pub(crate) fn rewrite(
     );
     globals.global(mutable(ValType::I32), &ConstExpr::i32_const(0));
     globals.global(mutable(ValType::I32), &ConstExpr::i32_const(0));
-    // The refill threshold starts at the margin: more than any function spends between two
-    // refuel checks (each instruction costs 1 and takes at least one byte).
-    let margin = info.code_section.as_ref().map_or(Ok(0), |r| {
-        r.clone()
-            .into_iter()
-            .try_fold(0u64, |m, body| body.map(|b| m.max(b.range().len() as u64)))
-    });
-    let margin = margin.map_err(invalid)? + 1;
+    // The refill threshold starts at the margin: more than the module spends between two
+    // refuel checks, which is at most every instruction of the module once (each instruction
+    // costs 1 and takes at least one byte of the code section).
+    let margin = info
+        .code_section
+        .as_ref()
+        .map_or(0, |r| r.range().len() as u64)
+        + 1;
     globals.global(mutable(ValType::I64), &ConstExpr::i64_const(margin as i64));
     module.section(&globals);
 
@@ -800,7 +800,12 @@ impl<'w> FuncRewriter<'w> {
             grow_func,
             num_imported_funcs,
             refuel_func,
-            calls: Components::of_code(info.code_section.as_ref(), num_imported_funcs)?,
+            calls: Components::of(Sections {
+                code: info.code_section.as_ref(),
+                elements: info.element_section.as_ref(),
+                globals: info.global_section.as_ref(),
+                num_imported: num_imported_funcs,
+            })?,
             type_params: info.types.iter().map(|t| t.params().len() as u32).collect(),
             labels: Labels::default(),
             current: 0,
@@ -962,9 +967,12 @@ impl<'w> FuncRewriter<'w> {
         self.inserts.clear();
         self.scratch.clear();
         self.labels.reset();
-        // A refuel check on entry: if fuel < refill { refuel() }
-        fuel_low(&mut self.out, self.g);
-        refuel_if(&mut self.out, self.refuel_func);
+        // A refuel check on entry of a function that may be re-entered:
+        // if fuel < refill { refuel() }
+        if self.calls.reentrant(func) {
+            fuel_low(&mut self.out, self.g);
+            refuel_if(&mut self.out, self.refuel_func);
+        }
 
         let mut locals = body.get_locals_reader().map_err(invalid)?;
         let declarations = locals.get_count();

@@ -59,16 +59,18 @@
 //! in *slices* gets the module back at least once per slice, which is where it checks its
 //! wall-time deadline: the engine needs no interruption checks of its own. The module calls
 //! [`REFUEL_FUNCTION`] at its *refuel checks* when the fuel global is below [`REFILL_GLOBAL`]:
-//! on entry to every function, after every call of a module function returns, and at the head
-//! of every loop. A loop's check does not call from inside the loop (a call there, even one
+//! on entry to every function that may be re-entered (one on a cycle of the call graph, where a
+//! `call_indirect` may call any function the module takes a reference to), after every call of
+//! a module function returns, and at the head of every loop. A loop's check does not call from inside the loop (a call there, even one
 //! never taken, makes the engine keep the loop's values in memory): it branches out of the loop
 //! to blocks wrapped around it, calls there and enters the loop again at its head (loops with
 //! parameters, which that branch could not carry, call from their head). Branches that leave a
 //! wrapped loop are renumbered to match.
 //!
-//! Between two refuel checks the module runs within one function, without a loop iteration or
-//! a call, so it spends at most that function's instruction count, less than the *margin*,
-//! the initial value of [`REFILL_GLOBAL`]. The host sets [`FUEL_GLOBAL`] to a first slice and
+//! Between two refuel checks the module runs without a loop iteration or a return, down a
+//! chain of calls of functions that cannot be re-entered, so each of them at most once: it
+//! spends less than the module has instructions, which is less than the *margin*, the size of
+//! its code section in bytes and the initial value of [`REFILL_GLOBAL`]. The host sets [`FUEL_GLOBAL`] to a first slice and
 //! keeps the rest of the limit in reserve; the fuel left is always the global plus the reserve.
 //! `refuel` checks the deadline and, while the reserve lasts, tops the global up to more than
 //! the margin; when the reserve is empty it sets [`REFILL_GLOBAL`] to `i64::MIN` (no more

@@ -11,7 +11,9 @@ use runegrid_instrument::{DEPTH_GLOBAL, FUEL_GLOBAL, MEMORY_DENIED_GLOBAL, MEMOR
 use runegrid_sandbox::{FUEL_SLICE, Sandbox, SandboxError, TaskRun};
 
 /// Loops of every shape (nested, left by `br`, `br_if` and `br_table` across several loops,
-/// with a result, with a parameter), recursion and a bulk fill; prints what they computed.
+/// with a result, with a parameter), recursion (direct and through the table), calls of
+/// functions that cannot be re-entered (no refuel check on entry) and a bulk fill; prints what
+/// they computed.
 const SHAPES: &str = r#"
   (func $fib (param i32) (result i32)
     (if (result i32) (i32.lt_u (local.get 0) (i32.const 2))
@@ -45,14 +47,27 @@ const SHAPES: &str = r#"
       (i32.add (i32.const 1))
       (local.tee $t)
       (br_if $l (i32.lt_u (local.get $t) (i32.const 20000)))))
+  (type $t (func (param i32) (result i32)))
+  (table 1 funcref)
+  (elem (i32.const 0) $through_table)
+  (func $through_table (param i32) (result i32)
+    (if (result i32) (i32.eqz (local.get 0))
+      (then (i32.const 1))
+      (else (i32.add (i32.const 1)
+        (call_indirect (type $t) (i32.sub (local.get 0) (i32.const 1)) (i32.const 0))))))
+  (func $h (param i32) (result i32) (i32.add (i32.mul (local.get 0) (i32.const 3)) (i32.const 1)))
+  (func $g (param i32) (result i32) (call $h (call $h (call $h (local.get 0)))))
+  (func $k (param i32) (result i32) (call $g (call $g (call $g (local.get 0)))))
   (func (export "_start")
+    (i32.store (i32.const 120) (call $through_table (i32.const 500)))
+    (i32.store (i32.const 124) (call $k (i32.const 1)))
     (memory.fill (i32.const 1024) (i32.const 7) (i32.const 60000))
     (i32.store (i32.const 100) (call $fib (i32.const 18)))
     (i32.store (i32.const 104) (call $nested))
     (i32.store (i32.const 108) (call $with_result))
     (i32.store (i32.const 112) (call $with_param))
     (i32.store (i32.const 116) (i32.load (i32.const 50000)))
-    (call $print (i32.const 100) (i32.const 20)))"#;
+    (call $print (i32.const 100) (i32.const 28)))"#;
 
 fn run_on(sandbox: &Sandbox, p: &runegrid_sandbox::Program, l: Limits) -> Execution {
     let task = TaskRun {
@@ -83,6 +98,11 @@ fn every_slice_gives_the_same_result() {
     assert_eq!(words[2], 30000);
     assert_eq!(words[3], 20000);
     assert_eq!(words[4], 0x0707_0707);
+    assert_eq!(words[5], 501, "recursion through the table");
+    assert_eq!(
+        words[6], 29524,
+        "calls of functions that cannot be re-entered"
+    );
     let used = whole.execution.fuel;
     for slice in [1, 2, 3, 10, 1000, 100_000] {
         let sliced = Sandbox::with_fuel_slice(slice).unwrap();
