@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::{limits, module, program, run, sandbox, try_run};
-use runegrid_core::Execution;
+use common::{limits, module, program, run, run_in, sandbox, try_run};
 use runegrid_core::{ExecStatus, FailureKind, Limits};
 use runegrid_instrument::{DEPTH_GLOBAL, FUEL_GLOBAL, MEMORY_DENIED_GLOBAL, MEMORY_LIMIT_GLOBAL};
-use runegrid_sandbox::{FUEL_SLICE, Sandbox, SandboxError, TaskRun};
+use runegrid_sandbox::{FUEL_SLICE, Sandbox, SandboxError};
 
 /// Loops of every shape (nested, left by `br`, `br_if` and `br_table` across several loops,
 /// with a result, with a parameter), recursion (direct and through the table), calls of
@@ -69,18 +68,6 @@ const SHAPES: &str = r#"
     (i32.store (i32.const 116) (i32.load (i32.const 50000)))
     (call $print (i32.const 100) (i32.const 28)))"#;
 
-fn run_on(sandbox: &Sandbox, p: &runegrid_sandbox::Program, l: Limits) -> Execution {
-    let task = TaskRun {
-        args: &[],
-        env: &[],
-        stdin: b"",
-        seed: 0,
-        limits: l,
-        blobs: &[],
-    };
-    sandbox.run(p, &task, &mut |_| {}).unwrap().execution
-}
-
 #[test]
 fn every_slice_gives_the_same_result() {
     let wasm = runegrid_instrument::instrument(module(SHAPES).as_bytes(), &Default::default())
@@ -108,14 +95,14 @@ fn every_slice_gives_the_same_result() {
         let sliced = Sandbox::with_fuel_slice(slice).unwrap();
         let p = sliced.compile(&wasm).unwrap();
         assert_eq!(
-            run_on(&sliced, &p, limits()),
+            run_in(&sliced, &p, limits()).execution,
             whole.execution,
             "slice {slice}"
         );
         // Running out anywhere gives what running out gives with the whole limit at once.
         for fuel in [used - 1, used / 2, used / 3 + 7, 1000, 61] {
             let l = Limits { fuel, ..limits() };
-            let out = run_on(&sliced, &p, l);
+            let out = run_in(&sliced, &p, l).execution;
             assert_eq!(
                 out.status,
                 ExecStatus::OutOfFuel,

@@ -60,6 +60,19 @@ pub fn try_run(
     sandbox().run(program, &task, &mut |_| {})
 }
 
+/// Runs on `sandbox` (instead of the shared one) with no args, env or stdin, seed 0.
+pub fn run_in(sandbox: &Sandbox, program: &Program, limits: Limits) -> RunOutput {
+    let task = TaskRun {
+        args: &[],
+        env: &[],
+        stdin: b"",
+        seed: 0,
+        limits,
+        blobs: &[],
+    };
+    sandbox.run(program, &task, &mut |_| {}).expect("run")
+}
+
 /// Imports of every module built by [`module`].
 pub const IMPORTS: &str = r#"
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
