@@ -99,7 +99,7 @@ fn refuel(mut caller: Caller<'_, Host>) -> wasmtime::Result<()> {
     let give = tank.reserve.min(tank.fill_to.saturating_sub(fuel).max(0));
     tank.reserve -= give;
     fuel += give;
-    let refill = if tank.reserve > 0 { margin } else { i64::MIN };
+    let refill = tank.threshold(margin);
     fuel_global.set(&mut caller, Val::I64(fuel))?;
     refill_global.set(&mut caller, Val::I64(refill))?;
     if fuel < 0 {

@@ -177,12 +177,17 @@ fn a_loop_that_calls_a_function_times_out_with_plenty_of_fuel() {
         (func (export "_start") (local $x i32)
           (loop $l (local.set $x (call $f (local.get $x))) (br $l)))"#,
     ));
+    times_out(&p);
+}
+
+/// Runs `p` with all the fuel there is and 100 ms: it must end as a timeout.
+fn times_out(p: &runegrid_sandbox::Program) {
     let l = Limits {
         fuel: Limits::MAX_FUEL,
         wall_time_ms: 100,
         ..limits()
     };
-    let err = try_run(&p, &[], &[], b"", 0, l).unwrap_err();
+    let err = try_run(p, &[], &[], b"", 0, l).unwrap_err();
     assert_eq!(err, SandboxError::Timeout { wall_time_ms: 100 });
     assert_eq!(err.failure_kind(), FailureKind::WallTime);
 }
@@ -253,11 +258,5 @@ fn a_module_instrumented_before_the_refuel_import_still_times_out() {
             r#"(func (export "_start") (loop $l (call $spend (i64.const 1)) (br $l)))"#,
         ))
         .unwrap();
-    let l = Limits {
-        fuel: Limits::MAX_FUEL,
-        wall_time_ms: 100,
-        ..limits()
-    };
-    let err = try_run(&p, &[], &[], b"", 0, l).unwrap_err();
-    assert_eq!(err, SandboxError::Timeout { wall_time_ms: 100 });
+    times_out(&p);
 }
