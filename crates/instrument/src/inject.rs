@@ -287,18 +287,34 @@ fn trap_if(out: &mut Vec<u8>) {
     out.extend_from_slice(&[IF, BLOCK_EMPTY, UNREACHABLE, END]);
 }
 
-/// `if (cond) call $refuel end`: the host tops the fuel up or ends the run.
-fn refuel_if(out: &mut Vec<u8>, refuel: u32) {
+/// `if (cond) { call $refuel; load }`: the host tops the fuel up or ends the run. The fuel
+/// global must be in sync with the fuel local `f` (see [`sync`]).
+fn refuel_if(out: &mut Vec<u8>, refuel: u32, g: Globals, f: u32) {
     out.extend_from_slice(&[IF, BLOCK_EMPTY]);
     op_idx(out, CALL, refuel);
+    load(out, g, f);
     out.push(END);
 }
 
-/// `fuel < refill`: the fuel global is low, time for a refuel check.
-fn fuel_low(out: &mut Vec<u8>, g: Globals) {
-    op_idx(out, GLOBAL_GET, g.fuel);
+/// `fuel < refill`, on the fuel local `f`: time for a refuel check.
+fn fuel_low(out: &mut Vec<u8>, g: Globals, f: u32) {
+    op_idx(out, LOCAL_GET, f);
     op_idx(out, GLOBAL_GET, g.refill);
     out.push(I64_LT_S);
+}
+
+/// `f = fuel`: a function keeps the fuel in its local `f` and reads the global again where
+/// the host may have changed it (on entry, after a call).
+fn load(out: &mut Vec<u8>, g: Globals, f: u32) {
+    op_idx(out, GLOBAL_GET, g.fuel);
+    op_idx(out, LOCAL_SET, f);
+}
+
+/// `fuel = f`: the global gets the fuel local's value where the host may read it (before a
+/// call, a return, a trap of the module's own, at a loop's head).
+fn sync(out: &mut Vec<u8>, g: Globals, f: u32) {
+    op_idx(out, LOCAL_GET, f);
+    op_idx(out, GLOBAL_SET, g.fuel);
 }
 
 /// Body of the function that replaces `memory.grow`: `(param $delta i32) (result i32)`.
@@ -325,7 +341,8 @@ fn grow_function(g: Globals) -> Vec<u8> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scratch {
     I32,
-    I64,
+    /// The function's fuel (see [`load`] and [`sync`]).
+    Fuel,
     F32,
     F64,
     V128,
@@ -336,7 +353,7 @@ impl Scratch {
     fn byte(self) -> u8 {
         match self {
             Scratch::I32 => 0x7f,
-            Scratch::I64 => 0x7e,
+            Scratch::Fuel => 0x7e,
             Scratch::F32 => 0x7d,
             Scratch::F64 => 0x7c,
             Scratch::V128 => 0x7b,
@@ -637,13 +654,6 @@ impl<'w> FuncRewriter<'w> {
         self.inserts.clear();
         self.scratch.clear();
         self.labels.reset();
-        // A refuel check on entry of a function that may be re-entered:
-        // if fuel < refill { refuel() }
-        if self.calls.reentrant(func) {
-            fuel_low(&mut self.out, self.g);
-            refuel_if(&mut self.out, self.refuel_func);
-        }
-
         let mut locals = body.get_locals_reader().map_err(invalid)?;
         let declarations = locals.get_count();
         let decl_start = locals.original_position();
@@ -669,6 +679,14 @@ impl<'w> FuncRewriter<'w> {
             self.find_lazy_locals(body)?;
         }
         self.next_local = count;
+        // f = fuel, and a refuel check on entry of a function that may be re-entered:
+        // if f < refill { refuel(); f = fuel }
+        let f = self.local(Scratch::Fuel);
+        load(&mut self.out, self.g, f);
+        if self.calls.reentrant(func) {
+            fuel_low(&mut self.out, self.g, f);
+            refuel_if(&mut self.out, self.refuel_func, self.g, f);
+        }
 
         let ops = body.get_binary_reader_for_operators().map_err(invalid)?;
         let allocs = self.allocs.take().unwrap_or_default();
@@ -682,7 +700,7 @@ impl<'w> FuncRewriter<'w> {
                 // No depth accounting for a call that cannot recur: of a host function (the
                 // host never calls back into the module), or of a function that cannot reach
                 // the caller again through direct calls.
-                Operator::Call { function_index } if function_index < imported => Kind::SegmentEnd,
+                Operator::Call { function_index } if function_index < imported => Kind::HostCall,
                 Operator::Call { function_index }
                     if !self.calls.may_recur(self.current, function_index) =>
                 {
@@ -730,6 +748,21 @@ impl<'w> FuncRewriter<'w> {
                 }
                 _ => &wasm[start..end],
             };
+            // The fuel global is synced before the function is left (a return, a branch to the
+            // body's label, its final `end`) and before the module's own trap.
+            let body = self.labels.wrapped.len() as u32 - 1;
+            let sync_before = match op {
+                Operator::Return | Operator::Unreachable => true,
+                Operator::End => body == 0,
+                Operator::Br { relative_depth } | Operator::BrIf { relative_depth } => {
+                    relative_depth == body
+                }
+                Operator::BrTable { ref targets } => {
+                    targets.default() == body
+                        || targets.targets().any(|t| t.is_ok_and(|t| t == body))
+                }
+                _ => false,
+            };
             let event = match op {
                 Operator::Block { .. } | Operator::If { .. } => {
                     self.labels.open(false);
@@ -752,7 +785,7 @@ impl<'w> FuncRewriter<'w> {
                 Operator::End if self.labels.close() => LoopEvent::Unwrap,
                 _ => LoopEvent::None,
             };
-            self.instruction(kind, raw, event);
+            self.instruction(kind, raw, event, sync_before);
         }
         self.allocs = Some(reader.into_allocations());
         if !self.seg.is_empty() {
@@ -772,8 +805,9 @@ impl<'w> FuncRewriter<'w> {
         Ok(())
     }
 
-    fn instruction(&mut self, kind: Kind, raw: &[u8], event: LoopEvent) {
+    fn instruction(&mut self, kind: Kind, raw: &[u8], event: LoopEvent, sync_before: bool) {
         self.seg_cost += 1;
+        let (g, f) = (self.g, self.local(Scratch::Fuel));
         match kind {
             Kind::Stack {
                 pops,
@@ -804,43 +838,59 @@ impl<'w> FuncRewriter<'w> {
                     self.seg
                         .extend_from_slice(&[LOOP, BLOCK_EMPTY, BLOCK, BLOCK_EMPTY]);
                 }
+                if sync_before {
+                    sync(&mut self.seg, g, f);
+                }
                 self.seg.extend_from_slice(raw);
                 self.flush();
-                let (g, refuel, out) = (self.g, self.refuel_func, &mut self.out);
+                let (refuel, out) = (self.refuel_func, &mut self.out);
                 match event {
                     LoopEvent::None => {}
-                    // At the loop's head: if fuel < refill { br $refill }
+                    // At the loop's head: fuel = f; if f < refill { br $refill }
                     LoopEvent::Wrap => {
-                        fuel_low(out, g);
+                        sync(out, g, f);
+                        fuel_low(out, g, f);
                         out.extend_from_slice(&[BR_IF, 1]);
                     }
                     // After the loop's end: br $done (with its results); the refuel check
-                    // out of the loop, then in again.
+                    // out of the loop (the global is in sync), then in again.
                     LoopEvent::Unwrap => {
                         out.extend_from_slice(&[BR, 2, END]);
                         op_idx(out, CALL, refuel);
+                        load(out, g, f);
                         out.extend_from_slice(&[BR, 0, END, UNREACHABLE, END]);
                     }
                     // A loop with parameters: the check inside it.
                     LoopEvent::Inline => {
-                        fuel_low(out, g);
-                        refuel_if(out, refuel);
+                        sync(out, g, f);
+                        fuel_low(out, g, f);
+                        refuel_if(out, refuel, g, f);
                     }
                 }
             }
-            Kind::Call { counted: false } => {
+            Kind::HostCall => {
                 self.resolve_all();
+                sync(&mut self.seg, g, f);
                 self.seg.extend_from_slice(raw);
                 self.flush();
-                fuel_low(&mut self.out, self.g);
-                refuel_if(&mut self.out, self.refuel_func);
+                load(&mut self.out, g, f);
+            }
+            Kind::Call { counted: false } => {
+                self.resolve_all();
+                sync(&mut self.seg, g, f);
+                self.seg.extend_from_slice(raw);
+                self.flush();
+                load(&mut self.out, g, f);
+                fuel_low(&mut self.out, g, f);
+                refuel_if(&mut self.out, self.refuel_func, g, f);
             }
             Kind::Call { counted: true } => {
                 self.resolve_all();
-                // depth -= 1; if depth < 0 { unreachable }
+                // fuel = f; depth -= 1; if depth < 0 { unreachable }
                 let t = self.local(Scratch::I32);
                 let d = self.g.depth;
                 let seg = &mut self.seg;
+                sync(seg, g, f);
                 op_idx(seg, GLOBAL_GET, d);
                 seg.extend_from_slice(&[I32_CONST, 1, I32_SUB]);
                 op_idx(seg, LOCAL_TEE, t);
@@ -850,13 +900,14 @@ impl<'w> FuncRewriter<'w> {
                 trap_if(seg);
                 seg.extend_from_slice(raw);
                 self.flush();
-                // depth += 1 once the call returned.
+                // depth += 1 once the call returned; f = fuel.
                 let out = &mut self.out;
                 op_idx(out, GLOBAL_GET, d);
                 out.extend_from_slice(&[I32_CONST, 1, I32_ADD]);
                 op_idx(out, GLOBAL_SET, d);
-                fuel_low(out, self.g);
-                refuel_if(out, self.refuel_func);
+                load(out, g, f);
+                fuel_low(out, g, f);
+                refuel_if(out, self.refuel_func, g, f);
             }
             Kind::MemoryGrow => {
                 self.track(1, 1, Insensitive::No);
@@ -864,13 +915,11 @@ impl<'w> FuncRewriter<'w> {
             }
             Kind::Bulk => {
                 self.resolve_all();
-                // len = pop; fuel -= len >> BULK_SHIFT; if fuel < 0 { refuel() }; push len
+                // len = pop; f -= len >> BULK_SHIFT; fuel = f; if f < 0 { refuel() }; push len
                 let len = self.local(Scratch::I32);
-                let tmp = self.local(Scratch::I64);
-                let fuel = self.g.fuel;
                 let seg = &mut self.seg;
                 op_idx(seg, LOCAL_SET, len);
-                op_idx(seg, GLOBAL_GET, fuel);
+                op_idx(seg, LOCAL_GET, f);
                 op_idx(seg, LOCAL_GET, len);
                 seg.extend_from_slice(&[
                     I32_CONST,
@@ -879,11 +928,11 @@ impl<'w> FuncRewriter<'w> {
                     I64_EXTEND_I32_U,
                     I64_SUB,
                 ]);
-                op_idx(seg, LOCAL_TEE, tmp);
-                op_idx(seg, GLOBAL_SET, fuel);
-                op_idx(seg, LOCAL_GET, tmp);
+                op_idx(seg, LOCAL_TEE, f);
+                op_idx(seg, GLOBAL_SET, g.fuel);
+                op_idx(seg, LOCAL_GET, f);
                 seg.extend_from_slice(&[I64_CONST, 0, I64_LT_S]);
-                refuel_if(seg, self.refuel_func);
+                refuel_if(seg, self.refuel_func, g, f);
                 op_idx(seg, LOCAL_GET, len);
                 seg.extend_from_slice(raw);
             }
@@ -949,19 +998,17 @@ impl<'w> FuncRewriter<'w> {
     /// Ends the segment: emits its charge, then its code with the canonicalizations.
     fn flush(&mut self) {
         self.resolve_all();
-        let tmp = self.local(Scratch::I64);
-        let fuel = self.g.fuel;
-        // fuel -= cost; if fuel < 0 { unreachable }
+        let (g, f) = (self.g, self.local(Scratch::Fuel));
+        // f -= cost; if f < 0 { fuel = f; unreachable }
         let out = &mut self.out;
-        op_idx(out, GLOBAL_GET, fuel);
+        op_idx(out, LOCAL_GET, f);
         out.push(I64_CONST);
         sleb(out, self.seg_cost as i64);
         out.push(I64_SUB);
-        op_idx(out, LOCAL_TEE, tmp);
-        op_idx(out, GLOBAL_SET, fuel);
-        op_idx(out, LOCAL_GET, tmp);
-        out.extend_from_slice(&[I64_CONST, 0, I64_LT_S]);
-        trap_if(out);
+        op_idx(out, LOCAL_TEE, f);
+        out.extend_from_slice(&[I64_CONST, 0, I64_LT_S, IF, BLOCK_EMPTY]);
+        sync(out, g, f);
+        out.extend_from_slice(&[UNREACHABLE, END]);
 
         if self.inserts.is_empty() {
             self.out.extend_from_slice(&self.seg);

@@ -23,7 +23,8 @@
 //! | [`MEMORY_DENIED_GLOBAL`] | mutable `i32`, initially 0 | set to 1 when a `memory.grow` was refused by the cap |
 //! | [`REFILL_GLOBAL`] | mutable `i64`, initially the margin | the module calls `refuel` when the fuel global is below it |
 //!
-//! plus one function (`(i32) -> i32`, appended after the module's functions, not exported) that
+//! plus one `i64` local in every function (its fuel; see "Cost model") and one function
+//! (`(i32) -> i32`, appended after the module's functions, not exported) that
 //! replaces every `memory.grow`, and its type and the refuel import's (appended after the
 //! module's types).
 //!
@@ -40,8 +41,18 @@
 //! only ever entered from the instruction before it.
 //!
 //! - Every original instruction costs **1**, including `block`, `loop`, `if`, `else` and `end`.
-//! - A segment's whole cost is subtracted from [`FUEL_GLOBAL`] when the segment *starts*; a
-//!   trap or exit in the middle of a segment has already paid for all of it.
+//! - A segment's whole cost is subtracted when the segment *starts*; an exit, a call or the
+//!   module's own trap in the middle of a segment has already paid for all of it.
+//! - Each function keeps its fuel in a local of its own (a register, where the engine can)
+//!   and reads [`FUEL_GLOBAL`] into it on entry and after every call. It writes the local to
+//!   the global where the host may look: before every call (host functions included), before
+//!   it returns (`return`, a branch to the body's label, the body's `end`), before its own
+//!   `unreachable` and every trap of the instrumentation, at every bulk charge, and at the
+//!   head of every loop iteration. A trap the *engine* raises (an out-of-bounds access, a
+//!   division by zero, a `call_indirect` signature mismatch, ...) therefore leaves the fuel
+//!   used as of the last of those points: what was charged since (less than one pass through
+//!   one function's body, no loop iteration included) is not counted. Every engine runs the
+//!   same code, so the figure is the same everywhere.
 //! - `memory.fill`, `memory.copy`, `memory.init`, `table.fill`, `table.copy` and `table.init`
 //!   additionally cost `len / 64` (unsigned, rounded down; `len` is the operand on top of the
 //!   stack), charged just before the instruction runs.

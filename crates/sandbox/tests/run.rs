@@ -160,10 +160,34 @@ fn fuel_follows_the_cost_model_exactly() {
     ));
     assert_eq!(run(&p, limits()).execution.fuel, 5 + 100);
 
-    // A block does not end a segment: a trap before it has paid for the code up to the block's
-    // end (i32.const, i32.load, drop, block, nop, nop, end).
+    // The module's own trap has paid for its whole segment: nop, nop, unreachable.
+    let p = program(&module(r#"(func (export "_start") nop nop unreachable)"#));
+    let out = run(&p, limits()).execution;
+    assert_eq!(
+        out.status,
+        ExecStatus::Trap {
+            trap: TrapKind::Unreachable
+        }
+    );
+    assert_eq!(out.fuel, 3);
+
+    // A trap of the engine's (an out-of-bounds load) reports the fuel as of the last loop head,
+    // call or function entry: the prologue (3) and two iterations (2 × 5) reached the loop's
+    // head; the third iteration (5) and the segment that traps (i32.const, i32.load, drop,
+    // block, nop, nop, end) are not counted.
     let p = program(&module(
-        r#"(func (export "_start") (drop (i32.load (i32.const 70000))) (block nop nop))"#,
+        r#"(func (export "_start") (local $i i32)
+            i32.const 3
+            local.set $i
+            loop $l
+              local.get $i
+              i32.const 1
+              i32.sub
+              local.tee $i
+              br_if $l
+            end
+            (drop (i32.load (i32.const 70000)))
+            (block nop nop))"#,
     ));
     let out = run(&p, limits()).execution;
     assert_eq!(
@@ -172,7 +196,7 @@ fn fuel_follows_the_cost_model_exactly() {
             trap: TrapKind::MemoryOutOfBounds
         }
     );
-    assert_eq!(out.fuel, 7);
+    assert_eq!(out.fuel, 13);
 
     // Exactly enough fuel succeeds; one less runs out.
     let p = program(&module(r#"(func (export "_start") nop nop)"#));

@@ -47,6 +47,9 @@ pub(super) enum Kind {
     /// `call` (of a module function) / `call_indirect`: depth accounting when `counted`, then
     /// ends the segment; a refuel check follows it.
     Call { counted: bool },
+    /// `call` of an imported (host) function: ends the segment, no depth accounting and no
+    /// refuel check (the host never calls back into the module).
+    HostCall,
     /// `memory.grow`: replaced by a call to the injected function.
     MemoryGrow,
     /// Bulk instruction charged `len >> BULK_SHIFT` extra.
