@@ -30,6 +30,7 @@ pub mod probe;
 pub mod schedule;
 pub mod settlement;
 pub mod straggler;
+pub mod tolerance;
 pub mod trust;
 pub mod verify;
 
@@ -39,6 +40,9 @@ pub use lifecycle::{AttemptState, JobState, TaskState};
 pub use limits::{Limits, LimitsError};
 pub use loss::Loss;
 pub use schedule::{Assignment, Need, WorkerView, plan};
+pub use tolerance::{
+    Disagreement, OutputTally, Tolerance, ToleranceError, ToleranceVerdict, decide_within,
+};
 pub use trust::{
     Acceptance, Policy, PolicyKind, Requirement, Standing, TrustParams, TrustRecord, requirement,
 };

@@ -133,46 +133,82 @@ pub fn decide(q: &Quorum, tally: &AttemptTally) -> Verdict {
             agreeing: n,
         };
     }
-    if tally.lost >= q.max_lost() {
-        if tally.running > 0 {
-            return Verdict::Wait;
-        }
-        return Verdict::Failed {
-            reason: format!(
-                "{} attempts were lost (workers vanished or ran out of time) before a quorum was reached",
-                tally.lost
-            ),
-        };
-    }
     let finished = tally.digests.len() as u32;
-    let started = finished + tally.running;
+    match short_of_quorum(q, finished, best_count, tally.running, tally.lost) {
+        Shortfall::Dispatch(n) => Verdict::Dispatch(n),
+        Shortfall::Wait => Verdict::Wait,
+        Shortfall::Lost => Verdict::Failed {
+            reason: lost_reason(tally.lost),
+        },
+        Shortfall::Disagreed => {
+            let mut parts: Vec<(u32, Digest)> = groups.iter().map(|(d, n)| (*n, *d)).collect();
+            parts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            let desc = parts
+                .iter()
+                .map(|(n, d)| format!("{}×{}", d.short(), n))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Verdict::Failed {
+                reason: format!(
+                    "replicas disagreed: {finished} results in {} groups ({desc}), none reached {} of {} agreeing within {} attempts",
+                    groups.len(),
+                    q.agree,
+                    q.replicas,
+                    q.max_attempts
+                ),
+            }
+        }
+    }
+}
+
+/// The next step of a task no group of which has reached the quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shortfall {
+    /// Dispatch this many more attempts.
+    Dispatch(u32),
+    /// Wait for a running attempt.
+    Wait,
+    /// Give up: too many attempts were lost.
+    Lost,
+    /// Give up: nothing runs, the attempt cap is reached, and no group reached the quorum.
+    Disagreed,
+}
+
+/// The quorum rule once no group has reached `q.agree`, from the number of finished attempts
+/// and the size of the largest group among them (shared by [`decide`] and
+/// [`crate::tolerance::decide_within`], so both give up and ask for more alike).
+pub(crate) fn short_of_quorum(
+    q: &Quorum,
+    finished: u32,
+    best_count: u32,
+    running: u32,
+    lost: u32,
+) -> Shortfall {
+    if lost >= q.max_lost() {
+        if running > 0 {
+            return Shortfall::Wait;
+        }
+        return Shortfall::Lost;
+    }
+    let started = finished + running;
     // Enough attempts that, if every outstanding one agreed with the best group, the quorum
     // would be reached; at least `replicas` in all.
     let wanted = q.replicas.max(finished + (q.agree - best_count));
-    let cap = q.max_attempts;
-    let target = wanted.min(cap);
+    let target = wanted.min(q.max_attempts);
     if target > started {
-        return Verdict::Dispatch(target - started);
+        return Shortfall::Dispatch(target - started);
     }
-    if tally.running > 0 {
-        return Verdict::Wait;
+    if running > 0 {
+        return Shortfall::Wait;
     }
-    // Nothing running, cap reached, no quorum.
-    let mut parts: Vec<(u32, Digest)> = groups.iter().map(|(d, n)| (*n, *d)).collect();
-    parts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let desc = parts
-        .iter()
-        .map(|(n, d)| format!("{}×{}", d.short(), n))
-        .collect::<Vec<_>>()
-        .join(", ");
-    Verdict::Failed {
-        reason: format!(
-            "replicas disagreed: {finished} results in {} groups ({desc}), none reached {} of {} agreeing within {cap} attempts",
-            groups.len(),
-            q.agree,
-            q.replicas
-        ),
-    }
+    Shortfall::Disagreed
+}
+
+/// Why a task with `lost` lost attempts failed.
+pub(crate) fn lost_reason(lost: u32) -> String {
+    format!(
+        "{lost} attempts were lost (workers vanished or ran out of time) before a quorum was reached"
+    )
 }
 
 #[cfg(test)]
