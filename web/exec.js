@@ -17,9 +17,9 @@
 // sets the limit globals, provides WASI and `runegrid.refuel`, and reads the globals back after
 // the run. Native hands the fuel out in slices so that `refuel` can check the wall-time
 // deadline (crates/sandbox/src/fuel.rs); here the whole limit goes into the global at once and
-// the refill threshold is set to its minimum (the caller enforces wall time by terminating the
-// worker), so the module only calls `refuel` when a bulk instruction's charge spent the fuel.
-// Slices are not observable: the fuel used is the same either way.
+// the refill threshold is 0 (the caller enforces wall time by terminating the worker), so the
+// module only calls `refuel` once the fuel is spent, and that ends the run. Slices are not
+// observable: the fuel used is the same either way.
 
 import {
   EBADF,
@@ -56,7 +56,6 @@ const MEMORY_LIMIT_GLOBAL = '__runegrid_memory_limit_pages';
 const MEMORY_DENIED_GLOBAL = '__runegrid_memory_denied';
 const REFILL_GLOBAL = '__runegrid_refill_at';
 const HOST_MODULE = 'runegrid';
-const I64_MIN = -(2n ** 63n);
 
 /** Thrown by `runegrid.refuel` when the fuel is spent (the fuel global is left negative). */
 class OutOfFuel extends Error {}
@@ -600,7 +599,7 @@ export function runTask(module, task, onStdout = () => {}) {
   host.memory = ex.memory;
   const fuel = ex[FUEL_GLOBAL];
   fuel.value = fuelLimit;
-  ex[REFILL_GLOBAL].value = I64_MIN;
+  ex[REFILL_GLOBAL].value = 0n;
   ex[MEMORY_LIMIT_GLOBAL].value = limitPages | 0; // read as unsigned by the module
 
   let error = null;
@@ -612,9 +611,12 @@ export function runTask(module, task, onStdout = () => {}) {
 
   const remaining = fuel.value;
   const used = remaining < 0n ? fuelLimit : fuelLimit - remaining;
+  // A run whose last charges before `_start` returned spent the fuel is out of fuel too.
   const status =
     error === null
-      ? { kind: 'exited', code: 0 }
+      ? remaining < 0n
+        ? { kind: 'out_of_fuel' }
+        : { kind: 'exited', code: 0 }
       : classify(error, remaining, ex[DEPTH_GLOBAL].value, ex[MEMORY_DENIED_GLOBAL].value !== 0);
   return result(status, used);
 }

@@ -870,7 +870,11 @@ impl<'w> FuncRewriter<'w> {
             }
             Kind::HostCall => {
                 self.resolve_all();
+                // fuel = f; if f < refill { refuel() }: the host is not called once the fuel
+                // is spent.
                 sync(&mut self.seg, g, f);
+                fuel_low(&mut self.seg, g, f);
+                refuel_if(&mut self.seg, self.refuel_func, g, f);
                 self.seg.extend_from_slice(raw);
                 self.flush();
                 load(&mut self.out, g, f);
@@ -915,7 +919,8 @@ impl<'w> FuncRewriter<'w> {
             }
             Kind::Bulk => {
                 self.resolve_all();
-                // len = pop; f -= len >> BULK_SHIFT; fuel = f; if f < 0 { refuel() }; push len
+                // len = pop; f -= len >> BULK_SHIFT; fuel = f; if f < refill { refuel() };
+                // push len
                 let len = self.local(Scratch::I32);
                 let seg = &mut self.seg;
                 op_idx(seg, LOCAL_SET, len);
@@ -930,8 +935,7 @@ impl<'w> FuncRewriter<'w> {
                 ]);
                 op_idx(seg, LOCAL_TEE, f);
                 op_idx(seg, GLOBAL_SET, g.fuel);
-                op_idx(seg, LOCAL_GET, f);
-                seg.extend_from_slice(&[I64_CONST, 0, I64_LT_S]);
+                fuel_low(seg, g, f);
                 refuel_if(seg, self.refuel_func, g, f);
                 op_idx(seg, LOCAL_GET, len);
                 seg.extend_from_slice(raw);
@@ -998,17 +1002,14 @@ impl<'w> FuncRewriter<'w> {
     /// Ends the segment: emits its charge, then its code with the canonicalizations.
     fn flush(&mut self) {
         self.resolve_all();
-        let (g, f) = (self.g, self.local(Scratch::Fuel));
-        // f -= cost; if f < 0 { fuel = f; unreachable }
+        let f = self.local(Scratch::Fuel);
+        // f -= cost (running out is noticed at the next refuel check)
         let out = &mut self.out;
         op_idx(out, LOCAL_GET, f);
         out.push(I64_CONST);
         sleb(out, self.seg_cost as i64);
         out.push(I64_SUB);
-        op_idx(out, LOCAL_TEE, f);
-        out.extend_from_slice(&[I64_CONST, 0, I64_LT_S, IF, BLOCK_EMPTY]);
-        sync(out, g, f);
-        out.extend_from_slice(&[UNREACHABLE, END]);
+        op_idx(out, LOCAL_SET, f);
 
         if self.inserts.is_empty() {
             self.out.extend_from_slice(&self.seg);

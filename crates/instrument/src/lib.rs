@@ -58,11 +58,13 @@
 //!   stack), charged just before the instruction runs.
 //! - Host (WASI) functions cost only their `call`; instructions injected by this crate cost
 //!   nothing.
-//! - When a segment's charge leaves the fuel global **below zero** the module executes
-//!   `unreachable`: the host tells running out of fuel from the guest's own trap by reading the
-//!   global after the trap (negative: out of fuel, and the fuel used is the whole limit). A bulk
-//!   instruction's charge calls the imported [`REFUEL_FUNCTION`] instead (no arguments, no
-//!   results), which tops the fuel up or ends the run.
+//! - A charge does not check the fuel: running out is noticed at the next *refuel check*
+//!   (below), where the module calls the imported [`REFUEL_FUNCTION`] (no arguments, no
+//!   results), which tops the fuel up or ends the run. Besides the checks of "Fuel slices",
+//!   there is one before every call of a host function and one after every bulk charge, so
+//!   the host is never called once the fuel is spent, and the module runs less than its
+//!   margin past the limit. A host that finds the fuel global below zero after a trap or after
+//!   `_start` returned reports the run as out of fuel, having used the whole limit.
 //!
 //! # Fuel slices (the host's side)
 //!
@@ -84,11 +86,11 @@
 //! its code section in bytes and the initial value of [`REFILL_GLOBAL`]. The host sets [`FUEL_GLOBAL`] to a first slice and
 //! keeps the rest of the limit in reserve; the fuel left is always the global plus the reserve.
 //! `refuel` checks the deadline and, while the reserve lasts, tops the global up to more than
-//! the margin; when the reserve is empty it sets [`REFILL_GLOBAL`] to `i64::MIN` (no more
-//! checks). A segment's charge can therefore only take the global below zero when the reserve
-//! is empty, that is when the whole limit is spent: where the slices are cut is not observable,
-//! and the fuel used and every result are the same whatever the slice. A host that hands out
-//! the whole limit at once sets [`REFILL_GLOBAL`] to `i64::MIN`.
+//! the margin; when the reserve is empty it sets [`REFILL_GLOBAL`] to 0 (the next check that
+//! finds the fuel below zero ends the run). The charges can therefore only take the global
+//! below zero when the reserve is empty, that is when the whole limit is spent: where the
+//! slices are cut is not observable, and the fuel used and every result are the same whatever
+//! the slice. A host that hands out the whole limit at once sets [`REFILL_GLOBAL`] to 0.
 //!
 //! Example: `(func (local $i i32) i32.const 10 local.set $i loop br_if… end)` with a 5
 //! instruction loop body run 10 times costs `3 + 10 × 5 + 2` (the prologue `i32.const`,

@@ -58,9 +58,10 @@ impl Tank {
         (tank, first, refill)
     }
 
-    /// The refill threshold while fuel is left in reserve: the margin; then none.
+    /// The refill threshold while fuel is left in reserve: the margin; then 0, so that the
+    /// module calls `refuel` (which ends the run) once its fuel is spent.
     fn threshold(&self, margin: i64) -> i64 {
-        if self.reserve > 0 { margin } else { i64::MIN }
+        if self.reserve > 0 { margin } else { 0 }
     }
 }
 
@@ -94,7 +95,7 @@ fn refuel(mut caller: Caller<'_, Host>) -> wasmtime::Result<()> {
         return Err(Interrupted.into());
     }
     let mut fuel = fuel_global.get(&mut caller).i64().unwrap_or(0);
-    let margin = refill_global.get(&mut caller).i64().unwrap_or(i64::MIN);
+    let margin = refill_global.get(&mut caller).i64().unwrap_or(0);
     let tank = &mut caller.data_mut().tank;
     let give = tank.reserve.min(tank.fill_to.saturating_sub(fuel).max(0));
     tank.reserve -= give;

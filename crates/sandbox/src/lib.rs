@@ -7,7 +7,9 @@
 //! [`wasi`] for the exact behaviour a browser host must reproduce) and reads the globals back
 //! to tell how the run ended:
 //!
-//! 1. `proc_exit(code)` → `Exited { code }`; returning from `_start` → `Exited { code: 0 }`;
+//! 1. `proc_exit(code)` → `Exited { code }`; returning from `_start` → `Exited { code: 0 }`,
+//!    or `OutOfFuel` when the fuel global is below zero (the last charges spent it and no
+//!    refuel check came after them);
 //! 2. a stdout write past the cap → `StdoutLimit` (stdout holds exactly the cap);
 //! 3. the wall-time deadline, checked each time the module asks for fuel (see [`fuel`]) →
 //!    [`SandboxError::Timeout`]: not deterministic, so not an [`Execution`];
@@ -712,6 +714,9 @@ fn execute(
         fuel_limit - remaining
     } as u64;
     let status = match result {
+        // The last charges before `_start` returned spent the fuel: no refuel check came after
+        // them.
+        Ok(()) if remaining < 0 => ExecStatus::OutOfFuel,
         Ok(()) => ExecStatus::Exited { code: 0 },
         Err(err) => {
             let depth = depth.get(&mut store).i32().unwrap_or(0);

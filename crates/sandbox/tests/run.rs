@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{limits, module, program, program_with, run, sandbox, try_run};
+use common::{WRITE_HI, limits, module, program, program_with, run, sandbox, try_run};
 use runegrid_core::{ExecStatus, Limits, TrapKind};
 use runegrid_instrument::Options;
 use runegrid_sandbox::wasi::SplitMix64;
@@ -215,6 +215,44 @@ fn fuel_follows_the_cost_model_exactly() {
     let out = run(&p, short);
     assert_eq!(out.execution.status, ExecStatus::OutOfFuel);
     assert_eq!(out.execution.fuel, 2);
+}
+
+#[test]
+fn the_host_is_not_called_once_the_fuel_is_spent() {
+    let p = program(&module(WRITE_HI));
+    let with = |fuel| run(&p, Limits { fuel, ..limits() }).execution;
+    let done = with(13);
+    assert_eq!(done.status, ExecStatus::Exited { code: 0 });
+    assert_eq!((done.fuel, &done.stdout[..]), (13, &b"hi"[..]));
+    // Enough to reach the write, not to return: the write happened, then the fuel ran out.
+    let late = with(11);
+    assert_eq!(late.status, ExecStatus::OutOfFuel);
+    assert_eq!((late.fuel, &late.stdout[..]), (11, &b"hi"[..]));
+    // One short of the write: the check before the host call ends the run.
+    let early = with(10);
+    assert_eq!(early.status, ExecStatus::OutOfFuel);
+    assert_eq!((early.fuel, &early.stdout[..]), (10, &b""[..]));
+
+    // An engine trap before any check or sync reports the trap, with the fuel as of the
+    // function's entry (the charge that overdrew the fuel was not written back).
+    let p = program(&module(
+        r#"(func (export "_start") nop nop (drop (i32.load (i32.const 70000))))"#,
+    ));
+    let out = run(
+        &p,
+        Limits {
+            fuel: 2,
+            ..limits()
+        },
+    )
+    .execution;
+    assert_eq!(
+        out.status,
+        ExecStatus::Trap {
+            trap: TrapKind::MemoryOutOfBounds
+        }
+    );
+    assert_eq!(out.fuel, 0);
 }
 
 const MEMORY_BOMB: &str = r#"

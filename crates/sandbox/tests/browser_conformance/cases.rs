@@ -247,6 +247,19 @@ pub(crate) fn suite() -> Suite {
                 .limits(|l| l.fuel = fuel),
         );
     }
+    // Running out before, at and after a host call, and an engine trap past the limit.
+    s.module("write_hi", wat(WRITE_HI).as_bytes());
+    for fuel in [10, 11, 13] {
+        s.push(
+            s.case("write_hi", &format!("fuel_{fuel}"))
+                .limits(|l| l.fuel = fuel),
+        );
+    }
+    s.module(
+        "trap_past_limit",
+        wat(r#"(func (export "_start") nop nop (drop (i32.load (i32.const 70000))))"#).as_bytes(),
+    );
+    s.push(s.case("trap_past_limit", "").limits(|l| l.fuel = 2));
     s.wat_case("stderr_flood", STDERR_FLOOD);
     s.wat_case("floats", FLOATS);
     s.wat_case("simd", SIMD);

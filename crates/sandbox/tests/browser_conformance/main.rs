@@ -26,7 +26,7 @@ mod testsuite;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::{limits, module, sandbox};
+use common::{WRITE_HI, limits, module, sandbox};
 use runegrid_core::{ExecStatus, Execution, Limits};
 use runegrid_instrument::{Options, instrument};
 use runegrid_sandbox::{Blob, TaskRun};

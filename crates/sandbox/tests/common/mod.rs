@@ -90,6 +90,14 @@ pub const PRELUDE: &str = r#"
     (call $write (i32.const 1) (local.get $ptr) (local.get $len)))
 "#;
 
+/// A `_start` that writes "hi": 11 instructions up to the `call` of `fd_write`, 2 after it.
+pub const WRITE_HI: &str = r#"
+  (data (i32.const 16) "hi")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 2))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))"#;
+
 /// A module made of [`IMPORTS`], [`PRELUDE`] and `body`; the lines of `body` that start with
 /// `(import` are moved up with the imports, as the text format requires.
 pub fn module(body: &str) -> String {
