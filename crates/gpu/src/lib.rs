@@ -1,0 +1,22 @@
+//! GPU tasks: WGSL compute kernels, checked with naga at upload and run with wgpu on a
+//! worker's GPU (Vulkan, Metal, DX12; the browser engine runs the same kernels with WebGPU).
+//!
+//! - [`kernel`]: what a GPU task is — a [`Kernel`] (WGSL, entry point, buffers with their
+//!   roles, dispatches) and the [`GpuLimits`] on it.
+//! - [`validate`]: upload-time checks ([`check`]), a task's inputs against its kernel
+//!   ([`check_inputs`]), and the deterministic size of a run ([`Checked::work`]). Pure, no
+//!   GPU.
+//! - [`device`]: adapter discovery ([`adapters`], [`AdapterInfo`]) and runs ([`Gpu::run`]).
+//!
+//! A run's result is the final bytes of its `output` and `inout` buffers. Integer kernels give
+//! the same bytes on every GPU; float kernels may not (WGSL allows fused multiply-add,
+//! reassociation, flushing subnormals and loose transcendentals), which is what
+//! `runegrid_core::tolerance` is for.
+
+pub mod device;
+pub mod kernel;
+pub mod validate;
+
+pub use device::{AdapterInfo, Gpu, GpuError, OpenOptions, adapters};
+pub use kernel::{Buffer, GpuLimits, Kernel, Role};
+pub use validate::{Checked, KernelError, check, check_inputs, parse};

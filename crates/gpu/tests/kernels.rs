@@ -1,0 +1,471 @@
+//! Kernels checked with naga (no GPU needed) and run on this machine's GPU: Mesa's lavapipe
+//! where there is no hardware one (CI installs it). Without any adapter the running tests are
+//! skipped with a note, unless `RUNEGRID_REQUIRE_GPU` is set (CI sets it).
+
+use runegrid_gpu::{
+    Buffer, Checked, Gpu, GpuError, GpuLimits, Kernel, KernelError, OpenOptions, Role, check,
+    check_inputs,
+};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+fn gpu() -> Option<&'static Gpu> {
+    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+    GPU.get_or_init(|| {
+        match Gpu::open(OpenOptions {
+            allow_software: true,
+        }) {
+            Ok(gpu) => {
+                eprintln!("adapter: {:?}", gpu.info());
+                Some(gpu)
+            }
+            Err(e) if std::env::var_os("RUNEGRID_REQUIRE_GPU").is_none() => {
+                eprintln!("note: skipping GPU runs: {e}");
+                None
+            }
+            Err(e) => panic!("RUNEGRID_REQUIRE_GPU is set but no GPU opens: {e}"),
+        }
+    })
+    .as_ref()
+}
+
+fn buffer(name: &str, binding: u32, role: Role, size: Option<u64>) -> Buffer {
+    Buffer {
+        name: name.into(),
+        group: 0,
+        binding,
+        role,
+        size,
+    }
+}
+
+fn words(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+fn from_words(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+const ADD: &str = r#"
+@group(0) @binding(0) var<storage, read> a: array<u32>;
+@group(0) @binding(1) var<storage, read> b: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x;
+    if (i < arrayLength(&out)) {
+        out[i] = a[i] + b[i];
+    }
+}
+"#;
+
+fn add_kernel(n: u64) -> Kernel {
+    Kernel {
+        shader: ADD.into(),
+        entry_point: "main".into(),
+        buffers: vec![
+            buffer("a", 0, Role::Input, None),
+            buffer("b", 1, Role::Input, None),
+            buffer("out", 2, Role::Output, Some(4 * n)),
+        ],
+        dispatches: vec![[n.div_ceil(64) as u32, 1, 1]],
+    }
+}
+
+fn inputs(pairs: &[(&str, Vec<u8>)]) -> BTreeMap<String, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn a_vector_add_wraps_like_the_cpu() {
+    let n = 1000u32;
+    let kernel = add_kernel(u64::from(n));
+    let limits = GpuLimits::default();
+    let checked = check(&kernel, &limits).unwrap();
+    assert_eq!(checked.workgroup_size, [64, 1, 1]);
+    assert_eq!(checked.invocations(&kernel), 16 * 64);
+    let a: Vec<u32> = (0..n).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+    let b: Vec<u32> = (0..n).map(|i| u32::MAX - i).collect();
+    let Some(gpu) = gpu() else { return };
+    let out = gpu
+        .run(
+            &kernel,
+            &checked,
+            &inputs(&[("a", words(&a)), ("b", words(&b))]),
+            &limits,
+        )
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, "out");
+    let want: Vec<u32> = a.iter().zip(&b).map(|(x, y)| x.wrapping_add(*y)).collect();
+    assert_eq!(from_words(&out[0].1), want);
+}
+
+const HASH: &str = r#"
+struct Params { rounds: u32, salt: u32 }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> state: array<u32>;
+
+fn mix(x: u32) -> u32 {
+    var h = x ^ params.salt;
+    h = (h ^ (h >> 16u)) * 0x7feb352du;
+    h = (h ^ (h >> 15u)) * 0x846ca68bu;
+    return h ^ (h >> 16u);
+}
+
+@compute @workgroup_size(32)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x;
+    if (i >= arrayLength(&state)) { return; }
+    var h = state[i];
+    for (var r = 0u; r < params.rounds; r++) {
+        h = mix(h + r);
+    }
+    state[i] = h;
+}
+"#;
+
+fn mix(x: u32, salt: u32) -> u32 {
+    let mut h = x ^ salt;
+    h = (h ^ (h >> 16)).wrapping_mul(0x7feb_352d);
+    h = (h ^ (h >> 15)).wrapping_mul(0x846c_a68b);
+    h ^ (h >> 16)
+}
+
+#[test]
+fn an_integer_hash_over_several_dispatches_matches_the_cpu() {
+    let n = 300u32;
+    let (rounds, salt) = (5u32, 0xdead_beef_u32);
+    let kernel = Kernel {
+        shader: HASH.into(),
+        entry_point: "main".into(),
+        buffers: vec![
+            buffer("params", 0, Role::Uniform, None),
+            buffer("state", 1, Role::Inout, None),
+        ],
+        // Three dispatches over the same buffer: each applies `rounds` more rounds.
+        dispatches: vec![[10, 1, 1]; 3],
+    };
+    let limits = GpuLimits::default();
+    let checked = check(&kernel, &limits).unwrap();
+    assert_eq!(checked.min_bytes, vec![8, 4]);
+    let state: Vec<u32> = (0..n).collect();
+    let given = inputs(&[("params", words(&[rounds, salt])), ("state", words(&state))]);
+    check_inputs(&kernel, &checked, &given, &limits).unwrap();
+    let Some(gpu) = gpu() else { return };
+    let out = gpu.run(&kernel, &checked, &given, &limits).unwrap();
+    let want: Vec<u32> = state
+        .iter()
+        .map(|&x| {
+            let mut h = x;
+            for _ in 0..3 {
+                for r in 0..rounds {
+                    h = mix(h.wrapping_add(r), salt);
+                }
+            }
+            h
+        })
+        .collect();
+    assert_eq!(from_words(&out[0].1), want);
+    // The same inputs give the same bytes again.
+    assert_eq!(gpu.run(&kernel, &checked, &given, &limits).unwrap(), out);
+}
+
+#[test]
+fn out_of_bounds_indexing_is_contained_and_repeatable() {
+    let shader = r#"
+@group(0) @binding(0) var<storage, read> a: array<u32>;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(16)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    out[id.x * 1000u] = a[id.x * 7919u + 100000u];
+}
+"#;
+    let kernel = Kernel {
+        shader: shader.into(),
+        entry_point: "main".into(),
+        buffers: vec![
+            buffer("a", 0, Role::Input, None),
+            buffer("out", 1, Role::Output, Some(64)),
+        ],
+        dispatches: vec![[4, 1, 1]],
+    };
+    let limits = GpuLimits::default();
+    let checked = check(&kernel, &limits).unwrap();
+    let Some(gpu) = gpu() else { return };
+    let given = inputs(&[("a", words(&(1..=16).collect::<Vec<u32>>()))]);
+    let first = gpu.run(&kernel, &checked, &given, &limits).unwrap();
+    assert_eq!(first[0].1.len(), 64);
+    assert_eq!(gpu.run(&kernel, &checked, &given, &limits).unwrap(), first);
+    // The GPU keeps serving.
+    let add = add_kernel(4);
+    let out = gpu
+        .run(
+            &add,
+            &check(&add, &limits).unwrap(),
+            &inputs(&[("a", words(&[1, 2, 3, 4])), ("b", words(&[10, 20, 30, 40]))]),
+            &limits,
+        )
+        .unwrap();
+    assert_eq!(from_words(&out[0].1), vec![11, 22, 33, 44]);
+}
+
+#[test]
+fn a_float_kernel_agrees_with_the_cpu_within_a_tolerance() {
+    let shader = r#"
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x;
+    if (i < arrayLength(&y)) { y[i] = x[i] * x[i] + 0.5 * x[i] + 1.0 / (1.0 + x[i] * x[i]); }
+}
+"#;
+    let n = 256u64;
+    let kernel = Kernel {
+        shader: shader.into(),
+        entry_point: "main".into(),
+        buffers: vec![
+            buffer("x", 0, Role::Input, None),
+            buffer("y", 1, Role::Output, Some(4 * n)),
+        ],
+        dispatches: vec![[4, 1, 1]],
+    };
+    let limits = GpuLimits::default();
+    let checked = check(&kernel, &limits).unwrap();
+    let Some(gpu) = gpu() else { return };
+    let xs: Vec<f32> = (0..n).map(|i| (i as f32 - 128.0) / 7.0).collect();
+    let given = inputs(&[("x", xs.iter().flat_map(|v| v.to_le_bytes()).collect())]);
+    let out = gpu.run(&kernel, &checked, &given, &limits).unwrap();
+    let want: Vec<u8> = xs
+        .iter()
+        .flat_map(|&x| (x * x + 0.5 * x + 1.0 / (1.0 + x * x)).to_le_bytes())
+        .collect();
+    let t = runegrid_core::Tolerance::new(0.0, 1e-5, 8).unwrap();
+    t.compare(&out[0].1, &want).unwrap();
+}
+
+#[test]
+fn inputs_are_checked_before_the_gpu_sees_them() {
+    let kernel = add_kernel(16);
+    let limits = GpuLimits::default();
+    let checked = check(&kernel, &limits).unwrap();
+    let ok = words(&[0; 16]);
+    let err = |given: BTreeMap<String, Vec<u8>>| {
+        check_inputs(&kernel, &checked, &given, &limits).unwrap_err()
+    };
+    assert_eq!(
+        err(inputs(&[("a", ok.clone())])),
+        KernelError::MissingInput("b".into())
+    );
+    assert_eq!(
+        err(inputs(&[
+            ("a", ok.clone()),
+            ("b", ok.clone()),
+            ("c", ok.clone())
+        ])),
+        KernelError::UnknownInput("c".into())
+    );
+    assert_eq!(
+        err(inputs(&[
+            ("a", ok.clone()),
+            ("b", ok.clone()),
+            ("out", ok.clone())
+        ])),
+        KernelError::UnknownInput("out".into())
+    );
+    assert!(matches!(
+        err(inputs(&[("a", vec![]), ("b", ok.clone())])),
+        KernelError::TooSmall { .. }
+    ));
+    assert!(matches!(
+        err(inputs(&[("a", vec![0; 6]), ("b", ok.clone())])),
+        KernelError::Unaligned { .. }
+    ));
+    let small = GpuLimits {
+        buffer_bytes: 32,
+        ..limits
+    };
+    assert!(matches!(
+        check_inputs(
+            &kernel,
+            &checked,
+            &inputs(&[("a", words(&[0; 9])), ("b", ok.clone())]),
+            &small
+        ),
+        Err(KernelError::TooLarge { .. })
+    ));
+    // A GPU run refuses them the same way.
+    if let Some(gpu) = gpu() {
+        assert_eq!(
+            gpu.run(&kernel, &checked, &inputs(&[("a", ok)]), &limits),
+            Err(GpuError::Kernel(KernelError::MissingInput("b".into())))
+        );
+    }
+}
+
+fn refused(kernel: &Kernel) -> KernelError {
+    check(kernel, &GpuLimits::default()).unwrap_err()
+}
+
+#[test]
+fn bad_kernels_get_clear_errors() {
+    let good = add_kernel(64);
+    let with = |f: &dyn Fn(&mut Kernel)| {
+        let mut k = good.clone();
+        f(&mut k);
+        refused(&k)
+    };
+    let parse = with(&|k| k.shader = ADD.replace("a[i] + b[i]", "a[i] +* b[i]"));
+    assert!(
+        matches!(&parse, KernelError::Parse(m) if m.contains("wgsl:10:")),
+        "{parse}"
+    );
+    let invalid = with(&|k| k.shader = ADD.replace("a[i] + b[i]", "a[i] + 1.5"));
+    assert!(matches!(invalid, KernelError::Invalid(_)), "{invalid}");
+    assert_eq!(
+        with(&|k| k.entry_point = "go".into()),
+        KernelError::NoEntryPoint("go".into())
+    );
+    assert_eq!(
+        with(&|k| k.buffers.truncate(2)),
+        KernelError::Undeclared {
+            group: 0,
+            binding: 2
+        }
+    );
+    assert_eq!(
+        with(&|k| k.buffers.push(buffer("extra", 7, Role::Input, None))),
+        KernelError::Unused("extra".into())
+    );
+    assert!(matches!(
+        with(&|k| k.buffers[0].role = Role::Inout),
+        KernelError::Mismatch { .. }
+    ));
+    assert!(matches!(
+        with(&|k| k.buffers[2].role = Role::Input),
+        KernelError::SizeGiven { .. }
+    ));
+    for size in [None, Some(0), Some(6)] {
+        assert!(matches!(
+            with(&|k| k.buffers[2].size = size),
+            KernelError::OutputSize { .. }
+        ));
+    }
+    assert!(matches!(
+        with(&|k| k.buffers[2].size = Some(1 << 40)),
+        KernelError::TooLarge { .. }
+    ));
+    assert!(matches!(
+        with(&|k| k.buffers[1].name = "b/../x".into()),
+        KernelError::Name(_)
+    ));
+    assert!(matches!(
+        with(&|k| k.buffers[1].name = "a".into()),
+        KernelError::DuplicateName(_)
+    ));
+    assert!(matches!(
+        with(&|k| k.buffers[1].binding = 0),
+        KernelError::DuplicateBinding { .. }
+    ));
+    assert!(matches!(
+        with(&|k| k.dispatches.clear()),
+        KernelError::Dispatches { .. }
+    ));
+    assert!(matches!(
+        with(&|k| k.dispatches = vec![[1, 0, 1]]),
+        KernelError::Workgroups { .. }
+    ));
+    assert!(matches!(
+        with(&|k| k.dispatches = vec![[65_535, 65_535, 2]]),
+        KernelError::TooManyWorkgroups { .. }
+    ));
+    let vertex = r#"@vertex fn main() -> @builtin(position) vec4<f32> { return vec4<f32>(0.0); }"#;
+    assert_eq!(
+        refused(&Kernel {
+            shader: vertex.into(),
+            entry_point: "main".into(),
+            buffers: vec![],
+            dispatches: vec![[1, 1, 1]],
+        }),
+        KernelError::NotCompute("main".into())
+    );
+    let json = runegrid_gpu::parse(b"{\"shader\": 3}", &GpuLimits::default()).unwrap_err();
+    assert!(matches!(json, KernelError::Json(_)), "{json}");
+}
+
+#[test]
+fn work_is_invocations_times_the_static_cost() {
+    let limits = GpuLimits::default();
+    let one = add_kernel(64);
+    let checked: Checked = check(&one, &limits).unwrap();
+    assert!(checked.static_cost > 5, "{}", checked.static_cost);
+    let mut three = one.clone();
+    three.dispatches = vec![[1, 1, 1], [2, 1, 1], [3, 2, 1]];
+    assert_eq!(checked.invocations(&three), (1 + 2 + 6) * 64);
+    assert_eq!(checked.work(&three), 9 * checked.work(&one));
+    // A helper the entry point calls counts; one it does not call does not.
+    let called = check(
+        &Kernel {
+            shader: HASH.into(),
+            entry_point: "main".into(),
+            buffers: vec![
+                buffer("params", 0, Role::Uniform, None),
+                buffer("state", 1, Role::Inout, None),
+            ],
+            dispatches: vec![[1, 1, 1]],
+        },
+        &limits,
+    )
+    .unwrap();
+    let unused = check(
+        &Kernel {
+            shader: format!("{HASH}\nfn spare(x: u32) -> u32 {{ return x * 3u + 1u; }}"),
+            entry_point: "main".into(),
+            buffers: vec![
+                buffer("params", 0, Role::Uniform, None),
+                buffer("state", 1, Role::Inout, None),
+            ],
+            dispatches: vec![[1, 1, 1]],
+        },
+        &limits,
+    )
+    .unwrap();
+    assert_eq!(called.static_cost, unused.static_cost);
+    let inline = check(
+        &Kernel {
+            shader: HASH.replace("h = mix(h + r);", "h = h + r;"),
+            entry_point: "main".into(),
+            buffers: vec![
+                buffer("params", 0, Role::Uniform, None),
+                buffer("state", 1, Role::Inout, None),
+            ],
+            dispatches: vec![[1, 1, 1]],
+        },
+        &limits,
+    )
+    .unwrap();
+    assert!(inline.static_cost < called.static_cost);
+}
+
+#[test]
+fn kernels_round_trip_through_json() {
+    let k = add_kernel(8);
+    let json = k.to_json();
+    assert_eq!(Kernel::from_json(&json).unwrap(), k);
+    let text = r#"{"shader": "x", "buffers": [{"name": "o", "binding": 0, "role": "output", "size": 4}], "dispatches": [[1,1,1]]}"#;
+    let k = Kernel::from_json(text.as_bytes()).unwrap();
+    assert_eq!(k.entry_point, "main");
+    assert_eq!(k.buffers[0].group, 0);
+    assert!(
+        Kernel::from_json(br#"{"shader": "x", "buffers": [], "dispatches": [], "extra": 1}"#)
+            .is_err()
+    );
+}
