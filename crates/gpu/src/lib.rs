@@ -6,6 +6,8 @@
 //! - [`validate`]: upload-time checks ([`check`]), a task's inputs against its kernel
 //!   ([`check_inputs`]), and the deterministic size of a run ([`Checked::work`]). Pure, no
 //!   GPU.
+//! - [`guard`]: the rewrite that bounds every loop, so that a kernel that loops for ever
+//!   stops deterministically.
 //! - [`device`]: adapter discovery ([`adapters`], [`AdapterInfo`]) and runs ([`Gpu::run`]).
 //!
 //! A run's result is the final bytes of its `output` and `inout` buffers. Integer kernels give
@@ -14,9 +16,11 @@
 //! `runegrid_core::tolerance` is for.
 
 pub mod device;
+pub mod guard;
 pub mod kernel;
 pub mod validate;
 
 pub use device::{AdapterInfo, Gpu, GpuError, OpenOptions, adapters};
+pub use guard::{DEFAULT_LOOP_BUDGET, STATUS_BUFFER, guard, split_status};
 pub use kernel::{Buffer, GpuLimits, Kernel, Role};
-pub use validate::{Checked, KernelError, check, check_inputs, parse};
+pub use validate::{Checked, KernelError, check, check_guarded, check_inputs, parse};

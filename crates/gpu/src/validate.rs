@@ -14,6 +14,7 @@
 //! counted once). Loops are not unrolled: the measure is a price basis, known before the
 //! kernel runs and the same on every GPU.
 
+use crate::guard::{RESERVED_PREFIX, STATUS_BUFFER};
 use crate::kernel::{GpuLimits, Kernel, Role};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use naga::{AddressSpace, Block, Statement, StorageAccess};
@@ -35,7 +36,9 @@ pub enum KernelError {
     NoEntryPoint(String),
     #[error("entry point {0:?} is not a @compute entry point")]
     NotCompute(String),
-    #[error("buffer name {0:?} is not valid (letters, digits, '_', '-', '.'; 1 to 64 bytes)")]
+    #[error(
+        "buffer name {0:?} is not valid (letters, digits, '_', '-', '.'; 1 to 64 bytes; not starting with __runegrid)"
+    )]
     Name(String),
     #[error("buffer {0:?} is declared twice")]
     DuplicateName(String),
@@ -123,12 +126,23 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-/// Checks a kernel (see the module documentation).
+/// Checks a kernel as uploaded (see the module documentation); names starting with
+/// [`RESERVED_PREFIX`] are refused.
 pub fn check(kernel: &Kernel, limits: &GpuLimits) -> Result<Checked, KernelError> {
+    check_with(kernel, limits, false)
+}
+
+/// Checks a kernel as [`crate::guard`] made it: like [`check`], with its status buffer.
+pub fn check_guarded(kernel: &Kernel, limits: &GpuLimits) -> Result<Checked, KernelError> {
+    check_with(kernel, limits, true)
+}
+
+fn check_with(kernel: &Kernel, limits: &GpuLimits, guarded: bool) -> Result<Checked, KernelError> {
     let mut names = BTreeSet::new();
     let mut bindings = BTreeMap::new();
     for (i, b) in kernel.buffers.iter().enumerate() {
-        if !valid_name(&b.name) {
+        let status = guarded && b.name == STATUS_BUFFER && b.role == Role::Output;
+        if !valid_name(&b.name) || (b.name.starts_with(RESERVED_PREFIX) && !status) {
             return Err(KernelError::Name(b.name.clone()));
         }
         if !names.insert(b.name.as_str()) {

@@ -469,3 +469,158 @@ fn kernels_round_trip_through_json() {
             .is_err()
     );
 }
+
+fn run_guarded(kernel: &Kernel, given: &BTreeMap<String, Vec<u8>>) -> Option<(bool, Vec<u32>)> {
+    let limits = GpuLimits::default();
+    check(kernel, &limits).unwrap();
+    let guarded = runegrid_gpu::guard(kernel, 1000).unwrap();
+    let checked = runegrid_gpu::check_guarded(&guarded, &limits).unwrap();
+    let gpu = gpu()?;
+    let out = gpu.run(&guarded, &checked, given, &limits).unwrap();
+    let (exhausted, out) = runegrid_gpu::split_status(out);
+    assert_eq!(out.len(), 1);
+    Some((exhausted, from_words(&out[0].1)))
+}
+
+#[test]
+fn a_kernel_that_loops_for_ever_stops_with_its_budget_spent() {
+    // `loop {}` never ends: every invocation stops after its 1000 iterations.
+    let shader = r#"
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(8)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    var x = id.x;
+    loop { x = x * 3u + 1u; }
+    out[id.x] = x;
+}
+"#;
+    let kernel = Kernel {
+        shader: shader.into(),
+        entry_point: "main".into(),
+        buffers: vec![buffer("out", 0, Role::Output, Some(32))],
+        dispatches: vec![[1, 1, 1]],
+    };
+    let Some((exhausted, out)) = run_guarded(&kernel, &BTreeMap::new()) else {
+        return;
+    };
+    assert!(exhausted);
+    let want: Vec<u32> = (0..8u32)
+        .map(|i| (0..1000).fold(i, |x, _| x.wrapping_mul(3).wrapping_add(1)))
+        .collect();
+    assert_eq!(out, want);
+
+    // The budget is shared by every loop an invocation runs, nested or in helpers: 10 outer
+    // iterations of an endless inner loop in a helper spend it once.
+    let nested = r#"
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+fn spin(x: u32) -> u32 { var y = x; while (true) { y = y + 1u; } return y; }
+@compute @workgroup_size(4)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    var total = 0u;
+    for (var i = 0u; i < 10u; i++) { total = total + spin(i); }
+    out[id.x] = total;
+}
+"#;
+    let kernel = Kernel {
+        shader: nested.into(),
+        buffers: vec![buffer("out", 0, Role::Output, Some(16))],
+        ..kernel
+    };
+    let Some((exhausted, out)) = run_guarded(&kernel, &BTreeMap::new()) else {
+        return;
+    };
+    assert!(exhausted);
+    // Iteration 0 of the outer loop (1 unit), then spin(0) runs 998 iterations and breaks at
+    // the 999th check; every later loop head finds the budget spent.
+    assert!(out.iter().all(|&v| v == out[0]), "{out:?}");
+}
+
+#[test]
+fn guarded_kernels_that_finish_give_the_same_bytes() {
+    let kernel = Kernel {
+        shader: HASH.into(),
+        entry_point: "main".into(),
+        buffers: vec![
+            buffer("params", 0, Role::Uniform, None),
+            buffer("state", 1, Role::Inout, None),
+        ],
+        dispatches: vec![[2, 1, 1]],
+    };
+    let given = inputs(&[
+        ("params", words(&[7, 99])),
+        ("state", words(&(0..64).collect::<Vec<u32>>())),
+    ]);
+    let limits = GpuLimits::default();
+    let guarded = runegrid_gpu::guard(&kernel, 1000).unwrap();
+    assert_ne!(guarded.shader, kernel.shader);
+    assert_eq!(guarded.buffers.len(), 3);
+    let Some(gpu) = gpu() else { return };
+    let plain = gpu
+        .run(&kernel, &check(&kernel, &limits).unwrap(), &given, &limits)
+        .unwrap();
+    let (exhausted, out) = runegrid_gpu::split_status(
+        gpu.run(
+            &guarded,
+            &runegrid_gpu::check_guarded(&guarded, &limits).unwrap(),
+            &given,
+            &limits,
+        )
+        .unwrap(),
+    );
+    assert!(!exhausted);
+    assert_eq!(out, plain);
+
+    // No loop, nothing to guard: the kernel is returned as it is.
+    let add = add_kernel(8);
+    assert_eq!(runegrid_gpu::guard(&add, 1000).unwrap(), add);
+    // Users cannot declare the status buffer themselves.
+    let mut sneaky = add_kernel(8);
+    sneaky.buffers[2].name = runegrid_gpu::STATUS_BUFFER.into();
+    assert!(matches!(refused(&sneaky), KernelError::Name(_)));
+}
+
+#[test]
+fn loops_with_barriers_are_left_to_the_watchdog() {
+    // A workgroup reduction: the loop reaches workgroupBarrier, so it keeps no guard (that
+    // would make it non-uniform), while the plain loop after it gets one.
+    let shader = r#"
+var<workgroup> tile: array<u32, 64>;
+@group(0) @binding(0) var<storage, read> a: array<u32>;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let i = lid.x;
+    tile[i] = a[wid.x * 64u + i];
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s = s >> 1u) {
+        if (i < s) { tile[i] = tile[i] + tile[i + s]; }
+        workgroupBarrier();
+    }
+    var spare = 0u;
+    for (var k = 0u; k < i; k++) { spare = spare + 1u; }
+    if (i == 0u) { out[wid.x] = tile[0] + spare; }
+}
+"#;
+    let kernel = Kernel {
+        shader: shader.into(),
+        entry_point: "main".into(),
+        buffers: vec![
+            buffer("a", 0, Role::Input, None),
+            buffer("out", 1, Role::Output, Some(8)),
+        ],
+        dispatches: vec![[2, 1, 1]],
+    };
+    let guarded = runegrid_gpu::guard(&kernel, 1000).unwrap();
+    assert_eq!(
+        guarded.shader.matches("atomicMax").count(),
+        1,
+        "{}",
+        guarded.shader
+    );
+    let a: Vec<u32> = (0..128).collect();
+    let Some((exhausted, out)) = run_guarded(&kernel, &inputs(&[("a", words(&a))])) else {
+        return;
+    };
+    assert!(!exhausted);
+    assert_eq!(out, vec![(0..64).sum::<u32>(), (64..128).sum::<u32>()]);
+}
