@@ -236,6 +236,7 @@ async fn grid_bench(a: &BenchArgs) -> Result<()> {
         .await?
         .program;
     let job = |n: u32| SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,

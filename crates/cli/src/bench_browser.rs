@@ -103,6 +103,7 @@ async fn wait_browser_workers(url: &str, want: impl Fn(u32) -> bool) -> Result<u
 
 fn job(program: &str, name: &str, tasks: Vec<Vec<String>>) -> SubmitJob {
     SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,

@@ -77,6 +77,7 @@ async fn liars(a: &CreditsBenchArgs) -> Result<()> {
     let mut wrong = 0;
     for j in 0..3u64 {
         let job = SubmitJob {
+            gpu: None,
             max_price: None,
             seed: None,
             cache: None,
@@ -205,6 +206,7 @@ async fn throughput(a: &CreditsBenchArgs, free: bool, round: u32) -> Result<f64>
         .await?
         .program;
     let job = |n: u32| SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,

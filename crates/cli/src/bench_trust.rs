@@ -101,6 +101,7 @@ async fn run_job(
     seeds: std::ops::Range<u64>,
 ) -> Result<Run> {
     let job = SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,

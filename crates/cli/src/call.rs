@@ -99,6 +99,7 @@ pub async fn call(conn: &Conn, a: CallArgs) -> Result<i32> {
     let tasks: Vec<TaskSpec> = calls
         .iter()
         .map(|args| TaskSpec {
+            buffers: Default::default(),
             args: Vec::new(),
             stdin: runegrid_runner::call_stdin(&script, &a.function, args),
             env: BTreeMap::new(),
@@ -118,6 +119,7 @@ pub async fn call(conn: &Conn, a: CallArgs) -> Result<i32> {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_else(|| file.clone());
     let job = SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,

@@ -213,6 +213,14 @@ pub struct WorkerArgs {
     /// tasks [default: 8G].
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub blob_space: Option<u64>,
+    /// Require a GPU for GPU tasks (fail to start without one). By default the worker uses
+    /// the machine's GPU if it finds one (a software adapter such as lavapipe counts, and is
+    /// given only GPU jobs that allow software adapters).
+    #[arg(long, conflicts_with = "no_gpu")]
+    pub gpu: bool,
+    /// Take no GPU tasks, even with a GPU.
+    #[arg(long)]
+    pub no_gpu: bool,
 }
 
 /// A byte count: `1048576`, `512K`, `512M`, `8G`, `1T` (powers of 1024; `KB`, `KiB` and a
@@ -262,6 +270,11 @@ pub async fn worker(conn: &Conn, a: WorkerArgs) -> Result<i32> {
         misbehaviour: a.misbehave,
         max_reconnects: a.max_reconnects,
         blob_space: a.blob_space.unwrap_or(runegrid_worker::DEFAULT_BLOB_SPACE),
+        gpu: match (a.gpu, a.no_gpu) {
+            (_, true) => runegrid_worker::GpuMode::Off,
+            (true, _) => runegrid_worker::GpuMode::Require,
+            _ => runegrid_worker::GpuMode::Auto,
+        },
     };
     tokio::select! {
         r = runegrid_worker::run(config) => { r?; }
@@ -442,6 +455,7 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
             read_inputs(p)?
         }
         None => vec![TaskSpec {
+            buffers: Default::default(),
             args: a.args.clone(),
             stdin: a.stdin.clone().unwrap_or_default(),
             env: BTreeMap::new(),
@@ -476,6 +490,7 @@ pub async fn submit(conn: &Conn, a: SubmitArgs) -> Result<i32> {
         None => None,
     };
     let job = SubmitJob {
+        gpu: None,
         max_price,
         program: program.program,
         name: a.name.clone().or_else(|| {

@@ -86,6 +86,7 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
         .upload_program(runegrid_examples::RENDER.to_vec())
         .await?;
     let job = SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,
@@ -161,6 +162,7 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
         .upload_program(runegrid_examples::MONTECARLO.to_vec())
         .await?;
     let job = SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,

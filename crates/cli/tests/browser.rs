@@ -132,6 +132,7 @@ async fn browser_and_native_workers_agree_and_the_dashboard_shows_the_job() {
     let mc = grid.upload(runegrid_examples::MONTECARLO).await;
     let seeds: Vec<u64> = (1..=12).collect();
     let job = SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,
@@ -319,6 +320,7 @@ async fn a_hostile_module_is_stopped_in_the_browser_and_hiding_or_closing_the_pa
         ..Default::default()
     };
     let job = SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,
@@ -351,6 +353,7 @@ async fn a_hostile_module_is_stopped_in_the_browser_and_hiding_or_closing_the_pa
         ..Default::default()
     };
     let job = SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,
@@ -533,6 +536,7 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
 
     // A browser and a native worker both mount it (2 of 2 must agree).
     let job = SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,
@@ -575,6 +579,7 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
     let files = grid.upload(runegrid_examples::FILES).await;
     let sorted = grid
         .run(&SubmitJob {
+            gpu: None,
             program: files,
             name: Some("files".into()),
             tasks: vec![args(&["sort", "/blobs/data.txt", "/out/sorted.txt"])],
@@ -624,6 +629,7 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
     assert!(advertised, "{ws:?}");
     let r = grid
         .run(&SubmitJob {
+            gpu: None,
             max_price: None,
             seed: None,
             cache: None,
@@ -654,6 +660,7 @@ async fn a_browser_worker_mounts_blobs_kept_in_its_storage() {
     .unwrap();
     let r = grid
         .run(&SubmitJob {
+            gpu: None,
             max_price: None,
             seed: None,
             cache: None,

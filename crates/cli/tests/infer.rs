@@ -343,6 +343,7 @@ async fn blobs_are_checked_by_their_hash() {
     let e = c.put_blob(&other, data.clone()).await.unwrap_err();
     assert_eq!(e.code(), Some("blob_mismatch"), "{e}");
     let job = |blobs: BTreeMap<String, String>| SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,

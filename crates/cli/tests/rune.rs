@@ -220,12 +220,14 @@ async fn rune_scripts_run_on_the_grid() {
         .await
         .unwrap();
     let job = SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,
         program: "rune".into(),
         name: Some("api".into()),
         tasks: vec![TaskSpec {
+            buffers: Default::default(),
             args: vec![],
             stdin: runegrid_runner::call_stdin(SCRIPT, "add", &[7.into(), 8.into()]),
             env: BTreeMap::new(),

@@ -30,6 +30,7 @@ fn assert_correct(r: &JobResults, samples: u64, first_seed: u64) {
 
 fn adaptive(program: &str, tasks: Vec<TaskSpec>) -> SubmitJob {
     SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,

@@ -215,6 +215,7 @@ pub async fn completions(
     }
     let opts = req.runegrid.clone().unwrap_or_default();
     let submit = SubmitJob {
+        gpu: None,
         max_price: None,
         // A request that gives its sampler a seed is repeatable: answered from the result cache
         // when the same request was verified before (the seed is in the task's stdin; every

@@ -39,6 +39,7 @@ fn ev() -> impl Strategy<Value = Ev> {
 
 fn caps() -> Capabilities {
     Capabilities {
+        gpu: None,
         cores: 1,
         memory_bytes: 0,
         slots: 1,
@@ -122,6 +123,7 @@ impl World {
                     state: runegrid_store::JobState::Active,
                     cache: false,
                     cached: 0,
+                    gpu: None,
                 },
                 tasks: (0..tasks)
                     .map(|i| NewTask {

@@ -51,6 +51,7 @@ pub(crate) struct Grid {
 
 fn caps() -> Capabilities {
     Capabilities {
+        gpu: None,
         cores: 1,
         memory_bytes: 0,
         slots: 1,
@@ -165,6 +166,7 @@ impl Grid {
                     state: runegrid_store::JobState::Active,
                     cache: self.cache,
                     cached: 0,
+                    gpu: None,
                 },
                 tasks: (0..tasks)
                     .map(|i| NewTask {

@@ -82,18 +82,35 @@ async fn submission(app: &AppState, a: &Account, req: SubmitJob) -> Result<Submi
     // `rune` and `infer` name built-in programs; the job records the hash like any program's.
     let program_sha = crate::builtins::resolve(&req.program).to_string();
     let program = program(app, &program_sha, &req.program).await?;
+    let gpu = if runegrid_core::gpu::is_kernel(&program.module) {
+        Some(check_gpu(app, &req, &program)?)
+    } else {
+        if req.gpu.is_some() || req.tasks.iter().any(|t| !t.buffers.is_empty()) {
+            return Err(ApiError::bad(
+                "invalid_job",
+                "gpu options and task buffers are for GPU kernels; this program is a WebAssembly module",
+            ));
+        }
+        None
+    };
     let salt: u64 = rand::random();
     let tasks: Vec<NewTask> = req
         .tasks
         .into_iter()
         .enumerate()
-        .map(|(i, t)| NewTask {
-            args: t.args,
-            env: t.env,
-            stdin: t.stdin.into_bytes(),
-            seed: req.seed.unwrap_or_else(|| seed_for(salt, i as u64)),
+        .map(|(i, t)| {
+            Ok(NewTask {
+                // A GPU task's input buffers travel as its stdin.
+                stdin: match gpu {
+                    Some(_) => runegrid_core::gpu::encode_buffers(&decode_buffers(&t.buffers)?),
+                    None => t.stdin.into_bytes(),
+                },
+                args: t.args,
+                env: t.env,
+                seed: req.seed.unwrap_or_else(|| seed_for(salt, i as u64)),
+            })
         })
-        .collect();
+        .collect::<Result<_, ApiError>>()?;
     let job = NewJob {
         owner: a.id,
         name: req.name.unwrap_or_default(),
@@ -113,6 +130,7 @@ async fn submission(app: &AppState, a: &Account, req: SubmitJob) -> Result<Submi
         cache: req.cache.unwrap_or(true),
         // Set by the grid: the tasks the cache answers.
         cached: 0,
+        gpu,
     };
     Ok(Submission {
         job,
@@ -215,6 +233,86 @@ fn check_mounts(app: &App, named: &BTreeMap<String, String>) -> Result<Arc<[Blob
         }
     }
     Ok(app.blobs.mounts(named))
+}
+
+/// A GPU job's checks: each task supplies exactly its kernel's input buffers (from its own
+/// `buffers` or from blobs mounted under the buffer's name), within the kernel's limits, no
+/// args, stdin or env; the kernel's work fits the fuel limit. Returns the job's options.
+fn check_gpu(
+    app: &App,
+    req: &SubmitJob,
+    program: &ProgramBytes,
+) -> Result<runegrid_core::gpu::GpuOptions, ApiError> {
+    use runegrid_core::gpu::{GpuOptions, GpuVerify};
+    let bad = |e: String| ApiError::bad("invalid_job", e);
+    let kernel = runegrid_gpu::Kernel::from_json(&program.module)
+        .map_err(|e| ApiError::internal(format!("stored kernel unreadable: {e}")))?;
+    let limits = runegrid_gpu::GpuLimits::default();
+    let checked = runegrid_gpu::check_guarded(&kernel, &limits)
+        .map_err(|e| ApiError::internal(format!("stored kernel invalid: {e}")))?;
+    let options = req.gpu.clone().unwrap_or_default();
+    let verify = match options.verify.as_deref() {
+        None => GpuVerify::Exact,
+        Some(v) => v
+            .parse()
+            .map_err(|e: String| ApiError::bad("invalid_gpu", e))?,
+    };
+    if let GpuVerify::Tolerance { .. } = verify {
+        return Err(ApiError::bad(
+            "invalid_gpu",
+            "verify tolerance is not supported by this coordinator yet: use exact or homogeneous",
+        ));
+    }
+    let work = checked.work(&kernel);
+    if work > req.limits.fuel {
+        return Err(bad(format!(
+            "the kernel's work per task is {work} (invocations × its static cost), above the fuel limit {}: raise limits.fuel",
+            req.limits.fuel
+        )));
+    }
+    let mut mounted = BTreeMap::new();
+    for (name, sha) in &req.blobs {
+        let size = app.blobs.size(sha).unwrap_or(0);
+        mounted.insert(name.clone(), size);
+    }
+    for (i, t) in req.tasks.iter().enumerate() {
+        if !t.args.is_empty() || !t.stdin.is_empty() || !t.env.is_empty() {
+            return Err(bad(format!(
+                "task {i}: a GPU task takes buffers, not args, stdin or env"
+            )));
+        }
+        let mut sizes = mounted.clone();
+        for (name, b64) in &t.buffers {
+            let bytes = decode_one(name, b64)?;
+            if sizes.insert(name.clone(), bytes.len() as u64).is_some() {
+                return Err(bad(format!(
+                    "task {i}: buffer {name:?} is given both as a blob and in the task"
+                )));
+            }
+        }
+        runegrid_gpu::check_input_sizes(&kernel, &checked, &sizes, &limits)
+            .map_err(|e| bad(format!("task {i}: {e}")))?;
+    }
+    Ok(GpuOptions {
+        verify,
+        allow_software: options.allow_software,
+    })
+}
+
+fn decode_one(name: &str, b64: &str) -> Result<Vec<u8>, ApiError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| ApiError::bad("invalid_job", format!("buffer {name:?} is not base64: {e}")))
+}
+
+fn decode_buffers(
+    buffers: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, Vec<u8>>, ApiError> {
+    buffers
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), decode_one(k, v)?)))
+        .collect()
 }
 
 /// A task's seed: the same for every replica, below 2^53 so every JSON reader keeps it exact.

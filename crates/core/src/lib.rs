@@ -20,6 +20,7 @@ pub mod audit;
 pub mod cache;
 pub mod exec;
 pub mod failure;
+pub mod gpu;
 pub mod ledger;
 pub mod lifecycle;
 pub mod limits;

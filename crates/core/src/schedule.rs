@@ -27,6 +27,8 @@ pub struct WorkerView {
     pub blob_space: u64,
     /// SHA-256 of the blobs it holds.
     pub blobs: Vec<String>,
+    /// Its GPU, if it has one.
+    pub gpu: Option<std::sync::Arc<crate::gpu::GpuAdapter>>,
 }
 
 impl WorkerView {
@@ -53,6 +55,8 @@ pub struct Need {
     pub memory_bytes: u64,
     /// The blobs the task mounts: SHA-256 and size.
     pub blobs: Vec<(String, u64)>,
+    /// A GPU task's needs (`None`: a CPU task, which any worker may run).
+    pub gpu: Option<crate::gpu::GpuNeed>,
 }
 
 /// One decision: run `task` on `worker`.
@@ -82,6 +86,7 @@ pub fn eligible(w: &WorkerView, need: &Need) -> bool {
         && !need.exclude.contains(&w.id)
         && (w.memory_bytes == 0 || w.memory_bytes >= need.memory_bytes)
         && can_hold(w, need)
+        && need.gpu.as_ref().is_none_or(|g| g.met_by(w.gpu.as_deref()))
 }
 
 /// Whether the worker can mount the need's blobs: it takes blobs at all, and what it lacks fits
@@ -103,7 +108,8 @@ fn can_hold(w: &WorkerView, need: &Need) -> bool {
 ///
 /// Hard rules: a worker gets at most its free slots; a task's attempts go to distinct workers,
 /// none in its `exclude` list; a quarantined worker, one with too little memory, or one that
-/// cannot hold the task's blobs gets nothing.
+/// cannot hold the task's blobs gets nothing, nor a GPU task one whose GPU does not meet its
+/// need ([`crate::gpu::GpuNeed`]).
 /// Among eligible workers the preference is, in order: an owner the task has not met yet (so
 /// replicas land with distinct accounts where possible), more of the task's blobs already held
 /// (no download), higher standing (trusted first), not slow, more free slots (spreading load),
@@ -180,6 +186,47 @@ mod tests {
             memory_bytes: 0,
             blob_space: 0,
             blobs: vec![],
+            gpu: None,
+        }
+    }
+
+    /// Worker `i`'s GPU in the property tests: none, a hardware one, or a software one.
+    fn gpu_of(i: usize) -> Option<std::sync::Arc<crate::gpu::GpuAdapter>> {
+        let adapter = |software: bool| crate::gpu::GpuAdapter {
+            name: "gpu".into(),
+            vendor: 0x1002,
+            device: 7,
+            device_type: if software { "cpu" } else { "discrete" }.into(),
+            backend: "vulkan".into(),
+            driver: if software { "llvmpipe" } else { "radv" }.into(),
+            driver_info: String::new(),
+            software,
+            features: vec![],
+            max_buffer_bytes: 0,
+            max_storage_binding_bytes: 0,
+            max_workgroups_per_dimension: 0,
+            max_invocations_per_workgroup: 0,
+        };
+        match i % 3 {
+            0 => None,
+            n => Some(std::sync::Arc::new(adapter(n == 2))),
+        }
+    }
+
+    /// Need `i`'s GPU need: none (a CPU task), a GPU, any adapter, or the hardware class.
+    fn gpu_need(i: usize) -> Option<crate::gpu::GpuNeed> {
+        let class = gpu_of(1).map(|a| a.class());
+        match i % 4 {
+            0 => None,
+            1 => Some(crate::gpu::GpuNeed::default()),
+            2 => Some(crate::gpu::GpuNeed {
+                allow_software: true,
+                class: None,
+            }),
+            _ => Some(crate::gpu::GpuNeed {
+                allow_software: true,
+                class,
+            }),
         }
     }
 
@@ -344,6 +391,7 @@ mod tests {
                     memory_bytes,
                     blob_space,
                     blobs: held.into_iter().map(|b| b.to_string()).collect(),
+                    gpu: gpu_of(i),
                 })
                 .collect();
             let needs: Vec<Need> = needs
@@ -356,6 +404,7 @@ mod tests {
                     owners,
                     memory_bytes,
                     blobs: blobs.into_iter().map(|(b, size)| (b.to_string(), size)).collect(),
+                    gpu: gpu_need(i),
                 })
                 .collect();
             let a = plan(&needs, &workers);
@@ -380,6 +429,14 @@ mod tests {
                     prop_assert!(eligible(wv, n));
                     if !n.blobs.is_empty() {
                         prop_assert!(wv.blob_space > 0);
+                    }
+                    if let Some(g) = &n.gpu {
+                        let gpu = wv.gpu.as_deref();
+                        prop_assert!(gpu.is_some());
+                        prop_assert!(g.allow_software || !gpu.unwrap().software);
+                        if let Some(c) = &g.class {
+                            prop_assert_eq!(&gpu.unwrap().class(), c);
+                        }
                     }
                 }
                 if (mine.len() as u32) < n.count {

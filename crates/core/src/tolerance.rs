@@ -51,6 +51,7 @@ use std::str::FromStr;
 /// a value with a negative, NaN or infinite bound is invalid ([`Tolerance::validate`]), and
 /// deserializing one fails.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "ToleranceFields")]
 pub struct Tolerance {
     /// Largest absolute difference accepted; 0: none.
@@ -60,6 +61,9 @@ pub struct Tolerance {
     /// Largest distance in units in the last place accepted; 0: none.
     pub ulps: u32,
 }
+
+/// Bounds are never NaN (see [`Tolerance::validate`]), so equality is total.
+impl Eq for Tolerance {}
 
 /// A tolerance that cannot be used, or a written one that cannot be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

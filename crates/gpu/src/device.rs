@@ -2,7 +2,6 @@
 
 use crate::kernel::{GpuLimits, Kernel, Role};
 use crate::validate::{Checked, KernelError, check_inputs};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,69 +9,36 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// What a worker tells the coordinator about its GPU.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AdapterInfo {
-    pub name: String,
-    /// PCI vendor id (0 when the backend does not say).
-    pub vendor: u32,
-    /// PCI device id (0 when the backend does not say).
-    pub device: u32,
-    /// `discrete`, `integrated`, `virtual`, `cpu` or `other`.
-    pub device_type: String,
-    /// `vulkan`, `metal`, `dx12`, `gl` or `webgpu`.
-    pub backend: String,
-    pub driver: String,
-    pub driver_info: String,
-    /// A CPU implementation (lavapipe/llvmpipe, SwiftShader, WARP): it runs GPU tasks only for
-    /// jobs that allow software adapters.
-    pub software: bool,
-    /// WebGPU feature names, e.g. `shader-f16`.
-    pub features: Vec<String>,
-    pub max_buffer_bytes: u64,
-    pub max_storage_binding_bytes: u64,
-    pub max_workgroups_per_dimension: u32,
-    pub max_invocations_per_workgroup: u32,
-}
+pub use runegrid_core::gpu::GpuAdapter as AdapterInfo;
 
-impl AdapterInfo {
-    /// The adapter class for homogeneous redundancy: replicas of a float kernel compare only
-    /// between workers of one class (same vendor, device, backend and driver).
-    pub fn class(&self) -> String {
-        format!(
-            "{:04x}:{:04x}:{}:{} {}",
-            self.vendor, self.device, self.backend, self.driver, self.driver_info
-        )
+fn adapter_info(adapter: &wgpu::Adapter) -> AdapterInfo {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    let device_type = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => "discrete",
+        wgpu::DeviceType::IntegratedGpu => "integrated",
+        wgpu::DeviceType::VirtualGpu => "virtual",
+        wgpu::DeviceType::Cpu => "cpu",
+        wgpu::DeviceType::Other => "other",
+    };
+    let mut features = Vec::new();
+    if adapter.features().contains(wgpu::Features::SHADER_F16) {
+        features.push("shader-f16".to_owned());
     }
-
-    fn of(adapter: &wgpu::Adapter) -> AdapterInfo {
-        let info = adapter.get_info();
-        let limits = adapter.limits();
-        let device_type = match info.device_type {
-            wgpu::DeviceType::DiscreteGpu => "discrete",
-            wgpu::DeviceType::IntegratedGpu => "integrated",
-            wgpu::DeviceType::VirtualGpu => "virtual",
-            wgpu::DeviceType::Cpu => "cpu",
-            wgpu::DeviceType::Other => "other",
-        };
-        let mut features = Vec::new();
-        if adapter.features().contains(wgpu::Features::SHADER_F16) {
-            features.push("shader-f16".to_owned());
-        }
-        AdapterInfo {
-            name: info.name,
-            vendor: info.vendor,
-            device: info.device,
-            device_type: device_type.into(),
-            backend: info.backend.to_str().into(),
-            driver: info.driver,
-            driver_info: info.driver_info,
-            software: info.device_type == wgpu::DeviceType::Cpu,
-            features,
-            max_buffer_bytes: limits.max_buffer_size,
-            max_storage_binding_bytes: limits.max_storage_buffer_binding_size,
-            max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
-            max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
-        }
+    AdapterInfo {
+        name: info.name,
+        vendor: info.vendor,
+        device: info.device,
+        device_type: device_type.into(),
+        backend: info.backend.to_str().into(),
+        driver: info.driver,
+        driver_info: info.driver_info,
+        software: info.device_type == wgpu::DeviceType::Cpu,
+        features,
+        max_buffer_bytes: limits.max_buffer_size,
+        max_storage_binding_bytes: limits.max_storage_buffer_binding_size,
+        max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+        max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
     }
 }
 
@@ -131,7 +97,7 @@ pub fn adapters() -> Vec<AdapterInfo> {
     let instance = instance();
     let mut all: Vec<AdapterInfo> = pollster::block_on(instance.enumerate_adapters(backends()))
         .iter()
-        .map(AdapterInfo::of)
+        .map(adapter_info)
         .collect();
     all.sort_by_key(|a| a.software);
     all
@@ -154,7 +120,7 @@ impl Gpu {
                     String::new()
                 })
             })?;
-        let info = AdapterInfo::of(&adapter);
+        let info = adapter_info(&adapter);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("runegrid"),
             required_features: wgpu::Features::empty(),

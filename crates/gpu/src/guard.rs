@@ -15,6 +15,11 @@
 //! run's outcome is then "loop budget exhausted", a deterministic result like running out of
 //! fuel. Which invocations run out, and where, depends only on the inputs.
 //!
+//! The budget is the kernel's `loop_budget` ([`DEFAULT_LOOP_BUDGET`] unless it says). Mesa's
+//! lavapipe leaves any single loop after 65,535 iterations without a word: a budget above
+//! that gives the same results on every GPU except there, which is one more reason software
+//! adapters only run jobs that allow them.
+//!
 //! Loops that reach a barrier (`workgroupBarrier`, `storageBarrier`, `workgroupUniformLoad`,
 //! directly or through calls) are left alone: a guard would make them non-uniform, which
 //! WGSL forbids. Such loops run in uniform control flow; an endless one is stopped by the
@@ -37,8 +42,13 @@ use std::collections::BTreeSet;
 pub const STATUS_BUFFER: &str = "__runegrid_status";
 /// The prefix of names a kernel may not use.
 pub const RESERVED_PREFIX: &str = "__runegrid";
-/// Loop iterations per invocation, over all its loops, unless the job says otherwise.
-pub const DEFAULT_LOOP_BUDGET: u32 = 1 << 20;
+/// Loop iterations per invocation, over all its loops, unless the kernel says otherwise
+/// ([`Kernel::loop_budget`]). Below 65,535: Mesa's software rasterizer (lavapipe/llvmpipe)
+/// silently leaves any loop after 65,535 iterations, so only budgets under that stop the
+/// same way there as on other GPUs.
+pub const DEFAULT_LOOP_BUDGET: u32 = 60_000;
+/// The largest loop budget a kernel may ask for.
+pub const MAX_LOOP_BUDGET: u32 = 1 << 30;
 
 /// The kernel to run: `kernel` with its loops guarded (see the module documentation) and
 /// [`STATUS_BUFFER`] appended to its buffers; `kernel` itself when it has no loop to guard.

@@ -17,6 +17,11 @@ pub struct Kernel {
     pub buffers: Vec<Buffer>,
     /// Workgroup counts `[x, y, z]` of each dispatch, run in order.
     pub dispatches: Vec<[u32; 3]>,
+    /// Loop iterations each invocation may run, over all its loops (default
+    /// [`crate::guard::DEFAULT_LOOP_BUDGET`], at most [`crate::guard::MAX_LOOP_BUDGET`]):
+    /// past it every loop breaks and the run ends `out_of_fuel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_budget: Option<u32>,
 }
 
 fn default_entry_point() -> String {

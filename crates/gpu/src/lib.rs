@@ -15,12 +15,16 @@
 //! reassociation, flushing subnormals and loose transcendentals), which is what
 //! `runegrid_core::tolerance` is for.
 
+#[cfg(feature = "device")]
 pub mod device;
 pub mod guard;
 pub mod kernel;
 pub mod validate;
 
+#[cfg(feature = "device")]
 pub use device::{AdapterInfo, Gpu, GpuError, OpenOptions, adapters};
-pub use guard::{DEFAULT_LOOP_BUDGET, STATUS_BUFFER, guard, split_status};
+pub use guard::{DEFAULT_LOOP_BUDGET, MAX_LOOP_BUDGET, STATUS_BUFFER, guard, split_status};
 pub use kernel::{Buffer, GpuLimits, Kernel, Role};
-pub use validate::{Checked, KernelError, check, check_guarded, check_inputs, parse};
+pub use validate::{
+    Checked, KernelError, check, check_guarded, check_input_sizes, check_inputs, parse,
+};

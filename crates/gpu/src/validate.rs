@@ -14,7 +14,7 @@
 //! counted once). Loops are not unrolled: the measure is a price basis, known before the
 //! kernel runs and the same on every GPU.
 
-use crate::guard::{RESERVED_PREFIX, STATUS_BUFFER};
+use crate::guard::{MAX_LOOP_BUDGET, RESERVED_PREFIX, STATUS_BUFFER};
 use crate::kernel::{GpuLimits, Kernel, Role};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use naga::{AddressSpace, Block, Statement, StorageAccess};
@@ -76,6 +76,8 @@ pub enum KernelError {
     TooManyWorkgroups { count: u64, limit: u64 },
     #[error("input {name:?} is {size} bytes: buffers are a multiple of 4 bytes")]
     Unaligned { name: String, size: u64 },
+    #[error("loop_budget {0} is out of range (1..={MAX_LOOP_BUDGET})")]
+    LoopBudget(u32),
     #[error("input {0:?} is missing")]
     MissingInput(String),
     #[error("input {0:?} is not a buffer the kernel fills from its inputs")]
@@ -177,6 +179,11 @@ fn check_with(kernel: &Kernel, limits: &GpuLimits, guarded: bool) -> Result<Chec
             }
             (_, None) => {}
         }
+    }
+    if let Some(budget) = kernel.loop_budget
+        && !(1..=MAX_LOOP_BUDGET).contains(&budget)
+    {
+        return Err(KernelError::LoopBudget(budget));
     }
     let count = kernel.dispatches.len();
     if count == 0 || count > limits.dispatches as usize {
@@ -355,6 +362,21 @@ pub fn check_inputs<B: AsRef<[u8]>>(
     inputs: &BTreeMap<String, B>,
     limits: &GpuLimits,
 ) -> Result<(), KernelError> {
+    let sizes = inputs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_ref().len() as u64))
+        .collect();
+    check_input_sizes(kernel, checked, &sizes, limits)
+}
+
+/// [`check_inputs`] from the inputs' sizes alone (a coordinator checks a submission without
+/// reading the blobs it mounts as buffers).
+pub fn check_input_sizes(
+    kernel: &Kernel,
+    checked: &Checked,
+    inputs: &BTreeMap<String, u64>,
+    limits: &GpuLimits,
+) -> Result<(), KernelError> {
     for name in inputs.keys() {
         if !kernel
             .buffers
@@ -369,10 +391,9 @@ pub fn check_inputs<B: AsRef<[u8]>>(
         let size = match b.size {
             Some(size) => size,
             None => {
-                let bytes = inputs
+                let size = *inputs
                     .get(&b.name)
                     .ok_or_else(|| KernelError::MissingInput(b.name.clone()))?;
-                let size = bytes.as_ref().len() as u64;
                 if !size.is_multiple_of(4) {
                     return Err(KernelError::Unaligned {
                         name: b.name.clone(),

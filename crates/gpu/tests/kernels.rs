@@ -65,6 +65,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 
 fn add_kernel(n: u64) -> Kernel {
     Kernel {
+        loop_budget: None,
         shader: ADD.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -144,6 +145,7 @@ fn an_integer_hash_over_several_dispatches_matches_the_cpu() {
     let n = 300u32;
     let (rounds, salt) = (5u32, 0xdead_beef_u32);
     let kernel = Kernel {
+        loop_budget: None,
         shader: HASH.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -189,6 +191,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 }
 "#;
     let kernel = Kernel {
+        loop_budget: None,
         shader: shader.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -230,6 +233,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 "#;
     let n = 256u64;
     let kernel = Kernel {
+        loop_budget: None,
         shader: shader.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -390,6 +394,7 @@ fn bad_kernels_get_clear_errors() {
     let vertex = r#"@vertex fn main() -> @builtin(position) vec4<f32> { return vec4<f32>(0.0); }"#;
     assert_eq!(
         refused(&Kernel {
+            loop_budget: None,
             shader: vertex.into(),
             entry_point: "main".into(),
             buffers: vec![],
@@ -414,6 +419,7 @@ fn work_is_invocations_times_the_static_cost() {
     // A helper the entry point calls counts; one it does not call does not.
     let called = check(
         &Kernel {
+            loop_budget: None,
             shader: HASH.into(),
             entry_point: "main".into(),
             buffers: vec![
@@ -427,6 +433,7 @@ fn work_is_invocations_times_the_static_cost() {
     .unwrap();
     let unused = check(
         &Kernel {
+            loop_budget: None,
             shader: format!("{HASH}\nfn spare(x: u32) -> u32 {{ return x * 3u + 1u; }}"),
             entry_point: "main".into(),
             buffers: vec![
@@ -441,6 +448,7 @@ fn work_is_invocations_times_the_static_cost() {
     assert_eq!(called.static_cost, unused.static_cost);
     let inline = check(
         &Kernel {
+            loop_budget: None,
             shader: HASH.replace("h = mix(h + r);", "h = h + r;"),
             entry_point: "main".into(),
             buffers: vec![
@@ -495,6 +503,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 }
 "#;
     let kernel = Kernel {
+        loop_budget: None,
         shader: shader.into(),
         entry_point: "main".into(),
         buffers: vec![buffer("out", 0, Role::Output, Some(32))],
@@ -522,6 +531,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 }
 "#;
     let kernel = Kernel {
+        loop_budget: None,
         shader: nested.into(),
         buffers: vec![buffer("out", 0, Role::Output, Some(16))],
         ..kernel
@@ -538,6 +548,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 #[test]
 fn guarded_kernels_that_finish_give_the_same_bytes() {
     let kernel = Kernel {
+        loop_budget: None,
         shader: HASH.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -602,6 +613,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 }
 "#;
     let kernel = Kernel {
+        loop_budget: None,
         shader: shader.into(),
         entry_point: "main".into(),
         buffers: vec![

@@ -17,6 +17,10 @@ pub struct TaskSpec {
     pub stdin: String,
     /// Environment variables.
     pub env: BTreeMap<String, String>,
+    /// A GPU task's input buffers: buffer name → its bytes, base64 (standard alphabet, with
+    /// padding). Only for GPU kernels, whose tasks take no args, stdin or env.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub buffers: BTreeMap<String, String>,
 }
 
 /// Answer to `POST /v1/programs` (body: the module's bytes).
@@ -29,6 +33,36 @@ pub struct ProgramInfo {
     pub instrumented_sha256: String,
     pub size: u64,
     pub instrumented_size: u64,
+    /// `wasm` (a WASI module) or `gpu` (a WGSL kernel). Absent from older coordinators: wasm.
+    #[serde(default)]
+    pub kind: ProgramKind,
+}
+
+/// What kind of program a hash names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ProgramKind {
+    /// A WASI preview-1 module, metered and run in the sandbox.
+    #[default]
+    Wasm,
+    /// A WGSL compute kernel (JSON: shader, entry point, buffers, dispatches), run on GPUs.
+    Gpu,
+}
+
+/// What a GPU job asks of its workers (`SubmitJob::gpu`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct GpuJob {
+    /// How replicas are compared: `exact` (the default: equal digests), `homogeneous` (equal
+    /// digests, replicas only on workers of one adapter class and driver), or
+    /// `tolerance:abs=A,rel=R,ulps=U` (outputs read as f32 arrays agree element-wise within
+    /// any of the bounds given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<String>,
+    /// Software adapters (lavapipe, SwiftShader, WARP) may run it. Default false: GPUs only.
+    pub allow_software: bool,
 }
 
 /// Answer to `PUT /v1/blobs/{sha256}` and `POST /v1/blobs` (body: the file's bytes).
@@ -88,6 +122,9 @@ pub struct SubmitJob {
     /// Default: true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<bool>,
+    /// For a GPU kernel: how replicas are compared and which adapters may run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuJob>,
 }
 
 /// Seeds are kept below 2^53 so every engine (JavaScript numbers included) holds them exactly.

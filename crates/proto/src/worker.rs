@@ -33,6 +33,9 @@ pub struct Capabilities {
     /// SHA-256 of the blobs it holds already (the scheduler prefers it for tasks mounting them).
     #[serde(default)]
     pub blobs: Vec<String>,
+    /// The GPU it runs GPU tasks on, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<Box<runegrid_core::gpu::GpuAdapter>>,
 }
 
 /// A read-only file mounted into a task under `/blobs/NAME` (or at NAME when it is an absolute

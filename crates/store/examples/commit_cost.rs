@@ -39,6 +39,7 @@ fn main() {
         state: runegrid_store::JobState::Active,
         cache: true,
         cached: 0,
+        gpu: None,
     };
     let task = NewTask {
         args: vec![],

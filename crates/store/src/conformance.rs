@@ -53,6 +53,12 @@ fn job_fixture(s: &mut dyn Store) -> (Account, JobRecord, Vec<TaskRecord>) {
         state: crate::records::JobState::Active,
         cache: false,
         cached: 2,
+        gpu: Some(runegrid_core::gpu::GpuOptions {
+            verify: runegrid_core::gpu::GpuVerify::Tolerance {
+                tolerance: runegrid_core::Tolerance::new(0.0, 1e-4, 4).unwrap(),
+            },
+            allow_software: true,
+        }),
     };
     let tasks: Vec<NewTask> = (0..3)
         .map(|i| NewTask {
@@ -125,6 +131,10 @@ fn job_lifecycle(s: &mut dyn Store) {
     let (acct, job, tasks) = job_fixture(s);
     assert_eq!(job.state, JobState::Active);
     assert_eq!(job.limits, Limits::default());
+    assert_eq!(
+        job.gpu.map(|g| (g.verify.to_string(), g.allow_software)),
+        Some(("tolerance:rel=1e-4,ulps=4".to_string(), true))
+    );
     assert_eq!(job.blobs["model.gguf"], "ab".repeat(32));
     assert_eq!((job.replicas, job.agree, job.max_attempts), (3, 2, 7));
     assert_eq!(tasks[2].seed, u64::MAX - 2);
@@ -447,6 +457,7 @@ fn journal(s: &mut dyn Store) {
                 state: crate::records::JobState::Active,
                 cache: true,
                 cached: 0,
+                gpu: None,
             }),
             tasks: vec![],
         },

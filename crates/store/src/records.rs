@@ -1,6 +1,7 @@
 //! The records a store keeps.
 
 use runegrid_core::cache::{CacheKey, CachedResult};
+use runegrid_core::gpu::GpuOptions;
 use runegrid_core::ledger::{Micros, Transfer};
 use runegrid_core::{
     Acceptance, AccountId, AttemptId, Digest, ExecStatus, JobId, Limits, OutputFile, PolicyKind,
@@ -72,6 +73,8 @@ pub struct NewJob {
     pub cache: bool,
     /// How many of its tasks were answered from the cache when it was accepted.
     pub cached: u32,
+    /// A GPU job's options (its program is a kernel); `None` for every other job.
+    pub gpu: Option<GpuOptions>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +97,7 @@ pub struct JobRecord {
     pub max_price: Option<u64>,
     pub cache: bool,
     pub cached: u32,
+    pub gpu: Option<GpuOptions>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 use crate::records::*;
 use crate::{Millis, Result, Store, StoreError};
 use runegrid_core::cache::{CacheKey, CachedResult};
+use runegrid_core::gpu::GpuOptions;
 use runegrid_core::ledger::{EntryKey, Micros, Party, Transfer};
 use runegrid_core::{Acceptance, AccountId, Digest, ExecStatus, JobId, Limits, PolicyKind};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -134,6 +135,8 @@ const MIGRATIONS: &[&str] = &[
     // (JSON).
     "ALTER TABLE tasks ADD COLUMN files TEXT NOT NULL DEFAULT '[]';
      ALTER TABLE result_cache ADD COLUMN files TEXT NOT NULL DEFAULT '[]';",
+    // 8: a GPU job's options (JSON; NULL for every other job).
+    "ALTER TABLE jobs ADD COLUMN gpu TEXT;",
 ];
 
 /// A connection to a runegrid SQLite database.
@@ -207,7 +210,7 @@ fn account_row(r: &Row) -> rusqlite::Result<Account> {
     })
 }
 
-const JOB_COLS: &str = "id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, finished_at, policy, blobs, price, held, max_price, cache, cached";
+const JOB_COLS: &str = "id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, finished_at, policy, blobs, price, held, max_price, cache, cached, gpu";
 
 fn job_row(r: &Row) -> Result<JobRecord> {
     let limits: String = r.get(7)?;
@@ -237,6 +240,10 @@ fn job_row(r: &Row) -> Result<JobRecord> {
         max_price: r.get::<_, Option<i64>>(15)?.map(|p| p as u64),
         cache: r.get(16)?,
         cached: r.get(17)?,
+        gpu: match r.get::<_, Option<String>>(18)? {
+            Some(g) => Some(from_json::<GpuOptions>("job gpu options", &g)?),
+            None => None,
+        },
     })
 }
 
@@ -545,8 +552,8 @@ impl Store for SqliteStore {
             match c {
                 Change::CreateJob { id, job, tasks } => {
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, policy, blobs, price, held, max_price, cache, cached)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?14, ?10, ?11, ?12, ?13, ?15, ?16, ?17)",
+                        "INSERT INTO jobs (id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, policy, blobs, price, held, max_price, cache, cached, gpu)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?14, ?10, ?11, ?12, ?13, ?15, ?16, ?17, ?18)",
                     )?
                     .execute(params![
                         id,
@@ -565,7 +572,8 @@ impl Store for SqliteStore {
                         job.state.as_str(),
                         job.max_price.map(|p| p as i64),
                         job.cache,
-                        job.cached
+                        job.cached,
+                        job.gpu.as_ref().map(to_json)
                     ])?;
                     let mut stmt = tx.prepare_cached(
                         "INSERT INTO tasks (id, job, idx, args, env, stdin, seed, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued')",

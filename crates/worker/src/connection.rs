@@ -76,10 +76,11 @@ pub(crate) async fn connect(
     url: &str,
     key: &SigningKey,
     blob_cache: &BlobCache,
+    gpu: Option<&runegrid_core::gpu::GpuAdapter>,
 ) -> Result<Connection, SessionError> {
     let (mut sink, mut stream) = dial(url, &config.token).await?.split();
     let nonce = challenge(&mut stream).await?;
-    let capabilities = capabilities(config.slots, blob_cache);
+    let capabilities = capabilities(config.slots, blob_cache, gpu);
     let told = capabilities.blobs.clone();
     let hello = ToCoordinator::Hello {
         protocol: PROTOCOL_VERSION,
@@ -182,9 +183,14 @@ async fn handshake_message(stream: &mut Stream) -> Option<Result<ToWorker, serde
     }
 }
 
-/// What this worker offers: its cores, memory, slots, platform and blob space.
-fn capabilities(slots: u32, blob_cache: &BlobCache) -> Capabilities {
+/// What this worker offers: its cores, memory, slots, platform, blob space and GPU.
+fn capabilities(
+    slots: u32,
+    blob_cache: &BlobCache,
+    gpu: Option<&runegrid_core::gpu::GpuAdapter>,
+) -> Capabilities {
     Capabilities {
+        gpu: gpu.cloned().map(Box::new),
         cores: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),

@@ -13,6 +13,7 @@
 
 mod blobs;
 mod connection;
+mod gpu;
 mod identity;
 mod programs;
 mod runner;
@@ -30,6 +31,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub use blobs::{BlobCache, BlobError};
+pub use gpu::GpuMode;
 pub use identity::load_or_create_key;
 pub use programs::PROGRAMS_IN_MEMORY;
 pub use runner::Misbehaviour;
@@ -52,6 +54,8 @@ pub struct WorkerConfig {
     pub max_reconnects: Option<u32>,
     /// Disk bytes for blobs that tasks mount, in `<data_dir>/blobs/` (0: takes no blob tasks).
     pub blob_space: u64,
+    /// Whether it looks for a GPU to run GPU tasks on.
+    pub gpu: GpuMode,
 }
 
 /// The default blob space: 8 GiB.
@@ -92,7 +96,7 @@ pub(crate) enum Event {
     /// A program finished compiling (or failed to).
     Compiled {
         sha256: String,
-        result: Result<Arc<runegrid_sandbox::Program>, SandboxError>,
+        result: Result<Arc<runner::Runnable>, SandboxError>,
     },
     /// An attempt's blobs are loaded (or one of them cannot be: why).
     BlobsReady {
@@ -116,8 +120,10 @@ struct Worker {
     sandbox: Arc<Sandbox>,
     blob_cache: Arc<BlobCache>,
     slots: runner::Slots,
-    /// Compiled programs, at most [`PROGRAMS_IN_MEMORY`].
-    programs: Programs,
+    /// Compiled programs (and checked GPU kernels), at most [`PROGRAMS_IN_MEMORY`].
+    programs: Programs<runner::Runnable>,
+    /// Its GPU, if it has one.
+    gpu: Option<Arc<gpu::Device>>,
     /// Where runner threads and blob loads report ([`Event`]).
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
@@ -149,9 +155,12 @@ impl Worker {
         let url = connection::ws_url(&config.coordinator)?;
         let sandbox = Arc::new(Sandbox::new().map_err(|e| WorkerError::Sandbox(e.to_string()))?);
         let (events_tx, events_rx) = mpsc::unbounded_channel::<Event>();
+        let gpu = gpu::Device::open(config.gpu)
+            .map_err(|e| WorkerError::Config(format!("--gpu: no GPU can be opened: {e}")))?;
         let slots = runner::Slots::new(
             config.slots,
             sandbox.clone(),
+            gpu.clone(),
             key.clone(),
             events_tx.clone(),
             config.misbehaviour,
@@ -164,6 +173,7 @@ impl Worker {
             blob_cache,
             slots,
             programs: Programs::new(PROGRAMS_IN_MEMORY),
+            gpu,
             events_tx,
             events_rx,
         })
@@ -206,8 +216,14 @@ impl Worker {
 
     /// One connection, from dialling until it ends.
     async fn session(&mut self, id: u64) -> Result<(), SessionError> {
-        let conn =
-            connection::connect(&self.config, &self.url, &self.key, &self.blob_cache).await?;
+        let conn = connection::connect(
+            &self.config,
+            &self.url,
+            &self.key,
+            &self.blob_cache,
+            self.gpu.as_ref().map(|g| g.info()),
+        )
+        .await?;
         let session = session::Session::new(id, conn.told.clone());
         self.serve(session, conn).await
     }

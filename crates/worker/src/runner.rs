@@ -75,12 +75,20 @@ impl std::str::FromStr for Misbehaviour {
     }
 }
 
-/// Runs attempts in the sandbox, at most `slots` at once; the rest wait in order.
+/// A program ready to run: a compiled WASI module, or a GPU kernel.
+pub enum Runnable {
+    Wasm(Arc<Program>),
+    Kernel(Arc<crate::gpu::KernelProgram>),
+}
+
+/// Runs attempts in the sandbox (or on the GPU), at most `slots` at once; the rest wait in
+/// order.
 pub struct Slots {
     slots: u32,
     running: u32,
-    pending: VecDeque<(Assign, Arc<Program>, Vec<Blob>, u64)>,
+    pending: VecDeque<(Assign, Arc<Runnable>, Vec<Blob>, u64)>,
     sandbox: Arc<Sandbox>,
+    gpu: Option<Arc<crate::gpu::Device>>,
     reporter: Reporter,
 }
 
@@ -88,6 +96,7 @@ impl Slots {
     pub fn new(
         slots: u32,
         sandbox: Arc<Sandbox>,
+        gpu: Option<Arc<crate::gpu::Device>>,
         key: SigningKey,
         events: UnboundedSender<Event>,
         misbehaviour: Option<Misbehaviour>,
@@ -97,6 +106,7 @@ impl Slots {
             running: 0,
             pending: VecDeque::new(),
             sandbox,
+            gpu,
             reporter: Reporter {
                 key,
                 events,
@@ -110,7 +120,7 @@ impl Slots {
     pub fn submit(
         &mut self,
         assign: Assign,
-        program: Arc<Program>,
+        program: Arc<Runnable>,
         blobs: Vec<Blob>,
         session: u64,
     ) {
@@ -146,7 +156,20 @@ impl Slots {
         }
     }
 
-    fn start(&self, a: Assign, program: &Program, blobs: &[Blob], session: u64) {
+    fn start(&self, a: Assign, program: &Runnable, blobs: &[Blob], session: u64) {
+        let program = match program {
+            Runnable::Wasm(p) => p,
+            Runnable::Kernel(k) => {
+                let on_done = self.reporter.done_sink(a.attempt, session, None);
+                match &self.gpu {
+                    Some(gpu) => gpu.spawn(k.clone(), &a, blobs, on_done),
+                    None => on_done(Err(SandboxError::Internal(
+                        "this worker has no GPU: it cannot run a GPU task".into(),
+                    ))),
+                }
+                return;
+            }
+        };
         let run = TaskRun {
             args: &a.args,
             env: &a.env,
@@ -319,7 +342,7 @@ fn tail(s: &str, max: usize) -> String {
     s[start..].to_string()
 }
 
-/// Compiles a program off the async runtime and reports back.
+/// Compiles a program (a GPU kernel: checks it) off the async runtime and reports back.
 pub fn compile_async(
     sandbox: Arc<Sandbox>,
     sha256: String,
@@ -327,7 +350,12 @@ pub fn compile_async(
     events: UnboundedSender<Event>,
 ) {
     std::thread::spawn(move || {
-        let result = sandbox.compile(&module);
+        let result = if runegrid_core::gpu::is_kernel(&module) {
+            crate::gpu::KernelProgram::parse(&module).map(|k| Runnable::Kernel(Arc::new(k)))
+        } else {
+            sandbox.compile(&module).map(Runnable::Wasm)
+        }
+        .map(Arc::new);
         let _ = events.send(Event::Compiled { sha256, result });
     });
 }

@@ -11,7 +11,7 @@ use crate::{Event, Worker, WorkerError, runner};
 use futures_util::{SinkExt, StreamExt};
 use runegrid_core::AttemptId;
 use runegrid_proto::worker::{Assign, FailureKind, ToCoordinator, ToWorker};
-use runegrid_sandbox::{Blob, Program, SandboxError};
+use runegrid_sandbox::{Blob, SandboxError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message;
@@ -222,7 +222,7 @@ impl Worker {
         &mut self,
         s: &mut Session,
         sha256: String,
-        result: Result<Arc<Program>, SandboxError>,
+        result: Result<Arc<runner::Runnable>, SandboxError>,
     ) {
         s.asked.remove(&sha256);
         let waiting = s.waiting_program.remove(&sha256).unwrap_or_default();

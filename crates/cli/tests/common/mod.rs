@@ -354,6 +354,7 @@ impl Drop for Grid {
 
 pub fn job(program: &str, tasks: Vec<TaskSpec>, replicas: u32, agree: u32) -> SubmitJob {
     SubmitJob {
+        gpu: None,
         max_price: None,
         seed: None,
         cache: None,

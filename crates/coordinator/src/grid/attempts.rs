@@ -50,6 +50,7 @@ impl Grid {
         fx.send(worker, &w.tx, ToWorker::Assign(assign));
         w.busy.insert(id);
         let owner = w.owner;
+        let gpu_class = w.gpu.as_ref().map(|g| g.class());
         self.next_attempt += 1;
         self.metrics.attempt_started();
         let req = policy.map(|p| {
@@ -67,6 +68,11 @@ impl Grid {
             self.again |= t.req.is_some_and(|c| c.quorum != joined.quorum)
                 || (t.req.is_none() && joined.quorum.replicas > 1);
             t.req = Some(joined);
+        }
+        // A homogeneous GPU job's replicas follow the adapter class of the attempt that
+        // started with none other alive (pinned for every task: only homogeneous jobs read it).
+        if t.running.is_empty() && t.results.is_empty() {
+            t.gpu_class = gpu_class;
         }
         t.running.push(id);
         t.attempts += 1;

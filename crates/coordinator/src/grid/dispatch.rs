@@ -2,6 +2,7 @@
 //! sees (each task's need, each worker's view), and carries out its answer.
 
 use super::{Effects, Grid, WorkerConn};
+use runegrid_core::gpu::{GpuNeed, GpuVerify};
 use runegrid_core::schedule;
 use runegrid_core::{Need, Standing, TaskId, WorkerId, WorkerView, plan};
 
@@ -38,6 +39,7 @@ impl Grid {
             memory_bytes: w.memory_bytes,
             blob_space: w.blob_space,
             blobs: w.blobs.clone(),
+            gpu: w.gpu.clone(),
         }
     }
 
@@ -53,11 +55,30 @@ impl Grid {
     /// What a queued task needs of the scheduler, if it wants attempts now.
     fn need_of(&self, id: TaskId) -> Option<Need> {
         let t = self.tasks.get(&id)?;
-        let count = self.need_count(t);
+        let mut count = self.need_count(t);
         if count == 0 {
             return None;
         }
-        let (_, limits) = self.run_spec(t)?;
+        let (program, limits) = self.run_spec(t)?;
+        let gpu = runegrid_core::gpu::is_kernel(&program.module).then(|| {
+            let options = self
+                .jobs
+                .get(&t.job)
+                .and_then(|j| j.rec.gpu)
+                .unwrap_or_default();
+            let fresh = t.running.is_empty() && t.results.is_empty();
+            let homogeneous = options.verify == GpuVerify::Homogeneous;
+            if homogeneous && fresh {
+                // One attempt first: its worker's adapter class is the one the others follow.
+                count = 1;
+            }
+            GpuNeed {
+                allow_software: options.allow_software,
+                class: (homogeneous && !fresh)
+                    .then(|| t.gpu_class.clone())
+                    .flatten(),
+            }
+        });
         let exclude = self.exclude(t);
         let owners = exclude
             .iter()
@@ -76,6 +97,7 @@ impl Grid {
                 .iter()
                 .map(|b| (b.sha256.clone(), b.size))
                 .collect(),
+            gpu,
         })
     }
 

@@ -133,6 +133,7 @@ impl Grid {
             max_price: new.max_price,
             cache: new.cache,
             cached: new.cached,
+            gpu: new.gpu,
         };
         let records = tasks
             .iter()

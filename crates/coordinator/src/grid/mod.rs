@@ -166,6 +166,9 @@ struct TaskMem {
     cache_key: Option<runegrid_core::cache::CacheKey>,
     /// The stderr of the result that answered it from the cache.
     cached_stderr: Option<String>,
+    /// A homogeneous GPU job's task: the adapter class of its first attempt, which its other
+    /// attempts must match.
+    gpu_class: Option<String>,
 }
 
 impl TaskMem {
@@ -190,6 +193,7 @@ impl TaskMem {
             special: None,
             cache_key: None,
             cached_stderr: None,
+            gpu_class: None,
         }
     }
 
@@ -224,6 +228,8 @@ struct WorkerConn {
     /// Disk it keeps blobs in, and the blobs it holds (SHA-256).
     blob_space: u64,
     blobs: Vec<String>,
+    /// Its GPU, if it has one.
+    gpu: Option<Arc<runegrid_core::gpu::GpuAdapter>>,
     /// A browser worker (its runtime is `browser/…`), for the stats.
     browser: bool,
     /// The known-answer probe it is running, if any.

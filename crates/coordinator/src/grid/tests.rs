@@ -30,6 +30,7 @@ fn grid(params: TrustParams) -> Grid {
 
 fn caps(slots: u32) -> Capabilities {
     Capabilities {
+        gpu: None,
         cores: 1,
         memory_bytes: 0,
         slots,
@@ -60,6 +61,7 @@ fn submission(policy: PolicyKind, tasks: u32) -> Submission {
             state: runegrid_store::JobState::Active,
             cache: false,
             cached: 0,
+            gpu: None,
         },
         tasks: (0..tasks)
             .map(|i| NewTask {

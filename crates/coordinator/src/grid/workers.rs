@@ -6,6 +6,7 @@ use super::{Effects, Grid, WorkerConn};
 use runegrid_core::{AccountId, AttemptId, Loss, Need, Standing, TrustRecord, WorkerId};
 use runegrid_proto::worker::{Capabilities, ToWorker};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -58,6 +59,7 @@ impl Grid {
                 memory_bytes: caps.memory_bytes,
                 blob_space: caps.blob_space,
                 blobs: caps.blobs.clone(),
+                gpu: caps.gpu.clone().map(|g| Arc::new(*g)),
                 browser: caps.runtime.starts_with("browser"),
                 probing: None,
                 jobs_seen: HashSet::new(),

@@ -10,7 +10,7 @@ use axum::handler::Handler as _;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
-use runegrid_proto::{BlobInfo, ErrorBody, ProgramInfo};
+use runegrid_proto::{BlobInfo, ErrorBody, ProgramInfo, ProgramKind};
 use runegrid_store::{Account, ProgramRecord};
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
@@ -38,12 +38,13 @@ pub fn routes() -> Routes {
         .add(Method::GET, "/v1/blobs/{sha256}", download_blob)
 }
 
-/// Uploads a WebAssembly module (the body: its bytes); it is validated and instrumented, and
-/// named by the SHA-256 of the uploaded bytes.
+/// Uploads a program (the body: its bytes), named by the SHA-256 of the uploaded bytes: a
+/// WebAssembly module, validated and instrumented, or a GPU kernel (a JSON object: `shader`
+/// (WGSL), `entry_point`, `buffers`, `dispatches`), checked with naga and its loops guarded.
 #[utoipa::path(post, path = "/v1/programs", tag = "programs", security(("token" = [])),
-    request_body(content = String, content_type = "application/wasm", description = "the module's bytes"),
+    request_body(content = String, content_type = "application/wasm", description = "the module's bytes, or the kernel's JSON"),
     responses((status = 200, body = ProgramInfo),
-        (status = 400, description = "invalid_module, forbidden_import", body = ErrorBody),
+        (status = 400, description = "invalid_module, forbidden_import, invalid_kernel", body = ErrorBody),
         (status = 413, description = "too_large: over 64 MiB", body = ErrorBody)))]
 pub async fn upload_program(
     State(app): State<AppState>,
@@ -60,19 +61,41 @@ pub async fn upload_program(
     let sha = hex::encode(Sha256::digest(&body));
     let size = body.len() as u64;
     let bytes = body.to_vec();
-    let instrumented = tokio::task::spawn_blocking(move || {
-        runegrid_instrument::instrument(&bytes, &runegrid_instrument::Options::default())
+    let kind = if runegrid_core::gpu::is_kernel(&bytes) {
+        ProgramKind::Gpu
+    } else {
+        ProgramKind::Wasm
+    };
+    let module = tokio::task::spawn_blocking(move || match kind {
+        ProgramKind::Wasm => {
+            runegrid_instrument::instrument(&bytes, &runegrid_instrument::Options::default())
+                .map(|m| m.bytes)
+                .map_err(|e| ApiError::bad(instrument_error_code(&e), e.to_string()))
+        }
+        ProgramKind::Gpu => {
+            let invalid =
+                |e: runegrid_gpu::KernelError| ApiError::bad("invalid_kernel", e.to_string());
+            let (kernel, _) = runegrid_gpu::parse(&bytes, &runegrid_gpu::GpuLimits::default())
+                .map_err(invalid)?;
+            let guarded = runegrid_gpu::guard(
+                &kernel,
+                kernel
+                    .loop_budget
+                    .unwrap_or(runegrid_gpu::DEFAULT_LOOP_BUDGET),
+            )
+            .map_err(invalid)?;
+            Ok(guarded.to_json())
+        }
     })
     .await
-    .expect("instrument task panicked")
-    .map_err(|e| ApiError::bad(instrument_error_code(&e), e.to_string()))?;
-    let module = instrumented.bytes;
+    .expect("instrument task panicked")?;
     let isha = hex::encode(Sha256::digest(&module));
     let info = ProgramInfo {
         program: sha.clone(),
         instrumented_sha256: isha.clone(),
         size,
         instrumented_size: module.len() as u64,
+        kind,
     };
     app.writer
         .put_program(ProgramRecord {

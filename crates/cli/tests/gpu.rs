@@ -1,0 +1,257 @@
+//! GPU tasks end to end: a WGSL kernel uploaded to a real coordinator, run on native workers'
+//! GPUs (Mesa's lavapipe without a hardware one; CI installs it), verified by replicas, and
+//! its output buffers downloaded. Skipped, saying so, without any Vulkan adapter unless
+//! `RUNEGRID_REQUIRE_GPU` is set.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use runegrid_core::{ExecStatus, PolicyKind};
+use runegrid_proto::{GpuJob, ProgramKind, ResultState, SubmitJob, TaskSpec};
+use std::collections::BTreeMap;
+
+fn have_gpu() -> bool {
+    let found = !runegrid_gpu::adapters().is_empty();
+    if !found {
+        assert!(
+            std::env::var_os("RUNEGRID_REQUIRE_GPU").is_none(),
+            "RUNEGRID_REQUIRE_GPU is set but there is no Vulkan adapter (apt-get install mesa-vulkan-drivers)"
+        );
+        eprintln!("note: skipping the GPU tests: no Vulkan adapter");
+    }
+    found
+}
+
+const ADD: &str = r#"
+@group(0) @binding(0) var<storage, read> a: array<u32>;
+@group(0) @binding(1) var<storage, read> b: array<u32>;
+@group(0) @binding(2) var<storage, read_write> sum: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (id.x < arrayLength(&sum)) { sum[id.x] = a[id.x] + b[id.x]; }
+}
+"#;
+
+fn add_kernel(n: u32) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "shader": ADD,
+        "buffers": [
+            {"name": "a", "binding": 0, "role": "input"},
+            {"name": "b", "binding": 1, "role": "input"},
+            {"name": "sum", "binding": 2, "role": "output", "size": 4 * n},
+        ],
+        "dispatches": [[n.div_ceil(64), 1, 1]],
+    }))
+    .unwrap()
+}
+
+fn words(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn gpu_job(program: &str, tasks: Vec<TaskSpec>, gpu: GpuJob) -> SubmitJob {
+    SubmitJob {
+        policy: Some(PolicyKind::Quorum),
+        gpu: Some(gpu),
+        ..job(program, tasks, 2, 2)
+    }
+}
+
+fn software() -> GpuJob {
+    GpuJob {
+        verify: None,
+        allow_software: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kernel_runs_on_gpu_workers_verified_by_replicas() {
+    if !have_gpu() {
+        return;
+    }
+    let mut grid = Grid::start().await;
+    grid.worker("gpu-a", 2, &[]);
+    grid.worker("gpu-b", 2, &[]);
+    grid.worker("cpu-only", 2, &["--no-gpu"]);
+    grid.wait_workers(3).await;
+    grid.wait_worker("a worker showing its GPU", |w| {
+        w.capabilities
+            .get("gpu")
+            .is_some_and(|g| g["software"] == true)
+    })
+    .await;
+
+    let n = 200u32;
+    let c = grid.client();
+    let info = c.upload_program(add_kernel(n)).await.unwrap();
+    assert_eq!(info.kind, ProgramKind::Gpu);
+    let tasks: Vec<TaskSpec> = (0..6u32)
+        .map(|t| TaskSpec {
+            buffers: BTreeMap::from([
+                (
+                    "a".to_string(),
+                    b64(&words(&(0..n).map(|i| i * t).collect::<Vec<_>>())),
+                ),
+                (
+                    "b".to_string(),
+                    b64(&words(&vec![u32::MAX - t; n as usize])),
+                ),
+            ]),
+            ..TaskSpec::default()
+        })
+        .collect();
+    let sub = c
+        .submit(&gpu_job(&info.program, tasks, software()))
+        .await
+        .unwrap();
+    let results = grid.wait(sub.job).await;
+    for (t, r) in results.tasks.iter().enumerate() {
+        assert_eq!(r.state, ResultState::Verified, "task {t}: {r:?}");
+        assert_eq!(r.status, Some(ExecStatus::Exited { code: 0 }));
+        assert!(r.fuel.unwrap_or(0) > 0, "a GPU task's fuel is its work");
+        let sum = c.task_file(sub.job, t as u32, "sum").await.unwrap();
+        let t = t as u32;
+        let want: Vec<u32> = (0..n).map(|i| (i * t).wrapping_add(u32::MAX - t)).collect();
+        assert_eq!(sum, words(&want), "task {t}");
+    }
+    // The worker without a GPU ran none of it.
+    let workers = c.workers().await.unwrap();
+    let cpu = workers.iter().find(|w| w.name == "cpu-only").unwrap();
+    assert_eq!(cpu.completed, 0, "{workers:?}");
+    assert!(cpu.capabilities.get("gpu").is_none());
+
+    // A kernel that loops for ever stops at its loop budget, on every replica alike.
+    let spin = serde_json::json!({
+        "shader": "@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n\
+                   @compute @workgroup_size(4) fn main(@builtin(global_invocation_id) id: vec3<u32>) {\n\
+                   var x = id.x; loop { x = x * 5u + 1u; } out[id.x] = x; }",
+        "buffers": [{"name": "out", "binding": 0, "role": "output", "size": 16}],
+        "dispatches": [[1, 1, 1]],
+    });
+    let spin = c
+        .upload_program(serde_json::to_vec(&spin).unwrap())
+        .await
+        .unwrap();
+    let results = grid
+        .run(&gpu_job(
+            &spin.program,
+            vec![TaskSpec::default()],
+            software(),
+        ))
+        .await;
+    let r = &results.tasks[0];
+    assert_eq!(r.status, Some(ExecStatus::OutOfFuel), "{r:?}");
+    assert_eq!(r.state, ResultState::Failed, "{r:?}");
+
+    // Homogeneous redundancy: replicas on one adapter class agree.
+    let tasks = vec![TaskSpec {
+        buffers: BTreeMap::from([
+            ("a".to_string(), b64(&words(&vec![7; n as usize]))),
+            ("b".to_string(), b64(&words(&vec![8; n as usize]))),
+        ]),
+        ..TaskSpec::default()
+    }];
+    let results = grid
+        .run(&gpu_job(
+            &info.program,
+            tasks,
+            GpuJob {
+                verify: Some("homogeneous".into()),
+                allow_software: true,
+            },
+        ))
+        .await;
+    assert_eq!(results.tasks[0].state, ResultState::Verified);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_kernels_and_bad_gpu_jobs_are_refused_with_clear_errors() {
+    let grid = Grid::start().await;
+    let c = grid.client();
+    let err = |e: runegrid_client::ClientError| (e.code().unwrap_or("").to_string(), e.to_string());
+
+    // Invalid WGSL: the parser's message with its line.
+    let broken = String::from_utf8(add_kernel(64))
+        .unwrap()
+        .replace("a[id.x] + b[id.x]", "a[id.x] +* b[id.x]");
+    let (code, msg) = err(c.upload_program(broken.into_bytes()).await.unwrap_err());
+    assert_eq!(code, "invalid_kernel", "{msg}");
+    assert!(msg.contains("does not parse"), "{msg}");
+    // A binding the buffers do not declare.
+    let mut k: serde_json::Value = serde_json::from_slice(&add_kernel(64)).unwrap();
+    k["buffers"].as_array_mut().unwrap().pop();
+    let (code, msg) = err(c
+        .upload_program(serde_json::to_vec(&k).unwrap())
+        .await
+        .unwrap_err());
+    assert_eq!(code, "invalid_kernel");
+    assert!(msg.contains("@binding(2)"), "{msg}");
+    // An oversized output buffer.
+    let mut k: serde_json::Value = serde_json::from_slice(&add_kernel(64)).unwrap();
+    k["buffers"][2]["size"] = serde_json::json!(1u64 << 40);
+    let (code, msg) = err(c
+        .upload_program(serde_json::to_vec(&k).unwrap())
+        .await
+        .unwrap_err());
+    assert_eq!(code, "invalid_kernel");
+    assert!(msg.contains("above the limit"), "{msg}");
+
+    let kernel = c.upload_program(add_kernel(64)).await.unwrap().program;
+    let good = || TaskSpec {
+        buffers: BTreeMap::from([
+            ("a".to_string(), b64(&[0; 256])),
+            ("b".to_string(), b64(&[0; 256])),
+        ]),
+        ..TaskSpec::default()
+    };
+    let refused = |job: SubmitJob| {
+        let c = c.clone();
+        async move { err(c.submit(&job).await.unwrap_err()) }
+    };
+    // A missing buffer, one the kernel does not take, bad base64, args on a GPU task.
+    let mut missing = good();
+    missing.buffers.remove("b");
+    let (code, msg) = refused(gpu_job(&kernel, vec![good(), missing], software())).await;
+    assert_eq!(code, "invalid_job");
+    assert!(
+        msg.contains("task 1") && msg.contains("\"b\" is missing"),
+        "{msg}"
+    );
+    let mut extra = good();
+    extra.buffers.insert("c".into(), b64(&[0; 4]));
+    let (_, msg) = refused(gpu_job(&kernel, vec![extra], software())).await;
+    assert!(msg.contains("\"c\""), "{msg}");
+    let mut garbled = good();
+    garbled.buffers.insert("a".into(), "not base64!".into());
+    let (_, msg) = refused(gpu_job(&kernel, vec![garbled], software())).await;
+    assert!(msg.contains("base64"), "{msg}");
+    let mut with_args = good();
+    with_args.args = vec!["x".into()];
+    let (_, msg) = refused(gpu_job(&kernel, vec![with_args], software())).await;
+    assert!(msg.contains("not args"), "{msg}");
+    // An unknown verification mode.
+    let (code, msg) = refused(gpu_job(
+        &kernel,
+        vec![good()],
+        GpuJob {
+            verify: Some("approximately".into()),
+            allow_software: true,
+        },
+    ))
+    .await;
+    assert_eq!(code, "invalid_gpu", "{msg}");
+    // Work above the fuel limit.
+    let mut small = gpu_job(&kernel, vec![good()], software());
+    small.limits.fuel = 10;
+    let (_, msg) = refused(small).await;
+    assert!(msg.contains("fuel limit"), "{msg}");
+    // GPU options on a WebAssembly program.
+    let wasm = grid.upload(runegrid_examples::MONTECARLO).await;
+    let (_, msg) = refused(gpu_job(&wasm, vec![TaskSpec::default()], software())).await;
+    assert!(msg.contains("WebAssembly"), "{msg}");
+}
