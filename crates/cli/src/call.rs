@@ -197,7 +197,7 @@ pub async fn call(conn: &Conn, a: CallArgs) -> Result<i32> {
 }
 
 /// Submits and waits until every task is final.
-async fn submit_and_wait(client: &Client, job: &SubmitJob) -> Result<JobResults> {
+pub(crate) async fn submit_and_wait(client: &Client, job: &SubmitJob) -> Result<JobResults> {
     const WAIT: Duration = Duration::from_secs(60);
     let sub = client.submit_wait(job, WAIT).await?;
     let mut results = sub.results;

@@ -1003,6 +1003,30 @@ pub async fn workers(conn: &Conn, a: WorkersArgs) -> Result<i32> {
             &w.public_key[..12.min(w.public_key.len())]
         );
     }
+    for w in &ws {
+        let Some(gpu) = w.capabilities.get("gpu").filter(|g| g.is_object()) else {
+            continue;
+        };
+        let text = |k: &str| {
+            gpu.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
+        println!(
+            "worker {} GPU: {} ({}, {} {}){}",
+            w.id,
+            text("name"),
+            text("backend"),
+            text("driver"),
+            text("driver_info"),
+            if gpu.get("software").and_then(|v| v.as_bool()) == Some(true) {
+                ", software: only for jobs that allow it"
+            } else {
+                ""
+            }
+        );
+    }
     for w in ws.iter().filter(|w| w.quarantine.is_some()) {
         println!(
             "worker {} is quarantined: {}",

@@ -14,6 +14,7 @@ mod chat;
 mod commands;
 mod credits;
 mod demo;
+mod gpu;
 mod procs;
 mod webdriver;
 
@@ -67,6 +68,8 @@ enum Command {
     Submit(commands::SubmitArgs),
     /// Call a function of a Rune script on the grid and print what it returns.
     Call(call::CallArgs),
+    /// Run a WGSL compute kernel on the grid's GPUs and write its output buffers to files.
+    Gpu(gpu::GpuArgs),
     /// Chat with a language model running on the grid (tokens stream, then the answer is
     /// verified).
     Chat(chat::ChatArgs),
@@ -168,6 +171,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Worker(a) => commands::worker(&conn, a).await,
         Command::Submit(a) => commands::submit(&conn, a).await,
         Command::Call(a) => call::call(&conn, a).await,
+        Command::Gpu(a) => gpu::gpu(&conn, a).await,
         Command::Chat(a) => chat::chat(&conn, a).await,
         Command::Status(a) => commands::status(&conn, a).await,
         Command::Results(a) => commands::results(&conn, a).await,

@@ -125,6 +125,62 @@ async fn a_kernel_runs_on_gpu_workers_verified_by_replicas() {
     assert_eq!(cpu.completed, 0, "{workers:?}");
     assert!(cpu.capabilities.get("gpu").is_none());
 
+    // The same from the command line: buffers named after the shader's variables.
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.display().to_string()
+    };
+    let shader = file("add.wgsl", ADD.as_bytes());
+    let a = file("a.bin", &words(&(0..100).collect::<Vec<u32>>()));
+    let b = file("b.bin", &words(&[1000; 100]));
+    let out = dir.path().join("out");
+    let run = grid.cli(&[
+        "gpu",
+        &shader,
+        "--buffer",
+        &format!("a={a}"),
+        "--buffer",
+        &format!("b={b}"),
+        "--output",
+        "sum:400",
+        "--dispatch",
+        "2",
+        "--allow-software",
+        "--replicas",
+        "2",
+        "--agree",
+        "2",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("verified (quorum"), "{stdout}");
+    assert_eq!(
+        std::fs::read(out.join("sum.bin")).unwrap(),
+        words(&(1000..1100).collect::<Vec<u32>>())
+    );
+    // A buffer the shader does not have is refused before anything is sent.
+    let bad = grid.cli(&[
+        "gpu",
+        &shader,
+        "--buffer",
+        &format!("c={a}"),
+        "--dispatch",
+        "1",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"c\""));
+    let listed = grid.cli(&["workers"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(listed.matches("GPU: ").count(), 2, "{listed}");
+
     // A kernel that loops for ever stops at its loop budget, on every replica alike.
     let spin = serde_json::json!({
         "shader": "@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n\

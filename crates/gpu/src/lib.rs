@@ -6,6 +6,7 @@
 //! - [`validate`]: upload-time checks ([`check`]), a task's inputs against its kernel
 //!   ([`check_inputs`]), and the deterministic size of a run ([`Checked::work`]). Pure, no
 //!   GPU.
+//! - [`bindings`]: a kernel's buffers read off its WGSL ([`kernel_from_wgsl`]).
 //! - [`guard`]: the rewrite that bounds every loop, so that a kernel that loops for ever
 //!   stops deterministically.
 //! - [`device`]: adapter discovery ([`adapters`], [`AdapterInfo`]) and runs ([`Gpu::run`]).
@@ -15,12 +16,14 @@
 //! reassociation, flushing subnormals and loose transcendentals), which is what
 //! `runegrid_core::tolerance` is for.
 
+pub mod bindings;
 #[cfg(feature = "device")]
 pub mod device;
 pub mod guard;
 pub mod kernel;
 pub mod validate;
 
+pub use bindings::kernel_from_wgsl;
 #[cfg(feature = "device")]
 pub use device::{AdapterInfo, Gpu, GpuError, OpenOptions, adapters};
 pub use guard::{DEFAULT_LOOP_BUDGET, MAX_LOOP_BUDGET, STATUS_BUFFER, guard, split_status};

@@ -78,6 +78,8 @@ pub enum KernelError {
     Unaligned { name: String, size: u64 },
     #[error("loop_budget {0} is out of range (1..={MAX_LOOP_BUDGET})")]
     LoopBudget(u32),
+    #[error("{0}")]
+    Named(String),
     #[error("input {0:?} is missing")]
     MissingInput(String),
     #[error("input {0:?} is not a buffer the kernel fills from its inputs")]

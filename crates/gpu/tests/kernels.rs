@@ -636,3 +636,51 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     assert!(!exhausted);
     assert_eq!(out, vec![(0..64).sum::<u32>(), (64..128).sum::<u32>()]);
 }
+
+#[test]
+fn buffers_are_read_off_the_shader() {
+    use std::collections::BTreeSet;
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let sizes = |v: &[(&str, u64)]| {
+        v.iter()
+            .map(|(k, n)| (k.to_string(), *n))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let from = |inputs: &[&str], outputs: &[(&str, u64)]| {
+        runegrid_gpu::kernel_from_wgsl(
+            HASH,
+            "main",
+            &names(inputs),
+            &sizes(outputs),
+            vec![[1, 1, 1]],
+        )
+    };
+    // `params` is a uniform, `state` read-write: given, it is updated in place.
+    let k = from(&["params", "state"], &[]).unwrap();
+    let roles: Vec<(&str, Role, u32)> = k
+        .buffers
+        .iter()
+        .map(|b| (b.name.as_str(), b.role, b.binding))
+        .collect();
+    assert_eq!(
+        roles,
+        vec![("params", Role::Uniform, 0), ("state", Role::Inout, 1)]
+    );
+    check(&k, &GpuLimits::default()).unwrap();
+    // Sized instead, it is an output.
+    let k = from(&["params"], &[("state", 64)]).unwrap();
+    assert_eq!(
+        (k.buffers[1].role, k.buffers[1].size),
+        (Role::Output, Some(64))
+    );
+    // Neither, both, a missing input, an unknown name: refused, saying which.
+    for (inputs, outputs, what) in [
+        (&["params"][..], &[][..], "\"state\""),
+        (&["params", "state"][..], &[("state", 64)][..], "both"),
+        (&["state"][..], &[][..], "\"params\""),
+        (&["params", "state", "x"][..], &[][..], "\"x\""),
+    ] {
+        let e = from(inputs, outputs).unwrap_err().to_string();
+        assert!(e.contains(what), "{e}");
+    }
+}
