@@ -5,6 +5,9 @@
 //! Without them the test is skipped with a message, unless `RUNEGRID_REQUIRE_PYTHON` is set
 //! (CI sets it), which makes that a failure. `RUNEGRID_SKIP_PYTHON=1` always skips it.
 //! `RUNEGRID_PYTEST_MARK` passes a marker expression to pytest (e.g. `not script`).
+//! The GPU kernel tests (marker `gpu`) run on the workers' Vulkan adapter (lavapipe without a
+//! GPU) and skip without one, unless `RUNEGRID_REQUIRE_GPU` is set (passed through, like all of
+//! the environment).
 
 mod common;
 

@@ -43,6 +43,7 @@ struct Inner {
     open_streams: Family<Labels1, Gauge>,
     tasks: Family<Labels1, Gauge>,
     workers: Family<Labels2, Gauge>,
+    gpu_workers: Family<Labels1, Gauge>,
     queue_depth: Gauge,
     price: Gauge,
     credits: Family<Labels1, Gauge>,
@@ -73,6 +74,8 @@ pub struct Grid {
     pub tasks: Vec<(&'static str, u64)>,
     /// Connected workers by kind (`native`, `browser`) and standing.
     pub workers: Vec<((&'static str, &'static str), u64)>,
+    /// Connected workers with a GPU, by adapter (`hardware`, `software`).
+    pub gpu_workers: Vec<(&'static str, u64)>,
     /// Tasks waiting in the dispatch queue.
     pub queue_depth: u64,
     /// Micro-credits per 10^9 fuel now.
@@ -177,6 +180,12 @@ impl Metrics {
             "Connected workers, by kind and standing",
             workers.clone(),
         );
+        let gpu_workers = Family::<Labels1, Gauge>::default();
+        registry.register(
+            "gpu_workers",
+            "Connected workers with a GPU, by adapter (hardware, or software such as lavapipe)",
+            gpu_workers.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register(
             "queue_depth",
@@ -232,6 +241,7 @@ impl Metrics {
             open_streams,
             tasks,
             workers,
+            gpu_workers,
             queue_depth,
             price,
             credits,
@@ -333,6 +343,13 @@ impl Metrics {
                 .get_or_create(&[("kind", kind), ("standing", standing)])
                 .set(n as i64);
         }
+        self.0.gpu_workers.clear();
+        for &(adapter, n) in &grid.gpu_workers {
+            self.0
+                .gpu_workers
+                .get_or_create(&[("adapter", adapter)])
+                .set(n as i64);
+        }
         self.0.queue_depth.set(grid.queue_depth as i64);
         self.0.price.set(grid.price as i64);
         for &(holder, n) in &grid.credits {
@@ -376,6 +393,7 @@ mod tests {
         let text = m.render(&Grid {
             tasks: vec![("queued", 4)],
             workers: vec![(("native", "trusted"), 2)],
+            gpu_workers: vec![("hardware", 1), ("software", 0)],
             queue_depth: 4,
             price: 1_050_000,
             credits: vec![("minted", 10), ("treasury", 3)],
@@ -393,6 +411,7 @@ mod tests {
             r#"runegrid_open_connections{kind="sse"} 1"#,
             r#"runegrid_tasks{state="queued"} 4"#,
             r#"runegrid_workers{kind="native",standing="trusted"} 2"#,
+            r#"runegrid_gpu_workers{adapter="hardware"} 1"#,
             "runegrid_queue_depth 4",
             "runegrid_cache_entries 5",
             "runegrid_cache_bytes 640",

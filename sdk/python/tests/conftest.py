@@ -8,6 +8,10 @@ The coordinator serves the chat model when its file is there (``$RUNEGRID_MODEL`
 ``$RUNEGRID_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf``, else
 ``<repo>/.runegrid/models/SmolLM2-135M-Instruct.Q4_1.gguf``, as ``scripts/fetch-model.sh``
 fetches it); without it the ``chat`` tests skip, or fail when ``$RUNEGRID_REQUIRE_MODEL`` is set.
+
+The workers use the machine's Vulkan adapter for GPU tasks (Mesa's lavapipe without a GPU);
+without one the tests that run kernels (``gpu_grid``) skip, or fail when
+``$RUNEGRID_REQUIRE_GPU`` is set.
 """
 
 from __future__ import annotations
@@ -75,6 +79,29 @@ def chat_grid(local: LocalGrid, new_grid: Callable[[], Grid]) -> Iterator[Grid]:
         )
         if os.environ.get("RUNEGRID_REQUIRE_MODEL"):
             pytest.fail(f"RUNEGRID_REQUIRE_MODEL is set, but {reason}")
+        pytest.skip(reason)
+    with new_grid() as g:
+        yield g
+
+
+@pytest.fixture(scope="session")
+def gpu_workers(local: LocalGrid) -> int:
+    """How many of the local grid's workers have a GPU (lavapipe counts: it is software)."""
+    with local.grid() as g:
+        return sum(1 for w in g.workers() if w.get("connected") and w["capabilities"].get("gpu"))
+
+
+@pytest.fixture
+def gpu_grid(gpu_workers: int, new_grid: Callable[[], Grid]) -> Iterator[Grid]:
+    """A :class:`Grid` whose workers run GPU kernels (the test skips without a Vulkan adapter,
+    or fails when ``$RUNEGRID_REQUIRE_GPU`` is set)."""
+    if gpu_workers < 2:
+        reason = (
+            f"{gpu_workers} workers have a GPU (a Vulkan adapter): "
+            "apt-get install mesa-vulkan-drivers"
+        )
+        if os.environ.get("RUNEGRID_REQUIRE_GPU"):
+            pytest.fail(f"RUNEGRID_REQUIRE_GPU is set, but {reason}")
         pytest.skip(reason)
     with new_grid() as g:
         yield g

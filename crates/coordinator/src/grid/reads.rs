@@ -166,7 +166,14 @@ impl Grid {
                 *n += 1;
             }
         }
+        let mut gpu_workers = vec![("hardware", 0), ("software", 0)];
+        for w in self.workers.values() {
+            if let Some(g) = &w.gpu {
+                gpu_workers[usize::from(g.software)].1 += 1;
+            }
+        }
         GridGauges {
+            gpu_workers,
             tasks: vec![
                 ("queued", counts.queued),
                 ("running", counts.running),

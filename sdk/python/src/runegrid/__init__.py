@@ -1,4 +1,5 @@
-"""runegrid: call Rune script functions and WASI modules on a runegrid compute grid.
+"""runegrid: call Rune script functions, WASI modules and GPU kernels on a runegrid compute
+grid.
 
 >>> from runegrid import Grid
 >>> with Grid() as grid:                      # $RUNEGRID_URL, $RUNEGRID_TOKEN
@@ -6,6 +7,8 @@
 ...     add(1, 2)                             # 3, verified by replicas agreeing
 ...     add.map([(i, i) for i in range(100)])  # one job of 100 tasks, values in order
 ...     grid.generate("What is the capital of France?")  # an LLM's answer, verified
+...     gpu_add = grid.gpu(WGSL, buffers={"a": "u32", "b": "u32", "sum": "out u32"})
+...     gpu_add(1, 2)                         # 3, computed on a contributor's GPU
 """
 
 from .calls import (
@@ -23,6 +26,7 @@ from .errors import (
     Cancelled,
     ConnectionFailed,
     InsufficientCredits,
+    InvalidKernel,
     MemoryLimit,
     NonZeroExit,
     OutOfFuel,
@@ -36,6 +40,7 @@ from .errors import (
     Trap,
     VerificationFailed,
 )
+from .gpu import GpuBuffer, GpuKernel, GpuResult
 from .grid import DEFAULT_URL, Grid
 from .options import Options
 from .results import ExecStatus, OutputFile, ScriptResult, TaskResult
@@ -55,8 +60,12 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_URL",
     "ExecStatus",
+    "GpuBuffer",
+    "GpuKernel",
+    "GpuResult",
     "Grid",
     "InsufficientCredits",
+    "InvalidKernel",
     "JobCost",
     "MemoryLimit",
     "ModelInfo",

@@ -264,6 +264,12 @@ def is_uploaded(jobs: JobClient, program: str) -> bool:
     return program in jobs._uploaded
 
 
+def mark_uploaded(jobs: JobClient, program: str) -> None:
+    """Notes that the program was uploaded (by a request made outside :meth:`JobClient.upload`,
+    e.g. a GPU kernel's)."""
+    jobs._uploaded.add(program)
+
+
 def forget_upload(jobs: JobClient, program: str) -> None:
     """Forgets an upload (the coordinator did not know the program after all)."""
     jobs._uploaded.discard(program)

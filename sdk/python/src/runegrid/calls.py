@@ -1,4 +1,5 @@
-"""Callables: Rune script functions and WASI modules, with their call forms."""
+"""Callables: Rune script functions and WASI modules, with their call forms (GPU kernels, in
+``gpu.py``, share the engine of :class:`_Callable`)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def _finished(counts: Mapping[str, Any]) -> int:
 
 
 class _Callable:
-    """What script functions and WASI modules share: options, submission, waiting, fan-out,
-    progress and streaming."""
+    """What script functions, WASI modules and GPU kernels share: options, submission,
+    waiting, fan-out, progress and streaming."""
 
     _hold_result_line = False
 
@@ -77,6 +78,10 @@ class _Callable:
         again may help."""
         return False
 
+    def _job_fields(self) -> dict[str, Any]:
+        """Fields of the job's body that this kind adds (a GPU kernel's ``gpu``)."""
+        return {}
+
     def _outcome(self, result: TaskResult, opts: Options) -> Any:
         raise NotImplementedError
 
@@ -94,7 +99,12 @@ class _Callable:
     def _submit(
         self, tasks: list[dict[str, Any]], opts: Options, wait: float | None
     ) -> dict[str, Any]:
-        body = {"program": self._program(), "tasks": tasks, **opts.job_fields()}
+        body = {
+            "program": self._program(),
+            "tasks": tasks,
+            **opts.job_fields(),
+            **self._job_fields(),
+        }
         try:
             return _jobs.post_job(self._grid, body, wait)
         except ApiError as e:
@@ -171,7 +181,12 @@ class _Callable:
     async def _submit_async(
         self, tasks: list[dict[str, Any]], opts: Options, wait: float | None
     ) -> dict[str, Any]:
-        body = {"program": await self._program_async(), "tasks": tasks, **opts.job_fields()}
+        body = {
+            "program": await self._program_async(),
+            "tasks": tasks,
+            **opts.job_fields(),
+            **self._job_fields(),
+        }
         try:
             return await _jobs.post_job_async(self._grid, body, wait)
         except ApiError as e:

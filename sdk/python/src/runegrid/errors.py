@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,8 +17,9 @@ class ApiError(RunegridError):
     """The coordinator answered with an HTTP error.
 
     ``code`` is the coordinator's stable error code (``unauthorized``, ``forbidden``,
-    ``not_found``, ``invalid_module``, ``forbidden_import``, ``invalid_limits``,
-    ``invalid_policy``, ``invalid_job``, ``unknown_program``, ...; ``invalid_request`` for a
+    ``not_found``, ``invalid_module``, ``forbidden_import``, ``invalid_kernel``,
+    ``invalid_limits``, ``invalid_policy``, ``invalid_job``, ``invalid_gpu``,
+    ``unknown_program``, ...; ``invalid_request`` for a
     body the coordinator could not parse; for chat ``model_not_found``, ``model_unavailable``,
     ``inference_failed``), ``message`` its explanation, ``status`` the HTTP status (502 for a
     chat stream's failure reported in the stream).
@@ -34,6 +36,21 @@ class InsufficientCredits(ApiError):
     """The account cannot cover a job's worst case (HTTP 402 ``insufficient_credits``):
     nothing was submitted. The message says how much was needed and how much is available;
     ask an admin for a grant (``runegrid credits grant``), or lower the job's ``fuel`` limit."""
+
+
+class InvalidKernel(ApiError):
+    """The coordinator refused a GPU kernel (HTTP 400 ``invalid_kernel``): WGSL that does not
+    parse or validate, bindings that do not match the declared buffers, an entry point that is
+    not there, sizes or dispatches past the limits. ``message`` is the coordinator's
+    explanation (for WGSL, the compiler's diagnostic showing the line); ``line`` and
+    ``column`` locate a WGSL error in the shader when the message says where (else ``None``).
+    """
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(code, message, status)
+        where = re.search(r"wgsl:(\d+):(\d+)", message)
+        self.line: int | None = int(where.group(1)) if where else None
+        self.column: int | None = int(where.group(2)) if where else None
 
 
 class ConnectionFailed(RunegridError):
@@ -90,7 +107,8 @@ class NonZeroExit(TaskError):
 
 
 class OutOfFuel(TaskError):
-    """The task used up its fuel limit (a loop that never ends ends here)."""
+    """The task used up its fuel limit (a loop that never ends ends here); for a GPU kernel,
+    an invocation ran past the kernel's loop budget."""
 
 
 class MemoryLimit(TaskError):
@@ -194,6 +212,8 @@ def api_error(status: int, body: bytes) -> ApiError:
         code, message = str(detail.get("code")), str(detail.get("message"))
         if code == "insufficient_credits":
             return InsufficientCredits(code, message, status)
+        if code == "invalid_kernel":
+            return InvalidKernel(code, message, status)
         return ApiError(code, message, status)
     text = body.decode("utf-8", "replace").strip() or f"HTTP {status}"
     code = {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(status)

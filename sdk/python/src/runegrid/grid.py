@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union, overload
 
@@ -22,6 +23,7 @@ from .chat import (
     post_reply_async,
 )
 from .credits import Credits, JobCost, Price
+from .gpu import BufferSpec, Dispatch, GpuKernel, read_shader
 from .options import Options
 
 DEFAULT_URL = "http://127.0.0.1:7070"
@@ -45,7 +47,7 @@ class Grid(JobClient):
     A grid is a job client (``runegrid._jobs.JobClient``): ``request``, ``upload``,
     ``submit``, ``results``, ``wait``, ``events``, ``job`` and ``cancel`` (each with an
     ``_async`` form) come from there; this class adds programs (:meth:`script`,
-    :meth:`wasm`), the account and worker views, and chat.
+    :meth:`wasm`, :meth:`gpu`), the account and worker views, and chat.
     """
 
     def __init__(
@@ -109,6 +111,63 @@ class Grid(JobClient):
         else:
             module = Path(path_or_bytes).read_bytes()
         return WasmProgram(self, module, self.options.replace(**options))
+
+    def gpu(
+        self,
+        shader: PathOrSource,
+        *,
+        buffers: Mapping[str, BufferSpec],
+        dispatch: Dispatch | Sequence[Dispatch] = (1, 1, 1),
+        entry_point: str = "main",
+        loop_budget: int | None = None,
+        verify: str | None = None,
+        allow_software: bool = False,
+        returns: str | None = None,
+        **options: Any,
+    ) -> GpuKernel:
+        """A WGSL compute kernel (its source, or a ``.wgsl`` file: a :class:`~pathlib.Path`,
+        or a string naming an existing file), run on the grid's GPUs: a
+        :class:`~runegrid.GpuKernel`, called with its input buffers. It is uploaded on first
+        use (or by :meth:`GpuKernel.upload <runegrid.GpuKernel.upload>`).
+
+        ``buffers`` declares every buffer the entry point binds, in binding order (the first
+        is ``@group(0) @binding(0)``, the next ``@binding(1)``, ...; :func:`runegrid.gpu.input`
+        and the other declarations take ``binding=`` and ``group=`` otherwise): name → a
+        dtype (``"u32"``, ``"f32"``, ``np.float32``, ...: an input, ``var<storage, read>``),
+        ``"out DTYPE[SHAPE]"`` (an output, ``var<storage, read_write>``, zero-filled:
+        ``"out u32"`` is one value, ``"out f32[64, 64]"`` a 64×64 array), ``"uniform DTYPE"``
+        (``var<uniform>``) or ``"inout DTYPE"`` (a read-write buffer the call gives and gets
+        back changed); or :func:`runegrid.gpu.output` and the like.
+
+        ``dispatch``: the workgroup counts ``(x, y, z)`` of the dispatch (an int ``n`` is
+        ``(n, 1, 1)``), or a list of them run in order over the same buffers.
+        ``entry_point``: the ``@compute`` function. ``loop_budget``: loop iterations each
+        invocation may run, over all its loops (past it the task ends
+        :class:`~runegrid.OutOfFuel`; default: the coordinator's).
+
+        Of the job: ``verify`` (``"exact"``, the default: replicas return the same bytes;
+        ``"homogeneous"``: and run on one class of adapter and driver), ``allow_software``
+        (software adapters such as lavapipe or SwiftShader may run it; default: GPUs only).
+        ``returns``: ``"bytes"``, ``"numpy"`` or ``"python"`` fixes what outputs come back
+        as (default: the form the inputs were given in). Keyword ``options`` (see
+        :class:`~runegrid.Options`) are the kernel's call defaults.
+
+        >>> add = grid.gpu(SHADER, buffers={"a": "u32", "b": "u32", "sum": "out u32"})
+        >>> add(1, 2)
+        3
+        """
+        return GpuKernel(
+            self,
+            read_shader(shader),
+            buffers,
+            dispatch,
+            entry_point=entry_point,
+            loop_budget=loop_budget,
+            verify=verify,
+            allow_software=allow_software,
+            returns=returns,
+            options=self.options.replace(**options),
+        )
 
     # ------------------------------------------------------------------ plain requests
 
