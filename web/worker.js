@@ -24,8 +24,19 @@
 // dropped and fetched again), least recently used ones no task holds evicted. In memory it keeps
 // the blobs of queued and running attempts and those of the latest attempt. The hello advertises
 // blob_space and the blobs held, and {type: "blobs", held} follows every change.
+//
+// GPU tasks: when the browser has WebGPU (navigator.gpu, in this worker), a GPU is opened at
+// start (software adapters included: the coordinator sends their tasks only to jobs that allow
+// them) and advertised as `capabilities.gpu`. A program whose first non-whitespace byte is `{`
+// is a kernel (the JSON the coordinator guarded and stored, runegrid_core::gpu::is_kernel); its
+// tasks run here with gpu.js (WebGPU is asynchronous: this thread keeps answering) and end as
+// crates/worker/src/gpu.rs ends them: status exit:0, or out_of_fuel when the guard's status
+// buffer says a loop budget ran out; no stdout; fuel = the kernel's `work` (set by the
+// coordinator, Checked::work: this engine has no naga to compute it); the output buffers as
+// output files named after them, in the kernel's order, digested like a WASI task's files.
 
 import { digestHex, fileRecords, toHex } from "./exec.js";
+import { checkInputs, openGpu, runKernel, splitStatus } from "./gpu.js";
 import { BLOB_SPACE_BYTES, deleteBlob, getBlob, getProgram, listBlobs, putBlob, putProgram } from "./store.js";
 
 const PROTOCOL = 1;
@@ -38,7 +49,8 @@ let ws = null;
 let heartbeat = null;
 let leaving = false;
 let reconnectDelay = 500;
-const programs = new Map(); // sha256 → WebAssembly.Module
+const programs = new Map(); // sha256 → WebAssembly.Module, or {kernel, work} for a GPU kernel
+let gpu = null; // {device, info} from openGpu, when this browser has a GPU
 const waiting = new Map(); // sha256 → [assign]
 let current = null; // {assign, started, timer}
 const queue = []; // assigns not started yet
@@ -242,7 +254,7 @@ async function loaded(sha256, bytes, fromCoordinator) {
     return true;
   }
   try {
-    programs.set(sha256, await WebAssembly.compile(bytes));
+    programs.set(sha256, isKernel(bytes) ? parseKernel(bytes) : await WebAssembly.compile(bytes));
   } catch (e) {
     for (const a of list) {
       release(a);
@@ -254,6 +266,64 @@ async function loaded(sha256, bytes, fromCoordinator) {
   queue.push(...list);
   next();
   return true;
+}
+
+// runegrid_core::gpu::is_kernel: the first non-whitespace byte is `{`.
+function isKernel(bytes) {
+  for (const b of bytes) {
+    if (b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0c || b === 0x0d) continue;
+    return b === 0x7b;
+  }
+  return false;
+}
+
+// A kernel program: its JSON and its work (the fuel of its tasks, a BigInt: read from the
+// number's source text where the browser gives it, as a u64 may pass 2^53).
+function parseKernel(bytes) {
+  let work;
+  const kernel = JSON.parse(new TextDecoder().decode(bytes), function (key, value, context) {
+    if (key === "work" && this !== null && Array.isArray(this.buffers)) {
+      const source = context && typeof context.source === "string" ? context.source : null;
+      if (source !== null && /^\d+$/.test(source)) work = BigInt(source);
+      else if (Number.isSafeInteger(value) && value >= 0) work = BigInt(value);
+    }
+    return value;
+  });
+  if (kernel === null || typeof kernel !== "object" || !Array.isArray(kernel.buffers) || !Array.isArray(kernel.dispatches)) {
+    throw new Error("not a kernel: expected a JSON object with buffers and dispatches");
+  }
+  return { kernel, work };
+}
+
+// GPU task input buffers (runegrid_core::gpu::decode_buffers): per buffer, the name's length
+// (u32 LE), the name, the bytes' length (u64 LE), the bytes.
+function decodeBuffers(framed) {
+  const out = new Map();
+  const view = new DataView(framed.buffer, framed.byteOffset, framed.byteLength);
+  const bad = (why) => new Error(`the task's input buffers are malformed: ${why}`);
+  let at = 0;
+  while (at < framed.length) {
+    if (framed.length - at < 4) throw bad("truncated");
+    const n = view.getUint32(at, true);
+    at += 4;
+    if (framed.length - at < n) throw bad("truncated");
+    let name;
+    try {
+      name = new TextDecoder("utf-8", { fatal: true }).decode(framed.subarray(at, at + n));
+    } catch {
+      throw bad("a name is not UTF-8");
+    }
+    at += n;
+    if (framed.length - at < 8) throw bad("truncated");
+    const len = view.getBigUint64(at, true);
+    at += 8;
+    if (BigInt(framed.length - at) < len) throw bad("truncated");
+    const bytes = framed.slice(at, at + Number(len));
+    at += Number(len);
+    if (out.has(name)) throw bad("a name appears twice");
+    out.set(name, bytes);
+  }
+  return out;
 }
 
 async function sign(text) {
@@ -322,6 +392,7 @@ async function handle(msg) {
           runtime: RUNTIME,
           blob_space: blobSpace(),
           blobs: [...held.keys()],
+          ...(gpu ? { gpu: gpu.info } : {}),
         },
       });
       break;
@@ -424,6 +495,11 @@ function next() {
     next();
   }, a.limits.wall_time_ms + WALL_GRACE_MS);
   report({ state: "running" });
+  const program = programs.get(a.program);
+  if (!(program instanceof WebAssembly.Module)) {
+    runGpuTask(current, program);
+    return;
+  }
   execWorker().postMessage({
     module: programs.get(a.program),
     task: {
@@ -436,6 +512,81 @@ function next() {
       blobs: a.mounts || [],
     },
   });
+}
+
+// Runs the kernel of `run` (the current attempt) as crates/worker/src/gpu.rs does; a run
+// that is no longer current when it ends (cancelled, timed out, connection gone) is dropped.
+async function runGpuTask(run, { kernel, work }) {
+  const a = run.assign;
+  const fail = (reason, kind) => {
+    if (current !== run) return;
+    log(`attempt ${a.attempt}: ${reason}`);
+    finishFailed(reason, kind);
+  };
+  if (!gpu) return fail("this worker has no GPU", "internal");
+  if (work === undefined) {
+    return fail("the kernel has no work (fuel) set by the coordinator: this worker cannot report its fuel", "internal");
+  }
+  let inputs;
+  try {
+    inputs = decodeBuffers(b64decode(a.stdin));
+    for (const m of a.mounts || []) inputs.set(m.name, m.bytes);
+    checkInputs(kernel, Object.fromEntries(inputs));
+  } catch (e) {
+    return fail(e.message, "invalid_task");
+  }
+  let outputs;
+  try {
+    if (gpu.lost) {
+      const info = gpu.info;
+      gpu = await openGpu({ allowSoftware: true });
+      gpu.info = info; // advertised in the hello
+    }
+    outputs = await runKernel(gpu.device, kernel, inputs, { wallTimeMs: a.limits.wall_time_ms });
+  } catch (e) {
+    const message = e && e.message ? e.message : String(e);
+    if (/^the run did not finish within/.test(message)) {
+      gpu.lost = true; // runKernel destroyed the device
+      return fail(`wall time limit of ${a.limits.wall_time_ms} ms exceeded`, "wall_time");
+    }
+    if (/device was lost/.test(message)) gpu.lost = true;
+    return fail(`the GPU run failed: ${message}`, "internal");
+  }
+  if (current !== run) return;
+  const { exhausted, outputs: files } = splitStatus(outputs);
+  const status = exhausted ? { kind: "out_of_fuel" } : { kind: "exited", code: 0 };
+  const code = exhausted ? "out_of_fuel" : "exit:0";
+  const records = await fileRecords(files.map((f) => ({ path: f.name, bytes: f.bytes })));
+  const digest = await digestHex(code, work, new Uint8Array(0), records);
+  const signature = await sign(`runegrid-result-v1\n${a.attempt}\n${digest}`);
+  if (current !== run) return;
+  clearTimeout(run.timer);
+  const elapsedMs = performance.now() - run.started;
+  current = null;
+  release(a);
+  const msg = {
+    type: "result",
+    attempt: a.attempt,
+    status,
+    stdout: "",
+    fuel: work,
+    digest,
+    signature,
+    stderr: "",
+    elapsed_us: Math.round(elapsedMs * 1000),
+    files: records.map((f, i) => ({ ...f, data: b64encode(files[i].bytes) })),
+  };
+  // The fuel is a u64: written as the exact number even past 2^53.
+  if (ws && ws.readyState === WebSocket.OPEN) {
+    ws.send(
+      JSON.stringify(msg, (_, v) => (typeof v === "bigint" ? `__runegrid_u64_${v}__` : v)).replace(
+        /"__runegrid_u64_(\d+)__"/g,
+        "$1",
+      ),
+    );
+  }
+  report({ state: "connected", tasks: stats.tasks + 1, busyMs: stats.busyMs + elapsedMs });
+  next();
 }
 
 // Ends the current attempt without a result; `kind` is the protocol's failure kind.
@@ -488,8 +639,18 @@ onmessage = (ev) => {
   if (m.type === "start") {
     cfg = m;
     leaving = false;
-    // The blobs already stored are advertised in the hello.
-    listBlobs().then((list) => {
+    // The blobs already stored are advertised in the hello, and the GPU, if there is one.
+    const opening =
+      gpu || !(globalThis.navigator && navigator.gpu)
+        ? Promise.resolve()
+        : openGpu({ allowSoftware: true }).then(
+            (g) => {
+              gpu = g;
+              log(`GPU found: ${g.info.name} (${g.info.driver || g.info.backend}${g.info.software ? ", software" : ""})`);
+            },
+            (e) => log(`no GPU: this worker takes no GPU tasks (${e.message})`),
+          );
+    Promise.all([listBlobs(), opening]).then(([list]) => {
       held.clear();
       for (const b of list) held.set(b.sha256, b.size);
       connect();

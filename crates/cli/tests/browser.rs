@@ -34,8 +34,32 @@ fn skip() -> bool {
     false
 }
 
+/// Chromium's flags for the tests (WebGPU off).
+const CHROMIUM_ARGS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1000",
+];
+
+/// Chromium's flags with WebGPU on (on Linux `requestAdapter()` gives null without
+/// `--enable-unsafe-webgpu`; with no GPU it is SwiftShader, a software adapter).
+const WEBGPU_CHROMIUM_ARGS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-dev-shm-usage",
+    "--enable-unsafe-webgpu",
+    "--window-size=1280,1000",
+];
+
 /// Starts chromedriver and a headless Chromium session.
 async fn browser(grid: &Grid) -> Driver {
+    browser_with(grid, CHROMIUM_ARGS).await
+}
+
+/// Starts chromedriver and a headless Chromium session with these flags.
+async fn browser_with(grid: &Grid, chromium_args: &[&str]) -> Driver {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -51,7 +75,7 @@ async fn browser(grid: &Grid) -> Driver {
     caps.insert(
         "goog:chromeOptions".into(),
         serde_json::json!({
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"],
+            "args": chromium_args,
         }),
     );
     let url = format!("http://127.0.0.1:{port}");
@@ -430,6 +454,7 @@ async fn stats_and_pages_are_served() {
         ("/web/exec.js", "random_get"),
         ("/web/exec_fs.js", "path_open"),
         ("/web/exec_memory.js", "ENOTCAPABLE"),
+        ("/web/gpu.js", "__runegrid_status"),
     ] {
         let r = reqwest::get(format!("{}{path}", grid.url)).await.unwrap();
         assert!(r.status().is_success(), "{path}");
@@ -739,4 +764,136 @@ async fn a_browser_worker_answers_a_chat_request_like_a_native_one() {
         .sum();
     assert_eq!(browser_agreed, 1, "{ws:?}");
     b.close().await.unwrap();
+}
+
+const ADD_KERNEL: &str = r#"
+@group(0) @binding(0) var<storage, read> a: array<u32>;
+@group(0) @binding(1) var<storage, read> b: array<u32>;
+@group(0) @binding(2) var<storage, read_write> sum: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (id.x < arrayLength(&sum)) { sum[id.x] = a[id.x] * 3u + b[id.x]; }
+}
+"#;
+
+fn words(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_worker_runs_a_gpu_kernel_and_agrees_with_a_native_one() {
+    use base64::Engine as _;
+    if skip() {
+        return;
+    }
+    if runegrid_gpu::adapters().is_empty() {
+        assert!(
+            std::env::var_os("RUNEGRID_REQUIRE_GPU").is_none(),
+            "RUNEGRID_REQUIRE_GPU is set but there is no Vulkan adapter (apt-get install mesa-vulkan-drivers)"
+        );
+        eprintln!("note: skipping the browser GPU test: no Vulkan adapter for the native worker");
+        return;
+    }
+    let mut grid = Grid::start().await;
+    let mut d = browser_with(&grid, WEBGPU_CHROMIUM_ARGS).await;
+    let b = d.browser.take().unwrap();
+    let n = contribute(&grid, &b).await;
+    // One native worker (lavapipe, found on its own): every task runs once in the browser and
+    // once natively, so each verified task is a browser and a native answer agreeing.
+    grid.worker("native-gpu", 1, &[]);
+    grid.wait_workers(1 + n as usize).await;
+    grid.wait_worker("a browser worker showing its GPU", |w| {
+        w.connected
+            && w.capabilities["runtime"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("browser")
+            && w.capabilities["gpu"]["backend"] == "webgpu"
+    })
+    .await;
+    grid.wait_worker("the native worker showing its GPU", |w| {
+        w.name == "native-gpu" && w.capabilities.get("gpu").is_some()
+    })
+    .await;
+
+    let c = grid.client();
+    let len = 300u32;
+    let kernel = serde_json::json!({
+        "shader": ADD_KERNEL,
+        "buffers": [
+            {"name": "a", "binding": 0, "role": "input"},
+            {"name": "b", "binding": 1, "role": "input"},
+            {"name": "sum", "binding": 2, "role": "output", "size": 4 * len},
+        ],
+        "dispatches": [[len.div_ceil(64), 1, 1]],
+    });
+    let info = c
+        .upload_program(serde_json::to_vec(&kernel).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(info.kind, runegrid_proto::ProgramKind::Gpu);
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let count = 4u32;
+    let tasks = (0..count)
+        .map(|t| runegrid_proto::TaskSpec {
+            buffers: std::collections::BTreeMap::from([
+                (
+                    "a".to_string(),
+                    b64(&words(&(0..len).map(|i| i + t).collect::<Vec<_>>())),
+                ),
+                (
+                    "b".to_string(),
+                    b64(&words(&vec![u32::MAX - t; len as usize])),
+                ),
+            ]),
+            ..runegrid_proto::TaskSpec::default()
+        })
+        .collect();
+    let job = SubmitJob {
+        policy: Some(PolicyKind::Quorum),
+        gpu: Some(runegrid_proto::GpuJob {
+            verify: None,
+            allow_software: true,
+        }),
+        max_attempts: Some(2),
+        ..job(&info.program, tasks, 2, 2)
+    };
+    let r = grid.run(&job).await;
+    for (t, res) in r.tasks.iter().enumerate() {
+        assert_eq!(
+            res.state,
+            ResultState::Verified,
+            "task {t}: {res:?}\n{}",
+            grid.logs()
+        );
+        assert_eq!(
+            res.status,
+            Some(runegrid_core::ExecStatus::Exited { code: 0 })
+        );
+        assert!(res.fuel.unwrap_or(0) > 0, "a GPU task's fuel is its work");
+        let t = t as u32;
+        let sum = c.task_file(r.job, t, "sum").await.unwrap();
+        let want: Vec<u32> = (0..len)
+            .map(|i| (i + t).wrapping_mul(3).wrapping_add(u32::MAX - t))
+            .collect();
+        assert_eq!(sum, words(&want), "task {t}");
+    }
+    let workers = c.workers().await.unwrap();
+    let browser_agreed: u64 = workers
+        .iter()
+        .filter(|w| {
+            w.capabilities["runtime"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("browser")
+        })
+        .map(|w| w.agreed)
+        .sum();
+    let native_agreed: u64 = workers
+        .iter()
+        .filter(|w| w.name == "native-gpu")
+        .map(|w| w.agreed)
+        .sum();
+    assert_eq!(browser_agreed, u64::from(count), "{workers:?}");
+    assert_eq!(native_agreed, u64::from(count), "{workers:?}");
 }

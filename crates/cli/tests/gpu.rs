@@ -203,6 +203,37 @@ async fn a_kernel_runs_on_gpu_workers_verified_by_replicas() {
     let r = &results.tasks[0];
     assert_eq!(r.status, Some(ExecStatus::OutOfFuel), "{r:?}");
     assert_eq!(r.state, ResultState::Failed, "{r:?}");
+    assert!(
+        r.error.as_deref().unwrap_or("").contains("loop budget"),
+        "{r:?}"
+    );
+
+    // A job that does not allow software adapters waits, and says why.
+    let one = vec![TaskSpec {
+        buffers: BTreeMap::from([
+            ("a".to_string(), b64(&words(&vec![1; n as usize]))),
+            ("b".to_string(), b64(&words(&vec![2; n as usize]))),
+        ]),
+        ..TaskSpec::default()
+    }];
+    let hardware = c
+        .submit(&gpu_job(&info.program, one, GpuJob::default()))
+        .await
+        .unwrap();
+    let why = wait_until(
+        "the job to say what it waits for",
+        std::time::Duration::from_secs(30),
+        || {
+            let c = c.clone();
+            async move {
+                let s = c.status(hardware.job).await.ok()?;
+                s.waiting_for.filter(|w| w.contains("hardware GPU"))
+            }
+        },
+    )
+    .await;
+    assert!(why.contains("2 distinct workers"), "{why}");
+    c.cancel(hardware.job).await.unwrap();
 
     // Homogeneous redundancy: replicas on one adapter class agree.
     let tasks = vec![TaskSpec {

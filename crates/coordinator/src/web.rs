@@ -66,6 +66,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "text/javascript; charset=utf-8",
         file!("store.js"),
     ),
+    ("gpu.js", "text/javascript; charset=utf-8", file!("gpu.js")),
     (
         "vendor/uplot/uPlot.iife.min.js",
         "text/javascript; charset=utf-8",

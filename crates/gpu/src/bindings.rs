@@ -94,5 +94,6 @@ pub fn kernel_from_wgsl(
         buffers,
         dispatches,
         loop_budget: None,
+        work: None,
     })
 }

@@ -22,6 +22,11 @@ pub struct Kernel {
     /// past it every loop breaks and the run ends `out_of_fuel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loop_budget: Option<u32>,
+    /// Set by the coordinator on the kernel it stores and sends to workers: its work
+    /// ([`crate::Checked::work`], a GPU task's fuel), so that an engine without naga (the
+    /// browser's) reports the same fuel. Ignored in an upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work: Option<u64>,
 }
 
 fn default_entry_point() -> String {

@@ -357,6 +357,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 fn add_kernel(n: u64) -> Kernel {
     Kernel {
         loop_budget: None,
+        work: None,
         shader: ADD.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -485,6 +486,7 @@ async fn float_case(
     let count = xs.len() as u64;
     let kernel = Kernel {
         loop_budget: None,
+        work: None,
         shader: shader.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -661,6 +663,7 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
     let (rounds, salt) = (5u32, 0xdead_beef_u32);
     let hash = Kernel {
         loop_budget: None,
+        work: None,
         shader: HASH.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -697,6 +700,7 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
     // amounts past the width): the same bytes.
     let edges = Kernel {
         loop_budget: None,
+        work: None,
         shader: EDGES.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -721,6 +725,7 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
     // do (within the buffer), so this is reported, not required to agree.
     let oob = Kernel {
         loop_budget: None,
+        work: None,
         shader: OOB.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -753,6 +758,7 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
     // finishes gives its plain bytes and a zero status.
     let forever = Kernel {
         loop_budget: None,
+        work: None,
         shader: FOREVER.into(),
         entry_point: "main".into(),
         buffers: vec![buffer("out", 0, Role::Output, Some(32))],
@@ -769,6 +775,7 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
 
     let nested = Kernel {
         loop_budget: None,
+        work: None,
         shader: NESTED_FOREVER.into(),
         buffers: vec![buffer("out", 0, Role::Output, Some(16))],
         ..forever.clone()

@@ -66,6 +66,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 fn add_kernel(n: u64) -> Kernel {
     Kernel {
         loop_budget: None,
+        work: None,
         shader: ADD.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -146,6 +147,7 @@ fn an_integer_hash_over_several_dispatches_matches_the_cpu() {
     let (rounds, salt) = (5u32, 0xdead_beef_u32);
     let kernel = Kernel {
         loop_budget: None,
+        work: None,
         shader: HASH.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -192,6 +194,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 "#;
     let kernel = Kernel {
         loop_budget: None,
+        work: None,
         shader: shader.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -234,6 +237,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     let n = 256u64;
     let kernel = Kernel {
         loop_budget: None,
+        work: None,
         shader: shader.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -395,6 +399,7 @@ fn bad_kernels_get_clear_errors() {
     assert_eq!(
         refused(&Kernel {
             loop_budget: None,
+            work: None,
             shader: vertex.into(),
             entry_point: "main".into(),
             buffers: vec![],
@@ -420,6 +425,7 @@ fn work_is_invocations_times_the_static_cost() {
     let called = check(
         &Kernel {
             loop_budget: None,
+            work: None,
             shader: HASH.into(),
             entry_point: "main".into(),
             buffers: vec![
@@ -434,6 +440,7 @@ fn work_is_invocations_times_the_static_cost() {
     let unused = check(
         &Kernel {
             loop_budget: None,
+            work: None,
             shader: format!("{HASH}\nfn spare(x: u32) -> u32 {{ return x * 3u + 1u; }}"),
             entry_point: "main".into(),
             buffers: vec![
@@ -449,6 +456,7 @@ fn work_is_invocations_times_the_static_cost() {
     let inline = check(
         &Kernel {
             loop_budget: None,
+            work: None,
             shader: HASH.replace("h = mix(h + r);", "h = h + r;"),
             entry_point: "main".into(),
             buffers: vec![
@@ -504,6 +512,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 "#;
     let kernel = Kernel {
         loop_budget: None,
+        work: None,
         shader: shader.into(),
         entry_point: "main".into(),
         buffers: vec![buffer("out", 0, Role::Output, Some(32))],
@@ -532,6 +541,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 "#;
     let kernel = Kernel {
         loop_budget: None,
+        work: None,
         shader: nested.into(),
         buffers: vec![buffer("out", 0, Role::Output, Some(16))],
         ..kernel
@@ -549,6 +559,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 fn guarded_kernels_that_finish_give_the_same_bytes() {
     let kernel = Kernel {
         loop_budget: None,
+        work: None,
         shader: HASH.into(),
         entry_point: "main".into(),
         buffers: vec![
@@ -614,6 +625,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 "#;
     let kernel = Kernel {
         loop_budget: None,
+        work: None,
         shader: shader.into(),
         entry_point: "main".into(),
         buffers: vec![

@@ -157,7 +157,11 @@ impl Device {
                 fuel: program.checked.work(&program.kernel),
                 files,
             },
-            stderr: Vec::new(),
+            stderr: if exhausted {
+                b"the kernel's loop budget ran out: an invocation ran more loop iterations than its loop_budget allows".to_vec()
+            } else {
+                Vec::new()
+            },
             files: outputs.into_iter().map(|(_, bytes)| bytes).collect(),
         })
     }

@@ -30,25 +30,40 @@ impl Grid {
                 credits(j.bid() as i64)
             ));
         } else if j.counts.queued > 0 {
-            s.waiting_for = self.waiting_for(&j.policy);
+            s.waiting_for = self.waiting_for(&j.policy, j.rec.gpu.as_ref());
         }
         Some((j.rec.owner, s))
     }
 
     /// Why a job with queued tasks may be waiting: too few usable workers for its policy, or
     /// every worker busy.
-    fn waiting_for(&self, policy: &runegrid_core::Policy) -> Option<String> {
+    fn waiting_for(
+        &self,
+        policy: &runegrid_core::Policy,
+        gpu: Option<&runegrid_core::gpu::GpuOptions>,
+    ) -> Option<String> {
+        // A GPU job counts only the workers whose adapter may run it.
+        let need = gpu.map(|g| runegrid_core::gpu::GpuNeed {
+            allow_software: g.allow_software,
+            class: None,
+        });
         let usable: Vec<Standing> = self
             .workers
-            .keys()
-            .map(|id| self.standing(*id))
+            .iter()
+            .filter(|(_, w)| need.as_ref().is_none_or(|n| n.met_by(w.gpu.as_deref())))
+            .map(|(id, _)| self.standing(*id))
             .filter(|s| *s != Standing::Quarantined)
             .collect();
         let connected = usable.len() as u32;
         let needed = distinct_workers_needed(policy, usable.contains(&Standing::Trusted));
         if connected < needed {
+            let kind = match &need {
+                None => "",
+                Some(n) if n.allow_software => " with a GPU",
+                Some(_) => " with a hardware GPU (software adapters are not allowed for this job)",
+            };
             return Some(format!(
-                "each task needs {} distinct workers and {} connected (and not quarantined)",
+                "each task needs {} distinct workers{kind} and {} connected (and not quarantined)",
                 needed,
                 if connected == 1 {
                     "1 is".to_string()

@@ -84,6 +84,12 @@ pub async fn upload_program(
                     .unwrap_or(runegrid_gpu::DEFAULT_LOOP_BUDGET),
             )
             .map_err(invalid)?;
+            let mut guarded = guarded;
+            guarded.work = None;
+            let checked =
+                runegrid_gpu::check_guarded(&guarded, &runegrid_gpu::GpuLimits::default())
+                    .map_err(invalid)?;
+            guarded.work = Some(checked.work(&guarded));
             Ok(guarded.to_json())
         }
     })
