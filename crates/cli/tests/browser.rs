@@ -849,7 +849,7 @@ async fn a_browser_worker_runs_a_gpu_kernel_and_agrees_with_a_native_one() {
             ..runegrid_proto::TaskSpec::default()
         })
         .collect();
-    let job = SubmitJob {
+    let add_job = SubmitJob {
         policy: Some(PolicyKind::Quorum),
         gpu: Some(runegrid_proto::GpuJob {
             verify: None,
@@ -858,7 +858,7 @@ async fn a_browser_worker_runs_a_gpu_kernel_and_agrees_with_a_native_one() {
         max_attempts: Some(2),
         ..job(&info.program, tasks, 2, 2)
     };
-    let r = grid.run(&job).await;
+    let r = grid.run(&add_job).await;
     for (t, res) in r.tasks.iter().enumerate() {
         assert_eq!(
             res.state,
@@ -896,4 +896,77 @@ async fn a_browser_worker_runs_a_gpu_kernel_and_agrees_with_a_native_one() {
         .sum();
     assert_eq!(browser_agreed, u64::from(count), "{workers:?}");
     assert_eq!(native_agreed, u64::from(count), "{workers:?}");
+
+    // A float kernel: SwiftShader's `sin` and lavapipe's differ in the last bits, so under
+    // `exact` a browser and a native replica (distinct owners, so one of each) disagree.
+    let sin = serde_json::json!({
+        "shader": "@group(0) @binding(0) var<storage, read> x: array<f32>;\n\
+                   @group(0) @binding(1) var<storage, read_write> y: array<f32>;\n\
+                   @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {\n\
+                   if (id.x < arrayLength(&y)) { y[id.x] = sin(x[id.x]); } }",
+        "buffers": [
+            {"name": "x", "binding": 0, "role": "input"},
+            {"name": "y", "binding": 1, "role": "output", "size": 4096},
+        ],
+        "dispatches": [[16, 1, 1]],
+    });
+    let sin = c
+        .upload_program(serde_json::to_vec(&sin).unwrap())
+        .await
+        .unwrap()
+        .program;
+    let xs: Vec<u8> = (0..1024)
+        .flat_map(|i| (i as f32 * 0.37).to_le_bytes())
+        .collect();
+    let float_job = |verify: &str| SubmitJob {
+        policy: Some(PolicyKind::Quorum),
+        gpu: Some(runegrid_proto::GpuJob {
+            verify: Some(verify.into()),
+            allow_software: true,
+        }),
+        max_attempts: Some(2),
+        ..job(
+            &sin,
+            vec![runegrid_proto::TaskSpec {
+                buffers: std::collections::BTreeMap::from([("x".to_string(), b64(&xs))]),
+                ..runegrid_proto::TaskSpec::default()
+            }],
+            2,
+            2,
+        )
+    };
+    let r = grid.run(&float_job("exact")).await;
+    let res = &r.tasks[0];
+    assert_eq!(res.state, ResultState::Failed, "{res:?}");
+    assert!(
+        res.error.as_deref().unwrap_or("").contains("disagreed"),
+        "{res:?}"
+    );
+    // Under `homogeneous` both replicas run on one adapter class and agree. With two native
+    // workers and two browser workers, either class can take both attempts.
+    grid.worker("native-gpu-2", 1, &[]);
+    grid.wait_worker("the second native worker", |w| {
+        w.name == "native-gpu-2" && w.connected
+    })
+    .await;
+    // A second browser (its own profile, so its own worker key) for a second SwiftShader.
+    let mut d2 = browser_with(&grid, WEBGPU_CHROMIUM_ARGS).await;
+    let b2 = d2.browser.take().unwrap();
+    b2.goto(&format!("{}/contribute", grid.url)).await.unwrap();
+    b2.find(Locator::Id("toggle"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let before = n;
+    wait_until(
+        "a second browser's workers to connect",
+        Duration::from_secs(30),
+        || async { Some(stats(&grid).await.now.workers_browser).filter(|k| *k > before) },
+    )
+    .await;
+    let r = grid.run(&float_job("homogeneous")).await;
+    assert_eq!(r.tasks[0].state, ResultState::Verified, "{:?}", r.tasks[0]);
+    let _ = b2.close().await;
 }
