@@ -942,6 +942,7 @@ async fn a_browser_worker_runs_a_gpu_kernel_and_agrees_with_a_native_one() {
         res.error.as_deref().unwrap_or("").contains("disagreed"),
         "{res:?}"
     );
+
     // Under `homogeneous` both replicas run on one adapter class and agree. With two native
     // workers and two browser workers, either class can take both attempts.
     grid.worker("native-gpu-2", 1, &[]);

@@ -332,6 +332,18 @@ async fn bad_kernels_and_bad_gpu_jobs_are_refused_with_clear_errors() {
     ))
     .await;
     assert_eq!(code, "invalid_gpu", "{msg}");
+    // Tolerance verification is refused, saying so.
+    let (code, msg) = refused(gpu_job(
+        &kernel,
+        vec![good()],
+        GpuJob {
+            verify: Some("tolerance:rel=1e-4".into()),
+            allow_software: true,
+        },
+    ))
+    .await;
+    assert_eq!(code, "invalid_gpu", "{msg}");
+    assert!(msg.contains("not supported"), "{msg}");
     // Work above the fuel limit.
     let mut small = gpu_job(&kernel, vec![good()], software());
     small.limits.fuel = 10;
