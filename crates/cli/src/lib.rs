@@ -15,6 +15,7 @@ mod commands;
 mod credits;
 mod demo;
 mod gpu;
+mod node;
 mod procs;
 mod webdriver;
 
@@ -61,9 +62,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a coordinator.
-    Serve(commands::ServeArgs),
+    Serve(node::ServeArgs),
     /// Run a native worker that dials a coordinator.
-    Worker(commands::WorkerArgs),
+    Worker(node::WorkerArgs),
     /// Submit a job: a WASI module and its inputs.
     Submit(commands::SubmitArgs),
     /// Call a function of a Rune script on the grid and print what it returns.
@@ -167,8 +168,8 @@ async fn run(cli: Cli) -> Result<i32> {
         token: cli.token,
     };
     match cli.command {
-        Command::Serve(a) => commands::serve(a).await,
-        Command::Worker(a) => commands::worker(&conn, a).await,
+        Command::Serve(a) => node::serve(a).await,
+        Command::Worker(a) => node::worker(&conn, a).await,
         Command::Submit(a) => commands::submit(&conn, a).await,
         Command::Call(a) => call::call(&conn, a).await,
         Command::Gpu(a) => gpu::gpu(&conn, a).await,

@@ -45,7 +45,7 @@ impl LocalGrid {
             }
         };
         let data = dir.join("coordinator");
-        let _ = std::fs::remove_file(data.join(crate::commands::URL_FILE));
+        let _ = std::fs::remove_file(data.join(crate::node::URL_FILE));
         let coordinator = Command::new(exe()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(&data)
@@ -69,7 +69,7 @@ impl LocalGrid {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(url) = std::fs::read_to_string(data.join(crate::commands::URL_FILE)) {
+            if let Ok(url) = std::fs::read_to_string(data.join(crate::node::URL_FILE)) {
                 grid.url = url.trim().to_string();
                 break;
             }

@@ -263,7 +263,7 @@ fn check_gpu(
             "verify tolerance is not supported by this coordinator yet: use exact or homogeneous",
         ));
     }
-    let work = checked.work(&kernel);
+    let work = kernel.work.unwrap_or_else(|| checked.work(&kernel));
     if work > req.limits.fuel {
         return Err(bad(format!(
             "the kernel's work per task is {work} (invocations × its static cost), above the fuel limit {}: raise limits.fuel",

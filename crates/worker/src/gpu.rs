@@ -33,6 +33,9 @@ pub enum GpuMode {
 pub struct KernelProgram {
     pub kernel: Kernel,
     pub checked: Checked,
+    /// Its fuel: the `work` the coordinator wrote into it (computed here for a kernel stored
+    /// before it did).
+    pub work: u64,
 }
 
 impl KernelProgram {
@@ -41,7 +44,12 @@ impl KernelProgram {
             .map_err(|e| SandboxError::Compile(format!("not a kernel: {e}")))?;
         let checked = runegrid_gpu::check_guarded(&kernel, &GpuLimits::default())
             .map_err(|e| SandboxError::Compile(e.to_string()))?;
-        Ok(KernelProgram { kernel, checked })
+        let work = kernel.work.unwrap_or_else(|| checked.work(&kernel));
+        Ok(KernelProgram {
+            kernel,
+            checked,
+            work,
+        })
     }
 }
 
@@ -154,7 +162,8 @@ impl Device {
                     ExecStatus::Exited { code: 0 }
                 },
                 stdout: Vec::new(),
-                fuel: program.checked.work(&program.kernel),
+                // The work the coordinator wrote into the kernel, as the browser engine reports.
+                fuel: program.work,
                 files,
             },
             stderr: if exhausted {

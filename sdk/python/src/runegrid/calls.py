@@ -506,7 +506,34 @@ class ScriptFunction(_Callable):
 # ------------------------------------------------------------------------- WASI modules
 
 
-class WasmProgram(_Callable):
+class _Uploaded(_Callable):
+    """A callable whose program is uploaded by it (a WASI module, a GPU kernel): uploaded
+    once per grid, again when the coordinator no longer has it."""
+
+    program: str
+
+    def upload(self) -> str:
+        raise NotImplementedError
+
+    async def upload_async(self) -> str:
+        raise NotImplementedError
+
+    def _program(self) -> str:
+        if not _jobs.is_uploaded(self._grid, self.program):
+            self.upload()
+        return self.program
+
+    async def _program_async(self) -> str:
+        if not _jobs.is_uploaded(self._grid, self.program):
+            await self.upload_async()
+        return self.program
+
+    def _forget_upload(self) -> bool:
+        _jobs.forget_upload(self._grid, self.program)
+        return True
+
+
+class WasmProgram(_Uploaded):
     """A WASI command module, run on the grid.
 
     - ``m(args=[...], stdin="...", env={...})`` blocks and returns the
@@ -539,20 +566,6 @@ class WasmProgram(_Callable):
     async def upload_async(self) -> str:
         self.program = await self._grid.upload_async(self.module)
         return self.program
-
-    def _program(self) -> str:
-        if not _jobs.is_uploaded(self._grid, self.program):
-            self.upload()
-        return self.program
-
-    async def _program_async(self) -> str:
-        if not _jobs.is_uploaded(self._grid, self.program):
-            await self.upload_async()
-        return self.program
-
-    def _forget_upload(self) -> bool:
-        _jobs.forget_upload(self._grid, self.program)
-        return True
 
     def _label(self) -> str:
         return self.program[:12]

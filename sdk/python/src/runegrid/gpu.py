@@ -33,7 +33,7 @@ from typing import Any, TypeAlias
 from . import _jobs
 from . import _protocol as p
 from ._jobs import JobClient
-from .calls import _Callable, _stderr_is_terminal
+from .calls import _stderr_is_terminal, _Uploaded
 from .errors import OutOfFuel, ProtocolError, TaskError, task_error
 from .options import OPTION_NAMES, Options
 from .results import TaskResult
@@ -443,7 +443,7 @@ class GpuResult:
 # ------------------------------------------------------------------------- kernels
 
 
-class GpuKernel(_Callable):
+class GpuKernel(_Uploaded):
     """A WGSL compute kernel, run on the grid's GPUs (a program of kind ``gpu``).
 
     - ``k(a, b)`` (buffers in declaration order) or ``k(a=..., b=...)`` or
@@ -608,20 +608,6 @@ class GpuKernel(_Callable):
         self.program = str(info["program"])
         _jobs.mark_uploaded(self._grid, self.program)
         return self.program
-
-    def _program(self) -> str:
-        if not _jobs.is_uploaded(self._grid, self.program):
-            self.upload()
-        return self.program
-
-    async def _program_async(self) -> str:
-        if not _jobs.is_uploaded(self._grid, self.program):
-            await self.upload_async()
-        return self.program
-
-    def _forget_upload(self) -> bool:
-        _jobs.forget_upload(self._grid, self.program)
-        return True
 
     def _label(self) -> str:
         return f"gpu {self.program[:12]}"
