@@ -3,7 +3,9 @@
 //!
 //! A run's fuel global starts at one slice (or the whole limit, if smaller) and the rest waits
 //! in the [`Tank`]'s reserve. The module calls [`refuel`] at its refuel checks (function entry,
-//! after a call, at a loop's head) when the global is below the refill threshold; `refuel`
+//! after a call, at a loop's head, before a host call, after a bulk charge) when the global is
+//! below the refill threshold (0 once the reserve is empty, so that the check that finds the
+//! fuel spent ends the run); `refuel`
 //! checks the deadline and moves fuel from the reserve into the global. The module therefore
 //! comes back to the host at least once per slice of work, which is what enforces wall time:
 //! the engine needs no interruption checks of its own (wasmtime's epoch checks at every loop
