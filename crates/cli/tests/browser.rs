@@ -943,6 +943,25 @@ async fn a_browser_worker_runs_a_gpu_kernel_and_agrees_with_a_native_one() {
         "{res:?}"
     );
 
+    // Under a tolerance the same two engines agree: SwiftShader's `sin` is up to ~70,000 ULP
+    // (4e-3) from lavapipe's, within 1e-2 of it. Each replica is paid and trusted as agreeing.
+    let agreed_before: u64 = c.workers().await.unwrap().iter().map(|w| w.agreed).sum();
+    let r = grid.run(&float_job("tolerance:abs=1e-2")).await;
+    let res = &r.tasks[0];
+    assert_eq!(res.state, ResultState::Verified, "{res:?}");
+    let ys = c.task_file(r.job, 0, "y").await.unwrap();
+    assert_eq!(ys.len(), 4096);
+    for (i, y) in ys.chunks_exact(4).enumerate() {
+        let y = f32::from_le_bytes(y.try_into().unwrap());
+        let want = (i as f32 * 0.37).sin();
+        assert!((y - want).abs() < 1e-2, "y[{i}] = {y}, sin = {want}");
+    }
+    let agreed_after: u64 = c.workers().await.unwrap().iter().map(|w| w.agreed).sum();
+    assert_eq!(agreed_after, agreed_before + 2);
+    // Too tight a tolerance: the two still disagree.
+    let r = grid.run(&float_job("tolerance:ulps=1")).await;
+    assert_eq!(r.tasks[0].state, ResultState::Failed, "{:?}", r.tasks[0]);
+
     // Under `homogeneous` both replicas run on one adapter class and agree. With two native
     // workers and two browser workers, either class can take both attempts.
     grid.worker("native-gpu-2", 1, &[]);

@@ -332,18 +332,32 @@ async fn bad_kernels_and_bad_gpu_jobs_are_refused_with_clear_errors() {
     ))
     .await;
     assert_eq!(code, "invalid_gpu", "{msg}");
-    // Tolerance verification is refused, saying so.
+    // Tolerance verification compares replicas: not with the adaptive policy.
+    let (code, msg) = refused(SubmitJob {
+        policy: Some(PolicyKind::Adaptive),
+        ..gpu_job(
+            &kernel,
+            vec![good()],
+            GpuJob {
+                verify: Some("tolerance:rel=1e-4".into()),
+                allow_software: true,
+            },
+        )
+    })
+    .await;
+    assert_eq!(code, "invalid_policy", "{msg}");
+    assert!(msg.contains("use quorum"), "{msg}");
+    // A malformed tolerance.
     let (code, msg) = refused(gpu_job(
         &kernel,
         vec![good()],
         GpuJob {
-            verify: Some("tolerance:rel=1e-4".into()),
+            verify: Some("tolerance:rel=-1".into()),
             allow_software: true,
         },
     ))
     .await;
     assert_eq!(code, "invalid_gpu", "{msg}");
-    assert!(msg.contains("not supported"), "{msg}");
     // Work above the fuel limit.
     let mut small = gpu_job(&kernel, vec![good()], software());
     small.limits.fuel = 10;
@@ -353,4 +367,103 @@ async fn bad_kernels_and_bad_gpu_jobs_are_refused_with_clear_errors() {
     let wasm = grid.upload(runegrid_examples::MONTECARLO).await;
     let (_, msg) = refused(gpu_job(&wasm, vec![TaskSpec::default()], software())).await;
     assert!(msg.contains("WebAssembly"), "{msg}");
+}
+
+/// A float kernel whose replicas differ in the last bits (one worker's outputs drift 3 ULPs, as
+/// another GPU's rounding would): `exact` finds no quorum, a tolerance of 4 ULPs accepts both
+/// replicas (each paid and trusted as agreeing, the books checked when the grid stops), and one
+/// of 2 ULPs does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn float_replicas_agree_within_a_tolerance() {
+    if !have_gpu() {
+        return;
+    }
+    let mut grid = Grid::start().await;
+    grid.worker("honest", 1, &[]);
+    grid.worker("drifter", 1, &["--misbehave", "drift:3"]);
+    grid.wait_workers(2).await;
+    let c = grid.client();
+    let kernel = serde_json::json!({
+        "shader": "@group(0) @binding(0) var<storage, read> x: array<f32>;\n\
+                   @group(0) @binding(1) var<storage, read_write> y: array<f32>;\n\
+                   @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {\n\
+                   if (id.x < arrayLength(&y)) { y[id.x] = x[id.x] * 1.5 + 0.25; } }",
+        "buffers": [
+            {"name": "x", "binding": 0, "role": "input"},
+            {"name": "y", "binding": 1, "role": "output", "size": 1024},
+        ],
+        "dispatches": [[4, 1, 1]],
+    });
+    let program = c
+        .upload_program(serde_json::to_vec(&kernel).unwrap())
+        .await
+        .unwrap()
+        .program;
+    let xs: Vec<f32> = (0..256).map(|i| i as f32 * 0.75 - 40.0).collect();
+    let bytes: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let run = |verify: &'static str| {
+        let job = SubmitJob {
+            max_attempts: Some(2),
+            ..gpu_job(
+                &program,
+                vec![TaskSpec {
+                    buffers: BTreeMap::from([("x".to_string(), b64(&bytes))]),
+                    ..TaskSpec::default()
+                }],
+                GpuJob {
+                    verify: Some(verify.into()),
+                    allow_software: true,
+                },
+            )
+        };
+        let grid = &grid;
+        async move { grid.run(&job).await }
+    };
+
+    let r = run("exact").await;
+    assert_eq!(r.tasks[0].state, ResultState::Failed, "{:?}", r.tasks[0]);
+    assert!(
+        r.tasks[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("disagreed"),
+        "{:?}",
+        r.tasks[0]
+    );
+
+    let agreed = |ws: &[runegrid_proto::WorkerInfo], name: &str| {
+        ws.iter().find(|w| w.name == name).unwrap().agreed
+    };
+    let before = c.workers().await.unwrap();
+    let r = run("tolerance:ulps=4").await;
+    let res = &r.tasks[0];
+    assert_eq!(res.state, ResultState::Verified, "{res:?}");
+    let ys = c.task_file(r.job, 0, "y").await.unwrap();
+    for (x, y) in xs.iter().zip(ys.chunks_exact(4)) {
+        let y = f32::from_le_bytes(y.try_into().unwrap());
+        let want = x * 1.5 + 0.25;
+        let ulps = runegrid_core::tolerance::ulp_distance(y, want).unwrap();
+        assert!(ulps <= 3, "{y} is {ulps} ULPs from {want}");
+    }
+    let after = c.workers().await.unwrap();
+    for name in ["honest", "drifter"] {
+        assert_eq!(
+            agreed(&after, name),
+            agreed(&before, name) + 1,
+            "{name}: {after:?}"
+        );
+    }
+
+    let r = run("tolerance:ulps=2").await;
+    assert_eq!(r.tasks[0].state, ResultState::Failed, "{:?}", r.tasks[0]);
+    assert!(
+        r.tasks[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("within tolerance"),
+        "{:?}",
+        r.tasks[0]
+    );
 }

@@ -192,10 +192,13 @@ fn check_settlement(
                     .filter(|o| o.acceptance.is_some())
                     .and_then(|o| o.digest)
             });
+            // A tolerance job's attempt may agree without being bit-identical: it was
+            // accepted as the chosen result's digest.
+            let accepted_as = a.agreed.or(a.digest);
             let agreed = a.state == AttemptState::Done
-                && a.digest.is_some()
+                && accepted_as.is_some()
                 && accepted.is_some()
-                && a.digest == accepted;
+                && accepted_as == accepted;
             let expected = if agreed {
                 charge(a.fuel.unwrap_or(0), job.price).unwrap_or(Micros::MAX)
             } else {

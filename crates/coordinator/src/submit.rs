@@ -77,7 +77,7 @@ async fn durable(app: &AppState, id: JobId, seq: u64) -> Result<(), ApiError> {
 /// A checked submission, with its program, mounts and tasks' seeds: what the grid accepts.
 async fn submission(app: &AppState, a: &Account, req: SubmitJob) -> Result<Submission, ApiError> {
     may_submit(a)?;
-    let (policy, quorum) = check(&req)?;
+    let (mut policy, quorum) = check(&req)?;
     let mounts = check_mounts(app, &req.blobs)?;
     // `rune` and `infer` name built-in programs; the job records the hash like any program's.
     let program_sha = crate::builtins::resolve(&req.program).to_string();
@@ -93,6 +93,11 @@ async fn submission(app: &AppState, a: &Account, req: SubmitJob) -> Result<Submi
         }
         None
     };
+    if let Some(g) = gpu
+        && g.verify != runegrid_core::gpu::GpuVerify::Exact
+    {
+        policy = replicated(req.policy, policy, g.verify)?;
+    }
     let salt: u64 = rand::random();
     let tasks: Vec<NewTask> = req
         .tasks
@@ -257,12 +262,6 @@ fn check_gpu(
             .parse()
             .map_err(|e: String| ApiError::bad("invalid_gpu", e))?,
     };
-    if let GpuVerify::Tolerance { .. } = verify {
-        return Err(ApiError::bad(
-            "invalid_gpu",
-            "verify tolerance is not supported by this coordinator yet: use exact or homogeneous",
-        ));
-    }
     let work = kernel.work.unwrap_or_else(|| checked.work(&kernel));
     if work > req.limits.fuel {
         return Err(bad(format!(
@@ -297,6 +296,28 @@ fn check_gpu(
         verify,
         allow_software: options.allow_software,
     })
+}
+
+/// The policy of a job whose replicas agree only on one adapter class or within a tolerance:
+/// always a quorum. The adaptive policy (the default) accepts a trusted worker's lone result
+/// and audits it later on another worker, whose bytes need not match, so it becomes a quorum
+/// (of 2 by default) when the submission names no policy, and is refused when it does.
+fn replicated(
+    asked: Option<PolicyKind>,
+    resolved: PolicyKind,
+    verify: runegrid_core::gpu::GpuVerify,
+) -> Result<PolicyKind, ApiError> {
+    match (asked, resolved) {
+        (_, PolicyKind::Quorum) => Ok(PolicyKind::Quorum),
+        (None, PolicyKind::Adaptive) => Ok(PolicyKind::Quorum),
+        (_, other) => Err(ApiError::bad(
+            "invalid_policy",
+            format!(
+                "verify {verify} compares replicas with each other: policy {} cannot be used; leave the policy out or use quorum",
+                other.as_str()
+            ),
+        )),
+    }
 }
 
 fn decode_one(name: &str, b64: &str) -> Result<Vec<u8>, ApiError> {

@@ -42,7 +42,8 @@ pub use limits::{Limits, LimitsError};
 pub use loss::Loss;
 pub use schedule::{Assignment, Need, WorkerView, plan};
 pub use tolerance::{
-    Disagreement, OutputTally, Tolerance, ToleranceError, ToleranceVerdict, decide_within,
+    Answer, Disagreement, OutputTally, Tolerance, ToleranceError, ToleranceVerdict, decide_answers,
+    decide_within,
 };
 pub use trust::{
     Acceptance, Policy, PolicyKind, Requirement, Standing, TrustParams, TrustRecord, requirement,

@@ -37,8 +37,13 @@
 //! agreement set plays the part of the largest digest group, and the task gets more attempts,
 //! waits, or fails exactly as the digest rule decides.
 //!
+//! A whole attempt's result is an [`Answer`]: its status, fuel and stdout and its output files'
+//! paths are compared exactly, and only the files' bytes within the tolerance
+//! ([`Tolerance::answers_agree`], [`decide_answers`]).
+//!
 //! **Architecture Invariant:** pure; no I/O.
 
+use crate::exec::ExecStatus;
 use crate::verify::{Quorum, Shortfall, lost_reason, short_of_quorum};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -203,6 +208,17 @@ impl Tolerance {
         Ok(())
     }
 
+    /// Whether two attempts' results agree: the same status, fuel, stdout and file paths, and
+    /// files within the tolerance (see [`Answer`]).
+    pub fn answers_agree(&self, a: &Answer<'_>, b: &Answer<'_>) -> bool {
+        a.status == b.status
+            && a.fuel == b.fuel
+            && a.stdout == b.stdout
+            && a.files.len() == b.files.len()
+            && a.files.iter().zip(&b.files).all(|(x, y)| x.0 == y.0)
+            && self.compare_outputs(&a.buffers(), &b.buffers()).is_ok()
+    }
+
     fn compare_buffer(&self, buffer: usize, a: &[u8], b: &[u8]) -> Result<(), Disagreement> {
         for len in [a.len(), b.len()] {
             if len % 4 != 0 {
@@ -336,6 +352,22 @@ impl TryFrom<ToleranceFields> for Tolerance {
     }
 }
 
+/// One finished attempt of a tolerance job: everything its digest covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer<'a> {
+    pub status: ExecStatus,
+    pub fuel: u64,
+    pub stdout: &'a [u8],
+    /// Its output files in path order: each path and its bytes (a GPU task's output buffers).
+    pub files: Vec<(&'a str, &'a [u8])>,
+}
+
+impl<'a> Answer<'a> {
+    fn buffers(&self) -> Vec<&'a [u8]> {
+        self.files.iter().map(|f| f.1).collect()
+    }
+}
+
 /// What is known about a tolerance task's attempts at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutputTally<'a> {
@@ -371,13 +403,38 @@ pub enum ToleranceVerdict {
 /// itself, so it never counts towards a quorum. Compares each pair of outputs once (at most
 /// `Quorum::MAX_ATTEMPTS` outputs; bitwise-equal buffers are compared as bytes).
 pub fn decide_within(q: &Quorum, t: &Tolerance, tally: &OutputTally<'_>) -> ToleranceVerdict {
-    let n = tally.outputs.len();
+    decide_by(q, tally.outputs.len(), tally.running, tally.lost, |i, j| {
+        t.compare_outputs(&tally.outputs[i], &tally.outputs[j])
+            .is_ok()
+    })
+}
+
+/// [`decide_within`] for whole results: `answers` in arrival order, compared with
+/// [`Tolerance::answers_agree`].
+pub fn decide_answers(
+    q: &Quorum,
+    t: &Tolerance,
+    answers: &[Answer<'_>],
+    running: u32,
+    lost: u32,
+) -> ToleranceVerdict {
+    decide_by(q, answers.len(), running, lost, |i, j| {
+        t.answers_agree(&answers[i], &answers[j])
+    })
+}
+
+/// The quorum rule over `n` results, `within(i, j)` (symmetric) telling whether two agree.
+fn decide_by(
+    q: &Quorum,
+    n: usize,
+    running: u32,
+    lost: u32,
+    within_pair: impl Fn(usize, usize) -> bool,
+) -> ToleranceVerdict {
     let mut within = vec![false; n * n];
     for i in 0..n {
         for j in i..n {
-            let ok = t
-                .compare_outputs(&tally.outputs[i], &tally.outputs[j])
-                .is_ok();
+            let ok = within_pair(i, j);
             within[i * n + j] = ok;
             within[j * n + i] = ok;
         }
@@ -392,11 +449,11 @@ pub fn decide_within(q: &Quorum, t: &Tolerance, tally: &OutputTally<'_>) -> Tole
         };
     }
     let best = (0..n).map(set_size).max().unwrap_or(0);
-    match short_of_quorum(q, n as u32, best, tally.running, tally.lost) {
+    match short_of_quorum(q, n as u32, best, running, lost) {
         Shortfall::Dispatch(k) => ToleranceVerdict::Dispatch(k),
         Shortfall::Wait => ToleranceVerdict::Wait,
         Shortfall::Lost => ToleranceVerdict::Failed {
-            reason: lost_reason(tally.lost),
+            reason: lost_reason(lost),
         },
         Shortfall::Disagreed => {
             let malformed = (0..n).filter(|&i| !within[i * n + i]).count();
@@ -1041,6 +1098,60 @@ mod tests {
                     });
                 }
             }
+        }
+
+        /// Answers agree only when everything but their files' bytes is equal, and then exactly
+        /// when their files agree within the tolerance.
+        #[test]
+        fn answers_compare_the_rest_exactly(
+            t in tolerance(), a in output(), b in output(),
+            same_status in any::<bool>(), same_fuel in any::<bool>(),
+            same_stdout in any::<bool>(), same_paths in any::<bool>(),
+        ) {
+            let paths = ["a", "b", "c"];
+            let other = ["a", "b", "d"];
+            fn answer<'a>(o: &'a [Vec<u8>], status: crate::ExecStatus, fuel: u64, stdout: &'a [u8], names: &[&'a str]) -> Answer<'a> {
+                Answer {
+                    status,
+                    fuel,
+                    stdout,
+                    files: o.iter().zip(names).map(|(b, n)| (*n, b.as_slice())).collect(),
+                }
+            }
+            let x = answer(&a, crate::ExecStatus::Exited { code: 0 }, 5, b"out", &paths);
+            let y = answer(
+                &b,
+                if same_status { crate::ExecStatus::Exited { code: 0 } } else { crate::ExecStatus::OutOfFuel },
+                if same_fuel { 5 } else { 6 },
+                if same_stdout { b"out" } else { b"other" },
+                if same_paths { &paths } else { &other },
+            );
+            let rest_equal = same_status && same_fuel && same_stdout
+                && (same_paths || a.len().min(b.len()) < 3);
+            let files_within = t.compare_outputs(&a, &b).is_ok();
+            prop_assert_eq!(t.answers_agree(&x, &y), rest_equal && files_within);
+            prop_assert_eq!(t.answers_agree(&x, &y), t.answers_agree(&y, &x));
+        }
+
+        /// Whole answers that differ only in their files decide as their files do.
+        #[test]
+        fn answers_decide_as_their_files(
+            q in quorum(),
+            picks in proptest::collection::vec(0u8..5, 0..10),
+            running in 0u32..4, lost in 0u32..20,
+        ) {
+            let t = tol(1.0, 0.0, 0);
+            let outputs: Vec<Vec<u8>> = picks.iter().map(|k| if *k == 4 { vec![1, 2, 3] } else { bytes(&[f32::from(*k)]) }).collect();
+            let answers: Vec<Answer<'_>> = outputs.iter().map(|o| Answer {
+                status: crate::ExecStatus::Exited { code: 0 },
+                fuel: 9,
+                stdout: b"",
+                files: vec![("y", o.as_slice())],
+            }).collect();
+            prop_assert_eq!(
+                decide_answers(&q, &t, &answers, running, lost),
+                decide_within(&q, &t, &tally(&outputs, running, lost))
+            );
         }
     }
 }

@@ -229,9 +229,20 @@ fn job_lifecycle(s: &mut dyn Store) {
     assert_eq!(att.len(), 2);
     assert_eq!(att[0].state, AttemptState::Done);
     assert_eq!(att[0].digest, Some(digest));
+    assert_eq!(att[0].agreed, None);
     assert_eq!(att[0].fuel, Some(99));
     assert_eq!(att[1].state, AttemptState::Lost);
     assert_eq!(att[1].error.as_deref(), Some("worker vanished"));
+    // A tolerance job's attempt accepted as another's digest keeps its own beside it.
+    let other = Digest([7; 32]);
+    s.apply(&[Change::AgreeAttempt {
+        id: 10,
+        agreed: other,
+    }])
+    .unwrap();
+    let att = s.attempts(job.id).unwrap();
+    assert_eq!((att[0].digest, att[0].agreed), (Some(digest), Some(other)));
+    assert_eq!(att[1].agreed, None);
     let t0 = &s.tasks(job.id).unwrap()[0];
     assert_eq!(t0.state, TaskState::Verified);
     let o = t0.outcome.as_ref().unwrap();

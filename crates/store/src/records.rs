@@ -163,6 +163,9 @@ pub struct AttemptRecord {
     pub state: AttemptState,
     pub status: Option<ExecStatus>,
     pub digest: Option<Digest>,
+    /// The digest the attempt was accepted as, when that is not its own: a tolerance job's
+    /// attempt that agreed, within the job's tolerance, with the result chosen.
+    pub agreed: Option<Digest>,
     pub fuel: Option<u64>,
     pub signature: Option<String>,
     pub error: Option<String>,
@@ -205,6 +208,12 @@ pub enum Change {
         fuel: u64,
         signature: String,
         at: Millis,
+    },
+    /// A finished attempt of a tolerance job agreed with the result accepted (digest `agreed`)
+    /// without being bit-identical to it.
+    AgreeAttempt {
+        id: AttemptId,
+        agreed: Digest,
     },
     LoseAttempt {
         id: AttemptId,

@@ -137,6 +137,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE result_cache ADD COLUMN files TEXT NOT NULL DEFAULT '[]';",
     // 8: a GPU job's options (JSON; NULL for every other job).
     "ALTER TABLE jobs ADD COLUMN gpu TEXT;",
+    // 9: the digest a tolerance job's attempt was accepted as, when not its own.
+    "ALTER TABLE attempts ADD COLUMN agreed TEXT;",
 ];
 
 /// A connection to a runegrid SQLite database.
@@ -340,7 +342,7 @@ fn task_row(r: &Row) -> Result<TaskRecord> {
     })
 }
 
-const ATTEMPT_COLS: &str = "id, task, job, worker, state, status, digest, fuel, signature, error, started_at, finished_at, owner";
+const ATTEMPT_COLS: &str = "id, task, job, worker, state, status, digest, fuel, signature, error, started_at, finished_at, owner, agreed";
 
 fn attempt_row(r: &Row) -> Result<AttemptRecord> {
     let state: String = r.get(4)?;
@@ -358,6 +360,7 @@ fn attempt_row(r: &Row) -> Result<AttemptRecord> {
         started_at: r.get(10)?,
         finished_at: r.get(11)?,
         owner: r.get(12)?,
+        agreed: digest_col(r.get(13)?)?,
     })
 }
 
@@ -615,6 +618,10 @@ impl Store for SqliteStore {
                         "UPDATE attempts SET state = 'done', status = ?2, digest = ?3, fuel = ?4, signature = ?5, finished_at = ?6 WHERE id = ?1",
                     )?
                     .execute(params![id, to_json(status), digest.to_hex(), *fuel as i64, signature, at])?;
+                }
+                Change::AgreeAttempt { id, agreed } => {
+                    tx.prepare_cached("UPDATE attempts SET agreed = ?2 WHERE id = ?1")?
+                        .execute(params![id, agreed.to_hex()])?;
                 }
                 Change::LoseAttempt { id, error, at } => {
                     tx.prepare_cached(

@@ -32,9 +32,12 @@ pub enum Misbehaviour {
     Slow(f64),
     /// `vanish:P`: with probability P an attempt ends the process before its result is sent.
     Vanish(f64),
+    /// `drift:N`: every `f32` in its output files moved N ULPs up, as a GPU that rounds
+    /// differently would (outputs that are not whole `f32` arrays are left alone).
+    Drift(u32),
 }
 
-const EXPECTED: &str = "expected lie, lie:P, lie-after:N, collude, slow:F or vanish:P";
+const EXPECTED: &str = "expected lie, lie:P, lie-after:N, collude, slow:F, vanish:P or drift:N";
 
 impl std::str::FromStr for Misbehaviour {
     type Err = String;
@@ -70,6 +73,7 @@ impl std::str::FromStr for Misbehaviour {
                 Ok(Misbehaviour::Slow(f))
             }
             ("vanish", _) => Ok(Misbehaviour::Vanish(prob()?)),
+            ("drift", _) => Ok(Misbehaviour::Drift(num("a number of ULPs")? as u32)),
             _ => Err(format!("unknown misbehaviour {s}: {EXPECTED}")),
         }
     }
@@ -252,14 +256,18 @@ impl Reporter {
         started: Instant,
     ) -> ToCoordinator {
         let mut exec = out.execution;
+        let mut out_files = out.files;
         self.forge(&mut exec, forged_prefix, produced);
+        if let Some(Misbehaviour::Drift(n)) = self.misbehaviour {
+            drift(&mut exec, &mut out_files, n);
+        }
         let digest = exec.digest();
         let signature = hex::encode(self.key.sign(&result_message(attempt, &digest)).to_bytes());
         let stderr = String::from_utf8_lossy(&out.stderr);
         let files = exec
             .files
             .into_iter()
-            .zip(out.files)
+            .zip(out_files)
             .map(|(file, data)| ResultFile { file, data })
             .collect();
         ToCoordinator::Result(AttemptResult {
@@ -395,6 +403,31 @@ pub fn total_memory() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Moves every `f32` of each output file that is a whole `f32` array `n` ULPs up (NaNs and
+/// infinities stay), and updates the files' records.
+fn drift(exec: &mut Execution, files: &mut [Vec<u8>], n: u32) {
+    use sha2::Digest as _;
+    for (record, data) in exec.files.iter_mut().zip(files.iter_mut()) {
+        if data.len() % 4 != 0 {
+            continue;
+        }
+        for c in data.chunks_exact_mut(4) {
+            let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            let mut y = x;
+            for _ in 0..n.min(1 << 20) {
+                if !y.is_finite() {
+                    break;
+                }
+                y = y.next_up();
+            }
+            if y.is_finite() {
+                c.copy_from_slice(&y.to_le_bytes());
+            }
+        }
+        record.sha256 = hex::encode(sha2::Sha256::digest(&data));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Misbehaviour, failed};
@@ -426,6 +459,7 @@ mod tests {
         assert_eq!("collude".parse(), Ok(Misbehaviour::Collude));
         assert_eq!("slow:10".parse(), Ok(Misbehaviour::Slow(10.0)));
         assert_eq!("vanish:0.05".parse(), Ok(Misbehaviour::Vanish(0.05)));
+        assert_eq!("drift:3".parse(), Ok(Misbehaviour::Drift(3)));
         for bad in ["lie:2", "slow:0.5", "slow", "vanish:x", "sulk", "collude:1"] {
             assert!(bad.parse::<Misbehaviour>().is_err(), "{bad}");
         }

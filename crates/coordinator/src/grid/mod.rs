@@ -96,7 +96,13 @@ struct ResultMem {
     worker: WorkerId,
     /// The account owning the worker (who is paid if the result is accepted).
     owner: Option<AccountId>,
+    /// What verification counts: the digest the worker signed, or, once a tolerance job's task
+    /// is accepted, the chosen result's digest for the results that agreed within tolerance.
     digest: Digest,
+    /// The digest the worker signed.
+    signed: Digest,
+    /// A tolerance job's output files' bytes, in path order (`None` for every other job).
+    outputs: Option<Vec<Vec<u8>>>,
     status: ExecStatus,
     fuel: u64,
     /// Stdout of results received since this coordinator started (not kept across restarts).

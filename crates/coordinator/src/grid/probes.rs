@@ -52,6 +52,14 @@ impl Grid {
         let Some(j) = self.jobs.get(&t.job) else {
             return;
         };
+        // A float kernel's answer is another GPU's only within a tolerance or on the same
+        // adapter class: it tells nothing about a worker the probe would go to.
+        if j.rec
+            .gpu
+            .is_some_and(|g| g.verify != runegrid_core::gpu::GpuVerify::Exact)
+        {
+            return;
+        }
         if !probe::cheap(
             t.input.stdin.len(),
             j.rec.limits.wall_time_ms,

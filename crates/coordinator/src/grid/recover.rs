@@ -132,6 +132,9 @@ impl Grid {
     /// A stored attempt of an unfinished task: a result counts again, a running attempt is
     /// lost.
     fn recover_attempt(&mut self, a: AttemptRecord, owner: Option<AccountId>, fx: &mut Effects) {
+        // A tolerance job compares results' bytes, which are not kept across a restart: its
+        // unfinished tasks' results are forgotten (unpaid) and run again.
+        let forget_results = self.tolerance_of_job(a.job).is_some();
         let Some(t) = self.tasks.get_mut(&a.task) else {
             return;
         };
@@ -139,13 +142,16 @@ impl Grid {
             return;
         }
         match a.state {
+            AttemptState::Done if forget_results => {}
             AttemptState::Done => {
                 if let (Some(digest), Some(status)) = (a.digest, a.status) {
                     t.results.push(ResultMem {
                         attempt: a.id,
                         worker: a.worker,
                         owner,
-                        digest,
+                        digest: a.agreed.unwrap_or(digest),
+                        signed: digest,
+                        outputs: None,
                         status,
                         fuel: a.fuel.unwrap_or(0),
                         stdout: None,

@@ -6,13 +6,14 @@ use super::audit::AuditFinding;
 use super::ledger::agreed_with;
 use super::probes::ProbeAnswer;
 use super::{Effects, Grid, ResultMem, SpecialKind, TaskMem};
+use runegrid_core::gpu::GpuVerify;
 use runegrid_core::trust::{accepted_as, attribute};
 use runegrid_core::{
-    Acceptance, AttemptTally, Digest, ExecStatus, Need, PolicyKind, Quorum, TaskId, Verdict,
-    WorkerId, decide,
+    Acceptance, Answer, AttemptTally, Digest, ExecStatus, JobId, Need, PolicyKind, Quorum, TaskId,
+    Tolerance, ToleranceVerdict, Verdict, WorkerId, decide, decide_answers,
 };
 use runegrid_proto::worker::ToWorker;
-use runegrid_store::{TaskOutcome, TaskState};
+use runegrid_store::{Change, TaskOutcome, TaskState};
 
 impl Grid {
     fn tally(&self, t: &TaskMem) -> AttemptTally {
@@ -36,6 +37,83 @@ impl Grid {
             v.push(*liar);
         }
         v
+    }
+
+    /// The tolerance a job's results are compared within, when it is a tolerance job.
+    pub(super) fn tolerance_of_job(&self, job: JobId) -> Option<Tolerance> {
+        match self.jobs.get(&job)?.rec.gpu?.verify {
+            GpuVerify::Tolerance { tolerance } => Some(tolerance),
+            _ => None,
+        }
+    }
+
+    /// What a task's results decide now: by digest, or, for a tolerance job's task, within
+    /// the tolerance (`core::tolerance::decide_answers`); then a verified verdict names the
+    /// chosen result's digest, and the second value lists the results (indices) that agreed.
+    /// Audits and probes always compare digests.
+    fn judge(&self, t: &TaskMem) -> (Verdict, Option<Vec<usize>>) {
+        let q = self.quorum_of(t);
+        let tolerance = match t.is_special() {
+            true => None,
+            false => self.tolerance_of_job(t.job),
+        };
+        let Some(tolerance) = tolerance else {
+            return (decide(&q, &self.tally(t)), None);
+        };
+        let answers: Vec<Answer<'_>> = t
+            .results
+            .iter()
+            .map(|r| Answer {
+                status: r.status,
+                fuel: r.fuel,
+                stdout: r.stdout.as_deref().unwrap_or_default(),
+                files: r
+                    .files
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .zip(r.outputs.as_deref().unwrap_or_default())
+                    .map(|(f, bytes)| (f.path.as_str(), bytes.as_slice()))
+                    .collect(),
+            })
+            .collect();
+        let lost = t.lost;
+        match decide_answers(&q, &tolerance, &answers, t.running.len() as u32, lost) {
+            ToleranceVerdict::Verified {
+                representative,
+                agreed,
+                ..
+            } => (
+                Verdict::Verified {
+                    digest: t.results[representative].signed,
+                    agreeing: agreed.len() as u32,
+                },
+                Some(agreed),
+            ),
+            ToleranceVerdict::Dispatch(n) => (Verdict::Dispatch(n), None),
+            ToleranceVerdict::Wait => (Verdict::Wait, None),
+            ToleranceVerdict::Failed { reason } => (Verdict::Failed { reason }, None),
+        }
+    }
+
+    /// A tolerance task's results that agreed with the chosen one count as its digest from now
+    /// on (paid, trusted and stored as agreeing).
+    fn agree_within(&mut self, id: TaskId, digest: Digest, agreed: &[usize], fx: &mut Effects) {
+        let Some(t) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        for &i in agreed {
+            let Some(r) = t.results.get_mut(i) else {
+                continue;
+            };
+            if r.digest != digest {
+                r.digest = digest;
+                fx.change(Change::AgreeAttempt {
+                    id: r.attempt,
+                    agreed: digest,
+                });
+            }
+        }
     }
 
     /// The quorum a task is decided by now.
@@ -65,7 +143,7 @@ impl Grid {
         if t.state.is_final() {
             return 0;
         }
-        match decide(&self.quorum_of(t), &self.tally(t)) {
+        match self.judge(t).0 {
             Verdict::Dispatch(n) => n + t.backup_wanted,
             Verdict::Wait => t.backup_wanted,
             Verdict::Verified { .. } | Verdict::Failed { .. } => 0,
@@ -83,8 +161,14 @@ impl Grid {
         if t.is_special() {
             return self.evaluate_special(id, fx);
         }
-        match decide(&self.quorum_of(t), &self.tally(t)) {
-            Verdict::Verified { digest, agreeing } => self.accept(id, digest, agreeing, fx),
+        let (verdict, agreed) = self.judge(t);
+        match verdict {
+            Verdict::Verified { digest, agreeing } => {
+                if let Some(agreed) = agreed {
+                    self.agree_within(id, digest, &agreed, fx);
+                }
+                self.accept(id, digest, agreeing, fx)
+            }
             Verdict::Failed { reason } => {
                 let error = format!(
                     "{reason}{}{}",
@@ -111,11 +195,17 @@ impl Grid {
         let Some(t) = self.tasks.get(&id) else {
             return;
         };
-        // The stdout comes from a result received since start, where there is one.
+        // The stdout comes from a result received since start, where there is one; from the
+        // chosen result itself where the results agreed within a tolerance.
         let Some(r) = t
             .results
             .iter()
-            .find(|r| r.digest == digest && r.stdout.is_some())
+            .find(|r| r.signed == digest && r.stdout.is_some())
+            .or_else(|| {
+                t.results
+                    .iter()
+                    .find(|r| r.digest == digest && r.stdout.is_some())
+            })
             .or_else(|| t.results.iter().find(|r| r.digest == digest))
         else {
             return;
