@@ -8,8 +8,9 @@
 // crates/gpu/tests/browser.rs runs both engines on the same kernels and compares the bytes.
 //
 // Kernels given to `runKernel` have been checked with naga at upload (and guarded: their loops
-// stop once an invocation's loop budget is spent, see guard.rs), so this engine trusts their
-// shape; it checks the task's inputs, and WebGPU's own validation catches the rest (refused
+// stop once an invocation's loop budget is spent, see guard.rs, and their indices are clamped
+// into bounds, see bounds.rs, so WebGPU's own robustness never changes a result), so this
+// engine trusts their shape; it checks the task's inputs, and WebGPU's own validation catches the rest (refused
 // kernels throw "the GPU refused the kernel: ...").
 //
 // No DOM: it runs in a page and in a (dedicated) Web Worker.
