@@ -12,7 +12,8 @@
 //! - [`bounds`]: the rewrite that clamps every array, vector and matrix index into bounds, so
 //!   that an out-of-bounds access reads and writes the same element on every GPU (WGSL lets
 //!   each implementation choose).
-//! - [`device`]: adapter discovery ([`adapters`], [`AdapterInfo`]) and runs ([`Gpu::run`]).
+//! - [`device`]: adapter discovery ([`adapters`], [`AdapterInfo`]) and runs ([`Gpu::run`]; a
+//!   [`Gpu`] keeps the kernels it compiled lately).
 //!
 //! A run's result is the final bytes of its `output` and `inout` buffers. Integer kernels give
 //! the same bytes on every GPU; float kernels may not (WGSL allows fused multiply-add,

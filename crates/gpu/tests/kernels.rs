@@ -279,6 +279,86 @@ fn main() { out[t.n] = t.data[t.n].x; }
 }
 
 #[test]
+fn compiled_kernels_are_kept_but_refusals_are_not() {
+    if gpu().is_none() {
+        return;
+    }
+    // A device of its own: the shared one's cache fills with the other tests' kernels.
+    let gpu = Gpu::open(OpenOptions {
+        allow_software: true,
+    })
+    .unwrap();
+    let limits = GpuLimits::default();
+    let add = add_kernel(4);
+    let checked = check(&add, &limits).unwrap();
+    let given = inputs(&[("a", words(&[1, 2, 3, 4])), ("b", words(&[10, 20, 30, 40]))]);
+    let sum = |out: Vec<(String, Vec<u8>)>| from_words(&out[0].1);
+    assert_eq!(
+        sum(gpu.run(&add, &checked, &given, &limits).unwrap()),
+        [11, 22, 33, 44]
+    );
+    assert_eq!(
+        sum(gpu.run(&add, &checked, &given, &limits).unwrap()),
+        [11, 22, 33, 44]
+    );
+    assert_eq!(gpu.cached_pipelines(), 1);
+
+    // WGSL the GPU refuses: refused on every run, and never kept.
+    let mut broken = add.clone();
+    broken.shader = ADD.replace("a[i] + b[i]", "a[i] +* b[i]");
+    let first = gpu.run(&broken, &checked, &given, &limits).unwrap_err();
+    assert!(matches!(first, GpuError::Refused(_)), "{first}");
+    assert_eq!(gpu.run(&broken, &checked, &given, &limits), Err(first));
+    assert_eq!(gpu.cached_pipelines(), 1);
+
+    // Bounded: past PIPELINE_CACHE kernels the oldest go, and come back when used again.
+    for k in 0..runegrid_gpu::device::PIPELINE_CACHE + 4 {
+        let mut other = add.clone();
+        other.shader = ADD.replace("a[i] + b[i]", &format!("a[i] + b[i] + {k}u"));
+        let out = gpu.run(&other, &checked, &given, &limits).unwrap();
+        assert_eq!(sum(out)[0], 11 + k as u32);
+    }
+    assert_eq!(gpu.cached_pipelines(), runegrid_gpu::device::PIPELINE_CACHE);
+    assert_eq!(
+        sum(gpu.run(&add, &checked, &given, &limits).unwrap()),
+        [11, 22, 33, 44]
+    );
+
+    // A run past its wall time loses the device, and what was compiled for it.
+    let hash = Kernel {
+        loop_budget: None,
+        work: None,
+        shader: HASH.into(),
+        entry_point: "main".into(),
+        buffers: vec![
+            buffer("params", 0, Role::Uniform, None),
+            buffer("state", 1, Role::Inout, None),
+        ],
+        // 64 dispatches one after the other, each 60,000 dependent rounds per invocation: well
+        // over a millisecond on any GPU.
+        dispatches: vec![[1, 1, 1]; 64],
+    };
+    let slow = inputs(&[
+        ("params", words(&[60_000, 1])),
+        ("state", words(&(0..32).collect::<Vec<u32>>())),
+    ]);
+    let quick = GpuLimits {
+        wall_time_ms: 1,
+        ..limits
+    };
+    assert_eq!(
+        gpu.run(&hash, &check(&hash, &limits).unwrap(), &slow, &quick),
+        Err(GpuError::Timeout(1))
+    );
+    assert!(gpu.is_lost());
+    assert_eq!(gpu.cached_pipelines(), 0);
+    assert!(matches!(
+        gpu.run(&add, &checked, &given, &limits),
+        Err(GpuError::Lost(_))
+    ));
+}
+
+#[test]
 fn a_float_kernel_agrees_with_the_cpu_within_a_tolerance() {
     let shader = r#"
 @group(0) @binding(0) var<storage, read> x: array<f32>;
