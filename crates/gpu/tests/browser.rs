@@ -253,6 +253,18 @@ g.runKernel(window.gpuDevice, kernel, given, options).then(
   (e) => done({ err: String((e && e.message) || e) }));
 "#;
 
+/// How many compiled kernels web/gpu.js keeps for the page's device.
+async fn cached_pipelines(b: &Browser) -> u64 {
+    b.execute(
+        "return runegridGpu.cachedPipelines(window.gpuDevice)",
+        vec![],
+    )
+    .await
+    .unwrap()
+    .as_u64()
+    .unwrap()
+}
+
 /// What a browser run returned: the outputs, and what `splitStatus` made of them.
 #[derive(Debug)]
 struct BrowserRun {
@@ -841,7 +853,10 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
     assert!(err.starts_with("the GPU refused the kernel: "), "{err}");
     eprintln!("an invalid binding: native says {native:?}\n  the browser says {err:?}");
 
-    // WGSL that does not compile: the browser says where.
+    // WGSL that does not compile: the browser says where, on every run (a refused kernel is
+    // not kept with the compiled ones).
+    let kept = cached_pipelines(&b).await;
+    assert!((1..=16).contains(&kept), "{kept} pipelines kept");
     let mut broken = small.clone();
     broken.shader = ADD.replace("a[i] + b[i]", "a[i] +* b[i]");
     let err = run_in_browser(&b, &broken, &given).await.unwrap_err();
@@ -850,10 +865,23 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
         "{err}"
     );
     eprintln!("WGSL that does not compile: the browser says {err:?}");
+    assert_eq!(run_in_browser(&b, &broken, &given).await.unwrap_err(), err);
+    assert_eq!(cached_pipelines(&b).await, kept);
 
-    // The page (and its device) keep working after the refusals.
+    // The page (and its device) keep working after the refusals, with the vector add compiled
+    // at the start.
     let out = same_bytes(&b, &gpu, "vector add after the refusals", &add, &add_inputs).await;
     assert_eq!(from_words(&out.outputs[0].1), want_add(&a, &bs));
+    assert_eq!(cached_pipelines(&b).await, kept);
+
+    // At most 16 kept, the least recently used going first.
+    for k in 0..20u32 {
+        let mut other = small.clone();
+        other.shader = ADD.replace("a[i] + b[i]", &format!("a[i] + b[i] + {k}u"));
+        let out = run_in_browser(&b, &other, &given).await.unwrap();
+        assert_eq!(from_words(&out.outputs[0].1), vec![k; 16]);
+    }
+    assert_eq!(cached_pipelines(&b).await, 16);
 
     // A run past its wall time: abandoned, and its device destroyed (as native marks its
     // device lost); the page opens a new one and goes on.
@@ -868,8 +896,10 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
     let err = run_in_browser(&b, &add, &add_inputs).await.unwrap_err();
     assert!(err.starts_with("the GPU device was lost: "), "{err}");
     call(&b, OPEN, vec![]).await.unwrap();
+    assert_eq!(cached_pipelines(&b).await, 0);
     let out = same_bytes(&b, &gpu, "vector add on a new device", &add, &add_inputs).await;
     assert_eq!(from_words(&out.outputs[0].1), want_add(&a, &bs));
+    assert_eq!(cached_pipelines(&b).await, 1);
 
     b.close().await.unwrap();
     driver.session = None;
