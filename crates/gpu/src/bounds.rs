@@ -3,7 +3,7 @@
 //! WGSL leaves an out-of-bounds access to the implementation: Chromium (Tint) clamps the index,
 //! wgpu on Vulkan lets a driver with `robustBufferAccess2` read zero and skip the write and
 //! clamps elsewhere, so one kernel gave different bytes on different workers. The coordinator
-//! therefore rewrites each kernel once, at upload, with naga (in [`crate::guard`]), so that no
+//! therefore rewrites each kernel once, at upload, with naga (in [`crate::guard()`]), so that no
 //! access is ever out of bounds; the engines' own checks then never fire and every engine
 //! computes the same bytes. Every `Access` (`base[index]`) whose index is not a constant the
 //! validator has already proved in bounds gets

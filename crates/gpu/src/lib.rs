@@ -7,7 +7,7 @@
 //!   ([`check_inputs`]), and the deterministic size of a run ([`Checked::work`]). Pure, no
 //!   GPU.
 //! - [`bindings`]: a kernel's buffers read off its WGSL ([`kernel_from_wgsl`]).
-//! - [`guard`]: the upload-time rewrite: every loop bounded, so that a kernel that loops for
+//! - [`guard`](mod@guard): the upload-time rewrite: every loop bounded, so that a kernel that loops for
 //!   ever stops deterministically, and every index clamped with [`bounds`].
 //! - [`bounds`]: the rewrite that clamps every array, vector and matrix index into bounds, so
 //!   that an out-of-bounds access reads and writes the same element on every GPU (WGSL lets

@@ -14,7 +14,7 @@
 //! counted once). Loops are not unrolled: the measure is a price basis, known before the
 //! kernel runs and the same on every GPU.
 //!
-//! The coordinator measures the kernel it stores, after [`crate::guard`] rewrote it (loop
+//! The coordinator measures the kernel it stores, after [`crate::guard()`] rewrote it (loop
 //! guards, index clamps): the price of what runs, clamps included. The rewrite is a function
 //! of the uploaded kernel alone, so the same upload always gets the same work, and the
 //! coordinator writes it into the stored kernel ([`Kernel::work`]) so that workers (and the
@@ -153,7 +153,7 @@ pub fn check(kernel: &Kernel, limits: &GpuLimits) -> Result<Checked, KernelError
     check_with(kernel, limits, false)
 }
 
-/// Checks a kernel as [`crate::guard`] made it: like [`check`], with its status buffer.
+/// Checks a kernel as [`crate::guard()`] made it: like [`check`], with its status buffer.
 pub fn check_guarded(kernel: &Kernel, limits: &GpuLimits) -> Result<Checked, KernelError> {
     check_with(kernel, limits, true)
 }
