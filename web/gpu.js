@@ -8,8 +8,9 @@
 // crates/gpu/tests/browser.rs runs both engines on the same kernels and compares the bytes.
 //
 // Kernels given to `runKernel` have been checked with naga at upload (and guarded: their loops
-// stop once an invocation's loop budget is spent, see guard.rs), so this engine trusts their
-// shape; it checks the task's inputs, and WebGPU's own validation catches the rest (refused
+// stop once an invocation's loop budget is spent, see guard.rs, and their indices are clamped
+// into bounds, see bounds.rs, so WebGPU's own robustness never changes a result), so this
+// engine trusts their shape; it checks the task's inputs, and WebGPU's own validation catches the rest (refused
 // kernels throw "the GPU refused the kernel: ...").
 //
 // No DOM: it runs in a page and in a (dedicated) Web Worker.
@@ -61,10 +62,78 @@ const ADAPTER_LIMITS = [
 const lostDevices = new WeakMap();
 const watched = new WeakSet();
 
+/** How many compiled kernels a device keeps (device.rs `PIPELINE_CACHE`). */
+export const PIPELINE_CACHE = 16;
+
+/**
+ * Device → its compiled kernels: a Map from `[shader, entry point]` (as JSON: compared in full,
+ * so two kernels never share a pipeline) to the pipeline, least recently used first (a Map
+ * keeps insertion order). A grid sends a worker many tasks of the same kernel, and compiling
+ * one can cost more than running it.
+ */
+const pipelines = new WeakMap();
+
 function watch(device) {
   if (watched.has(device)) return;
   watched.add(device);
-  device.lost.then((info) => lostDevices.set(device, info.message || info.reason || 'lost'));
+  device.lost.then((info) => {
+    lostDevices.set(device, info.message || info.reason || 'lost');
+    pipelines.delete(device);
+  });
+}
+
+/** How many compiled kernels `device` keeps now (at most PIPELINE_CACHE). */
+export function cachedPipelines(device) {
+  const cache = pipelines.get(device);
+  return cache ? cache.size : 0;
+}
+
+/**
+ * `kernel`'s pipeline on `device` (device.rs `Gpu::pipeline`): compiled once, then kept. A
+ * kernel the GPU refuses is not kept, so every run of it throws the same error.
+ */
+async function pipelineFor(device, kernel, entryPoint) {
+  const key = JSON.stringify([kernel.shader, entryPoint]);
+  let cache = pipelines.get(device);
+  if (!cache) {
+    cache = new Map();
+    pipelines.set(device, cache);
+  }
+  const kept = cache.get(key);
+  if (kept) {
+    cache.delete(key);
+    cache.set(key, kept);
+    return kept;
+  }
+  device.pushErrorScope('out-of-memory');
+  device.pushErrorScope('validation');
+  let module, pipeline, validation, oom;
+  try {
+    module = device.createShaderModule({ label: 'kernel', code: kernel.shader });
+    pipeline = device.createComputePipeline({
+      label: 'kernel',
+      layout: 'auto',
+      compute: { module, entryPoint },
+    });
+  } finally {
+    // Popped whatever happened, so that the run starts with a clean scope stack.
+    validation = await device.popErrorScope();
+    oom = await device.popErrorScope();
+  }
+  const compiled = await module.getCompilationInfo();
+  const errors = compiled.messages.filter((m) => m.type === 'error');
+  if (errors.length > 0) {
+    const text = errors.map((m) => `${m.lineNum}:${m.linePos}: ${m.message}`).join('\n');
+    throw new Error(`the GPU refused the kernel: the WGSL does not compile:\n${text}`);
+  }
+  if (validation) throw new Error(`the GPU refused the kernel: ${describe(validation)}`);
+  if (oom) throw new Error(`the GPU ran out of memory: ${describe(oom)}`);
+  // Not kept for a device lost meanwhile: nothing runs on it again.
+  if (!lostDevices.has(device) && pipelines.get(device) === cache) {
+    cache.set(key, pipeline);
+    while (cache.size > PIPELINE_CACHE) cache.delete(cache.keys().next().value);
+  }
+  return pipeline;
 }
 
 /** A PCI id from WebGPU's vendor or device string: a known name, a hex number, else 0. */
@@ -194,6 +263,7 @@ export async function runKernel(device, kernel, inputs, { wallTimeMs } = {}) {
   checkInputs(kernel, inputs);
 
   const entryPoint = kernel.entry_point === undefined ? 'main' : kernel.entry_point;
+  const pipeline = await pipelineFor(device, kernel, entryPoint);
   const created = [];
   const newBuffer = (descriptor) => {
     const buffer = device.createBuffer(descriptor);
@@ -203,15 +273,9 @@ export async function runKernel(device, kernel, inputs, { wallTimeMs } = {}) {
   try {
     device.pushErrorScope('out-of-memory');
     device.pushErrorScope('validation');
-    let module, validation, oom;
+    let validation, oom;
     const staging = [];
     try {
-      module = device.createShaderModule({ label: 'kernel', code: kernel.shader });
-      const pipeline = device.createComputePipeline({
-        label: 'kernel',
-        layout: 'auto',
-        compute: { module, entryPoint },
-      });
       const buffers = kernel.buffers.map((b) => {
         const uniform = b.role === 'uniform';
         const usage = uniform
@@ -261,12 +325,6 @@ export async function runKernel(device, kernel, inputs, { wallTimeMs } = {}) {
       validation = await device.popErrorScope();
       oom = await device.popErrorScope();
     }
-    const compiled = await module.getCompilationInfo();
-    const errors = compiled.messages.filter((m) => m.type === 'error');
-    if (errors.length > 0) {
-      const text = errors.map((m) => `${m.lineNum}:${m.linePos}: ${m.message}`).join('\n');
-      throw new Error(`the GPU refused the kernel: the WGSL does not compile:\n${text}`);
-    }
     if (validation) throw new Error(`the GPU refused the kernel: ${describe(validation)}`);
     if (oom) throw new Error(`the GPU ran out of memory: ${describe(oom)}`);
 
@@ -283,6 +341,7 @@ export async function runKernel(device, kernel, inputs, { wallTimeMs } = {}) {
     } catch (e) {
       if (e instanceof TimedOut) {
         mapped.catch(() => {});
+        pipelines.delete(device);
         device.destroy();
         throw new Error(`the run did not finish within ${wallTimeMs} ms`);
       }

@@ -3,9 +3,9 @@
 use crate::kernel::{GpuLimits, Kernel, Role};
 use crate::validate::{Checked, KernelError, check_inputs};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 /// What a worker tells the coordinator about its GPU.
@@ -78,6 +78,76 @@ pub struct Gpu {
     queue: wgpu::Queue,
     info: AdapterInfo,
     lost: Arc<AtomicBool>,
+    /// The kernels compiled lately: a grid sends a worker many tasks of the same kernel, and
+    /// compiling one (WGSL to the driver's code) can cost more than running it.
+    pipelines: Mutex<Lru<wgpu::ComputePipeline>>,
+}
+
+/// How many compiled kernels a [`Gpu`] keeps.
+pub const PIPELINE_CACHE: usize = 16;
+
+/// What a compiled kernel is looked up by: its WGSL and entry point, compared in full (the
+/// hash only makes a mismatch quick to see), so two kernels never share a pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PipelineKey {
+    hash: u64,
+    shader: String,
+    entry_point: String,
+}
+
+impl PipelineKey {
+    fn of(kernel: &Kernel) -> PipelineKey {
+        let mut h = DefaultHasher::new();
+        (&kernel.shader, &kernel.entry_point).hash(&mut h);
+        PipelineKey {
+            hash: h.finish(),
+            shader: kernel.shader.clone(),
+            entry_point: kernel.entry_point.clone(),
+        }
+    }
+}
+
+/// A small least-recently-used map: a handful of entries, so a scan beats a linked map.
+#[derive(Debug)]
+struct Lru<V> {
+    capacity: usize,
+    /// Least recently used first.
+    entries: Vec<(PipelineKey, V)>,
+}
+
+impl<V: Clone> Lru<V> {
+    fn new(capacity: usize) -> Self {
+        Lru {
+            capacity,
+            entries: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// The value of `key`, which becomes the most recently used.
+    fn get(&mut self, key: &PipelineKey) -> Option<V> {
+        let i = self.entries.iter().position(|(k, _)| k == key)?;
+        let entry = self.entries.remove(i);
+        let value = entry.1.clone();
+        self.entries.push(entry);
+        Some(value)
+    }
+
+    /// Adds `key`, dropping the least recently used entry when full.
+    fn insert(&mut self, key: PipelineKey, value: V) {
+        self.entries.retain(|(k, _)| k != &key);
+        if self.entries.len() >= self.capacity {
+            self.entries.remove(0);
+        }
+        self.entries.push((key, value));
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
 }
 
 /// The backends to look at: `WGPU_BACKEND` when set, else Vulkan, Metal and DX12.
@@ -136,6 +206,7 @@ impl Gpu {
             queue,
             info,
             lost,
+            pipelines: Mutex::new(Lru::new(PIPELINE_CACHE)),
         })
     }
 
@@ -146,6 +217,57 @@ impl Gpu {
     /// Whether the device is gone (then open a new [`Gpu`]).
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
+    }
+
+    /// How many compiled kernels this GPU keeps now (at most [`PIPELINE_CACHE`]).
+    pub fn cached_pipelines(&self) -> usize {
+        self.cache().len()
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Lru<wgpu::ComputePipeline>> {
+        // The cache is consistent between calls, so a panic elsewhere leaves it usable.
+        self.pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks the device lost, and drops what was compiled for it.
+    fn lose(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.cache().clear();
+    }
+
+    /// `kernel`'s pipeline: compiled once, then kept (see [`PIPELINE_CACHE`]). A kernel the
+    /// GPU refuses is not kept, so every run of it is refused with the same error.
+    fn pipeline(&self, kernel: &Kernel) -> Result<wgpu::ComputePipeline, GpuError> {
+        let key = PipelineKey::of(kernel);
+        if let Some(pipeline) = self.cache().get(&key) {
+            return Ok(pipeline);
+        }
+        let device = &self.device;
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("kernel"),
+            source: wgpu::ShaderSource::Wgsl(kernel.shader.as_str().into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("kernel"),
+            layout: None,
+            module: &module,
+            entry_point: Some(&kernel.entry_point),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(validation.pop()) {
+            return Err(GpuError::Refused(e.to_string()));
+        }
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(GpuError::OutOfMemory(e.to_string()));
+        }
+        // The pipeline keeps what it needs of the module.
+        self.cache().insert(key, pipeline.clone());
+        Ok(pipeline)
     }
 
     /// Runs `kernel` (checked as `checked`) on `inputs`: its dispatches in order over the same
@@ -159,25 +281,15 @@ impl Gpu {
     ) -> Result<Vec<(String, Vec<u8>)>, GpuError> {
         use wgpu::util::DeviceExt;
         if self.is_lost() {
+            self.cache().clear();
             return Err(GpuError::Lost("lost before this run".into()));
         }
         check_inputs(kernel, checked, inputs, limits)?;
+        let pipeline = self.pipeline(kernel)?;
         let device = &self.device;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
 
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("kernel"),
-            source: wgpu::ShaderSource::Wgsl(kernel.shader.as_str().into()),
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("kernel"),
-            layout: None,
-            module: &module,
-            entry_point: Some(&kernel.entry_point),
-            compilation_options: Default::default(),
-            cache: None,
-        });
         let buffers: Vec<wgpu::Buffer> = kernel
             .buffers
             .iter()
@@ -273,11 +385,11 @@ impl Gpu {
             Ok(_) => {}
             Err(wgpu::PollError::Timeout) => {
                 // The GPU may still be running it: this device is not used again.
-                self.lost.store(true, Ordering::SeqCst);
+                self.lose();
                 return Err(GpuError::Timeout(limits.wall_time_ms));
             }
             Err(e) => {
-                self.lost.store(true, Ordering::SeqCst);
+                self.lose();
                 return Err(GpuError::Lost(e.to_string()));
             }
         }
@@ -300,5 +412,42 @@ impl Gpu {
                 Ok((name, bytes))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(shader: &str, entry_point: &str) -> PipelineKey {
+        PipelineKey::of(&Kernel {
+            shader: shader.into(),
+            entry_point: entry_point.into(),
+            buffers: vec![],
+            dispatches: vec![],
+            loop_budget: None,
+            work: None,
+        })
+    }
+
+    #[test]
+    fn the_cache_keeps_the_most_recently_used() {
+        let mut lru = Lru::new(3);
+        for i in 0..3 {
+            lru.insert(key(&format!("shader {i}"), "main"), i);
+        }
+        // Using 0 makes 1 the least recently used: it goes when 3 comes.
+        assert_eq!(lru.get(&key("shader 0", "main")), Some(0));
+        lru.insert(key("shader 3", "main"), 3);
+        assert_eq!(lru.len(), 3);
+        assert_eq!(lru.get(&key("shader 1", "main")), None);
+        assert_eq!(lru.get(&key("shader 2", "main")), Some(2));
+        // The entry point is part of the key; a second insert replaces.
+        assert_eq!(lru.get(&key("shader 0", "other")), None);
+        lru.insert(key("shader 0", "main"), 10);
+        assert_eq!(lru.len(), 3);
+        assert_eq!(lru.get(&key("shader 0", "main")), Some(10));
+        lru.clear();
+        assert_eq!(lru.get(&key("shader 0", "main")), None);
     }
 }

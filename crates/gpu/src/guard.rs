@@ -25,6 +25,9 @@
 //! WGSL forbids. Such loops run in uniform control flow; an endless one is stopped by the
 //! worker's wall-time watchdog instead.
 //!
+//! The same upload-time rewrite clamps every index into bounds ([`crate::bounds`]), so a
+//! kernel with no loop is rewritten too when it indexes anything.
+//!
 //! The rewritten WGSL comes from naga's WGSL writer, so both engines (wgpu natively, the
 //! browser's WebGPU) compile the same text.
 
@@ -50,8 +53,9 @@ pub const DEFAULT_LOOP_BUDGET: u32 = 60_000;
 /// The largest loop budget a kernel may ask for.
 pub const MAX_LOOP_BUDGET: u32 = 1 << 30;
 
-/// The kernel to run: `kernel` with its loops guarded (see the module documentation) and
-/// [`STATUS_BUFFER`] appended to its buffers; `kernel` itself when it has no loop to guard.
+/// The kernel to run: `kernel` with its indices clamped ([`crate::bounds`]), its loops
+/// guarded (see the module documentation) and, when it has a loop to guard, [`STATUS_BUFFER`]
+/// appended to its buffers; `kernel` itself when there is nothing to clamp or guard.
 pub fn guard(kernel: &Kernel, budget: u32) -> Result<Kernel, KernelError> {
     let mut module = naga::front::wgsl::parse_str(&kernel.shader)
         .map_err(|e| KernelError::Parse(e.emit_to_string(&kernel.shader)))?;
@@ -60,6 +64,8 @@ pub fn guard(kernel: &Kernel, budget: u32) -> Result<Kernel, KernelError> {
         .iter()
         .position(|e| e.name == kernel.entry_point)
         .ok_or_else(|| KernelError::NoEntryPoint(kernel.entry_point.clone()))?;
+    // Clamped first: the loop guard's own variables are scalars, so it adds no access.
+    let clamped = crate::bounds::clamp_indices(&mut module)?;
 
     // Functions the entry point may call, and those that reach a barrier.
     let reachable = reachable(&module, &module.entry_points[entry].function);
@@ -81,7 +87,12 @@ pub fn guard(kernel: &Kernel, budget: u32) -> Result<Kernel, KernelError> {
             .iter()
             .any(|&h| has_guardable(&module.functions[h]));
     if !any {
-        return Ok(kernel.clone());
+        if clamped == 0 {
+            return Ok(kernel.clone());
+        }
+        let mut bounded = kernel.clone();
+        bounded.shader = write(&module, "clamping its indices failed")?;
+        return Ok(bounded);
     }
 
     let u32_ty = module.types.insert(
@@ -143,14 +154,8 @@ pub fn guard(kernel: &Kernel, budget: u32) -> Result<Kernel, KernelError> {
         guard_function(&mut module.functions[h], vars, &barrier);
     }
 
-    let info = Validator::new(ValidationFlags::all(), Capabilities::default())
-        .validate(&module)
-        .map_err(|e| KernelError::Invalid(format!("guarding its loops failed: {e}")))?;
-    let shader =
-        naga::back::wgsl::write_string(&module, &info, naga::back::wgsl::WriterFlags::empty())
-            .map_err(|e| KernelError::Invalid(format!("guarding its loops failed: {e}")))?;
     let mut guarded = kernel.clone();
-    guarded.shader = shader;
+    guarded.shader = write(&module, "guarding its loops failed")?;
     guarded.buffers.push(Buffer {
         name: STATUS_BUFFER.into(),
         group,
@@ -159,6 +164,15 @@ pub fn guard(kernel: &Kernel, budget: u32) -> Result<Kernel, KernelError> {
         size: Some(4),
     });
     Ok(guarded)
+}
+
+/// `module` (rewritten) as WGSL, after validating it: both engines compile this text.
+fn write(module: &naga::Module, what: &str) -> Result<String, KernelError> {
+    let info = Validator::new(ValidationFlags::all(), Capabilities::default())
+        .validate(module)
+        .map_err(|e| KernelError::Invalid(format!("{what}: {e}")))?;
+    naga::back::wgsl::write_string(module, &info, naga::back::wgsl::WriterFlags::empty())
+        .map_err(|e| KernelError::Invalid(format!("{what}: {e}")))
 }
 
 /// Splits a guarded kernel's outputs into whether its loop budget ran out and the rest.

@@ -13,6 +13,20 @@
 //! statements and expressions of the entry point and of every function it may call (each
 //! counted once). Loops are not unrolled: the measure is a price basis, known before the
 //! kernel runs and the same on every GPU.
+//!
+//! The coordinator measures the kernel it stores, after [`crate::guard()`] rewrote it (loop
+//! guards, index clamps): the price of what runs, clamps included. The rewrite is a function
+//! of the uploaded kernel alone, so the same upload always gets the same work, and the
+//! coordinator writes it into the stored kernel ([`Kernel::work`]) so that workers (and the
+//! browser, which has no naga) charge that number rather than their own.
+//!
+//! # Buffer sizes
+//!
+//! A buffer holds at least its shader type's size ([`Checked::min_bytes`]), in which a
+//! runtime-sized array (`array<T>`, alone or as a struct's last member) counts one element:
+//! `arrayLength` is never 0, which the index clamps of [`crate::bounds`] rely on
+//! (`min(i, arrayLength - 1)` would wrap). WebGPU's minimum binding size is the same rule, so
+//! the browser engine refuses smaller buffers too.
 
 use crate::guard::{MAX_LOOP_BUDGET, RESERVED_PREFIX, STATUS_BUFFER};
 use crate::kernel::{GpuLimits, Kernel, Role};
@@ -84,6 +98,8 @@ pub enum KernelError {
     MissingInput(String),
     #[error("input {0:?} is not a buffer the kernel fills from its inputs")]
     UnknownInput(String),
+    #[error(transparent)]
+    Bounds(#[from] crate::bounds::BoundsError),
 }
 
 /// What validating a kernel found out about it.
@@ -93,7 +109,8 @@ pub struct Checked {
     pub workgroup_size: [u32; 3],
     /// Statements and expressions of the entry point and every function it may call.
     pub static_cost: u64,
-    /// The least bytes each buffer needs (its shader type's size), in declaration order.
+    /// The least bytes each buffer needs (its shader type's size, a runtime-sized array
+    /// counting one element), in declaration order.
     pub min_bytes: Vec<u64>,
 }
 
@@ -136,7 +153,7 @@ pub fn check(kernel: &Kernel, limits: &GpuLimits) -> Result<Checked, KernelError
     check_with(kernel, limits, false)
 }
 
-/// Checks a kernel as [`crate::guard`] made it: like [`check`], with its status buffer.
+/// Checks a kernel as [`crate::guard()`] made it: like [`check`], with its status buffer.
 pub fn check_guarded(kernel: &Kernel, limits: &GpuLimits) -> Result<Checked, KernelError> {
     check_with(kernel, limits, true)
 }

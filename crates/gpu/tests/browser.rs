@@ -253,6 +253,18 @@ g.runKernel(window.gpuDevice, kernel, given, options).then(
   (e) => done({ err: String((e && e.message) || e) }));
 "#;
 
+/// How many compiled kernels web/gpu.js keeps for the page's device.
+async fn cached_pipelines(b: &Browser) -> u64 {
+    b.execute(
+        "return runegridGpu.cachedPipelines(window.gpuDevice)",
+        vec![],
+    )
+    .await
+    .unwrap()
+    .as_u64()
+    .unwrap()
+}
+
 /// What a browser run returned: the outputs, and what `splitStatus` made of them.
 #[derive(Debug)]
 struct BrowserRun {
@@ -638,7 +650,8 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
     .await;
 
     // Out-of-bounds indexing: WGSL lets each implementation choose what such reads and writes
-    // do (within the buffer), so this is reported, not required to agree.
+    // do (within the buffer), so the plain kernel is reported, not required to agree; clamped
+    // (bounds.rs, as the coordinator stores every kernel) both engines give the same bytes.
     let oob = Kernel {
         loop_budget: None,
         work: None,
@@ -660,7 +673,7 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
         "out-of-bounds indexing is not repeatable"
     );
     eprintln!(
-        "out-of-bounds indexing: {}\n  native:  {:?}\n  browser: {:?}",
+        "out-of-bounds indexing, unclamped: {}\n  native:  {:?}\n  browser: {:?}",
         if browser.outputs == native {
             "identical bytes"
         } else {
@@ -668,6 +681,57 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
         },
         from_words(&native[0].1),
         from_words(&browser.outputs[0].1)
+    );
+    let clamped = runegrid_gpu::guard(&oob, 1000).unwrap();
+    let out = same_bytes(
+        &b,
+        &gpu,
+        "out-of-bounds indexing, clamped",
+        &clamped,
+        &oob_inputs,
+    )
+    .await;
+    // Invocation 0 reads a[100000], clamped to a[15]; the others write out[1000 * id], clamped
+    // to out[15], all the same value.
+    let mut want = vec![0u32; 16];
+    want[0] = 16;
+    want[15] = 16;
+    assert_eq!(from_words(&out.outputs[0].1), want);
+
+    // Every kind of out-of-bounds access (common::OUT_OF_BOUNDS): clamped, the same bytes on
+    // both engines and what bounds.rs says.
+    let hostile = out_of_bounds_kernel();
+    let clamped = runegrid_gpu::guard(&hostile, 1000).unwrap();
+    let out = same_bytes(
+        &b,
+        &gpu,
+        "every kind of out-of-bounds access, clamped",
+        &clamped,
+        &out_of_bounds_inputs(),
+    )
+    .await;
+    assert_eq!(from_words(&out.outputs[0].1), OUT_OF_BOUNDS_CLAMPED);
+    // What each engine does on its own, reported: Tint's robustness transform clamps too, and
+    // (Chromium 156) also takes a negative index to the last element; lavapipe reads zero past
+    // a buffer's end (and a[i32::MIN] wraps to a[0]) and skips such writes.
+    let raw = run_in_browser(&b, &hostile, &out_of_bounds_inputs())
+        .await
+        .unwrap();
+    let native_raw = run_native(&gpu, &hostile, &out_of_bounds_inputs()).unwrap();
+    let agrees = |bytes: &[u8]| {
+        if from_words(bytes) == OUT_OF_BOUNDS_CLAMPED {
+            "as clamped"
+        } else {
+            "NOT as clamped"
+        }
+    };
+    eprintln!(
+        "every kind of out-of-bounds access, unclamped: native {}, browser {}\n  clamped: {:?}\n  native:  {:?}\n  browser: {:?}",
+        agrees(&native_raw[0].1),
+        agrees(&raw.outputs[0].1),
+        OUT_OF_BOUNDS_CLAMPED,
+        from_words(&native_raw[0].1),
+        from_words(&raw.outputs[0].1)
     );
 
     // Guarded kernels: an endless loop stops with the budget spent, on both alike; one that
@@ -789,7 +853,10 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
     assert!(err.starts_with("the GPU refused the kernel: "), "{err}");
     eprintln!("an invalid binding: native says {native:?}\n  the browser says {err:?}");
 
-    // WGSL that does not compile: the browser says where.
+    // WGSL that does not compile: the browser says where, on every run (a refused kernel is
+    // not kept with the compiled ones).
+    let kept = cached_pipelines(&b).await;
+    assert!((1..=16).contains(&kept), "{kept} pipelines kept");
     let mut broken = small.clone();
     broken.shader = ADD.replace("a[i] + b[i]", "a[i] +* b[i]");
     let err = run_in_browser(&b, &broken, &given).await.unwrap_err();
@@ -798,10 +865,23 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
         "{err}"
     );
     eprintln!("WGSL that does not compile: the browser says {err:?}");
+    assert_eq!(run_in_browser(&b, &broken, &given).await.unwrap_err(), err);
+    assert_eq!(cached_pipelines(&b).await, kept);
 
-    // The page (and its device) keep working after the refusals.
+    // The page (and its device) keep working after the refusals, with the vector add compiled
+    // at the start.
     let out = same_bytes(&b, &gpu, "vector add after the refusals", &add, &add_inputs).await;
     assert_eq!(from_words(&out.outputs[0].1), want_add(&a, &bs));
+    assert_eq!(cached_pipelines(&b).await, kept);
+
+    // At most 16 kept, the least recently used going first.
+    for k in 0..20u32 {
+        let mut other = small.clone();
+        other.shader = ADD.replace("a[i] + b[i]", &format!("a[i] + b[i] + {k}u"));
+        let out = run_in_browser(&b, &other, &given).await.unwrap();
+        assert_eq!(from_words(&out.outputs[0].1), vec![k; 16]);
+    }
+    assert_eq!(cached_pipelines(&b).await, 16);
 
     // A run past its wall time: abandoned, and its device destroyed (as native marks its
     // device lost); the page opens a new one and goes on.
@@ -816,8 +896,10 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
     let err = run_in_browser(&b, &add, &add_inputs).await.unwrap_err();
     assert!(err.starts_with("the GPU device was lost: "), "{err}");
     call(&b, OPEN, vec![]).await.unwrap();
+    assert_eq!(cached_pipelines(&b).await, 0);
     let out = same_bytes(&b, &gpu, "vector add on a new device", &add, &add_inputs).await;
     assert_eq!(from_words(&out.outputs[0].1), want_add(&a, &bs));
+    assert_eq!(cached_pipelines(&b).await, 1);
 
     b.close().await.unwrap();
     driver.session = None;

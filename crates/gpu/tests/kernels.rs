@@ -139,6 +139,226 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 }
 
 #[test]
+fn out_of_bounds_indices_are_clamped_to_the_last_element() {
+    let kernel = out_of_bounds_kernel();
+    let limits = GpuLimits::default();
+    check(&kernel, &limits).unwrap();
+    // No loop: the clamps come without a status buffer.
+    let bounded = runegrid_gpu::guard(&kernel, 1000).unwrap();
+    assert_eq!(bounded.buffers, kernel.buffers);
+    assert!(
+        bounded.shader.contains("arrayLength((&a)) - 1u"),
+        "{}",
+        bounded.shader
+    );
+    let checked = runegrid_gpu::check_guarded(&bounded, &limits).unwrap();
+    let Some(gpu) = gpu() else { return };
+    let out = gpu
+        .run(&bounded, &checked, &out_of_bounds_inputs(), &limits)
+        .unwrap();
+    assert_eq!(from_words(&out[0].1), OUT_OF_BOUNDS_CLAMPED);
+    // Unclamped, this adapter does something else (lavapipe reads zero past a buffer's end and
+    // skips the write): what the clamps are for.
+    let raw = gpu
+        .run(
+            &kernel,
+            &check(&kernel, &limits).unwrap(),
+            &out_of_bounds_inputs(),
+            &limits,
+        )
+        .unwrap();
+    eprintln!(
+        "unclamped on {}: {:?}",
+        gpu.info().name,
+        from_words(&raw[0].1)
+    );
+}
+
+#[test]
+fn in_bounds_kernels_give_the_same_bytes_clamped() {
+    let limits = GpuLimits::default();
+    let n = 1000u32;
+    let add = add_kernel(u64::from(n));
+    let bounded = runegrid_gpu::guard(&add, 1000).unwrap();
+    assert_ne!(bounded.shader, add.shader);
+    assert_eq!(bounded.buffers, add.buffers);
+    let given = inputs(&[
+        ("a", words(&(0..n).map(|i| i * 3).collect::<Vec<_>>())),
+        ("b", words(&(0..n).collect::<Vec<_>>())),
+    ]);
+    let Some(gpu) = gpu() else { return };
+    let plain = gpu
+        .run(&add, &check(&add, &limits).unwrap(), &given, &limits)
+        .unwrap();
+    let clamped = gpu
+        .run(
+            &bounded,
+            &runegrid_gpu::check_guarded(&bounded, &limits).unwrap(),
+            &given,
+            &limits,
+        )
+        .unwrap();
+    assert_eq!(clamped, plain);
+}
+
+#[test]
+fn the_work_of_a_stored_kernel_is_that_of_its_rewrite_and_repeatable() {
+    // The coordinator guards (and clamps) a kernel, then prices what it will run: the same
+    // number for the same upload, above the plain kernel's (the clamps are work).
+    let limits = GpuLimits::default();
+    let kernel = out_of_bounds_kernel();
+    let priced = || {
+        let guarded = runegrid_gpu::guard(&kernel, 1000).unwrap();
+        runegrid_gpu::check_guarded(&guarded, &limits)
+            .unwrap()
+            .work(&guarded)
+    };
+    let work = priced();
+    assert_eq!(priced(), work);
+    assert!(work > check(&kernel, &limits).unwrap().work(&kernel));
+}
+
+#[test]
+fn a_runtime_sized_array_needs_one_element() {
+    // The clamp `min(i, arrayLength - 1)` needs arrayLength >= 1: every buffer is at least its
+    // type's size, in which a runtime-sized array counts one element.
+    let shader = r#"
+struct Tail { n: u32, data: array<vec2<u32>> }
+@group(0) @binding(0) var<storage, read> t: Tail;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(1)
+fn main() { out[t.n] = t.data[t.n].x; }
+"#;
+    let kernel = Kernel {
+        loop_budget: None,
+        work: None,
+        shader: shader.into(),
+        entry_point: "main".into(),
+        buffers: vec![
+            buffer("t", 0, Role::Input, None),
+            buffer("out", 1, Role::Output, Some(4)),
+        ],
+        dispatches: vec![[1, 1, 1]],
+    };
+    let limits = GpuLimits::default();
+    let checked = check(&kernel, &limits).unwrap();
+    // `n` and one `vec2<u32>` at offset 8; `out`, one `u32`.
+    assert_eq!(checked.min_bytes, vec![16, 4]);
+    let header_only = inputs(&[("t", words(&[0, 0]))]);
+    assert_eq!(
+        check_inputs(&kernel, &checked, &header_only, &limits),
+        Err(KernelError::TooSmall {
+            name: "t".into(),
+            size: 8,
+            min: 16
+        })
+    );
+    let output_of_nothing = Kernel {
+        buffers: vec![
+            buffer("t", 0, Role::Input, None),
+            buffer("out", 1, Role::Output, Some(0)),
+        ],
+        ..kernel.clone()
+    };
+    assert!(matches!(
+        check(&output_of_nothing, &limits),
+        Err(KernelError::OutputSize { .. })
+    ));
+    let bounded = runegrid_gpu::guard(&kernel, 1000).unwrap();
+    let Some(gpu) = gpu() else { return };
+    let out = gpu
+        .run(
+            &bounded,
+            &runegrid_gpu::check_guarded(&bounded, &limits).unwrap(),
+            &inputs(&[("t", words(&[7, 0, 41, 42]))]),
+            &limits,
+        )
+        .unwrap();
+    // out[7] and t.data[7] are their only elements.
+    assert_eq!(from_words(&out[0].1), vec![41]);
+}
+
+#[test]
+fn compiled_kernels_are_kept_but_refusals_are_not() {
+    if gpu().is_none() {
+        return;
+    }
+    // A device of its own: the shared one's cache fills with the other tests' kernels.
+    let gpu = Gpu::open(OpenOptions {
+        allow_software: true,
+    })
+    .unwrap();
+    let limits = GpuLimits::default();
+    let add = add_kernel(4);
+    let checked = check(&add, &limits).unwrap();
+    let given = inputs(&[("a", words(&[1, 2, 3, 4])), ("b", words(&[10, 20, 30, 40]))]);
+    let sum = |out: Vec<(String, Vec<u8>)>| from_words(&out[0].1);
+    assert_eq!(
+        sum(gpu.run(&add, &checked, &given, &limits).unwrap()),
+        [11, 22, 33, 44]
+    );
+    assert_eq!(
+        sum(gpu.run(&add, &checked, &given, &limits).unwrap()),
+        [11, 22, 33, 44]
+    );
+    assert_eq!(gpu.cached_pipelines(), 1);
+
+    // WGSL the GPU refuses: refused on every run, and never kept.
+    let mut broken = add.clone();
+    broken.shader = ADD.replace("a[i] + b[i]", "a[i] +* b[i]");
+    let first = gpu.run(&broken, &checked, &given, &limits).unwrap_err();
+    assert!(matches!(first, GpuError::Refused(_)), "{first}");
+    assert_eq!(gpu.run(&broken, &checked, &given, &limits), Err(first));
+    assert_eq!(gpu.cached_pipelines(), 1);
+
+    // Bounded: past PIPELINE_CACHE kernels the oldest go, and come back when used again.
+    for k in 0..runegrid_gpu::device::PIPELINE_CACHE + 4 {
+        let mut other = add.clone();
+        other.shader = ADD.replace("a[i] + b[i]", &format!("a[i] + b[i] + {k}u"));
+        let out = gpu.run(&other, &checked, &given, &limits).unwrap();
+        assert_eq!(sum(out)[0], 11 + k as u32);
+    }
+    assert_eq!(gpu.cached_pipelines(), runegrid_gpu::device::PIPELINE_CACHE);
+    assert_eq!(
+        sum(gpu.run(&add, &checked, &given, &limits).unwrap()),
+        [11, 22, 33, 44]
+    );
+
+    // A run past its wall time loses the device, and what was compiled for it.
+    let hash = Kernel {
+        loop_budget: None,
+        work: None,
+        shader: HASH.into(),
+        entry_point: "main".into(),
+        buffers: vec![
+            buffer("params", 0, Role::Uniform, None),
+            buffer("state", 1, Role::Inout, None),
+        ],
+        // 64 dispatches one after the other, each 60,000 dependent rounds per invocation: well
+        // over a millisecond on any GPU.
+        dispatches: vec![[1, 1, 1]; 64],
+    };
+    let slow = inputs(&[
+        ("params", words(&[60_000, 1])),
+        ("state", words(&(0..32).collect::<Vec<u32>>())),
+    ]);
+    let quick = GpuLimits {
+        wall_time_ms: 1,
+        ..limits
+    };
+    assert_eq!(
+        gpu.run(&hash, &check(&hash, &limits).unwrap(), &slow, &quick),
+        Err(GpuError::Timeout(1))
+    );
+    assert!(gpu.is_lost());
+    assert_eq!(gpu.cached_pipelines(), 0);
+    assert!(matches!(
+        gpu.run(&add, &checked, &given, &limits),
+        Err(GpuError::Lost(_))
+    ));
+}
+
+#[test]
 fn a_float_kernel_agrees_with_the_cpu_within_a_tolerance() {
     let shader = r#"
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -507,9 +727,27 @@ fn guarded_kernels_that_finish_give_the_same_bytes() {
     assert!(!exhausted);
     assert_eq!(out, plain);
 
-    // No loop, nothing to guard: the kernel is returned as it is.
+    // No loop and no index to clamp: the kernel is returned as it is.
+    let scalar = Kernel {
+        loop_budget: None,
+        work: None,
+        shader: r#"
+@group(0) @binding(0) var<storage, read_write> out: vec4<u32>;
+@compute @workgroup_size(1)
+fn main() { out = vec4<u32>(out.x + 1u, out[1], 3u, 4u); }
+"#
+        .into(),
+        entry_point: "main".into(),
+        buffers: vec![buffer("out", 0, Role::Inout, None)],
+        dispatches: vec![[1, 1, 1]],
+    };
+    check(&scalar, &limits).unwrap();
+    assert_eq!(runegrid_gpu::guard(&scalar, 1000).unwrap(), scalar);
+    // No loop but indices: clamped, without a status buffer.
     let add = add_kernel(8);
-    assert_eq!(runegrid_gpu::guard(&add, 1000).unwrap(), add);
+    let bounded = runegrid_gpu::guard(&add, 1000).unwrap();
+    assert_ne!(bounded.shader, add.shader);
+    assert_eq!(bounded.buffers, add.buffers);
     // Users cannot declare the status buffer themselves.
     let mut sneaky = add_kernel(8);
     sneaky.buffers[2].name = runegrid_gpu::STATUS_BUFFER.into();
