@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             "hostile",
             "sleep",
             "files",
+            "linalg",
         ],
         binaries: &[
             "render",
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
             "hostile",
             "sleep",
             "files",
+            "linalg",
         ],
         // The directory the examples were built in before this helper existed: kept, so an
         // existing target directory needs no rebuild.

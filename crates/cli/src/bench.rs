@@ -24,6 +24,9 @@ pub enum Suite {
     /// natively and for wasm32-wasip1: how much slower plain wasmtime, the instrumented sandbox
     /// (with and without NaN canonicalization) and V8 run them than native code.
     Programs(crate::bench_programs::ProgramsBenchArgs),
+    /// WGSL kernels (vector add, f32 and int8 matmul): locally with wgpu, through the grid on a
+    /// GPU worker, and against their CPU twins as WASI tasks.
+    Gpu(crate::bench_gpu::GpuBenchArgs),
 }
 
 #[derive(Args)]
@@ -66,6 +69,7 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
         Some(Suite::Credits(c)) => return crate::bench_credits::run(c).await,
         Some(Suite::Infer(i)) => return crate::bench_infer::run(i).await,
         Some(Suite::Programs(p)) => return crate::bench_programs::run(p).await,
+        Some(Suite::Gpu(g)) => return crate::bench_gpu::run(g).await,
         None => {}
     }
     println!(

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_browser;
 mod bench_credits;
+mod bench_gpu;
 mod bench_infer;
 mod bench_programs;
 mod bench_trust;

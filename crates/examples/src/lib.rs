@@ -13,6 +13,7 @@
 //! | `noop`       | none                                                 | nothing |
 //! | `echo`       | anything                                             | `arg[i]=..` lines, sorted `env K=V` lines, `stdin=` + stdin |
 //! | `files`      | `tour`, `fill [CHUNK]`, `sort IN OUT`                | a transcript of file operations (see the module's docs) |
+//! | `linalg`     | `vadd N`, `matmul-f32 N`, `matmul-i8 N` (inputs: blobs `a`, `b`) | nothing; writes `/out/c` (see the module's docs) |
 //! | `hostile`    | `loop`, `membomb`, `spew`, `recurse`, `panic`, `exit N`, `sleep`, `clock`, `random`, `divzero` | see the module's docs |
 //!
 //! `SEED` defaults to 42 and `MAX_ITER` to 500. Bad arguments make every guest print its
@@ -41,6 +42,10 @@ pub const SLEEP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sleep.wasm"))
 /// Reads and writes files with `std::fs` (scratch space, `/out`, `/blobs`) and prints what it
 /// saw: the same tree, inode numbers and timestamps on every engine.
 pub const FILES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/files.wasm"));
+/// The CPU twins of `runegrid bench gpu`'s WGSL kernels (vector add, `f32` and `int8` matmul):
+/// reads the blobs `a` and `b`, writes `/out/c` with the bytes the kernel's output buffer `c`
+/// holds.
+pub const LINALG: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/linalg.wasm"));
 
 /// Names of all the guest programs, as accepted by [`by_name`].
 pub const NAMES: &[&str] = &[
@@ -53,6 +58,7 @@ pub const NAMES: &[&str] = &[
     "hostile",
     "sleep",
     "files",
+    "linalg",
 ];
 
 /// The module of the guest program called `name`, if there is one.
@@ -67,6 +73,7 @@ pub fn by_name(name: &str) -> Option<&'static [u8]> {
         "hostile" => HOSTILE,
         "sleep" => SLEEP,
         "files" => FILES,
+        "linalg" => LINALG,
         _ => return None,
     })
 }
