@@ -144,6 +144,25 @@ function pciId(text) {
   return m ? parseInt(m[1], 16) : 0;
 }
 
+/**
+ * The browser and its major version ("chrome 156", "firefox 141", "safari 18"), or ''. It is part
+ * of the adapter's driver info: the browser compiles WGSL itself, so two versions of one
+ * browser on one GPU are different drivers as far as homogeneous redundancy is concerned.
+ */
+export function browserEngine(userAgent) {
+  const ua = String(userAgent || '');
+  for (const [re, name] of [
+    [/\bEdg\/(\d+)/, 'edge'],
+    [/\bFirefox\/(\d+)/, 'firefox'],
+    [/Chrom(?:e|ium)\/(\d+)/, 'chrome'],
+    [/\bVersion\/(\d+)[^ ]* .*Safari\//, 'safari'],
+  ]) {
+    const m = re.exec(ua);
+    if (m) return `${name} ${m[1]}`;
+  }
+  return '';
+}
+
 /** What a worker tells the coordinator about its GPU: device.rs `AdapterInfo`, as its JSON. */
 export function adapterInfo(adapter) {
   const i = adapter.info || {};
@@ -163,7 +182,9 @@ export function adapterInfo(adapter) {
     device_type: software ? 'cpu' : 'other',
     backend: 'webgpu',
     driver: [vendor, architecture].filter(Boolean).join(' '),
-    driver_info: description,
+    driver_info: [description, browserEngine(globalThis.navigator && globalThis.navigator.userAgent)]
+      .filter(Boolean)
+      .join('; '),
     software,
     features: REPORTED_FEATURES.filter((f) => adapter.features.has(f)),
     max_buffer_bytes: Number(limits.maxBufferSize),

@@ -811,6 +811,16 @@ async fn a_browser_worker_runs_a_gpu_kernel_and_agrees_with_a_native_one() {
             && w.capabilities["gpu"]["backend"] == "webgpu"
     })
     .await;
+    // The browser's version is part of its adapter's driver (it compiles the WGSL).
+    let ws = grid.client().workers().await.unwrap();
+    let browser = ws
+        .iter()
+        .find(|w| w.capabilities["gpu"]["backend"] == "webgpu")
+        .unwrap();
+    let info = browser.capabilities["gpu"]["driver_info"]
+        .as_str()
+        .unwrap_or("");
+    assert!(info.contains("chrome "), "{info}");
     grid.wait_worker("the native worker showing its GPU", |w| {
         w.name == "native-gpu" && w.capabilities.get("gpu").is_some()
     })

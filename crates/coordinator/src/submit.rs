@@ -301,7 +301,8 @@ fn check_gpu(
 /// The policy of a job whose replicas agree only on one adapter class or within a tolerance:
 /// always a quorum. The adaptive policy (the default) accepts a trusted worker's lone result
 /// and audits it later on another worker, whose bytes need not match, so it becomes a quorum
-/// (of 2 by default) when the submission names no policy, and is refused when it does.
+/// (of 2 by default) when the submission names no policy, and is refused when it does. Policy
+/// `none` (one attempt, nothing compared) stays.
 fn replicated(
     asked: Option<PolicyKind>,
     resolved: PolicyKind,
@@ -309,6 +310,8 @@ fn replicated(
 ) -> Result<PolicyKind, ApiError> {
     match (asked, resolved) {
         (_, PolicyKind::Quorum) => Ok(PolicyKind::Quorum),
+        // One attempt, nothing compared.
+        (_, PolicyKind::None) => Ok(PolicyKind::None),
         (None, PolicyKind::Adaptive) => Ok(PolicyKind::Quorum),
         (_, other) => Err(ApiError::bad(
             "invalid_policy",

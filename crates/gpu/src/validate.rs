@@ -37,6 +37,25 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The largest workgroup count of a dispatch along one dimension (WebGPU's default limit).
 pub const MAX_WORKGROUPS_PER_DIMENSION: u32 = 65_535;
 
+/// WebGPU's default limits that a kernel must stay within: every WebGPU adapter, and every
+/// adapter wgpu opens, offers at least these, so every GPU worker can run every accepted
+/// kernel and the scheduler needs no per-adapter matching. (Adapters with more are not asked
+/// for it: a kernel that needs more would run on some GPUs only.)
+pub mod webgpu {
+    /// `maxComputeWorkgroupSizeX`, `Y` and `Z`.
+    pub const WORKGROUP_SIZE: [u32; 3] = [256, 256, 64];
+    /// `maxComputeInvocationsPerWorkgroup`.
+    pub const INVOCATIONS_PER_WORKGROUP: u32 = 256;
+    /// `maxStorageBuffersPerShaderStage`.
+    pub const STORAGE_BUFFERS: usize = 8;
+    /// `maxUniformBuffersPerShaderStage`.
+    pub const UNIFORM_BUFFERS: usize = 12;
+    /// `maxUniformBufferBindingSize`.
+    pub const UNIFORM_BYTES: u64 = 64 << 10;
+    /// `maxComputeWorkgroupStorageSize`.
+    pub const WORKGROUP_STORAGE_BYTES: u64 = 16 << 10;
+}
+
 /// Why a kernel or a task's inputs were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {
@@ -100,6 +119,25 @@ pub enum KernelError {
     UnknownInput(String),
     #[error(transparent)]
     Bounds(#[from] crate::bounds::BoundsError),
+    #[error(
+        "@workgroup_size{size:?} is above WebGPU's default limits (x, y <= 256, z <= 64, at most 256 invocations), which every GPU worker offers"
+    )]
+    WorkgroupSize { size: [u32; 3] },
+    #[error(
+        "the kernel uses {count} {kind} buffers{note}; at most {limit} (WebGPU's default limit, which every GPU worker offers)"
+    )]
+    TooManyBuffers {
+        kind: &'static str,
+        count: usize,
+        limit: usize,
+        note: &'static str,
+    },
+    #[error(
+        "the kernel's var<workgroup> variables take {bytes} bytes; at most {limit} (WebGPU's default limit)"
+    )]
+    WorkgroupStorage { bytes: u64, limit: u64 },
+    #[error("uniform {name:?} is {size} bytes; a uniform buffer is at most {limit} bytes")]
+    UniformTooLarge { name: String, size: u64, limit: u64 },
 }
 
 /// What validating a kernel found out about it.
@@ -301,12 +339,79 @@ fn check_with(kernel: &Kernel, limits: &GpuLimits, guarded: bool) -> Result<Chec
     if let Some(i) = used.iter().position(|u| !u) {
         return Err(KernelError::Unused(kernel.buffers[i].name.clone()));
     }
+    within_webgpu_limits(kernel, &module, entry, guarded)?;
 
     Ok(Checked {
         workgroup_size: entry.workgroup_size,
         static_cost: static_cost(&module, &entry.function),
         min_bytes,
     })
+}
+
+/// The kernel against WebGPU's default limits ([`webgpu`]).
+fn within_webgpu_limits(
+    kernel: &Kernel,
+    module: &naga::Module,
+    entry: &naga::EntryPoint,
+    guarded: bool,
+) -> Result<(), KernelError> {
+    let size = entry.workgroup_size;
+    let invocations: u64 = size.iter().map(|&n| u64::from(n)).product();
+    if size
+        .iter()
+        .zip(webgpu::WORKGROUP_SIZE)
+        .any(|(&n, max)| n > max)
+        || invocations > u64::from(webgpu::INVOCATIONS_PER_WORKGROUP)
+    {
+        return Err(KernelError::WorkgroupSize { size });
+    }
+    let uniforms = kernel
+        .buffers
+        .iter()
+        .filter(|b| b.role == Role::Uniform)
+        .count();
+    let storage = kernel.buffers.len() - uniforms;
+    let has_status = guarded && kernel.buffers.iter().any(|b| b.name == STATUS_BUFFER);
+    if storage > webgpu::STORAGE_BUFFERS {
+        return Err(KernelError::TooManyBuffers {
+            kind: "storage",
+            count: storage,
+            limit: webgpu::STORAGE_BUFFERS,
+            note: if has_status {
+                " (one of them the status buffer runegrid adds to a kernel with loops)"
+            } else {
+                ""
+            },
+        });
+    }
+    if uniforms > webgpu::UNIFORM_BUFFERS {
+        return Err(KernelError::TooManyBuffers {
+            kind: "uniform",
+            count: uniforms,
+            limit: webgpu::UNIFORM_BUFFERS,
+            note: "",
+        });
+    }
+    let bytes: u64 = module
+        .global_variables
+        .iter()
+        .filter(|(_, v)| v.space == AddressSpace::WorkGroup)
+        .map(|(_, v)| {
+            u64::from(
+                module.types[v.ty]
+                    .inner
+                    .try_size(module.to_ctx())
+                    .unwrap_or(u32::MAX),
+            )
+        })
+        .sum();
+    if bytes > webgpu::WORKGROUP_STORAGE_BYTES {
+        return Err(KernelError::WorkgroupStorage {
+            bytes,
+            limit: webgpu::WORKGROUP_STORAGE_BYTES,
+        });
+    }
+    Ok(())
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -427,6 +532,13 @@ pub fn check_input_sizes(
                 name: b.name.clone(),
                 size,
                 min,
+            });
+        }
+        if b.role == Role::Uniform && size > webgpu::UNIFORM_BYTES {
+            return Err(KernelError::UniformTooLarge {
+                name: b.name.clone(),
+                size,
+                limit: webgpu::UNIFORM_BYTES,
             });
         }
         if size > limits.buffer_bytes {

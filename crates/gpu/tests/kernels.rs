@@ -546,6 +546,101 @@ fn bad_kernels_get_clear_errors() {
     assert!(matches!(json, KernelError::Json(_)), "{json}");
 }
 
+/// Kernels beyond WebGPU's default limits (which every adapter offers) are refused at upload,
+/// so any GPU worker can run any accepted kernel.
+#[test]
+fn kernels_stay_within_webgpu_default_limits() {
+    let good = add_kernel(64);
+    let with_shader = |shader: String, buffers: Vec<runegrid_gpu::Buffer>| {
+        refused(&Kernel {
+            shader,
+            buffers,
+            ..good.clone()
+        })
+    };
+    for size in ["512", "16, 32", "1, 1, 128"] {
+        let e = with_shader(
+            ADD.replace("@workgroup_size(64)", &format!("@workgroup_size({size})")),
+            good.buffers.clone(),
+        );
+        assert!(
+            matches!(e, KernelError::WorkgroupSize { .. }),
+            "{size}: {e}"
+        );
+        assert!(e.to_string().contains("256"), "{e}");
+    }
+    // Nine storage buffers.
+    let decls: String = (0..9)
+        .map(|i| format!("@group(0) @binding({i}) var<storage, read_write> b{i}: array<u32>;\n"))
+        .collect();
+    let body: String = (0..9).map(|i| format!("b{i}[0] = 1u; ")).collect();
+    let shader = format!("{decls}@compute @workgroup_size(1) fn main() {{ {body}}}");
+    let buffers = (0..9)
+        .map(|i| buffer(&format!("b{i}"), i, Role::Output, Some(4)))
+        .collect();
+    let e = with_shader(shader, buffers);
+    assert!(
+        matches!(
+            e,
+            KernelError::TooManyBuffers {
+                count: 9,
+                limit: 8,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // 32 KiB of workgroup memory.
+    let shader = "var<workgroup> tile: array<f32, 8192>;\n\
+                  @group(0) @binding(0) var<storage, read_write> out: array<f32>;\n\
+                  @compute @workgroup_size(64) fn main(@builtin(local_invocation_index) i: u32) {\n\
+                  tile[i] = 1.0; workgroupBarrier(); out[i] = tile[63u - i]; }";
+    let e = with_shader(
+        shader.into(),
+        vec![buffer("out", 0, Role::Output, Some(256))],
+    );
+    assert_eq!(
+        e,
+        KernelError::WorkgroupStorage {
+            bytes: 32768,
+            limit: 16384
+        }
+    );
+    // Half-precision floats need a feature the workers do not enable.
+    let half = "enable f16;\n@group(0) @binding(0) var<storage, read_write> out: array<f16>;\n\
+                @compute @workgroup_size(1) fn main() { out[0] = 1.5h; }";
+    let e = with_shader(half.into(), vec![buffer("out", 0, Role::Output, Some(4))]);
+    assert!(
+        matches!(e, KernelError::Parse(_) | KernelError::Invalid(_)),
+        "{e}"
+    );
+    // A uniform above 64 KiB, at submission.
+    let uniform = "struct P { n: u32 }\n@group(0) @binding(0) var<uniform> p: P;\n\
+                   @group(0) @binding(1) var<storage, read_write> out: array<u32>;\n\
+                   @compute @workgroup_size(1) fn main() { out[0] = p.n; }";
+    let k = Kernel {
+        shader: uniform.into(),
+        buffers: vec![
+            buffer("p", 0, Role::Uniform, None),
+            buffer("out", 1, Role::Output, Some(4)),
+        ],
+        ..good.clone()
+    };
+    let checked = check(&k, &GpuLimits::default()).unwrap();
+    let big = inputs(&[("p", vec![0; 65540])]);
+    assert!(matches!(
+        check_inputs(&k, &checked, &big, &GpuLimits::default()),
+        Err(KernelError::UniformTooLarge { .. })
+    ));
+    check_inputs(
+        &k,
+        &checked,
+        &inputs(&[("p", vec![0; 16])]),
+        &GpuLimits::default(),
+    )
+    .unwrap();
+}
+
 #[test]
 fn work_is_invocations_times_the_static_cost() {
     let limits = GpuLimits::default();
