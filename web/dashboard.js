@@ -71,6 +71,7 @@ async function refreshStats() {
     const n = s.now;
     $("native").textContent = n.workers_native;
     $("browser").textContent = n.workers_browser;
+    $("gpu").textContent = n.workers_gpu ?? 0;
     $("tps").textContent = n.tasks_per_sec.toFixed(1);
     $("queued").textContent = n.queued;
     $("running").textContent = n.running;

@@ -124,6 +124,14 @@ async fn a_kernel_runs_on_gpu_workers_verified_by_replicas() {
     let cpu = workers.iter().find(|w| w.name == "cpu-only").unwrap();
     assert_eq!(cpu.completed, 0, "{workers:?}");
     assert!(cpu.capabilities.get("gpu").is_none());
+    // The dashboard's count of workers with a GPU.
+    let stats: runegrid_proto::GridStats = reqwest::get(format!("{}/v1/stats", grid.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats.now.workers_gpu, 2);
 
     // The same from the command line: buffers named after the shader's variables.
     let dir = tempfile::tempdir().unwrap();

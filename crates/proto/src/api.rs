@@ -541,6 +541,9 @@ pub struct GridSample {
     /// Connected workers by kind.
     pub workers_native: u32,
     pub workers_browser: u32,
+    /// Connected workers with a GPU (hardware or software), of either kind.
+    #[serde(default)]
+    pub workers_gpu: u32,
     /// Their slots (tasks they run at once), all kinds.
     pub slots: u32,
     /// Attempts running now.

@@ -148,6 +148,9 @@ impl Grid {
             } else {
                 s.workers_native += 1;
             }
+            if w.gpu.is_some() {
+                s.workers_gpu += 1;
+            }
             s.slots += w.slots;
         }
         s
