@@ -40,6 +40,14 @@ pub struct InferBenchArgs {
     /// Keep the grid's data and logs in this directory (default: a temporary directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Only the local runs (and llama.cpp's): no grid.
+    #[arg(long)]
+    pub local_only: bool,
+    /// Measure this inference module (`wasm32-wasip1`, as built, uninstrumented) locally
+    /// instead of the built-in one, e.g. to compare a change to the guest before committing
+    /// it; implies `--local-only`.
+    #[arg(long)]
+    pub module: Option<PathBuf>,
 }
 
 const PROMPT: &str = "Write a long story about a dragon who learns to program computers.";
@@ -52,6 +60,9 @@ struct Run {
     tokens: u64,
     /// Time of the last token after the first.
     decode: Duration,
+    /// A local run's fuel and the SHA-256 of its text (zero and empty for others).
+    fuel: u64,
+    text_sha: [u8; 32],
 }
 
 impl Run {
@@ -107,11 +118,14 @@ fn local_run(
     let summary = Summary::from_stderr(&out.stderr).context("the program wrote no summary")?;
     let first = first.context("no token came out")?;
     let last = last.unwrap_or(first);
+    use sha2::Digest as _;
     Ok(Run {
         ttft: first - start,
         total,
         tokens: summary.tokens as u64,
         decode: last - first,
+        fuel: out.execution.fuel,
+        text_sha: sha2::Sha256::digest(&out.execution.stdout).into(),
     })
 }
 
@@ -167,6 +181,8 @@ async fn grid_run(
             total,
             tokens: tokens_seen,
             decode: last.unwrap_or(first) - first,
+            fuel: 0,
+            text_sha: [0; 32],
         },
         state,
     ))
@@ -248,6 +264,8 @@ fn llama_cpp_run(
             total: ttft + decode,
             tokens: v["tokens"].as_u64().unwrap_or(0),
             decode,
+            fuel: 0,
+            text_sha: [0; 32],
         },
         v["version"].as_str().unwrap_or("?").to_string(),
     )))
@@ -289,10 +307,18 @@ pub async fn run(a: InferBenchArgs) -> Result<i32> {
     // Local: compiled once, as a worker that has run the program before.
     let sandbox = Sandbox::new().map_err(|e| anyhow::anyhow!("sandbox: {e}"))?;
     let t = Instant::now();
-    let module =
-        runegrid_instrument::instrument(INFER_WASM, &runegrid_instrument::Options::default())
-            .map_err(|e| anyhow::anyhow!("instrumenting: {e}"))?
-            .bytes;
+    let given = match &a.module {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    let module = runegrid_instrument::instrument(
+        given.as_deref().unwrap_or(INFER_WASM),
+        &runegrid_instrument::Options::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("instrumenting: {e}"))?
+    .bytes;
     let program = sandbox
         .compile(&module)
         .map_err(|e| anyhow::anyhow!("compiling: {e}"))?;
@@ -304,6 +330,37 @@ pub async fn run(a: InferBenchArgs) -> Result<i32> {
         .with_context(|| format!("reading {}", model.display()))?
         .into();
     let blobs = [Blob::new(MODEL_BLOB, bytes)];
+    let best = |v: &[Run]| v.iter().map(Run::rate).fold(0.0, f64::max);
+    let ttft = |v: &[Run]| median(v.iter().map(|r| r.ttft.as_secs_f64()).collect());
+    if a.local_only || a.module.is_some() {
+        let (mut local, mut llama) = (Vec::new(), Vec::new());
+        let mut llama_version = None;
+        for _ in 0..a.rounds {
+            local.push(local_run(&sandbox, &program, &blobs, a.tokens)?);
+            if let Some((r, v)) = llama_cpp_run(&model, a.tokens, 1)? {
+                llama.push(r);
+                llama_version = Some(v);
+            }
+        }
+        println!();
+        report("local WASI (sandbox, in process)", &local);
+        let r = &local[0];
+        println!(
+            "local text sha256 {}, fuel {} ({} per token)",
+            hex::encode(&r.text_sha[..8]),
+            r.fuel,
+            r.fuel / r.tokens.max(1)
+        );
+        if let Some(version) = &llama_version {
+            report(&format!("llama.cpp {version}, 1 thread"), &llama);
+            println!(
+                "sandbox ÷ llama.cpp (same file, request, run): decode {:.2}× (best), time to first token {:.1}× (median)",
+                best(&local) / best(&llama),
+                ttft(&local) / ttft(&llama)
+            );
+        }
+        return Ok(0);
+    }
 
     // The grid: one worker for unverified runs, a second for verified ones.
     let model_arg = model.to_string_lossy().into_owned();
@@ -352,8 +409,6 @@ pub async fn run(a: InferBenchArgs) -> Result<i32> {
     report("local WASI (sandbox, in process)", &local);
     report("grid, 1 worker (policy none)", &single);
     report("grid, 2 workers (quorum 2 of 2)", &quorum);
-    let best = |v: &[Run]| v.iter().map(Run::rate).fold(0.0, f64::max);
-    let ttft = |v: &[Run]| median(v.iter().map(|r| r.ttft.as_secs_f64()).collect());
     match &llama_version {
         Some(version) => {
             report(&format!("llama.cpp {version}, 1 thread"), &llama);
