@@ -2289,6 +2289,18 @@ pub fn matmul<T: GgmlType>(
     );
     let k_in_blocks = k.div_ceil(T::BLCK_SIZE);
 
+    // runegrid: Q4_1 weights on wasm32 with simd128 have a matmul of their own.
+    #[cfg(target_feature = "simd128")]
+    if T::DTYPE == GgmlDType::Q4_1 && k.is_multiple_of(QK4_1) {
+        // SAFETY: the type whose DTYPE is Q4_1 is BlockQ4_1 (one GgmlType per dtype), so this
+        // is the same slice with its type spelled out.
+        let rhs = unsafe {
+            std::slice::from_raw_parts(rhs_t.as_ptr() as *const BlockQ4_1, rhs_t.len())
+        };
+        super::simd128::matmul_q4_1((m, k, n), lhs, rhs, dst);
+        return Ok(());
+    }
+
     // TODO: Pre-allocate this.
     let mut lhs_b = vec![T::VecDotType::zeros(); m * k_in_blocks];
     // f32, f16, and bf16 support direct copy

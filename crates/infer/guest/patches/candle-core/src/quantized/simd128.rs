@@ -89,6 +89,95 @@ pub(crate) fn vec_dot_q4_1_q8_1(n: usize, xs: &[BlockQ4_1], ys: &[BlockQ8_1]) ->
     sumf
 }
 
+/// The integer dot product of one Q4_1 block, its weights unpacked ([`unpack_q4_1`]), with one
+/// Q8_1 block.
+#[inline(always)]
+unsafe fn dot_q4_1_unpacked(x: &[v128; 4], y: &BlockQ8_1) -> i32 {
+    let y0 = i16x8_load_extend_i8x8(y.qs.as_ptr());
+    let y1 = i16x8_load_extend_i8x8(y.qs.as_ptr().add(8));
+    let y2 = i16x8_load_extend_i8x8(y.qs.as_ptr().add(16));
+    let y3 = i16x8_load_extend_i8x8(y.qs.as_ptr().add(24));
+    let s = i32x4_dot_i16x8(x[0], y0);
+    let s = i32x4_add(s, i32x4_dot_i16x8(x[1], y1));
+    let s = i32x4_add(s, i32x4_dot_i16x8(x[2], y2));
+    let s = i32x4_add(s, i32x4_dot_i16x8(x[3], y3));
+    let s = i32x4_add(s, i32x4_shuffle::<2, 3, 0, 1>(s, s));
+    let s = i32x4_add(s, i32x4_shuffle::<1, 0, 3, 2>(s, s));
+    i32x4_extract_lane::<0>(s)
+}
+
+/// A Q4_1 block's 32 weights (0..=15) as four `i16x8`, in the order of the Q8_1 values they
+/// multiply.
+#[inline(always)]
+unsafe fn unpack_q4_1(x: &BlockQ4_1) -> [v128; 4] {
+    let q = v128_load(x.qs.as_ptr() as *const v128);
+    let lo = v128_and(q, u8x16_splat(0x0F));
+    let hi = u8x16_shr(q, 4);
+    [
+        u16x8_extend_low_u8x16(lo),
+        u16x8_extend_high_u8x16(lo),
+        u16x8_extend_low_u8x16(hi),
+        u16x8_extend_high_u8x16(hi),
+    ]
+}
+
+/// runegrid: `k_quants::matmul` for Q4_1 weights, bit for bit (the same Q8_1 activations, the
+/// same integer sums, the same float steps in the same order), with fewer instructions: the
+/// activations' scales are converted from f16 once per call instead of once per weight row,
+/// and with several activation rows (a prompt) each weight row is unpacked and its scales
+/// converted once for all of them.
+pub(crate) fn matmul_q4_1(
+    (m, k, n): (usize, usize, usize),
+    lhs: &[f32],
+    rhs: &[BlockQ4_1],
+    dst: &mut [f32],
+) {
+    use super::k_quants::GgmlType;
+    let kb = k / QK8_1;
+    let mut ys = vec![BlockQ8_1::zeros(); m * kb];
+    for r in 0..m {
+        BlockQ8_1::from_float(&lhs[r * k..(r + 1) * k], &mut ys[r * kb..(r + 1) * kb]);
+    }
+    let yd: Vec<f32> = ys.iter().map(|b| f16::to_f32(b.d)).collect();
+    let ysum: Vec<f32> = ys.iter().map(|b| f16::to_f32(b.s)).collect();
+    if m == 1 {
+        for (col, out) in dst[..n].iter_mut().enumerate() {
+            let xs = &rhs[col * kb..(col + 1) * kb];
+            let mut sumf = 0f32;
+            for (i, x) in xs.iter().enumerate() {
+                // SAFETY: reads exactly the blocks' bytes (unaligned loads are allowed).
+                let sumi = unsafe { dot_q4_1_unpacked(&unpack_q4_1(x), &ys[i]) };
+                sumf += sumi as f32 * f16::to_f32(x.d) * yd[i] + f16::to_f32(x.m) * ysum[i];
+            }
+            *out = sumf;
+        }
+        return;
+    }
+    let mut unpacked = vec![[f32x4_splat(0.0); 4]; kb];
+    let mut xd = vec![0f32; kb];
+    let mut xm = vec![0f32; kb];
+    for col in 0..n {
+        let xs = &rhs[col * kb..(col + 1) * kb];
+        for (i, x) in xs.iter().enumerate() {
+            // SAFETY: as above.
+            unpacked[i] = unsafe { unpack_q4_1(x) };
+            xd[i] = f16::to_f32(x.d);
+            xm[i] = f16::to_f32(x.m);
+        }
+        for r in 0..m {
+            let y = &ys[r * kb..(r + 1) * kb];
+            let (yd, ysum) = (&yd[r * kb..(r + 1) * kb], &ysum[r * kb..(r + 1) * kb]);
+            let mut sumf = 0f32;
+            for i in 0..kb {
+                // SAFETY: as above.
+                let sumi = unsafe { dot_q4_1_unpacked(&unpacked[i], &y[i]) };
+                sumf += sumi as f32 * xd[i] * yd[i] + xm[i] * ysum[i];
+            }
+            dst[r * n + col] = sumf;
+        }
+    }
+}
+
 #[inline(always)]
 pub(crate) fn vec_dot_q8_0_q8_0(n: usize, xs: &[BlockQ8_0], ys: &[BlockQ8_0]) -> f32 {
     debug_assert!(
