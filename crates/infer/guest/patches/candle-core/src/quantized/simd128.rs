@@ -89,10 +89,10 @@ pub(crate) fn vec_dot_q4_1_q8_1(n: usize, xs: &[BlockQ4_1], ys: &[BlockQ8_1]) ->
     sumf
 }
 
-/// The integer dot product of one Q4_1 block, its weights unpacked ([`unpack_q4_1`]), with one
-/// Q8_1 block.
+/// The four partial integer dot products of one Q4_1 block, its weights unpacked
+/// ([`unpack_q4_1`]), with one Q8_1 block: their sum is the block's.
 #[inline(always)]
-unsafe fn dot_q4_1_unpacked(x: &[v128; 4], y: &BlockQ8_1) -> i32 {
+unsafe fn dot_parts_q4_1(x: &[v128; 4], y: &BlockQ8_1) -> v128 {
     let y0 = i16x8_load_extend_i8x8(y.qs.as_ptr());
     let y1 = i16x8_load_extend_i8x8(y.qs.as_ptr().add(8));
     let y2 = i16x8_load_extend_i8x8(y.qs.as_ptr().add(16));
@@ -100,10 +100,24 @@ unsafe fn dot_q4_1_unpacked(x: &[v128; 4], y: &BlockQ8_1) -> i32 {
     let s = i32x4_dot_i16x8(x[0], y0);
     let s = i32x4_add(s, i32x4_dot_i16x8(x[1], y1));
     let s = i32x4_add(s, i32x4_dot_i16x8(x[2], y2));
-    let s = i32x4_add(s, i32x4_dot_i16x8(x[3], y3));
-    let s = i32x4_add(s, i32x4_shuffle::<2, 3, 0, 1>(s, s));
-    let s = i32x4_add(s, i32x4_shuffle::<1, 0, 3, 2>(s, s));
-    i32x4_extract_lane::<0>(s)
+    i32x4_add(s, i32x4_dot_i16x8(x[3], y3))
+}
+
+/// The lane sums of four `i32x4`, as one: `[Σa, Σb, Σc, Σd]` (exact).
+#[inline(always)]
+fn sum_lanes4(a: v128, b: v128, c: v128, d: v128) -> v128 {
+    let ab = i32x4_add(
+        i32x4_shuffle::<0, 4, 1, 5>(a, b),
+        i32x4_shuffle::<2, 6, 3, 7>(a, b),
+    );
+    let cd = i32x4_add(
+        i32x4_shuffle::<0, 4, 1, 5>(c, d),
+        i32x4_shuffle::<2, 6, 3, 7>(c, d),
+    );
+    i32x4_add(
+        i32x4_shuffle::<0, 1, 4, 5>(ab, cd),
+        i32x4_shuffle::<2, 3, 6, 7>(ab, cd),
+    )
 }
 
 /// A Q4_1 block's 32 weights (0..=15) as four `i16x8`, in the order of the Q8_1 values they
@@ -121,11 +135,57 @@ unsafe fn unpack_q4_1(x: &BlockQ4_1) -> [v128; 4] {
     ]
 }
 
+/// One weight row against one activation row: over the blocks `i` in order, `sumf +=
+/// sumi as f32 * xd[i] * yd[i] + xm[i] * ys[i]` — the scalar code's steps, each block's term
+/// computed four lanes at a time (the same IEEE operations lane by lane) and added in order.
+#[inline(always)]
+fn row_q4_1(
+    x: impl Fn(usize) -> [v128; 4],
+    y: &[BlockQ8_1],
+    (xd, xm): (&[f32], &[f32]),
+    (yd, ys): (&[f32], &[f32]),
+) -> f32 {
+    let kb = y.len();
+    let mut sumf = 0f32;
+    let mut i = 0;
+    // SAFETY (the unsafe blocks below): the loads read within the blocks and the f32 slices,
+    // which hold `kb` items each (unaligned loads are allowed in WebAssembly).
+    while i + 4 <= kb {
+        let t = unsafe {
+            let sumi = sum_lanes4(
+                dot_parts_q4_1(&x(i), &y[i]),
+                dot_parts_q4_1(&x(i + 1), &y[i + 1]),
+                dot_parts_q4_1(&x(i + 2), &y[i + 2]),
+                dot_parts_q4_1(&x(i + 3), &y[i + 3]),
+            );
+            let load = |v: &[f32]| v128_load(v.as_ptr().add(i) as *const v128);
+            f32x4_add(
+                f32x4_mul(f32x4_mul(f32x4_convert_i32x4(sumi), load(xd)), load(yd)),
+                f32x4_mul(load(xm), load(ys)),
+            )
+        };
+        sumf += f32x4_extract_lane::<0>(t);
+        sumf += f32x4_extract_lane::<1>(t);
+        sumf += f32x4_extract_lane::<2>(t);
+        sumf += f32x4_extract_lane::<3>(t);
+        i += 4;
+    }
+    while i < kb {
+        let s = unsafe { dot_parts_q4_1(&x(i), &y[i]) };
+        let s = i32x4_add(s, i32x4_shuffle::<2, 3, 0, 1>(s, s));
+        let s = i32x4_add(s, i32x4_shuffle::<1, 0, 3, 2>(s, s));
+        let sumi = i32x4_extract_lane::<0>(s);
+        sumf += sumi as f32 * xd[i] * yd[i] + xm[i] * ys[i];
+        i += 1;
+    }
+    sumf
+}
+
 /// runegrid: `k_quants::matmul` for Q4_1 weights, bit for bit (the same Q8_1 activations, the
 /// same integer sums, the same float steps in the same order), with fewer instructions: the
 /// activations' scales are converted from f16 once per call instead of once per weight row,
-/// and with several activation rows (a prompt) each weight row is unpacked and its scales
-/// converted once for all of them.
+/// four blocks' terms are computed at a time, and with several activation rows (a prompt) each
+/// weight row is unpacked once for all of them.
 pub(crate) fn matmul_q4_1(
     (m, k, n): (usize, usize, usize),
     lhs: &[f32],
@@ -140,40 +200,33 @@ pub(crate) fn matmul_q4_1(
     }
     let yd: Vec<f32> = ys.iter().map(|b| f16::to_f32(b.d)).collect();
     let ysum: Vec<f32> = ys.iter().map(|b| f16::to_f32(b.s)).collect();
-    if m == 1 {
-        for (col, out) in dst[..n].iter_mut().enumerate() {
-            let xs = &rhs[col * kb..(col + 1) * kb];
-            let mut sumf = 0f32;
-            for (i, x) in xs.iter().enumerate() {
-                // SAFETY: reads exactly the blocks' bytes (unaligned loads are allowed).
-                let sumi = unsafe { dot_q4_1_unpacked(&unpack_q4_1(x), &ys[i]) };
-                sumf += sumi as f32 * f16::to_f32(x.d) * yd[i] + f16::to_f32(x.m) * ysum[i];
-            }
-            *out = sumf;
-        }
-        return;
-    }
-    let mut unpacked = vec![[f32x4_splat(0.0); 4]; kb];
+    let mut unpacked = vec![[f32x4_splat(0.0); 4]; if m > 1 { kb } else { 0 }];
     let mut xd = vec![0f32; kb];
     let mut xm = vec![0f32; kb];
     for col in 0..n {
         let xs = &rhs[col * kb..(col + 1) * kb];
         for (i, x) in xs.iter().enumerate() {
-            // SAFETY: as above.
-            unpacked[i] = unsafe { unpack_q4_1(x) };
             xd[i] = f16::to_f32(x.d);
             xm[i] = f16::to_f32(x.m);
         }
+        if m == 1 {
+            // SAFETY: reads exactly the block's bytes.
+            let x = |i: usize| unsafe { unpack_q4_1(&xs[i]) };
+            dst[col] = row_q4_1(x, &ys, (&xd, &xm), (&yd, &ysum));
+            continue;
+        }
+        for (i, x) in xs.iter().enumerate() {
+            // SAFETY: as above.
+            unpacked[i] = unsafe { unpack_q4_1(x) };
+        }
         for r in 0..m {
-            let y = &ys[r * kb..(r + 1) * kb];
-            let (yd, ysum) = (&yd[r * kb..(r + 1) * kb], &ysum[r * kb..(r + 1) * kb]);
-            let mut sumf = 0f32;
-            for i in 0..kb {
-                // SAFETY: as above.
-                let sumi = unsafe { dot_q4_1_unpacked(&unpacked[i], &y[i]) };
-                sumf += sumi as f32 * xd[i] * yd[i] + xm[i] * ysum[i];
-            }
-            dst[r * n + col] = sumf;
+            let rows = r * kb..(r + 1) * kb;
+            dst[r * n + col] = row_q4_1(
+                |i| unpacked[i],
+                &ys[rows.clone()],
+                (&xd, &xm),
+                (&yd[rows.clone()], &ysum[rows]),
+            );
         }
     }
 }
