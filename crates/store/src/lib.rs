@@ -5,6 +5,7 @@
 //! is a connection: the coordinator owns one for writing (on its writer thread) and one for
 //! reading, and never shares one between threads.
 
+mod codec;
 pub mod conformance;
 mod records;
 mod sqlite;
