@@ -1,5 +1,6 @@
-//! Persistence for the coordinator: one [`Store`] interface, its SQLite backend, and the
-//! conformance suite every backend must pass.
+//! Persistence for the coordinator: one [`Store`] interface, its backends (SQLite, embedded,
+//! the default; PostgreSQL, a server the operator runs), and the conformance suite every
+//! backend must pass.
 //!
 //! Architecture Invariant: the coordinator talks to storage only through [`Store`]. A backend
 //! is a connection: the coordinator owns one for writing (on its writer thread) and one for
@@ -7,9 +8,13 @@
 
 mod codec;
 pub mod conformance;
+mod postgres;
 mod records;
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
+pub use postgres::PostgresStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -21,6 +26,8 @@ use runegrid_core::{AccountId, JobId};
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("corrupt record: {0}")]
     Corrupt(String),
     #[error("{0} already exists")]
