@@ -14,7 +14,7 @@ mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, redact_url};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -26,14 +26,21 @@ use runegrid_core::{AccountId, JobId};
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("postgres: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    /// (Its message carries its causes: tokio-postgres's own is only its kind, "db error".)
+    #[error("postgres: {}", postgres::message(.0))]
+    Postgres(tokio_postgres::Error),
     #[error("corrupt record: {0}")]
     Corrupt(String),
     #[error("{0} already exists")]
     Conflict(String),
     #[error("cannot open the store at {path}: {message}")]
     Open { path: String, message: String },
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        StoreError::Postgres(e)
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -191,13 +191,13 @@ impl PostgresStore {
     /// directory holding the server's Unix socket) and brings its schema up to date. The
     /// connection is not encrypted: use a Unix socket or a network you trust.
     pub fn open(url: &str) -> Result<PostgresStore> {
-        let location = redact(url);
+        let location = redact_url(url);
         let fail = |message: String| StoreError::Open {
             path: location.clone(),
             message,
         };
         let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            fail(format!("not a postgres connection string: {e}"))
+            fail(format!("not a postgres connection string: {}", message(&e)))
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -236,6 +236,9 @@ impl PostgresStore {
         block(async {
             let tx = self.client.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            // Without "relation already exists, skipping" notices on every open.
+            tx.batch_execute("SET LOCAL client_min_messages = warning")
                 .await?;
             tx.batch_execute(
                 "CREATE TABLE IF NOT EXISTS runegrid_schema (version BIGINT NOT NULL)",
@@ -301,6 +304,19 @@ impl PostgresStore {
     }
 }
 
+/// A PostgreSQL error and its causes ("db error: ERROR: duplicate key value violates…",
+/// "error connecting to server: Connection refused").
+pub(crate) fn message(e: &tokio_postgres::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
 /// Connects on a new thread that then drives the connection until it closes.
 fn connect(config: Config) -> Result<Client, String> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -322,11 +338,11 @@ fn connect(config: Config) -> Result<Client, String> {
                     Ok((client, connection)) => {
                         let _ = tx.send(Ok(client));
                         if let Err(e) = connection.await {
-                            tracing::error!(error = %e, "postgres connection failed");
+                            tracing::error!(error = %message(&e), "postgres connection failed");
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
+                        let _ = tx.send(Err(message(&e)));
                     }
                 }
             });
@@ -343,9 +359,9 @@ fn connect(config: Config) -> Result<Client, String> {
 pub(crate) fn query_text(url: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
     let config: Config = url
         .parse()
-        .map_err(|e: tokio_postgres::Error| e.to_string())?;
+        .map_err(|e: tokio_postgres::Error| message(&e))?;
     let client = connect(config)?;
-    let messages = block(client.simple_query(sql)).map_err(|e| e.to_string())?;
+    let messages = block(client.simple_query(sql)).map_err(|e| message(&e))?;
     Ok(messages
         .iter()
         .filter_map(|m| match m {
@@ -357,8 +373,8 @@ pub(crate) fn query_text(url: &str, sql: &str) -> Result<Vec<Vec<Option<String>>
         .collect())
 }
 
-/// `url` without its password, for messages and logs.
-fn redact(url: &str) -> String {
+/// A PostgreSQL connection string without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
         // URL form: the user info ends at the last '@' before the path.
         let authority_end = rest.find('/').unwrap_or(rest.len());
@@ -1081,7 +1097,7 @@ impl Store for PostgresStore {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::redact_url as redact;
 
     #[test]
     fn passwords_stay_out_of_messages() {

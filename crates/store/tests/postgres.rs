@@ -179,6 +179,9 @@ fn a_large_batch_is_pipelined_and_committed() {
         tasks,
     }]);
     assert!(matches!(r, Err(StoreError::Postgres(_))), "{r:?}");
+    // The message says what the server said, not only "db error".
+    let msg = r.unwrap_err().to_string();
+    assert!(msg.contains("duplicate key value"), "{msg}");
     assert!(s.job(2).unwrap().is_none());
     assert_eq!(s.max_ids().unwrap().task, n);
     // The connection is still good.
@@ -278,5 +281,6 @@ fn an_unreachable_server_is_a_clear_error_without_the_password() {
         "{msg}"
     );
     assert!(!msg.contains("secret"), "{msg}");
+    assert!(msg.contains("No such file or directory"), "{msg}");
     assert!(PostgresStore::open("not a url at all ===").is_err());
 }
