@@ -72,6 +72,15 @@ pub enum LedgerCmd {
         /// The coordinator's data directory.
         #[arg(long, default_value_os_t = crate::default_data_dir())]
         data: PathBuf,
+        /// The coordinator's store, when not the data directory's SQLite file: a
+        /// postgres:// URL (as given to `serve --store`).
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "RUNEGRID_STORE",
+            hide_env_values = true
+        )]
+        store: Option<runegrid_coordinator::StoreLocation>,
         #[arg(long)]
         json: bool,
     },
@@ -79,8 +88,8 @@ pub enum LedgerCmd {
 
 /// `runegrid ledger`: the caller's statement, newest first; `ledger check`.
 pub async fn ledger(conn: &Conn, a: LedgerArgs) -> Result<i32> {
-    if let Some(LedgerCmd::Check { data, json }) = a.cmd {
-        return check(data, json);
+    if let Some(LedgerCmd::Check { data, store, json }) = a.cmd {
+        return check(data, store.unwrap_or_default(), json);
     }
     let s = conn
         .client()?
@@ -114,8 +123,8 @@ pub async fn ledger(conn: &Conn, a: LedgerArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn check(data: PathBuf, json: bool) -> Result<i32> {
-    match runegrid_coordinator::check_books(&data) {
+fn check(data: PathBuf, store: runegrid_coordinator::StoreLocation, json: bool) -> Result<i32> {
+    match runegrid_coordinator::check_books_in(&store, &data) {
         Ok(r) => {
             if json {
                 println!(

@@ -12,9 +12,20 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value_t = crate::default_listen())]
     pub listen: SocketAddr,
-    /// Data directory (database, admin token).
+    /// Data directory (database, admin token, blobs).
     #[arg(long, default_value_os_t = crate::default_data_dir())]
     pub data: PathBuf,
+    /// Where records are kept: `sqlite` (the default: a file in the data directory) or a
+    /// PostgreSQL database, `postgres://user[:password]@host[:port]/database` (it must exist;
+    /// the tables are created on first start). Blobs and the admin token stay in the data
+    /// directory.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "RUNEGRID_STORE",
+        hide_env_values = true
+    )]
+    pub store: Option<runegrid_coordinator::StoreLocation>,
     /// Heartbeat interval asked of workers; three missed intervals lose a worker's attempts.
     #[arg(long, default_value_t = 2000)]
     pub heartbeat_ms: u64,
@@ -86,6 +97,7 @@ pub const URL_FILE: &str = "coordinator.url";
 
 pub async fn serve(a: ServeArgs) -> Result<i32> {
     let mut config = runegrid_coordinator::Config::new(a.listen, a.data.clone());
+    config.store = a.store.clone().unwrap_or_default();
     config.heartbeat = Duration::from_millis(a.heartbeat_ms.max(50));
     config.lease_grace = Duration::from_secs(a.lease_grace_secs);
     if a.trust_after == 0 {

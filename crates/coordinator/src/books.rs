@@ -8,7 +8,7 @@
 use runegrid_core::ledger::{EntryKey, Ledger, LedgerError, Micros, Party, Reason};
 use runegrid_core::price::charge;
 use runegrid_core::{AccountId, AttemptId};
-use runegrid_store::{AttemptState, JobState, SqliteStore, Store, StoreError};
+use runegrid_store::{AttemptState, JobState, PostgresStore, SqliteStore, Store, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -90,6 +90,22 @@ pub fn check_books(data: &Path) -> Result<BooksReport, BooksError> {
     let mut store = SqliteStore::open(&db)?;
     store.begin_snapshot()?;
     check_store(&mut store)
+}
+
+/// [`check_books`] of a coordinator whose records are at `store` (in its data directory
+/// `data`, for SQLite).
+pub fn check_books_in(
+    store: &crate::StoreLocation,
+    data: &Path,
+) -> Result<BooksReport, BooksError> {
+    match store {
+        crate::StoreLocation::DataDir => check_books(data),
+        crate::StoreLocation::Postgres(url) => {
+            let mut store = PostgresStore::open(url)?;
+            store.begin_snapshot()?;
+            check_store(&mut store)
+        }
+    }
 }
 
 /// [`check_books`] on an open store.

@@ -54,24 +54,71 @@ mod web;
 mod writer;
 mod ws;
 
-use runegrid_store::{SqliteStore, Store};
+use runegrid_store::{PostgresStore, SqliteStore, Store, StoreError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::hash_token;
-pub use books::{BooksError, BooksReport, check_books};
+pub use books::{BooksError, BooksReport, check_books, check_books_in};
 pub use grid::{CreditTerms, DEFAULT_WELCOME_CREDITS, credits};
 pub use http::openapi;
 pub use limit::RateLimit;
 pub use metrics::Metrics;
 
+/// Where the coordinator keeps its records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// SQLite, the file [`DB_FILE`] in the data directory: nothing to install or run.
+    #[default]
+    DataDir,
+    /// A PostgreSQL database (`postgres://user[:password]@host[:port]/database`), which must
+    /// exist; the coordinator creates its tables.
+    Postgres(String),
+}
+
+impl std::str::FromStr for StoreLocation {
+    type Err = String;
+
+    /// `sqlite` (the data directory's file) or a `postgres://` / `postgresql://` URL.
+    fn from_str(s: &str) -> Result<StoreLocation, String> {
+        if s == "sqlite" {
+            Ok(StoreLocation::DataDir)
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(StoreLocation::Postgres(s.to_string()))
+        } else {
+            Err("expected `sqlite` or a postgres:// URL".into())
+        }
+    }
+}
+
+impl StoreLocation {
+    /// Opens a connection (creating the database file, or the tables, on first use).
+    pub fn open(&self, data_dir: &Path) -> Result<Box<dyn Store>, StoreError> {
+        Ok(match self {
+            StoreLocation::DataDir => Box::new(SqliteStore::open(&data_dir.join(DB_FILE))?),
+            StoreLocation::Postgres(url) => Box::new(PostgresStore::open(url)?),
+        })
+    }
+
+    /// Where it is, for logs (a URL without its password).
+    pub fn describe(&self, data_dir: &Path) -> String {
+        match self {
+            StoreLocation::DataDir => data_dir.join(DB_FILE).display().to_string(),
+            StoreLocation::Postgres(url) => runegrid_store::redact_url(url),
+        }
+    }
+}
+
 /// How the coordinator runs.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Blobs, the admin token file, and (by default) the database.
     pub data_dir: PathBuf,
+    /// Where the records are kept.
+    pub store: StoreLocation,
     /// How often workers must send a heartbeat; three missed intervals lose the worker.
     pub heartbeat: Duration,
     /// Extra time on top of a task's wall-time limit before its attempt's lease expires.
@@ -105,6 +152,7 @@ impl Config {
         Config {
             listen,
             data_dir,
+            store: StoreLocation::DataDir,
             heartbeat: Duration::from_secs(2),
             lease_grace: Duration::from_secs(10),
             trust: runegrid_core::TrustParams::default(),
@@ -170,16 +218,19 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let db = config.data_dir.join(DB_FILE);
-    let mut write_store = SqliteStore::open(&db)?;
-    let read_store = SqliteStore::open(&db)?;
+    let mut write_store = config.store.open(&config.data_dir)?;
+    let read_store = config.store.open(&config.data_dir)?;
     let admin_token_file = config.data_dir.join(ADMIN_TOKEN_FILE);
-    auth::ensure_admin(&mut write_store, &admin_token_file, config.credits.welcome)?;
+    auth::ensure_admin(
+        write_store.as_mut(),
+        &admin_token_file,
+        config.credits.welcome,
+    )?;
     // Blocking: the first start of a data directory pre-initializes the Rune runner (seconds).
     let (write_store, builtins) = tokio::task::spawn_blocking(move || {
         let registered = builtins::ALL
             .iter()
-            .map(|b| Ok((b.sha256(), builtins::register(&mut write_store, b)?)))
+            .map(|b| Ok((b.sha256(), builtins::register(write_store.as_mut(), b)?)))
             .collect::<Result<Vec<_>, CoordinatorError>>();
         (write_store, registered)
     })
@@ -193,11 +244,7 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(CoordinatorError::Serve)?;
-    let app = app::App::recover(
-        config.clone(),
-        Box::new(write_store) as Box<dyn Store>,
-        Box::new(read_store),
-    )?;
+    let app = app::App::recover(config.clone(), write_store, read_store)?;
     for (sha, program) in builtins {
         app.cache_program(sha, Arc::new(program));
     }
@@ -215,7 +262,7 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
     let app = Arc::new(app);
     tokio::spawn(app::ticker(app.clone()));
     let router = http::router(app.clone());
-    tracing::info!(%addr, data = %config.data_dir.display(), "coordinator listening");
+    tracing::info!(%addr, data = %config.data_dir.display(), store = %config.store.describe(&config.data_dir), "coordinator listening");
     let server = tokio::spawn(async move {
         // The peer address is what rate limits count by.
         axum::serve(

@@ -1,14 +1,20 @@
-//! Persistence for the coordinator: one [`Store`] interface, its SQLite backend, and the
-//! conformance suite every backend must pass.
+//! Persistence for the coordinator: one [`Store`] interface, its backends (SQLite, embedded,
+//! the default; PostgreSQL, a server the operator runs), and the conformance suite every
+//! backend must pass.
 //!
 //! Architecture Invariant: the coordinator talks to storage only through [`Store`]. A backend
 //! is a connection: the coordinator owns one for writing (on its writer thread) and one for
 //! reading, and never shares one between threads.
 
+mod codec;
 pub mod conformance;
+mod postgres;
 mod records;
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
+pub use postgres::{PostgresStore, redact_url};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -20,12 +26,21 @@ use runegrid_core::{AccountId, JobId};
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// (Its message carries its causes: tokio-postgres's own is only its kind, "db error".)
+    #[error("postgres: {}", postgres::message(.0))]
+    Postgres(tokio_postgres::Error),
     #[error("corrupt record: {0}")]
     Corrupt(String),
     #[error("{0} already exists")]
     Conflict(String),
     #[error("cannot open the store at {path}: {message}")]
     Open { path: String, message: String },
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        StoreError::Postgres(e)
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

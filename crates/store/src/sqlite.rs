@@ -1,11 +1,15 @@
 //! The SQLite backend: one file, WAL mode, nothing to install.
 
+use crate::codec::{
+    ATTEMPT_COLS, JOB_COLS, TASK_COLS, TRANSFER_COLS, WORKER_COLS, corrupt, digest_col, from_json,
+    status_col, to_json,
+};
 use crate::records::*;
 use crate::{Millis, Result, Store, StoreError};
 use runegrid_core::cache::{CacheKey, CachedResult};
 use runegrid_core::gpu::GpuOptions;
 use runegrid_core::ledger::{EntryKey, Micros, Party, Transfer};
-use runegrid_core::{Acceptance, AccountId, Digest, ExecStatus, JobId, Limits, PolicyKind};
+use runegrid_core::{Acceptance, AccountId, Digest, JobId, Limits, PolicyKind};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -180,27 +184,6 @@ impl SqliteStore {
     }
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("records serialize")
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| corrupt(what, e))
-}
-
-fn digest_col(s: Option<String>) -> Result<Option<Digest>> {
-    s.map(|s| Digest::from_hex(&s).ok_or_else(|| corrupt("digest", s)))
-        .transpose()
-}
-
-fn status_col(s: Option<String>) -> Result<Option<ExecStatus>> {
-    s.map(|s| from_json("status", &s)).transpose()
-}
-
 fn account_row(r: &Row) -> rusqlite::Result<Account> {
     Ok(Account {
         id: r.get(0)?,
@@ -211,8 +194,6 @@ fn account_row(r: &Row) -> rusqlite::Result<Account> {
         display_name: r.get(5)?,
     })
 }
-
-const JOB_COLS: &str = "id, owner, name, program, replicas, agree, max_attempts, limits, created_at, state, finished_at, policy, blobs, price, held, max_price, cache, cached, gpu";
 
 fn job_row(r: &Row) -> Result<JobRecord> {
     let limits: String = r.get(7)?;
@@ -248,9 +229,6 @@ fn job_row(r: &Row) -> Result<JobRecord> {
         },
     })
 }
-
-const TRANSFER_COLS: &str =
-    "seq, key_kind, key_id, from_kind, from_id, to_kind, to_id, amount, reason, at";
 
 fn journal_row(r: &Row) -> Result<JournalEntry> {
     let kind: String = r.get(1)?;
@@ -297,8 +275,6 @@ fn insert_transfer(tx: &Connection, t: &Transfer, at: Millis) -> Result<()> {
     Ok(())
 }
 
-const TASK_COLS: &str = "id, job, idx, args, env, stdin, seed, state, status, stdout, fuel, digest, error, attempts, acceptance, files";
-
 fn task_row(r: &Row) -> Result<TaskRecord> {
     let args: String = r.get(3)?;
     let env: String = r.get(4)?;
@@ -342,8 +318,6 @@ fn task_row(r: &Row) -> Result<TaskRecord> {
     })
 }
 
-const ATTEMPT_COLS: &str = "id, task, job, worker, state, status, digest, fuel, signature, error, started_at, finished_at, owner, agreed";
-
 fn attempt_row(r: &Row) -> Result<AttemptRecord> {
     let state: String = r.get(4)?;
     Ok(AttemptRecord {
@@ -363,9 +337,6 @@ fn attempt_row(r: &Row) -> Result<AttemptRecord> {
         agreed: digest_col(r.get(13)?)?,
     })
 }
-
-const WORKER_COLS: &str =
-    "id, public_key, owner, name, capabilities, first_seen, last_seen, completed, trust";
 
 fn worker_row(r: &Row) -> Result<WorkerRecord> {
     let caps: String = r.get(4)?;

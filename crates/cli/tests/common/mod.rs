@@ -336,11 +336,13 @@ impl Drop for Grid {
         }
         // Whatever the test did, the coordinator was just killed with SIGKILL: its books must
         // balance.
-        let check = Command::new(BIN)
-            .args(["ledger", "check", "--data"])
-            .arg(self.data())
-            .output()
-            .unwrap();
+        let mut check = Command::new(BIN);
+        check.args(["ledger", "check", "--data"]).arg(self.data());
+        // A coordinator whose records are elsewhere (`serve --store URL`) is checked there.
+        if let Some(i) = self.serve_args.iter().position(|a| a == "--store") {
+            check.args(&self.serve_args[i..=i + 1]);
+        }
+        let check = check.output().unwrap();
         if !check.status.success() {
             eprintln!("{}", self.logs());
             panic!(
