@@ -250,7 +250,8 @@ struct WorkerConn {
 pub struct Grid {
     jobs: HashMap<JobId, JobMem>,
     tasks: HashMap<TaskId, TaskMem>,
-    attempts: HashMap<AttemptId, AttemptMem>,
+    /// Running attempts, by id: ids follow start times, so the oldest come first.
+    attempts: BTreeMap<AttemptId, AttemptMem>,
     queue: VecDeque<TaskId>,
     /// Finished jobs still in memory, oldest first.
     finished: VecDeque<(JobId, Instant)>,
@@ -307,7 +308,7 @@ impl Grid {
         Grid {
             jobs: HashMap::new(),
             tasks: HashMap::new(),
-            attempts: HashMap::new(),
+            attempts: BTreeMap::new(),
             queue: VecDeque::new(),
             finished: VecDeque::new(),
             workers: BTreeMap::new(),
