@@ -477,7 +477,7 @@ fn busiest(before: &[(String, u64)], after: &[(String, u64)], secs: f64) -> Stri
         })
         .filter(|(_, t)| *t > 0)
         .collect();
-    d.sort_by(|a, b| b.1.cmp(&a.1));
+    d.sort_by_key(|x| std::cmp::Reverse(x.1));
     d.iter()
         .take(4)
         .map(|(n, t)| format!("{n} {:.0}%", *t as f64 / TICKS_PER_SEC / secs * 100.0))
