@@ -27,6 +27,10 @@ pub enum Suite {
     /// WGSL kernels (vector add, f32 and int8 matmul): locally with wgpu, through the grid on a
     /// GPU worker, and against their CPU twins as WASI tasks.
     Gpu(crate::bench_gpu::GpuBenchArgs),
+    /// Simulated workers speaking the real protocol, thousands per process, against a real
+    /// coordinator: the most it holds, its memory and CPU per worker, tasks/s and dispatch
+    /// latency as workers are added, and the time for all of them to come back after a restart.
+    Swarm(crate::bench_swarm::SwarmBenchArgs),
 }
 
 #[derive(Args)]
@@ -70,6 +74,7 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
         Some(Suite::Infer(i)) => return crate::bench_infer::run(i).await,
         Some(Suite::Programs(p)) => return crate::bench_programs::run(p).await,
         Some(Suite::Gpu(g)) => return crate::bench_gpu::run(g).await,
+        Some(Suite::Swarm(s)) => return crate::bench_swarm::run(s).await,
         None => {}
     }
     println!(

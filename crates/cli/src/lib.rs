@@ -9,6 +9,7 @@ mod bench_credits;
 mod bench_gpu;
 mod bench_infer;
 mod bench_programs;
+mod bench_swarm;
 mod bench_trust;
 mod call;
 mod chat;

@@ -95,7 +95,20 @@ fn fetched_model() -> Option<PathBuf> {
 /// Name of the file, in the data directory, where `serve` writes the URL it listens on.
 pub const URL_FILE: &str = "coordinator.url";
 
+/// Raises this process's limit on open files to its hard limit (a coordinator holds a socket
+/// per connected worker; the usual soft limit, 1024, would cap it there); returns the new one.
+pub fn raise_fd_limit() -> Option<u64> {
+    rlimit::increase_nofile_limit(u64::MAX).ok()
+}
+
 pub async fn serve(a: ServeArgs) -> Result<i32> {
+    match raise_fd_limit() {
+        Some(n) => tracing::info!(
+            open_files = n,
+            "limit on open files (one per connected worker)"
+        ),
+        None => tracing::warn!("cannot read or raise the limit on open files"),
+    }
     let mut config = runegrid_coordinator::Config::new(a.listen, a.data.clone());
     config.store = a.store.clone().unwrap_or_default();
     config.heartbeat = Duration::from_millis(a.heartbeat_ms.max(50));

@@ -12,6 +12,8 @@ pub struct LocalGrid {
     pub url: String,
     pub token: String,
     coordinator: Child,
+    /// The extra `serve` flags it was started with (a restart passes them again).
+    serve_args: Vec<String>,
     workers: Vec<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -23,6 +25,33 @@ fn exe() -> Result<PathBuf> {
 fn log_file(dir: &Path, name: &str) -> Result<std::fs::File> {
     std::fs::File::create(dir.join(format!("{name}.log")))
         .with_context(|| format!("creating {name}.log"))
+}
+
+/// Starts `runegrid serve` on `listen` with its data in `dir/coordinator`, its log appended to
+/// `dir/coordinator.log`.
+fn spawn_coordinator(dir: &Path, listen: &str, serve_args: &[String]) -> Result<Child> {
+    let data = dir.join("coordinator");
+    let _ = std::fs::remove_file(data.join(crate::node::URL_FILE));
+    let log = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("coordinator.log"))
+            .context("opening coordinator.log")
+    };
+    Command::new(exe()?)
+        .args(["serve", "--listen", listen, "--data"])
+        .arg(&data)
+        .args(serve_args)
+        .env(
+            "RUNEGRID_LOG",
+            std::env::var("RUNEGRID_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log()?)
+        .stderr(log()?)
+        .spawn()
+        .context("starting the coordinator")
 }
 
 impl LocalGrid {
@@ -44,52 +73,72 @@ impl LocalGrid {
                 (t.path().to_path_buf(), Some(t))
             }
         };
-        let data = dir.join("coordinator");
-        let _ = std::fs::remove_file(data.join(crate::node::URL_FILE));
-        let coordinator = Command::new(exe()?)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(&data)
-            .args(serve_args)
-            .env(
-                "RUNEGRID_LOG",
-                std::env::var("RUNEGRID_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log_file(&dir, "coordinator")?)
-            .stderr(log_file(&dir, "coordinator")?)
-            .spawn()
-            .context("starting the coordinator")?;
+        let serve_args: Vec<String> = serve_args.iter().map(|a| a.to_string()).collect();
+        // A new grid's log starts empty; a restart's is appended to it.
+        let _ = std::fs::remove_file(dir.join("coordinator.log"));
+        let coordinator = spawn_coordinator(&dir, "127.0.0.1:0", &serve_args)?;
         let mut grid = LocalGrid {
             dir: dir.clone(),
             url: String::new(),
             token: String::new(),
             coordinator,
+            serve_args,
             workers: vec![],
             _tmp: tmp,
         };
+        grid.url = grid.wait_for_url().await?;
+        grid.token = runegrid_coordinator::read_admin_token(&grid.data_dir())
+            .context("reading the admin token")?;
+        Ok(grid)
+    }
+
+    /// Waits until the coordinator wrote the URL it listens on, and returns it.
+    async fn wait_for_url(&mut self) -> Result<String> {
+        let file = self.data_dir().join(crate::node::URL_FILE);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(url) = std::fs::read_to_string(data.join(crate::node::URL_FILE)) {
-                grid.url = url.trim().to_string();
-                break;
+            if let Ok(url) = std::fs::read_to_string(&file) {
+                return Ok(url.trim().to_string());
             }
-            if let Some(status) = grid.coordinator.try_wait()? {
+            if let Some(status) = self.coordinator.try_wait()? {
                 bail!(
                     "the coordinator exited ({status}); see {}",
-                    dir.join("coordinator.log").display()
+                    self.dir.join("coordinator.log").display()
                 );
             }
             if Instant::now() > deadline {
                 bail!(
                     "the coordinator did not start within 30 s; see {}",
-                    dir.join("coordinator.log").display()
+                    self.dir.join("coordinator.log").display()
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        grid.token =
-            runegrid_coordinator::read_admin_token(&data).context("reading the admin token")?;
-        Ok(grid)
+    }
+
+    /// The coordinator's process id.
+    pub fn coordinator_pid(&self) -> u32 {
+        self.coordinator.id()
+    }
+
+    /// Kills the coordinator (SIGKILL: nothing flushed, as a crash) and waits for it to end.
+    pub fn kill_coordinator(&mut self) -> Result<()> {
+        self.coordinator.kill().context("killing the coordinator")?;
+        self.coordinator.wait()?;
+        Ok(())
+    }
+
+    /// Starts the coordinator again on the same data directory and address (after
+    /// [`LocalGrid::kill_coordinator`]) and waits until it listens.
+    pub async fn restart_coordinator(&mut self) -> Result<()> {
+        let listen = self
+            .url
+            .strip_prefix("http://")
+            .context("the coordinator's url")?
+            .to_string();
+        self.coordinator = spawn_coordinator(&self.dir, &listen, &self.serve_args)?;
+        self.url = self.wait_for_url().await?;
+        Ok(())
     }
 
     /// The coordinator's data directory.

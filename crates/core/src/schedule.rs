@@ -5,6 +5,7 @@
 
 use crate::trust::Standing;
 use crate::{AccountId, TaskId, WorkerId};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A worker as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,9 +116,26 @@ fn can_hold(w: &WorkerView, need: &Need) -> bool {
 /// (no download), higher standing (trusted first), not slow, more free slots (spreading load),
 /// higher score, lower id. A need that no eligible
 /// worker can take is skipped, so it never blocks the needs behind it.
+///
+/// The workers with a free slot are kept ordered by the part of that preference that is the
+/// same for every need (standing, speed, free slots, score, id), so a need that mounts no
+/// blobs takes the first eligible worker of an owner it has not met, walking down that order,
+/// instead of weighing every worker: a plan costs about (needs + workers) × log(workers) when
+/// the best workers are eligible, where weighing every worker for every need made dispatching a
+/// large job to ten thousand workers hold the grid for seconds. A need mounting blobs (whose
+/// preference depends on what each worker holds) still weighs every worker.
 pub fn plan(needs: &[Need], workers: &[WorkerView]) -> Vec<Assignment> {
     let mut free: Vec<u32> = workers.iter().map(|w| w.free_slots).collect();
     let mut total_free: u64 = free.iter().map(|f| *f as u64).sum();
+    let mut ranked: BTreeSet<Rank> = BTreeSet::new();
+    // Ranked workers by owner: whether an owner the need has not met has any left.
+    let mut by_owner: BTreeMap<AccountId, usize> = BTreeMap::new();
+    for (i, w) in workers.iter().enumerate() {
+        if free[i] > 0 {
+            ranked.insert(Rank::of(w, free[i], i));
+            *by_owner.entry(w.owner).or_default() += 1;
+        }
+    }
     let mut out = Vec::new();
     let mut chosen: Vec<WorkerId> = Vec::new();
     let mut owners: Vec<AccountId> = Vec::new();
@@ -129,43 +147,151 @@ pub fn plan(needs: &[Need], workers: &[WorkerView]) -> Vec<Assignment> {
         owners.clear();
         owners.extend_from_slice(&need.owners);
         for _ in 0..need.count {
-            let key = |i: usize| {
-                let w = &workers[i];
-                (
-                    !owners.contains(&w.owner),
-                    w.holds(need),
-                    w.standing,
-                    w.speed <= SLOW,
-                    free[i],
-                    w.score,
-                    std::cmp::Reverse(w.id),
-                )
+            let best = if need.blobs.is_empty() {
+                best_ranked(need, workers, &ranked, &by_owner, &chosen, &owners)
+            } else {
+                best_weighed(need, workers, &free, &chosen, &owners)
             };
-            let mut best: Option<usize> = None;
-            for (i, w) in workers.iter().enumerate() {
-                if free[i] == 0 || chosen.contains(&w.id) || !eligible(w, need) {
-                    continue;
-                }
-                let better = match best {
-                    None => true,
-                    Some(b) => key(i).partial_cmp(&key(b)) == Some(std::cmp::Ordering::Greater),
-                };
-                if better {
-                    best = Some(i);
-                }
-            }
             let Some(i) = best else { break };
+            let w = &workers[i];
+            ranked.remove(&Rank::of(w, free[i], i));
             free[i] -= 1;
             total_free -= 1;
-            chosen.push(workers[i].id);
-            owners.push(workers[i].owner);
+            if free[i] > 0 {
+                ranked.insert(Rank::of(w, free[i], i));
+            } else if let Some(n) = by_owner.get_mut(&w.owner) {
+                *n -= 1;
+            }
+            chosen.push(w.id);
+            owners.push(w.owner);
             out.push(Assignment {
                 task: need.task,
-                worker: workers[i].id,
+                worker: w.id,
             });
         }
     }
     out
+}
+
+/// A worker's place in the order every need shares: the preference of [`plan`] after owner
+/// and blobs; the greatest is the best.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    standing: Standing,
+    fast: bool,
+    free: u32,
+    score: Score,
+    id: std::cmp::Reverse<WorkerId>,
+    /// Its index among the views (equal views: the first is preferred).
+    index: std::cmp::Reverse<usize>,
+}
+
+impl Rank {
+    fn of(w: &WorkerView, free: u32, index: usize) -> Rank {
+        Rank {
+            standing: w.standing,
+            fast: w.speed <= SLOW,
+            free,
+            score: Score(w.score),
+            id: std::cmp::Reverse(w.id),
+            index: std::cmp::Reverse(index),
+        }
+    }
+}
+
+/// A score, totally ordered (scores are finite; -0 counts as 0).
+#[derive(Debug, Clone, Copy)]
+struct Score(f64);
+
+impl PartialEq for Score {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Score {}
+
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0 + 0.0).total_cmp(&(other.0 + 0.0))
+    }
+}
+
+/// The best worker for a need mounting no blobs: walking the ranked workers from the best, the
+/// first eligible one of an owner the need has not met, else the first eligible one.
+fn best_ranked(
+    need: &Need,
+    workers: &[WorkerView],
+    ranked: &BTreeSet<Rank>,
+    by_owner: &BTreeMap<AccountId, usize>,
+    chosen: &[WorkerId],
+    owners: &[AccountId],
+) -> Option<usize> {
+    let mut met: Vec<AccountId> = owners.to_vec();
+    met.sort_unstable();
+    met.dedup();
+    let of_met: usize = met.iter().filter_map(|o| by_owner.get(o)).sum();
+    let unmet_left = ranked.len() > of_met;
+    let mut fallback = None;
+    for r in ranked.iter().rev() {
+        let i = r.index.0;
+        let w = &workers[i];
+        if chosen.contains(&w.id) || !eligible(w, need) {
+            continue;
+        }
+        if !owners.contains(&w.owner) {
+            return Some(i);
+        }
+        if fallback.is_none() {
+            fallback = Some(i);
+            if !unmet_left {
+                break;
+            }
+        }
+    }
+    fallback
+}
+
+/// The best worker for a need, weighing every worker with a free slot by the whole preference.
+fn best_weighed(
+    need: &Need,
+    workers: &[WorkerView],
+    free: &[u32],
+    chosen: &[WorkerId],
+    owners: &[AccountId],
+) -> Option<usize> {
+    let key = |i: usize| {
+        let w = &workers[i];
+        (
+            !owners.contains(&w.owner),
+            w.holds(need),
+            w.standing,
+            w.speed <= SLOW,
+            free[i],
+            w.score,
+            std::cmp::Reverse(w.id),
+        )
+    };
+    let mut best: Option<usize> = None;
+    for (i, w) in workers.iter().enumerate() {
+        if free[i] == 0 || chosen.contains(&w.id) || !eligible(w, need) {
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some(b) => key(i).partial_cmp(&key(b)) == Some(std::cmp::Ordering::Greater),
+        };
+        if better {
+            best = Some(i);
+        }
+    }
+    best
 }
 
 #[cfg(test)]
@@ -228,6 +354,30 @@ mod tests {
                 class,
             }),
         }
+    }
+
+    /// The plan as it was first written: every need weighs every worker with a free slot by
+    /// the whole preference. [`plan`] must answer exactly the same.
+    fn plan_weighing_all(needs: &[Need], workers: &[WorkerView]) -> Vec<Assignment> {
+        let mut free: Vec<u32> = workers.iter().map(|w| w.free_slots).collect();
+        let mut out = Vec::new();
+        for need in needs {
+            let mut chosen = Vec::new();
+            let mut owners = need.owners.clone();
+            for _ in 0..need.count {
+                let Some(i) = best_weighed(need, workers, &free, &chosen, &owners) else {
+                    break;
+                };
+                free[i] -= 1;
+                chosen.push(workers[i].id);
+                owners.push(workers[i].owner);
+                out.push(Assignment {
+                    task: need.task,
+                    worker: workers[i].id,
+                });
+            }
+        }
+        out
     }
 
     fn need(task: TaskId, count: u32, exclude: Vec<WorkerId>) -> Need {
@@ -408,6 +558,7 @@ mod tests {
                 })
                 .collect();
             let a = plan(&needs, &workers);
+            prop_assert_eq!(&a, &plan_weighing_all(&needs, &workers));
             let mut per_worker: HashMap<WorkerId, u32> = HashMap::new();
             for x in &a {
                 *per_worker.entry(x.worker).or_default() += 1;
@@ -448,6 +599,42 @@ mod tests {
                     }
                 }
             }
+        }
+
+        /// Many workers, few owners, equal scores: the ranked walk picks what weighing every
+        /// worker picks.
+        #[test]
+        fn ranked_plan_is_the_weighed_plan(
+            workers in proptest::collection::vec(
+                (0u32..4, standing(), 0i64..3, prop_oneof![Just(0.0f64), Just(1.0), Just(3.0)], prop_oneof![Just(0u64), Just(1u64 << 30)]),
+                0..80),
+            needs in proptest::collection::vec(
+                (1u32..4, proptest::collection::vec(0i64..80, 0..4), proptest::collection::vec(0i64..3, 0..3), prop_oneof![Just(0u64), Just(1u64 << 24)]),
+                0..40),
+        ) {
+            let workers: Vec<WorkerView> = workers
+                .into_iter()
+                .enumerate()
+                .map(|(i, (free, standing, owner, speed, memory_bytes))| WorkerView {
+                    free_slots: free,
+                    owner,
+                    standing,
+                    score: 1.0 / (1.0 + speed),
+                    speed,
+                    memory_bytes,
+                    ..w(i as i64, free)
+                })
+                .collect();
+            let needs: Vec<Need> = needs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (count, exclude, owners, memory_bytes))| Need {
+                    memory_bytes,
+                    owners,
+                    ..need(i as i64, count, exclude)
+                })
+                .collect();
+            prop_assert_eq!(plan(&needs, &workers), plan_weighing_all(&needs, &workers));
         }
 
         /// When enough eligible workers of distinct owners are free, one task's replicas land

@@ -71,8 +71,11 @@ pub fn backups(timing: &JobTiming, running: &[Running], waiting: u64) -> Vec<Tas
         return Vec::new();
     };
     let mut out: Vec<TaskId> = Vec::new();
+    // A burst of stragglers (a large job given out at once) can be thousands: no quadratic
+    // search for the tasks already chosen.
+    let mut chosen = std::collections::BTreeSet::new();
     for r in running {
-        if r.elapsed_ms > limit && r.backups < MAX_BACKUPS && !r.covered && !out.contains(&r.task) {
+        if r.elapsed_ms > limit && r.backups < MAX_BACKUPS && !r.covered && chosen.insert(r.task) {
             out.push(r.task);
         }
     }

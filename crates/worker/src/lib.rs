@@ -3,14 +3,16 @@
 //!
 //! [`run`] builds the `Worker` (what lives as long as the process: its settings, key,
 //! sandbox, slots, compiled programs and blob cache) and keeps it connected, dialling again
-//! with backoff. `connection` dials and does the handshake; `session` is one connection's
-//! message loop; `runner` runs attempts (`Slots`) and keeps programs on disk; `programs` keeps
-//! compiled ones in memory; `blobs` is the blob cache; `identity` the key.
+//! with backoff (`backoff`: exponential, with full jitter). `connection` dials and does the
+//! handshake; `session` is one connection's message loop; `runner` runs attempts (`Slots`)
+//! and keeps programs on disk; `programs` keeps compiled ones in memory; `blobs` is the blob
+//! cache; `identity` the key.
 //!
 //! Architecture Invariant: the async runtime never runs WebAssembly. Attempts run on the
 //! sandbox's runner threads (`Sandbox::spawn`), at most `slots` at once, and report to the
 //! connection task through a channel.
 
+mod backoff;
 mod blobs;
 mod connection;
 mod gpu;
@@ -27,9 +29,9 @@ use runegrid_proto::worker::ToCoordinator;
 use runegrid_sandbox::{Blob, Sandbox, SandboxError};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 
+pub use backoff::Backoff;
 pub use blobs::{BlobCache, BlobError};
 pub use gpu::GpuMode;
 pub use identity::load_or_create_key;
@@ -183,14 +185,14 @@ impl Worker {
     async fn run(mut self) -> Result<(), WorkerError> {
         let mut session: u64 = 0;
         let mut failures: u32 = 0;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         tracing::info!(public_key = %hex::encode(self.key.verifying_key().as_bytes()), slots = self.config.slots, "worker starting");
         loop {
             session += 1;
             match self.session(session).await {
                 Ok(()) => {
                     failures = 0;
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     tracing::warn!("connection to the coordinator ended; reconnecting");
                 }
                 Err(SessionError::Fatal(e)) => return Err(e),
@@ -203,14 +205,13 @@ impl Worker {
                             last,
                         });
                     }
-                    tracing::warn!(error = %last, retry_in_ms = backoff.as_millis() as u64, "cannot reach the coordinator");
+                    tracing::warn!(error = %last, "cannot reach the coordinator");
                 }
             }
             // Queued attempts belonged to the connection that ended: the coordinator has
             // given them to others.
             self.slots.clear();
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 

@@ -51,6 +51,7 @@ impl Grid {
         w.busy.insert(id);
         let owner = w.owner;
         let gpu_class = w.gpu.as_ref().map(|g| g.class());
+        self.refresh_free(worker);
         self.next_attempt += 1;
         self.metrics.attempt_started();
         let req = policy.map(|p| {
@@ -235,6 +236,7 @@ impl Grid {
     /// (cancelled or expired meanwhile, or not this worker's).
     fn claim(&mut self, worker: WorkerId, attempt: AttemptId) -> Option<AttemptMem> {
         self.workers.get_mut(&worker)?.busy.remove(&attempt);
+        self.refresh_free(worker);
         if self.attempts.get(&attempt)?.worker != worker {
             return None;
         }
@@ -298,6 +300,7 @@ impl Grid {
     ) {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.busy.remove(&attempt);
+            self.refresh_free(worker);
         }
         if self
             .attempts

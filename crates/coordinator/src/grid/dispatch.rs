@@ -43,11 +43,11 @@ impl Grid {
         }
     }
 
-    /// The workers that can take an attempt now.
+    /// The workers that can take an attempt now (all of them in `free`).
     fn views(&self) -> Vec<WorkerView> {
-        self.workers
+        self.free
             .iter()
-            .map(|(id, w)| self.view(*id, w))
+            .filter_map(|id| Some(self.view(*id, self.workers.get(id)?)))
             .filter(|v| v.free_slots > 0 && v.standing != Standing::Quarantined)
             .collect()
     }

@@ -53,7 +53,7 @@ use runegrid_core::{
 use runegrid_proto::worker::{BlobMount, ToWorker};
 use runegrid_proto::{Counts, JobEvent};
 use runegrid_store::{JobRecord, TaskOutcome, TaskState};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -250,11 +250,16 @@ struct WorkerConn {
 pub struct Grid {
     jobs: HashMap<JobId, JobMem>,
     tasks: HashMap<TaskId, TaskMem>,
-    attempts: HashMap<AttemptId, AttemptMem>,
+    /// Running attempts, by id: ids follow start times, so the oldest come first.
+    attempts: BTreeMap<AttemptId, AttemptMem>,
     queue: VecDeque<TaskId>,
     /// Finished jobs still in memory, oldest first.
     finished: VecDeque<(JobId, Instant)>,
     workers: BTreeMap<WorkerId, WorkerConn>,
+    /// The connected workers that may have a free slot: those holding fewer attempts than the
+    /// most `schedule::capacity` gives (twice their slots). Dispatch and probes look at these
+    /// alone, so a result costs no scan of every connected worker (see `workers::refresh_free`).
+    free: BTreeSet<WorkerId>,
     next_job: JobId,
     next_task: TaskId,
     next_attempt: AttemptId,
@@ -303,10 +308,11 @@ impl Grid {
         Grid {
             jobs: HashMap::new(),
             tasks: HashMap::new(),
-            attempts: HashMap::new(),
+            attempts: BTreeMap::new(),
             queue: VecDeque::new(),
             finished: VecDeque::new(),
             workers: BTreeMap::new(),
+            free: BTreeSet::new(),
             next_job: next.job,
             next_task: next.task,
             next_attempt: next.attempt,

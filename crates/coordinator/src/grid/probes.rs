@@ -95,9 +95,11 @@ impl Grid {
             return;
         }
         let params = *self.trust.params();
+        // A worker that wants one holds nothing: it is in `free`.
         let idle: Vec<WorkerId> = self
-            .workers
+            .free
             .iter()
+            .filter_map(|id| Some((id, self.workers.get(id)?)))
             .filter(|(id, w)| {
                 let c = Candidate {
                     standing: self.trust.standing(**id),

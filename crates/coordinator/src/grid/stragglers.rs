@@ -13,12 +13,22 @@ impl Grid {
         let Some(j) = self.jobs.get(&job) else {
             return;
         };
-        if j.timing.threshold_ms().is_none() {
+        let Some(limit) = j.timing.threshold_ms() else {
             return;
-        }
+        };
         let now = Instant::now();
         let mut running = Vec::new();
-        for a in self.attempts.values().filter(|a| a.job == job) {
+        // Only attempts past the threshold can be stragglers. Attempts come oldest first (ids
+        // follow start times), so the walk ends at the first one, of any job, that has not run
+        // that long: a result costs no scan of every running attempt.
+        for a in self.attempts.values() {
+            let elapsed_ms = now.duration_since(a.started).as_secs_f64() * 1000.0;
+            if elapsed_ms <= limit {
+                break;
+            }
+            if a.job != job {
+                continue;
+            }
             let Some(t) = self.tasks.get(&a.task) else {
                 continue;
             };
@@ -33,7 +43,7 @@ impl Grid {
                 });
             running.push(Running {
                 task: a.task,
-                elapsed_ms: now.duration_since(a.started).as_secs_f64() * 1000.0,
+                elapsed_ms,
                 backups: t.backups,
                 covered,
             });

@@ -197,3 +197,45 @@ proptest! {
         }
     }
 }
+
+/// `free` holds exactly the connected workers holding fewer attempts than twice their slots.
+fn assert_free_in_step(g: &Grid) {
+    let expect: std::collections::BTreeSet<WorkerId> = g
+        .workers
+        .iter()
+        .filter(|(_, w)| w.busy.len() < 2 * w.slots as usize)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(g.free, expect);
+}
+
+#[test]
+fn free_workers_follow_attempts_and_connections() {
+    let mut g = grid(TrustParams::default());
+    let mut fx = Effects::default();
+    let mut rxs: Vec<_> = (1..=4).map(|id| connect(&mut g, id, 1, &mut fx)).collect();
+    assert_free_in_step(&g);
+    g.add_job(submission(PolicyKind::Quorum, 3), &mut fx)
+        .unwrap();
+    g.dispatch(&mut fx);
+    // Six attempts on four workers of capacity two: some are full.
+    assert!(g.free.len() < 4);
+    assert_free_in_step(&g);
+    // Failures free capacity (and dispatch fills it again), a worker going takes its place.
+    for id in 1..=2 {
+        let held: Vec<_> = g.workers[&id].busy.iter().copied().collect();
+        for a in held {
+            g.on_failed(id, a, runegrid_core::Loss::Failed(None), "x", &mut fx);
+            assert_free_in_step(&g);
+        }
+    }
+    g.dispatch(&mut fx);
+    assert_free_in_step(&g);
+    let conn = g.workers[&3].conn;
+    g.worker_gone(3, conn, runegrid_core::Loss::Disconnected, "gone", &mut fx);
+    assert!(!g.free.contains(&3));
+    assert_free_in_step(&g);
+    // A reconnection replaces the old connection.
+    rxs.push(connect(&mut g, 4, 2, &mut fx));
+    assert_free_in_step(&g);
+}

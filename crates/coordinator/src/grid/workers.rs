@@ -66,6 +66,7 @@ impl Grid {
                 probes_given: 0,
             },
         );
+        self.refresh_free(id);
         self.dispatch(fx);
         conn
     }
@@ -144,10 +145,21 @@ impl Grid {
         }
     }
 
+    /// Puts a worker in `free` or takes it out, after its attempts or its connection changed:
+    /// it is there while connected and holding fewer attempts than twice its slots.
+    pub(super) fn refresh_free(&mut self, id: WorkerId) {
+        let most = |w: &WorkerConn| runegrid_core::schedule::capacity(w.slots, 0.0);
+        match self.workers.get(&id) {
+            Some(w) if (w.busy.len() as u64) < u64::from(most(w)) => self.free.insert(id),
+            _ => self.free.remove(&id),
+        };
+    }
+
     fn drop_worker(&mut self, id: WorkerId, loss: Loss, why: &str, fx: &mut Effects) {
         let Some(w) = self.workers.remove(&id) else {
             return;
         };
+        self.refresh_free(id);
         let held: Vec<AttemptId> = w.busy.into_iter().collect();
         for a in held {
             self.lose_attempt(a, loss, why, fx);
