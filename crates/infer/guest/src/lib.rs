@@ -12,12 +12,13 @@
 //! lane, is IEEE and NaNs are canonicalized by the instrumentation, so replicas agree token
 //! for token.
 
+mod llama;
 pub mod tokenizer;
 
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
+use llama::{MAX_SEQ_LEN, ModelWeights};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, Write};
 use tokenizer::{Tokenizer, Utf8Stream};
