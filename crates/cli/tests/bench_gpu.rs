@@ -9,18 +9,6 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-fn have_gpu() -> bool {
-    let found = !runegrid_gpu::adapters().is_empty();
-    if !found {
-        assert!(
-            std::env::var_os("RUNEGRID_REQUIRE_GPU").is_none(),
-            "RUNEGRID_REQUIRE_GPU is set but there is no Vulkan adapter (apt-get install mesa-vulkan-drivers)"
-        );
-        eprintln!("note: skipping the GPU bench test: no Vulkan adapter");
-    }
-    found
-}
-
 #[test]
 fn bench_gpu_quick_prints_the_table_and_gpu_and_cpu_agree() {
     if !have_gpu() {

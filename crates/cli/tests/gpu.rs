@@ -11,18 +11,6 @@ use runegrid_core::{ExecStatus, PolicyKind};
 use runegrid_proto::{GpuJob, ProgramKind, ResultState, SubmitJob, TaskSpec};
 use std::collections::BTreeMap;
 
-fn have_gpu() -> bool {
-    let found = !runegrid_gpu::adapters().is_empty();
-    if !found {
-        assert!(
-            std::env::var_os("RUNEGRID_REQUIRE_GPU").is_none(),
-            "RUNEGRID_REQUIRE_GPU is set but there is no Vulkan adapter (apt-get install mesa-vulkan-drivers)"
-        );
-        eprintln!("note: skipping the GPU tests: no Vulkan adapter");
-    }
-    found
-}
-
 const ADD: &str = r#"
 @group(0) @binding(0) var<storage, read> a: array<u32>;
 @group(0) @binding(1) var<storage, read> b: array<u32>;

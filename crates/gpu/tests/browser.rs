@@ -610,19 +610,7 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
         &hash_inputs,
     )
     .await;
-    let hashed: Vec<u32> = state
-        .iter()
-        .map(|&x| {
-            let mut h = x;
-            for _ in 0..3 {
-                for r in 0..rounds {
-                    h = mix(h.wrapping_add(r), salt);
-                }
-            }
-            h
-        })
-        .collect();
-    assert_eq!(from_words(&out.outputs[0].1), hashed);
+    assert_eq!(from_words(&out.outputs[0].1), hashed(&state, rounds, salt));
 
     // Integer edge cases WGSL defines (division and remainder by zero, i32::MIN / -1, shift
     // amounts past the width): the same bytes.
@@ -774,7 +762,7 @@ async fn the_browser_and_native_engines_give_the_same_bytes() {
     let guarded = runegrid_gpu::guard(&hash, 1000).unwrap();
     let out = same_bytes(&b, &gpu, "guarded hash", &guarded, &hash_inputs).await;
     assert!(!out.exhausted);
-    assert_eq!(from_words(&out.outputs[0].1), hashed);
+    assert_eq!(from_words(&out.outputs[0].1), hashed(&state, rounds, salt));
 
     // Float kernels: within a tolerance of each other and of the CPU; bitwise equality is
     // reported, not required. Arithmetic only (WGSL: division within 2.5 ULPs, fused

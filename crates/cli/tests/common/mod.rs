@@ -378,3 +378,17 @@ pub fn args(a: &[&str]) -> TaskSpec {
         ..TaskSpec::default()
     }
 }
+
+/// Whether this machine has a Vulkan adapter for GPU tests; without one the caller skips,
+/// saying so, unless `RUNEGRID_REQUIRE_GPU` is set (CI), which makes it a failure.
+pub fn have_gpu() -> bool {
+    let found = !runegrid_gpu::adapters().is_empty();
+    if !found {
+        assert!(
+            std::env::var_os("RUNEGRID_REQUIRE_GPU").is_none(),
+            "RUNEGRID_REQUIRE_GPU is set but there is no Vulkan adapter (apt-get install mesa-vulkan-drivers)"
+        );
+        eprintln!("note: skipping a GPU test: no Vulkan adapter");
+    }
+    found
+}

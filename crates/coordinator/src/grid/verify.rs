@@ -53,10 +53,9 @@ impl Grid {
     /// Audits and probes always compare digests.
     fn judge(&self, t: &TaskMem) -> (Verdict, Option<Vec<usize>>) {
         let q = self.quorum_of(t);
-        let tolerance = match t.is_special() {
-            true => None,
-            false => self.tolerance_of_job(t.job),
-        };
+        let tolerance = (!t.is_special())
+            .then(|| self.tolerance_of_job(t.job))
+            .flatten();
         let Some(tolerance) = tolerance else {
             return (decide(&q, &self.tally(t)), None);
         };

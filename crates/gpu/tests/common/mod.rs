@@ -93,6 +93,22 @@ pub fn mix(x: u32, salt: u32) -> u32 {
     h ^ (h >> 16)
 }
 
+/// What the hash kernel leaves in `state` after its three dispatches of `rounds` rounds each.
+pub fn hashed(state: &[u32], rounds: u32, salt: u32) -> Vec<u32> {
+    state
+        .iter()
+        .map(|&x| {
+            let mut h = x;
+            for _ in 0..3 {
+                for r in 0..rounds {
+                    h = mix(h.wrapping_add(r), salt);
+                }
+            }
+            h
+        })
+        .collect()
+}
+
 /// Reads and writes out of bounds every way (a negative `i32`, `i32::MIN`, a huge `u32`, an
 /// index equal to `arrayLength`; buffer, workgroup, function and atomic arrays, a vector and a
 /// matrix), one invocation, so that no two writes race for a clamped element.
