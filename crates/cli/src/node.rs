@@ -76,6 +76,15 @@ pub struct ServeArgs {
     /// least recently used leaving first.
     #[arg(long, default_value = "64M", value_parser = parse_bytes)]
     pub cache_bytes: u64,
+    /// On a PostgreSQL store, the URL clients are sent to when this coordinator is the active
+    /// one (standbys name it in their answers); default: http:// and the address it listens
+    /// on.
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+    /// On a PostgreSQL store, how long the active coordinator's lease lasts past each renewal
+    /// (milliseconds): a standby takes over this long after the active one dies.
+    #[arg(long, default_value_t = 4000)]
+    pub lease_ttl_ms: u64,
 }
 
 /// The model file scripts/fetch-model.sh put in place, if any: `$RUNEGRID_MODEL`, else in
@@ -150,7 +159,35 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
     } else {
         a.models.clone()
     };
-    let mut running = runegrid_coordinator::start(config).await?;
+    if a.lease_ttl_ms < 100 {
+        bail!("--lease-ttl-ms must be at least 100");
+    }
+    if let Some(url) = &a.advertise
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        bail!("--advertise must be an http:// or https:// URL");
+    }
+    config.failover.advertise = a.advertise.clone();
+    config.failover.lease_ttl = Duration::from_millis(a.lease_ttl_ms);
+    let on_postgres = matches!(
+        config.store,
+        runegrid_coordinator::StoreLocation::Postgres(_)
+    );
+    let bound = runegrid_coordinator::bind(config).await?;
+    if on_postgres {
+        eprintln!(
+            "runegrid coordinator on http://{}: standing by until it holds the lease",
+            bound.addr
+        );
+    }
+    let mut running = tokio::select! {
+        r = bound.activate() => r?,
+        r = stop_signal() => {
+            r.context("waiting for a signal")?;
+            eprintln!("stopping: this coordinator was standing by");
+            return Ok(0);
+        }
+    };
     let url = format!("http://{}", running.addr);
     // Written whole, then renamed: whoever waits for the file never reads it half written.
     let tmp = a.data.join(format!("{URL_FILE}.tmp"));
@@ -159,28 +196,29 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
         .context("writing the coordinator url file")?;
     eprintln!("runegrid coordinator listening on {url}");
     eprintln!("admin token: {}", running.admin_token_file.display());
-    let stop = async {
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => r,
-                _ = term.recv() => Ok(()),
-            }
-        }
-        #[cfg(not(unix))]
-        tokio::signal::ctrl_c().await
-    };
     tokio::select! {
         r = &mut running.server => { r??; }
-        r = stop => {
+        r = stop_signal() => {
             r.context("waiting for a signal")?;
             eprintln!("shutting down: writing what is pending");
-            running.flush().await;
+            running.shutdown().await;
         }
     }
     Ok(0)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
 }
 
 #[derive(Args)]

@@ -8,6 +8,8 @@ use runegrid_proto::{
     SubmitJobResponse, WorkerInfo,
 };
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// A failed API call.
@@ -46,35 +48,61 @@ impl ClientError {
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
-/// A connection to one coordinator with one account's token.
+/// A connection to a coordinator with one account's token.
+///
+/// Given several coordinators (one active, the others standing by on the same database), a
+/// request a standby refuses, or one that could not connect (and so was never received), goes
+/// to the active coordinator the standby named, or to the next one given, for up to
+/// [`FAILOVER_WAIT`] while a standby takes over. A request whose connection broke after it was
+/// sent is not repeated: it may have been done.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    /// The coordinators' base URLs, without a trailing slash.
+    bases: Arc<[String]>,
+    /// Which of them requests go to.
+    at: Arc<AtomicUsize>,
     token: Option<String>,
 }
 
+/// How long a request waits for an active coordinator when several are given.
+pub const FAILOVER_WAIT: Duration = Duration::from_secs(30);
+
+/// The header in which a standby coordinator names the active one (empty when none is).
+pub const ACTIVE_HEADER: &str = "x-runegrid-active";
+
 impl Client {
-    /// `base` is like `http://127.0.0.1:7070`.
+    /// `base` is like `http://127.0.0.1:7070`, or several such URLs separated by commas
+    /// (coordinators sharing one database).
     pub fn new(base: &str, token: Option<String>) -> Client {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(64)
             .build()
             .expect("http client builds");
+        let mut bases: Vec<String> = base
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        if bases.is_empty() {
+            bases.push(base.trim().to_string());
+        }
         Client {
             http,
-            base: base.trim_end_matches('/').to_string(),
+            bases: bases.into(),
+            at: Arc::new(AtomicUsize::new(0)),
             token,
         }
     }
 
+    /// The coordinator requests go to now.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[self.at.load(Ordering::Relaxed) % self.bases.len()]
     }
 
     fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        self.authed(self.http.request(method, format!("{}{path}", self.base)))
+        self.authed(self.http.request(method, format!("{}{path}", self.base())))
     }
 
     /// `r` with this client's token.
@@ -85,11 +113,61 @@ impl Client {
         }
     }
 
+    /// Sends a request, to another coordinator if this one stands by (see [`Client`]).
     async fn send(&self, r: RequestBuilder) -> Result<reqwest::Response> {
-        let resp = r.send().await.map_err(|source| ClientError::Transport {
-            url: self.base.clone(),
+        let mut req = r.build().map_err(|source| ClientError::Transport {
+            url: self.base().to_string(),
             source,
         })?;
+        let deadline = std::time::Instant::now() + FAILOVER_WAIT;
+        let mut tries = 0usize;
+        let resp = loop {
+            let again = (self.bases.len() > 1).then(|| req.try_clone()).flatten();
+            let from = self.base().to_string();
+            let hint = match self.http.execute(req).await {
+                Ok(resp) if again.is_some() && is_standby(&resp) => resp
+                    .headers()
+                    .get(ACTIVE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.trim_end_matches('/').to_string()),
+                Ok(resp) => break resp,
+                Err(source) if again.is_some() && source.is_connect() => None,
+                Err(source) => return Err(ClientError::Transport { url: from, source }),
+            };
+            let Some(mut next) = again else {
+                unreachable!("only retried with a copy")
+            };
+            tries += 1;
+            if std::time::Instant::now() > deadline {
+                return Err(ClientError::Api {
+                    status: 503,
+                    code: "standby".into(),
+                    message: format!(
+                        "no coordinator of {} is active after {FAILOVER_WAIT:?}",
+                        self.bases.join(", ")
+                    ),
+                });
+            }
+            let named = hint.and_then(|h| self.bases.iter().position(|b| *b == h));
+            let at =
+                named.unwrap_or_else(|| (self.at.load(Ordering::Relaxed) + 1) % self.bases.len());
+            self.at.store(at, Ordering::Relaxed);
+            if named.is_none() && tries.is_multiple_of(self.bases.len()) {
+                // Every one refused: a takeover is under way.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let rest = next
+                .url()
+                .as_str()
+                .strip_prefix(from.as_str())
+                .map(str::to_string);
+            if let Some(url) =
+                rest.and_then(|r| reqwest::Url::parse(&format!("{}{r}", self.base())).ok())
+            {
+                *next.url_mut() = url;
+            }
+            req = next;
+        };
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -120,7 +198,7 @@ impl Client {
             .bytes()
             .await
             .map_err(|source| ClientError::Transport {
-                url: self.base.clone(),
+                url: self.base().to_string(),
                 source,
             })?;
         Ok(bytes.to_vec())
@@ -230,9 +308,11 @@ impl Client {
     /// The bytes of a file task `index` of `job` left under `/out` (`path` below it, as its
     /// result lists it).
     pub async fn task_file(&self, job: i64, index: u32, path: &str) -> Result<Vec<u8>> {
-        let mut url =
-            reqwest::Url::parse(&format!("{}/v1/jobs/{job}/tasks/{index}/files", self.base))
-                .map_err(|e| ClientError::Decode(format!("bad coordinator url: {e}")))?;
+        let mut url = reqwest::Url::parse(&format!(
+            "{}/v1/jobs/{job}/tasks/{index}/files",
+            self.base()
+        ))
+        .map_err(|e| ClientError::Decode(format!("bad coordinator url: {e}")))?;
         url.path_segments_mut()
             .map_err(|()| ClientError::Decode("bad coordinator url".into()))?
             .extend(path.split('/'));
@@ -255,7 +335,7 @@ impl Client {
             .send(self.req(Method::GET, &format!("/v1/jobs/{job}/events")))
             .await?;
         Ok(EventStream {
-            sse: SseReader::new(resp, &self.base),
+            sse: SseReader::new(resp, self.base()),
         })
     }
 
@@ -295,9 +375,14 @@ impl Client {
             .send(self.req(Method::POST, "/v1/chat/completions").json(&req))
             .await?;
         Ok(ChatStream {
-            sse: SseReader::new(resp, &self.base),
+            sse: SseReader::new(resp, self.base()),
         })
     }
+}
+
+/// A standby's refusal (it names the active coordinator, if any, in [`ACTIVE_HEADER`]).
+fn is_standby(resp: &reqwest::Response) -> bool {
+    resp.status() == StatusCode::SERVICE_UNAVAILABLE && resp.headers().contains_key(ACTIVE_HEADER)
 }
 
 fn status_code(s: StatusCode) -> &'static str {

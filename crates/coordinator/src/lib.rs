@@ -39,6 +39,7 @@ mod cache_tests;
 mod chat;
 #[cfg(test)]
 mod churn_tests;
+pub mod failover;
 mod grid;
 mod http;
 #[cfg(test)]
@@ -96,9 +97,24 @@ impl std::str::FromStr for StoreLocation {
 impl StoreLocation {
     /// Opens a connection (creating the database file, or the tables, on first use).
     pub fn open(&self, data_dir: &Path) -> Result<Box<dyn Store>, StoreError> {
+        self.open_fenced(data_dir, None)
+    }
+
+    /// Opens a connection whose writes are fenced by a lease (PostgreSQL only).
+    fn open_fenced(
+        &self,
+        data_dir: &Path,
+        fence: Option<runegrid_store::Fence>,
+    ) -> Result<Box<dyn Store>, StoreError> {
         Ok(match self {
             StoreLocation::DataDir => Box::new(SqliteStore::open(&data_dir.join(DB_FILE))?),
-            StoreLocation::Postgres(url) => Box::new(PostgresStore::open(url)?),
+            StoreLocation::Postgres(url) => {
+                let mut s = PostgresStore::open(url)?;
+                if let Some(f) = fence {
+                    s.set_fence(f);
+                }
+                Box::new(s)
+            }
         })
     }
 
@@ -139,6 +155,8 @@ pub struct Config {
     pub credits: grid::CreditTerms,
     /// Bytes of verified results the result cache keeps (0: no cache).
     pub cache_bytes: u64,
+    /// The lease on a PostgreSQL store (several coordinators on one database, one active).
+    pub failover: failover::FailoverConfig,
 }
 
 /// Sign-ups one address may make by default: a burst of 20, then 30 a minute.
@@ -162,6 +180,7 @@ impl Config {
             metrics: Metrics::new(),
             credits: grid::CreditTerms::default(),
             cache_bytes: grid::DEFAULT_CACHE_BYTES,
+            failover: failover::FailoverConfig::default(),
         }
     }
 }
@@ -187,6 +206,8 @@ pub enum CoordinatorError {
     Model { path: String, message: String },
     #[error("cannot register the built-in program {0}: {1}")]
     Builtin(&'static str, String),
+    #[error(transparent)]
+    Failover(#[from] failover::FailoverError),
 }
 
 /// A running coordinator.
@@ -196,6 +217,7 @@ pub struct Running {
     pub admin_token_file: PathBuf,
     pub server: tokio::task::JoinHandle<Result<(), CoordinatorError>>,
     app: Arc<app::App>,
+    lease: Option<failover::Keeper>,
 }
 
 impl Running {
@@ -205,6 +227,24 @@ impl Running {
         self.app.flush_trust();
         self.app.writer.flush().await;
     }
+
+    /// A clean stop: flushes, then gives the lease up (when on a shared database) so that a
+    /// standby takes over at once.
+    pub async fn shutdown(&self) {
+        self.flush().await;
+        if let Some(lease) = &self.lease {
+            lease.release().await;
+        }
+    }
+}
+
+/// A coordinator listening, not serving yet (see [`Bound::activate`]).
+pub struct Bound {
+    pub addr: SocketAddr,
+    config: Config,
+    switch: failover::Switch,
+    standby: Arc<failover::Standby>,
+    server: tokio::task::JoinHandle<Result<(), CoordinatorError>>,
 }
 
 /// Name of the database file inside the data directory.
@@ -212,31 +252,19 @@ pub const DB_FILE: &str = "runegrid.sqlite";
 /// Name of the admin token file inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
-/// Opens the store, recovers unfinished work, binds the listener and starts serving.
+/// Binds the listener and starts serving, once it is the active coordinator: see [`bind`] and
+/// [`Bound::activate`].
 pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
+    bind(config).await?.activate().await
+}
+
+/// Binds the listener and answers there as a standby (503 `standby`, see [`failover`]) until
+/// [`Bound::activate`] switches it to the coordinator's routes.
+pub async fn bind(config: Config) -> Result<Bound, CoordinatorError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| CoordinatorError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let mut write_store = config.store.open(&config.data_dir)?;
-    let read_store = config.store.open(&config.data_dir)?;
-    let admin_token_file = config.data_dir.join(ADMIN_TOKEN_FILE);
-    auth::ensure_admin(
-        write_store.as_mut(),
-        &admin_token_file,
-        config.credits.welcome,
-    )?;
-    // Blocking: the first start of a data directory pre-initializes the Rune runner (seconds).
-    let (write_store, builtins) = tokio::task::spawn_blocking(move || {
-        let registered = builtins::ALL
-            .iter()
-            .map(|b| Ok((b.sha256(), builtins::register(write_store.as_mut(), b)?)))
-            .collect::<Result<Vec<_>, CoordinatorError>>();
-        (write_store, registered)
-    })
-    .await
-    .map_err(|e| CoordinatorError::Builtin("rune", format!("registering panicked: {e}")))?;
-    let builtins = builtins?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| CoordinatorError::Listen {
@@ -244,40 +272,104 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(CoordinatorError::Serve)?;
-    let app = app::App::recover(config.clone(), write_store, read_store)?;
-    for (sha, program) in builtins {
-        app.cache_program(sha, Arc::new(program));
-    }
-    for path in &config.model_files {
-        let store = app.blobs.clone();
-        let p = path.clone();
-        tokio::task::spawn_blocking(move || import_model(&store, &p))
-            .await
-            .expect("model import panicked")
-            .map_err(|message| CoordinatorError::Model {
-                path: path.display().to_string(),
-                message,
-            })?;
-    }
-    let app = Arc::new(app);
-    tokio::spawn(app::ticker(app.clone()));
-    let router = http::router(app.clone());
-    tracing::info!(%addr, data = %config.data_dir.display(), store = %config.store.describe(&config.data_dir), "coordinator listening");
+    let standby = Arc::new(failover::Standby::default());
+    let switch = failover::Switch::new(standby.router());
+    let root = axum::Router::new().fallback_service(switch.clone());
     let server = tokio::spawn(async move {
         // The peer address is what rate limits count by.
         axum::serve(
             listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            root.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .await
         .map_err(CoordinatorError::Serve)
     });
-    Ok(Running {
-        app: app.clone(),
+    Ok(Bound {
         addr,
-        admin_token_file,
+        config,
+        switch,
+        standby,
         server,
     })
+}
+
+impl Bound {
+    /// The URL this coordinator gives as its own (`--advertise`, else its address).
+    pub fn advertise(&self) -> String {
+        self.config
+            .failover
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.addr))
+    }
+
+    /// On PostgreSQL, stands by until this coordinator holds the lease; then opens the store,
+    /// recovers unfinished work and serves.
+    pub async fn activate(self) -> Result<Running, CoordinatorError> {
+        let config = self.config.clone();
+        let (fence, lease) = match &config.store {
+            StoreLocation::Postgres(url) => {
+                let (lease, fence) = failover::take_lease(
+                    url,
+                    &self.advertise(),
+                    config.failover.lease_ttl,
+                    self.standby.clone(),
+                )
+                .await?;
+                (
+                    Some(fence),
+                    Some(failover::keep(lease, config.failover.lease_ttl)),
+                )
+            }
+            StoreLocation::DataDir => (None, None),
+        };
+        let mut write_store = config.store.open_fenced(&config.data_dir, fence)?;
+        let read_store = config.store.open(&config.data_dir)?;
+        let admin_token_file = config.data_dir.join(ADMIN_TOKEN_FILE);
+        auth::ensure_admin(
+            write_store.as_mut(),
+            &admin_token_file,
+            config.credits.welcome,
+        )?;
+        // Blocking: the first start of a data directory pre-initializes the Rune runner (seconds).
+        let (write_store, builtins) = tokio::task::spawn_blocking(move || {
+            let registered = builtins::ALL
+                .iter()
+                .map(|b| Ok((b.sha256(), builtins::register(write_store.as_mut(), b)?)))
+                .collect::<Result<Vec<_>, CoordinatorError>>();
+            (write_store, registered)
+        })
+        .await
+        .map_err(|e| CoordinatorError::Builtin("rune", format!("registering panicked: {e}")))?;
+        let builtins = builtins?;
+        let app = app::App::recover(config.clone(), write_store, read_store)?;
+        for (sha, program) in builtins {
+            app.cache_program(sha, Arc::new(program));
+        }
+        for path in &config.model_files {
+            let store = app.blobs.clone();
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || import_model(&store, &p))
+                .await
+                .expect("model import panicked")
+                .map_err(|message| CoordinatorError::Model {
+                    path: path.display().to_string(),
+                    message,
+                })?;
+        }
+        let app = Arc::new(app);
+        tokio::spawn(app::ticker(app.clone()));
+        self.switch.set(http::router(app.clone()));
+        let addr = self.addr;
+        tracing::info!(%addr, data = %config.data_dir.display(), store = %config.store.describe(&config.data_dir), "coordinator listening");
+        Ok(Running {
+            app,
+            addr,
+            admin_token_file,
+            server: self.server,
+            lease,
+        })
+    }
 }
 
 /// Makes a model file a blob (hashing and copying it unless the blob store has it already).

@@ -174,6 +174,9 @@ fn commit(
     let mut all: Vec<Change> = batch.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
     coalesce_worker_seen(&mut all);
     if let Err(e) = store.apply(&all) {
+        if matches!(e, StoreError::LeaseLost) {
+            crate::failover::lost("a write was refused: another coordinator holds the lease");
+        }
         // Retry message by message so one bad change cannot take the others down with it.
         tracing::error!(error = %e, changes = all.len(), "store batch failed; applying one by one");
         for (seq, changes) in batch.iter() {
@@ -220,14 +223,23 @@ fn coalesce_worker_seen(batch: &mut Vec<Change>) {
 fn serve(store: &mut dyn Store, msg: Msg) {
     match msg {
         Msg::PutProgram(p, r) => {
-            let _ = r.send(store.put_program(&p));
+            let _ = r.send(fenced(store.put_program(&p)));
         }
         Msg::UpsertWorker(w, r) => {
-            let _ = r.send(store.upsert_worker(&w));
+            let _ = r.send(fenced(store.upsert_worker(&w)));
         }
         Msg::CreateAccount(n, h, a, w, r) => {
-            let _ = r.send(store.create_account(&n, &h, a, w));
+            let _ = r.send(fenced(store.create_account(&n, &h, a, w)));
         }
         Msg::Apply(..) => unreachable!("handled by the batch loop"),
     }
+}
+
+/// A write's outcome, unless it was refused for a lost lease: then nothing this coordinator
+/// does may reach the store any more (see `failover`).
+fn fenced<T>(r: Result<T, StoreError>) -> Result<T, StoreError> {
+    if let Err(StoreError::LeaseLost) = r {
+        crate::failover::lost("a write was refused: another coordinator holds the lease");
+    }
+    r
 }

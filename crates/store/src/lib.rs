@@ -8,13 +8,15 @@
 
 mod codec;
 pub mod conformance;
+mod lease;
 mod postgres;
 mod records;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use postgres::{PostgresStore, redact_url};
+pub use lease::{Lease, LeaseHolder};
+pub use postgres::{Fence, POSTGRES_SCHEMA_VERSION, PostgresStore, redact_url};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -35,10 +37,16 @@ pub enum StoreError {
     Conflict(String),
     #[error("cannot open the store at {path}: {message}")]
     Open { path: String, message: String },
+    /// A fenced write (see [`Fence`]) after another coordinator took the lease over.
+    #[error("this coordinator no longer holds the lease on the database: another one took over")]
+    LeaseLost,
 }
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> StoreError {
+        if e.code().map(|c| c.code()) == Some(postgres::FENCE_FAILED) {
+            return StoreError::LeaseLost;
+        }
         StoreError::Postgres(e)
     }
 }

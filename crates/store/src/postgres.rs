@@ -153,7 +153,31 @@ CREATE TABLE result_cache (
 );
 CREATE INDEX result_cache_used ON result_cache(used_at);
 "#,
+    // 2: the active coordinator's lease (`crate::lease`; PostgreSQL only, SQLite has one
+    // coordinator by construction) and the fence every write transaction passes first.
+    r#"
+CREATE TABLE runegrid_lease (
+    id INT PRIMARY KEY CHECK (id = 1),
+    holder TEXT NOT NULL,
+    advertise TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    deadline TIMESTAMPTZ NOT NULL
+);
+CREATE FUNCTION runegrid_fence(h TEXT, e BIGINT) RETURNS VOID AS $$
+BEGIN
+    -- FOR SHARE: a takeover (an UPDATE of this row) waits until this transaction ends, and
+    -- a transaction that starts after a takeover sees the new holder and fails here.
+    PERFORM 1 FROM runegrid_lease WHERE id = 1 AND holder = h AND epoch = e FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'another coordinator holds the lease' USING ERRCODE = 'RG001';
+    END IF;
+END
+$$ LANGUAGE plpgsql;
+"#,
 ];
+
+/// How many migrations a database brought up to date has had.
+pub const POSTGRES_SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// The advisory lock under which a connection brings the schema up to date, so that two
 /// coordinators (or a writer and a reader) opening a new database at once do not both
@@ -171,7 +195,23 @@ pub struct PostgresStore {
     statements: HashMap<String, Statement>,
     /// The URL without its password, for messages.
     location: String,
+    /// The lease every write must still hold (a coordinator on a shared database).
+    fence: Option<Fence>,
 }
+
+/// The lease a connection's writes are fenced by: each write transaction first checks, in
+/// the database, that this holder still holds the lease at this epoch, and fails with
+/// [`StoreError::LeaseLost`] otherwise — so a coordinator that lost its lease (paused,
+/// cut off, slow to notice) cannot write after a standby took over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub holder: String,
+    pub epoch: i64,
+}
+
+const FENCE_SQL: &str = "SELECT runegrid_fence($1, $2)";
+/// The SQLSTATE `runegrid_fence` raises.
+pub(crate) const FENCE_FAILED: &str = "RG001";
 
 /// A statement's parameter, borrowed from the changes where it can be.
 type Param<'a> = Box<dyn ToSql + Sync + Send + 'a>;
@@ -211,9 +251,15 @@ impl PostgresStore {
             config,
             statements: HashMap::new(),
             location: location.clone(),
+            fence: None,
         };
         store.migrate().map_err(|e| fail(e.to_string()))?;
         Ok(store)
+    }
+
+    /// Fences this connection's writes by a lease (see [`Fence`]).
+    pub fn set_fence(&mut self, fence: Fence) {
+        self.fence = Some(fence);
     }
 
     /// Where the database is (its URL without the password).
@@ -283,7 +329,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+    pub(crate) fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         self.reconnect_if_closed()?;
         let PostgresStore {
             client, statements, ..
@@ -291,6 +337,28 @@ impl PostgresStore {
         block(async {
             let st = prepared(client, statements, sql).await?;
             Ok(client.query(&st, params).await?)
+        })
+    }
+
+    /// A write outside `apply`: with a fence, in a transaction the fence checks first.
+    fn write(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        if self.fence.is_none() {
+            return self.query(sql, params);
+        }
+        self.reconnect_if_closed()?;
+        let PostgresStore {
+            client,
+            statements,
+            fence,
+            ..
+        } = self;
+        block(async {
+            let tx = client.transaction().await?;
+            check_fence(&tx, statements, fence).await?;
+            let st = prepared(&tx, statements, sql).await?;
+            let rows = tx.query(&st, params).await?;
+            tx.commit().await?;
+            Ok(rows)
         })
     }
 
@@ -408,6 +476,20 @@ async fn prepared(
     let st = client.prepare(sql).await?;
     cache.insert(sql.to_string(), st.clone());
     Ok(st)
+}
+
+/// Fails with [`StoreError::LeaseLost`] unless the fence's lease is still held (nothing to
+/// check without a fence).
+async fn check_fence(
+    tx: &tokio_postgres::Transaction<'_>,
+    statements: &mut HashMap<String, Statement>,
+    fence: &Option<Fence>,
+) -> Result<()> {
+    if let Some(f) = fence {
+        let st = prepared(tx, statements, FENCE_SQL).await?;
+        tx.execute(&st, &[&f.holder, &f.epoch]).await?;
+    }
+    Ok(())
 }
 
 /// Runs statements in order, each sent before the answer to the first is awaited: a request
@@ -825,10 +907,14 @@ impl Store for PostgresStore {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         let PostgresStore {
-            client, statements, ..
+            client,
+            statements,
+            fence,
+            ..
         } = self;
         let id: i64 = block(async {
             let tx = client.transaction().await?;
+            check_fence(&tx, statements, fence).await?;
             let insert = prepared(
                 &tx,
                 statements,
@@ -891,7 +977,7 @@ impl Store for PostgresStore {
     }
 
     fn put_program(&mut self, p: &ProgramRecord) -> Result<()> {
-        self.query(
+        self.write(
             "INSERT INTO programs (sha256, instrumented_sha256, instrumented, original_size, owner, created_at)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256) DO NOTHING",
             &[
@@ -996,7 +1082,10 @@ impl Store for PostgresStore {
 
     fn apply(&mut self, changes: &[Change]) -> Result<()> {
         self.reconnect_if_closed()?;
-        let mut ops = Vec::with_capacity(changes.len());
+        let mut ops = Vec::with_capacity(changes.len() + 1);
+        if let Some(f) = &self.fence {
+            ops.push((FENCE_SQL, params![f.holder.clone(), f.epoch]));
+        }
         for c in changes {
             change_ops(c, &mut ops);
         }
@@ -1066,7 +1155,7 @@ impl Store for PostgresStore {
     }
 
     fn upsert_worker(&mut self, w: &NewWorker) -> Result<WorkerRecord> {
-        self.query_map(
+        self.write(
             &format!(
                 "INSERT INTO workers (public_key, owner, name, capabilities, first_seen, last_seen)
                  VALUES ($1, $2, $3, $4, $5, $5)
@@ -1080,9 +1169,10 @@ impl Store for PostgresStore {
                 &to_json(&w.capabilities),
                 &w.at,
             ],
-            worker_row,
         )?
-        .pop()
+        .first()
+        .map(worker_row)
+        .transpose()?
         .ok_or_else(|| corrupt("worker", "no row returned by its upsert"))
     }
 

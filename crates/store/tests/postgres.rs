@@ -5,8 +5,8 @@
 
 use runegrid_core::Limits;
 use runegrid_store::{
-    AccountKind, Change, JobState, NewJob, NewTask, PostgresStore, ProgramRecord, SqliteStore,
-    Store, StoreError, conformance, testing,
+    AccountKind, Change, JobState, Lease, NewJob, NewTask, PostgresStore, ProgramRecord,
+    SqliteStore, Store, StoreError, conformance, testing,
 };
 use std::time::Duration;
 
@@ -35,7 +35,12 @@ fn postgres_survives_reopen_and_migrates_once() {
     let mut s = open(&url);
     assert_eq!(s.accounts().unwrap()[0].name, "admin");
     let version = testing::execute(&url, "SELECT version FROM runegrid_schema").unwrap();
-    assert_eq!(version, vec![vec![Some("1".to_string())]]);
+    assert_eq!(
+        version,
+        vec![vec![Some(
+            runegrid_store::POSTGRES_SCHEMA_VERSION.to_string()
+        )]]
+    );
 }
 
 /// A writer and a reader (or two coordinators) opening a new database at once: one creates
@@ -66,6 +71,7 @@ fn both_backends_have_the_same_tables_and_columns() {
     drop(open(&url));
     let mut pg = testing::columns(&url).unwrap();
     pg.remove("runegrid_schema");
+    pg.remove("runegrid_lease");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.sqlite");
     drop(SqliteStore::open(&path).unwrap());
@@ -283,4 +289,91 @@ fn an_unreachable_server_is_a_clear_error_without_the_password() {
     assert!(!msg.contains("secret"), "{msg}");
     assert!(msg.contains("No such file or directory"), "{msg}");
     assert!(PostgresStore::open("not a url at all ===").is_err());
+}
+
+/// One coordinator at a time holds the lease; a standby takes it only once it is released or
+/// its deadline passes, and from then on the old holder's fenced writes fail.
+#[test]
+fn the_lease_passes_from_one_holder_to_the_next_and_fences_the_old_one() {
+    let Some(url) = testing::database() else {
+        return;
+    };
+    let ttl = Duration::from_secs(30);
+    let mut a = Lease::open(&url, "a", "http://a", ttl).unwrap();
+    let mut b = Lease::open(&url, "b", "http://b", ttl).unwrap();
+    assert_eq!(b.current().unwrap(), None);
+    let fence_a = a.try_acquire().unwrap().expect("a free lease is taken");
+    assert_eq!(fence_a.epoch, 1);
+    assert_eq!(b.try_acquire().unwrap(), None, "a held lease is not taken");
+    assert!(a.renew().unwrap());
+    let held = b.current().unwrap().unwrap();
+    assert_eq!(
+        (held.holder.as_str(), held.advertise.as_str()),
+        ("a", "http://a")
+    );
+    assert!(held.remaining_ms > 20_000, "{held:?}");
+
+    let mut store_a = open(&url);
+    store_a.set_fence(fence_a);
+    let owner = with_program(&mut store_a);
+    store_a
+        .apply(&[Change::CreateJob {
+            id: 1,
+            job: Box::new(job(owner)),
+            tasks: vec![],
+        }])
+        .unwrap();
+
+    // A released lease is taken at once, at the next epoch.
+    a.release().unwrap();
+    let fence_b = b.try_acquire().unwrap().expect("a released lease is taken");
+    assert_eq!(fence_b.epoch, 2);
+    assert!(!a.renew().unwrap(), "the old holder cannot renew");
+    // Every kind of write of the old holder fails, and nothing of it is stored.
+    let late = Change::CreateJob {
+        id: 2,
+        job: Box::new(job(owner)),
+        tasks: vec![],
+    };
+    assert!(matches!(
+        store_a.apply(std::slice::from_ref(&late)),
+        Err(StoreError::LeaseLost)
+    ));
+    assert!(matches!(
+        store_a.create_account("late", "hl", AccountKind::User, 5),
+        Err(StoreError::LeaseLost)
+    ));
+    assert!(store_a.job(2).unwrap().is_none());
+    assert_eq!(store_a.accounts().unwrap().len(), 1);
+    let mut store_b = open(&url);
+    store_b.set_fence(fence_b);
+    store_b.apply(&[late]).unwrap();
+    assert!(store_b.job(2).unwrap().is_some());
+}
+
+/// A holder that stops renewing loses the lease when its deadline passes.
+#[test]
+fn a_lease_not_renewed_expires_and_is_taken_over() {
+    let Some(url) = testing::database() else {
+        return;
+    };
+    let mut a = Lease::open(&url, "a", "http://a", Duration::from_millis(300)).unwrap();
+    let mut b = Lease::open(&url, "b", "http://b", Duration::from_secs(30)).unwrap();
+    let fence_a = a.try_acquire().unwrap().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let fence_b = loop {
+        if let Some(f) = b.try_acquire().unwrap() {
+            break f;
+        }
+        assert!(std::time::Instant::now() < deadline, "never taken over");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(fence_b.epoch, fence_a.epoch + 1);
+    assert!(!a.renew().unwrap());
+    let mut store_a = open(&url);
+    store_a.set_fence(fence_a);
+    assert!(matches!(
+        store_a.create_account("x", "hx", AccountKind::User, 0),
+        Err(StoreError::LeaseLost)
+    ));
 }

@@ -141,8 +141,9 @@ impl State {
 pub struct BlobCache {
     dir: PathBuf,
     space: u64,
-    /// `http://HOST:PORT`, without a trailing slash.
-    base: String,
+    /// `http://HOST:PORT`, without a trailing slash: the coordinator the worker is connected
+    /// to (it changes when the worker moves to another coordinator).
+    base: Mutex<String>,
     token: String,
     client: reqwest::Client,
     state: Mutex<State>,
@@ -188,6 +189,11 @@ impl Drop for Reservation<'_> {
 }
 
 impl BlobCache {
+    /// Fetches from the coordinator at `coordinator` from now on.
+    pub fn set_coordinator(&self, coordinator: &str) {
+        *self.base.lock().unwrap_or_else(|e| e.into_inner()) = http_base(coordinator);
+    }
+
     /// Opens (creating it if needed) the cache in `dir`, holding at most `space` bytes of blobs,
     /// fetched from the coordinator at `coordinator` (its base url, `http://HOST:PORT`) with the
     /// worker's `token`. Leftover temporary files are removed; if the blobs already on disk
@@ -217,7 +223,7 @@ impl BlobCache {
         let cache = BlobCache {
             dir,
             space,
-            base,
+            base: Mutex::new(base),
             token: token.to_string(),
             client,
             state: Mutex::new(state),
@@ -422,7 +428,10 @@ impl BlobCache {
 
     /// `GET /v1/blobs/{sha256}`: a successful answer that does not announce another size.
     async fn request(&self, sha: &str, size: u64) -> Result<reqwest::Response, BlobError> {
-        let url = format!("{}/v1/blobs/{sha}", self.base);
+        let url = format!(
+            "{}/v1/blobs/{sha}",
+            self.base.lock().unwrap_or_else(|e| e.into_inner())
+        );
         let resp = self
             .client
             .get(&url)
@@ -926,6 +935,8 @@ mod tests {
         assert_eq!(cache.held(), vec![sha]);
         assert!(!dir.path().join(".tmp-abc-0123").exists());
         assert!(dir.path().join("notes.txt").exists());
-        assert_eq!(cache.base, "http://127.0.0.1:1");
+        assert_eq!(*cache.base.lock().unwrap(), "http://127.0.0.1:1");
+        cache.set_coordinator("ws://127.0.0.2:2/");
+        assert_eq!(*cache.base.lock().unwrap(), "http://127.0.0.2:2");
     }
 }

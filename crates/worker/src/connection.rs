@@ -31,6 +31,8 @@ pub(crate) enum SessionError {
     Fatal(WorkerError),
     /// Dial again after a backoff: why this try failed.
     Retry(String),
+    /// The coordinator is a standby; the active one's URL, when it named one.
+    Standby(Option<String>),
 }
 
 /// A connection the coordinator welcomed.
@@ -42,6 +44,9 @@ pub(crate) struct Connection {
     /// The blobs the hello said this worker holds.
     pub told: Vec<String>,
 }
+
+/// The header in which a standby coordinator names the active one.
+const STANDBY_HEADER: &str = "x-runegrid-active";
 
 /// The worker WebSocket's URL for a coordinator's base URL (`http://HOST:PORT`).
 pub(crate) fn ws_url(base: &str) -> Result<String, WorkerError> {
@@ -122,6 +127,17 @@ async fn dial(url: &str, token: &str) -> Result<Socket, SessionError> {
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     match tokio_tungstenite::connect_async_with_config(req, Some(ws_config), true).await {
         Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(resp))
+            if resp.status().as_u16() == 503 && resp.headers().contains_key(STANDBY_HEADER) =>
+        {
+            let active = resp.headers()[STANDBY_HEADER].to_str().ok();
+            Err(SessionError::Standby(
+                active.filter(|a| !a.is_empty()).map(str::to_string),
+            ))
+        }
+        Err(tungstenite::Error::Http(resp)) if resp.status().as_u16() == 503 => {
+            Err(SessionError::Standby(None))
+        }
         Err(tungstenite::Error::Http(resp)) => {
             let status = resp.status();
             let body = resp

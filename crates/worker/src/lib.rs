@@ -41,7 +41,9 @@ pub use runner::Misbehaviour;
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Coordinator base URL, e.g. `http://127.0.0.1:7070`.
+    /// Coordinator base URL, e.g. `http://127.0.0.1:7070`, or several separated by commas
+    /// (coordinators sharing one database: the worker finds the active one, and moves when a
+    /// standby takes over).
     pub coordinator: String,
     /// API token of the account that owns this worker.
     pub token: String,
@@ -116,8 +118,10 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
 /// The worker's runtime: what outlives its connections.
 struct Worker {
     config: WorkerConfig,
-    /// The coordinator's worker WebSocket.
-    url: String,
+    /// The coordinators' base URLs (`http://HOST:PORT`), in the order given.
+    coordinators: Vec<String>,
+    /// Which of them the worker dials next.
+    at: usize,
     key: SigningKey,
     sandbox: Arc<Sandbox>,
     blob_cache: Arc<BlobCache>,
@@ -148,13 +152,13 @@ impl Worker {
             }
         })?;
         let key = load_or_create_key(&config.data_dir)?;
+        let coordinators = coordinator_list(&config.coordinator)?;
         let blob_cache = Arc::new(BlobCache::open(
             config.data_dir.join("blobs"),
             config.blob_space,
-            &config.coordinator,
+            &coordinators[0],
             &config.token,
         )?);
-        let url = connection::ws_url(&config.coordinator)?;
         let sandbox = Arc::new(Sandbox::new().map_err(|e| WorkerError::Sandbox(e.to_string()))?);
         let (events_tx, events_rx) = mpsc::unbounded_channel::<Event>();
         let gpu = gpu::Device::open(config.gpu)
@@ -169,7 +173,8 @@ impl Worker {
         );
         Ok(Worker {
             config,
-            url,
+            coordinators,
+            at: 0,
             key,
             sandbox,
             blob_cache,
@@ -196,16 +201,40 @@ impl Worker {
                     tracing::warn!("connection to the coordinator ended; reconnecting");
                 }
                 Err(SessionError::Fatal(e)) => return Err(e),
-                Err(SessionError::Retry(last)) => {
+                Err(e) => {
                     failures += 1;
+                    let (last, hint) = match e {
+                        SessionError::Standby(active) => (
+                            format!(
+                                "it is standing by (active: {})",
+                                active.as_deref().unwrap_or("none yet")
+                            ),
+                            active,
+                        ),
+                        SessionError::Retry(last) => (last, None),
+                        SessionError::Fatal(_) => unreachable!("returned above"),
+                    };
                     if self.config.max_reconnects.is_some_and(|m| failures > m) {
                         return Err(WorkerError::Unreachable {
-                            url: self.url.clone(),
+                            url: self.config.coordinator.clone(),
                             tries: failures,
                             last,
                         });
                     }
-                    tracing::warn!(error = %last, "cannot reach the coordinator");
+                    tracing::warn!(coordinator = %self.coordinators[self.at], error = %last, "cannot use the coordinator");
+                    // The active coordinator a standby named, if it is one of ours; else the
+                    // next one given.
+                    let named = hint.and_then(|h| {
+                        let h = h.trim_end_matches('/');
+                        self.coordinators.iter().position(|c| c == h)
+                    });
+                    self.at = named.unwrap_or((self.at + 1) % self.coordinators.len());
+                    self.blob_cache.set_coordinator(&self.coordinators[self.at]);
+                    if named.is_some() {
+                        // Straight there: the standby said where to go.
+                        self.slots.clear();
+                        continue;
+                    }
                 }
             }
             // Queued attempts belonged to the connection that ended: the coordinator has
@@ -217,9 +246,10 @@ impl Worker {
 
     /// One connection, from dialling until it ends.
     async fn session(&mut self, id: u64) -> Result<(), SessionError> {
+        let url = connection::ws_url(&self.coordinators[self.at]).map_err(SessionError::Fatal)?;
         let conn = connection::connect(
             &self.config,
-            &self.url,
+            &url,
             &self.key,
             &self.blob_cache,
             self.gpu.as_ref().map(|g| g.info()),
@@ -228,4 +258,23 @@ impl Worker {
         let session = session::Session::new(id, conn.told.clone());
         self.serve(session, conn).await
     }
+}
+
+/// The coordinators in a `--coordinator` value: one base URL or several separated by commas.
+fn coordinator_list(spec: &str) -> Result<Vec<String>, WorkerError> {
+    let list: Vec<String> = spec
+        .split(',')
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if list.is_empty() {
+        return Err(WorkerError::Url {
+            url: spec.into(),
+            message: "no coordinator url given".into(),
+        });
+    }
+    for u in &list {
+        connection::ws_url(u)?;
+    }
+    Ok(list)
 }
