@@ -14,7 +14,7 @@ mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use postgres::{PostgresStore, redact_url};
+pub use postgres::{BlobDbError, CHUNK_BYTES, PostgresBlobs, PostgresStore, Put, redact_url};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
