@@ -280,7 +280,9 @@ pub async fn start(config: Config) -> Result<Running, CoordinatorError> {
     })
 }
 
-/// Makes a model file a blob (hashing and copying it unless the blob store has it already).
+/// Makes a model file a blob (hashing and copying it unless the blob store has it already; with
+/// a PostgreSQL store, copying it into the database unless it is there: once, not at every
+/// start).
 fn import_model(store: &blobs::BlobStore, path: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     let name = path
@@ -292,6 +294,7 @@ fn import_model(store: &blobs::BlobStore, path: &Path) -> Result<(), String> {
         .iter()
         .find(|m| m.file == name && store.size(m.sha256) == Some(meta.len()))
     {
+        store.publish(m.sha256).map_err(|e| e.to_string())?;
         tracing::info!(model = m.id, blob = m.sha256, "model weights in place");
         return Ok(());
     }
