@@ -21,7 +21,7 @@
 //!   registered at startup and named in submissions.
 //! - `programs`: metered modules as workers receive them, and the submission cache.
 //! - `stats`: samples of the grid's activity for the dashboard.
-//! - `blobs`: blob files, stored by SHA-256.
+//! - `blobs`: blobs by SHA-256: files, and with a PostgreSQL store the database behind them.
 //! - `chat`: `/v1/chat/completions` and `/v1/models`: LLM inference as one-task jobs.
 //!
 //! Architecture Invariant: every mutation of grid state happens under the grid lock and its
