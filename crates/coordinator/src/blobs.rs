@@ -367,4 +367,60 @@ mod tests {
         assert_eq!(info.sha256, hex::encode(Sha256::digest(b"from a file")));
         assert!(store.import(&src, Some(&sha)).is_err());
     }
+
+    /// With a PostgreSQL store: an upload is in the database before it is stored, another
+    /// coordinator's store (its own directory) fetches it on a miss, and an upload the database
+    /// refuses is refused and leaves no file.
+    #[test]
+    fn with_postgres_blobs_are_in_the_database_first_and_fetched_on_a_miss() {
+        let Some(url) = runegrid_store::testing::database() else {
+            return;
+        };
+        let dirs = tempfile::tempdir().unwrap();
+        let open = |name: &str| {
+            let db = Arc::new(PostgresBlobs::open(&url).unwrap());
+            BlobStore::open(dirs.path().join(name), Some(db)).unwrap()
+        };
+        let (a, b) = (open("a"), open("b"));
+        // Over two chunks.
+        let bytes: Vec<u8> = (0..2_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let mut up = a.upload().unwrap();
+        up.write(&bytes).unwrap();
+        up.finish(Some(&sha)).unwrap();
+        assert!(a.path(&sha).unwrap().is_file());
+        assert!(!b.path(&sha).unwrap().exists());
+        assert_eq!(b.size(&sha), Some(bytes.len() as u64), "from the database");
+        let path = b.fetch(&sha).unwrap().expect("fetched");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        let missing = hex::encode(Sha256::digest(b"nowhere"));
+        assert_eq!(b.size(&missing), None);
+        assert!(b.fetch(&missing).unwrap().is_none());
+        // b holds the fetched blob and nothing else (no temporary file left).
+        assert_eq!(std::fs::read_dir(dirs.path().join("b")).unwrap().count(), 1);
+
+        // The database refuses the bytes: the upload fails, nothing stays anywhere.
+        runegrid_store::testing::execute(
+            &url,
+            "ALTER TABLE blob_chunks ADD CONSTRAINT small CHECK (length(bytes) < 1000) NOT VALID",
+        )
+        .unwrap();
+        let big = vec![9u8; 5000];
+        let big_sha = hex::encode(Sha256::digest(&big));
+        let mut up = a.upload().unwrap();
+        up.write(&big).unwrap();
+        let e = up.finish(None).unwrap_err();
+        assert!(matches!(e, BlobError::Database(_)), "{e}");
+        assert!(e.to_string().starts_with("blob database: "), "{e}");
+        assert_eq!(a.size(&big_sha), None);
+        assert_eq!(std::fs::read_dir(dirs.path().join("a")).unwrap().count(), 1);
+
+        // A file already in the directory (weights imported before) is published once.
+        let small = b"weights".to_vec();
+        let small_sha = hex::encode(Sha256::digest(&small));
+        std::fs::write(a.path(&small_sha).unwrap(), &small).unwrap();
+        a.publish(&small_sha).unwrap();
+        let path = b.fetch(&small_sha).unwrap().expect("published");
+        assert_eq!(std::fs::read(path).unwrap(), small);
+    }
 }
