@@ -55,7 +55,14 @@ async fn blobs_acknowledged_by_one_coordinator_are_served_by_another() {
     let Some(url) = testing::database() else {
         return;
     };
-    let mut g = Grid::start_opts(300, &["--store", &url]).await;
+    // Weights given to `--model`: copied into the database by the first coordinator only.
+    let model_dir = tempfile::tempdir().unwrap();
+    let model = model_dir.path().join("weights.bin");
+    let weights: Vec<u8> = (0..1_500_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&model, &weights).unwrap();
+    let model_sha = hex::encode(Sha256::digest(&weights));
+    let model_arg = model.to_str().unwrap();
+    let mut g = Grid::start_opts(300, &["--store", &url, "--model", model_arg]).await;
     let p = g.upload(runegrid_examples::FILES).await;
     // Lines in reverse order, over 2 MiB: three chunks in the database.
     let lines: Vec<String> = (0..200_000)
@@ -130,4 +137,16 @@ async fn blobs_acknowledged_by_one_coordinator_are_served_by_another() {
         2,
         "{log}"
     );
+    // Both coordinators imported the weights; the database got them once.
+    assert!(b_blobs.join(&model_sha).is_file());
+    let stored = |sha: &str| {
+        log.lines()
+            .filter(|l| l.contains("blob stored in postgres") && l.contains(sha))
+            .count()
+    };
+    assert_eq!(stored(&model_sha), 1, "{log}");
+    assert_eq!(stored(&mounted.sha256), 1, "{log}");
+    // The two uploads, the weights, and the job's output file.
+    let n = testing::execute(&url, "SELECT COUNT(*) FROM blobs").unwrap();
+    assert_eq!(n, vec![vec![Some("4".to_string())]]);
 }
