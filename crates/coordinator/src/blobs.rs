@@ -208,10 +208,13 @@ impl BlobStore {
             }
         };
         let mut fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
-        // The last one out removes the entry (the map's and this one are the only others).
+        // The last one out removes the entry (held by the map and by this call only); each
+        // lets go of its handle with the map locked, so the last one sees only its own.
         if Arc::strong_count(&lock) <= 2 {
             fetching.remove(sha256);
         }
+        drop(lock);
+        drop(fetching);
         fetched
     }
 
@@ -396,6 +399,20 @@ mod tests {
         let missing = hex::encode(Sha256::digest(b"nowhere"));
         assert_eq!(b.size(&missing), None);
         assert!(b.fetch(&missing).unwrap().is_none());
+        // Workers asking a third coordinator for it at once all get the one file, whole.
+        let c = open("c");
+        let paths: Vec<PathBuf> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| c.fetch(&sha).unwrap().expect("fetched")))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(paths.iter().all(|p| *p == c.path(&sha).unwrap()));
+        assert_eq!(std::fs::read(&paths[0]).unwrap(), bytes);
+        assert!(
+            c.fetching.lock().unwrap().is_empty(),
+            "no fetch left behind"
+        );
         // b holds the fetched blob and nothing else (no temporary file left).
         assert_eq!(std::fs::read_dir(dirs.path().join("b")).unwrap().count(), 1);
 
