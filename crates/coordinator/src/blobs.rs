@@ -254,8 +254,11 @@ fn copy_into(
 ) -> Result<Put, BlobError> {
     let started = Instant::now();
     let mut logged = started;
+    let large = size >= PROGRESS_BYTES;
+    let mut first = large;
     let put = db.put(sha256, size, bytes, &mut |copied| {
-        if size >= PROGRESS_BYTES && logged.elapsed() >= PROGRESS_EVERY {
+        // After the first chunk, then every few seconds (a blob already there logs nothing).
+        if large && (std::mem::take(&mut first) || logged.elapsed() >= PROGRESS_EVERY) {
             logged = Instant::now();
             tracing::info!(
                 sha256,
