@@ -29,7 +29,7 @@ pub struct App {
     pub accounts: Mutex<HashMap<String, runegrid_store::Account>>,
     programs: ProgramCache,
     history: History,
-    /// Blob files (`<data dir>/blobs`).
+    /// Blob files (`<data dir>/blobs`), and the database's blobs with a PostgreSQL store.
     pub blobs: BlobStore,
 }
 
@@ -41,7 +41,14 @@ impl App {
         read: Box<dyn Store>,
     ) -> Result<App, StoreError> {
         let blob_dir = config.data_dir.join("blobs");
-        let blobs = BlobStore::open(blob_dir.clone()).map_err(|e| StoreError::Open {
+        // With a PostgreSQL store, blobs live in the database too (`blobs`).
+        let blob_db = match &config.store {
+            crate::StoreLocation::Postgres(url) => {
+                Some(Arc::new(runegrid_store::PostgresBlobs::open(url)?))
+            }
+            crate::StoreLocation::DataDir => None,
+        };
+        let blobs = BlobStore::open(blob_dir.clone(), blob_db).map_err(|e| StoreError::Open {
             path: blob_dir.display().to_string(),
             message: e.to_string(),
         })?;

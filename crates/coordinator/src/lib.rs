@@ -21,7 +21,7 @@
 //!   registered at startup and named in submissions.
 //! - `programs`: metered modules as workers receive them, and the submission cache.
 //! - `stats`: samples of the grid's activity for the dashboard.
-//! - `blobs`: blob files, stored by SHA-256.
+//! - `blobs`: blobs by SHA-256: files, and with a PostgreSQL store the database behind them.
 //! - `chat`: `/v1/chat/completions` and `/v1/models`: LLM inference as one-task jobs.
 //!
 //! Architecture Invariant: every mutation of grid state happens under the grid lock and its
@@ -372,7 +372,9 @@ impl Bound {
     }
 }
 
-/// Makes a model file a blob (hashing and copying it unless the blob store has it already).
+/// Makes a model file a blob (hashing and copying it unless the blob store has it already; with
+/// a PostgreSQL store, copying it into the database unless it is there: once, not at every
+/// start).
 fn import_model(store: &blobs::BlobStore, path: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     let name = path
@@ -384,6 +386,7 @@ fn import_model(store: &blobs::BlobStore, path: &Path) -> Result<(), String> {
         .iter()
         .find(|m| m.file == name && store.size(m.sha256) == Some(meta.len()))
     {
+        store.publish(m.sha256).map_err(|e| e.to_string())?;
         tracing::info!(model = m.id, blob = m.sha256, "model weights in place");
         return Ok(());
     }

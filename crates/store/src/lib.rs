@@ -16,7 +16,10 @@ mod sqlite;
 pub mod testing;
 
 pub use lease::{Lease, LeaseHolder};
-pub use postgres::{Fence, POSTGRES_SCHEMA_VERSION, PostgresStore, redact_url};
+pub use postgres::{
+    BlobDbError, CHUNK_BYTES, Fence, POSTGRES_SCHEMA_VERSION, PostgresBlobs, PostgresStore, Put,
+    redact_url,
+};
 pub use records::*;
 pub use sqlite::SqliteStore;
 

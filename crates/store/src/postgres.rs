@@ -32,8 +32,12 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
+mod blobs;
+pub use blobs::{BlobDbError, CHUNK_BYTES, PostgresBlobs, Put};
+
 /// The schema, one version after another; the table `runegrid_schema` holds how many a
 /// database has. Version 1 is the SQLite schema as of its migration 9, in PostgreSQL's types.
+/// Version 2 adds the blob tables, which only PostgreSQL has (`postgres/blobs.rs`).
 /// A change to the SQLite schema needs its twin here (`tests/postgres.rs` compares the
 /// columns of both).
 const MIGRATIONS: &[&str] = &[
@@ -173,6 +177,21 @@ BEGIN
     END IF;
 END
 $$ LANGUAGE plpgsql;
+"#,
+    // 3: blobs, PostgreSQL's own (`postgres/blobs.rs`; with SQLite they are files only).
+    r#"
+CREATE TABLE blobs (
+    sha256 TEXT PRIMARY KEY,
+    size BIGINT NOT NULL CHECK (size > 0),
+    stored_at BIGINT NOT NULL
+);
+CREATE TABLE blob_chunks (
+    sha256 TEXT NOT NULL REFERENCES blobs(sha256),
+    seq INTEGER NOT NULL,
+    bytes BYTEA NOT NULL,
+    PRIMARY KEY (sha256, seq)
+);
+ALTER TABLE blob_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL;
 "#,
 ];
 

@@ -72,6 +72,8 @@ pub struct Grid {
     pub heartbeat_ms: u64,
     /// Extra `serve` flags.
     pub serve_args: Vec<String>,
+    /// The coordinator's data directory, under `dir`.
+    data_name: String,
     coordinator: Option<Child>,
     workers: Vec<Option<Child>>,
 }
@@ -111,6 +113,7 @@ impl Grid {
             token: String::new(),
             heartbeat_ms,
             serve_args,
+            data_name: "coordinator".into(),
             coordinator: None,
             workers: vec![],
         };
@@ -119,7 +122,7 @@ impl Grid {
     }
 
     pub fn data(&self) -> PathBuf {
-        self.dir.path().join("coordinator")
+        self.dir.path().join(&self.data_name)
     }
 
     async fn start_coordinator(&mut self, listen: &str) {
@@ -156,10 +159,10 @@ impl Grid {
             }
         })
         .await;
-        self.token = std::fs::read_to_string(data.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string();
+        // A coordinator on a database that has its admin already writes no token file.
+        if let Ok(token) = std::fs::read_to_string(data.join("admin.token")) {
+            self.token = token.trim().to_string();
+        }
     }
 
     /// Kills the coordinator with SIGKILL and starts it again on the same port and data.
@@ -167,6 +170,17 @@ impl Grid {
         let mut c = self.coordinator.take().unwrap();
         c.kill().unwrap();
         c.wait().unwrap();
+        let listen = self.url.trim_start_matches("http://").to_string();
+        self.start_coordinator(&listen).await;
+    }
+
+    /// Kills the coordinator with SIGKILL and starts another on the same port and `serve`
+    /// flags (a `--store` database) with a data directory of its own, `DIR/data_name`.
+    pub async fn replace_coordinator(&mut self, data_name: &str) {
+        let mut c = self.coordinator.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+        self.data_name = data_name.into();
         let listen = self.url.trim_start_matches("http://").to_string();
         self.start_coordinator(&listen).await;
     }

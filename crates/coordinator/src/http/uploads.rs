@@ -180,12 +180,12 @@ async fn store_blob(
         let code = match e {
             BlobError::Mismatch { .. } => "blob_mismatch",
             BlobError::TooLarge => "blob_too_large",
-            BlobError::Io(_) => "internal",
+            BlobError::Io(_) | BlobError::Database(_) => "internal",
             _ => "invalid_blob",
         };
         let status = match e {
             BlobError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            BlobError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            BlobError::Io(_) | BlobError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, code, e.to_string())
@@ -224,10 +224,20 @@ pub(super) async fn blob_response(
     sha: &str,
     content_type: &str,
 ) -> Result<Response, ApiError> {
-    let path = app
-        .blobs
+    app.blobs
         .path(sha)
         .map_err(|e| ApiError::bad("invalid_blob", e.to_string()))?;
+    // The file, fetched from the database first when it is only there (PostgreSQL store).
+    let blobs = app.blobs.clone();
+    let name = sha.to_string();
+    let path = match tokio::task::spawn_blocking(move || blobs.fetch(&name))
+        .await
+        .expect("blob fetch panicked")
+    {
+        Ok(Some(path)) => path,
+        Ok(None) => return Err(ApiError::not_found(format!("blob {sha}"))),
+        Err(e) => return Err(ApiError::internal(format!("cannot read blob {sha}: {e}"))),
+    };
     let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
