@@ -236,3 +236,30 @@ async fn a_relay_that_alters_results_is_caught_and_honest_paths_verify() {
     assert_eq!((h.results_rejected, h.results_altered), (0, 0), "{h:?}");
     assert!(h.sessions_opened >= 2, "{h:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_dials_again_and_its_workers_come_back_after_a_coordinator_restart() {
+    let mut g = Grid::start().await;
+    let relay = Relay::start(&g, "relay", &[]).await;
+    g.worker("r1", 1, &["--coordinator", &relay.url]);
+    g.worker("r2", 1, &["--coordinator", &relay.url]);
+    g.wait_workers(2).await;
+    g.restart_coordinator().await;
+    // The relay connects again, its workers dial it again and are each back on the grid.
+    wait_until(
+        "the relay back upstream",
+        Duration::from_secs(60),
+        || async {
+            relay
+                .stats()
+                .await
+                .filter(|s| s.upstream_connected && s.upstream_connects >= 2)
+        },
+    )
+    .await;
+    g.wait_workers(2).await;
+    let r = g.run(&sort_job(&g, 2, 2).await).await;
+    assert_sorted(&r, &g.logs());
+    let s = relay.stats().await.unwrap();
+    assert!(s.sessions_opened >= 4, "{s:?}");
+}
