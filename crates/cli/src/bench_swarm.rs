@@ -17,6 +17,12 @@
 //! at a simulated worker, under a paced load of about half that throughput. At the end it kills
 //! the coordinator (SIGKILL), starts it again on the same data directory and port, and times
 //! until every worker is back.
+//!
+//! With `--relays N` the simulated workers connect to N relays (`runegrid relay` processes,
+//! worker `i` to relay `i mod N`) instead of the coordinator, which then holds N connections
+//! for all of them; the bench also reports the relays' upstream WebSocket messages and frames
+//! per task, and ends with a job whose tasks mount a blob: each simulated worker given one
+//! fetches the blob from its relay (once), and the relays fetch it upstream (once each).
 
 use crate::procs::LocalGrid;
 use anyhow::{Context, Result, bail};
@@ -79,7 +85,37 @@ pub struct SwarmBenchArgs {
     /// Keep the grid's data and logs in this directory (default: a temporary directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Connect the workers through this many relays (`runegrid relay` processes) instead of
+    /// to the coordinator.
+    #[arg(long, default_value_t = 0)]
+    pub relays: u32,
 }
+
+/// Where simulated workers dial: the coordinator, or a relay.
+struct Target {
+    addr: SocketAddr,
+    ws_url: String,
+    /// `http://HOST:PORT`, for blobs.
+    http: String,
+}
+
+impl Target {
+    fn new(url: &str) -> Result<Target> {
+        let addr: SocketAddr = url
+            .strip_prefix("http://")
+            .context("an http:// url")?
+            .parse()
+            .context("the address in the url")?;
+        Ok(Target {
+            addr,
+            ws_url: format!("ws://{addr}/v1/worker"),
+            http: format!("http://{addr}"),
+        })
+    }
+}
+
+/// The bytes of the blob the blob job's tasks mount.
+const BLOB_BYTES: usize = 256 << 10;
 
 /// Handshakes in flight at once while the swarm grows.
 const RAMP_CONCURRENCY: usize = 256;
@@ -98,9 +134,12 @@ const TICKS_PER_SEC: f64 = 100.0;
 
 /// What the simulated workers share with the bench: counters, and the latency samples.
 struct Swarm {
-    addr: SocketAddr,
-    ws_url: String,
+    /// Worker `i` dials `targets[i % len]`.
+    targets: Vec<Target>,
     token: String,
+    http: reqwest::Client,
+    /// Blob bytes the simulated workers downloaded.
+    blob_bytes: AtomicU64,
     slots: u32,
     jitter: bool,
     /// Welcomed and still open.
@@ -190,8 +229,9 @@ async fn agent(sw: Arc<Swarm>, i: u32) {
             .await
             .expect("the semaphore is never closed"),
     );
+    let mut held = std::collections::HashSet::new();
     loop {
-        match session(&sw, &key, source, i, &mut permit).await {
+        match session(&sw, &key, source, i, &mut permit, &mut held).await {
             Ok(()) => backoff.reset(),
             Err(AgentError::Fatal(e)) => {
                 sw.rejected.fetch_add(1, Relaxed);
@@ -231,7 +271,9 @@ async fn session(
     source: IpAddr,
     i: u32,
     permit: &mut Option<OwnedSemaphorePermit>,
+    held: &mut std::collections::HashSet<String>,
 ) -> Result<(), AgentError> {
+    let target = &sw.targets[i as usize % sw.targets.len()];
     let mut socket = tokio::net::TcpSocket::new_v4().map_err(retry)?;
     if source != IpAddr::V4(Ipv4Addr::LOCALHOST) {
         socket = tokio::task::spawn_blocking(move || {
@@ -241,12 +283,16 @@ async fn session(
         .map_err(retry)?
         .map_err(retry)?;
     }
-    let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.connect(sw.addr))
+    let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.connect(target.addr))
         .await
         .map_err(|_| retry("dial timed out"))?
         .map_err(retry)?;
     tcp.set_nodelay(true).map_err(retry)?;
-    let mut req = sw.ws_url.as_str().into_client_request().map_err(retry)?;
+    let mut req = target
+        .ws_url
+        .as_str()
+        .into_client_request()
+        .map_err(retry)?;
     req.headers_mut().insert(
         "authorization",
         format!("Bearer {}", sw.token)
@@ -286,7 +332,7 @@ async fn session(
             arch: std::env::consts::ARCH.into(),
             os: std::env::consts::OS.into(),
             runtime: format!("swarm/{}", env!("CARGO_PKG_VERSION")),
-            blob_space: 0,
+            blob_space: 1 << 30,
             blobs: vec![],
             gpu: None,
         },
@@ -324,6 +370,13 @@ async fn session(
                         {
                             sw.latencies.lock().expect("not poisoned").push(us);
                         }
+                        // A blob is fetched once (as a worker keeps it on disk).
+                        for b in &a.blobs {
+                            if !held.contains(&b.sha256) {
+                                fetch_blob(sw, target, &b.sha256).await.map_err(retry)?;
+                                held.insert(b.sha256.clone());
+                            }
+                        }
                         if sink.send(text(&answer(key, &a))).await.is_err() {
                             return Ok(());
                         }
@@ -337,6 +390,59 @@ async fn session(
             }
         }
     }
+}
+
+/// Downloads a blob as a worker does (`GET /v1/blobs/{sha256}`), counting its bytes.
+async fn fetch_blob(sw: &Swarm, target: &Target, sha: &str) -> Result<(), String> {
+    let resp = sw
+        .http
+        .get(format!("{}/v1/blobs/{sha}", target.http))
+        .bearer_auth(&sw.token)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("blob {sha}: {}", resp.status()));
+    }
+    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+    if hex::encode(Sha256::digest(&bytes)) != sha {
+        return Err(format!("blob {sha}: wrong bytes"));
+    }
+    sw.blob_bytes.fetch_add(bytes.len() as u64, Relaxed);
+    Ok(())
+}
+
+/// The relays' figures, summed.
+async fn relay_totals(sw: &Swarm, relays: &[String]) -> runegrid_relay::RelayStats {
+    let mut t = runegrid_relay::RelayStats::default();
+    for url in relays {
+        let Ok(r) = sw.http.get(format!("{url}/relay/stats")).send().await else {
+            continue;
+        };
+        let Ok(s) = r.json::<runegrid_relay::RelayStats>().await else {
+            continue;
+        };
+        t.upstream_messages_sent += s.upstream_messages_sent;
+        t.upstream_messages_received += s.upstream_messages_received;
+        t.upstream_frames_sent += s.upstream_frames_sent;
+        t.upstream_frames_received += s.upstream_frames_received;
+        t.upstream_bytes_sent += s.upstream_bytes_sent;
+        t.upstream_bytes_received += s.upstream_bytes_received;
+        t.blob_bytes_fetched += s.blob_bytes_fetched;
+        t.blob_bytes_served += s.blob_bytes_served;
+        t.sessions += s.sessions;
+    }
+    t
+}
+
+/// Upstream messages and frames (both ways) between two [`relay_totals`].
+fn upstream_traffic(a: &runegrid_relay::RelayStats, b: &runegrid_relay::RelayStats) -> (u64, u64) {
+    (
+        (b.upstream_messages_sent + b.upstream_messages_received)
+            - (a.upstream_messages_sent + a.upstream_messages_received),
+        (b.upstream_frames_sent + b.upstream_frames_received)
+            - (a.upstream_frames_sent + a.upstream_frames_received),
+    )
 }
 
 /// The coordinator's next message during the handshake.
@@ -585,16 +691,23 @@ pub async fn run(a: SwarmBenchArgs) -> Result<i32> {
         .upload_program(runegrid_examples::NOOP.to_vec())
         .await?
         .program;
-    let addr: SocketAddr = grid
-        .url
-        .strip_prefix("http://")
-        .context("the coordinator's url")?
-        .parse()
-        .context("the coordinator's address")?;
+    let mut relays = Vec::new();
+    for r in 0..a.relays {
+        relays.push(grid.spawn_relay(&format!("relay-{r}")).await?);
+    }
+    let targets = if relays.is_empty() {
+        vec![Target::new(&grid.url)?]
+    } else {
+        relays
+            .iter()
+            .map(|u| Target::new(u))
+            .collect::<Result<_>>()?
+    };
     let swarm = Arc::new(Swarm {
-        addr,
-        ws_url: format!("ws://{addr}/v1/worker"),
+        targets,
         token: grid.token.clone(),
+        http: reqwest::Client::new(),
+        blob_bytes: AtomicU64::new(0),
         slots: a.slots,
         jitter: !a.no_jitter,
         connected: AtomicI64::new(0),
@@ -637,6 +750,12 @@ pub async fn run(a: SwarmBenchArgs) -> Result<i32> {
         raised.map_or("?".into(), |n| n.to_string()),
         mib(base.rss_bytes)
     );
+    if a.relays > 0 {
+        println!(
+            "through {} relays (runegrid relay processes on this machine): the coordinator holds {} connections for all the workers",
+            a.relays, a.relays
+        );
+    }
     println!(
         "throughput: one job of {tasks} tiny tasks ({policy}); dispatch latency: task submitted → assignment at a worker, at half that rate for {latency_secs} s"
     );
@@ -724,6 +843,7 @@ pub async fn run(a: SwarmBenchArgs) -> Result<i32> {
         // Throughput.
         let th0 = thread_ticks(pid);
         let (c0, own0) = (proc_sample(pid).cpu_ticks, proc_sample(me).cpu_ticks);
+        let up0 = relay_totals(&swarm, &relays).await;
         let t = Instant::now();
         let sub = client
             .submit(&job(&program, tasks, a.agree, |k| {
@@ -735,6 +855,7 @@ pub async fn run(a: SwarmBenchArgs) -> Result<i32> {
         let tasks_per_sec = tasks as f64 / el;
         submitted += tasks as u64;
         verified_total += ok;
+        let up1 = relay_totals(&swarm, &relays).await;
         let threads = busiest(&th0, &thread_ticks(pid), el);
         let coord_cpu = (proc_sample(pid).cpu_ticks - c0) as f64 / TICKS_PER_SEC / el * 100.0;
         let own_cpu = (proc_sample(me).cpu_ticks - own0) as f64 / TICKS_PER_SEC / el * 100.0;
@@ -794,6 +915,14 @@ pub async fn run(a: SwarmBenchArgs) -> Result<i32> {
             "         throughput: coordinator {coord_cpu:.0}% CPU ({threads}), bench {own_cpu:.0}%; {} latency samples",
             row.samples
         );
+        if !relays.is_empty() {
+            let (msgs, frames) = upstream_traffic(&up0, &up1);
+            println!(
+                "         upstream (all relays, both ways): {:.2} WebSocket messages and {:.2} frames per task",
+                msgs as f64 / tasks as f64,
+                frames as f64 / tasks as f64
+            );
+        }
         rows.push(row);
         if bound.is_some() {
             break;
@@ -829,10 +958,51 @@ pub async fn run(a: SwarmBenchArgs) -> Result<i32> {
         "  extrapolated from {held} workers: memory ({} MiB) at ~{:.0} workers ({:.1} KiB each), CPU for heartbeats alone ({cores} cores) at ~{:.0} workers ({:.2}% of a core per 1,000)",
         a.max_rss_mib, mem_at, last.kib_per_worker, cpu_at, last.cpu_per_1k
     );
+    if !relays.is_empty() {
+        blobs_through_relays(&client, &swarm, &relays, &program, held).await?;
+    }
     if !a.no_restart {
         restart(&mut grid, &swarm, held, a.no_jitter).await?;
     }
     Ok(0)
+}
+
+/// A job mounting one blob, a task for each of up to 2,000 workers: the bytes the workers
+/// downloaded from their relays against those the relays fetched upstream.
+async fn blobs_through_relays(
+    client: &runegrid_client::Client,
+    swarm: &Swarm,
+    relays: &[String],
+    program: &str,
+    held: u32,
+) -> Result<()> {
+    let blob: Vec<u8> = (0..BLOB_BYTES).map(|i| (i * 7 % 251) as u8).collect();
+    let info = client.upload_blob(blob).await?;
+    let before = relay_totals(swarm, relays).await;
+    let got0 = swarm.blob_bytes.load(Relaxed);
+    let n = held.min(2000);
+    let mut j = job(program, n, 1, |k| format!("swarm-blob {k}"));
+    j.blobs.insert("data".into(), info.sha256.clone());
+    let sub = client.submit(&j).await?;
+    let ok = verified(client, sub.job).await?;
+    let after = relay_totals(swarm, relays).await;
+    let served = after.blob_bytes_served - before.blob_bytes_served;
+    let fetched = after.blob_bytes_fetched - before.blob_bytes_fetched;
+    let got = swarm.blob_bytes.load(Relaxed) - got0;
+    println!(
+        "blob job: {ok} of {n} tasks mounting a {} KiB blob verified; workers downloaded {:.1} MiB from their relays ({} workers), the relays fetched {:.1} MiB upstream: {:.1} MiB ({:.0}%) the coordinator did not send",
+        BLOB_BYTES >> 10,
+        mib(got),
+        got / BLOB_BYTES as u64,
+        mib(fetched),
+        mib(served.saturating_sub(fetched)),
+        if served == 0 {
+            0.0
+        } else {
+            served.saturating_sub(fetched) as f64 / served as f64 * 100.0
+        }
+    );
+    Ok(())
 }
 
 /// Kills the coordinator, starts it again on the same data and port, and times until all

@@ -19,6 +19,7 @@ mod demo;
 mod gpu;
 mod node;
 mod procs;
+mod relay;
 mod webdriver;
 
 use anyhow::Result;
@@ -67,6 +68,9 @@ enum Command {
     Serve(node::ServeArgs),
     /// Run a native worker that dials a coordinator.
     Worker(node::WorkerArgs),
+    /// Run a relay: workers connect to it, and it forwards them to the coordinator over one
+    /// connection, caching programs and blobs (the token: the relay operator's).
+    Relay(relay::RelayArgs),
     /// Submit a job: a WASI module and its inputs.
     Submit(commands::SubmitArgs),
     /// Call a function of a Rune script on the grid and print what it returns.
@@ -140,7 +144,7 @@ fn log_filter(var: Option<&str>, default: &str) -> Targets {
 pub fn main() {
     let cli = Cli::parse();
     let default = match cli.command {
-        Command::Serve(_) | Command::Worker(_) => "info",
+        Command::Serve(_) | Command::Worker(_) | Command::Relay(_) => "info",
         _ => "warn",
     };
     let filter = log_filter(std::env::var("RUNEGRID_LOG").ok().as_deref(), default);
@@ -172,6 +176,7 @@ async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Serve(a) => node::serve(a).await,
         Command::Worker(a) => node::worker(&conn, a).await,
+        Command::Relay(a) => relay::run(&conn, a).await,
         Command::Submit(a) => commands::submit(&conn, a).await,
         Command::Call(a) => call::call(&conn, a).await,
         Command::Gpu(a) => gpu::gpu(&conn, a).await,

@@ -180,6 +180,48 @@ impl LocalGrid {
         Ok(())
     }
 
+    /// Starts a relay process (`runegrid relay`) towards the coordinator, with its data in
+    /// `dir/NAME` (killed with the workers); returns its URL once it listens.
+    pub async fn spawn_relay(&mut self, name: &str) -> Result<String> {
+        let data = self.dir.join(name);
+        let url_file = data.join(crate::relay::URL_FILE);
+        let _ = std::fs::remove_file(&url_file);
+        let child = Command::new(exe()?)
+            .args([
+                "relay",
+                "--upstream",
+                &self.url,
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+            ])
+            .arg(&data)
+            .env("RUNEGRID_TOKEN", &self.token)
+            .env(
+                "RUNEGRID_LOG",
+                std::env::var("RUNEGRID_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log_file(&self.dir, name)?)
+            .stderr(log_file(&self.dir, name)?)
+            .spawn()
+            .with_context(|| format!("starting relay {name}"))?;
+        self.workers.push(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(url) = std::fs::read_to_string(&url_file) {
+                return Ok(url.trim().to_string());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "relay {name} did not start within 30 s; see {}",
+                    self.dir.join(format!("{name}.log")).display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until `n` workers are connected.
     pub async fn wait_for_workers(&self, n: usize) -> Result<()> {
         let client = self.client();

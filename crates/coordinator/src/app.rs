@@ -31,6 +31,8 @@ pub struct App {
     history: History,
     /// Blob files (`<data dir>/blobs`), and the database's blobs with a PostgreSQL store.
     pub blobs: BlobStore,
+    /// Relay operators caught altering results (`relay.rs`).
+    pub relays: crate::relay::Relays,
 }
 
 impl App {
@@ -72,6 +74,7 @@ impl App {
             programs: ProgramCache::default(),
             history: History::default(),
             blobs,
+            relays: crate::relay::Relays::default(),
         })
     }
 

@@ -89,6 +89,7 @@ pub fn routes(signup_limit: Option<crate::limit::Layer>) -> Routes {
         )
         .add(Method::GET, "/v1/models", crate::chat::models)
         .add(Method::GET, "/v1/worker", crate::ws::upgrade)
+        .add(Method::GET, "/v1/relay", crate::relay::upgrade)
 }
 
 /// The coordinator's router: every route, unknown paths answered 404 `not_found`, every error
@@ -191,6 +192,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         crate::chat::completions,
         crate::chat::models,
         crate::ws::upgrade,
+        crate::relay::upgrade,
     ),
     components(schemas(runegrid_proto::ErrorBody)),
     modifiers(&TokenAuth),

@@ -49,6 +49,7 @@ mod metrics;
 mod programs;
 #[cfg(test)]
 mod regression_tests;
+mod relay;
 mod stats;
 mod submit;
 mod web;

@@ -50,6 +50,7 @@ struct Inner {
     cache_lookups: Family<Labels1, Counter>,
     cache_entries: Gauge,
     cache_bytes: Gauge,
+    relays_caught: Counter,
     /// Scrapes set the grid gauges and then encode: one at a time.
     scrape: Mutex<()>,
 }
@@ -92,8 +93,10 @@ pub struct Grid {
 pub enum Stream {
     /// A Server-Sent Events stream (job events, streamed chat answers).
     Sse,
-    /// A worker's WebSocket.
+    /// A worker's WebSocket, or a worker's session on a relay's.
     WebSocket,
+    /// A relay's WebSocket.
+    Relay,
 }
 
 impl Stream {
@@ -103,6 +106,7 @@ impl Stream {
             match self {
                 Stream::Sse => "sse",
                 Stream::WebSocket => "websocket",
+                Stream::Relay => "relay",
             },
         )]
     }
@@ -226,7 +230,13 @@ impl Metrics {
             Unit::Bytes,
             cache_bytes.clone(),
         );
-        for kind in [Stream::Sse, Stream::WebSocket] {
+        let relays_caught = Counter::default();
+        registry.register(
+            "relays_caught",
+            "Relay connections dropped for forwarding a result that failed its checks (altered on the way)",
+            relays_caught.clone(),
+        );
+        for kind in [Stream::Sse, Stream::WebSocket, Stream::Relay] {
             open_streams.get_or_create(&kind.label()).set(0);
         }
         Metrics(Arc::new(Inner {
@@ -248,6 +258,7 @@ impl Metrics {
             cache_lookups,
             cache_entries,
             cache_bytes,
+            relays_caught,
             scrape: Mutex::new(()),
         }))
     }
@@ -284,6 +295,11 @@ impl Metrics {
             .cache_lookups
             .get_or_create(&[("result", result)])
             .inc();
+    }
+
+    /// A relay was caught forwarding an altered result.
+    pub fn relay_caught(&self) {
+        self.0.relays_caught.inc();
     }
 
     /// A task's first attempt started `ms` milliseconds after its job was accepted.

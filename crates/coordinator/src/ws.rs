@@ -1,19 +1,20 @@
-//! One task per worker connection: challenge, hello, then messages both ways.
+//! One task per worker connection: challenge, hello, then messages both ways. A connection
+//! is a sink of [`ToWorker`] and a stream of [`Inbound`] text, whatever carries it: a
+//! worker's own WebSocket (`/v1/worker`), or a session of a relay's (`relay.rs`).
 
 use crate::api::{ApiError, Query, account_for_token, authenticate, bearer};
 use crate::app::App;
 use crate::grid::now_ms;
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, StreamExt};
 use runegrid_core::{Loss, WorkerId};
 use runegrid_proto::PROTOCOL_VERSION;
 use runegrid_proto::worker::{
-    AttemptResult, Capabilities, ToCoordinator, ToWorker, hello_message, legacy_failure_kind,
-    result_message,
+    Capabilities, ToCoordinator, ToWorker, check_result, hello_message, legacy_failure_kind,
 };
 use runegrid_store::{Account, NewWorker};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Largest message a worker may send (results carry stdout).
-const MAX_MESSAGE: usize = 200 << 20;
+pub(crate) const MAX_MESSAGE: usize = 200 << 20;
 /// The read buffer each connection starts with. Most of what workers send is small
 /// (heartbeats, results of a few hundred bytes) and the buffer grows for a larger message;
 /// tungstenite's default, 128 KiB allocated at the upgrade, made each idle worker cost the
@@ -57,7 +58,7 @@ pub async fn upgrade(
         .max_message_size(MAX_MESSAGE)
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
-            if let Err(e) = serve(app, account, socket).await {
+            if let Err(e) = serve_socket(app, account, socket).await {
                 tracing::info!(error = %e, "worker connection ended");
             }
         }))
@@ -69,6 +70,19 @@ fn send_text(msg: &ToWorker) -> Message {
             .expect("messages serialize")
             .into(),
     )
+}
+
+/// What a worker's connection brings the coordinator, whatever carries it: a message's text,
+/// or the end of the connection (how the worker's attempts are lost, and why).
+pub(crate) type Inbound = Result<Utf8Bytes, (Loss, String)>;
+
+/// What carries a worker's connection.
+#[derive(Clone)]
+pub(crate) enum Carrier {
+    /// Its own WebSocket.
+    Direct,
+    /// A session of a relay's connection (`relay.rs`).
+    Relay(Arc<crate::relay::RelayLink>),
 }
 
 /// The worker's side of a connection once it proved its key.
@@ -84,20 +98,52 @@ struct Session {
     id: WorkerId,
     conn: u64,
     key: VerifyingKey,
+    carrier: Carrier,
 }
 
 /// What the message loop does after a message.
-enum Flow {
+pub(crate) enum Flow {
     Continue,
     /// The connection ends; how the worker's attempts are lost, and why.
     End(Loss, String),
 }
 
-async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(), String> {
+/// A direct connection: the WebSocket as a sink of messages and a stream of [`Inbound`].
+async fn serve_socket(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(), String> {
+    let (sink, stream) = socket.split();
+    let sink = sink.with(|m: ToWorker| std::future::ready(Ok::<_, axum::Error>(send_text(&m))));
+    let stream = stream.filter_map(|m| {
+        std::future::ready(match m {
+            Ok(Message::Text(t)) => Some(Ok(t)),
+            Ok(Message::Close(_)) => Some(Err((
+                Loss::Disconnected,
+                "worker closed the connection".to_string(),
+            ))),
+            Err(e) => Some(Err((Loss::Disconnected, format!("connection error: {e}")))),
+            Ok(_) => None,
+        })
+    });
+    serve(app, account, Box::pin(sink), stream, Carrier::Direct).await
+}
+
+/// One worker's connection, carried by `carrier`: the handshake, registration, then its
+/// messages until it ends. The same for every carrier, so a relayed worker is checked,
+/// registered, scheduled and trusted exactly as a directly connected one.
+pub(crate) async fn serve<S, R>(
+    app: Arc<App>,
+    account: Account,
+    mut sink: S,
+    mut stream: R,
+    carrier: Carrier,
+) -> Result<(), String>
+where
+    S: Sink<ToWorker> + Unpin + Send + 'static,
+    S::Error: std::fmt::Display,
+    R: futures_util::Stream<Item = Inbound> + Unpin,
+{
     let _open = app.config.metrics.open(crate::metrics::Stream::WebSocket);
-    let (mut sink, mut stream) = socket.split();
     let hello = handshake(&mut sink, &mut stream, &account).await?;
-    let (session, rx) = register(app, &account, hello).await?;
+    let (session, rx) = register(app, &account, hello, carrier).await?;
     let mut outbound = tokio::spawn(send_queued(sink, rx));
     let (loss, why) = loop {
         let msg = tokio::select! {
@@ -106,15 +152,8 @@ async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(),
         };
         let text = match msg {
             None => break (Loss::Disconnected, "connection closed".to_string()),
-            Some(Err(e)) => break (Loss::Disconnected, format!("connection error: {e}")),
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(_))) => {
-                break (
-                    Loss::Disconnected,
-                    "worker closed the connection".to_string(),
-                );
-            }
-            Some(Ok(_)) => continue,
+            Some(Err(end)) => break end,
+            Some(Ok(t)) => t,
         };
         if let Flow::End(loss, why) = session.handle(&text) {
             break (loss, why);
@@ -132,26 +171,24 @@ async fn serve(app: Arc<App>, account: Account, socket: WebSocket) -> Result<(),
     Ok(())
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
-type Stream = futures_util::stream::SplitStream<WebSocket>;
-
 /// Challenge, hello: the worker proves its key and says what it offers.
-async fn handshake(
-    sink: &mut Sink,
-    stream: &mut Stream,
-    account: &Account,
-) -> Result<Hello, String> {
+async fn handshake<S, R>(sink: &mut S, stream: &mut R, account: &Account) -> Result<Hello, String>
+where
+    S: Sink<ToWorker> + Unpin,
+    S::Error: std::fmt::Display,
+    R: futures_util::Stream<Item = Inbound> + Unpin,
+{
     let nonce = hex::encode(rand::random::<[u8; 16]>());
-    sink.send(send_text(&ToWorker::Challenge {
+    sink.send(ToWorker::Challenge {
         protocol: PROTOCOL_VERSION,
         nonce: nonce.clone(),
-    }))
+    })
     .await
     .map_err(|e| e.to_string())?;
     let hello = tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
         .map_err(|_| "no hello within 10 s".to_string())?;
-    let Some(Ok(Message::Text(text))) = hello else {
+    let Some(Ok(text)) = hello else {
         return Err("connection closed before hello".into());
     };
     match check_hello(&text, &nonce) {
@@ -159,9 +196,9 @@ async fn handshake(
         Err(message) => {
             tracing::warn!(%message, account = %account.name, "worker rejected");
             let _ = sink
-                .send(send_text(&ToWorker::Reject {
+                .send(ToWorker::Reject {
                     message: message.clone(),
-                }))
+                })
                 .await;
             let _ = sink.close().await;
             Err(message)
@@ -175,6 +212,7 @@ async fn register(
     app: Arc<App>,
     account: &Account,
     hello: Hello,
+    carrier: Carrier,
 ) -> Result<(Session, mpsc::UnboundedReceiver<ToWorker>), String> {
     let record = app
         .writer
@@ -197,24 +235,32 @@ async fn register(
     // The grid holds the only sender: when it drops this worker, the outbound task ends and so
     // does this connection.
     let conn = app.worker_connected(id, account.id, record.trust, &hello.caps, tx);
-    tracing::info!(worker = id, name = %hello.name, slots = hello.caps.slots, account = %account.name, "worker connected");
+    let relay = match &carrier {
+        Carrier::Direct => None,
+        Carrier::Relay(link) => Some(link.id),
+    };
+    tracing::info!(worker = id, name = %hello.name, slots = hello.caps.slots, account = %account.name, ?relay, "worker connected");
     let session = Session {
         app,
         id,
         conn,
         key: hello.key,
+        carrier,
     };
     Ok((session, rx))
 }
 
 /// Outbound: everything queued for the worker, batched into as few flushes as possible.
-async fn send_queued(mut sink: Sink, mut rx: mpsc::UnboundedReceiver<ToWorker>) {
+async fn send_queued<S>(mut sink: S, mut rx: mpsc::UnboundedReceiver<ToWorker>)
+where
+    S: Sink<ToWorker> + Unpin,
+{
     while let Some(first) = rx.recv().await {
-        if sink.feed(send_text(&first)).await.is_err() {
+        if sink.feed(first).await.is_err() {
             return;
         }
         while let Ok(m) = rx.try_recv() {
-            if sink.feed(send_text(&m)).await.is_err() {
+            if sink.feed(m).await.is_err() {
                 return;
             }
         }
@@ -245,6 +291,9 @@ impl Session {
             // Checked here, on this connection's task, so verification runs in parallel
             // across workers and outside the grid lock.
             ToCoordinator::Result(r) => match check_result(&self.key, &r) {
+                Err(fault) if let Carrier::Relay(link) = &self.carrier => {
+                    return link.altered(app, id, r.attempt, fault);
+                }
                 Ok(()) => {
                     if let Err(e) = store_outputs(&app.blobs, &r.files) {
                         // The coordinator's fault, not the worker's: the attempt is lost.
@@ -259,10 +308,10 @@ impl Session {
                         app.on_result(id, r);
                     }
                 }
-                Err(why) => {
-                    tracing::warn!(worker = id, attempt = r.attempt, %why, "result rejected");
+                Err(fault) => {
+                    tracing::warn!(worker = id, attempt = r.attempt, why = %fault, "result rejected");
                     // No kind: a rejected result counts against its worker.
-                    app.on_failed(id, r.attempt, Loss::Failed(None), why);
+                    app.on_failed(id, r.attempt, Loss::Failed(None), fault.as_str());
                 }
             },
             ToCoordinator::Failed {
@@ -336,29 +385,6 @@ fn write_outputs(
         up.finish(Some(&f.file.sha256))?;
     }
     Ok(())
-}
-
-/// A result must carry the digest of its own content (its files' bytes matching their
-/// records), signed by the worker's key.
-fn check_result(key: &VerifyingKey, r: &AttemptResult) -> Result<(), &'static str> {
-    use sha2::Digest as _;
-    for f in &r.files {
-        if f.data.len() as u64 != f.file.size
-            || hex::encode(sha2::Sha256::digest(&f.data)) != f.file.sha256
-        {
-            return Err("an output file does not match its record");
-        }
-    }
-    let records: Vec<_> = r.files.iter().map(|f| f.file.clone()).collect();
-    if runegrid_core::digest_with_files(&r.status, r.fuel, &r.stdout, &records) != r.digest {
-        return Err("result digest does not match its content");
-    }
-    let sig = hex::decode(&r.signature)
-        .ok()
-        .and_then(|b| Signature::from_slice(&b).ok())
-        .ok_or("result signature is malformed")?;
-    key.verify(&result_message(r.attempt, &r.digest), &sig)
-        .map_err(|_| "result signature is invalid")
 }
 
 fn check_hello(text: &str, nonce: &str) -> Result<(VerifyingKey, String, Capabilities), String> {

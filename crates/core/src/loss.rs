@@ -22,6 +22,10 @@ pub enum Loss {
     Restarted,
     /// The coordinator could not keep the result (writing its output files failed).
     Unkept,
+    /// The worker was connected through a relay that was caught altering a result (a relay
+    /// checks every result before forwarding it, so a broken one is its doing): the relay
+    /// was dropped, and the loss is not the worker's.
+    Relay,
 }
 
 impl Loss {
@@ -30,7 +34,7 @@ impl Loss {
         match self {
             Loss::Disconnected | Loss::Silent | Loss::LeaseExpired => true,
             Loss::Failed(kind) => failure::blames_worker(kind),
-            Loss::Left | Loss::Quarantined | Loss::Restarted | Loss::Unkept => false,
+            Loss::Left | Loss::Quarantined | Loss::Restarted | Loss::Unkept | Loss::Relay => false,
         }
     }
 }
@@ -50,6 +54,7 @@ mod tests {
             Loss::Quarantined,
             Loss::Restarted,
             Loss::Unkept,
+            Loss::Relay,
         ];
         all.extend(FailureKind::ALL.map(|k| Loss::Failed(Some(k))));
         let spared: Vec<Loss> = all.into_iter().filter(|l| !l.blames_worker()).collect();
@@ -60,6 +65,7 @@ mod tests {
                 Loss::Quarantined,
                 Loss::Restarted,
                 Loss::Unkept,
+                Loss::Relay,
                 Loss::Failed(Some(FailureKind::WallTime))
             ]
         );

@@ -214,6 +214,64 @@ pub fn result_message(attempt: AttemptId, digest: &Digest) -> Vec<u8> {
     format!("runegrid-result-v1\n{attempt}\n{}", digest.to_hex()).into_bytes()
 }
 
+/// Why a result fails [`check_result`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultFault {
+    /// An output file's bytes do not match its record.
+    File,
+    /// The digest is not the digest of the result's content.
+    Digest,
+    /// The signature is not 64 bytes in hex.
+    MalformedSignature,
+    /// The signature does not verify with the worker's key.
+    Signature,
+}
+
+impl ResultFault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultFault::File => "an output file does not match its record",
+            ResultFault::Digest => "result digest does not match its content",
+            ResultFault::MalformedSignature => "result signature is malformed",
+            ResultFault::Signature => "result signature is invalid",
+        }
+    }
+}
+
+impl std::fmt::Display for ResultFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A result must carry the digest of its own content (its files' bytes matching their
+/// records), signed by the worker's key. The coordinator checks every result so; a relay
+/// checks every result it forwards the same way.
+pub fn check_result(
+    key: &ed25519_dalek::VerifyingKey,
+    r: &AttemptResult,
+) -> Result<(), ResultFault> {
+    use ed25519_dalek::{Signature, Verifier as _};
+    use sha2::Digest as _;
+    for f in &r.files {
+        if f.data.len() as u64 != f.file.size
+            || hex::encode(sha2::Sha256::digest(&f.data)) != f.file.sha256
+        {
+            return Err(ResultFault::File);
+        }
+    }
+    let records: Vec<_> = r.files.iter().map(|f| f.file.clone()).collect();
+    if runegrid_core::digest_with_files(&r.status, r.fuel, &r.stdout, &records) != r.digest {
+        return Err(ResultFault::Digest);
+    }
+    let sig = hex::decode(&r.signature)
+        .ok()
+        .and_then(|b| Signature::from_slice(&b).ok())
+        .ok_or(ResultFault::MalformedSignature)?;
+    key.verify(&result_message(r.attempt, &r.digest), &sig)
+        .map_err(|_| ResultFault::Signature)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

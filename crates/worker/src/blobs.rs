@@ -149,6 +149,8 @@ pub struct BlobCache {
     state: Mutex<State>,
     /// One lock per blob being loaded, so that concurrent `get`s share one fetch.
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bytes fetched from the coordinator since the cache opened.
+    fetched: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for BlobCache {
@@ -228,6 +230,7 @@ impl BlobCache {
             client,
             state: Mutex::new(state),
             loading: Mutex::new(HashMap::new()),
+            fetched: std::sync::atomic::AtomicU64::new(0),
         };
         {
             let mut st = cache.state();
@@ -248,6 +251,11 @@ impl BlobCache {
     /// The blob space in bytes (0: this worker takes no blob tasks).
     pub fn space(&self) -> u64 {
         self.space
+    }
+
+    /// Bytes fetched from the coordinator (checked and kept) since the cache opened.
+    pub fn fetched_bytes(&self) -> u64 {
+        self.fetched.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The sha256 of every blob on disk, sorted.
@@ -417,6 +425,8 @@ impl BlobCache {
         let (tmp, bytes) = self.download(resp, sha, size).await?;
         let bytes = self.install(sha, size, tmp, bytes).await?;
         drop(reservation);
+        self.fetched
+            .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             blob = %sha,
             size,

@@ -193,18 +193,14 @@ impl Grid {
         Client::new(&self.url, Some(token.to_string()))
     }
 
-    /// Starts a worker process; returns its index.
+    /// Starts a worker process (dialling the coordinator unless `extra` has a `--coordinator`,
+    /// e.g. a relay's); returns its index.
     pub fn worker(&mut self, name: &str, slots: u32, extra: &[&str]) -> usize {
         let mut cmd = Command::new(BIN);
-        cmd.args([
-            "worker",
-            "--coordinator",
-            &self.url,
-            "--name",
-            name,
-            "--slots",
-            &slots.to_string(),
-        ]);
+        cmd.args(["worker", "--name", name, "--slots", &slots.to_string()]);
+        if !extra.contains(&"--coordinator") {
+            cmd.args(["--coordinator", &self.url]);
+        }
         if !extra.contains(&"--data") {
             cmd.arg("--data").arg(self.dir.path().join(name));
         }

@@ -1,0 +1,265 @@
+//! Relays end to end: a real coordinator, real `runegrid relay` processes, real workers behind
+//! them. The coordinator sees each worker on its own; programs and blobs cross the relay's
+//! upstream once for all its workers; a relay that alters results is caught and dropped while
+//! honest paths verify the job.
+
+mod common;
+
+use common::*;
+use runegrid_core::Standing;
+use runegrid_proto::ResultState;
+use runegrid_relay::RelayStats;
+use sha2::{Digest as _, Sha256};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A relay process; killed on drop.
+struct Relay {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let start = text.len().saturating_sub(4000);
+            eprintln!(
+                "==== {}\n{}",
+                self.log.display(),
+                &text[text.floor_char_boundary(start)..]
+            );
+        }
+    }
+}
+
+impl Relay {
+    /// A relay run by the admin.
+    async fn start(g: &Grid, name: &str, extra: &[&str]) -> Relay {
+        Relay::start_as(g, name, &g.token, extra).await
+    }
+
+    /// A relay run by the account of `token`.
+    async fn start_as(g: &Grid, name: &str, token: &str, extra: &[&str]) -> Relay {
+        let data = g.dir.path().join(name);
+        let log = g.dir.path().join(format!("{name}.out"));
+        let child = Command::new(BIN)
+            .args(["relay", "--upstream", &g.url, "--listen", "127.0.0.1:0"])
+            .arg("--data")
+            .arg(&data)
+            .args(extra)
+            .env("RUNEGRID_TOKEN", token)
+            .env("RUNEGRID_LOG", "info,runegrid_relay=debug")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap().try_clone().unwrap())
+            .spawn()
+            .unwrap();
+        let file = data.join("relay.url");
+        let url = wait_until("the relay url file", Duration::from_secs(30), || {
+            let f = file.clone();
+            async move { std::fs::read_to_string(&f).ok() }
+        })
+        .await;
+        let relay = Relay {
+            child,
+            url: url.trim().to_string(),
+            log,
+        };
+        wait_until(
+            "the relay's upstream connection",
+            Duration::from_secs(30),
+            || async { relay.stats().await.filter(|s| s.upstream_connected) },
+        )
+        .await;
+        relay
+    }
+
+    async fn stats(&self) -> Option<RelayStats> {
+        reqwest::get(format!("{}/relay/stats", self.url))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+}
+
+/// A counter's value in the coordinator's `/metrics`.
+async fn metric(g: &Grid, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", g.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the metrics:\n{text}"))
+}
+
+const DATA: &str = "pear\napple\nfig\nbanana\n";
+const SORTED: &str = "apple\nbanana\nfig\npear\n";
+
+/// `n` tasks sorting the blob `data.txt`, `replicas` of each to agree.
+async fn sort_job(g: &Grid, n: u32, replicas: u32) -> runegrid_proto::SubmitJob {
+    let p = g.upload(runegrid_examples::FILES).await;
+    let blob = g
+        .client()
+        .upload_blob(DATA.as_bytes().to_vec())
+        .await
+        .unwrap();
+    let tasks = (0..n)
+        .map(|k| args(&["sort", "/blobs/data.txt", &format!("/out/sorted-{k}.txt")]))
+        .collect();
+    let mut j = job(&p, tasks, replicas, replicas);
+    j.blobs.insert("data.txt".into(), blob.sha256);
+    j
+}
+
+fn assert_sorted(r: &runegrid_proto::JobResults, logs: &str) {
+    for t in &r.tasks {
+        assert_eq!(t.state, ResultState::Verified, "{t:?}\n{logs}");
+        assert_eq!(t.files.len(), 1, "{t:?}");
+        assert_eq!(t.files[0].sha256, hex::encode(Sha256::digest(SORTED)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_behind_a_relay_are_each_on_the_grid_and_share_its_downloads() {
+    let mut g = Grid::start().await;
+    let relay = Relay::start(&g, "relay", &[]).await;
+    let names = ["r1", "r2", "r3"];
+    for name in names {
+        g.worker(name, 1, &["--coordinator", &relay.url]);
+    }
+    g.wait_workers(3).await;
+    // Each worker individually: its own record, key and owner.
+    let ws = g.client().workers().await.unwrap();
+    let mut seen: Vec<&str> = ws
+        .iter()
+        .filter(|w| w.connected)
+        .map(|w| w.name.as_str())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, names);
+    let mut keys: Vec<&str> = ws.iter().map(|w| w.public_key.as_str()).collect();
+    keys.dedup();
+    assert_eq!(keys.len(), 3);
+
+    // Every task replicated on all three: each worker needs the program and the blob.
+    let r = g.run(&sort_job(&g, 2, 3).await).await;
+    assert_sorted(&r, &g.logs());
+    let ws = g.client().workers().await.unwrap();
+    for w in &ws {
+        assert_eq!((w.agreed, w.disagreed), (2, 0), "{w:?}");
+    }
+
+    let s = relay.stats().await.unwrap();
+    assert_eq!(s.sessions, 3, "{s:?}");
+    // The program crossed the upstream once, for three workers.
+    assert_eq!((s.programs_fetched, s.programs_from_cache), (1, 2), "{s:?}");
+    assert_eq!(
+        s.program_bytes_from_cache,
+        2 * s.program_bytes_fetched,
+        "{s:?}"
+    );
+    // The blob too: fetched upstream once, served three times.
+    assert_eq!(s.blob_bytes_fetched, DATA.len() as u64, "{s:?}");
+    assert_eq!(s.blob_bytes_served, 3 * DATA.len() as u64, "{s:?}");
+    // Many workers' messages share the upstream's WebSocket messages.
+    assert!(s.upstream_frames_sent >= s.upstream_messages_sent, "{s:?}");
+    assert_eq!((s.results_rejected, s.results_altered), (0, 0), "{s:?}");
+
+    // The relay serves the contribute page (forwarded from the coordinator).
+    let page = reqwest::get(format!("{}/contribute", relay.url))
+        .await
+        .unwrap();
+    assert!(page.status().is_success());
+    assert!(page.text().await.unwrap().contains("contribute.js"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_alters_results_is_caught_and_honest_paths_verify() {
+    let mut g = Grid::start().await;
+    let operator = g
+        .client()
+        .create_account("liar-operator", false)
+        .await
+        .unwrap();
+    let liar = Relay::start_as(
+        &g,
+        "liar",
+        &operator.token.unwrap(),
+        &["--misbehave", "flip-result"],
+    )
+    .await;
+    g.worker("victim", 1, &["--coordinator", &liar.url]);
+    g.worker("d1", 1, &[]);
+    g.wait_workers(2).await;
+    // Two distinct workers must agree on each task: with only these two, every task goes to
+    // the worker behind the liar.
+    let job = g.client().submit(&sort_job(&g, 8, 2).await).await.unwrap();
+    wait_until("the liar caught", Duration::from_secs(60), || async {
+        (metric(&g, "runegrid_relays_caught_total").await >= 1.0).then_some(())
+    })
+    .await;
+    let s = liar.stats().await.unwrap();
+    assert!(s.results_altered >= 1, "{s:?}");
+    // Its operator may not connect a relay for a while: the liar stays away.
+    let refused = wait_until(
+        "the liar refused upstream",
+        Duration::from_secs(30),
+        || async { liar.stats().await.filter(|s| !s.upstream_connected) },
+    )
+    .await;
+    assert_eq!(refused.upstream_connects, 1, "{refused:?}");
+
+    // Honest paths: a relay that forwards results as they are, and its workers.
+    let honest = Relay::start(&g, "honest", &[]).await;
+    g.worker("h1", 1, &["--coordinator", &honest.url]);
+    g.worker("h2", 1, &["--coordinator", &honest.url]);
+    let r = g.wait(job.job).await;
+    assert_sorted(&r, &g.logs());
+
+    // The worker behind the liar is not blamed for what the relay did.
+    let ws = g.client().workers().await.unwrap();
+    let victim = ws.iter().find(|w| w.name == "victim").unwrap();
+    assert_eq!((victim.agreed, victim.disagreed), (0, 0), "{victim:?}");
+    assert_ne!(victim.standing, Standing::Quarantined, "{victim:?}");
+    // The honest relay never rejected or altered anything.
+    let h = honest.stats().await.unwrap();
+    assert_eq!((h.results_rejected, h.results_altered), (0, 0), "{h:?}");
+    assert!(h.sessions_opened >= 2, "{h:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_dials_again_and_its_workers_come_back_after_a_coordinator_restart() {
+    let mut g = Grid::start().await;
+    let relay = Relay::start(&g, "relay", &[]).await;
+    g.worker("r1", 1, &["--coordinator", &relay.url]);
+    g.worker("r2", 1, &["--coordinator", &relay.url]);
+    g.wait_workers(2).await;
+    g.restart_coordinator().await;
+    // The relay connects again, its workers dial it again and are each back on the grid.
+    wait_until(
+        "the relay back upstream",
+        Duration::from_secs(60),
+        || async {
+            relay
+                .stats()
+                .await
+                .filter(|s| s.upstream_connected && s.upstream_connects >= 2)
+        },
+    )
+    .await;
+    g.wait_workers(2).await;
+    let r = g.run(&sort_job(&g, 2, 2).await).await;
+    assert_sorted(&r, &g.logs());
+    let s = relay.stats().await.unwrap();
+    assert!(s.sessions_opened >= 4, "{s:?}");
+}

@@ -1,0 +1,250 @@
+//! One worker's WebSocket (`GET /v1/worker` on the relay, the token as a bearer or `?token=`
+//! for browsers): a session of the upstream connection. The worker's messages go upstream as
+//! they are, except that `need_program` is answered from the program cache when it can be, and
+//! that every result is checked against the worker's key first: a result that fails is the
+//! worker's doing, and ends its session here instead of being forwarded (the coordinator holds
+//! the relay responsible for every result it forwards).
+
+use crate::{Hub, Misbehaviour, lock};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ed25519_dalek::VerifyingKey;
+use futures_util::{SinkExt, StreamExt};
+use runegrid_proto::relay::{Frame, SessionId};
+use runegrid_proto::worker::{AttemptResult, ToCoordinator, check_result};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// The largest message a worker may send (results carry stdout).
+const MAX_MESSAGE: usize = 200 << 20;
+
+/// What goes to a worker.
+pub(crate) enum WorkerOut {
+    /// A message's text.
+    Text(Utf8Bytes),
+    /// The session ended upstream: close the WebSocket.
+    Close(String),
+}
+
+/// A worker session, as the relay's parts share it.
+pub(crate) struct SessionState {
+    pub id: SessionId,
+    /// The token the worker connected with.
+    pub token: String,
+    pub to_worker: mpsc::UnboundedSender<WorkerOut>,
+    /// Programs of the attempts the coordinator assigned this worker: the only ones the cache
+    /// answers it with (as the coordinator sends a worker only the programs of its attempts).
+    programs: Mutex<HashSet<String>>,
+}
+
+impl SessionState {
+    pub fn assigned(&self, program: &str) {
+        let mut p = lock(&self.programs);
+        if !p.contains(program) {
+            p.insert(program.to_string());
+        }
+    }
+
+    fn holds(&self, program: &str) -> bool {
+        lock(&self.programs).contains(program)
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct WorkerQuery {
+    token: Option<String>,
+}
+
+fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({"error": {"code": code, "message": message}}).to_string(),
+    )
+        .into_response()
+}
+
+/// The bearer token of a request, if any.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let t = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?;
+    Some(t.trim().to_string())
+}
+
+pub(crate) async fn upgrade(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(q): Query<WorkerQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(token) = bearer(&headers).or(q.token) else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing api token: send Authorization: Bearer TOKEN",
+        );
+    };
+    if !hub.upstream_up() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the relay has no connection to the coordinator now: dial again later",
+        );
+    }
+    ws.max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| serve(hub, token, socket))
+}
+
+/// How a session ended.
+enum End {
+    /// The worker's side ended (or the relay ended it): tell the coordinator why.
+    Here(String),
+    /// The coordinator ended it.
+    Upstream(String),
+}
+
+async fn serve(hub: Arc<Hub>, token: String, socket: WebSocket) {
+    let id = hub.next_session.fetch_add(1, Relaxed);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let state = Arc::new(SessionState {
+        id,
+        token: token.clone(),
+        to_worker: tx,
+        programs: Mutex::new(HashSet::new()),
+    });
+    lock(&hub.sessions).insert(id, state.clone());
+    if !hub.send_upstream(Frame::Open { session: id, token }) {
+        lock(&hub.sessions).remove(&id);
+        return;
+    }
+    hub.stats.sessions_opened.fetch_add(1, Relaxed);
+    tracing::debug!(session = id, "worker connected");
+    let (mut sink, mut stream) = socket.split();
+    let mut key: Option<VerifyingKey> = None;
+    let end = loop {
+        tokio::select! {
+            m = stream.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    if let Err(why) = on_message(&hub, &state, &mut key, t) {
+                        let _ = sink.send(Message::Close(None)).await;
+                        break End::Here(why);
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => break End::Here("the worker closed the connection".into()),
+                Some(Err(e)) => break End::Here(format!("connection error: {e}")),
+                Some(Ok(_)) => {}
+            },
+            out = rx.recv() => match out {
+                Some(WorkerOut::Text(t)) => {
+                    let mut ok = sink.feed(Message::Text(t)).await.is_ok();
+                    while ok && let Ok(WorkerOut::Text(t)) = rx.try_recv() {
+                        ok = sink.feed(Message::Text(t)).await.is_ok();
+                    }
+                    if !ok || sink.flush().await.is_err() {
+                        break End::Here("cannot write to the worker".into());
+                    }
+                }
+                Some(WorkerOut::Close(why)) => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    break End::Upstream(why);
+                }
+                None => break End::Upstream("the session was dropped".into()),
+            },
+        }
+    };
+    lock(&hub.sessions).remove(&id);
+    match end {
+        End::Here(reason) => {
+            tracing::debug!(session = id, %reason, "worker session ended");
+            hub.send_upstream(Frame::Close {
+                session: id,
+                reason,
+            });
+        }
+        End::Upstream(reason) => {
+            tracing::debug!(session = id, %reason, "worker session ended upstream");
+        }
+    }
+    crate::programs::abandon(&hub, id);
+}
+
+/// One message from the worker: forwarded, answered here, or the end of the session (why).
+fn on_message(
+    hub: &Hub,
+    state: &SessionState,
+    key: &mut Option<VerifyingKey>,
+    text: Utf8Bytes,
+) -> Result<(), String> {
+    let msg: ToCoordinator =
+        serde_json::from_str(&text).map_err(|e| format!("malformed message: {e}"))?;
+    match msg {
+        ToCoordinator::Hello { ref public_key, .. } => {
+            *key = hex::decode(public_key)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .and_then(|b| VerifyingKey::from_bytes(&b).ok());
+        }
+        ToCoordinator::NeedProgram { ref sha256 } if state.holds(sha256) => {
+            match crate::programs::ask(hub, state, sha256) {
+                crate::programs::Ask::Answered => return Ok(()),
+                crate::programs::Ask::Fetch => {}
+            }
+        }
+        ToCoordinator::Result(mut r) => {
+            let Some(k) = key else {
+                return Err("a result before the hello".into());
+            };
+            if let Err(fault) = check_result(k, &r) {
+                hub.stats.results_rejected.fetch_add(1, Relaxed);
+                tracing::warn!(session = state.id, attempt = r.attempt, why = %fault, "the worker sent a result that fails its checks: session ended");
+                return Err(format!(
+                    "the worker sent a result that fails its checks: {fault}"
+                ));
+            }
+            if hub.config.misbehaviour == Some(Misbehaviour::FlipResult) {
+                flip(&mut r);
+                hub.stats.results_altered.fetch_add(1, Relaxed);
+                let message = serde_json::value::to_raw_value(&ToCoordinator::Result(r))
+                    .expect("messages serialize");
+                return forward(
+                    hub,
+                    state.id,
+                    Frame::Message {
+                        session: state.id,
+                        message,
+                    },
+                );
+            }
+        }
+        _ => {}
+    }
+    let frame = Frame::message(state.id, text.to_string())
+        .map_err(|e| format!("malformed message: {e}"))?;
+    forward(hub, state.id, frame)
+}
+
+fn forward(hub: &Hub, session: SessionId, frame: Frame) -> Result<(), String> {
+    if hub.send_upstream(frame) {
+        Ok(())
+    } else {
+        tracing::debug!(session, "upstream down: message dropped");
+        Err("the relay lost its connection to the coordinator".into())
+    }
+}
+
+/// `flip-result`: the result's stdout altered, its digest recomputed to match (only the
+/// worker's signature, over the old digest, can tell).
+fn flip(r: &mut AttemptResult) {
+    match r.stdout.first_mut() {
+        Some(b) => *b ^= 1,
+        None => r.stdout.push(b'!'),
+    }
+    let records: Vec<_> = r.files.iter().map(|f| f.file.clone()).collect();
+    r.digest = runegrid_core::digest_with_files(&r.status, r.fuel, &r.stdout, &records);
+}

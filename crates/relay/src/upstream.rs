@@ -1,0 +1,216 @@
+//! The relay's one connection to the coordinator: dialled, served, dialled again with the
+//! native worker's backoff. When it drops, every worker session ends (the workers dial the
+//! relay again, and are turned away until the connection is back).
+
+use crate::session::WorkerOut;
+use crate::{Hub, RelayError, lock};
+use futures_util::{SinkExt, StreamExt};
+use runegrid_proto::relay::{BATCH_BYTES, Frame, decode, encode};
+use runegrid_proto::worker::ToWorker;
+use runegrid_worker::Backoff;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// The largest message either side sends (a program travels in one).
+const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// `http://HOST:PORT` for a base URL given as `http(s)://` or `ws(s)://`.
+pub(crate) fn http_base(url: &str) -> Result<String, RelayError> {
+    let base = url.trim_end_matches('/');
+    for (from, to) in [
+        ("http://", "http://"),
+        ("https://", "https://"),
+        ("ws://", "http://"),
+        ("wss://", "https://"),
+    ] {
+        if let Some(rest) = base.strip_prefix(from) {
+            return Ok(format!("{to}{rest}"));
+        }
+    }
+    Err(RelayError::Url {
+        url: url.into(),
+        message: "expected http://HOST:PORT".into(),
+    })
+}
+
+/// The relay WebSocket's URL for the coordinator's `http(s)://` base.
+fn ws_url(base: &str) -> String {
+    let rest = base
+        .strip_prefix("http://")
+        .map(|r| format!("ws://{r}"))
+        .or_else(|| base.strip_prefix("https://").map(|r| format!("wss://{r}")))
+        .unwrap_or_else(|| base.to_string());
+    format!("{rest}/v1/relay")
+}
+
+/// Keeps the upstream connection up for as long as the relay runs.
+pub(crate) async fn run(hub: Arc<Hub>) {
+    let url = ws_url(&hub.base);
+    let mut backoff = Backoff::new();
+    loop {
+        match dial(&url, &hub.config.token).await {
+            Ok(ws) => {
+                backoff.reset();
+                hub.stats.upstream_connects.fetch_add(1, Relaxed);
+                tracing::info!(%url, "connected upstream");
+                let why = serve(&hub, ws).await;
+                tracing::warn!(%why, "upstream connection ended; reconnecting");
+            }
+            Err(e) => tracing::warn!(%url, error = %e, "cannot reach the coordinator"),
+        }
+        close_all(&hub, "the relay lost its connection to the coordinator");
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn dial(url: &str, token: &str) -> Result<Socket, String> {
+    let mut req = url.into_client_request().map_err(|e| e.to_string())?;
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .map_err(|_| "the api token has invalid characters".to_string())?,
+    );
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    match tokio_tungstenite::connect_async_with_config(req, Some(config), true).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(resp)) => Err(format!(
+            "{}: {}",
+            resp.status(),
+            resp.body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Ends every worker session (the upstream connection is gone).
+fn close_all(hub: &Hub, why: &str) {
+    *lock(&hub.upstream) = None;
+    let sessions: Vec<_> = lock(&hub.sessions).drain().collect();
+    for (_, s) in sessions {
+        let _ = s.to_worker.send(WorkerOut::Close(why.to_string()));
+    }
+    hub.programs.clear_pending();
+}
+
+/// One upstream connection, until it ends; returns why it ended.
+async fn serve(hub: &Arc<Hub>, ws: Socket) -> String {
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
+    *lock(&hub.upstream) = Some(tx);
+    let writer_hub = hub.clone();
+    let mut writer = tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while let Some(first) = rx.recv().await {
+            let mut bytes = first.weight();
+            batch.push(first);
+            while bytes < BATCH_BYTES
+                && let Ok(f) = rx.try_recv()
+            {
+                bytes += f.weight();
+                batch.push(f);
+            }
+            let stats = &writer_hub.stats;
+            stats.upstream_messages_sent.fetch_add(1, Relaxed);
+            stats
+                .upstream_frames_sent
+                .fetch_add(batch.len() as u64, Relaxed);
+            let text = encode(&batch);
+            stats
+                .upstream_bytes_sent
+                .fetch_add(text.len() as u64, Relaxed);
+            batch.clear();
+            if let Err(e) = sink.send(Message::Text(text.into())).await {
+                return format!("cannot send upstream: {e}");
+            }
+        }
+        "upstream sender dropped".to_string()
+    });
+    loop {
+        tokio::select! {
+            m = stream.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    let stats = &hub.stats;
+                    stats.upstream_messages_received.fetch_add(1, Relaxed);
+                    stats.upstream_bytes_received.fetch_add(t.len() as u64, Relaxed);
+                    match decode(&t) {
+                        Ok(frames) => {
+                            stats.upstream_frames_received.fetch_add(frames.len() as u64, Relaxed);
+                            for f in frames {
+                                on_frame(hub, f);
+                            }
+                        }
+                        Err(e) => {
+                            writer.abort();
+                            return format!("malformed frames from the coordinator: {e}");
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(c))) => {
+                    writer.abort();
+                    return format!("the coordinator closed the connection ({c:?})");
+                }
+                None => {
+                    writer.abort();
+                    return "the coordinator closed the connection".to_string();
+                }
+                Some(Err(e)) => {
+                    writer.abort();
+                    return format!("connection error: {e}");
+                }
+                Some(Ok(_)) => {}
+            },
+            r = &mut writer => return r.unwrap_or_else(|e| e.to_string()),
+        }
+    }
+}
+
+/// One frame from the coordinator.
+fn on_frame(hub: &Arc<Hub>, frame: Frame) {
+    match frame {
+        Frame::Message { session, message } => {
+            let Some(s) = hub.session(session) else {
+                return;
+            };
+            let text: Box<str> = message.into();
+            let text = String::from(text);
+            match serde_json::from_str::<ToWorker>(&text) {
+                Ok(ToWorker::Assign(a)) => {
+                    s.assigned(&a.program);
+                    if !a.blobs.is_empty() {
+                        let mut sizes = lock(&hub.blob_sizes);
+                        for b in &a.blobs {
+                            sizes.insert(b.sha256.clone(), b.size);
+                        }
+                    }
+                }
+                Ok(ToWorker::Program { sha256, module }) => {
+                    crate::programs::arrived(hub, session, sha256, &module, text);
+                    return;
+                }
+                _ => {}
+            }
+            let _ = s.to_worker.send(WorkerOut::Text(text.into()));
+        }
+        Frame::Close { session, reason } => {
+            if let Some(s) = lock(&hub.sessions).remove(&session) {
+                let _ = s.to_worker.send(WorkerOut::Close(reason));
+            }
+        }
+        Frame::Open { session, .. } => {
+            tracing::warn!(session, "the coordinator sent an open frame: ignored");
+        }
+    }
+}
