@@ -321,6 +321,11 @@ async fn killing_the_active_coordinator_again_and_again_loses_nothing() {
             r.tasks.iter().all(|t| t.state == ResultState::Verified),
             "job {j}: {r:?}"
         );
+        // What was reported finished before the kill is finished now, not run again.
+        for (j, before) in &verified_before {
+            let now = client.results(*j, None).await.unwrap();
+            assert_eq!(outputs(before), outputs(&now), "job {j} after kill {round}");
+        }
         // (Either may be active now: the one restarted races the standby for the lease.)
         recoveries.push(killed.elapsed());
         eprintln!(

@@ -256,9 +256,9 @@ impl App {
         self.with(|g, fx| g.worker_gone(id, conn, loss, why, fx));
     }
 
-    /// Any message from a worker proves it alive.
-    pub fn touch(&self, id: WorkerId, conn: u64) {
-        self.lock().touch(id, conn);
+    /// A connection's record of when it was last heard from (see `grid::Heard`).
+    pub fn heard(&self, id: WorkerId, conn: u64) -> Option<Arc<crate::grid::Heard>> {
+        self.lock().heard(id, conn)
     }
 
     /// A program by upload hash, from the cache or the store (call from a blocking context).

@@ -361,8 +361,12 @@ async fn final_result(app: &AppState, job: JobId) -> Option<TaskResult> {
     if let Some((_, mut done)) = app.done_flag(job) {
         let _ = done.wait_for(|d| *d).await;
     }
-    app.job_results(job)
-        .and_then(|(_, r)| r.tasks.into_iter().next())
+    let r = app
+        .job_results(job)
+        .and_then(|(_, r)| r.tasks.into_iter().next());
+    // The answer is given once stored (see `http::jobs::status`).
+    app.writer.flush().await;
+    r
 }
 
 async fn whole_answer(

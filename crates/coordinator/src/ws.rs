@@ -99,6 +99,8 @@ struct Session {
     conn: u64,
     key: VerifyingKey,
     carrier: Carrier,
+    /// When the worker was last heard from (any message proves it alive).
+    heard: Arc<crate::grid::Heard>,
 }
 
 /// What the message loop does after a message.
@@ -235,6 +237,11 @@ async fn register(
     // The grid holds the only sender: when it drops this worker, the outbound task ends and so
     // does this connection.
     let conn = app.worker_connected(id, account.id, record.trust, &hello.caps, tx);
+    // (Gone already when a newer connection with the same key replaced this one: then nothing
+    // reads this record, and the grid's sender, dropped, ends this connection.)
+    let heard = app
+        .heard(id, conn)
+        .unwrap_or_else(|| Arc::new(crate::grid::Heard::now()));
     let relay = match &carrier {
         Carrier::Direct => None,
         Carrier::Relay(link) => Some(link.id),
@@ -246,6 +253,7 @@ async fn register(
         conn,
         key: hello.key,
         carrier,
+        heard,
     };
     Ok((session, rx))
 }
@@ -275,7 +283,7 @@ impl Session {
     /// One message from the worker.
     fn handle(&self, text: &str) -> Flow {
         let (app, id) = (&self.app, self.id);
-        app.touch(id, self.conn);
+        self.heard.touch();
         let msg: ToCoordinator = match serde_json::from_str(text) {
             Ok(m) => m,
             Err(e) => return Flow::End(Loss::Disconnected, format!("malformed message: {e}")),

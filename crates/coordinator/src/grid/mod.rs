@@ -42,6 +42,7 @@ pub use jobs::Submission;
 pub use ledger::{AccountCredits, CreditTerms, DEFAULT_WELCOME_CREDITS, HoldError, Quote, credits};
 pub use reads::{Live, bump, counts_of, status_of, task_result};
 pub use recover::Recovered;
+pub use workers::Heard;
 
 use crate::metrics::Metrics;
 use crate::programs::ProgramBytes;
@@ -228,7 +229,9 @@ struct WorkerConn {
     /// Attempts the worker holds: running, or cancelled and not yet reported.
     busy: HashSet<AttemptId>,
     tx: mpsc::UnboundedSender<ToWorker>,
-    last_seen: Instant,
+    /// When it was last heard from: set by its connection's task as each message arrives,
+    /// without the grid lock (a heartbeat takes no lock at all).
+    heard: Arc<workers::Heard>,
     owner: AccountId,
     memory_bytes: u64,
     /// Disk it keeps blobs in, and the blobs it holds (SHA-256).

@@ -6,7 +6,8 @@ use super::{Effects, Grid, WorkerConn};
 use runegrid_core::{AccountId, AttemptId, Loss, Need, Standing, TrustRecord, WorkerId};
 use runegrid_proto::worker::{Capabilities, ToWorker};
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -54,7 +55,7 @@ impl Grid {
                 slots: caps.slots,
                 busy: HashSet::new(),
                 tx,
-                last_seen: Instant::now(),
+                heard: Arc::new(Heard::now()),
                 owner,
                 memory_bytes: caps.memory_bytes,
                 blob_space: caps.blob_space,
@@ -114,11 +115,13 @@ impl Grid {
         }
     }
 
-    /// Any message from a worker proves it alive.
-    pub fn touch(&mut self, id: WorkerId, conn: u64) {
-        if let Some(w) = self.workers.get_mut(&id).filter(|w| w.conn == conn) {
-            w.last_seen = Instant::now();
-        }
+    /// A connection's record of when it was last heard from, for its task to keep current
+    /// without the grid lock (`None` when that connection is gone).
+    pub fn heard(&self, id: WorkerId, conn: u64) -> Option<Arc<Heard>> {
+        self.workers
+            .get(&id)
+            .filter(|w| w.conn == conn)
+            .map(|w| w.heard.clone())
     }
 
     /// Sends a message to a connected worker (dropped if that connection is gone).
@@ -133,7 +136,7 @@ impl Grid {
         let silent: Vec<WorkerId> = self
             .workers
             .iter()
-            .filter(|(_, w)| now.duration_since(w.last_seen) > limit)
+            .filter(|(_, w)| now.saturating_duration_since(w.heard.at()) > limit)
             .map(|(id, _)| *id)
             .collect();
         for id in silent {
@@ -165,5 +168,31 @@ impl Grid {
             self.lose_attempt(a, loss, why, fx);
         }
         self.flush_trust(fx);
+    }
+}
+
+/// When a worker was last heard from: milliseconds since the process's first use of it, in an
+/// atomic, so the worker's connection task records each message as it arrives — not when it
+/// gets the grid lock, which a busy coordinator may hand out late enough to make a healthy
+/// worker look silent.
+#[derive(Debug)]
+pub struct Heard(AtomicU64);
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+impl Heard {
+    pub fn now() -> Heard {
+        let h = Heard(AtomicU64::new(0));
+        h.touch();
+        h
+    }
+
+    pub fn touch(&self) {
+        self.0
+            .store(EPOCH.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn at(&self) -> Instant {
+        *EPOCH + Duration::from_millis(self.0.load(Ordering::Relaxed))
     }
 }

@@ -95,23 +95,35 @@ pub async fn job_events(
             .map(|result| Ok(sse_event(&JobEvent::Task { result }))),
     );
     let head = stream::iter(head);
-    let tail = stream::unfold(rest, |s| async move {
-        match s {
-            S::End => None,
-            S::Last(e) => Some((Ok(sse_event(&e)), S::End)),
-            S::Live(mut live) => loop {
-                match live.rx.recv().await {
-                    Ok(e @ JobEvent::Done { .. }) => return Some((Ok(sse_event(&e)), S::End)),
-                    Ok(JobEvent::Stdout { attempt, .. })
-                        if live.lagged || live.partial.contains(&attempt) => {}
-                    Ok(e) => return Some((Ok(sse_event(&e)), S::Live(live))),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::debug!(skipped = n, "event stream reader lagged");
-                        live.lagged = true;
+    let writer = app.writer.clone();
+    let tail = stream::unfold(rest, move |s| {
+        let writer = writer.clone();
+        async move {
+            match s {
+                S::End => None,
+                S::Last(e) => Some((Ok(sse_event(&e)), S::End)),
+                S::Live(mut live) => loop {
+                    match live.rx.recv().await {
+                        // A verified result and the end are told once stored (see `jobs::status`).
+                        Ok(e @ JobEvent::Done { .. }) => {
+                            writer.flush().await;
+                            return Some((Ok(sse_event(&e)), S::End));
+                        }
+                        Ok(e @ JobEvent::Task { .. }) => {
+                            writer.flush().await;
+                            return Some((Ok(sse_event(&e)), S::Live(live)));
+                        }
+                        Ok(JobEvent::Stdout { attempt, .. })
+                            if live.lagged || live.partial.contains(&attempt) => {}
+                        Ok(e) => return Some((Ok(sse_event(&e)), S::Live(live))),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::debug!(skipped = n, "event stream reader lagged");
+                            live.lagged = true;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            },
+                },
+            }
         }
     });
     use futures_util::StreamExt as _;

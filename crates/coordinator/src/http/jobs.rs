@@ -72,6 +72,8 @@ pub async fn submit_job(
         None => None,
     };
     let cost = app.job_status(id).and_then(|(_, s)| s.cost);
+    // Results read from memory are answered once stored (see `status`).
+    app.writer.flush().await;
     Ok(axum::Json(SubmitJobResponse {
         job: id,
         tasks: n,
@@ -105,7 +107,13 @@ async fn stored_status(app: &AppState, id: JobId) -> Result<Option<(i64, JobStat
 /// A job's status as `a` may see it: from memory, else from the store.
 pub async fn status(app: &AppState, a: &Account, id: JobId) -> Result<JobStatus, ApiError> {
     let found = match app.job_status(id) {
-        Some(x) => Some(x),
+        Some(x) => {
+            // What memory says is answered only once it is stored: a job reported finished
+            // (or a task verified) stays so even if the coordinator dies right after, and a
+            // standby that takes over reads the same from the database.
+            app.writer.flush().await;
+            Some(x)
+        }
         None => stored_status(app, id).await?,
     };
     match found {
@@ -234,6 +242,8 @@ async fn results_of(app: &AppState, a: &Account, id: JobId) -> Result<JobResults
         if !visible(a, owner) {
             return Err(ApiError::not_found(format!("job {id}")));
         }
+        // Answered once stored (see `status`).
+        app.writer.flush().await;
         return Ok(r);
     }
     let stored = blocking(app, move |app| {
