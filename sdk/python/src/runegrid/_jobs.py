@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncGenerator, Generator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -30,18 +31,43 @@ from .errors import ApiError, CallTimeout, ConnectionFailed, RunegridError, api_
 from .options import Options
 from .results import TaskResult
 
+#: How long a request waits for one of several coordinators to become active (a takeover)
+#: before it fails with an :class:`ApiError` ``standby``.
+FAILOVER_WAIT = 30.0
+#: The header in which a standby coordinator names the active one (empty while none is).
+ACTIVE_HEADER = "x-runegrid-active"
+#: The pause after every coordinator of the list refused a request in turn.
+FAILOVER_PAUSE = 0.2
+
+
+def split_urls(url: str) -> list[str]:
+    """The coordinator URLs of ``url`` (several, comma-separated, for failover)."""
+    urls = [u.strip().rstrip("/") for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError(f"no coordinator URL in {url!r}")
+    return urls
+
+
+def _is_standby(r: httpx.Response) -> bool:
+    return r.status_code == 503 and ACTIVE_HEADER in r.headers
+
 
 class JobClient:
     """A coordinator's job API over HTTP: the connection and the defaults of every call.
 
-    ``url`` is the coordinator's base URL, ``token`` its API token (``None``: no
+    ``url`` is the coordinator's base URL, or several comma-separated ones of coordinators
+    that share a database (one active, the others standing by): a request a standby refuses,
+    or one that could not connect, goes to the coordinator the standby names, else to the
+    next URL, for up to :data:`FAILOVER_WAIT` seconds; a request whose connection broke after
+    it was sent is not repeated (it may have been done). ``token`` its API token (``None``: no
     ``authorization`` header), ``options`` the :class:`~runegrid.Options` every call made
     through it starts from, ``http_timeout`` the bound on connecting and on each ordinary
     request (waits for results get their own, longer read timeout).
     """
 
     def __init__(self, url: str, token: str | None, options: Options, http_timeout: float) -> None:
-        self.url = url.rstrip("/")
+        self.urls = split_urls(url)
+        self._at = 0
         self.token = token
         self.options = options
         self.http_timeout = http_timeout
@@ -52,6 +78,12 @@ class JobClient:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ connection
+
+    @property
+    def url(self) -> str:
+        """The base URL of the coordinator requests go to now (the active one, as far as this
+        client knows)."""
+        return self.urls[self._at]
 
     def _headers(self) -> dict[str, str]:
         h = {"user-agent": "runegrid-python/0.1"}
@@ -100,6 +132,102 @@ class JobClient:
             client, self._aclient = self._aclient, None
             await client.aclose()
 
+    # ------------------------------------------------------------------ sending (failover)
+
+    def _refused(self, tries: int, deadline: float, hint: str | None) -> float:
+        """Moves on after the current coordinator refused (standby) or could not be reached:
+        to the one the standby named when it is in the list, else the next; returns how long
+        to pause first (after a full round of refusals); past ``deadline`` raises
+        :class:`ApiError` ``standby``."""
+        if time.monotonic() > deadline:
+            raise ApiError(
+                "standby",
+                f"no coordinator of {', '.join(self.urls)} is active after {FAILOVER_WAIT:g} s",
+                503,
+            )
+        n = len(self.urls)
+        named = self.urls.index(hint) if hint in self.urls else None
+        self._at = named if named is not None else (self._at + 1) % n
+        # A pause after every full round of refusals; a standby that names the active one is
+        # followed at once, but not forever (it may name one that just died).
+        if tries % n == 0 and (named is None or tries > n):
+            return FAILOVER_PAUSE
+        return 0.0
+
+    def send(
+        self, method: str, path: str, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """Sends one request (``path`` below the base URL; ``kwargs`` as httpx's
+        ``build_request``) to the active coordinator, failing over between several URLs;
+        raises httpx's transport errors. With ``stream`` the body is not read (close the
+        answer, or use :meth:`stream`)."""
+        client = self.client
+        deadline = time.monotonic() + FAILOVER_WAIT
+        tries = 0
+        while True:
+            req = client.build_request(method, self.url + path, **kwargs)
+            hint: str | None = None
+            try:
+                r = client.send(req, stream=stream)
+            except httpx.ConnectError:
+                if len(self.urls) == 1:
+                    raise
+            else:
+                if len(self.urls) == 1 or not _is_standby(r):
+                    return r
+                hint = r.headers.get(ACTIVE_HEADER, "").rstrip("/")
+                r.close()
+            tries += 1
+            pause = self._refused(tries, deadline, hint)
+            if pause:
+                time.sleep(pause)
+
+    async def send_async(
+        self, method: str, path: str, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """The async form of :meth:`send`."""
+        client = self.aclient
+        deadline = time.monotonic() + FAILOVER_WAIT
+        tries = 0
+        while True:
+            req = client.build_request(method, self.url + path, **kwargs)
+            hint: str | None = None
+            try:
+                r = await client.send(req, stream=stream)
+            except httpx.ConnectError:
+                if len(self.urls) == 1:
+                    raise
+            else:
+                if len(self.urls) == 1 or not _is_standby(r):
+                    return r
+                hint = r.headers.get(ACTIVE_HEADER, "").rstrip("/")
+                await r.aclose()
+            tries += 1
+            pause = self._refused(tries, deadline, hint)
+            if pause:
+                await anyio.sleep(pause)
+
+    @contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A streamed answer (SSE) from the active coordinator: :meth:`send` with ``stream``,
+        closed on the way out."""
+        r = self.send(method, path, stream=True, **kwargs)
+        try:
+            yield r
+        finally:
+            r.close()
+
+    @asynccontextmanager
+    async def stream_async(
+        self, method: str, path: str, **kwargs: Any
+    ) -> AsyncIterator[httpx.Response]:
+        """The async form of :meth:`stream`."""
+        r = await self.send_async(method, path, stream=True, **kwargs)
+        try:
+            yield r
+        finally:
+            await r.aclose()
+
     # ------------------------------------------------------------------ plain requests
 
     def request(
@@ -120,7 +248,7 @@ class JobClient:
             headers["content-type"] = "application/json"
         timeout = httpx.Timeout(self.http_timeout, read=read_timeout or self.http_timeout)
         try:
-            r = self.client.request(
+            r = self.send(
                 method, path, content=content, params=params, headers=headers, timeout=timeout
             )
         except httpx.TransportError as e:
@@ -144,7 +272,7 @@ class JobClient:
             headers["content-type"] = "application/json"
         timeout = httpx.Timeout(self.http_timeout, read=read_timeout or self.http_timeout)
         try:
-            r = await self.aclient.request(
+            r = await self.send_async(
                 method, path, content=content, params=params, headers=headers, timeout=timeout
             )
         except httpx.TransportError as e:
@@ -215,7 +343,7 @@ class JobClient:
         :attr:`TaskResult.files <runegrid.TaskResult.files>` lists it)."""
         url = _file_path(job, index, path)
         try:
-            r = self.client.get(url, timeout=httpx.Timeout(self.http_timeout, read=600))
+            r = self.send("GET", url, timeout=httpx.Timeout(self.http_timeout, read=600))
         except httpx.TransportError as e:
             raise ConnectionFailed(f"GET {self.url}{url}: {e!r}") from e
         if r.status_code >= 400:
@@ -227,7 +355,9 @@ class JobClient:
     ) -> bytes:
         url = _file_path(job, index, path)
         try:
-            r = await self.aclient.get(url, timeout=httpx.Timeout(self.http_timeout, read=600))
+            r = await self.send_async(
+                "GET", url, timeout=httpx.Timeout(self.http_timeout, read=600)
+            )
         except httpx.TransportError as e:
             raise ConnectionFailed(f"GET {self.url}{url}: {e!r}") from e
         if r.status_code >= 400:
@@ -347,7 +477,7 @@ def iter_events(
         read = p.EVENT_SILENCE if left is None else max(0.05, min(p.EVENT_SILENCE, left))
         got_any = False
         try:
-            with jobs.client.stream(
+            with jobs.stream(
                 "GET",
                 f"/v1/jobs/{int(job)}/events",
                 timeout=httpx.Timeout(jobs.http_timeout, read=read),
@@ -435,7 +565,7 @@ async def iter_events_async(
         read = p.EVENT_SILENCE if left is None else max(0.05, min(p.EVENT_SILENCE, left))
         got_any = False
         try:
-            async with jobs.aclient.stream(
+            async with jobs.stream_async(
                 "GET",
                 f"/v1/jobs/{int(job)}/events",
                 timeout=httpx.Timeout(jobs.http_timeout, read=read),

@@ -439,7 +439,7 @@ class ChatStream(_StreamBase, Iterator[str]):
         grid, f = self._grid, self._f
         deadline = p.deadline_after(self._timeout)
         try:
-            with grid.client.stream(
+            with grid.stream(
                 "POST",
                 CHAT_PATH,
                 content=p.dumps(self._body),
@@ -509,7 +509,7 @@ class AsyncChatStream(_StreamBase, AsyncIterator[str]):
         grid, f = self._grid, self._f
         deadline = p.deadline_after(self._timeout)
         try:
-            async with grid.aclient.stream(
+            async with grid.stream_async(
                 "POST",
                 CHAT_PATH,
                 content=p.dumps(self._body),
@@ -561,7 +561,8 @@ class AsyncChatStream(_StreamBase, AsyncIterator[str]):
 
 def post_reply(grid: JobClient, body: dict[str, Any], opts: Options) -> ChatReply:
     try:
-        r = grid.client.post(
+        r = grid.send(
+            "POST",
             CHAT_PATH,
             content=p.dumps(body),
             headers={"content-type": "application/json"},
@@ -576,7 +577,8 @@ def post_reply(grid: JobClient, body: dict[str, Any], opts: Options) -> ChatRepl
 
 async def post_reply_async(grid: JobClient, body: dict[str, Any], opts: Options) -> ChatReply:
     try:
-        r = await grid.aclient.post(
+        r = await grid.send_async(
+            "POST",
             CHAT_PATH,
             content=p.dumps(body),
             headers={"content-type": "application/json"},

@@ -35,7 +35,9 @@ PathOrBytes = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 class Grid(JobClient):
     """A coordinator, reached over its HTTP API.
 
-    ``url`` defaults to ``$RUNEGRID_URL`` (else ``http://127.0.0.1:7070``), ``token`` to
+    ``url`` defaults to ``$RUNEGRID_URL`` (else ``http://127.0.0.1:7070``); several
+    comma-separated URLs of coordinators sharing a database fail over from one to the next
+    (see :class:`runegrid._jobs.JobClient`). ``token`` defaults to
     ``$RUNEGRID_TOKEN``. Keyword ``options`` (see :class:`~runegrid.Options`: ``policy``,
     ``replicas``, ``agree``, ``fuel``, ``timeout``, ...) are the defaults of every call made
     through this grid. ``http_timeout`` bounds connecting and each ordinary request (waits for
@@ -66,7 +68,7 @@ class Grid(JobClient):
         )
 
     def __repr__(self) -> str:
-        return f"Grid({self.url!r})"
+        return f"Grid({','.join(self.urls)!r})"
 
     # ------------------------------------------------------------------ life cycle
 
