@@ -60,9 +60,11 @@ struct Run {
     tokens: u64,
     /// Time of the last token after the first.
     decode: Duration,
-    /// A local run's fuel and the SHA-256 of its text (zero and empty for others).
+    /// A local run's fuel, the SHA-256 of its text and its linear memory at the end (zero and
+    /// empty for others).
     fuel: u64,
     text_sha: [u8; 32],
+    memory: u64,
 }
 
 impl Run {
@@ -116,7 +118,12 @@ fn local_run(
         .map_err(|e| anyhow::anyhow!("local run: {e}"))?;
     let total = start.elapsed();
     let summary = Summary::from_stderr(&out.stderr).context("the program wrote no summary")?;
-    let first = first.context("no token came out")?;
+    // A run asked for no token (to time the start and the model load) has its end as "first".
+    let first = match first {
+        Some(first) => first,
+        None if tokens == 0 => start + total,
+        None => bail!("no token came out"),
+    };
     let last = last.unwrap_or(first);
     use sha2::Digest as _;
     Ok(Run {
@@ -126,6 +133,7 @@ fn local_run(
         decode: last - first,
         fuel: out.execution.fuel,
         text_sha: sha2::Sha256::digest(&out.execution.stdout).into(),
+        memory: out.memory_bytes,
     })
 }
 
@@ -183,6 +191,7 @@ async fn grid_run(
             decode: last.unwrap_or(first) - first,
             fuel: 0,
             text_sha: [0; 32],
+            memory: 0,
         },
         state,
     ))
@@ -266,9 +275,44 @@ fn llama_cpp_run(
             decode,
             fuel: 0,
             text_sha: [0; 32],
+            memory: 0,
         },
         v["version"].as_str().unwrap_or("?").to_string(),
     )))
+}
+
+/// Where a local run's time to first token goes, from two more runs: one asked for no token
+/// (the instance's start, reading the weights, building the model and tokenizer) and one for
+/// a single token (that plus the prompt and the first token); with `full` (a run of `tokens`)
+/// the fuel of each further token. Then the memory a request takes.
+fn phases(
+    sandbox: &Sandbox,
+    program: &runegrid_sandbox::Program,
+    blobs: &[Blob],
+    full: &Run,
+    tokens: u32,
+) -> Result<()> {
+    let load = local_run(sandbox, program, blobs, 0)?;
+    let first = local_run(sandbox, program, blobs, 1)?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "local time to first token, by phase (one run each): start and model load {:.0} ms ({:.2e} fuel), prompt and first token {:.0} ms ({:.2e} fuel); each further token {:.2e} fuel",
+        ms(load.total),
+        load.fuel as f64,
+        ms(first.ttft.saturating_sub(load.total)),
+        first.fuel.saturating_sub(load.fuel) as f64,
+        full.fuel.saturating_sub(first.fuel) as f64 / f64::from(tokens - 1)
+    );
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    let model = blobs.iter().map(|b| b.bytes.len() as u64).sum::<u64>();
+    println!(
+        "memory per request: linear memory {:.1} MiB at the end (its peak; {:.1} MiB after the load alone), plus the mounted model {:.1} MiB (one copy per worker, shared by its runs); the model declares {:.0} MiB",
+        mib(full.memory),
+        mib(load.memory),
+        mib(model),
+        mib(SMOLLM2_135M.memory_bytes)
+    );
+    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -351,6 +395,7 @@ pub async fn run(a: InferBenchArgs) -> Result<i32> {
             r.fuel,
             r.fuel / r.tokens.max(1)
         );
+        phases(&sandbox, &program, &blobs, r, a.tokens)?;
         if let Some(version) = &llama_version {
             report(&format!("llama.cpp {version}, 1 thread"), &llama);
             println!(
@@ -407,6 +452,7 @@ pub async fn run(a: InferBenchArgs) -> Result<i32> {
     }
     println!();
     report("local WASI (sandbox, in process)", &local);
+    phases(&sandbox, &program, &blobs, &local[0], a.tokens)?;
     report("grid, 1 worker (policy none)", &single);
     report("grid, 2 workers (quorum 2 of 2)", &quorum);
     match &llama_version {
