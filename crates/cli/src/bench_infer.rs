@@ -48,6 +48,10 @@ pub struct InferBenchArgs {
     /// it; implies `--local-only`.
     #[arg(long)]
     pub module: Option<PathBuf>,
+    /// Skip the browser worker's rounds (headless Chromium through chromedriver; skipped with
+    /// a note when they are missing).
+    #[arg(long)]
+    pub no_browser: bool,
 }
 
 const PROMPT: &str = "Write a long story about a dragon who learns to program computers.";
@@ -195,6 +199,36 @@ async fn grid_run(
         },
         state,
     ))
+}
+
+/// The same request answered by a browser worker alone: headless Chromium on the contribute
+/// page of a grid of its own (started like the first, no native worker), one cold request (the
+/// page fetches the weights into IndexedDB and compiles the program), then `rounds` measured.
+async fn browser_runs(model: &str, tokens: u32, rounds: u32) -> Result<(Run, Vec<Run>)> {
+    let grid = LocalGrid::start_with(None, &["--model", model]).await?;
+    let (_driver, b) = crate::bench_browser::start_browser("chromedriver").await?;
+    let measured = async {
+        b.goto(&format!("{}/contribute", grid.url)).await?;
+        b.find_id("toggle").await?.click().await?;
+        crate::bench_browser::wait_browser_workers(&grid.url, |n| n > 0).await?;
+        let c = grid.client();
+        let (cold, _) = grid_run(&c, tokens, 1).await?;
+        let mut runs = Vec::new();
+        for round in 0..rounds {
+            let (r, state) = grid_run(&c, tokens, 1).await?;
+            if state != AnswerState::Verified {
+                bail!("browser round {round}: the grid's answer ended {state}");
+            }
+            runs.push(r);
+        }
+        Ok((cold, runs))
+    }
+    .await;
+    // The browser goes with its session, whatever happened.
+    let closed = b.close().await;
+    let measured = measured?;
+    closed?;
+    Ok(measured)
 }
 
 /// Runs the request once with llama.cpp (`llama-cpp-python`) on `threads` threads: prints one
@@ -467,6 +501,22 @@ pub async fn run(a: InferBenchArgs) -> Result<i32> {
         None => println!(
             "llama.cpp column skipped: `import llama_cpp` fails for python3 (pip install llama-cpp-python; $RUNEGRID_PYTHON names another interpreter)"
         ),
+    }
+    if a.no_browser {
+        println!("browser worker skipped (--no-browser)");
+    } else {
+        match browser_runs(&model_arg, a.tokens, a.rounds).await {
+            Ok((cold, runs)) => {
+                report("browser worker (headless Chromium)", &runs);
+                println!(
+                    "browser ÷ local: decode {:.2}× (best), ttft {:+.0} ms (median); its first request (cold: the page fetches the weights and compiles the program): ttft {:.2} s",
+                    best(&runs) / best(&local),
+                    (ttft(&runs) - ttft(&local)) * 1e3,
+                    cold.ttft.as_secs_f64()
+                );
+            }
+            Err(e) => println!("browser worker skipped: {e:#}"),
+        }
     }
     println!(
         "grid ÷ local: decode {:.2}× (1 worker), {:.2}× (quorum); ttft {:+.0} ms (1 worker), {:+.0} ms (quorum)",

@@ -450,12 +450,20 @@ fn the_inference_benchmark_runs() {
     );
     for line in [
         "local WASI",
+        "local time to first token, by phase",
+        "memory per request",
         "grid, 1 worker",
         "grid, 2 workers",
         "grid ÷ local",
     ] {
         assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
     }
+    // The browser worker's rounds, or a note saying why not.
+    assert!(
+        stdout.contains("browser worker (headless Chromium)")
+            || stdout.contains("browser worker skipped"),
+        "{stdout}"
+    );
 }
 
 /// `runegrid chat` on a pseudo-terminal (util-linux `script`), so it sees a terminal on stdin
