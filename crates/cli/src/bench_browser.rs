@@ -87,7 +87,7 @@ async fn browser_workers(url: &str) -> Result<u32> {
     Ok(s.now.workers_browser)
 }
 
-async fn wait_browser_workers(url: &str, want: impl Fn(u32) -> bool) -> Result<u32> {
+pub(crate) async fn wait_browser_workers(url: &str, want: impl Fn(u32) -> bool) -> Result<u32> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let n = browser_workers(url).await?;

@@ -48,6 +48,10 @@ pub struct InferBenchArgs {
     /// it; implies `--local-only`.
     #[arg(long)]
     pub module: Option<PathBuf>,
+    /// Skip the browser worker's rounds (headless Chromium through chromedriver; skipped with
+    /// a note when they are missing).
+    #[arg(long)]
+    pub no_browser: bool,
 }
 
 const PROMPT: &str = "Write a long story about a dragon who learns to program computers.";
@@ -60,9 +64,11 @@ struct Run {
     tokens: u64,
     /// Time of the last token after the first.
     decode: Duration,
-    /// A local run's fuel and the SHA-256 of its text (zero and empty for others).
+    /// A local run's fuel, the SHA-256 of its text and its linear memory at the end (zero and
+    /// empty for others).
     fuel: u64,
     text_sha: [u8; 32],
+    memory: u64,
 }
 
 impl Run {
@@ -116,7 +122,12 @@ fn local_run(
         .map_err(|e| anyhow::anyhow!("local run: {e}"))?;
     let total = start.elapsed();
     let summary = Summary::from_stderr(&out.stderr).context("the program wrote no summary")?;
-    let first = first.context("no token came out")?;
+    // A run asked for no token (to time the start and the model load) has its end as "first".
+    let first = match first {
+        Some(first) => first,
+        None if tokens == 0 => start + total,
+        None => bail!("no token came out"),
+    };
     let last = last.unwrap_or(first);
     use sha2::Digest as _;
     Ok(Run {
@@ -126,6 +137,7 @@ fn local_run(
         decode: last - first,
         fuel: out.execution.fuel,
         text_sha: sha2::Sha256::digest(&out.execution.stdout).into(),
+        memory: out.memory_bytes,
     })
 }
 
@@ -183,9 +195,40 @@ async fn grid_run(
             decode: last.unwrap_or(first) - first,
             fuel: 0,
             text_sha: [0; 32],
+            memory: 0,
         },
         state,
     ))
+}
+
+/// The same request answered by a browser worker alone: headless Chromium on the contribute
+/// page of a grid of its own (started like the first, no native worker), one cold request (the
+/// page fetches the weights into IndexedDB and compiles the program), then `rounds` measured.
+async fn browser_runs(model: &str, tokens: u32, rounds: u32) -> Result<(Run, Vec<Run>)> {
+    let grid = LocalGrid::start_with(None, &["--model", model]).await?;
+    let (_driver, b) = crate::bench_browser::start_browser("chromedriver").await?;
+    let measured = async {
+        b.goto(&format!("{}/contribute", grid.url)).await?;
+        b.find_id("toggle").await?.click().await?;
+        crate::bench_browser::wait_browser_workers(&grid.url, |n| n > 0).await?;
+        let c = grid.client();
+        let (cold, _) = grid_run(&c, tokens, 1).await?;
+        let mut runs = Vec::new();
+        for round in 0..rounds {
+            let (r, state) = grid_run(&c, tokens, 1).await?;
+            if state != AnswerState::Verified {
+                bail!("browser round {round}: the grid's answer ended {state}");
+            }
+            runs.push(r);
+        }
+        Ok((cold, runs))
+    }
+    .await;
+    // The browser goes with its session, whatever happened.
+    let closed = b.close().await;
+    let measured = measured?;
+    closed?;
+    Ok(measured)
 }
 
 /// Runs the request once with llama.cpp (`llama-cpp-python`) on `threads` threads: prints one
@@ -266,9 +309,44 @@ fn llama_cpp_run(
             decode,
             fuel: 0,
             text_sha: [0; 32],
+            memory: 0,
         },
         v["version"].as_str().unwrap_or("?").to_string(),
     )))
+}
+
+/// Where a local run's time to first token goes, from two more runs: one asked for no token
+/// (the instance's start, reading the weights, building the model and tokenizer) and one for
+/// a single token (that plus the prompt and the first token); with `full` (a run of `tokens`)
+/// the fuel of each further token. Then the memory a request takes.
+fn phases(
+    sandbox: &Sandbox,
+    program: &runegrid_sandbox::Program,
+    blobs: &[Blob],
+    full: &Run,
+    tokens: u32,
+) -> Result<()> {
+    let load = local_run(sandbox, program, blobs, 0)?;
+    let first = local_run(sandbox, program, blobs, 1)?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "local time to first token, by phase (one run each): start and model load {:.0} ms ({:.2e} fuel), prompt and first token {:.0} ms ({:.2e} fuel); each further token {:.2e} fuel",
+        ms(load.total),
+        load.fuel as f64,
+        ms(first.ttft.saturating_sub(load.total)),
+        first.fuel.saturating_sub(load.fuel) as f64,
+        full.fuel.saturating_sub(first.fuel) as f64 / f64::from(tokens - 1)
+    );
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    let model = blobs.iter().map(|b| b.bytes.len() as u64).sum::<u64>();
+    println!(
+        "memory per request: linear memory {:.1} MiB at the end (its peak; {:.1} MiB after the load alone), plus the mounted model {:.1} MiB (one copy per worker, shared by its runs); the model declares {:.0} MiB",
+        mib(full.memory),
+        mib(load.memory),
+        mib(model),
+        mib(SMOLLM2_135M.memory_bytes)
+    );
+    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -351,6 +429,7 @@ pub async fn run(a: InferBenchArgs) -> Result<i32> {
             r.fuel,
             r.fuel / r.tokens.max(1)
         );
+        phases(&sandbox, &program, &blobs, r, a.tokens)?;
         if let Some(version) = &llama_version {
             report(&format!("llama.cpp {version}, 1 thread"), &llama);
             println!(
@@ -407,6 +486,7 @@ pub async fn run(a: InferBenchArgs) -> Result<i32> {
     }
     println!();
     report("local WASI (sandbox, in process)", &local);
+    phases(&sandbox, &program, &blobs, &local[0], a.tokens)?;
     report("grid, 1 worker (policy none)", &single);
     report("grid, 2 workers (quorum 2 of 2)", &quorum);
     match &llama_version {
@@ -421,6 +501,22 @@ pub async fn run(a: InferBenchArgs) -> Result<i32> {
         None => println!(
             "llama.cpp column skipped: `import llama_cpp` fails for python3 (pip install llama-cpp-python; $RUNEGRID_PYTHON names another interpreter)"
         ),
+    }
+    if a.no_browser {
+        println!("browser worker skipped (--no-browser)");
+    } else {
+        match browser_runs(&model_arg, a.tokens, a.rounds).await {
+            Ok((cold, runs)) => {
+                report("browser worker (headless Chromium)", &runs);
+                println!(
+                    "browser ÷ local: decode {:.2}× (best), ttft {:+.0} ms (median); its first request (cold: the page fetches the weights and compiles the program): ttft {:.2} s",
+                    best(&runs) / best(&local),
+                    (ttft(&runs) - ttft(&local)) * 1e3,
+                    cold.ttft.as_secs_f64()
+                );
+            }
+            Err(e) => println!("browser worker skipped: {e:#}"),
+        }
     }
     println!(
         "grid ÷ local: decode {:.2}× (1 worker), {:.2}× (quorum); ttft {:+.0} ms (1 worker), {:+.0} ms (quorum)",

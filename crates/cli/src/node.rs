@@ -246,6 +246,10 @@ pub struct WorkerArgs {
     /// tasks [default: 8G].
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub blob_space: Option<u64>,
+    /// Memory to offer a task, bytes or with a K, M, G or T suffix: tasks that need more (a
+    /// model's requests among them) go to other workers [default: the machine's memory].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub memory: Option<u64>,
     /// Require a GPU for GPU tasks (fail to start without one). By default the worker uses
     /// the machine's GPU if it finds one (a software adapter such as lavapipe counts, and is
     /// given only GPU jobs that allow software adapters).
@@ -278,6 +282,7 @@ pub async fn worker(conn: &Conn, a: WorkerArgs) -> Result<i32> {
         misbehaviour: a.misbehave,
         max_reconnects: a.max_reconnects,
         blob_space: a.blob_space.unwrap_or(runegrid_worker::DEFAULT_BLOB_SPACE),
+        memory_bytes: a.memory,
         gpu: match (a.gpu, a.no_gpu) {
             (_, true) => runegrid_worker::GpuMode::Off,
             (true, _) => runegrid_worker::GpuMode::Require,

@@ -88,16 +88,23 @@ async fn replicas_on_native_workers_agree_token_for_token_and_tokens_stream() {
     assert_eq!(m.id, "smollm2-135m-instruct");
     assert!(m.runegrid.available, "{m:?}");
     assert_eq!(m.runegrid.workers, 0);
+    assert_eq!(m.runegrid.tier, runegrid_core::ModelTier::Small);
+    assert_eq!(
+        m.runegrid.memory_bytes,
+        runegrid_infer::SMOLLM2_135M.memory_bytes
+    );
 
-    // A worker that keeps no blobs cannot serve it: it is not counted, and never gets a request.
+    // A worker that keeps no blobs cannot serve it, nor one offering less memory than a run
+    // needs: they are not counted, and never get a request.
     g.worker("no-room", 2, &["--blob-space", "0"]);
-    g.wait_workers(1).await;
+    g.worker("no-memory", 2, &["--memory", "100M"]);
+    g.wait_workers(2).await;
     assert_eq!(c.models().await.unwrap().data[0].runegrid.workers, 0);
     // Two workers that can arrive and answer, verified by a quorum of both (the same tokens from
     // two processes).
     g.worker("w1", 1, &[]);
     g.worker("w2", 1, &[]);
-    g.wait_workers(3).await;
+    g.wait_workers(4).await;
     assert_eq!(c.models().await.unwrap().data[0].runegrid.workers, 2);
     let mut req = ask(QUESTION, 16);
     req.runegrid = quorum(2, 2);
@@ -134,7 +141,7 @@ async fn replicas_on_native_workers_agree_token_for_token_and_tokens_stream() {
     for w in c.workers().await.unwrap() {
         let held: Vec<String> =
             serde_json::from_value(w.capabilities["blobs"].clone()).unwrap_or_default();
-        let want = w.name != "no-room";
+        let want = w.name != "no-room" && w.name != "no-memory";
         assert_eq!(held.iter().any(|b| b == sha), want, "{}: {held:?}", w.name);
     }
 
@@ -443,12 +450,20 @@ fn the_inference_benchmark_runs() {
     );
     for line in [
         "local WASI",
+        "local time to first token, by phase",
+        "memory per request",
         "grid, 1 worker",
         "grid, 2 workers",
         "grid ÷ local",
     ] {
         assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
     }
+    // The browser worker's rounds, or a note saying why not.
+    assert!(
+        stdout.contains("browser worker (headless Chromium)")
+            || stdout.contains("browser worker skipped"),
+        "{stdout}"
+    );
 }
 
 /// `runegrid chat` on a pseudo-terminal (util-linux `script`), so it sees a terminal on stdin

@@ -50,6 +50,7 @@ pub async fn models(State(app): State<AppState>, Authed(_): Authed) -> Json<Mode
                     available: app.blobs.size(m.sha256).is_some(),
                     blob: m.sha256.into(),
                     size: m.size,
+                    tier: m.tier(),
                     memory_bytes: m.memory_bytes,
                     workers,
                     workers_holding,

@@ -25,6 +25,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod limits;
 pub mod loss;
+pub mod model_tier;
 pub mod mounts;
 pub mod price;
 pub mod probe;
@@ -40,6 +41,7 @@ pub use failure::FailureKind;
 pub use lifecycle::{AttemptState, JobState, TaskState};
 pub use limits::{Limits, LimitsError};
 pub use loss::Loss;
+pub use model_tier::ModelTier;
 pub use schedule::{Assignment, Need, WorkerView, plan};
 pub use tolerance::{
     Answer, Disagreement, OutputTally, Tolerance, ToleranceError, ToleranceVerdict, decide_answers,

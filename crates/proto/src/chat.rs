@@ -253,7 +253,11 @@ pub struct ModelGridInfo {
     /// The weights' blob.
     pub blob: String,
     pub size: u64,
-    /// Memory a run needs: workers offering less never get the model's requests.
+    /// How much the model asks of a worker (`small`, `medium`, `large`), from the memory a run
+    /// needs.
+    pub tier: runegrid_core::ModelTier,
+    /// Memory a run of a short request needs (longer contexts need more; each request's own
+    /// need routes it): workers offering less never get the model's requests.
     pub memory_bytes: u64,
     /// Connected workers that can serve it, and those holding its weights already.
     pub workers: u32,

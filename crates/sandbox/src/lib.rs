@@ -136,6 +136,10 @@ pub struct RunOutput {
     pub stderr: Vec<u8>,
     /// The content of each of `execution.files`, in the same order.
     pub files: Vec<Vec<u8>>,
+    /// The size of the module's linear memory when the run ended: its peak, since a linear
+    /// memory only grows (0 when the run never started). Not part of the digest, though
+    /// replicas agree on it too (growth is the module's own deterministic doing).
+    pub memory_bytes: u64,
 }
 
 /// A compiled, linked module, ready to instantiate. Cloning is cheap (shared code).
@@ -560,6 +564,7 @@ impl Sandbox {
                 },
                 stderr: Vec::new(),
                 files: Vec::new(),
+                memory_bytes: 0,
             }));
             return;
         }
@@ -575,7 +580,7 @@ impl Sandbox {
                 execute(&program, host, limits, slice)
             }))
             .unwrap_or_else(|_| Err(SandboxError::Internal("a run panicked".into())))
-            .map(|(status, fuel, stdout, stderr, outputs)| {
+            .map(|(status, fuel, stdout, stderr, outputs, memory_bytes)| {
                 let (files, bytes) = outputs.into_iter().map(output_file).unzip();
                 RunOutput {
                     execution: Execution {
@@ -586,6 +591,7 @@ impl Sandbox {
                     },
                     stderr,
                     files: bytes,
+                    memory_bytes,
                 }
             });
             drop(active);
@@ -622,8 +628,16 @@ fn output_file((path, bytes): (String, Vec<u8>)) -> (OutputFile, Vec<u8>) {
     (file, bytes)
 }
 
-/// What `execute` returns: status, fuel used, stdout, stderr and the files under `/out`.
-type Outcome = (ExecStatus, u64, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+/// What `execute` returns: status, fuel used, stdout, stderr, the files under `/out` and the
+/// linear memory's size at the end.
+type Outcome = (
+    ExecStatus,
+    u64,
+    Vec<u8>,
+    Vec<u8>,
+    Vec<(String, Vec<u8>)>,
+    u64,
+);
 
 /// Instantiates `program` and runs `_start` on the current thread. The files under `/out` come
 /// back unless they add up to more than `Limits::output_bytes` (then: `OutputLimit`, none).
@@ -733,7 +747,8 @@ fn execute(
     } else {
         status
     };
-    Ok((status, used, stdout, stderr, files))
+    let memory_bytes = memory.data_size(&store) as u64;
+    Ok((status, used, stdout, stderr, files, memory_bytes))
 }
 
 /// The store state of a run.

@@ -271,6 +271,12 @@ fn memory_bomb_hits_the_memory_limit() {
     let a = run(&p, l);
     assert_eq!(a.execution.status, ExecStatus::MemoryLimit);
     assert_eq!(a.execution, run(&p, l).execution);
+    // The memory it reached (its peak) is reported, within the limit.
+    assert!(
+        a.memory_bytes > 0 && a.memory_bytes <= 4 << 20,
+        "{}",
+        a.memory_bytes
+    );
 }
 
 #[test]
@@ -301,6 +307,8 @@ fn refused_growth_can_be_handled() {
     let out = run(&p, small);
     assert_eq!(out.execution.status, ExecStatus::Exited { code: 0 });
     assert_eq!(out.execution.stdout, b"3");
+    // The run's memory at its end: three pages.
+    assert_eq!(out.memory_bytes, 3 * 65536);
 }
 
 #[test]
@@ -329,6 +337,7 @@ fn initial_memory_above_the_limit_is_refused_before_running() {
     );
     assert_eq!(out.execution.status, ExecStatus::MemoryLimit);
     assert_eq!(out.execution.fuel, 0);
+    assert_eq!(out.memory_bytes, 0, "it never started");
 }
 
 #[test]

@@ -85,7 +85,7 @@ pub(crate) async fn connect(
 ) -> Result<Connection, SessionError> {
     let (mut sink, mut stream) = dial(url, &config.token).await?.split();
     let nonce = challenge(&mut stream).await?;
-    let capabilities = capabilities(config.slots, blob_cache, gpu);
+    let capabilities = capabilities(config.slots, config.memory_bytes, blob_cache, gpu);
     let told = capabilities.blobs.clone();
     let hello = ToCoordinator::Hello {
         protocol: PROTOCOL_VERSION,
@@ -202,6 +202,7 @@ async fn handshake_message(stream: &mut Stream) -> Option<Result<ToWorker, serde
 /// What this worker offers: its cores, memory, slots, platform, blob space and GPU.
 fn capabilities(
     slots: u32,
+    memory_bytes: Option<u64>,
     blob_cache: &BlobCache,
     gpu: Option<&runegrid_core::gpu::GpuAdapter>,
 ) -> Capabilities {
@@ -210,7 +211,7 @@ fn capabilities(
         cores: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),
-        memory_bytes: runner::total_memory(),
+        memory_bytes: memory_bytes.unwrap_or_else(runner::total_memory),
         slots,
         arch: std::env::consts::ARCH.into(),
         os: std::env::consts::OS.into(),

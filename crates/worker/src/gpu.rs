@@ -172,6 +172,7 @@ impl Device {
                 Vec::new()
             },
             files: outputs.into_iter().map(|(_, bytes)| bytes).collect(),
+            memory_bytes: 0,
         })
     }
 }

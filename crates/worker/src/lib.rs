@@ -58,6 +58,9 @@ pub struct WorkerConfig {
     pub max_reconnects: Option<u32>,
     /// Disk bytes for blobs that tasks mount, in `<data_dir>/blobs/` (0: takes no blob tasks).
     pub blob_space: u64,
+    /// Memory offered to a task (`None`: the machine's); the coordinator gives the worker no
+    /// task that needs more, such as a model's requests past its memory.
+    pub memory_bytes: Option<u64>,
     /// Whether it looks for a GPU to run GPU tasks on.
     pub gpu: GpuMode,
 }

@@ -31,6 +31,8 @@ def test_models(chat_grid: Grid) -> None:
     assert m.workers >= 1
     assert "smollm2" in m.aliases
     assert m.blob is not None and len(m.blob) == 64
+    assert m.tier == "small"
+    assert m.memory_bytes is not None and m.memory_bytes <= 512 << 20
 
 
 def test_generate_and_quorum(chat_grid: Grid) -> None:

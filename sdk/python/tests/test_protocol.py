@@ -414,6 +414,7 @@ def test_parse_models() -> None:
                     "available": False,
                     "blob": "00" * 32,
                     "size": 10,
+                    "tier": "medium",
                     "memory_bytes": 20,
                     "workers": 3,
                     "workers_holding": 1,
@@ -431,5 +432,8 @@ def test_parse_models() -> None:
         1,
         ("a",),
     )
+    assert m.tier == "medium"
+    del body["data"][0]["runegrid"]["tier"]
+    assert parse_models(body)[0].tier is None
     with pytest.raises(ProtocolError):
         parse_models({"data": None})

@@ -1,7 +1,9 @@
 //! The llama model: candle-transformers 0.9.2's `models/quantized_llama.rs` (MIT or Apache-2.0,
-//! as candle), with the GGML loader left out and one change: the token embedding table stays
-//! quantized ([`TokenEmbeddings`]), so a request no longer holds a dequantized f32 copy of it.
-//! Every value computed is the upstream code's, bit for bit.
+//! as candle), with the GGML loader left out and two changes: the token embedding table stays
+//! quantized ([`TokenEmbeddings`]), so a request no longer holds a dequantized f32 copy of it;
+//! and in the last layer a prompt's positions other than the last only feed the key/value
+//! cache (the output projection and the MLP run for the last position alone). Every value
+//! computed is the upstream code's, bit for bit.
 
 use candle_core as candle;
 use std::collections::HashMap;
@@ -174,11 +176,14 @@ impl LayerWeights {
         candle_nn::rotary_emb::rope_i(&x.contiguous()?, &cos, &sin)
     }
 
+    /// runegrid: with `last_row_only`, only the last position's output comes back (the keys and
+    /// values of all positions still go to the cache): the output projection skips the others.
     fn forward_attn(
         &mut self,
         x: &Tensor,
         mask: Option<&Tensor>,
         index_pos: usize,
+        last_row_only: bool,
     ) -> Result<Tensor> {
         let _enter = self.span_attn.enter();
         let (b_sz, seq_len, n_embd) = x.dims3()?;
@@ -247,6 +252,11 @@ impl LayerWeights {
         };
 
         let y = y.transpose(1, 2)?.reshape(&[b_sz, seq_len, n_embd])?;
+        let y = if last_row_only {
+            y.narrow(1, seq_len - 1, 1)?
+        } else {
+            y
+        };
         let y = self.attention_wo.forward(&y)?;
         Ok(y)
     }
@@ -480,11 +490,20 @@ impl ModelWeights {
         };
         let _enter = self.span.enter();
         let mut layer_in = self.tok_embeddings.forward(x)?;
-        for layer in self.layers.iter_mut() {
+        let last = self.layers.len().saturating_sub(1);
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            // runegrid: in the last layer the prompt's other positions only feed the key/value
+            // cache; the rest of the layer runs for the last one alone (rows are computed
+            // independently, so its values are the same).
+            let last_row_only = l == last && seq_len > 1;
             let x = layer_in;
-            let residual = &x;
+            let residual = if last_row_only {
+                x.narrow(1, seq_len - 1, 1)?
+            } else {
+                x.clone()
+            };
             let x = layer.attention_norm.forward(&x)?;
-            let attn = layer.forward_attn(&x, mask.as_ref(), index_pos)?;
+            let attn = layer.forward_attn(&x, mask.as_ref(), index_pos, last_row_only)?;
             let x = (attn + residual)?;
 
             // MLP
@@ -496,7 +515,7 @@ impl ModelWeights {
             layer_in = x
         }
         let x = self.norm.forward(&layer_in)?;
-        let x = x.i((.., seq_len - 1, ..))?;
+        let x = x.i((.., x.dim(1)? - 1, ..))?;
         let _enter = self.span_output.enter();
         self.output.forward(&x)
     }

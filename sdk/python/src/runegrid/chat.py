@@ -131,7 +131,11 @@ class ModelInfo:
     #: The weights' blob (SHA-256, hex) and size in bytes.
     blob: str | None
     size: int | None
-    #: Memory a run needs: workers offering less never get the model's requests.
+    #: How much the model asks of a worker: ``small``, ``medium`` or ``large`` (from the memory
+    #: a run needs); ``None`` from a grid that does not say.
+    tier: str | None
+    #: Memory a run of a short request needs (longer contexts need more): workers offering
+    #: less never get the model's requests.
     memory_bytes: int | None
     #: Connected workers that can serve it, and those holding its weights already.
     workers: int
@@ -150,6 +154,7 @@ class ModelInfo:
             available=bool(g.get("available", True)),
             blob=g.get("blob"),
             size=g.get("size"),
+            tier=g.get("tier"),
             memory_bytes=g.get("memory_bytes"),
             workers=int(g.get("workers") or 0),
             workers_holding=int(g.get("workers_holding") or 0),

@@ -69,6 +69,32 @@ impl TensorInfo {
         )
         }
         let size_in_bytes = tensor_elems / block_size * self.ggml_dtype.type_size();
+        // runegrid: on the CPU, the types the served models hold are read straight into the
+        // tensor's storage: no buffer of raw bytes, no copy of it block by block.
+        if device.is_cpu() {
+            use super::k_quants::{BlockQ4_1, BlockQ8_0};
+            let storage: Option<Box<dyn super::QuantizedType>> = match self.ggml_dtype {
+                GgmlDType::Q4_1 => Some(Box::new(read_blocks::<BlockQ4_1, R>(
+                    reader,
+                    tensor_data_offset + self.offset,
+                    size_in_bytes,
+                )?)),
+                GgmlDType::Q8_0 => Some(Box::new(read_blocks::<BlockQ8_0, R>(
+                    reader,
+                    tensor_data_offset + self.offset,
+                    size_in_bytes,
+                )?)),
+                GgmlDType::F32 => Some(Box::new(read_blocks::<f32, R>(
+                    reader,
+                    tensor_data_offset + self.offset,
+                    size_in_bytes,
+                )?)),
+                _ => None,
+            };
+            if let Some(storage) = storage {
+                return QTensor::new(super::QStorage::Cpu(storage), self.shape.dims().to_vec());
+            }
+        }
         let mut raw_data = vec![0u8; size_in_bytes];
         reader.seek(std::io::SeekFrom::Start(tensor_data_offset + self.offset))?;
         reader.read_exact(&mut raw_data)?;
@@ -79,6 +105,31 @@ impl TensorInfo {
             device,
         )
     }
+}
+
+/// runegrid: `size_in_bytes` bytes at `offset` as blocks of `T` (plain data: any bytes, zeros
+/// included, are a valid value), read into the vector that keeps them.
+fn read_blocks<T: super::k_quants::GgmlType, R: std::io::Seek + std::io::Read>(
+    reader: &mut R,
+    offset: u64,
+    size_in_bytes: usize,
+) -> Result<Vec<T>> {
+    let size = std::mem::size_of::<T>();
+    if !size_in_bytes.is_multiple_of(size) {
+        crate::bail!("{size_in_bytes} bytes are not whole blocks of {size}")
+    }
+    let n = size_in_bytes / size;
+    let mut blocks: Vec<T> = Vec::with_capacity(n);
+    // SAFETY: the capacity holds `n` blocks; zeroed, they are valid values (the block types
+    // are integers, halves and arrays of them), and the reader then overwrites their bytes.
+    unsafe {
+        std::ptr::write_bytes(blocks.as_mut_ptr(), 0, n);
+        blocks.set_len(n);
+        let bytes = std::slice::from_raw_parts_mut(blocks.as_mut_ptr() as *mut u8, size_in_bytes);
+        reader.seek(std::io::SeekFrom::Start(offset))?;
+        reader.read_exact(bytes)?;
+    }
+    Ok(blocks)
 }
 
 #[derive(Debug)]

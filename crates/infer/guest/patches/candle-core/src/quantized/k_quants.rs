@@ -715,6 +715,11 @@ impl GgmlType for BlockQ8_1 {
     }
 
     fn from_float(xs: &[f32], ys: &mut [Self]) {
+        // runegrid: the same steps, in simd128.
+        #[cfg(target_feature = "simd128")]
+        if xs.len() == ys.len() * Self::BLCK_SIZE {
+            return super::simd128::quantize_row_q8_1(xs, ys);
+        }
         // quantize_row_q8_1
         debug_assert_eq!(
             ys.len() * Self::BLCK_SIZE,

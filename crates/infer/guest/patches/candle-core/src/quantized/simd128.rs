@@ -181,11 +181,193 @@ fn row_q4_1(
     sumf
 }
 
+/// Four activation rows against one weight row (its blocks unpacked in `x`), the float terms
+/// four rows at a time: lane `j` of the result is row `j`'s `sumf`. For each block `i` in order,
+/// the four rows' integer sums are gathered in one vector and each lane takes the scalar
+/// code's steps, `sumf += sumi as f32 * xd[i] * yd[i] + xm[i] * ys[i]` (the same IEEE
+/// operations, in the same order, per lane), so every lane is bit for bit the one-row result.
+/// `y` holds the four rows' blocks one after the other (`kb` each); `yd4` and `ys4` their
+/// scales as f32, four per block (`yd4[4 * i + j]`: row `j`, block `i`).
+#[inline(always)]
+fn rows4_q4_1(
+    x: &[[v128; 4]],
+    (xd, xm): (&[f32], &[f32]),
+    y: &[BlockQ8_1],
+    (yd4, ys4): (&[f32], &[f32]),
+) -> v128 {
+    let kb = x.len();
+    assert!(y.len() == 4 * kb && xd.len() == kb && xm.len() == kb);
+    assert!(yd4.len() == 4 * kb && ys4.len() == 4 * kb);
+    let mut acc = f32x4_splat(0.0);
+    // SAFETY: every index below is under `kb` (blocks, scales) or `4 * kb` (the rows' blocks,
+    // the four-row scales), as asserted above; unaligned loads are allowed in WebAssembly.
+    unsafe {
+        let (x, y) = (x.as_ptr(), y.as_ptr());
+        let (yd4, ys4) = (yd4.as_ptr(), ys4.as_ptr());
+        for i in 0..kb {
+            let xi = &*x.add(i);
+            let sumi = sum_lanes4(
+                dot_parts_q4_1(xi, &*y.add(i)),
+                dot_parts_q4_1(xi, &*y.add(kb + i)),
+                dot_parts_q4_1(xi, &*y.add(2 * kb + i)),
+                dot_parts_q4_1(xi, &*y.add(3 * kb + i)),
+            );
+            let t = f32x4_add(
+                f32x4_mul(
+                    f32x4_mul(f32x4_convert_i32x4(sumi), f32x4_splat(*xd.get_unchecked(i))),
+                    v128_load(yd4.add(4 * i) as *const v128),
+                ),
+                f32x4_mul(
+                    f32x4_splat(*xm.get_unchecked(i)),
+                    v128_load(ys4.add(4 * i) as *const v128),
+                ),
+            );
+            acc = f32x4_add(acc, t);
+        }
+    }
+    acc
+}
+
+/// runegrid: `BlockQ8_1::from_float` (quantize_row_q8_1), bit for bit, its per-value steps in
+/// simd128. Per block: `amax`, the largest `|x|` (`f32x4.pmax` with the running maximum first
+/// ignores NaNs as `f32::max` does, and the maximum of non-NaN values is the same in any
+/// order); `d`, `id`, and the two halves computed as the scalar code does; each value
+/// `round(x * id) as i8`, with `round` (half away from zero) as `trunc`, plus one away from zero
+/// when the dropped fraction (exact) is at least 0.5, and `as i8` (saturating, NaN to 0) as a
+/// saturating conversion and two saturating narrowings; their sum in integers.
+pub(crate) fn quantize_row_q8_1(xs: &[f32], ys: &mut [BlockQ8_1]) {
+    assert!(xs.len() == ys.len() * QK8_1);
+    for (x, y) in xs.chunks_exact(QK8_1).zip(ys.iter_mut()) {
+        // SAFETY: the loads read the block's 32 values (unaligned loads are allowed in
+        // WebAssembly); the store writes the block's 32 quants.
+        unsafe {
+            let v: [v128; 8] =
+                std::array::from_fn(|i| v128_load(x.as_ptr().add(4 * i) as *const v128));
+            let mut m = f32x4_splat(0.0);
+            for v in v {
+                m = f32x4_pmax(m, f32x4_abs(v));
+            }
+            let mut amax = 0f32;
+            for l in [
+                f32x4_extract_lane::<0>(m),
+                f32x4_extract_lane::<1>(m),
+                f32x4_extract_lane::<2>(m),
+                f32x4_extract_lane::<3>(m),
+            ] {
+                amax = amax.max(l);
+            }
+            let d = amax / ((1 << 7) - 1) as f32;
+            let id = if d != 0f32 { 1. / d } else { 0. };
+            y.d = f16::from_f32(d);
+            let idv = f32x4_splat(id);
+            let half = f32x4_splat(0.5);
+            let q: [v128; 8] = std::array::from_fn(|i| {
+                let v = f32x4_mul(v[i], idv);
+                let t = f32x4_trunc(v);
+                let away = v128_and(
+                    f32x4_ge(f32x4_abs(f32x4_sub(v, t)), half),
+                    v128_or(v128_and(v, u32x4_splat(0x8000_0000)), f32x4_splat(1.0)),
+                );
+                i32x4_trunc_sat_f32x4(f32x4_add(t, away))
+            });
+            let q16 = [
+                i16x8_narrow_i32x4(q[0], q[1]),
+                i16x8_narrow_i32x4(q[2], q[3]),
+                i16x8_narrow_i32x4(q[4], q[5]),
+                i16x8_narrow_i32x4(q[6], q[7]),
+            ];
+            let lo = i8x16_narrow_i16x8(q16[0], q16[1]);
+            let hi = i8x16_narrow_i16x8(q16[2], q16[3]);
+            v128_store(y.qs.as_mut_ptr() as *mut v128, lo);
+            v128_store(y.qs.as_mut_ptr().add(16) as *mut v128, hi);
+            let s = i32x4_add(
+                i32x4_extadd_pairwise_i16x8(i16x8_extadd_pairwise_i8x16(lo)),
+                i32x4_extadd_pairwise_i16x8(i16x8_extadd_pairwise_i8x16(hi)),
+            );
+            let s = i32x4_add(s, i32x4_shuffle::<2, 3, 0, 1>(s, s));
+            let s = i32x4_add(s, i32x4_shuffle::<1, 0, 3, 2>(s, s));
+            let sum = i32x4_extract_lane::<0>(s);
+            y.s = f16::from_f32(sum as f32) * y.d;
+        }
+    }
+}
+
+/// Four halves (the low 16 bits of each lane) as f32, each exactly as the patched `half`'s
+/// `f16_to_f32_wasm` converts one: the exponent and mantissa shifted into an f32's place and
+/// multiplied by 2^112 (normal and subnormal halves), infinities and NaNs (exponent all ones)
+/// built directly, NaNs with the quiet bit set; the sign put back.
+#[inline(always)]
+fn f16x4_to_f32x4(h: v128) -> v128 {
+    let sign = i32x4_shl(v128_and(h, i32x4_splat(0x8000)), 16);
+    let em = v128_and(h, i32x4_splat(0x7fff));
+    let finite = f32x4_mul(i32x4_shl(em, 13), f32x4_splat(f32::from_bits(0x7780_0000)));
+    let special = v128_bitselect(
+        i32x4_splat(0x7f80_0000),
+        v128_or(
+            i32x4_splat(0x7fc0_0000),
+            i32x4_shl(v128_and(em, i32x4_splat(0x03ff)), 13),
+        ),
+        i32x4_eq(em, i32x4_splat(0x7c00)),
+    );
+    v128_or(
+        sign,
+        v128_bitselect(special, finite, i32x4_ge(em, i32x4_splat(0x7c00))),
+    )
+}
+
+/// One activation row against four weight rows, the float terms four weight rows at a time:
+/// lane `j` of the result is weight row `j`'s `sumf`, bit for bit the one-row result (for each
+/// block `i` in order, `sumf += sumi as f32 * xd * yd + xm * ys` lane by lane, the same IEEE
+/// operations in the same order). The activation block's values are loaded once for the four
+/// rows, and the rows' f16 scales converted four at a time ([`f16x4_to_f32x4`]).
+#[inline(always)]
+fn cols4_q4_1(x: [&[BlockQ4_1]; 4], y: &[BlockQ8_1], (yd, ys): (&[f32], &[f32])) -> v128 {
+    let kb = y.len();
+    assert!(x.iter().all(|x| x.len() == kb) && yd.len() == kb && ys.len() == kb);
+    let mut acc = f32x4_splat(0.0);
+    // SAFETY: every index below is under `kb`, as asserted above; the loads read within one
+    // block (unaligned loads are allowed in WebAssembly).
+    unsafe {
+        let [x0, x1, x2, x3] = x.map(|x| x.as_ptr());
+        for i in 0..kb {
+            let yi = &*y.as_ptr().add(i);
+            let y0 = i16x8_load_extend_i8x8(yi.qs.as_ptr());
+            let y1 = i16x8_load_extend_i8x8(yi.qs.as_ptr().add(8));
+            let y2 = i16x8_load_extend_i8x8(yi.qs.as_ptr().add(16));
+            let y3 = i16x8_load_extend_i8x8(yi.qs.as_ptr().add(24));
+            let dot = |x: &BlockQ4_1| {
+                let x = unpack_q4_1(x);
+                let s = i32x4_dot_i16x8(x[0], y0);
+                let s = i32x4_add(s, i32x4_dot_i16x8(x[1], y1));
+                let s = i32x4_add(s, i32x4_dot_i16x8(x[2], y2));
+                i32x4_add(s, i32x4_dot_i16x8(x[3], y3))
+            };
+            let (b0, b1, b2, b3) = (&*x0.add(i), &*x1.add(i), &*x2.add(i), &*x3.add(i));
+            let sumi = sum_lanes4(dot(b0), dot(b1), dot(b2), dot(b3));
+            // Each block starts with its scale `d` and minimum `m`, two halves: one u32.
+            let dm = |b: &BlockQ4_1| (b as *const BlockQ4_1 as *const u32).read_unaligned();
+            let dm = u32x4(dm(b0), dm(b1), dm(b2), dm(b3));
+            let xd = f16x4_to_f32x4(v128_and(dm, u32x4_splat(0xffff)));
+            let xm = f16x4_to_f32x4(u32x4_shr(dm, 16));
+            let t = f32x4_add(
+                f32x4_mul(
+                    f32x4_mul(f32x4_convert_i32x4(sumi), xd),
+                    f32x4_splat(*yd.get_unchecked(i)),
+                ),
+                f32x4_mul(xm, f32x4_splat(*ys.get_unchecked(i))),
+            );
+            acc = f32x4_add(acc, t);
+        }
+    }
+    acc
+}
+
 /// runegrid: `k_quants::matmul` for Q4_1 weights, bit for bit (the same Q8_1 activations, the
 /// same integer sums, the same float steps in the same order), with fewer instructions: the
 /// activations' scales are converted from f16 once per call instead of once per weight row,
-/// four blocks' terms are computed at a time, and with several activation rows (a prompt) each
-/// weight row is unpacked once for all of them.
+/// and with one activation row (a decode step) four blocks' terms are computed at a time. With
+/// several rows (a prompt), each weight row is unpacked once for all of them and the rows are
+/// taken four at a time ([`rows4_q4_1`]), their terms in one vector: a batched prefill.
 pub(crate) fn matmul_q4_1(
     (m, k, n): (usize, usize, usize),
     lhs: &[f32],
@@ -200,26 +382,68 @@ pub(crate) fn matmul_q4_1(
     }
     let yd: Vec<f32> = ys.iter().map(|b| f16::to_f32(b.d)).collect();
     let ysum: Vec<f32> = ys.iter().map(|b| f16::to_f32(b.s)).collect();
-    let mut unpacked = vec![[f32x4_splat(0.0); 4]; if m > 1 { kb } else { 0 }];
+    // The scales of each group of four rows, four per block (row-minor).
+    let groups = m / 4;
+    let mut yd4 = vec![0f32; groups * 4 * kb];
+    let mut ys4 = vec![0f32; groups * 4 * kb];
+    for g in 0..groups {
+        for j in 0..4 {
+            for i in 0..kb {
+                yd4[g * 4 * kb + 4 * i + j] = yd[(4 * g + j) * kb + i];
+                ys4[g * 4 * kb + 4 * i + j] = ysum[(4 * g + j) * kb + i];
+            }
+        }
+    }
     let mut xd = vec![0f32; kb];
     let mut xm = vec![0f32; kb];
-    for col in 0..n {
-        let xs = &rhs[col * kb..(col + 1) * kb];
+    // A weight row's scales and minimums as f32.
+    let scales = |xs: &[BlockQ4_1], xd: &mut [f32], xm: &mut [f32]| {
         for (i, x) in xs.iter().enumerate() {
             xd[i] = f16::to_f32(x.d);
             xm[i] = f16::to_f32(x.m);
         }
-        if m == 1 {
+    };
+    if m == 1 {
+        let n4 = n / 4 * 4;
+        for col in (0..n4).step_by(4) {
+            let w = |j: usize| &rhs[(col + j) * kb..(col + j + 1) * kb];
+            let sums = cols4_q4_1([w(0), w(1), w(2), w(3)], &ys, (&yd, &ysum));
+            dst[col] = f32x4_extract_lane::<0>(sums);
+            dst[col + 1] = f32x4_extract_lane::<1>(sums);
+            dst[col + 2] = f32x4_extract_lane::<2>(sums);
+            dst[col + 3] = f32x4_extract_lane::<3>(sums);
+        }
+        for col in n4..n {
+            let xs = &rhs[col * kb..(col + 1) * kb];
+            scales(xs, &mut xd, &mut xm);
             // SAFETY: reads exactly the block's bytes.
             let x = |i: usize| unsafe { unpack_q4_1(&xs[i]) };
             dst[col] = row_q4_1(x, &ys, (&xd, &xm), (&yd, &ysum));
-            continue;
         }
+        return;
+    }
+    let mut unpacked = vec![[f32x4_splat(0.0); 4]; kb];
+    for col in 0..n {
+        let xs = &rhs[col * kb..(col + 1) * kb];
+        scales(xs, &mut xd, &mut xm);
         for (i, x) in xs.iter().enumerate() {
             // SAFETY: as above.
             unpacked[i] = unsafe { unpack_q4_1(x) };
         }
-        for r in 0..m {
+        for g in 0..groups {
+            let blocks = g * 4 * kb..(g + 1) * 4 * kb;
+            let sums = rows4_q4_1(
+                &unpacked,
+                (&xd, &xm),
+                &ys[blocks.clone()],
+                (&yd4[blocks.clone()], &ys4[blocks]),
+            );
+            dst[(4 * g) * n + col] = f32x4_extract_lane::<0>(sums);
+            dst[(4 * g + 1) * n + col] = f32x4_extract_lane::<1>(sums);
+            dst[(4 * g + 2) * n + col] = f32x4_extract_lane::<2>(sums);
+            dst[(4 * g + 3) * n + col] = f32x4_extract_lane::<3>(sums);
+        }
+        for r in 4 * groups..m {
             let rows = r * kb..(r + 1) * kb;
             dst[r * n + col] = row_q4_1(
                 |i| unpacked[i],
