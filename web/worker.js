@@ -39,7 +39,7 @@ import { digestHex, fileRecords, toHex } from "./exec.js";
 import { checkInputs, openGpu, runKernel, splitStatus } from "./gpu.js";
 import { BLOB_SPACE_BYTES, deleteBlob, getBlob, getProgram, listBlobs, putBlob, putProgram } from "./store.js";
 
-const PROTOCOL = 1;
+const PROTOCOL = 2;
 const RUNTIME = "browser/0.1.0";
 // Time a run may take past its wall-time limit before its exec worker is terminated.
 const WALL_GRACE_MS = 2000;
@@ -326,6 +326,63 @@ function decodeBuffers(framed) {
   return out;
 }
 
+// proto::worker::assign_digest: the SHA-256 (hex) of an assignment's canonical encoding, signed
+// with its result so that a relay cannot alter the task's inputs unseen. The line
+// `runegrid-assign-v1\n`, then netstrings `LEN:BYTES,` (integers as decimal text, a list as its
+// length then its elements): attempt, job, task, program, args, env (key, value), stdin, seed,
+// limits (fuel, memory_bytes, wall_time_ms, stdout_bytes, scratch_bytes, output_bytes), blobs
+// (name, sha256, size). A u64 past 2^53 arrives as a BigInt (see `exactNumbers`).
+function assignDigest(a) {
+  const enc = new TextEncoder();
+  const parts = [enc.encode("runegrid-assign-v1\n")];
+  const item = (bytes) => parts.push(enc.encode(`${bytes.length}:`), bytes, enc.encode(","));
+  const str = (s) => item(enc.encode(s));
+  const num = (n) => str(String(n));
+  num(a.attempt);
+  num(a.job);
+  num(a.task);
+  str(a.program);
+  num(a.args.length);
+  for (const s of a.args) str(s);
+  num(a.env.length);
+  for (const [k, v] of a.env) {
+    str(k);
+    str(v);
+  }
+  item(b64decode(a.stdin));
+  num(a.seed);
+  const l = a.limits;
+  for (const n of [l.fuel, l.memory_bytes, l.wall_time_ms, l.stdout_bytes, l.scratch_bytes, l.output_bytes]) num(n);
+  const blobs = a.blobs ?? [];
+  num(blobs.length);
+  for (const b of blobs) {
+    str(b.name);
+    str(b.sha256);
+    num(b.size);
+  }
+  const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    bytes.set(p, at);
+    at += p.length;
+  }
+  return sha256Hex(bytes);
+}
+
+// The bytes a result's signature covers (proto::worker::result_message).
+async function signResult(a, digest) {
+  return sign(`runegrid-result-v2\n${a.attempt}\n${await assignDigest(a)}\n${digest}`);
+}
+
+// JSON.parse reviver: an integer past 2^53 (a u64 seed) kept exact as a BigInt, read from its
+// source text where the browser gives it.
+function exactNumbers(key, value, context) {
+  if (typeof value === "number" && !Number.isSafeInteger(value) && context && typeof context.source === "string" && /^\d+$/.test(context.source)) {
+    return BigInt(context.source);
+  }
+  return value;
+}
+
 async function sign(text) {
   const sig = await crypto.subtle.sign("Ed25519", cfg.keys.privateKey, new TextEncoder().encode(text));
   return toHex(new Uint8Array(sig));
@@ -340,7 +397,7 @@ function connect() {
   ws.onmessage = (ev) => {
     let msg;
     try {
-      msg = JSON.parse(ev.data);
+      msg = JSON.parse(ev.data, exactNumbers);
     } catch (e) {
       log(`malformed message from the coordinator: ${e}`);
       return;
@@ -558,7 +615,7 @@ async function runGpuTask(run, { kernel, work }) {
   const code = exhausted ? "out_of_fuel" : "exit:0";
   const records = await fileRecords(files.map((f) => ({ path: f.name, bytes: f.bytes })));
   const digest = await digestHex(code, work, new Uint8Array(0), records);
-  const signature = await sign(`runegrid-result-v1\n${a.attempt}\n${digest}`);
+  const signature = await signResult(a, digest);
   if (current !== run) return;
   clearTimeout(run.timer);
   const elapsedMs = performance.now() - run.started;
@@ -625,7 +682,7 @@ async function onExec(m) {
     stdout: b64encode(r.stdout),
     fuel: r.fuel,
     digest,
-    signature: await sign(`runegrid-result-v1\n${a.attempt}\n${digest}`),
+    signature: await signResult(a, digest),
     stderr,
     elapsed_us: Math.round(elapsedMs * 1000),
     files: records.map((f, i) => ({ ...f, data: b64encode(r.files[i].bytes) })),

@@ -31,7 +31,8 @@ use ed25519_dalek::{Signer, SigningKey};
 use futures_util::{SinkExt, StreamExt};
 use runegrid_core::{ExecStatus, Limits, PolicyKind};
 use runegrid_proto::worker::{
-    Assign, AttemptResult, Capabilities, ToCoordinator, ToWorker, hello_message, result_message,
+    Assign, AttemptResult, Capabilities, ToCoordinator, ToWorker, assign_digest, hello_message,
+    result_message,
 };
 use runegrid_proto::{PROTOCOL_VERSION, ResultState, SubmitJob, TaskSpec};
 use runegrid_worker::Backoff;
@@ -471,7 +472,10 @@ fn answer(key: &SigningKey, a: &Assign) -> ToCoordinator {
     let status = ExecStatus::Exited { code: 0 };
     let fuel = 1000 + a.stdin.len() as u64;
     let digest = runegrid_core::digest(&status, fuel, &stdout);
-    let signature = hex::encode(key.sign(&result_message(a.attempt, &digest)).to_bytes());
+    let signature = hex::encode(
+        key.sign(&result_message(a.attempt, &assign_digest(a), &digest))
+            .to_bytes(),
+    );
     ToCoordinator::Result(AttemptResult {
         attempt: a.attempt,
         status,

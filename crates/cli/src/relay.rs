@@ -23,7 +23,8 @@ pub struct RelayArgs {
     /// Disk space for cached blobs: bytes, or with a K, M, G or T suffix (powers of 1024).
     #[arg(long, default_value = "8G", value_parser = parse_bytes)]
     pub blob_space: u64,
-    /// Fault injection for tests: `flip-result` alters every result it forwards.
+    /// Fault injection for tests: `flip-result` alters every result it forwards, `alter-input`
+    /// every assignment (its seed).
     #[arg(long, hide = true)]
     pub misbehave: Option<runegrid_relay::Misbehaviour>,
 }

@@ -450,7 +450,7 @@ async fn stats_and_pages_are_served() {
     for (path, needle) in [
         ("/", "Dashboard"),
         ("/contribute", "Start contributing"),
-        ("/web/worker.js", "runegrid-result-v1"),
+        ("/web/worker.js", "runegrid-result-v2"),
         ("/web/exec.js", "random_get"),
         ("/web/exec_fs.js", "path_open"),
         ("/web/exec_memory.js", "ENOTCAPABLE"),

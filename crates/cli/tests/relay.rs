@@ -183,6 +183,54 @@ async fn workers_behind_a_relay_are_each_on_the_grid_and_share_its_downloads() {
     assert!(page.text().await.unwrap().contains("contribute.js"));
 }
 
+/// A relay that changes an assignment's inputs on the way (its seed): the worker computes and
+/// signs a result of another task, valid on its own, but its signature covers the digest of
+/// the assignment it ran, not of the one the coordinator sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_alters_inputs_is_caught() {
+    let mut g = Grid::start().await;
+    let operator = g
+        .client()
+        .create_account("input-operator", false)
+        .await
+        .unwrap();
+    let liar = Relay::start_as(
+        &g,
+        "alterer",
+        &operator.token.unwrap(),
+        &["--misbehave", "alter-input"],
+    )
+    .await;
+    g.worker("victim", 1, &["--coordinator", &liar.url]);
+    g.worker("d1", 1, &[]);
+    g.wait_workers(2).await;
+    let job = g.client().submit(&sort_job(&g, 8, 2).await).await.unwrap();
+    wait_until("the alterer caught", Duration::from_secs(60), || async {
+        (metric(&g, "runegrid_relays_caught_total").await >= 1.0).then_some(())
+    })
+    .await;
+    // The relay's own check of the worker's result passed (it checks against the assignment
+    // it forwarded): only the coordinator, which knows what it sent, can tell.
+    let s = wait_until(
+        "the alterer refused upstream",
+        Duration::from_secs(30),
+        || async { liar.stats().await.filter(|s| !s.upstream_connected) },
+    )
+    .await;
+    assert!(s.inputs_altered >= 1, "{s:?}");
+    assert_eq!((s.results_rejected, s.results_altered), (0, 0), "{s:?}");
+    assert_eq!(s.upstream_connects, 1, "{s:?}");
+
+    let honest = Relay::start(&g, "honest", &[]).await;
+    g.worker("h1", 1, &["--coordinator", &honest.url]);
+    let r = g.wait(job.job).await;
+    assert_sorted(&r, &g.logs());
+    let ws = g.client().workers().await.unwrap();
+    let victim = ws.iter().find(|w| w.name == "victim").unwrap();
+    assert_eq!((victim.agreed, victim.disagreed), (0, 0), "{victim:?}");
+    assert_ne!(victim.standing, Standing::Quarantined, "{victim:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_alters_results_is_caught_and_honest_paths_verify() {
     let mut g = Grid::start().await;

@@ -11,13 +11,14 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use futures_util::{Sink, SinkExt, StreamExt};
-use runegrid_core::{Loss, WorkerId};
+use runegrid_core::{AttemptId, Loss, WorkerId};
 use runegrid_proto::PROTOCOL_VERSION;
 use runegrid_proto::worker::{
-    Capabilities, ToCoordinator, ToWorker, check_result, hello_message, legacy_failure_kind,
+    AssignDigest, Capabilities, ToCoordinator, ToWorker, assign_digest, check_result, hello_message,
 };
 use runegrid_store::{Account, NewWorker};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -101,7 +102,13 @@ struct Session {
     carrier: Carrier,
     /// When the worker was last heard from (any message proves it alive).
     heard: Arc<crate::grid::Heard>,
+    /// The digest of every assignment sent on this connection and not yet answered, taken as
+    /// it was sent: a result's signature must cover it.
+    sent: Sent,
 }
+
+/// Assignment digests by attempt, shared by a connection's outbound task and its session.
+type Sent = Arc<Mutex<HashMap<AttemptId, AssignDigest>>>;
 
 /// What the message loop does after a message.
 pub(crate) enum Flow {
@@ -146,7 +153,7 @@ where
     let _open = app.config.metrics.open(crate::metrics::Stream::WebSocket);
     let hello = handshake(&mut sink, &mut stream, &account).await?;
     let (session, rx) = register(app, &account, hello, carrier).await?;
-    let mut outbound = tokio::spawn(send_queued(sink, rx));
+    let mut outbound = tokio::spawn(send_queued(sink, rx, session.sent.clone()));
     let (loss, why) = loop {
         let msg = tokio::select! {
             m = stream.next() => m,
@@ -254,20 +261,29 @@ async fn register(
         key: hello.key,
         carrier,
         heard,
+        sent: Sent::default(),
     };
     Ok((session, rx))
 }
 
-/// Outbound: everything queued for the worker, batched into as few flushes as possible.
-async fn send_queued<S>(mut sink: S, mut rx: mpsc::UnboundedReceiver<ToWorker>)
+/// Outbound: everything queued for the worker, batched into as few flushes as possible; the
+/// digest of each assignment is noted in `sent` before it goes.
+async fn send_queued<S>(mut sink: S, mut rx: mpsc::UnboundedReceiver<ToWorker>, sent: Sent)
 where
     S: Sink<ToWorker> + Unpin,
 {
+    let note = |m: &ToWorker| {
+        if let ToWorker::Assign(a) = m {
+            lock(&sent).insert(a.attempt, assign_digest(a));
+        }
+    };
     while let Some(first) = rx.recv().await {
+        note(&first);
         if sink.feed(first).await.is_err() {
             return;
         }
         while let Ok(m) = rx.try_recv() {
+            note(&m);
             if sink.feed(m).await.is_err() {
                 return;
             }
@@ -298,36 +314,25 @@ impl Session {
             ToCoordinator::Output { attempt, data } => app.on_output(id, attempt, &data),
             // Checked here, on this connection's task, so verification runs in parallel
             // across workers and outside the grid lock.
-            ToCoordinator::Result(r) => match check_result(&self.key, &r) {
-                Err(fault) if let Carrier::Relay(link) = &self.carrier => {
-                    return link.altered(app, id, r.attempt, fault);
-                }
-                Ok(()) => {
-                    if let Err(e) = store_outputs(&app.blobs, &r.files) {
-                        // The coordinator's fault, not the worker's: the attempt is lost.
-                        tracing::error!(worker = id, attempt = r.attempt, error = %e, "cannot keep output files");
-                        app.on_failed(
-                            id,
-                            r.attempt,
-                            Loss::Unkept,
-                            "the coordinator cannot keep the output files",
-                        );
-                    } else {
-                        app.on_result(id, r);
-                    }
-                }
-                Err(fault) => {
-                    tracing::warn!(worker = id, attempt = r.attempt, why = %fault, "result rejected");
-                    // No kind: a rejected result counts against its worker.
-                    app.on_failed(id, r.attempt, Loss::Failed(None), fault.as_str());
-                }
-            },
+            ToCoordinator::Result(r) => {
+                let Some(assign) = lock(&self.sent).remove(&r.attempt) else {
+                    // Never assigned on this connection (or answered already): the grid would
+                    // not take it either.
+                    tracing::debug!(
+                        worker = id,
+                        attempt = r.attempt,
+                        "result of an attempt not assigned here: ignored"
+                    );
+                    return Flow::Continue;
+                };
+                return self.on_result(assign, r);
+            }
             ToCoordinator::Failed {
                 attempt,
                 reason,
                 kind,
             } => {
-                let kind = kind.or_else(|| legacy_failure_kind(&reason));
+                lock(&self.sent).remove(&attempt);
                 app.on_failed(id, attempt, Loss::Failed(kind), &reason);
             }
             ToCoordinator::NeedProgram { sha256 } => self.send_program(sha256),
@@ -336,6 +341,36 @@ impl Session {
                     Loss::Disconnected,
                     "second hello on one connection".to_string(),
                 );
+            }
+        }
+        Flow::Continue
+    }
+
+    /// A result, checked against the digest of the assignment this connection sent.
+    fn on_result(&self, assign: AssignDigest, r: runegrid_proto::worker::AttemptResult) -> Flow {
+        let (app, id) = (&self.app, self.id);
+        match check_result(&self.key, &assign, &r) {
+            Err(fault) if let Carrier::Relay(link) = &self.carrier => {
+                return link.altered(app, id, r.attempt, fault);
+            }
+            Ok(()) => {
+                if let Err(e) = store_outputs(&app.blobs, &r.files) {
+                    // The coordinator's fault, not the worker's: the attempt is lost.
+                    tracing::error!(worker = id, attempt = r.attempt, error = %e, "cannot keep output files");
+                    app.on_failed(
+                        id,
+                        r.attempt,
+                        Loss::Unkept,
+                        "the coordinator cannot keep the output files",
+                    );
+                } else {
+                    app.on_result(id, r);
+                }
+            }
+            Err(fault) => {
+                tracing::warn!(worker = id, attempt = r.attempt, why = %fault, "result rejected");
+                // No kind: a rejected result counts against its worker.
+                app.on_failed(id, r.attempt, Loss::Failed(None), fault.as_str());
             }
         }
         Flow::Continue
@@ -436,4 +471,8 @@ fn check_hello(text: &str, nonce: &str) -> Result<(VerifyingKey, String, Capabil
         name
     };
     Ok((key, name, capabilities))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -11,8 +11,10 @@ pub mod worker;
 
 pub use api::*;
 
-/// Version of the worker protocol spoken over the WebSocket.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the worker protocol spoken over the WebSocket. Version 2: a result's signature
+/// covers the digest of the assignment it ran (`worker::assign_digest`), so that a relay cannot
+/// alter a task's inputs unseen; a coordinator rejects a worker speaking version 1 at its hello.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Whether `s` names content the way runegrid does (programs, blobs): a SHA-256 as 64
 /// lowercase hex digits.

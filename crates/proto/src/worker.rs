@@ -165,15 +165,6 @@ fn known_kind<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FailureKind>, D:
     Ok(FailureKind::deserialize(name).ok())
 }
 
-/// The kind of a `failed` message from a worker older than its `kind` field, told by its reason
-/// (such workers said "wall time limit of N ms reached"; every other reason blamed the worker).
-/// Goes away with the next [`crate::PROTOCOL_VERSION`].
-pub fn legacy_failure_kind(reason: &str) -> Option<FailureKind> {
-    reason
-        .starts_with("wall time limit")
-        .then_some(FailureKind::WallTime)
-}
-
 /// The signed outcome of an attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptResult {
@@ -209,9 +200,94 @@ pub fn hello_message(nonce: &str) -> Vec<u8> {
     format!("runegrid-hello-v1\n{nonce}").into_bytes()
 }
 
-/// The bytes a worker signs for a result.
-pub fn result_message(attempt: AttemptId, digest: &Digest) -> Vec<u8> {
-    format!("runegrid-result-v1\n{attempt}\n{}", digest.to_hex()).into_bytes()
+/// The SHA-256 of an assignment's canonical encoding: what a worker says it computed when it
+/// signs a result ([`result_message`]).
+///
+/// The encoding is defined here, not by serde (field order and number formats may change):
+/// the ASCII line `runegrid-assign-v1\n`, then a sequence of items, each written as a netstring
+/// `LEN:BYTES,` (LEN the byte length in decimal ASCII). Integers are items holding their
+/// decimal ASCII text; a list is an item holding its length, then its elements. In order:
+/// attempt, job, task, program (its hex text), args (list of strings), env (list of pairs: key
+/// then value), stdin (its bytes), seed, the limits (fuel, memory_bytes, wall_time_ms,
+/// stdout_bytes, scratch_bytes, output_bytes), blobs (list of name, sha256, size). The browser
+/// worker (`web/worker.js`, `assignDigest`) computes the same bytes; the test vector in this
+/// module's tests and in `crates/cli/tests/browser.rs` keeps them equal.
+pub fn assign_digest(a: &Assign) -> AssignDigest {
+    let mut e = Canonical(<sha2::Sha256 as sha2::Digest>::new());
+    sha2::Digest::update(&mut e.0, b"runegrid-assign-v1\n");
+    e.num(a.attempt);
+    e.num(a.job);
+    e.num(a.task);
+    e.item(a.program.as_bytes());
+    e.num(a.args.len());
+    for arg in &a.args {
+        e.item(arg.as_bytes());
+    }
+    e.num(a.env.len());
+    for (k, v) in &a.env {
+        e.item(k.as_bytes());
+        e.item(v.as_bytes());
+    }
+    e.item(&a.stdin);
+    e.num(a.seed);
+    let l = &a.limits;
+    for n in [
+        l.fuel,
+        l.memory_bytes,
+        l.wall_time_ms,
+        l.stdout_bytes,
+        l.scratch_bytes,
+        l.output_bytes,
+    ] {
+        e.num(n);
+    }
+    e.num(a.blobs.len());
+    for b in &a.blobs {
+        e.item(b.name.as_bytes());
+        e.item(b.sha256.as_bytes());
+        e.num(b.size);
+    }
+    AssignDigest(sha2::Digest::finalize(e.0).into())
+}
+
+/// The canonical encoding of [`assign_digest`], hashed as it is written.
+struct Canonical(sha2::Sha256);
+
+impl Canonical {
+    /// A netstring: `LEN:BYTES,`.
+    fn item(&mut self, bytes: &[u8]) {
+        use sha2::Digest as _;
+        self.0.update(format!("{}:", bytes.len()).as_bytes());
+        self.0.update(bytes);
+        self.0.update(b",");
+    }
+
+    /// An integer: its decimal text, as an item.
+    fn num(&mut self, n: impl std::fmt::Display) {
+        self.item(n.to_string().as_bytes());
+    }
+}
+
+/// The SHA-256 of an assignment's canonical encoding ([`assign_digest`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AssignDigest(pub [u8; 32]);
+
+impl AssignDigest {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// The bytes a worker signs for a result: the attempt, the digest of the assignment it ran
+/// ([`assign_digest`]) and the digest of what it produced. A relay that alters an assignment's
+/// inputs on the way thus makes the worker sign a digest the coordinator does not expect.
+pub fn result_message(attempt: AttemptId, assign: &AssignDigest, digest: &Digest) -> Vec<u8> {
+    format!(
+        "runegrid-result-v2\n{attempt}\n{}\n{}",
+        assign.to_hex(),
+        digest.to_hex()
+    )
+    .into_bytes()
 }
 
 /// Why a result fails [`check_result`].
@@ -233,7 +309,9 @@ impl ResultFault {
             ResultFault::File => "an output file does not match its record",
             ResultFault::Digest => "result digest does not match its content",
             ResultFault::MalformedSignature => "result signature is malformed",
-            ResultFault::Signature => "result signature is invalid",
+            ResultFault::Signature => {
+                "result signature is invalid (or signs another assignment than the one sent)"
+            }
         }
     }
 }
@@ -245,10 +323,12 @@ impl std::fmt::Display for ResultFault {
 }
 
 /// A result must carry the digest of its own content (its files' bytes matching their
-/// records), signed by the worker's key. The coordinator checks every result so; a relay
-/// checks every result it forwards the same way.
+/// records), signed by the worker's key together with `assign`, the digest of the assignment
+/// the checker sent ([`assign_digest`]). The coordinator checks every result so; a relay
+/// checks every result it forwards the same way, against the assignment it forwarded.
 pub fn check_result(
     key: &ed25519_dalek::VerifyingKey,
+    assign: &AssignDigest,
     r: &AttemptResult,
 ) -> Result<(), ResultFault> {
     use ed25519_dalek::{Signature, Verifier as _};
@@ -268,7 +348,7 @@ pub fn check_result(
         .ok()
         .and_then(|b| Signature::from_slice(&b).ok())
         .ok_or(ResultFault::MalformedSignature)?;
-    key.verify(&result_message(r.attempt, &r.digest), &sig)
+    key.verify(&result_message(r.attempt, assign, &r.digest), &sig)
         .map_err(|_| ResultFault::Signature)
 }
 
@@ -340,14 +420,129 @@ mod tests {
         }
     }
 
-    #[test]
-    fn legacy_reasons_tell_only_wall_time() {
-        assert_eq!(
-            legacy_failure_kind("wall time limit of 300 ms reached"),
-            Some(FailureKind::WallTime)
-        );
-        for reason in ["cancelled", "compile error: x", "blob m: gone", ""] {
-            assert_eq!(legacy_failure_kind(reason), None, "{reason}");
+    /// [`assign_digest`] of the shared test vector ([`vector`]).
+    const VECTOR_HEX: &str = "650ae98e804da96b96aa99393bf8c6f1054f84d25f18d778a4406cb91cda4ef7";
+
+    /// The assignment of the shared test vector (the browser worker's `assignDigest` gives the
+    /// same hex for the same JSON).
+    fn vector() -> Assign {
+        Assign {
+            attempt: 7,
+            job: 3,
+            task: 11,
+            program: "ab".repeat(32),
+            args: vec!["prog".into(), "é,:".into()],
+            env: vec![("K".into(), "V".into())],
+            stdin: vec![0, 1, 2],
+            // The largest a JSON number keeps exactly in every browser (a larger one is exact
+            // only where JSON.parse gives a number's source text).
+            seed: (1 << 53) - 1,
+            limits: Limits::default(),
+            blobs: vec![BlobMount {
+                name: "m".into(),
+                sha256: "cd".repeat(32),
+                size: 5,
+            }],
         }
+    }
+
+    #[test]
+    fn assign_digest_is_canonical() {
+        let a = vector();
+        assert_eq!(assign_digest(&a).to_hex(), VECTOR_HEX);
+        // Every field takes part.
+        let mut changed = vec![];
+        let mut b = a.clone();
+        b.seed -= 1;
+        changed.push(b);
+        let mut b = a.clone();
+        b.args[1].push('x');
+        changed.push(b);
+        let mut b = a.clone();
+        b.env[0].1 = "W".into();
+        changed.push(b);
+        let mut b = a.clone();
+        b.stdin.push(3);
+        changed.push(b);
+        let mut b = a.clone();
+        b.limits.output_bytes += 1;
+        changed.push(b);
+        let mut b = a.clone();
+        b.blobs[0].size = 6;
+        changed.push(b);
+        let mut b = a.clone();
+        b.attempt = 8;
+        changed.push(b);
+        // Items are framed: moving a byte from one argument to the next changes the digest.
+        let mut b = a.clone();
+        b.args = vec!["prog\u{e9}".into(), ",:".into()];
+        changed.push(b);
+        for b in changed {
+            assert_ne!(assign_digest(&b), assign_digest(&a), "{b:?}");
+        }
+    }
+
+    /// The browser worker's digest (`web/worker.js`, run by `web/test/assign_digest.mjs`) of
+    /// the vector as the coordinator sends it. Skipped without node on PATH.
+    #[test]
+    fn browser_assign_digest_matches() {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../web/test/assign_digest.mjs"
+        );
+        let child = Command::new("node")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn();
+        let Ok(mut child) = child else {
+            eprintln!("skipped: no node on PATH");
+            return;
+        };
+        let json = serde_json::to_string(&ToWorker::Assign(vector())).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(json.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), VECTOR_HEX);
+    }
+
+    #[test]
+    fn a_result_signs_its_assignment() {
+        use ed25519_dalek::Signer as _;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let a = vector();
+        let status = ExecStatus::Exited { code: 0 };
+        let digest = runegrid_core::digest(&status, 5, b"hi");
+        let sent = assign_digest(&a);
+        let mut r = AttemptResult {
+            attempt: a.attempt,
+            status,
+            stdout: b"hi".to_vec(),
+            fuel: 5,
+            digest,
+            signature: hex::encode(key.sign(&result_message(7, &sent, &digest)).to_bytes()),
+            stderr: String::new(),
+            elapsed_us: 1,
+            files: vec![],
+        };
+        assert_eq!(check_result(&key.verifying_key(), &sent, &r), Ok(()));
+        // The worker ran an altered assignment: its signature does not cover what was sent.
+        let mut altered = a.clone();
+        altered.seed = 0;
+        r.signature = hex::encode(
+            key.sign(&result_message(7, &assign_digest(&altered), &digest))
+                .to_bytes(),
+        );
+        assert_eq!(
+            check_result(&key.verifying_key(), &sent, &r),
+            Err(ResultFault::Signature)
+        );
     }
 }

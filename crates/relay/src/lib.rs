@@ -61,6 +61,9 @@ pub enum Misbehaviour {
     /// `flip-result`: every result's stdout altered on the way (its digest recomputed so that
     /// only the worker's signature can tell).
     FlipResult,
+    /// `alter-input`: every assignment's seed changed on the way to the worker (the worker then
+    /// signs a result of another task: the digest of the assignment it signs gives it away).
+    AlterInput,
 }
 
 impl std::str::FromStr for Misbehaviour {
@@ -68,8 +71,9 @@ impl std::str::FromStr for Misbehaviour {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "flip-result" => Ok(Misbehaviour::FlipResult),
+            "alter-input" => Ok(Misbehaviour::AlterInput),
             _ => Err(format!(
-                "unknown relay misbehaviour {s:?}: expected flip-result"
+                "unknown relay misbehaviour {s:?}: expected flip-result or alter-input"
             )),
         }
     }

@@ -12,9 +12,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ed25519_dalek::VerifyingKey;
 use futures_util::{SinkExt, StreamExt};
+use runegrid_core::AttemptId;
 use runegrid_proto::relay::{Frame, SessionId};
-use runegrid_proto::worker::{AttemptResult, ToCoordinator, check_result};
-use std::collections::HashSet;
+use runegrid_proto::worker::{
+    Assign, AssignDigest, AttemptResult, ToCoordinator, assign_digest, check_result,
+};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -39,13 +42,18 @@ pub(crate) struct SessionState {
     /// Programs of the attempts the coordinator assigned this worker: the only ones the cache
     /// answers it with (as the coordinator sends a worker only the programs of its attempts).
     programs: Mutex<HashSet<String>>,
+    /// The digest of every assignment forwarded to the worker and not yet answered: the
+    /// worker's result must sign it.
+    assigns: Mutex<HashMap<AttemptId, AssignDigest>>,
 }
 
 impl SessionState {
-    pub fn assigned(&self, program: &str) {
+    /// An assignment forwarded to the worker, as forwarded.
+    pub fn assigned(&self, a: &Assign) {
+        lock(&self.assigns).insert(a.attempt, assign_digest(a));
         let mut p = lock(&self.programs);
-        if !p.contains(program) {
-            p.insert(program.to_string());
+        if !p.contains(&a.program) {
+            p.insert(a.program.clone());
         }
     }
 
@@ -117,6 +125,7 @@ async fn serve(hub: Arc<Hub>, token: String, socket: WebSocket) {
         token: token.clone(),
         to_worker: tx,
         programs: Mutex::new(HashSet::new()),
+        assigns: Mutex::new(HashMap::new()),
     });
     lock(&hub.sessions).insert(id, state.clone());
     if !hub.send_upstream(Frame::Open { session: id, token }) {
@@ -190,6 +199,9 @@ fn on_message(
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
                 .and_then(|b| VerifyingKey::from_bytes(&b).ok());
         }
+        ToCoordinator::Failed { attempt, .. } => {
+            lock(&state.assigns).remove(&attempt);
+        }
         ToCoordinator::NeedProgram { ref sha256 } if state.holds(sha256) => {
             match crate::programs::ask(hub, state, sha256) {
                 crate::programs::Ask::Answered => return Ok(()),
@@ -200,7 +212,17 @@ fn on_message(
             let Some(k) = key else {
                 return Err("a result before the hello".into());
             };
-            if let Err(fault) = check_result(k, &r) {
+            let Some(assign) = lock(&state.assigns).remove(&r.attempt) else {
+                // Not assigned through this session (or answered already): the coordinator
+                // would not take it either.
+                tracing::debug!(
+                    session = state.id,
+                    attempt = r.attempt,
+                    "result of an attempt not assigned here: dropped"
+                );
+                return Ok(());
+            };
+            if let Err(fault) = check_result(k, &assign, &r) {
                 hub.stats.results_rejected.fetch_add(1, Relaxed);
                 tracing::warn!(session = state.id, attempt = r.attempt, why = %fault, "the worker sent a result that fails its checks: session ended");
                 return Err(format!(

@@ -26,6 +26,7 @@ pub(crate) struct Counters {
     pub blob_bytes_served: AtomicU64,
     pub results_rejected: AtomicU64,
     pub results_altered: AtomicU64,
+    pub inputs_altered: AtomicU64,
 }
 
 /// A relay's figures since it started.
@@ -60,6 +61,9 @@ pub struct RelayStats {
     pub results_rejected: u64,
     /// Results this relay altered (`--misbehave flip-result`).
     pub results_altered: u64,
+    /// Assignments this relay altered (`--misbehave alter-input`).
+    #[serde(default)]
+    pub inputs_altered: u64,
 }
 
 pub(crate) async fn serve(State(hub): State<Arc<Hub>>) -> Json<RelayStats> {
@@ -84,5 +88,6 @@ pub(crate) async fn serve(State(hub): State<Arc<Hub>>) -> Json<RelayStats> {
         blob_bytes_served: n(&c.blob_bytes_served),
         results_rejected: n(&c.results_rejected),
         results_altered: n(&c.results_altered),
+        inputs_altered: n(&c.inputs_altered),
     })
 }

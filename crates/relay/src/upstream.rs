@@ -185,10 +185,16 @@ fn on_frame(hub: &Arc<Hub>, frame: Frame) {
                 return;
             };
             let text: Box<str> = message.into();
-            let text = String::from(text);
+            let mut text = String::from(text);
             match serde_json::from_str::<ToWorker>(&text) {
-                Ok(ToWorker::Assign(a)) => {
-                    s.assigned(&a.program);
+                Ok(ToWorker::Assign(mut a)) => {
+                    if hub.config.misbehaviour == Some(crate::Misbehaviour::AlterInput) {
+                        a.seed = a.seed.wrapping_add(1);
+                        hub.stats.inputs_altered.fetch_add(1, Relaxed);
+                        text = serde_json::to_string(&ToWorker::Assign(a.clone()))
+                            .expect("messages serialize");
+                    }
+                    s.assigned(&a);
                     if !a.blobs.is_empty() {
                         let mut sizes = lock(&hub.blob_sizes);
                         for b in &a.blobs {

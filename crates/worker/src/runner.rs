@@ -4,7 +4,9 @@
 use crate::Event;
 use ed25519_dalek::{Signer, SigningKey};
 use runegrid_core::{AttemptId, ExecStatus, Execution};
-use runegrid_proto::worker::{Assign, AttemptResult, ResultFile, ToCoordinator, result_message};
+use runegrid_proto::worker::{
+    Assign, AssignDigest, AttemptResult, ResultFile, ToCoordinator, assign_digest, result_message,
+};
 use runegrid_sandbox::{
     Blob, DoneSink, Program, RunOutput, Sandbox, SandboxError, StdoutSink, TaskRun,
 };
@@ -164,7 +166,9 @@ impl Slots {
         let program = match program {
             Runnable::Wasm(p) => p,
             Runnable::Kernel(k) => {
-                let on_done = self.reporter.done_sink(a.attempt, session, None);
+                let on_done = self
+                    .reporter
+                    .done_sink(a.attempt, assign_digest(&a), session, None);
                 match &self.gpu {
                     Some(gpu) => gpu.spawn(k.clone(), &a, blobs, on_done),
                     None => on_done(Err(SandboxError::Internal(
@@ -189,7 +193,9 @@ impl Slots {
         let on_stdout = self
             .reporter
             .stdout_sink(a.attempt, session, forged_prefix.clone());
-        let on_done = self.reporter.done_sink(a.attempt, session, forged_prefix);
+        let on_done = self
+            .reporter
+            .done_sink(a.attempt, assign_digest(&a), session, forged_prefix);
         self.sandbox.spawn(program, &run, on_stdout, on_done);
     }
 }
@@ -228,9 +234,11 @@ impl Reporter {
     }
 
     /// Ends an attempt: a signed result or a failure, delivered as the misbehaviour says.
+    /// `assign` is the digest of the assignment run, signed with the result.
     fn done_sink(
         &self,
         attempt: AttemptId,
+        assign: AssignDigest,
         session: u64,
         forged_prefix: Option<Vec<u8>>,
     ) -> DoneSink {
@@ -239,7 +247,7 @@ impl Reporter {
         Box::new(move |r: Result<RunOutput, SandboxError>| {
             let produced = reporter.produced.fetch_add(1, Ordering::Relaxed);
             let msg = match r {
-                Ok(out) => reporter.result(out, attempt, forged_prefix, produced, started),
+                Ok(out) => reporter.result(out, attempt, &assign, forged_prefix, produced, started),
                 Err(e) => failed(attempt, &e),
             };
             reporter.deliver(msg, attempt, session, started);
@@ -251,6 +259,7 @@ impl Reporter {
         &self,
         out: RunOutput,
         attempt: AttemptId,
+        assign: &AssignDigest,
         forged_prefix: Option<Vec<u8>>,
         produced: u32,
         started: Instant,
@@ -262,7 +271,11 @@ impl Reporter {
             drift(&mut exec, &mut out_files, n);
         }
         let digest = exec.digest();
-        let signature = hex::encode(self.key.sign(&result_message(attempt, &digest)).to_bytes());
+        let signature = hex::encode(
+            self.key
+                .sign(&result_message(attempt, assign, &digest))
+                .to_bytes(),
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         let files = exec
             .files
