@@ -33,14 +33,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn log(dir: &Path, name: &str) -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("{name}.log")))
-        .unwrap()
-}
-
 impl Coordinator {
     fn start(&mut self, logs: &Path, db: &str, name: &str) {
         let listen = self.url.trim_start_matches("http://").to_string();
@@ -135,6 +127,35 @@ impl Drop for Workers {
             }
         }
     }
+}
+
+/// The first job acknowledged after `since` to finish, once at least `at_least` were.
+async fn first_finished(
+    client: &Client,
+    acked: &Mutex<Vec<(i64, Instant)>>,
+    since: Instant,
+    at_least: usize,
+    what: &str,
+) -> (i64, JobResults) {
+    wait_until(what, Duration::from_secs(120), || async {
+        let recent: Vec<i64> = acked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, at)| *at > since)
+            .map(|(j, _)| *j)
+            .collect();
+        if recent.len() < at_least {
+            return None;
+        }
+        for j in recent {
+            if let Some(r) = finished(client, j).await {
+                return Some((j, r));
+            }
+        }
+        None
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,28 +257,7 @@ async fn killing_the_active_coordinator_again_and_again_loses_nothing() {
         // Work flows: jobs acknowledged from now on finish verified (a few of them first, so
         // that the kill comes with work queued and running).
         let since = Instant::now();
-        let flowing = wait_until("jobs to flow", Duration::from_secs(120), || {
-            let (c, acked) = (client.clone(), acked.clone());
-            async move {
-                let recent: Vec<i64> = acked
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .filter(|(_, at)| *at > since)
-                    .map(|(j, _)| *j)
-                    .collect();
-                if recent.len() < 8 {
-                    return None;
-                }
-                for j in recent {
-                    if let Some(r) = finished(&c, j).await {
-                        return Some((j, r));
-                    }
-                }
-                None
-            }
-        })
-        .await;
+        let flowing = first_finished(&client, &acked, since, 8, "jobs to flow").await;
         assert!(
             flowing
                 .1
@@ -294,29 +294,8 @@ async fn killing_the_active_coordinator_again_and_again_loses_nothing() {
         let name = if a == 0 { "a" } else { "b" };
         cs[a].start(logs, &db, name);
         // Until a job acknowledged after the kill is verified.
-        let (j, r) = wait_until(
-            "work to flow after the kill",
-            Duration::from_secs(120),
-            || {
-                let (c, acked) = (client.clone(), acked.clone());
-                async move {
-                    let after: Vec<i64> = acked
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .filter(|(_, at)| *at > killed)
-                        .map(|(j, _)| *j)
-                        .collect();
-                    for j in after {
-                        if let Some(r) = finished(&c, j).await {
-                            return Some((j, r));
-                        }
-                    }
-                    None
-                }
-            },
-        )
-        .await;
+        let (j, r) =
+            first_finished(&client, &acked, killed, 1, "work to flow after the kill").await;
         assert!(
             r.tasks.iter().all(|t| t.state == ResultState::Verified),
             "job {j}: {r:?}"

@@ -78,7 +78,8 @@ pub struct Grid {
     workers: Vec<Option<Child>>,
 }
 
-fn log(dir: &Path, name: &str) -> std::fs::File {
+/// The log file `DIR/NAME.log` a process writes to (appended to across restarts).
+pub fn log(dir: &Path, name: &str) -> std::fs::File {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
