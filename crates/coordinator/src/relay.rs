@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use runegrid_core::{AttemptId, Loss, WorkerId};
-use runegrid_proto::relay::{BATCH_BYTES, Frame, SessionId, decode, encode};
+use runegrid_proto::relay::{self, Frame, SessionId, decode, encode};
 use runegrid_proto::worker::{ResultFault, ToWorker};
 use runegrid_store::Account;
 use std::collections::HashMap;
@@ -259,14 +259,7 @@ async fn write_frames(
 ) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
-        let mut bytes = first.weight();
-        batch.push(first);
-        while bytes < BATCH_BYTES
-            && let Ok(f) = rx.try_recv()
-        {
-            bytes += f.weight();
-            batch.push(f);
-        }
+        relay::batch(&mut batch, first, || rx.try_recv().ok());
         let text = encode(&batch);
         batch.clear();
         if sink.send(Message::Text(text.into())).await.is_err() {

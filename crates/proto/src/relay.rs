@@ -64,6 +64,19 @@ impl Frame {
 /// The most bytes of frames batched into one WebSocket message (a larger frame goes alone).
 pub const BATCH_BYTES: usize = 1 << 20;
 
+/// `first` and the frames `next` has ready after it, up to [`BATCH_BYTES`] (weighed by
+/// [`Frame::weight`]): what one WebSocket message carries.
+pub fn batch(batch: &mut Vec<Frame>, first: Frame, mut next: impl FnMut() -> Option<Frame>) {
+    let mut bytes = first.weight();
+    batch.push(first);
+    while bytes < BATCH_BYTES
+        && let Some(f) = next()
+    {
+        bytes += f.weight();
+        batch.push(f);
+    }
+}
+
 /// The text of one WebSocket message carrying `frames`.
 pub fn encode(frames: &[Frame]) -> String {
     serde_json::to_string(frames).expect("frames serialize")

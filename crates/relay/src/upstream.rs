@@ -5,7 +5,7 @@
 use crate::session::WorkerOut;
 use crate::{Hub, RelayError, lock};
 use futures_util::{SinkExt, StreamExt};
-use runegrid_proto::relay::{BATCH_BYTES, Frame, decode, encode};
+use runegrid_proto::relay::{self, Frame, decode, encode};
 use runegrid_proto::worker::ToWorker;
 use runegrid_worker::Backoff;
 use std::sync::Arc;
@@ -114,14 +114,7 @@ async fn serve(hub: &Arc<Hub>, ws: Socket) -> String {
     let mut writer = tokio::spawn(async move {
         let mut batch = Vec::new();
         while let Some(first) = rx.recv().await {
-            let mut bytes = first.weight();
-            batch.push(first);
-            while bytes < BATCH_BYTES
-                && let Ok(f) = rx.try_recv()
-            {
-                bytes += f.weight();
-                batch.push(f);
-            }
+            relay::batch(&mut batch, first, || rx.try_recv().ok());
             let stats = &writer_hub.stats;
             stats.upstream_messages_sent.fetch_add(1, Relaxed);
             stats
