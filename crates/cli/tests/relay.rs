@@ -311,3 +311,76 @@ async fn a_relay_dials_again_and_its_workers_come_back_after_a_coordinator_resta
     let s = relay.stats().await.unwrap();
     assert!(s.sessions_opened >= 4, "{s:?}");
 }
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a process.
+fn signal(pid: u32, signal: &str) {
+    assert!(
+        Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Waits until exactly `n` workers are connected.
+async fn wait_connected(g: &Grid, n: usize) {
+    let c = g.client();
+    wait_until(
+        &format!("exactly {n} connected workers"),
+        Duration::from_secs(60),
+        || {
+            let c = c.clone();
+            async move {
+                let ws = c.workers().await.ok()?;
+                (ws.iter().filter(|w| w.connected).count() == n).then_some(())
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_keeps_its_workers_liveness_and_the_coordinator_keeps_the_relays() {
+    // Heartbeats every 300 ms: silent after 900 ms.
+    let mut g = Grid::start_with(300).await;
+    let relay = Relay::start(&g, "relay", &[]).await;
+    let workers: Vec<usize> = (0..4)
+        .map(|k| g.worker(&format!("r{k}"), 1, &["--coordinator", &relay.url]))
+        .collect();
+    g.wait_workers(4).await;
+
+    // Idle, the workers' heartbeats end at the relay: over 10 intervals, 4 workers send ~40,
+    // and upstream goes only the relay's own (one every half interval when nothing else goes).
+    let s0 = relay.stats().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let s1 = relay.stats().await.unwrap();
+    let frames = s1.upstream_frames_sent - s0.upstream_frames_sent;
+    let kept = s1.heartbeats_kept - s0.heartbeats_kept;
+    assert!(
+        kept > 0 && frames < kept,
+        "{frames} frames upstream while {kept} heartbeats came: {s0:?} {s1:?}"
+    );
+    // And the coordinator, hearing only the relay, kept all four.
+    let ws = g.client().workers().await.unwrap();
+    assert_eq!(ws.iter().filter(|w| w.connected).count(), 4, "{ws:?}");
+
+    // A worker that goes silent: the relay ends its session, the coordinator drops it.
+    let frozen = g.worker_pid(workers[0]);
+    signal(frozen, "-STOP");
+    wait_connected(&g, 3).await;
+    signal(frozen, "-CONT");
+    let s = relay.stats().await.unwrap();
+    assert_eq!(s.silent_workers, 1, "{s:?}");
+    // It dials the relay again and is back.
+    g.wait_workers(4).await;
+
+    // A relay that goes silent: the coordinator drops every worker behind it, and they are
+    // back once it answers again.
+    signal(relay.child.id(), "-STOP");
+    wait_connected(&g, 0).await;
+    signal(relay.child.id(), "-CONT");
+    g.wait_workers(4).await;
+    let r = g.run(&sort_job(&g, 4, 2).await).await;
+    assert_sorted(&r, &g.logs());
+}

@@ -18,7 +18,7 @@ use runegrid_store::{Account, AccountKind, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 
 pub struct App {
     pub config: Config,
@@ -233,9 +233,9 @@ impl App {
         owner: AccountId,
         stored: TrustRecord,
         caps: &Capabilities,
-        tx: mpsc::UnboundedSender<ToWorker>,
+        link: crate::grid::WorkerLink,
     ) -> u64 {
-        self.with(|g, fx| g.worker_connected(id, owner, stored, caps, tx, fx))
+        self.with(|g, fx| g.worker_connected(id, owner, stored, caps, link, fx))
             .0
     }
 
@@ -254,11 +254,6 @@ impl App {
     /// blamed for its attempts).
     pub fn worker_gone(&self, id: WorkerId, conn: u64, loss: Loss, why: &str) {
         self.with(|g, fx| g.worker_gone(id, conn, loss, why, fx));
-    }
-
-    /// A connection's record of when it was last heard from (see `grid::Heard`).
-    pub fn heard(&self, id: WorkerId, conn: u64) -> Option<Arc<crate::grid::Heard>> {
-        self.lock().heard(id, conn)
     }
 
     /// A program by upload hash, from the cache or the store (call from a blocking context).

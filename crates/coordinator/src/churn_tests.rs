@@ -4,7 +4,7 @@
 
 use crate::Config;
 use crate::app::App;
-use crate::grid::Submission;
+use crate::grid::{Submission, WorkerLink};
 use crate::programs::ProgramBytes;
 use proptest::prelude::*;
 use runegrid_core::{ExecStatus, Limits, PolicyKind, TrustRecord, digest};
@@ -156,9 +156,13 @@ impl World {
             return;
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let conn = self
-            .app
-            .worker_connected(id, id % 2, TrustRecord::default(), &caps(), tx);
+        let conn = self.app.worker_connected(
+            id,
+            id % 2,
+            TrustRecord::default(),
+            &caps(),
+            WorkerLink::new(tx),
+        );
         self.workers.insert(
             id,
             FakeWorker {

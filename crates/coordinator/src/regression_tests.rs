@@ -3,7 +3,7 @@
 
 use crate::Config;
 use crate::app::App;
-use crate::grid::Submission;
+use crate::grid::{Submission, WorkerLink};
 use crate::programs::ProgramBytes;
 use runegrid_core::{
     Acceptance, ExecStatus, JobId, Limits, PolicyKind, Standing, TrustParams, TrustRecord, digest,
@@ -189,9 +189,9 @@ impl Grid {
     /// Connects worker `id` (its own owner account), honest or lying.
     pub fn join(&mut self, id: i64, lie: bool) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let conn = self
-            .app
-            .worker_connected(id, id, TrustRecord::default(), &caps(), tx);
+        let conn =
+            self.app
+                .worker_connected(id, id, TrustRecord::default(), &caps(), WorkerLink::new(tx));
         self.workers.insert(
             id,
             Fake {

@@ -11,6 +11,16 @@
 //! `runegrid_relays_caught_total` counts it, and the relay operator's account may not connect a
 //! relay for [`RELAY_BAN`] (a relay that came back at once would lose its workers' attempts
 //! again and again, failing tasks for too many lost attempts).
+//!
+//! Liveness is the relay's: it answers its workers' heartbeats itself (they do not travel
+//! upstream) and ends the session of a worker that goes silent, and it sends
+//! [`Frame::Alive`] whenever it has sent nothing else for half the heartbeat interval the
+//! coordinator's [`Frame::Welcome`] gave it. Every session
+//! of a relay shares the relay's record of when it was last heard from, so a coordinator
+//! holding 100,000 workers through 10 relays checks 10 heartbeats, and a relay that goes
+//! silent loses all its workers at once. A relay could keep a vanished worker alive this way,
+//! as it could by forwarding made-up heartbeats before; the worker's attempts still expire
+//! with their leases.
 
 use crate::api::{ApiError, account_for_token, authenticate};
 use crate::app::App;
@@ -63,6 +73,9 @@ pub(crate) struct RelayLink {
     operator_id: i64,
     /// Told when a session caught the relay altering a result.
     caught: Notify,
+    /// When the relay was last heard from: the record every session of it shares (the relay
+    /// keeps its workers' liveness itself, see the module's docs).
+    pub heard: Arc<crate::grid::Heard>,
 }
 
 impl RelayLink {
@@ -124,24 +137,31 @@ async fn serve(app: Arc<App>, operator: Account, socket: WebSocket) {
         operator: operator.name,
         operator_id: operator.id,
         caught: Notify::new(),
+        heard: Arc::new(crate::grid::Heard::now()),
     });
     tracing::info!(relay = link.id, operator = %link.operator, "relay connected");
     let (sink, mut stream) = socket.split();
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Frame>();
+    let _ = out_tx.send(Frame::Welcome {
+        heartbeat_ms: app.config.heartbeat.as_millis() as u64,
+    });
     let mut writer = tokio::spawn(write_frames(sink, out_rx));
     let mut sessions: HashMap<SessionId, mpsc::UnboundedSender<Inbound>> = HashMap::new();
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<SessionId>();
     let (loss, why) = loop {
         tokio::select! {
             m = stream.next() => match m {
-                Some(Ok(Message::Text(t))) => match decode(&t) {
-                    Ok(frames) => {
-                        for f in frames {
-                            on_frame(&app, &link, &mut sessions, &out_tx, &ended_tx, f);
+                Some(Ok(Message::Text(t))) => {
+                    link.heard.touch();
+                    match decode(&t) {
+                        Ok(frames) => {
+                            for f in frames {
+                                on_frame(&app, &link, &mut sessions, &out_tx, &ended_tx, f);
+                            }
                         }
+                        Err(e) => break (Loss::Disconnected, format!("malformed frames: {e}")),
                     }
-                    Err(e) => break (Loss::Disconnected, format!("malformed frames: {e}")),
-                },
+                }
                 Some(Ok(Message::Close(_))) | None => break (Loss::Disconnected, "relay closed the connection".to_string()),
                 Some(Err(e)) => break (Loss::Disconnected, format!("relay connection error: {e}")),
                 Some(Ok(_)) => {}
@@ -204,6 +224,11 @@ fn on_frame(
                     format!("the worker left the relay: {reason}"),
                 )));
             }
+        }
+        // Heard already: the relay is alive, and so are the workers it holds sessions for.
+        Frame::Alive => {}
+        Frame::Welcome { .. } => {
+            tracing::warn!(relay = link.id, "relay sent a welcome frame: ignored");
         }
     }
 }

@@ -100,7 +100,8 @@ struct Session {
     conn: u64,
     key: VerifyingKey,
     carrier: Carrier,
-    /// When the worker was last heard from (any message proves it alive).
+    /// When the worker was last heard from (any message proves it alive); a relayed worker's
+    /// is its relay's.
     heard: Arc<crate::grid::Heard>,
     /// The digest of every assignment sent on this connection and not yet answered, taken as
     /// it was sent: a result's signature must cover it.
@@ -241,14 +242,20 @@ async fn register(
         heartbeat_ms: app.config.heartbeat.as_millis() as u64,
     })
     .expect("receiver alive");
+    // A direct connection proves its worker alive with its own messages; a relayed one with
+    // its relay's (the relay answers its workers' heartbeats and ends the session of a worker
+    // that goes silent, so the coordinator hears one relay instead of each of its workers).
+    let link = match &carrier {
+        Carrier::Direct => crate::grid::WorkerLink::new(tx),
+        Carrier::Relay(relay) => crate::grid::WorkerLink {
+            tx,
+            heard: relay.heard.clone(),
+        },
+    };
+    let heard = link.heard.clone();
     // The grid holds the only sender: when it drops this worker, the outbound task ends and so
     // does this connection.
-    let conn = app.worker_connected(id, account.id, record.trust, &hello.caps, tx);
-    // (Gone already when a newer connection with the same key replaced this one: then nothing
-    // reads this record, and the grid's sender, dropped, ends this connection.)
-    let heard = app
-        .heard(id, conn)
-        .unwrap_or_else(|| Arc::new(crate::grid::Heard::now()));
+    let conn = app.worker_connected(id, account.id, record.trust, &hello.caps, link);
     let relay = match &carrier {
         Carrier::Direct => None,
         Carrier::Relay(link) => Some(link.id),

@@ -7,7 +7,8 @@
 //! would a direct connection's and runs the same worker protocol (`crate::worker`) over the
 //! session's [`Frame::Message`]s, from its challenge on; either side ends it with
 //! [`Frame::Close`]. Every WebSocket message is a JSON array of frames, so that a busy relay
-//! sends many workers' messages in one.
+//! sends many workers' messages in one. Workers' heartbeats end at the relay: it keeps its
+//! workers' liveness and tells the coordinator it is alive ([`Frame::Alive`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -30,6 +31,13 @@ pub enum Frame {
     /// Either way: the session ended (the worker left the relay, or the coordinator ended its
     /// connection), and why.
     Close { session: SessionId, reason: String },
+    /// Coordinator → relay, first on a connection: the heartbeat interval it asks of workers.
+    /// The relay must send something at least that often, [`Frame::Alive`] when it has nothing
+    /// else.
+    Welcome { heartbeat_ms: u64 },
+    /// Relay → coordinator: the relay is alive, and so is every worker it holds a session for
+    /// (it answers their heartbeats and ends the session of one that goes silent).
+    Alive,
 }
 
 impl Frame {
@@ -48,15 +56,7 @@ impl Frame {
             Frame::Open { token, .. } => 32 + token.len(),
             Frame::Message { message, .. } => 32 + message.get().len(),
             Frame::Close { reason, .. } => 32 + reason.len(),
-        }
-    }
-
-    /// The session the frame belongs to.
-    pub fn session(&self) -> SessionId {
-        match self {
-            Frame::Open { session, .. }
-            | Frame::Message { session, .. }
-            | Frame::Close { session, .. } => *session,
+            Frame::Welcome { .. } | Frame::Alive => 32,
         }
     }
 }
@@ -105,14 +105,16 @@ mod tests {
                 session: 1,
                 reason: "gone".into(),
             },
+            Frame::Welcome { heartbeat_ms: 300 },
+            Frame::Alive,
         ];
         let text = encode(&frames);
         assert_eq!(
             text,
-            r#"[{"open":{"session":1,"token":"t"}},{"message":{"session":1,"message":{"type":"heartbeat"}}},{"close":{"session":1,"reason":"gone"}}]"#
+            r#"[{"open":{"session":1,"token":"t"}},{"message":{"session":1,"message":{"type":"heartbeat"}}},{"close":{"session":1,"reason":"gone"}},{"welcome":{"heartbeat_ms":300}},"alive"]"#
         );
         let back = decode(&text).unwrap();
-        assert_eq!(back.len(), 3);
+        assert_eq!(back.len(), 5);
         let Frame::Message { session, message } = &back[1] else {
             panic!("{back:?}")
         };

@@ -14,6 +14,11 @@
 //! program, checked by hash) and blobs (`blobs`: `GET /v1/blobs/{sha256}` served from a
 //! content-addressed cache on disk, fetched upstream once, checked by hash).
 //!
+//! Liveness is kept here: the relay answers its workers' heartbeats itself, ends the session of
+//! a worker silent for three heartbeat intervals, and tells the coordinator it is alive
+//! (`Frame::Alive`) when it sent nothing else for half of one; the coordinator takes the relay's
+//! word for all its workers, so idle workers cost it nothing.
+//!
 //! Modules: `upstream` (the connection to the coordinator, dialled again with backoff; while it
 //! is down the relay turns workers away and they dial again), `session` (one worker's
 //! WebSocket), `programs`, `blobs`, `proxy` (every other HTTP route, the contribute page
@@ -108,6 +113,9 @@ pub(crate) struct Hub {
     pub blob_sizes: Mutex<HashMap<String, u64>>,
     pub stats: stats::Counters,
     pub http: reqwest::Client,
+    /// The heartbeat interval the coordinator asks of workers, in ms (0 until its welcome
+    /// frame told it): how often the relay must say it is alive.
+    pub heartbeat_ms: AtomicU64,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -173,6 +181,7 @@ pub async fn start(config: RelayConfig, listen: SocketAddr) -> Result<Running, R
         blob_sizes: Mutex::new(HashMap::new()),
         stats: stats::Counters::default(),
         http,
+        heartbeat_ms: AtomicU64::new(0),
     });
     tokio::spawn(upstream::run(hub.clone()));
     let upstream = hub.base.clone();

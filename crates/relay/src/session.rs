@@ -1,9 +1,11 @@
 //! One worker's WebSocket (`GET /v1/worker` on the relay, the token as a bearer or `?token=`
 //! for browsers): a session of the upstream connection. The worker's messages go upstream as
-//! they are, except that `need_program` is answered from the program cache when it can be, and
-//! that every result is checked against the worker's key first: a result that fails is the
-//! worker's doing, and ends its session here instead of being forwarded (the coordinator holds
-//! the relay responsible for every result it forwards).
+//! they are, except that heartbeats end here (the relay keeps its workers' liveness: a worker
+//! silent for three heartbeat intervals has its session ended), that `need_program` is
+//! answered from the program cache when it can be, and that every result is checked against
+//! the worker's key first: a result that fails is the worker's doing, and ends its session
+//! here instead of being forwarded (the coordinator holds the relay responsible for every
+//! result it forwards).
 
 use crate::{Hub, Misbehaviour, lock};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -18,12 +20,25 @@ use runegrid_proto::worker::{
     Assign, AssignDigest, AttemptResult, ToCoordinator, assign_digest, check_result,
 };
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Heartbeat intervals a worker may miss before the relay ends its session (as the
+/// coordinator does with a direct connection).
+const SILENT_AFTER_BEATS: u32 = 3;
+/// How long a worker may stay silent before its welcome told the interval.
+const SILENT_BEFORE_WELCOME: Duration = Duration::from_secs(60);
 
 /// The largest message a worker may send (results carry stdout).
 const MAX_MESSAGE: usize = 200 << 20;
+/// Each worker's read buffer: small, as most messages are (it grows for a larger one);
+/// tungstenite's default, 128 KiB allocated at the upgrade, would make 10,000 idle workers
+/// cost the relay over a GiB.
+const READ_BUFFER: usize = 4 << 10;
 
 /// What goes to a worker.
 pub(crate) enum WorkerOut {
@@ -45,6 +60,8 @@ pub(crate) struct SessionState {
     /// The digest of every assignment forwarded to the worker and not yet answered: the
     /// worker's result must sign it.
     assigns: Mutex<HashMap<AttemptId, AssignDigest>>,
+    /// The heartbeat interval the coordinator's welcome gave the worker, in ms (0 before it).
+    pub heartbeat_ms: AtomicU64,
 }
 
 impl SessionState {
@@ -106,6 +123,7 @@ pub(crate) async fn upgrade(
         );
     }
     ws.max_message_size(MAX_MESSAGE)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| serve(hub, token, socket))
 }
 
@@ -126,6 +144,7 @@ async fn serve(hub: Arc<Hub>, token: String, socket: WebSocket) {
         to_worker: tx,
         programs: Mutex::new(HashSet::new()),
         assigns: Mutex::new(HashMap::new()),
+        heartbeat_ms: AtomicU64::new(0),
     });
     lock(&hub.sessions).insert(id, state.clone());
     if !hub.send_upstream(Frame::Open { session: id, token }) {
@@ -136,10 +155,27 @@ async fn serve(hub: Arc<Hub>, token: String, socket: WebSocket) {
     tracing::debug!(session = id, "worker connected");
     let (mut sink, mut stream) = socket.split();
     let mut key: Option<VerifyingKey> = None;
+    let mut heard = Instant::now();
+    let silence = tokio::time::sleep(SILENT_BEFORE_WELCOME);
+    tokio::pin!(silence);
     let end = loop {
         tokio::select! {
+            () = &mut silence => {
+                let limit = silent_after(&state);
+                if heard.elapsed() >= limit {
+                    hub.stats.silent_workers.fetch_add(1, Relaxed);
+                    let _ = sink.send(Message::Close(None)).await;
+                    break End::Here(format!(
+                        "the worker went silent: nothing from it for {} ms",
+                        limit.as_millis()
+                    ));
+                }
+                silence.as_mut().reset(heard + limit);
+            }
             m = stream.next() => match m {
                 Some(Ok(Message::Text(t))) => {
+                    heard = Instant::now();
+                    silence.as_mut().reset(heard + silent_after(&state));
                     if let Err(why) = on_message(&hub, &state, &mut key, t) {
                         let _ = sink.send(Message::Close(None)).await;
                         break End::Here(why);
@@ -183,6 +219,14 @@ async fn serve(hub: Arc<Hub>, token: String, socket: WebSocket) {
     crate::programs::abandon(&hub, id);
 }
 
+/// How long the worker may stay silent: three heartbeat intervals once its welcome told them.
+fn silent_after(state: &SessionState) -> Duration {
+    match state.heartbeat_ms.load(Relaxed) {
+        0 => SILENT_BEFORE_WELCOME,
+        ms => Duration::from_millis(ms) * SILENT_AFTER_BEATS,
+    }
+}
+
 /// One message from the worker: forwarded, answered here, or the end of the session (why).
 fn on_message(
     hub: &Hub,
@@ -193,6 +237,12 @@ fn on_message(
     let msg: ToCoordinator =
         serde_json::from_str(&text).map_err(|e| format!("malformed message: {e}"))?;
     match msg {
+        // Heard (the session loop noted it): the relay's own liveness covers the worker's
+        // upstream.
+        ToCoordinator::Heartbeat => {
+            hub.stats.heartbeats_kept.fetch_add(1, Relaxed);
+            return Ok(());
+        }
         ToCoordinator::Hello { ref public_key, .. } => {
             *key = hex::decode(public_key)
                 .ok()

@@ -27,6 +27,8 @@ pub(crate) struct Counters {
     pub results_rejected: AtomicU64,
     pub results_altered: AtomicU64,
     pub inputs_altered: AtomicU64,
+    pub heartbeats_kept: AtomicU64,
+    pub silent_workers: AtomicU64,
 }
 
 /// A relay's figures since it started.
@@ -64,6 +66,12 @@ pub struct RelayStats {
     /// Assignments this relay altered (`--misbehave alter-input`).
     #[serde(default)]
     pub inputs_altered: u64,
+    /// Workers' heartbeats answered here (they do not go upstream).
+    #[serde(default)]
+    pub heartbeats_kept: u64,
+    /// Sessions ended because their worker went silent.
+    #[serde(default)]
+    pub silent_workers: u64,
 }
 
 pub(crate) async fn serve(State(hub): State<Arc<Hub>>) -> Json<RelayStats> {
@@ -89,5 +97,7 @@ pub(crate) async fn serve(State(hub): State<Arc<Hub>>) -> Json<RelayStats> {
         results_rejected: n(&c.results_rejected),
         results_altered: n(&c.results_altered),
         inputs_altered: n(&c.inputs_altered),
+        heartbeats_kept: n(&c.heartbeats_kept),
+        silent_workers: n(&c.silent_workers),
     })
 }

@@ -113,7 +113,13 @@ async fn serve(hub: &Arc<Hub>, ws: Socket) -> String {
     let writer_hub = hub.clone();
     let mut writer = tokio::spawn(async move {
         let mut batch = Vec::new();
-        while let Some(first) = rx.recv().await {
+        loop {
+            // Nothing to send for a heartbeat interval: say the relay is alive.
+            let first = match tokio::time::timeout(keepalive(&writer_hub), rx.recv()).await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(_) => Frame::Alive,
+            };
             relay::batch(&mut batch, first, || rx.try_recv().ok());
             let stats = &writer_hub.stats;
             stats.upstream_messages_sent.fetch_add(1, Relaxed);
@@ -170,6 +176,12 @@ async fn serve(hub: &Arc<Hub>, ws: Socket) -> String {
     }
 }
 
+/// How long the upstream connection may go without a message: half the coordinator's
+/// heartbeat interval (50 ms, the shortest a coordinator asks, until its welcome told it).
+fn keepalive(hub: &Hub) -> std::time::Duration {
+    std::time::Duration::from_millis(hub.heartbeat_ms.load(Relaxed).max(100) / 2)
+}
+
 /// One frame from the coordinator.
 fn on_frame(hub: &Arc<Hub>, frame: Frame) {
     match frame {
@@ -199,6 +211,9 @@ fn on_frame(hub: &Arc<Hub>, frame: Frame) {
                     crate::programs::arrived(hub, session, sha256, &module, text);
                     return;
                 }
+                Ok(ToWorker::Welcome { heartbeat_ms, .. }) => {
+                    s.heartbeat_ms.store(heartbeat_ms, Relaxed);
+                }
                 _ => {}
             }
             let _ = s.to_worker.send(WorkerOut::Text(text.into()));
@@ -211,5 +226,7 @@ fn on_frame(hub: &Arc<Hub>, frame: Frame) {
         Frame::Open { session, .. } => {
             tracing::warn!(session, "the coordinator sent an open frame: ignored");
         }
+        Frame::Welcome { heartbeat_ms } => hub.heartbeat_ms.store(heartbeat_ms, Relaxed),
+        Frame::Alive => {}
     }
 }

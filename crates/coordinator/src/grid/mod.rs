@@ -42,7 +42,7 @@ pub use jobs::Submission;
 pub use ledger::{AccountCredits, CreditTerms, DEFAULT_WELCOME_CREDITS, HoldError, Quote, credits};
 pub use reads::{Live, bump, counts_of, status_of, task_result};
 pub use recover::Recovered;
-pub use workers::Heard;
+pub use workers::{Heard, WorkerLink};
 
 use crate::metrics::Metrics;
 use crate::programs::ProgramBytes;

@@ -1,6 +1,6 @@
 //! Transitions driven directly on a `Grid`, asserting on the effects they record.
 
-use super::{Effects, Grid, NextIds, Submission};
+use super::{Effects, Grid, NextIds, Submission, WorkerLink};
 use crate::programs::ProgramBytes;
 use proptest::prelude::*;
 use runegrid_core::{Limits, PolicyKind, Standing, TrustParams, TrustRecord, WorkerId};
@@ -88,7 +88,14 @@ fn connect(
     fx: &mut Effects,
 ) -> mpsc::UnboundedReceiver<ToWorker> {
     let (tx, rx) = mpsc::unbounded_channel();
-    g.worker_connected(id, id, TrustRecord::default(), &caps(slots), tx, fx);
+    g.worker_connected(
+        id,
+        id,
+        TrustRecord::default(),
+        &caps(slots),
+        WorkerLink::new(tx),
+        fx,
+    );
     rx
 }
 

@@ -13,16 +13,18 @@ use tokio::sync::mpsc;
 
 impl Grid {
     /// Registers a connected, authenticated worker (with its owner and stored trust record,
-    /// unless a fresher one is in memory); returns its connection number.
+    /// unless a fresher one is in memory, and the record its connection keeps of when it was
+    /// last heard from); returns its connection number.
     pub fn worker_connected(
         &mut self,
         id: WorkerId,
         owner: AccountId,
         stored: TrustRecord,
         caps: &Capabilities,
-        tx: mpsc::UnboundedSender<ToWorker>,
+        link: WorkerLink,
         fx: &mut Effects,
     ) -> u64 {
+        let WorkerLink { tx, heard } = link;
         let params = *self.trust.params();
         let record = self.trust.seen(id, owner, stored);
         let standing = record.standing(&params);
@@ -55,7 +57,7 @@ impl Grid {
                 slots: caps.slots,
                 busy: HashSet::new(),
                 tx,
-                heard: Arc::new(Heard::now()),
+                heard,
                 owner,
                 memory_bytes: caps.memory_bytes,
                 blob_space: caps.blob_space,
@@ -115,15 +117,6 @@ impl Grid {
         }
     }
 
-    /// A connection's record of when it was last heard from, for its task to keep current
-    /// without the grid lock (`None` when that connection is gone).
-    pub fn heard(&self, id: WorkerId, conn: u64) -> Option<Arc<Heard>> {
-        self.workers
-            .get(&id)
-            .filter(|w| w.conn == conn)
-            .map(|w| w.heard.clone())
-    }
-
     /// Sends a message to a connected worker (dropped if that connection is gone).
     pub fn send(&self, id: WorkerId, conn: u64, msg: ToWorker, fx: &mut Effects) {
         if let Some(w) = self.workers.get(&id).filter(|w| w.conn == conn) {
@@ -168,6 +161,23 @@ impl Grid {
             self.lose_attempt(a, loss, why, fx);
         }
         self.flush_trust(fx);
+    }
+}
+
+/// How the grid reaches a connected worker, and its connection's record of when it was last
+/// heard from.
+pub struct WorkerLink {
+    pub tx: mpsc::UnboundedSender<ToWorker>,
+    pub heard: Arc<Heard>,
+}
+
+impl WorkerLink {
+    /// A link with its own record, heard from now.
+    pub fn new(tx: mpsc::UnboundedSender<ToWorker>) -> WorkerLink {
+        WorkerLink {
+            tx,
+            heard: Arc::new(Heard::now()),
+        }
     }
 }
 
