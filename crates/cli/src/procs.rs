@@ -181,8 +181,8 @@ impl LocalGrid {
     }
 
     /// Starts a relay process (`runegrid relay`) towards the coordinator, with its data in
-    /// `dir/NAME` (killed with the workers); returns its URL once it listens.
-    pub async fn spawn_relay(&mut self, name: &str) -> Result<String> {
+    /// `dir/NAME` (killed with the workers); returns its URL once it listens, and its pid.
+    pub async fn spawn_relay(&mut self, name: &str) -> Result<(String, u32)> {
         let data = self.dir.join(name);
         let url_file = data.join(crate::relay::URL_FILE);
         let _ = std::fs::remove_file(&url_file);
@@ -206,11 +206,12 @@ impl LocalGrid {
             .stderr(log_file(&self.dir, name)?)
             .spawn()
             .with_context(|| format!("starting relay {name}"))?;
+        let pid = child.id();
         self.workers.push(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(url) = std::fs::read_to_string(&url_file) {
-                return Ok(url.trim().to_string());
+                return Ok((url.trim().to_string(), pid));
             }
             if Instant::now() > deadline {
                 bail!(
