@@ -11,7 +11,9 @@ pub const URL_FILE: &str = "relay.url";
 
 #[derive(Args)]
 pub struct RelayArgs {
-    /// The coordinator's URL (the relay's one upstream connection goes there).
+    /// The coordinator's URL (the relay's one upstream connection goes there), or several
+    /// separated by commas: coordinators sharing one database, of which the relay follows the
+    /// active one.
     #[arg(long)]
     pub upstream: String,
     /// Address workers connect to (port 0 picks a free port).

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod chat;
+pub mod failover;
 pub mod relay;
 pub mod worker;
 

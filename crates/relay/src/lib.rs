@@ -1,4 +1,4 @@
-//! A relay (`runegrid relay --upstream URL`): terminates many worker connections — native
+//! A relay (`runegrid relay --upstream URL[,URL...]`): terminates many worker connections — native
 //! workers and browsers — and forwards them to the coordinator over one WebSocket
 //! (`GET /v1/relay`, `runegrid_proto::relay`), each worker's connection a session of it.
 //!
@@ -15,7 +15,8 @@
 //! content-addressed cache on disk, fetched upstream once, checked by hash).
 //!
 //! Modules: `upstream` (the connection to the coordinator, dialled again with backoff; while it
-//! is down the relay turns workers away and they dial again), `session` (one worker's
+//! is down the relay turns workers away and they dial again; given several coordinators on one
+//! database, it follows a failover to the active one), `session` (one worker's
 //! WebSocket), `programs`, `blobs`, `proxy` (every other HTTP route, the contribute page
 //! included, forwarded to the coordinator) and `stats` (`GET /relay/stats`).
 
@@ -43,7 +44,8 @@ pub use stats::RelayStats;
 /// How a relay runs.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// The coordinator's base URL, e.g. `http://127.0.0.1:7070`.
+    /// The coordinator's base URL, e.g. `http://127.0.0.1:7070`, or several separated by
+    /// commas (coordinators sharing one database, one active and the others standing by).
     pub upstream: String,
     /// The relay operator's api token (the relay connection, and its blob downloads).
     pub token: String,
@@ -96,8 +98,9 @@ pub enum RelayError {
 /// What the relay's parts share.
 pub(crate) struct Hub {
     pub config: RelayConfig,
-    /// `http://HOST:PORT` of the coordinator, without a trailing slash.
-    pub base: String,
+    /// `http://HOST:PORT` of the coordinator the upstream connection goes (or last went) to,
+    /// without a trailing slash: the relay's HTTP requests go there too.
+    base: Mutex<String>,
     /// Frames for the coordinator, while the upstream connection is up.
     upstream: Mutex<Option<mpsc::UnboundedSender<Frame>>>,
     sessions: Mutex<HashMap<SessionId, Arc<SessionState>>>,
@@ -121,6 +124,17 @@ impl Hub {
             Some(tx) => tx.send(frame).is_ok(),
             None => false,
         }
+    }
+
+    /// The coordinator's base URL (the one the relay is connected to).
+    pub fn base(&self) -> String {
+        lock(&self.base).clone()
+    }
+
+    /// The upstream connection goes to `base` now: so do the relay's HTTP requests.
+    fn set_base(&self, base: &str) {
+        *lock(&self.base) = base.to_string();
+        self.blobs.set_coordinator(base);
     }
 
     pub fn upstream_up(&self) -> bool {
@@ -148,7 +162,8 @@ pub struct Running {
 /// Starts a relay listening on `listen`; its upstream connection is dialled (and dialled
 /// again) in the background.
 pub async fn start(config: RelayConfig, listen: SocketAddr) -> Result<Running, RelayError> {
-    let base = upstream::http_base(&config.upstream)?;
+    let coordinators = upstream::coordinators(&config.upstream)?;
+    let base = coordinators.current().to_string();
     let blobs = BlobCache::open(
         config.data_dir.join("blobs"),
         config.blob_space,
@@ -164,7 +179,7 @@ pub async fn start(config: RelayConfig, listen: SocketAddr) -> Result<Running, R
         })?;
     let hub = Arc::new(Hub {
         config,
-        base,
+        base: Mutex::new(base),
         upstream: Mutex::new(None),
         sessions: Mutex::new(HashMap::new()),
         next_session: AtomicU64::new(1),
@@ -174,8 +189,8 @@ pub async fn start(config: RelayConfig, listen: SocketAddr) -> Result<Running, R
         stats: stats::Counters::default(),
         http,
     });
-    tokio::spawn(upstream::run(hub.clone()));
-    let upstream = hub.base.clone();
+    let upstream = coordinators.urls().join(",");
+    tokio::spawn(upstream::run(hub.clone(), coordinators));
     let app = Router::new()
         .route("/v1/worker", get(session::upgrade))
         .route("/v1/blobs/{sha256}", get(blobs::download))

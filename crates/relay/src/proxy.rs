@@ -31,7 +31,7 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 pub(crate) async fn forward(State(hub): State<Arc<Hub>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let url = format!("{}{path}", hub.base);
+    let url = format!("{}{path}", hub.base());
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(e) => return failure(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),

@@ -34,6 +34,9 @@ pub(crate) struct Counters {
 pub struct RelayStats {
     /// Whether the upstream connection is up now.
     pub upstream_connected: bool,
+    /// The coordinator the upstream connection goes (or last went) to: its base URL.
+    #[serde(default)]
+    pub upstream: String,
     /// Upstream connections made.
     pub upstream_connects: u64,
     /// Worker sessions open now, and opened in all.
@@ -71,6 +74,7 @@ pub(crate) async fn serve(State(hub): State<Arc<Hub>>) -> Json<RelayStats> {
     let n = |a: &AtomicU64| a.load(Relaxed);
     Json(RelayStats {
         upstream_connected: hub.upstream_up(),
+        upstream: hub.base(),
         upstream_connects: n(&c.upstream_connects),
         sessions: lock(&hub.sessions).len() as u64,
         sessions_opened: n(&c.sessions_opened),
