@@ -311,3 +311,58 @@ async fn a_relay_dials_again_and_its_workers_come_back_after_a_coordinator_resta
     let s = relay.stats().await.unwrap();
     assert!(s.sessions_opened >= 4, "{s:?}");
 }
+
+/// A job's event stream read through a relay arrives as it happens: the first event while no
+/// worker is there to run the job (a buffering proxy would send nothing until the job ended),
+/// then the tasks' results and the end once a worker runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_event_stream_through_a_relay_arrives_as_it_happens() {
+    use runegrid_core::JobState;
+    use runegrid_proto::JobEvent;
+    let mut g = Grid::start().await;
+    let relay = Relay::start(&g, "relay", &[]).await;
+    let job = g.client().submit(&sort_job(&g, 2, 1).await).await.unwrap();
+    let through = runegrid_client::Client::new(&relay.url, Some(g.token.clone()));
+    // (A proxy that buffers would answer nothing: the stream ends only with the job.)
+    let mut events = tokio::time::timeout(Duration::from_secs(60), through.events(job.job))
+        .await
+        .expect("the stream's answer within 60 s")
+        .unwrap();
+    // No worker anywhere: the job cannot end, yet its first event is here.
+    match next_event(&mut events).await {
+        Some(JobEvent::Progress { counts }) => {
+            assert_eq!((counts.total(), counts.verified), (2, 0), "{counts:?}")
+        }
+        other => panic!("expected the first progress event, got {other:?}"),
+    }
+    let status = g.client().status(job.job).await.unwrap();
+    assert!(!status.state.is_finished(), "{status:?}");
+
+    g.worker("w", 1, &["--coordinator", &relay.url]);
+    let mut tasks = std::collections::BTreeSet::new();
+    let end = loop {
+        match next_event(&mut events).await {
+            Some(JobEvent::Task { result }) if result.state == ResultState::Verified => {
+                tasks.insert(result.index);
+            }
+            Some(JobEvent::Done { state, counts }) => break (state, counts),
+            Some(_) => {}
+            None => panic!("the stream ended without its done event"),
+        }
+    };
+    assert_eq!(end.0, JobState::Done, "{end:?}");
+    assert_eq!(end.1.verified, 2, "{end:?}");
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    assert!(
+        next_event(&mut events).await.is_none(),
+        "the stream ends after done"
+    );
+}
+
+/// The next event of a stream (`None` once it ended), failing the test after 60 s.
+async fn next_event(events: &mut runegrid_client::EventStream) -> Option<runegrid_proto::JobEvent> {
+    tokio::time::timeout(Duration::from_secs(60), events.next())
+        .await
+        .expect("an event within 60 s")
+        .map(|e| e.unwrap())
+}
