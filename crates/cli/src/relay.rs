@@ -26,7 +26,7 @@ pub struct RelayArgs {
     #[arg(long, default_value = "8G", value_parser = parse_bytes)]
     pub blob_space: u64,
     /// Fault injection for tests: `flip-result` alters every result it forwards, `alter-input`
-    /// every assignment (its seed).
+    /// every assignment (its seed), `forge-failure` replaces every result by an unsigned failure.
     #[arg(long, hide = true)]
     pub misbehave: Option<runegrid_relay::Misbehaviour>,
 }

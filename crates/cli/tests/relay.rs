@@ -285,6 +285,85 @@ async fn a_relay_that_alters_results_is_caught_and_honest_paths_verify() {
     assert!(h.sessions_opened >= 2, "{h:?}");
 }
 
+/// A relay that reports its worker's attempts as failed (its results replaced by unsigned
+/// `failed` messages in the worker's name): the coordinator finds no signature of the worker's
+/// on them, drops the relay and blames the worker for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_forges_failures_is_caught_and_the_worker_not_blamed() {
+    let mut g = Grid::start().await;
+    let operator = g
+        .client()
+        .create_account("forger-operator", false)
+        .await
+        .unwrap();
+    let forger = Relay::start_as(
+        &g,
+        "forger",
+        &operator.token.unwrap(),
+        &["--misbehave", "forge-failure"],
+    )
+    .await;
+    g.worker("victim", 1, &["--coordinator", &forger.url]);
+    let d1 = g.worker("d1", 1, &[]);
+    g.wait_workers(2).await;
+    let job = g.client().submit(&sort_job(&g, 8, 2).await).await.unwrap();
+    wait_until("the forger caught", Duration::from_secs(60), || async {
+        (metric(&g, "runegrid_relays_caught_total").await >= 1.0).then_some(())
+    })
+    .await;
+    let s = wait_until(
+        "the forger refused upstream",
+        Duration::from_secs(30),
+        || async { forger.stats().await.filter(|s| !s.upstream_connected) },
+    )
+    .await;
+    assert!(s.failures_forged >= 1, "{s:?}");
+    assert_eq!(s.upstream_connects, 1, "{s:?}");
+
+    let honest = Relay::start(&g, "honest", &[]).await;
+    g.worker("h1", 1, &["--coordinator", &honest.url]);
+    let r = g.wait(job.job).await;
+    assert_sorted(&r, &g.logs());
+    // The victim's good results never arrived, and what arrived in its name was no failure of
+    // its own: it is not blamed.
+    let ws = g.client().workers().await.unwrap();
+    let victim = ws.iter().find(|w| w.name == "victim").unwrap();
+    assert_eq!(
+        (victim.agreed, victim.disagreed, victim.abandoned),
+        (0, 0, 0),
+        "{victim:?}"
+    );
+    assert_ne!(victim.standing, Standing::Quarantined, "{victim:?}");
+
+    // A worker's own failure (out of wall time: not its fault) passes an honest relay, signed:
+    // the coordinator takes it as the worker's, blames no one and catches no relay.
+    let hostile = g.upload(runegrid_examples::HOSTILE).await;
+    let mut j = common::job(&hostile, vec![args(&["loop"])], 1, 1);
+    j.limits = runegrid_core::Limits {
+        fuel: runegrid_core::Limits::MAX_FUEL,
+        wall_time_ms: 300,
+        ..runegrid_core::Limits::default()
+    };
+    g.kill_worker(d1); // only h1, behind the honest relay, is left to run it
+    let r = g.run(&j).await;
+    assert_eq!(r.tasks[0].state, ResultState::Failed, "{r:?}");
+    assert!(
+        r.tasks[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("attempts were lost")),
+        "{:?}",
+        r.tasks[0]
+    );
+    assert_eq!(metric(&g, "runegrid_relays_caught_total").await, 1.0);
+    let ws = g.client().workers().await.unwrap();
+    let h1 = ws.iter().find(|w| w.name == "h1").unwrap();
+    assert_eq!(h1.abandoned, 0, "{h1:?}");
+    let h = honest.stats().await.unwrap();
+    assert_eq!((h.results_rejected, h.failures_forged), (0, 0), "{h:?}");
+    assert!(h.upstream_connected, "{h:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_dials_again_and_its_workers_come_back_after_a_coordinator_restart() {
     let mut g = Grid::start().await;

@@ -4,9 +4,10 @@
 //!
 //! The relay is trusted with nothing it cannot prove. Each worker authenticates with its own
 //! account's token (passed through to the coordinator, which checks it), answers the
-//! coordinator's own challenge with its own key, and signs its results; the coordinator
-//! registers, schedules, trusts and checks each worker as if it were connected directly. A relay
-//! that alters a result is caught by the signature check and dropped.
+//! coordinator's own challenge with its own key, and signs its results and failures; the
+//! coordinator registers, schedules, trusts and checks each worker as if it were connected
+//! directly. A relay that alters a result or forges a failure is caught by the signature check
+//! and dropped.
 //!
 //! What it saves the coordinator: connections (one instead of one per worker), messages (the
 //! frames of many sessions go in one WebSocket message), and downloads — programs
@@ -66,6 +67,9 @@ pub enum Misbehaviour {
     /// `alter-input`: every assignment's seed changed on the way to the worker (the worker then
     /// signs a result of another task: the digest of the assignment it signs gives it away).
     AlterInput,
+    /// `forge-failure`: every result replaced by an unsigned `failed` message in the worker's
+    /// name (only the missing signature of the worker can tell).
+    ForgeFailure,
 }
 
 impl std::str::FromStr for Misbehaviour {
@@ -74,8 +78,9 @@ impl std::str::FromStr for Misbehaviour {
         match s {
             "flip-result" => Ok(Misbehaviour::FlipResult),
             "alter-input" => Ok(Misbehaviour::AlterInput),
+            "forge-failure" => Ok(Misbehaviour::ForgeFailure),
             _ => Err(format!(
-                "unknown relay misbehaviour {s:?}: expected flip-result or alter-input"
+                "unknown relay misbehaviour {s:?}: expected flip-result, alter-input or forge-failure"
             )),
         }
     }

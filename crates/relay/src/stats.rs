@@ -27,6 +27,7 @@ pub(crate) struct Counters {
     pub results_rejected: AtomicU64,
     pub results_altered: AtomicU64,
     pub inputs_altered: AtomicU64,
+    pub failures_forged: AtomicU64,
 }
 
 /// A relay's figures since it started.
@@ -60,13 +61,17 @@ pub struct RelayStats {
     /// Blob bytes fetched upstream, and served to workers.
     pub blob_bytes_fetched: u64,
     pub blob_bytes_served: u64,
-    /// Results that failed their checks here (the worker's doing: not forwarded).
+    /// Results and failures that failed their checks here (the worker's doing: not
+    /// forwarded).
     pub results_rejected: u64,
     /// Results this relay altered (`--misbehave flip-result`).
     pub results_altered: u64,
     /// Assignments this relay altered (`--misbehave alter-input`).
     #[serde(default)]
     pub inputs_altered: u64,
+    /// Failures this relay forged in its workers' names (`--misbehave forge-failure`).
+    #[serde(default)]
+    pub failures_forged: u64,
 }
 
 pub(crate) async fn serve(State(hub): State<Arc<Hub>>) -> Json<RelayStats> {
@@ -93,5 +98,6 @@ pub(crate) async fn serve(State(hub): State<Arc<Hub>>) -> Json<RelayStats> {
         results_rejected: n(&c.results_rejected),
         results_altered: n(&c.results_altered),
         inputs_altered: n(&c.inputs_altered),
+        failures_forged: n(&c.failures_forged),
     })
 }
