@@ -13,7 +13,9 @@
 //
 // Every `failed` message carries the human `reason` and a `kind` the coordinator decides blame
 // by (crates/core/src/failure.rs): `wall_time`, `cancelled`, `program` (bytes or compilation),
-// `blob` (a mount could not be loaded) or `internal` (the run failed in this engine).
+// `blob` (a mount could not be loaded) or `internal` (the run failed in this engine), and a
+// signature over the attempt, the assignment's digest, the kind and the reason (protocol
+// version 3: a relay cannot fail an attempt in this worker's name).
 //
 // Blobs (read-only files a task mounts under /blobs, e.g. model weights) are kept in IndexedDB
 // (store.js) within the blob space (BLOB_SPACE_BYTES, 1 GiB, unless the page sets blobSpace),
@@ -39,7 +41,7 @@ import { digestHex, fileRecords, toHex } from "./exec.js";
 import { checkInputs, openGpu, runKernel, splitStatus } from "./gpu.js";
 import { BLOB_SPACE_BYTES, deleteBlob, getBlob, getProgram, listBlobs, putBlob, putProgram } from "./store.js";
 
-const PROTOCOL = 2;
+const PROTOCOL = 3;
 const RUNTIME = "browser/0.1.0";
 // Time a run may take past its wall-time limit before its exec worker is terminated.
 const WALL_GRACE_MS = 2000;
@@ -196,7 +198,7 @@ async function loadBlobs(a) {
   if (failure) {
     holdBlobs(a, -1);
     log(failure);
-    send({ type: "failed", attempt: a.attempt, reason: failure, kind: "blob" });
+    sendFailed(a, failure, "blob");
     return;
   }
   recentBlobs = new Map(a.blobs.map((m, i) => [m.sha256, mounts[i].bytes]));
@@ -249,7 +251,7 @@ async function loaded(sha256, bytes, fromCoordinator) {
     log(`program bytes do not match their hash ${sha256}`);
     for (const a of list) {
       release(a);
-      send({ type: "failed", attempt: a.attempt, reason: "program bytes do not match their hash", kind: "program" });
+      sendFailed(a, "program bytes do not match their hash", "program");
     }
     return true;
   }
@@ -258,7 +260,7 @@ async function loaded(sha256, bytes, fromCoordinator) {
   } catch (e) {
     for (const a of list) {
       release(a);
-      send({ type: "failed", attempt: a.attempt, reason: `cannot compile the program: ${e.message}`, kind: "program" });
+      sendFailed(a, `cannot compile the program: ${e.message}`, "program");
     }
     return true;
   }
@@ -374,6 +376,19 @@ async function signResult(a, digest) {
   return sign(`runegrid-result-v2\n${a.attempt}\n${await assignDigest(a)}\n${digest}`);
 }
 
+// The bytes a failure's signature covers (proto::worker::failure_message): attempt, the
+// assignment's digest, the kind and the reason, so that a relay cannot fail an attempt in this
+// worker's name.
+async function signFailure(a, reason, kind) {
+  return sign(`runegrid-failed-v1\n${a.attempt}\n${await assignDigest(a)}\n${kind ?? ""}\n${reason}`);
+}
+
+// Ends attempt `a` without a result: a signed `failed` message; `kind` is the protocol's
+// failure kind.
+async function sendFailed(a, reason, kind) {
+  send({ type: "failed", attempt: a.attempt, reason, kind, signature: await signFailure(a, reason, kind) });
+}
+
 // JSON.parse reviver: an integer past 2^53 (a u64 seed) kept exact as a BigInt, read from its
 // source text where the browser gives it.
 function exactNumbers(key, value, context) {
@@ -476,21 +491,26 @@ async function handle(msg) {
       break;
     case "cancel": {
       const i = queue.findIndex((a) => a.attempt === msg.attempt);
-      if (loadingBlobs.delete(msg.attempt)) {
-        send({ type: "failed", attempt: msg.attempt, reason: "cancelled", kind: "cancelled" });
+      const loading = loadingBlobs.get(msg.attempt);
+      if (loading) {
+        loadingBlobs.delete(msg.attempt);
+        sendFailed(loading, "cancelled", "cancelled");
       } else if (i >= 0) {
-        release(queue.splice(i, 1)[0]);
-        send({ type: "failed", attempt: msg.attempt, reason: "cancelled", kind: "cancelled" });
+        const a = queue.splice(i, 1)[0];
+        release(a);
+        sendFailed(a, "cancelled", "cancelled");
       } else if (current && current.assign.attempt === msg.attempt) {
+        const a = current.assign;
         stopExec();
-        send({ type: "failed", attempt: msg.attempt, reason: "cancelled", kind: "cancelled" });
+        sendFailed(a, "cancelled", "cancelled");
         next();
       } else {
         for (const list of waiting.values()) {
           const j = list.findIndex((a) => a.attempt === msg.attempt);
           if (j >= 0) {
-            release(list.splice(j, 1)[0]);
-            send({ type: "failed", attempt: msg.attempt, reason: "cancelled", kind: "cancelled" });
+            const a = list.splice(j, 1)[0];
+            release(a);
+            sendFailed(a, "cancelled", "cancelled");
           }
         }
       }
@@ -545,9 +565,8 @@ function next() {
   const a = queue.shift();
   current = { assign: a, started: performance.now(), timer: null };
   current.timer = setTimeout(() => {
-    const attempt = a.attempt;
     stopExec();
-    send({ type: "failed", attempt, reason: `wall time limit of ${a.limits.wall_time_ms} ms exceeded`, kind: "wall_time" });
+    sendFailed(a, `wall time limit of ${a.limits.wall_time_ms} ms exceeded`, "wall_time");
     report();
     next();
   }, a.limits.wall_time_ms + WALL_GRACE_MS);
@@ -650,7 +669,7 @@ async function runGpuTask(run, { kernel, work }) {
 function finishFailed(reason, kind) {
   const a = current.assign;
   stopExec();
-  send({ type: "failed", attempt: a.attempt, reason, kind });
+  sendFailed(a, reason, kind);
   report({ state: "connected" });
   next();
 }

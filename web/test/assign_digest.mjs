@@ -1,7 +1,10 @@
 // Computes the browser worker's assignment digest (assignDigest in ../worker.js, which is not a
 // module: its functions are read from its source) for the assignment JSON given on stdin, and
-// prints its hex. Driven by crates/proto/src/worker.rs's test `browser_assign_digest_matches`,
-// which compares it with proto::worker::assign_digest (the shared test vector).
+// prints its hex; then, on a second line, the hex public key of a fresh Ed25519 key and, on a
+// third, the signature signFailure makes with it for that assignment, reason `late` and kind
+// `wall_time`. Driven by crates/proto/src/worker.rs's test `browser_assign_digest_matches`,
+// which compares the digest with proto::worker::assign_digest (the shared test vector) and
+// checks the signature with proto::worker::check_failure.
 //
 // usage: node web/test/assign_digest.mjs < ASSIGN.json
 
@@ -14,6 +17,12 @@ const fn = (name) => {
   if (!m) throw new Error(`no function ${name} in worker.js`);
   return m[0];
 };
-const names = ['b64decode', 'sha256Hex', 'assignDigest', 'exactNumbers'];
-const digestOf = new Function('toHex', `${names.map(fn).join('\n')}\nreturn (text) => assignDigest(JSON.parse(text, exactNumbers));`)(toHex);
-console.log(await digestOf(readFileSync(0, 'utf8')));
+const names = ['b64decode', 'sha256Hex', 'assignDigest', 'exactNumbers', 'sign', 'signFailure'];
+const keys = await crypto.subtle.generateKey('Ed25519', true, ['sign', 'verify']);
+const cfg = { keys };
+const fns = new Function('toHex', 'cfg', `${names.map(fn).join('\n')}\nreturn { assignDigest, signFailure, exactNumbers };`)(toHex, cfg);
+const text = readFileSync(0, 'utf8');
+const assign = JSON.parse(text, fns.exactNumbers);
+console.log(await fns.assignDigest(assign));
+console.log(toHex(new Uint8Array(await crypto.subtle.exportKey('raw', keys.publicKey))));
+console.log(await fns.signFailure(assign, 'late', 'wall_time'));

@@ -11,7 +11,9 @@ pub const URL_FILE: &str = "relay.url";
 
 #[derive(Args)]
 pub struct RelayArgs {
-    /// The coordinator's URL (the relay's one upstream connection goes there).
+    /// The coordinator's URL (the relay's one upstream connection goes there), or several
+    /// separated by commas: coordinators sharing one database, of which the relay follows the
+    /// active one.
     #[arg(long)]
     pub upstream: String,
     /// Address workers connect to (port 0 picks a free port).
@@ -24,7 +26,7 @@ pub struct RelayArgs {
     #[arg(long, default_value = "8G", value_parser = parse_bytes)]
     pub blob_space: u64,
     /// Fault injection for tests: `flip-result` alters every result it forwards, `alter-input`
-    /// every assignment (its seed).
+    /// every assignment (its seed), `forge-failure` replaces every result by an unsigned failure.
     #[arg(long, hide = true)]
     pub misbehave: Option<runegrid_relay::Misbehaviour>,
 }

@@ -369,3 +369,143 @@ async fn killing_the_active_coordinator_again_and_again_loses_nothing() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+/// A relay given both coordinators (the standby's URL first) follows a failover: it finds the
+/// active one, and when that one is killed it dials the standby that took over; its worker
+/// comes back through it and work verifies again. Its HTTP proxy follows too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_follows_a_failover_and_its_workers_come_back() {
+    let Some(db) = testing::database() else {
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("runegrid-relay-failover-")
+        .tempdir()
+        .unwrap();
+    let logs = dir.path();
+    let mut cs: Vec<Coordinator> = ["a", "b"]
+        .iter()
+        .map(|n| Coordinator {
+            url: format!("http://127.0.0.1:{}", free_port()),
+            data: logs.join(n),
+            child: None,
+        })
+        .collect();
+    cs[0].start(logs, &db, "a");
+    assert_eq!(active(&cs).await, 0);
+    cs[1].start(logs, &db, "b");
+    wait_until("the standby's answer", Duration::from_secs(60), || async {
+        let r = reqwest::get(format!("{}/v1/jobs", cs[1].url)).await.ok()?;
+        (r.status() == 503 && r.headers()["x-runegrid-active"] == cs[0].url.as_str()).then_some(())
+    })
+    .await;
+    let token = std::fs::read_to_string(cs[0].data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // The standby first: the relay must follow its hint to the active one.
+    let upstream = format!("{},{}", cs[1].url, cs[0].url);
+    let relay_data = logs.join("relay");
+    let relay = Command::new(BIN)
+        .args(["relay", "--upstream", &upstream, "--listen", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(&relay_data)
+        .env("RUNEGRID_TOKEN", &token)
+        .env("RUNEGRID_LOG", "info,runegrid_relay=debug")
+        .stdin(Stdio::null())
+        .stdout(log(logs, "relay"))
+        .stderr(log(logs, "relay"))
+        .spawn()
+        .unwrap();
+    let mut procs = Workers(vec![relay], logs.to_path_buf());
+    let relay_url = wait_until("the relay url file", Duration::from_secs(30), || async {
+        std::fs::read_to_string(relay_data.join("relay.url")).ok()
+    })
+    .await
+    .trim()
+    .to_string();
+    let stats = || async {
+        reqwest::get(format!("{relay_url}/relay/stats"))
+            .await
+            .ok()?
+            .json::<runegrid_relay::RelayStats>()
+            .await
+            .ok()
+    };
+    let s = wait_until("the relay upstream", Duration::from_secs(60), || async {
+        stats().await.filter(|s| s.upstream_connected)
+    })
+    .await;
+    assert_eq!(s.upstream, cs[0].url, "{s:?}");
+    assert_eq!(s.upstream_connects, 1, "{s:?}");
+
+    procs.0.push(
+        Command::new(BIN)
+            .args(["worker", "--coordinator", &relay_url, "--slots", "2"])
+            .args(["--name", "behind"])
+            .arg("--data")
+            .arg(logs.join("behind"))
+            .env("RUNEGRID_TOKEN", &token)
+            .env("RUNEGRID_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log(logs, "behind"))
+            .stderr(log(logs, "behind"))
+            .spawn()
+            .unwrap(),
+    );
+    let client = Client::new(&format!("{},{}", cs[0].url, cs[1].url), Some(token.clone()));
+    let program = client
+        .upload_program(runegrid_examples::MONTECARLO.to_vec())
+        .await
+        .unwrap()
+        .program;
+    let run = |seed: u64| {
+        let (client, program) = (client.clone(), program.clone());
+        async move {
+            let tasks = (0..2)
+                .map(|t| args(&["300000", &(seed * 10 + t).to_string()]))
+                .collect();
+            let j = client
+                .submit(&job(&program, tasks, 1, 1))
+                .await
+                .unwrap()
+                .job;
+            let r = wait_until(
+                &format!("job {j} to finish"),
+                Duration::from_secs(120),
+                || finished(&client, j),
+            )
+            .await;
+            assert!(
+                r.tasks.iter().all(|t| t.state == ResultState::Verified),
+                "job {j}: {r:?}"
+            );
+        }
+    };
+    run(1).await;
+
+    cs[0].kill();
+    assert_eq!(active(&cs).await, 1);
+    // The relay dials again, finds the standby that took over, and its worker comes back.
+    let s = wait_until(
+        "the relay upstream to the new active coordinator",
+        Duration::from_secs(60),
+        || async {
+            stats()
+                .await
+                .filter(|s| s.upstream_connected && s.upstream == cs[1].url && s.sessions >= 1)
+        },
+    )
+    .await;
+    assert!(s.upstream_connects >= 2, "{s:?}");
+    run(2).await;
+    let s = stats().await.unwrap();
+    assert!(s.sessions_opened >= 2, "{s:?}");
+    // The relay's HTTP proxy goes to the coordinator it is connected to (the old one is dead).
+    let page = reqwest::get(format!("{relay_url}/contribute"))
+        .await
+        .unwrap();
+    assert!(page.status().is_success(), "{}", page.status());
+    drop(procs);
+}

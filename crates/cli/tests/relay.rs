@@ -285,6 +285,85 @@ async fn a_relay_that_alters_results_is_caught_and_honest_paths_verify() {
     assert!(h.sessions_opened >= 2, "{h:?}");
 }
 
+/// A relay that reports its worker's attempts as failed (its results replaced by unsigned
+/// `failed` messages in the worker's name): the coordinator finds no signature of the worker's
+/// on them, drops the relay and blames the worker for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_forges_failures_is_caught_and_the_worker_not_blamed() {
+    let mut g = Grid::start().await;
+    let operator = g
+        .client()
+        .create_account("forger-operator", false)
+        .await
+        .unwrap();
+    let forger = Relay::start_as(
+        &g,
+        "forger",
+        &operator.token.unwrap(),
+        &["--misbehave", "forge-failure"],
+    )
+    .await;
+    g.worker("victim", 1, &["--coordinator", &forger.url]);
+    let d1 = g.worker("d1", 1, &[]);
+    g.wait_workers(2).await;
+    let job = g.client().submit(&sort_job(&g, 8, 2).await).await.unwrap();
+    wait_until("the forger caught", Duration::from_secs(60), || async {
+        (metric(&g, "runegrid_relays_caught_total").await >= 1.0).then_some(())
+    })
+    .await;
+    let s = wait_until(
+        "the forger refused upstream",
+        Duration::from_secs(30),
+        || async { forger.stats().await.filter(|s| !s.upstream_connected) },
+    )
+    .await;
+    assert!(s.failures_forged >= 1, "{s:?}");
+    assert_eq!(s.upstream_connects, 1, "{s:?}");
+
+    let honest = Relay::start(&g, "honest", &[]).await;
+    g.worker("h1", 1, &["--coordinator", &honest.url]);
+    let r = g.wait(job.job).await;
+    assert_sorted(&r, &g.logs());
+    // The victim's good results never arrived, and what arrived in its name was no failure of
+    // its own: it is not blamed.
+    let ws = g.client().workers().await.unwrap();
+    let victim = ws.iter().find(|w| w.name == "victim").unwrap();
+    assert_eq!(
+        (victim.agreed, victim.disagreed, victim.abandoned),
+        (0, 0, 0),
+        "{victim:?}"
+    );
+    assert_ne!(victim.standing, Standing::Quarantined, "{victim:?}");
+
+    // A worker's own failure (out of wall time: not its fault) passes an honest relay, signed:
+    // the coordinator takes it as the worker's, blames no one and catches no relay.
+    let hostile = g.upload(runegrid_examples::HOSTILE).await;
+    let mut j = common::job(&hostile, vec![args(&["loop"])], 1, 1);
+    j.limits = runegrid_core::Limits {
+        fuel: runegrid_core::Limits::MAX_FUEL,
+        wall_time_ms: 300,
+        ..runegrid_core::Limits::default()
+    };
+    g.kill_worker(d1); // only h1, behind the honest relay, is left to run it
+    let r = g.run(&j).await;
+    assert_eq!(r.tasks[0].state, ResultState::Failed, "{r:?}");
+    assert!(
+        r.tasks[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("attempts were lost")),
+        "{:?}",
+        r.tasks[0]
+    );
+    assert_eq!(metric(&g, "runegrid_relays_caught_total").await, 1.0);
+    let ws = g.client().workers().await.unwrap();
+    let h1 = ws.iter().find(|w| w.name == "h1").unwrap();
+    assert_eq!(h1.abandoned, 0, "{h1:?}");
+    let h = honest.stats().await.unwrap();
+    assert_eq!((h.results_rejected, h.failures_forged), (0, 0), "{h:?}");
+    assert!(h.upstream_connected, "{h:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_dials_again_and_its_workers_come_back_after_a_coordinator_restart() {
     let mut g = Grid::start().await;
@@ -383,4 +462,59 @@ async fn a_relay_keeps_its_workers_liveness_and_the_coordinator_keeps_the_relays
     g.wait_workers(4).await;
     let r = g.run(&sort_job(&g, 4, 2).await).await;
     assert_sorted(&r, &g.logs());
+}
+
+/// A job's event stream read through a relay arrives as it happens: the first event while no
+/// worker is there to run the job (a buffering proxy would send nothing until the job ended),
+/// then the tasks' results and the end once a worker runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_event_stream_through_a_relay_arrives_as_it_happens() {
+    use runegrid_core::JobState;
+    use runegrid_proto::JobEvent;
+    let mut g = Grid::start().await;
+    let relay = Relay::start(&g, "relay", &[]).await;
+    let job = g.client().submit(&sort_job(&g, 2, 1).await).await.unwrap();
+    let through = runegrid_client::Client::new(&relay.url, Some(g.token.clone()));
+    // (A proxy that buffers would answer nothing: the stream ends only with the job.)
+    let mut events = tokio::time::timeout(Duration::from_secs(60), through.events(job.job))
+        .await
+        .expect("the stream's answer within 60 s")
+        .unwrap();
+    // No worker anywhere: the job cannot end, yet its first event is here.
+    match next_event(&mut events).await {
+        Some(JobEvent::Progress { counts }) => {
+            assert_eq!((counts.total(), counts.verified), (2, 0), "{counts:?}")
+        }
+        other => panic!("expected the first progress event, got {other:?}"),
+    }
+    let status = g.client().status(job.job).await.unwrap();
+    assert!(!status.state.is_finished(), "{status:?}");
+
+    g.worker("w", 1, &["--coordinator", &relay.url]);
+    let mut tasks = std::collections::BTreeSet::new();
+    let end = loop {
+        match next_event(&mut events).await {
+            Some(JobEvent::Task { result }) if result.state == ResultState::Verified => {
+                tasks.insert(result.index);
+            }
+            Some(JobEvent::Done { state, counts }) => break (state, counts),
+            Some(_) => {}
+            None => panic!("the stream ended without its done event"),
+        }
+    };
+    assert_eq!(end.0, JobState::Done, "{end:?}");
+    assert_eq!(end.1.verified, 2, "{end:?}");
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    assert!(
+        next_event(&mut events).await.is_none(),
+        "the stream ends after done"
+    );
+}
+
+/// The next event of a stream (`None` once it ended), failing the test after 60 s.
+async fn next_event(events: &mut runegrid_client::EventStream) -> Option<runegrid_proto::JobEvent> {
+    tokio::time::timeout(Duration::from_secs(60), events.next())
+        .await
+        .expect("an event within 60 s")
+        .map(|e| e.unwrap())
 }

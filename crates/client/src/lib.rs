@@ -69,7 +69,7 @@ pub struct Client {
 pub const FAILOVER_WAIT: Duration = Duration::from_secs(30);
 
 /// The header in which a standby coordinator names the active one (empty when none is).
-pub const ACTIVE_HEADER: &str = "x-runegrid-active";
+pub const ACTIVE_HEADER: &str = runegrid_proto::failover::ACTIVE_HEADER;
 
 impl Client {
     /// `base` is like `http://127.0.0.1:7070`, or several such URLs separated by commas
@@ -125,12 +125,10 @@ impl Client {
             let again = (self.bases.len() > 1).then(|| req.try_clone()).flatten();
             let from = self.base().to_string();
             let hint = match self.http.execute(req).await {
-                Ok(resp) if again.is_some() && is_standby(&resp) => resp
-                    .headers()
-                    .get(ACTIVE_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| v.trim_end_matches('/').to_string()),
-                Ok(resp) => break resp,
+                Ok(resp) => match standby_hint(&resp).filter(|_| again.is_some()) {
+                    Some(hint) => hint,
+                    None => break resp,
+                },
                 Err(source) if again.is_some() && source.is_connect() => None,
                 Err(source) => return Err(ClientError::Transport { url: from, source }),
             };
@@ -380,9 +378,13 @@ impl Client {
     }
 }
 
-/// A standby's refusal (it names the active coordinator, if any, in [`ACTIVE_HEADER`]).
-fn is_standby(resp: &reqwest::Response) -> bool {
-    resp.status() == StatusCode::SERVICE_UNAVAILABLE && resp.headers().contains_key(ACTIVE_HEADER)
+/// `Some` for a standby's refusal, with the active coordinator it names in [`ACTIVE_HEADER`]
+/// (if any).
+fn standby_hint(resp: &reqwest::Response) -> Option<Option<String>> {
+    runegrid_proto::failover::standby_hint(
+        resp.status().as_u16(),
+        resp.headers().get(ACTIVE_HEADER).map(|v| v.as_bytes()),
+    )
 }
 
 fn status_code(s: StatusCode) -> &'static str {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 pub const EXIT_LEASE_LOST: i32 = 75;
 
 /// Header naming the active coordinator's URL on a standby's answers (empty when none is).
-pub const ACTIVE_HEADER: &str = "x-runegrid-active";
+pub const ACTIVE_HEADER: &str = runegrid_proto::failover::ACTIVE_HEADER;
 
 /// How a coordinator on a shared database takes part in failover.
 #[derive(Debug, Clone)]

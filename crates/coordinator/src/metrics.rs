@@ -233,7 +233,7 @@ impl Metrics {
         let relays_caught = Counter::default();
         registry.register(
             "relays_caught",
-            "Relay connections dropped for forwarding a result that failed its checks (altered on the way)",
+            "Relay connections dropped for forwarding a result or failure that failed its checks (altered or forged on the way)",
             relays_caught.clone(),
         );
         for kind in [Stream::Sse, Stream::WebSocket, Stream::Relay] {

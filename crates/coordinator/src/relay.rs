@@ -79,8 +79,9 @@ pub(crate) struct RelayLink {
 }
 
 impl RelayLink {
-    /// A result on one of this relay's sessions failed its checks: the relay altered it.
-    /// The attempt is lost without blame to the worker, the relay's connection is dropped.
+    /// A result or a failure on one of this relay's sessions failed its checks: the relay
+    /// altered or forged it (an honest relay checks both before forwarding them). The attempt
+    /// is lost without blame to the worker, the relay's connection is dropped.
     pub(crate) fn altered(
         &self,
         app: &App,
@@ -88,10 +89,13 @@ impl RelayLink {
         attempt: AttemptId,
         fault: ResultFault,
     ) -> crate::ws::Flow {
-        tracing::warn!(relay = self.id, operator = %self.operator, worker, attempt, why = %fault, "relay forwarded an altered result: dropping the relay");
+        tracing::warn!(relay = self.id, operator = %self.operator, worker, attempt, why = %fault, "relay forwarded a result or failure its worker did not sign: dropping the relay");
         app.relays.ban(self.operator_id);
         app.config.metrics.relay_caught();
-        let why = format!("relay {} altered a result: {fault}", self.id);
+        let why = format!(
+            "relay {} forwarded what its worker did not sign: {fault}",
+            self.id
+        );
         app.on_failed(worker, attempt, Loss::Relay, &why);
         self.caught.notify_one();
         crate::ws::Flow::End(Loss::Relay, why)

@@ -14,7 +14,8 @@ use futures_util::{Sink, SinkExt, StreamExt};
 use runegrid_core::{AttemptId, Loss, WorkerId};
 use runegrid_proto::PROTOCOL_VERSION;
 use runegrid_proto::worker::{
-    AssignDigest, Capabilities, ToCoordinator, ToWorker, assign_digest, check_result, hello_message,
+    AssignDigest, Capabilities, ToCoordinator, ToWorker, assign_digest, check_failure,
+    check_result, hello_message,
 };
 use runegrid_store::{Account, NewWorker};
 use std::collections::HashMap;
@@ -338,9 +339,28 @@ impl Session {
                 attempt,
                 reason,
                 kind,
+                signature,
             } => {
-                lock(&self.sent).remove(&attempt);
-                app.on_failed(id, attempt, Loss::Failed(kind), &reason);
+                let Some(assign) = lock(&self.sent).remove(&attempt) else {
+                    tracing::debug!(
+                        worker = id,
+                        attempt,
+                        "failure of an attempt not assigned here: ignored"
+                    );
+                    return Flow::Continue;
+                };
+                match check_failure(&self.key, &assign, attempt, &reason, kind, &signature) {
+                    Ok(()) => app.on_failed(id, attempt, Loss::Failed(kind), &reason),
+                    // An honest relay checks every failure before forwarding it: one that
+                    // fails here is the relay's doing (a forgery in the worker's name).
+                    Err(fault) if let Carrier::Relay(link) = &self.carrier => {
+                        return link.altered(app, id, attempt, fault);
+                    }
+                    Err(fault) => {
+                        tracing::warn!(worker = id, attempt, why = %fault, "failure rejected");
+                        app.on_failed(id, attempt, Loss::Failed(None), fault.as_str());
+                    }
+                }
             }
             ToCoordinator::NeedProgram { sha256 } => self.send_program(sha256),
             ToCoordinator::Hello { .. } => {
@@ -452,7 +472,7 @@ fn check_hello(text: &str, nonce: &str) -> Result<(VerifyingKey, String, Capabil
     };
     if protocol != PROTOCOL_VERSION {
         return Err(format!(
-            "unsupported worker protocol {protocol}: this coordinator speaks version {PROTOCOL_VERSION}"
+            "unsupported worker protocol {protocol}: this coordinator speaks version {PROTOCOL_VERSION} (upgrade the worker; a browser reloads the contribute page)"
         ));
     }
     let key_bytes: [u8; 32] = hex::decode(&public_key)
@@ -482,4 +502,44 @@ fn check_hello(text: &str, nonce: &str) -> Result<(VerifyingKey, String, Capabil
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_hello;
+    use ed25519_dalek::Signer as _;
+    use runegrid_proto::worker::{Capabilities, ToCoordinator, hello_message};
+
+    fn hello(protocol: u32) -> String {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+        serde_json::to_string(&ToCoordinator::Hello {
+            protocol,
+            public_key: hex::encode(key.verifying_key().as_bytes()),
+            signature: hex::encode(key.sign(&hello_message("n")).to_bytes()),
+            name: "w".into(),
+            capabilities: Capabilities {
+                cores: 1,
+                memory_bytes: 1 << 30,
+                slots: 1,
+                arch: "x86_64".into(),
+                os: "linux".into(),
+                runtime: "test".into(),
+                blob_space: 0,
+                blobs: vec![],
+                gpu: None,
+            },
+        })
+        .unwrap()
+    }
+
+    /// Workers that sign no failures (protocol 2) are refused at their hello, saying why.
+    #[test]
+    fn an_older_worker_is_refused_at_its_hello() {
+        assert!(check_hello(&hello(runegrid_proto::PROTOCOL_VERSION), "n").is_ok());
+        let why = check_hello(&hello(2), "n").unwrap_err();
+        assert!(
+            why.contains("unsupported worker protocol 2") && why.contains("upgrade the worker"),
+            "{why}"
+        );
+    }
 }

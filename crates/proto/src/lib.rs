@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod chat;
+pub mod failover;
 pub mod relay;
 pub mod worker;
 
@@ -13,8 +14,10 @@ pub use api::*;
 
 /// Version of the worker protocol spoken over the WebSocket. Version 2: a result's signature
 /// covers the digest of the assignment it ran (`worker::assign_digest`), so that a relay cannot
-/// alter a task's inputs unseen; a coordinator rejects a worker speaking version 1 at its hello.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// alter a task's inputs unseen. Version 3: a `failed` message is signed too
+/// (`worker::failure_message`), so that a relay cannot report a worker's attempt as failed in
+/// its name. A coordinator rejects a worker speaking another version at its hello.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Whether `s` names content the way runegrid does (programs, blobs): a SHA-256 as 64
 /// lowercase hex digits.

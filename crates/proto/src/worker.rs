@@ -7,7 +7,7 @@
 //! 3. The coordinator answers [`ToWorker::Welcome`] (or [`ToWorker::Reject`] and closes).
 //! 4. The coordinator pushes [`ToWorker::Assign`] while the worker has free slots; the worker
 //!    streams [`ToCoordinator::Output`] and ends each attempt with a signed
-//!    [`ToCoordinator::Result`] or a [`ToCoordinator::Failed`].
+//!    [`ToCoordinator::Result`] or a signed [`ToCoordinator::Failed`].
 //! 5. The worker sends [`ToCoordinator::Heartbeat`] every `heartbeat_ms`; silence for three
 //!    intervals loses the worker's attempts.
 
@@ -142,6 +142,10 @@ pub enum ToCoordinator {
             deserialize_with = "known_kind"
         )]
         kind: Option<FailureKind>,
+        /// Hex signature of [`failure_message`] (version 3): a relay cannot report a worker's
+        /// attempt as failed in its name. Absent reads as empty, which fails the check.
+        #[serde(default)]
+        signature: String,
     },
     Heartbeat,
     /// The blobs the worker holds now (all of them: sent after it fetched or dropped one).
@@ -290,7 +294,75 @@ pub fn result_message(attempt: AttemptId, assign: &AssignDigest, digest: &Digest
     .into_bytes()
 }
 
-/// Why a result fails [`check_result`].
+/// The bytes a worker signs for a failure: the attempt, the digest of the assignment it was
+/// given ([`assign_digest`]), the failure's kind (its snake_case name, empty when none) and
+/// its reason. A relay that reports a worker's attempt as failed, or changes what a failure
+/// says, thus has no signature the worker's key verifies.
+pub fn failure_message(
+    attempt: AttemptId,
+    assign: &AssignDigest,
+    kind: Option<FailureKind>,
+    reason: &str,
+) -> Vec<u8> {
+    format!(
+        "runegrid-failed-v1\n{attempt}\n{}\n{}\n{reason}",
+        assign.to_hex(),
+        kind.map(kind_name).unwrap_or_default()
+    )
+    .into_bytes()
+}
+
+/// A kind's name on the wire (`wall_time`, ...).
+fn kind_name(kind: FailureKind) -> String {
+    match serde_json::to_value(kind) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => unreachable!("failure kinds serialize as strings"),
+    }
+}
+
+/// A worker's signed `failed` message for an attempt it was given (`assign` the digest of
+/// that assignment).
+pub fn signed_failure(
+    key: &ed25519_dalek::SigningKey,
+    attempt: AttemptId,
+    assign: &AssignDigest,
+    reason: String,
+    kind: Option<FailureKind>,
+) -> ToCoordinator {
+    use ed25519_dalek::Signer as _;
+    let signature = hex::encode(
+        key.sign(&failure_message(attempt, assign, kind, &reason))
+            .to_bytes(),
+    );
+    ToCoordinator::Failed {
+        attempt,
+        reason,
+        kind,
+        signature,
+    }
+}
+
+/// A failure must be signed by the worker's key over [`failure_message`], with `assign` the
+/// digest of the assignment the checker sent. The coordinator checks every failure so; a
+/// relay checks every failure it forwards the same way.
+pub fn check_failure(
+    key: &ed25519_dalek::VerifyingKey,
+    assign: &AssignDigest,
+    attempt: AttemptId,
+    reason: &str,
+    kind: Option<FailureKind>,
+    signature: &str,
+) -> Result<(), ResultFault> {
+    use ed25519_dalek::{Signature, Verifier as _};
+    let sig = hex::decode(signature)
+        .ok()
+        .and_then(|b| Signature::from_slice(&b).ok())
+        .ok_or(ResultFault::MalformedFailureSignature)?;
+    key.verify(&failure_message(attempt, assign, kind, reason), &sig)
+        .map_err(|_| ResultFault::FailureSignature)
+}
+
+/// Why a result fails [`check_result`] (or a failure [`check_failure`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResultFault {
     /// An output file's bytes do not match its record.
@@ -301,6 +373,10 @@ pub enum ResultFault {
     MalformedSignature,
     /// The signature does not verify with the worker's key.
     Signature,
+    /// A failure's signature is missing or not 64 bytes in hex.
+    MalformedFailureSignature,
+    /// A failure's signature does not verify with the worker's key.
+    FailureSignature,
 }
 
 impl ResultFault {
@@ -311,6 +387,10 @@ impl ResultFault {
             ResultFault::MalformedSignature => "result signature is malformed",
             ResultFault::Signature => {
                 "result signature is invalid (or signs another assignment than the one sent)"
+            }
+            ResultFault::MalformedFailureSignature => "failure signature is missing or malformed",
+            ResultFault::FailureSignature => {
+                "failure signature is invalid (or signs another failure or assignment)"
             }
         }
     }
@@ -392,32 +472,87 @@ mod tests {
             attempt: 4,
             reason: "wall time limit of 300 ms exceeded".into(),
             kind: Some(FailureKind::WallTime),
+            signature: "ab".into(),
         };
         let s = serde_json::to_string(&m).unwrap();
         assert_eq!(
             s,
-            r#"{"type":"failed","attempt":4,"reason":"wall time limit of 300 ms exceeded","kind":"wall_time"}"#
+            r#"{"type":"failed","attempt":4,"reason":"wall time limit of 300 ms exceeded","kind":"wall_time","signature":"ab"}"#
         );
         assert_eq!(serde_json::from_str::<ToCoordinator>(&s).unwrap(), m);
-        // A worker from before the field: its message still parses, without a kind.
-        let old = r#"{"type":"failed","attempt":4,"reason":"cancelled"}"#;
+        // Without a kind or a signature (an older worker, a forger): still the message, with
+        // neither (the empty signature then fails its check).
         let unkinded = ToCoordinator::Failed {
             attempt: 4,
             reason: "cancelled".into(),
             kind: None,
+            signature: String::new(),
         };
-        assert_eq!(
-            serde_json::from_str::<ToCoordinator>(old).unwrap(),
-            unkinded
-        );
-        assert_eq!(serde_json::to_string(&unkinded).unwrap(), old);
         // A newer worker's kind, or an explicit null: still the message, without a kind.
         for s in [
+            r#"{"type":"failed","attempt":4,"reason":"cancelled"}"#,
             r#"{"type":"failed","attempt":4,"reason":"cancelled","kind":"solar_flare"}"#,
             r#"{"type":"failed","attempt":4,"reason":"cancelled","kind":null}"#,
         ] {
             assert_eq!(serde_json::from_str::<ToCoordinator>(s).unwrap(), unkinded);
         }
+    }
+
+    #[test]
+    fn a_failure_signs_its_assignment_kind_and_reason() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let a = vector();
+        let sent = assign_digest(&a);
+        // The bytes signed, as the browser worker writes them too.
+        assert_eq!(
+            String::from_utf8(failure_message(
+                7,
+                &sent,
+                Some(FailureKind::WallTime),
+                "late"
+            ))
+            .unwrap(),
+            format!("runegrid-failed-v1\n7\n{VECTOR_HEX}\nwall_time\nlate")
+        );
+        assert!(failure_message(7, &sent, None, "x").ends_with(b"\n\nx"));
+        let m = signed_failure(&key, 7, &sent, "late".into(), Some(FailureKind::WallTime));
+        let ToCoordinator::Failed {
+            attempt,
+            reason,
+            kind,
+            signature,
+        } = m
+        else {
+            panic!("{m:?}")
+        };
+        let pk = key.verifying_key();
+        let check = |attempt, reason: &str, kind, signature: &str, assign: &AssignDigest| {
+            check_failure(&pk, assign, attempt, reason, kind, signature)
+        };
+        assert_eq!(check(attempt, &reason, kind, &signature, &sent), Ok(()));
+        // Another attempt, reason, kind or assignment: not what the worker signed.
+        let bad = Err(ResultFault::FailureSignature);
+        assert_eq!(check(8, &reason, kind, &signature, &sent), bad);
+        assert_eq!(check(attempt, "cancelled", kind, &signature, &sent), bad);
+        assert_eq!(check(attempt, &reason, None, &signature, &sent), bad);
+        let mut altered = a.clone();
+        altered.seed = 0;
+        assert_eq!(
+            check(attempt, &reason, kind, &signature, &assign_digest(&altered)),
+            bad
+        );
+        // Unsigned (a relay's forgery): caught too.
+        assert_eq!(
+            check(attempt, &reason, kind, "", &sent),
+            Err(ResultFault::MalformedFailureSignature)
+        );
+        let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+        let ToCoordinator::Failed { signature, .. } =
+            signed_failure(&other, 7, &sent, "late".into(), kind)
+        else {
+            unreachable!()
+        };
+        assert_eq!(check(attempt, &reason, kind, &signature, &sent), bad);
     }
 
     /// [`assign_digest`] of the shared test vector ([`vector`]).
@@ -483,7 +618,8 @@ mod tests {
     }
 
     /// The browser worker's digest (`web/worker.js`, run by `web/test/assign_digest.mjs`) of
-    /// the vector as the coordinator sends it. Skipped without node on PATH.
+    /// the vector as the coordinator sends it, and its signature of a failure of it. Skipped
+    /// without node on PATH.
     #[test]
     fn browser_assign_digest_matches() {
         use std::io::Write as _;
@@ -510,7 +646,25 @@ mod tests {
             .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{out:?}");
-        assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), VECTOR_HEX);
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let [digest, public_key, signature] = lines[..] else {
+            panic!("expected three lines: {text}")
+        };
+        assert_eq!(digest, VECTOR_HEX);
+        // The browser's signed failure checks out as the coordinator checks it.
+        let key: [u8; 32] = hex::decode(public_key).unwrap().try_into().unwrap();
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&key).unwrap();
+        let sent = assign_digest(&vector());
+        let kind = Some(FailureKind::WallTime);
+        assert_eq!(
+            check_failure(&key, &sent, 7, "late", kind, signature),
+            Ok(())
+        );
+        assert_eq!(
+            check_failure(&key, &sent, 7, "later", kind, signature),
+            Err(ResultFault::FailureSignature)
+        );
     }
 
     #[test]

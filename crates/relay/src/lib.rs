@@ -1,12 +1,13 @@
-//! A relay (`runegrid relay --upstream URL`): terminates many worker connections — native
+//! A relay (`runegrid relay --upstream URL[,URL...]`): terminates many worker connections — native
 //! workers and browsers — and forwards them to the coordinator over one WebSocket
 //! (`GET /v1/relay`, `runegrid_proto::relay`), each worker's connection a session of it.
 //!
 //! The relay is trusted with nothing it cannot prove. Each worker authenticates with its own
 //! account's token (passed through to the coordinator, which checks it), answers the
-//! coordinator's own challenge with its own key, and signs its results; the coordinator
-//! registers, schedules, trusts and checks each worker as if it were connected directly. A relay
-//! that alters a result is caught by the signature check and dropped.
+//! coordinator's own challenge with its own key, and signs its results and failures; the
+//! coordinator registers, schedules, trusts and checks each worker as if it were connected
+//! directly. A relay that alters a result or forges a failure is caught by the signature check
+//! and dropped.
 //!
 //! What it saves the coordinator: connections (one instead of one per worker), messages (the
 //! frames of many sessions go in one WebSocket message), and downloads — programs
@@ -20,7 +21,8 @@
 //! word for all its workers, so idle workers cost it nothing.
 //!
 //! Modules: `upstream` (the connection to the coordinator, dialled again with backoff; while it
-//! is down the relay turns workers away and they dial again), `session` (one worker's
+//! is down the relay turns workers away and they dial again; given several coordinators on one
+//! database, it follows a failover to the active one), `session` (one worker's
 //! WebSocket), `programs`, `blobs`, `proxy` (every other HTTP route, the contribute page
 //! included, forwarded to the coordinator) and `stats` (`GET /relay/stats`).
 
@@ -48,7 +50,8 @@ pub use stats::RelayStats;
 /// How a relay runs.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// The coordinator's base URL, e.g. `http://127.0.0.1:7070`.
+    /// The coordinator's base URL, e.g. `http://127.0.0.1:7070`, or several separated by
+    /// commas (coordinators sharing one database, one active and the others standing by).
     pub upstream: String,
     /// The relay operator's api token (the relay connection, and its blob downloads).
     pub token: String,
@@ -69,6 +72,9 @@ pub enum Misbehaviour {
     /// `alter-input`: every assignment's seed changed on the way to the worker (the worker then
     /// signs a result of another task: the digest of the assignment it signs gives it away).
     AlterInput,
+    /// `forge-failure`: every result replaced by an unsigned `failed` message in the worker's
+    /// name (only the missing signature of the worker can tell).
+    ForgeFailure,
 }
 
 impl std::str::FromStr for Misbehaviour {
@@ -77,8 +83,9 @@ impl std::str::FromStr for Misbehaviour {
         match s {
             "flip-result" => Ok(Misbehaviour::FlipResult),
             "alter-input" => Ok(Misbehaviour::AlterInput),
+            "forge-failure" => Ok(Misbehaviour::ForgeFailure),
             _ => Err(format!(
-                "unknown relay misbehaviour {s:?}: expected flip-result or alter-input"
+                "unknown relay misbehaviour {s:?}: expected flip-result, alter-input or forge-failure"
             )),
         }
     }
@@ -101,8 +108,9 @@ pub enum RelayError {
 /// What the relay's parts share.
 pub(crate) struct Hub {
     pub config: RelayConfig,
-    /// `http://HOST:PORT` of the coordinator, without a trailing slash.
-    pub base: String,
+    /// `http://HOST:PORT` of the coordinator the upstream connection goes (or last went) to,
+    /// without a trailing slash: the relay's HTTP requests go there too.
+    base: Mutex<String>,
     /// Frames for the coordinator, while the upstream connection is up.
     upstream: Mutex<Option<mpsc::UnboundedSender<Frame>>>,
     sessions: Mutex<HashMap<SessionId, Arc<SessionState>>>,
@@ -131,6 +139,17 @@ impl Hub {
         }
     }
 
+    /// The coordinator's base URL (the one the relay is connected to).
+    pub fn base(&self) -> String {
+        lock(&self.base).clone()
+    }
+
+    /// The upstream connection goes to `base` now: so do the relay's HTTP requests.
+    fn set_base(&self, base: &str) {
+        *lock(&self.base) = base.to_string();
+        self.blobs.set_coordinator(base);
+    }
+
     pub fn upstream_up(&self) -> bool {
         lock(&self.upstream).is_some()
     }
@@ -156,7 +175,8 @@ pub struct Running {
 /// Starts a relay listening on `listen`; its upstream connection is dialled (and dialled
 /// again) in the background.
 pub async fn start(config: RelayConfig, listen: SocketAddr) -> Result<Running, RelayError> {
-    let base = upstream::http_base(&config.upstream)?;
+    let coordinators = upstream::coordinators(&config.upstream)?;
+    let base = coordinators.current().to_string();
     let blobs = BlobCache::open(
         config.data_dir.join("blobs"),
         config.blob_space,
@@ -172,7 +192,7 @@ pub async fn start(config: RelayConfig, listen: SocketAddr) -> Result<Running, R
         })?;
     let hub = Arc::new(Hub {
         config,
-        base,
+        base: Mutex::new(base),
         upstream: Mutex::new(None),
         sessions: Mutex::new(HashMap::new()),
         next_session: AtomicU64::new(1),
@@ -183,8 +203,8 @@ pub async fn start(config: RelayConfig, listen: SocketAddr) -> Result<Running, R
         http,
         heartbeat_ms: AtomicU64::new(0),
     });
-    tokio::spawn(upstream::run(hub.clone()));
-    let upstream = hub.base.clone();
+    let upstream = coordinators.urls().join(",");
+    tokio::spawn(upstream::run(hub.clone(), coordinators));
     let app = Router::new()
         .route("/v1/worker", get(session::upgrade))
         .route("/v1/blobs/{sha256}", get(blobs::download))

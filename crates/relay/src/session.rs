@@ -2,10 +2,10 @@
 //! for browsers): a session of the upstream connection. The worker's messages go upstream as
 //! they are, except that heartbeats end here (the relay keeps its workers' liveness: a worker
 //! silent for three heartbeat intervals has its session ended), that `need_program` is
-//! answered from the program cache when it can be, and that every result is checked against
-//! the worker's key first: a result that fails is the worker's doing, and ends its session
-//! here instead of being forwarded (the coordinator holds the relay responsible for every
-//! result it forwards).
+//! answered from the program cache when it can be, and that every result and every failure is
+//! checked against the worker's key first: one that fails is the worker's doing, and ends its
+//! session here instead of being forwarded (the coordinator holds the relay responsible for
+//! every result and failure it forwards).
 
 use crate::{Hub, Misbehaviour, lock};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -17,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use runegrid_core::AttemptId;
 use runegrid_proto::relay::{Frame, SessionId};
 use runegrid_proto::worker::{
-    Assign, AssignDigest, AttemptResult, ToCoordinator, assign_digest, check_result,
+    Assign, AssignDigest, AttemptResult, ToCoordinator, assign_digest, check_failure, check_result,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -188,11 +188,23 @@ async fn serve(hub: Arc<Hub>, token: String, socket: WebSocket) {
             out = rx.recv() => match out {
                 Some(WorkerOut::Text(t)) => {
                     let mut ok = sink.feed(Message::Text(t)).await.is_ok();
-                    while ok && let Ok(WorkerOut::Text(t)) = rx.try_recv() {
-                        ok = sink.feed(Message::Text(t)).await.is_ok();
+                    // What else is queued goes in the same flush; a close queued behind the
+                    // messages ends the session after them (it must not be lost: a session
+                    // the upstream's end did not close would stay open for ever).
+                    let mut closed = None;
+                    while ok && closed.is_none() {
+                        match rx.try_recv() {
+                            Ok(WorkerOut::Text(t)) => ok = sink.feed(Message::Text(t)).await.is_ok(),
+                            Ok(WorkerOut::Close(why)) => closed = Some(why),
+                            Err(_) => break,
+                        }
                     }
                     if !ok || sink.flush().await.is_err() {
                         break End::Here("cannot write to the worker".into());
+                    }
+                    if let Some(why) = closed {
+                        let _ = sink.send(Message::Close(None)).await;
+                        break End::Upstream(why);
                     }
                 }
                 Some(WorkerOut::Close(why)) => {
@@ -249,8 +261,30 @@ fn on_message(
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
                 .and_then(|b| VerifyingKey::from_bytes(&b).ok());
         }
-        ToCoordinator::Failed { attempt, .. } => {
-            lock(&state.assigns).remove(&attempt);
+        ToCoordinator::Failed {
+            attempt,
+            ref reason,
+            kind,
+            ref signature,
+        } => {
+            let Some(k) = key else {
+                return Err("a failure before the hello".into());
+            };
+            let Some(assign) = lock(&state.assigns).remove(&attempt) else {
+                tracing::debug!(
+                    session = state.id,
+                    attempt,
+                    "failure of an attempt not assigned here: dropped"
+                );
+                return Ok(());
+            };
+            if let Err(fault) = check_failure(k, &assign, attempt, reason, kind, signature) {
+                hub.stats.results_rejected.fetch_add(1, Relaxed);
+                tracing::warn!(session = state.id, attempt, why = %fault, "the worker sent a failure that fails its checks: session ended");
+                return Err(format!(
+                    "the worker sent a failure that fails its checks: {fault}"
+                ));
+            }
         }
         ToCoordinator::NeedProgram { ref sha256 } if state.holds(sha256) => {
             match crate::programs::ask(hub, state, sha256) {
@@ -278,6 +312,25 @@ fn on_message(
                 return Err(format!(
                     "the worker sent a result that fails its checks: {fault}"
                 ));
+            }
+            if hub.config.misbehaviour == Some(Misbehaviour::ForgeFailure) {
+                // The worker's good result replaced by a failure in its name, unsigned.
+                hub.stats.failures_forged.fetch_add(1, Relaxed);
+                let message = serde_json::value::to_raw_value(&ToCoordinator::Failed {
+                    attempt: r.attempt,
+                    reason: "forged by the relay".into(),
+                    kind: None,
+                    signature: String::new(),
+                })
+                .expect("messages serialize");
+                return forward(
+                    hub,
+                    state.id,
+                    Frame::Message {
+                        session: state.id,
+                        message,
+                    },
+                );
             }
             if hub.config.misbehaviour == Some(Misbehaviour::FlipResult) {
                 flip(&mut r);

@@ -29,6 +29,7 @@ pub(crate) struct Counters {
     pub inputs_altered: AtomicU64,
     pub heartbeats_kept: AtomicU64,
     pub silent_workers: AtomicU64,
+    pub failures_forged: AtomicU64,
 }
 
 /// A relay's figures since it started.
@@ -36,6 +37,9 @@ pub(crate) struct Counters {
 pub struct RelayStats {
     /// Whether the upstream connection is up now.
     pub upstream_connected: bool,
+    /// The coordinator the upstream connection goes (or last went) to: its base URL.
+    #[serde(default)]
+    pub upstream: String,
     /// Upstream connections made.
     pub upstream_connects: u64,
     /// Worker sessions open now, and opened in all.
@@ -59,7 +63,8 @@ pub struct RelayStats {
     /// Blob bytes fetched upstream, and served to workers.
     pub blob_bytes_fetched: u64,
     pub blob_bytes_served: u64,
-    /// Results that failed their checks here (the worker's doing: not forwarded).
+    /// Results and failures that failed their checks here (the worker's doing: not
+    /// forwarded).
     pub results_rejected: u64,
     /// Results this relay altered (`--misbehave flip-result`).
     pub results_altered: u64,
@@ -72,6 +77,9 @@ pub struct RelayStats {
     /// Sessions ended because their worker went silent.
     #[serde(default)]
     pub silent_workers: u64,
+    /// Failures this relay forged in its workers' names (`--misbehave forge-failure`).
+    #[serde(default)]
+    pub failures_forged: u64,
 }
 
 pub(crate) async fn serve(State(hub): State<Arc<Hub>>) -> Json<RelayStats> {
@@ -79,6 +87,7 @@ pub(crate) async fn serve(State(hub): State<Arc<Hub>>) -> Json<RelayStats> {
     let n = |a: &AtomicU64| a.load(Relaxed);
     Json(RelayStats {
         upstream_connected: hub.upstream_up(),
+        upstream: hub.base(),
         upstream_connects: n(&c.upstream_connects),
         sessions: lock(&hub.sessions).len() as u64,
         sessions_opened: n(&c.sessions_opened),
@@ -99,5 +108,6 @@ pub(crate) async fn serve(State(hub): State<Arc<Hub>>) -> Json<RelayStats> {
         inputs_altered: n(&c.inputs_altered),
         heartbeats_kept: n(&c.heartbeats_kept),
         silent_workers: n(&c.silent_workers),
+        failures_forged: n(&c.failures_forged),
     })
 }

@@ -1,10 +1,17 @@
 //! The relay's one connection to the coordinator: dialled, served, dialled again with the
 //! native worker's backoff. When it drops, every worker session ends (the workers dial the
 //! relay again, and are turned away until the connection is back).
+//!
+//! Given several coordinators (one active, the others standing by on one database), the relay
+//! follows a failover as workers do: a standby refuses the dial naming the active coordinator,
+//! which is dialled next when it is one of the list (else the next one given); a connection
+//! that fails or drops moves on through the list with the backoff. The relay's HTTP requests
+//! (proxy, blobs) go to the coordinator it is connected to.
 
 use crate::session::WorkerOut;
 use crate::{Hub, RelayError, lock};
 use futures_util::{SinkExt, StreamExt};
+use runegrid_proto::failover::{ACTIVE_HEADER, Coordinators, standby_hint};
 use runegrid_proto::relay::{self, Frame, decode, encode};
 use runegrid_proto::worker::ToWorker;
 use runegrid_worker::Backoff;
@@ -37,6 +44,20 @@ pub(crate) fn http_base(url: &str) -> Result<String, RelayError> {
     })
 }
 
+/// The coordinators of an `--upstream` value (`URL1,URL2,...`), as `http(s)://` bases.
+pub(crate) fn coordinators(spec: &str) -> Result<Coordinators, RelayError> {
+    let given = Coordinators::parse(spec).ok_or_else(|| RelayError::Url {
+        url: spec.into(),
+        message: "no coordinator url given".into(),
+    })?;
+    let bases = given
+        .urls()
+        .iter()
+        .map(|u| http_base(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Coordinators::parse(&bases.join(",")).expect("not empty"))
+}
+
 /// The relay WebSocket's URL for the coordinator's `http(s)://` base.
 fn ws_url(base: &str) -> String {
     let rest = base
@@ -48,50 +69,84 @@ fn ws_url(base: &str) -> String {
 }
 
 /// Keeps the upstream connection up for as long as the relay runs.
-pub(crate) async fn run(hub: Arc<Hub>) {
-    let url = ws_url(&hub.base);
+pub(crate) async fn run(hub: Arc<Hub>, mut coordinators: Coordinators) {
     let mut backoff = Backoff::new();
+    // Whether the last dial went straight to the coordinator a standby named: the next one
+    // waits its backoff, so that standbys naming each other (a stale hint) cannot spin.
+    let mut followed = false;
     loop {
+        let base = coordinators.current().to_string();
+        let url = ws_url(&base);
+        let mut named = false;
         match dial(&url, &hub.config.token).await {
             Ok(ws) => {
                 backoff.reset();
+                hub.set_base(&base);
                 hub.stats.upstream_connects.fetch_add(1, Relaxed);
                 tracing::info!(%url, "connected upstream");
                 let why = serve(&hub, ws).await;
                 tracing::warn!(%why, "upstream connection ended; reconnecting");
             }
-            Err(e) => tracing::warn!(%url, error = %e, "cannot reach the coordinator"),
+            Err(Refused::Standby(hint)) => {
+                tracing::warn!(%url, active = hint.as_deref().unwrap_or("none yet"), "the coordinator is standing by");
+                named = coordinators.next(hint.as_deref());
+            }
+            Err(Refused::Other(e)) => {
+                tracing::warn!(%url, error = %e, "cannot reach the coordinator");
+                coordinators.next(None);
+            }
         }
         close_all(&hub, "the relay lost its connection to the coordinator");
+        if named && !followed {
+            // Straight there: the standby said where to go.
+            followed = true;
+            continue;
+        }
+        followed = false;
         tokio::time::sleep(backoff.next_delay()).await;
     }
+}
+
+/// Why a dial failed.
+enum Refused {
+    /// A standby refused it, naming the active coordinator (when one is).
+    Standby(Option<String>),
+    Other(String),
 }
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn dial(url: &str, token: &str) -> Result<Socket, String> {
-    let mut req = url.into_client_request().map_err(|e| e.to_string())?;
+async fn dial(url: &str, token: &str) -> Result<Socket, Refused> {
+    let mut req = url
+        .into_client_request()
+        .map_err(|e| Refused::Other(e.to_string()))?;
     req.headers_mut().insert(
         "authorization",
         format!("Bearer {token}")
             .parse()
-            .map_err(|_| "the api token has invalid characters".to_string())?,
+            .map_err(|_| Refused::Other("the api token has invalid characters".into()))?,
     );
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     match tokio_tungstenite::connect_async_with_config(req, Some(config), true).await {
         Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(resp)) => Err(format!(
-            "{}: {}",
-            resp.status(),
-            resp.body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default()
-        )),
-        Err(e) => Err(e.to_string()),
+        Err(tungstenite::Error::Http(resp)) => {
+            let active = resp.headers().get(ACTIVE_HEADER).map(|v| v.as_bytes());
+            if let Some(hint) = standby_hint(resp.status().as_u16(), active) {
+                return Err(Refused::Standby(hint));
+            }
+            Err(Refused::Other(format!(
+                "{}: {}",
+                resp.status(),
+                resp.body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default()
+            )))
+        }
+        Err(e) => Err(Refused::Other(e.to_string())),
     }
 }
 

@@ -6,6 +6,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use runegrid_proto::PROTOCOL_VERSION;
+use runegrid_proto::failover::{ACTIVE_HEADER, standby_hint};
 use runegrid_proto::worker::{Capabilities, ToCoordinator, ToWorker, hello_message};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -44,9 +45,6 @@ pub(crate) struct Connection {
     /// The blobs the hello said this worker holds.
     pub told: Vec<String>,
 }
-
-/// The header in which a standby coordinator names the active one.
-const STANDBY_HEADER: &str = "x-runegrid-active";
 
 /// The worker WebSocket's URL for a coordinator's base URL (`http://HOST:PORT`).
 pub(crate) fn ws_url(base: &str) -> Result<String, WorkerError> {
@@ -127,16 +125,13 @@ async fn dial(url: &str, token: &str) -> Result<Socket, SessionError> {
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     match tokio_tungstenite::connect_async_with_config(req, Some(ws_config), true).await {
         Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(resp))
-            if resp.status().as_u16() == 503 && resp.headers().contains_key(STANDBY_HEADER) =>
-        {
-            let active = resp.headers()[STANDBY_HEADER].to_str().ok();
-            Err(SessionError::Standby(
-                active.filter(|a| !a.is_empty()).map(str::to_string),
-            ))
-        }
         Err(tungstenite::Error::Http(resp)) if resp.status().as_u16() == 503 => {
-            Err(SessionError::Standby(None))
+            // A standby (naming the active coordinator or not), or a coordinator not ready:
+            // either way, another one of the list.
+            let active = resp.headers().get(ACTIVE_HEADER).map(|v| v.as_bytes());
+            Err(SessionError::Standby(
+                standby_hint(503, active).unwrap_or_default(),
+            ))
         }
         Err(tungstenite::Error::Http(resp)) => {
             let status = resp.status();

@@ -25,6 +25,7 @@ use connection::SessionError;
 use ed25519_dalek::SigningKey;
 use programs::Programs;
 use runegrid_core::AttemptId;
+use runegrid_proto::failover::Coordinators;
 use runegrid_proto::worker::ToCoordinator;
 use runegrid_sandbox::{Blob, Sandbox, SandboxError};
 use std::path::PathBuf;
@@ -121,10 +122,9 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
 /// The worker's runtime: what outlives its connections.
 struct Worker {
     config: WorkerConfig,
-    /// The coordinators' base URLs (`http://HOST:PORT`), in the order given.
-    coordinators: Vec<String>,
-    /// Which of them the worker dials next.
-    at: usize,
+    /// The coordinators' base URLs (`http://HOST:PORT`), in the order given, and the one in
+    /// use.
+    coordinators: Coordinators,
     key: SigningKey,
     sandbox: Arc<Sandbox>,
     blob_cache: Arc<BlobCache>,
@@ -159,7 +159,7 @@ impl Worker {
         let blob_cache = Arc::new(BlobCache::open(
             config.data_dir.join("blobs"),
             config.blob_space,
-            &coordinators[0],
+            coordinators.current(),
             &config.token,
         )?);
         let sandbox = Arc::new(Sandbox::new().map_err(|e| WorkerError::Sandbox(e.to_string()))?);
@@ -177,7 +177,6 @@ impl Worker {
         Ok(Worker {
             config,
             coordinators,
-            at: 0,
             key,
             sandbox,
             blob_cache,
@@ -224,16 +223,12 @@ impl Worker {
                             last,
                         });
                     }
-                    tracing::warn!(coordinator = %self.coordinators[self.at], error = %last, "cannot use the coordinator");
+                    tracing::warn!(coordinator = %self.coordinators.current(), error = %last, "cannot use the coordinator");
                     // The active coordinator a standby named, if it is one of ours; else the
                     // next one given.
-                    let named = hint.and_then(|h| {
-                        let h = h.trim_end_matches('/');
-                        self.coordinators.iter().position(|c| c == h)
-                    });
-                    self.at = named.unwrap_or((self.at + 1) % self.coordinators.len());
-                    self.blob_cache.set_coordinator(&self.coordinators[self.at]);
-                    if named.is_some() {
+                    let named = self.coordinators.next(hint.as_deref());
+                    self.blob_cache.set_coordinator(self.coordinators.current());
+                    if named {
                         // Straight there: the standby said where to go.
                         self.slots.clear();
                         continue;
@@ -249,7 +244,7 @@ impl Worker {
 
     /// One connection, from dialling until it ends.
     async fn session(&mut self, id: u64) -> Result<(), SessionError> {
-        let url = connection::ws_url(&self.coordinators[self.at]).map_err(SessionError::Fatal)?;
+        let url = connection::ws_url(self.coordinators.current()).map_err(SessionError::Fatal)?;
         let conn = connection::connect(
             &self.config,
             &url,
@@ -264,19 +259,12 @@ impl Worker {
 }
 
 /// The coordinators in a `--coordinator` value: one base URL or several separated by commas.
-fn coordinator_list(spec: &str) -> Result<Vec<String>, WorkerError> {
-    let list: Vec<String> = spec
-        .split(',')
-        .map(|u| u.trim().trim_end_matches('/').to_string())
-        .filter(|u| !u.is_empty())
-        .collect();
-    if list.is_empty() {
-        return Err(WorkerError::Url {
-            url: spec.into(),
-            message: "no coordinator url given".into(),
-        });
-    }
-    for u in &list {
+fn coordinator_list(spec: &str) -> Result<Coordinators, WorkerError> {
+    let list = Coordinators::parse(spec).ok_or_else(|| WorkerError::Url {
+        url: spec.into(),
+        message: "no coordinator url given".into(),
+    })?;
+    for u in list.urls() {
         connection::ws_url(u)?;
     }
     Ok(list)

@@ -6,6 +6,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use runegrid_core::{AttemptId, ExecStatus, Execution};
 use runegrid_proto::worker::{
     Assign, AssignDigest, AttemptResult, ResultFile, ToCoordinator, assign_digest, result_message,
+    signed_failure,
 };
 use runegrid_sandbox::{
     Blob, DoneSink, Program, RunOutput, Sandbox, SandboxError, StdoutSink, TaskRun,
@@ -248,7 +249,7 @@ impl Reporter {
             let produced = reporter.produced.fetch_add(1, Ordering::Relaxed);
             let msg = match r {
                 Ok(out) => reporter.result(out, attempt, &assign, forged_prefix, produced, started),
-                Err(e) => failed(attempt, &e),
+                Err(e) => failed(&reporter.key, attempt, &assign, &e),
             };
             reporter.deliver(msg, attempt, session, started);
         })
@@ -343,13 +344,14 @@ impl Reporter {
     }
 }
 
-/// Why a run produced no result, as the protocol says it.
-fn failed(attempt: AttemptId, e: &SandboxError) -> ToCoordinator {
-    ToCoordinator::Failed {
-        attempt,
-        reason: e.to_string(),
-        kind: Some(e.failure_kind()),
-    }
+/// Why a run produced no result, as the protocol says it (signed, over the assignment run).
+fn failed(
+    key: &SigningKey,
+    attempt: AttemptId,
+    assign: &AssignDigest,
+    e: &SandboxError,
+) -> ToCoordinator {
+    signed_failure(key, attempt, assign, e.to_string(), Some(e.failure_kind()))
 }
 
 fn tail(s: &str, max: usize) -> String {
@@ -456,11 +458,22 @@ mod tests {
             (SandboxError::Internal("x".into()), "internal"),
         ];
         for (e, kind) in cases {
-            let v = serde_json::to_value(failed(7, &e)).unwrap();
+            let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+            let assign = runegrid_proto::worker::AssignDigest([5; 32]);
+            let v = serde_json::to_value(failed(&key, 7, &assign, &e)).unwrap();
             assert_eq!(v["type"], "failed");
             assert_eq!(v["attempt"], 7);
             assert_eq!(v["kind"], kind, "{e}");
             assert_eq!(v["reason"], e.to_string());
+            let check = runegrid_proto::worker::check_failure(
+                &key.verifying_key(),
+                &assign,
+                7,
+                &e.to_string(),
+                Some(e.failure_kind()),
+                v["signature"].as_str().unwrap(),
+            );
+            assert_eq!(check, Ok(()), "{e}");
         }
     }
 

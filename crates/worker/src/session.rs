@@ -8,9 +8,12 @@
 
 use crate::connection::{Connection, SessionError, Sink, text};
 use crate::{Event, Worker, WorkerError, runner};
+use ed25519_dalek::SigningKey;
 use futures_util::{SinkExt, StreamExt};
 use runegrid_core::AttemptId;
-use runegrid_proto::worker::{Assign, FailureKind, ToCoordinator, ToWorker};
+use runegrid_proto::worker::{
+    Assign, AssignDigest, FailureKind, ToCoordinator, ToWorker, assign_digest, signed_failure,
+};
 use runegrid_sandbox::{Blob, SandboxError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,6 +33,8 @@ pub(crate) struct Session {
     told: Vec<String>,
     /// Messages for the coordinator, sent at the end of the loop's turn.
     outbox: Vec<ToCoordinator>,
+    /// The digest of each assignment not yet answered: a failure signs it.
+    assigned: HashMap<AttemptId, AssignDigest>,
 }
 
 /// What one turn of the loop got.
@@ -49,6 +54,7 @@ impl Session {
             waiting_blobs: HashMap::new(),
             told,
             outbox: Vec::new(),
+            assigned: HashMap::new(),
         }
     }
 
@@ -71,13 +77,14 @@ impl Session {
         self.outbox.push(msg);
     }
 
-    /// Ends an attempt without a result.
-    fn fail(&mut self, attempt: AttemptId, reason: String, kind: FailureKind) {
-        self.outbox.push(ToCoordinator::Failed {
-            attempt,
-            reason,
-            kind: Some(kind),
-        });
+    /// Ends an attempt without a result (signed with `key`; nothing to say for an attempt not
+    /// assigned on this connection).
+    fn fail(&mut self, key: &SigningKey, attempt: AttemptId, reason: String, kind: FailureKind) {
+        let Some(assign) = self.assigned.remove(&attempt) else {
+            return;
+        };
+        self.outbox
+            .push(signed_failure(key, attempt, &assign, reason, Some(kind)));
     }
 
     /// Forgets an attempt that has not started; whether it was waiting here.
@@ -164,6 +171,7 @@ impl Worker {
     /// A new attempt: it runs at once if it mounts no blobs and its program is compiled;
     /// otherwise its program comes (or compiles) while its blobs load.
     fn on_assign(&mut self, s: &mut Session, a: Assign) {
+        s.assigned.insert(a.attempt, assign_digest(&a));
         if a.blobs.is_empty() {
             self.ready(s, a, Vec::new());
             return;
@@ -191,7 +199,12 @@ impl Worker {
     /// reported cancelled; a running one finishes, and the coordinator ignores its result.
     fn on_cancel(&mut self, s: &mut Session, attempt: AttemptId) {
         if s.forget(attempt) || self.slots.cancel(attempt) {
-            s.fail(attempt, "cancelled".into(), FailureKind::Cancelled);
+            s.fail(
+                &self.key,
+                attempt,
+                "cancelled".into(),
+                FailureKind::Cancelled,
+            );
         }
     }
 
@@ -205,6 +218,11 @@ impl Worker {
             Event::Done { session, msg } => {
                 self.slots.finished();
                 if session == s.id {
+                    if let ToCoordinator::Result(r) = &msg {
+                        s.assigned.remove(&r.attempt);
+                    } else if let ToCoordinator::Failed { attempt, .. } = &msg {
+                        s.assigned.remove(attempt);
+                    }
                     s.outbox.push(msg);
                 }
             }
@@ -236,7 +254,12 @@ impl Worker {
             Err(e) => {
                 tracing::error!(program = %sha256, error = %e, "program does not compile");
                 for (a, _) in waiting {
-                    s.fail(a.attempt, format!("compile error: {e}"), e.failure_kind());
+                    s.fail(
+                        &self.key,
+                        a.attempt,
+                        format!("compile error: {e}"),
+                        e.failure_kind(),
+                    );
                 }
             }
         }
@@ -266,7 +289,7 @@ impl Worker {
         };
         match result {
             Ok(blobs) => self.ready(s, a, blobs),
-            Err(reason) => s.fail(attempt, reason, FailureKind::Blob),
+            Err(reason) => s.fail(&self.key, attempt, reason, FailureKind::Blob),
         }
     }
 
