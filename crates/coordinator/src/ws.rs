@@ -92,6 +92,8 @@ struct Hello {
     key: VerifyingKey,
     name: String,
     caps: Capabilities,
+    /// When the hello came, among all connections' (`grid::hello_order`).
+    order: u64,
 }
 
 /// A registered connection: the worker's id and connection number in the grid.
@@ -203,7 +205,12 @@ where
         return Err("connection closed before hello".into());
     };
     match check_hello(&text, &nonce) {
-        Ok((key, name, caps)) => Ok(Hello { key, name, caps }),
+        Ok((key, name, caps)) => Ok(Hello {
+            key,
+            name,
+            caps,
+            order: crate::grid::hello_order(),
+        }),
         Err(message) => {
             tracing::warn!(%message, account = %account.name, "worker rejected");
             let _ = sink
@@ -247,10 +254,15 @@ async fn register(
     // its relay's (the relay answers its workers' heartbeats and ends the session of a worker
     // that goes silent, so the coordinator hears one relay instead of each of its workers).
     let link = match &carrier {
-        Carrier::Direct => crate::grid::WorkerLink::new(tx),
+        Carrier::Direct => crate::grid::WorkerLink {
+            tx,
+            heard: Arc::new(crate::grid::Heard::now()),
+            hello: hello.order,
+        },
         Carrier::Relay(relay) => crate::grid::WorkerLink {
             tx,
             heard: relay.heard.clone(),
+            hello: hello.order,
         },
     };
     let heard = link.heard.clone();

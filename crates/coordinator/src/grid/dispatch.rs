@@ -8,6 +8,9 @@ use runegrid_core::{Need, Standing, TaskId, WorkerId, WorkerView, plan};
 
 /// How many queued tasks one dispatch pass looks at, at most.
 const SCAN_LIMIT: usize = 8192;
+/// Free slots a sample of the free workers offers the scheduler before it is weighed (see
+/// `views_sampled`).
+const SAMPLE_SLOTS: u32 = 2048;
 
 impl Grid {
     /// Fills free worker capacity from the queue, then gives idle new workers probes.
@@ -47,9 +50,40 @@ impl Grid {
     fn views(&self) -> Vec<WorkerView> {
         self.free
             .iter()
-            .filter_map(|id| Some(self.view(*id, self.workers.get(id)?)))
-            .filter(|v| v.free_slots > 0 && v.standing != Standing::Quarantined)
+            .filter_map(|id| self.free_view(*id))
             .collect()
+    }
+
+    fn free_view(&self, id: WorkerId) -> Option<WorkerView> {
+        Some(self.view(id, self.workers.get(&id)?))
+            .filter(|v| v.free_slots > 0 && v.standing != Standing::Quarantined)
+    }
+
+    /// Some of the workers that can take an attempt now, offering [`SAMPLE_SLOTS`] free slots,
+    /// and whether they are all of them. With 100,000 workers connected, weighing every free
+    /// one for every few tasks held the grid lock for seconds; a sample is enough for tasks any
+    /// worker can run, and a task the sample cannot place is weighed against every free worker
+    /// after it (`dispatch_once`). Samples start where the last one ended, so all free workers
+    /// take their turn.
+    fn views_sampled(&mut self) -> (Vec<WorkerView>, bool) {
+        let mut views = Vec::new();
+        let mut slots = 0u32;
+        let mut last = None;
+        let from = self.free_cursor;
+        let ids = self.free.range(from..).chain(self.free.range(..from));
+        for id in ids {
+            if slots >= SAMPLE_SLOTS {
+                break;
+            }
+            last = Some(*id);
+            if let Some(v) = self.free_view(*id) {
+                slots += v.free_slots;
+                views.push(v);
+            }
+        }
+        let all = slots < SAMPLE_SLOTS;
+        self.free_cursor = last.map_or(0, |id| id + 1);
+        (views, all)
     }
 
     /// What a queued task needs of the scheduler, if it wants attempts now.
@@ -108,7 +142,7 @@ impl Grid {
         let mut i = 0;
         let mut stuck = Vec::new();
         while i < self.queue.len() && i < SCAN_LIMIT {
-            let views = self.views();
+            let (views, all) = self.views_sampled();
             let free: u32 = views.iter().map(|v| v.free_slots).sum();
             if free == 0 {
                 break;
@@ -124,9 +158,18 @@ impl Grid {
                     needs.push(need);
                 }
             }
-            let planned = plan(&needs, &views);
+            let mut planned = plan(&needs, &views);
             for a in &planned {
                 self.start_attempt(a.task, a.worker, fx);
+            }
+            if !all && planned.len() < needs.iter().map(|n| n.count as usize).sum() {
+                // What the sample could not place, weighed against every free worker.
+                let rest: Vec<Need> = needs.iter().filter_map(|n| self.need_of(n.task)).collect();
+                let more = plan(&rest, &self.views());
+                for a in &more {
+                    self.start_attempt(a.task, a.worker, fx);
+                }
+                planned.extend(more);
             }
             stuck.extend(
                 needs

@@ -45,6 +45,15 @@ impl Effects {
         self.events.push((job, e));
     }
 
+    /// Messages on the connection of `tx`, in order (for tests).
+    #[cfg(test)]
+    pub fn on(&self, tx: &mpsc::UnboundedSender<ToWorker>) -> impl Iterator<Item = &ToWorker> {
+        self.messages
+            .iter()
+            .filter(move |m| m.tx.same_channel(tx))
+            .map(|m| &m.msg)
+    }
+
     /// Messages for `worker`, in order (for tests).
     #[cfg(test)]
     pub fn to(&self, worker: WorkerId) -> impl Iterator<Item = &ToWorker> {

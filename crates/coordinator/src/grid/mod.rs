@@ -42,7 +42,7 @@ pub use jobs::Submission;
 pub use ledger::{AccountCredits, CreditTerms, DEFAULT_WELCOME_CREDITS, HoldError, Quote, credits};
 pub use reads::{Live, bump, counts_of, status_of, task_result};
 pub use recover::Recovered;
-pub use workers::{Heard, WorkerLink};
+pub use workers::{Heard, WorkerLink, hello_order};
 
 use crate::metrics::Metrics;
 use crate::programs::ProgramBytes;
@@ -232,6 +232,8 @@ struct WorkerConn {
     /// When it was last heard from: set by its connection's task as each message arrives,
     /// without the grid lock (a heartbeat takes no lock at all).
     heard: Arc<workers::Heard>,
+    /// When its hello came (`workers::hello_order`).
+    hello: u64,
     owner: AccountId,
     memory_bytes: u64,
     /// Disk it keeps blobs in, and the blobs it holds (SHA-256).
@@ -263,6 +265,8 @@ pub struct Grid {
     /// most `schedule::capacity` gives (twice their slots). Dispatch and probes look at these
     /// alone, so a result costs no scan of every connected worker (see `workers::refresh_free`).
     free: BTreeSet<WorkerId>,
+    /// Where the next sample of `free` starts (see `dispatch::views_sampled`).
+    free_cursor: WorkerId,
     next_job: JobId,
     next_task: TaskId,
     next_attempt: AttemptId,
@@ -316,6 +320,7 @@ impl Grid {
             finished: VecDeque::new(),
             workers: BTreeMap::new(),
             free: BTreeSet::new(),
+            free_cursor: 0,
             next_job: next.job,
             next_task: next.task,
             next_attempt: next.attempt,

@@ -246,3 +246,83 @@ fn free_workers_follow_attempts_and_connections() {
     rxs.push(connect(&mut g, 4, 2, &mut fx));
     assert_free_in_step(&g);
 }
+
+#[test]
+fn among_many_free_workers_dispatch_weighs_a_sample_yet_places_what_only_one_can_run() {
+    let mut g = grid(TrustParams::default());
+    let mut fx = Effects::default();
+    // 3,000 workers offering 1 byte of memory (none can run a task), and the last one, which
+    // sets no limit: far more free slots than one sample holds.
+    let mut rxs = Vec::new();
+    for id in 1..=3000 {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut c = caps(1);
+        c.memory_bytes = if id == 3000 { 0 } else { 1 };
+        g.worker_connected(
+            id,
+            id,
+            TrustRecord::default(),
+            &c,
+            WorkerLink::new(tx),
+            &mut fx,
+        );
+        rxs.push(rx);
+    }
+    g.add_job(submission(PolicyKind::None, 1), &mut fx).unwrap();
+    g.dispatch(&mut fx);
+    assert_eq!(assigned(&fx, 3000).len(), 1, "the one able worker runs it");
+    let all = fx
+        .messages
+        .iter()
+        .filter(|m| matches!(m.msg, ToWorker::Assign(_)))
+        .count();
+    assert_eq!(all, 1);
+
+    // More tasks than one sample holds: each dispatch pass takes sample after sample, and
+    // every task is given out, no worker past its capacity (twice its slot).
+    let mut g = grid(TrustParams::default());
+    let mut fx = Effects::default();
+    let _rxs: Vec<_> = (1..=3000)
+        .map(|id| connect(&mut g, id, 1, &mut fx))
+        .collect();
+    g.add_job(submission(PolicyKind::None, 3000), &mut fx)
+        .unwrap();
+    g.dispatch(&mut fx);
+    let per_worker: Vec<usize> = (1..=3000).map(|w| assigned(&fx, w).len()).collect();
+    assert_eq!(per_worker.iter().sum::<usize>(), 3000);
+    assert!(per_worker.iter().all(|n| *n <= 2), "{per_worker:?}");
+}
+
+#[test]
+fn of_two_connections_of_one_worker_the_one_that_said_hello_last_stays() {
+    use super::hello_order;
+    let mut g = grid(TrustParams::default());
+    let link = |tx: &mpsc::UnboundedSender<ToWorker>, hello| WorkerLink {
+        tx: tx.clone(),
+        heard: Arc::new(super::Heard::now()),
+        hello,
+    };
+    let rejected = |fx: &Effects, tx: &mpsc::UnboundedSender<ToWorker>| {
+        fx.on(tx).any(|m| matches!(m, ToWorker::Reject { .. }))
+    };
+    let mut join = |tx: &mpsc::UnboundedSender<ToWorker>, hello, fx: &mut Effects| {
+        g.worker_connected(7, 7, TrustRecord::default(), &caps(1), link(tx, hello), fx);
+    };
+    // A worker gives up on a slow handshake and dials again: the second hello registers first,
+    // the first one's registration finishes after it.
+    let (older, newer) = (hello_order(), hello_order());
+    let (tx_new, _rx_new) = mpsc::unbounded_channel();
+    let (tx_old, _rx_old) = mpsc::unbounded_channel();
+    let mut fx = Effects::default();
+    join(&tx_new, newer, &mut fx);
+    join(&tx_old, older, &mut fx);
+    assert!(rejected(&fx, &tx_old), "the older connection is refused");
+    assert!(!rejected(&fx, &tx_new), "the newer one stays");
+
+    // In order (a reconnect, or a second process with the same key): the newer replaces.
+    let (tx3, _rx3) = mpsc::unbounded_channel();
+    let mut fx = Effects::default();
+    join(&tx3, hello_order(), &mut fx);
+    assert!(rejected(&fx, &tx_new), "the connection it replaced is told");
+    assert!(!rejected(&fx, &tx3));
+}

@@ -24,7 +24,27 @@ impl Grid {
         link: WorkerLink,
         fx: &mut Effects,
     ) -> u64 {
-        let WorkerLink { tx, heard } = link;
+        let WorkerLink { tx, heard, hello } = link;
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        if let Some(old) = self.workers.get(&id).filter(|old| old.hello > hello) {
+            // The worker said hello on the registered connection after this one: this one is
+            // older, its registration only finished later (a worker that gave up on a slow
+            // handshake and dialled again). The newer stays.
+            tracing::info!(
+                worker = id,
+                conn = old.conn,
+                "an older connection of a registered worker finished registering: refused"
+            );
+            fx.send(
+                id,
+                &tx,
+                ToWorker::Reject {
+                    message: "a newer connection with this worker's key is registered".into(),
+                },
+            );
+            return conn;
+        }
         let params = *self.trust.params();
         let record = self.trust.seen(id, owner, stored);
         let standing = record.standing(&params);
@@ -32,8 +52,6 @@ impl Grid {
             let reason = record.quarantine.clone();
             fx.send(id, &tx, ToWorker::Standing { standing, reason });
         }
-        let conn = self.next_conn;
-        self.next_conn += 1;
         if let Some(old) = self.workers.get(&id) {
             tracing::info!(
                 worker = id,
@@ -58,6 +76,7 @@ impl Grid {
                 busy: HashSet::new(),
                 tx,
                 heard,
+                hello,
                 owner,
                 memory_bytes: caps.memory_bytes,
                 blob_space: caps.blob_space,
@@ -164,21 +183,33 @@ impl Grid {
     }
 }
 
-/// How the grid reaches a connected worker, and its connection's record of when it was last
-/// heard from.
+/// How the grid reaches a connected worker, its connection's record of when it was last heard
+/// from, and when (in [`hello_order`]) its hello came.
 pub struct WorkerLink {
     pub tx: mpsc::UnboundedSender<ToWorker>,
     pub heard: Arc<Heard>,
+    pub hello: u64,
 }
 
 impl WorkerLink {
-    /// A link with its own record, heard from now.
+    /// A link with its own record, heard from now, its hello the latest (for tests).
+    #[cfg(test)]
     pub fn new(tx: mpsc::UnboundedSender<ToWorker>) -> WorkerLink {
         WorkerLink {
             tx,
             heard: Arc::new(Heard::now()),
+            hello: hello_order(),
         }
     }
+}
+
+static HELLOS: AtomicU64 = AtomicU64::new(1);
+
+/// The order of a hello among all this process received: a connection's is taken when its
+/// hello is checked, before it registers, so that of two connections of one worker the one
+/// that said hello last is kept, whichever finishes registering last.
+pub fn hello_order() -> u64 {
+    HELLOS.fetch_add(1, Ordering::Relaxed)
 }
 
 /// When a worker was last heard from: milliseconds since the process's first use of it, in an
