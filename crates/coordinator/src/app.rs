@@ -308,8 +308,15 @@ impl App {
 
     /// Periodic duties: silent workers, expired leases, stragglers, trust records to write.
     /// Returns the finished jobs due to leave memory.
+    #[cfg(test)]
     pub fn tick(&self) -> Vec<JobId> {
-        let silent_after = self.config.heartbeat * 3;
+        self.tick_with_grace(Duration::ZERO)
+    }
+
+    /// [`App::tick`], allowing workers `grace` more silence than their heartbeats' (see
+    /// [`ticker`]).
+    pub fn tick_with_grace(&self, grace: Duration) -> Vec<JobId> {
+        let silent_after = self.config.heartbeat * 3 + grace;
         self.with(|g, fx| g.tick(Instant::now(), silent_after, fx))
             .0
     }
@@ -393,23 +400,83 @@ impl App {
     }
 }
 
+/// How late the ticker has run lately. A tick that runs late means the coordinator was starved
+/// (of CPU, or of the grid lock held long), and its connections' tasks, which note when each
+/// worker was heard from, were starved too: a worker must not be judged silent for the
+/// coordinator's own stall. So the lateness of any tick in the last silence window is added to
+/// the silence allowed.
+#[derive(Default)]
+struct Stall {
+    /// The largest lateness seen, and until when it counts.
+    late: Duration,
+    until: Option<Instant>,
+}
+
+impl Stall {
+    /// The grace for a tick due at `due` and running at `now`, silence window `window`.
+    fn grace(&mut self, due: Instant, now: Instant, window: Duration) -> Duration {
+        let late = now.saturating_duration_since(due);
+        if self.until.is_none_or(|u| now > u) {
+            self.late = Duration::ZERO;
+        }
+        if late > Duration::from_millis(100) {
+            if late > self.late {
+                tracing::warn!(
+                    late_ms = late.as_millis() as u64,
+                    "the coordinator's periodic duties ran late: workers are allowed that much more silence"
+                );
+            }
+            self.late = self.late.max(late);
+            self.until = Some(now + window);
+        }
+        self.late
+    }
+}
+
 /// Periodic duties until the process ends.
 pub async fn ticker(app: Arc<App>) {
     let period =
         (app.config.heartbeat / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
     let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sampled = Instant::now();
+    let mut stall = Stall::default();
     app.record_sample();
     loop {
-        interval.tick().await;
+        let due = interval.tick().await.into_std();
         if sampled.elapsed() >= STATS_INTERVAL {
             sampled = Instant::now();
             app.record_sample();
         }
-        let finished = app.tick();
+        let grace = stall.grace(due, Instant::now(), app.config.heartbeat * 3);
+        let finished = app.tick_with_grace(grace);
         if !finished.is_empty() {
             app.writer.flush().await;
             app.evict(&finished);
         }
+    }
+}
+
+#[cfg(test)]
+mod stall_tests {
+    use super::Stall;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_late_tick_gives_workers_its_lateness_for_one_silence_window() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let window = ms(6000);
+        let mut s = Stall::default();
+        // On time (or nearly): no grace.
+        assert_eq!(s.grace(t0, t0 + ms(5), window), ms(0));
+        // Due at 500 ms, run at 2,500: 2 s late, and that much grace...
+        assert_eq!(s.grace(t0 + ms(500), t0 + ms(2500), window), ms(2000));
+        // ...for the ticks after it, on time, within the window...
+        assert_eq!(s.grace(t0 + ms(3000), t0 + ms(3000), window), ms(2000));
+        // ...a smaller lateness does not shrink it...
+        assert_eq!(s.grace(t0 + ms(3500), t0 + ms(4000), window), ms(2000));
+        // ...and it ends a window after the last late tick.
+        assert_eq!(s.grace(t0 + ms(11000), t0 + ms(11000), window), ms(0));
     }
 }
