@@ -160,18 +160,9 @@ async fn serve(hub: Arc<Hub>, token: String, socket: WebSocket) {
     tokio::pin!(silence);
     let end = loop {
         tokio::select! {
-            () = &mut silence => {
-                let limit = silent_after(&state);
-                if heard.elapsed() >= limit {
-                    hub.stats.silent_workers.fetch_add(1, Relaxed);
-                    let _ = sink.send(Message::Close(None)).await;
-                    break End::Here(format!(
-                        "the worker went silent: nothing from it for {} ms",
-                        limit.as_millis()
-                    ));
-                }
-                silence.as_mut().reset(heard + limit);
-            }
+            // The worker's messages first: on a starved relay the silence timer and buffered
+            // heartbeats are ready together, and the heartbeats must win.
+            biased;
             m = stream.next() => match m {
                 Some(Ok(Message::Text(t))) => {
                     heard = Instant::now();
@@ -213,6 +204,18 @@ async fn serve(hub: Arc<Hub>, token: String, socket: WebSocket) {
                 }
                 None => break End::Upstream("the session was dropped".into()),
             },
+            () = &mut silence => {
+                let limit = silent_after(&state);
+                if heard.elapsed() >= limit {
+                    hub.stats.silent_workers.fetch_add(1, Relaxed);
+                    let _ = sink.send(Message::Close(None)).await;
+                    break End::Here(format!(
+                        "the worker went silent: nothing from it for {} ms",
+                        limit.as_millis()
+                    ));
+                }
+                silence.as_mut().reset(heard + limit);
+            }
         }
     };
     lock(&hub.sessions).remove(&id);

@@ -229,7 +229,7 @@ impl Grid {
             return;
         }
         self.show_first_result(a.task, fx);
-        self.check_stragglers(a.job);
+        self.check_stragglers();
     }
 
     /// Takes a finished attempt off its worker; `None` when the grid no longer waits for it

@@ -95,9 +95,11 @@ impl Grid {
             return;
         }
         let params = *self.trust.params();
-        // A worker that wants one holds nothing: it is in `free`.
+        // A worker that wants one holds nothing: it became idle since it was last looked at
+        // (`probe_candidates`). Those that want none now are dropped; those that want one and
+        // get none (every probe ran on them already) stay for the next probe sources.
         let idle: Vec<WorkerId> = self
-            .free
+            .probe_candidates
             .iter()
             .filter_map(|id| Some((id, self.workers.get(id)?)))
             .filter(|(id, w)| {
@@ -112,6 +114,7 @@ impl Grid {
             })
             .map(|(id, _)| *id)
             .collect();
+        self.probe_candidates = idle.iter().copied().collect();
         for wid in idle {
             let Some(src) = self
                 .probes
@@ -141,6 +144,7 @@ impl Grid {
             }));
             self.tasks.insert(id, t);
             if self.start_attempt(id, wid, fx) {
+                self.probe_candidates.remove(&wid);
                 if let Some(w) = self.workers.get_mut(&wid) {
                     w.probing = Some(id);
                     w.probes_given += 1;

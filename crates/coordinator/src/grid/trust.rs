@@ -188,6 +188,8 @@ impl Grid {
         self.trust.seen(id, owner, stored);
         self.update_trust(id, |r, _| r.release(), fx);
         self.flush_trust(fx);
+        // New again: it may want a probe.
+        self.probe_candidates.insert(id);
         self.dispatch(fx);
         self.trust.record(id).cloned().unwrap_or_default()
     }

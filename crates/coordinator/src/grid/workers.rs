@@ -165,7 +165,12 @@ impl Grid {
     pub(super) fn refresh_free(&mut self, id: WorkerId) {
         let most = |w: &WorkerConn| runegrid_core::schedule::capacity(w.slots, 0.0);
         match self.workers.get(&id) {
-            Some(w) if (w.busy.len() as u64) < u64::from(most(w)) => self.free.insert(id),
+            Some(w) if (w.busy.len() as u64) < u64::from(most(w)) => {
+                if w.busy.is_empty() {
+                    self.probe_candidates.insert(id);
+                }
+                self.free.insert(id)
+            }
             _ => self.free.remove(&id),
         };
     }
