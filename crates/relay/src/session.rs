@@ -319,35 +319,21 @@ fn on_message(
             if hub.config.misbehaviour == Some(Misbehaviour::ForgeFailure) {
                 // The worker's good result replaced by a failure in its name, unsigned.
                 hub.stats.failures_forged.fetch_add(1, Relaxed);
-                let message = serde_json::value::to_raw_value(&ToCoordinator::Failed {
-                    attempt: r.attempt,
-                    reason: "forged by the relay".into(),
-                    kind: None,
-                    signature: String::new(),
-                })
-                .expect("messages serialize");
-                return forward(
+                return forward_instead(
                     hub,
-                    state.id,
-                    Frame::Message {
-                        session: state.id,
-                        message,
+                    state,
+                    &ToCoordinator::Failed {
+                        attempt: r.attempt,
+                        reason: "forged by the relay".into(),
+                        kind: None,
+                        signature: String::new(),
                     },
                 );
             }
             if hub.config.misbehaviour == Some(Misbehaviour::FlipResult) {
                 flip(&mut r);
                 hub.stats.results_altered.fetch_add(1, Relaxed);
-                let message = serde_json::value::to_raw_value(&ToCoordinator::Result(r))
-                    .expect("messages serialize");
-                return forward(
-                    hub,
-                    state.id,
-                    Frame::Message {
-                        session: state.id,
-                        message,
-                    },
-                );
+                return forward_instead(hub, state, &ToCoordinator::Result(r));
             }
         }
         _ => {}
@@ -355,6 +341,19 @@ fn on_message(
     let frame = Frame::message(state.id, text.to_string())
         .map_err(|e| format!("malformed message: {e}"))?;
     forward(hub, state.id, frame)
+}
+
+/// A misbehaving relay's message in place of the worker's.
+fn forward_instead(hub: &Hub, state: &SessionState, msg: &ToCoordinator) -> Result<(), String> {
+    let message = serde_json::value::to_raw_value(msg).expect("messages serialize");
+    forward(
+        hub,
+        state.id,
+        Frame::Message {
+            session: state.id,
+            message,
+        },
+    )
 }
 
 fn forward(hub: &Hub, session: SessionId, frame: Frame) -> Result<(), String> {
