@@ -28,11 +28,14 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 /// Handshakes in flight at once (in one process) while the swarm grows.
 pub(super) const RAMP_CONCURRENCY: usize = 256;
-/// Simulated workers dialling from one loopback source address (a source address has about
-/// 28,000 ephemeral ports towards one listening port). The first ones let `connect` pick their
-/// port; the others bind a source address of their own first, and `bind` with port 0 searches
-/// the ports in use in the kernel (at 10,000 sockets it took most of this process's CPU, late
-/// heartbeats included), so it runs off the runtime.
+/// Simulated workers dialling one target from one loopback source address (a source address
+/// has about 28,000 ephemeral ports towards one listening port, and `connect` may use a port
+/// again towards another). The first ones towards each target let `connect` pick their port;
+/// the others bind a source address of their own first, and `bind` with port 0 searches the
+/// ports in use in the kernel (at 10,000 sockets it took most of this process's CPU, late
+/// heartbeats included), so it runs off the runtime. Spread over 10 relays, 100,000 workers
+/// never bind: binding them took most of the machine's CPU while a swarm came back after a
+/// restart.
 const PER_SOURCE_ADDRESS: u32 = 20_000;
 /// How long the coordinator may take to answer a dial and each handshake message.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -153,7 +156,8 @@ async fn agent(sw: Arc<Swarm>, i: u32) {
         127,
         0,
         0,
-        (1 + i / PER_SOURCE_ADDRESS).min(254) as u8,
+        // Worker `i` dials target `i % targets`: it is number `i / targets` of those.
+        (1 + i / sw.targets.len() as u32 / PER_SOURCE_ADDRESS).min(254) as u8,
     ));
     let mut backoff = if sw.jitter {
         Backoff::new()
