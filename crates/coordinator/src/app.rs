@@ -457,6 +457,18 @@ pub async fn ticker(app: Arc<App>) {
     }
 }
 
+/// Looks for stragglers every [`grid::stragglers::CHECK_EVERY`] until the process ends: the
+/// straggler of a job is often its last attempt, and no result comes to prompt a look (the
+/// ticker's period can be half a second, more than many a job's whole run).
+pub async fn straggler_watch(app: Arc<App>) {
+    let mut interval = tokio::time::interval(crate::grid::STRAGGLER_CHECK_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        app.with(|g, fx| g.back_up_stragglers(fx));
+    }
+}
+
 #[cfg(test)]
 mod stall_tests {
     use super::Stall;

@@ -360,6 +360,7 @@ impl Bound {
         }
         let app = Arc::new(app);
         tokio::spawn(app::ticker(app.clone()));
+        tokio::spawn(app::straggler_watch(app.clone()));
         self.switch.set(http::router(app.clone()));
         let addr = self.addr;
         tracing::info!(%addr, data = %config.data_dir.display(), store = %config.store.describe(&config.data_dir), "coordinator listening");

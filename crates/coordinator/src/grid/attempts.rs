@@ -48,6 +48,7 @@ impl Grid {
             return false;
         }
         fx.send(worker, &w.tx, ToWorker::Assign(assign));
+        let waits = w.busy.len() >= w.slots as usize;
         w.busy.insert(id);
         let owner = w.owner;
         let gpu_class = w.gpu.as_ref().map(|g| g.class());
@@ -95,6 +96,7 @@ impl Grid {
                 owner,
                 deadline,
                 started: now,
+                turn: (!waits).then_some(now),
                 backup,
                 streamed: false,
             },
@@ -232,11 +234,28 @@ impl Grid {
         self.check_stragglers();
     }
 
+    /// The oldest attempts `worker` holds, as many as it has slots, have their turn there
+    /// (call when one of its attempts ended).
+    fn give_turns(&mut self, worker: WorkerId) {
+        let Some(w) = self.workers.get(&worker) else {
+            return;
+        };
+        let mut held: Vec<AttemptId> = w.busy.iter().copied().collect();
+        held.sort_unstable();
+        let now = Instant::now();
+        for id in held.into_iter().take(w.slots as usize) {
+            if let Some(a) = self.attempts.get_mut(&id) {
+                a.turn.get_or_insert(now);
+            }
+        }
+    }
+
     /// Takes a finished attempt off its worker; `None` when the grid no longer waits for it
     /// (cancelled or expired meanwhile, or not this worker's).
     fn claim(&mut self, worker: WorkerId, attempt: AttemptId) -> Option<AttemptMem> {
         self.workers.get_mut(&worker)?.busy.remove(&attempt);
         self.refresh_free(worker);
+        self.give_turns(worker);
         if self.attempts.get(&attempt)?.worker != worker {
             return None;
         }
@@ -259,7 +278,7 @@ impl Grid {
         let Some(j) = self.jobs.get_mut(&a.job) else {
             return;
         };
-        let elapsed_ms = a.started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed_ms = a.running_since().elapsed().as_secs_f64() * 1000.0;
         let mean = j.timing.mean_ms().filter(|m| *m > 0.0);
         j.timing.record(elapsed_ms);
         if let Some(mean) = mean {
@@ -301,6 +320,7 @@ impl Grid {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.busy.remove(&attempt);
             self.refresh_free(worker);
+            self.give_turns(worker);
         }
         if self
             .attempts

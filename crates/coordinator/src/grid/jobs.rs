@@ -361,7 +361,7 @@ impl Grid {
                     },
                 );
             }
-            let elapsed = att.started.elapsed().as_secs_f64() * 1000.0;
+            let elapsed = att.running_since().elapsed().as_secs_f64() * 1000.0;
             if let Some((limit, mean)) = threshold
                 && elapsed > limit
             {

@@ -42,6 +42,7 @@ pub use jobs::Submission;
 pub use ledger::{AccountCredits, CreditTerms, DEFAULT_WELCOME_CREDITS, HoldError, Quote, credits};
 pub use reads::{Live, bump, counts_of, status_of, task_result};
 pub use recover::Recovered;
+pub use stragglers::CHECK_EVERY as STRAGGLER_CHECK_EVERY;
 pub use workers::{Heard, WorkerLink, hello_order};
 
 use crate::metrics::Metrics;
@@ -217,10 +218,23 @@ struct AttemptMem {
     owner: AccountId,
     deadline: Instant,
     started: Instant,
+    /// When it got its turn at its worker: at its start, or, given to a worker already holding
+    /// as many attempts as it has slots, when one of those ended (`None` while it waits). A
+    /// worker holds twice its slots so it never idles between short tasks; the second attempt's
+    /// time counts from here, or every one of them would pass for a straggler and make its
+    /// worker look slow.
+    turn: Option<Instant>,
     backup: bool,
     /// Some of its stdout has come in: a follower arriving now would see the rest without the
     /// start, so it gets none of this attempt's chunks.
     streamed: bool,
+}
+
+impl AttemptMem {
+    /// Since when it has been running at its worker, as far as the grid knows.
+    fn running_since(&self) -> Instant {
+        self.turn.unwrap_or(self.started)
+    }
 }
 
 struct WorkerConn {
@@ -369,12 +383,12 @@ impl Grid {
 
 impl Grid {
     /// Periodic duties: workers silent past `silent_after` and attempts past their lease are
-    /// lost, stragglers get backups, free capacity is filled, changed trust records are written.
+    /// lost, free capacity is filled, changed trust records are written (stragglers are looked
+    /// for more often: `back_up_stragglers`).
     /// Returns the finished jobs due to leave memory.
     pub fn tick(&mut self, now: Instant, silent_after: Duration, fx: &mut Effects) -> Vec<JobId> {
         self.drop_silent_workers(now, silent_after, fx);
         self.expire_leases(now, fx);
-        self.check_stragglers();
         self.step_price(now, fx);
         self.dispatch(fx);
         self.flush_trust(fx);

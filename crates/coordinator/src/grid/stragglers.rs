@@ -1,29 +1,39 @@
 //! Stragglers: attempts running past their job's threshold get a backup attempt on another
 //! worker (`core::straggler` decides which); the first valid answer wins.
 
-use super::Grid;
+use super::{Effects, Grid};
 use runegrid_core::JobId;
 use runegrid_core::straggler::{self, MIN_SLACK_MS, Running};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// How often the running attempts are looked at for stragglers, at most. A look walks every
-/// attempt running longer than the lowest threshold there can be; looking after every result
-/// of every job, with 20,000 attempts given out at once to 10,000 workers, was most of a loaded
-/// coordinator's CPU. A threshold is a job's mean plus at least 100 ms, so looking every 100 ms
-/// delays a backup by about as much as the noise the threshold already allows for.
-const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How often the running attempts are looked at for stragglers, at most, and at least while
+/// the coordinator runs (`app::straggler_watch`: a straggler is often the last attempt of its
+/// job, with no result coming to prompt a look). A look walks every attempt running longer
+/// than the lowest threshold there can be; looking after every result of every job, with
+/// 20,000 attempts given out at once to 10,000 workers, was most of a loaded coordinator's CPU.
+/// A threshold is a job's mean plus at least 100 ms, so looking every 100 ms delays a backup by
+/// about as much as the noise the threshold already allows for.
+pub const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 impl Grid {
+    /// Asks for backups of the stragglers and gives them out (see `check_stragglers`).
+    pub fn back_up_stragglers(&mut self, fx: &mut Effects) {
+        if self.check_stragglers() {
+            self.dispatch(fx);
+        }
+    }
+
     /// Asks for backups of the attempts, of every job, that run past their job's straggler
-    /// threshold: one walk of the running attempts, at most every [`CHECK_EVERY`].
-    pub(super) fn check_stragglers(&mut self) {
+    /// threshold: one walk of the running attempts, at most every [`CHECK_EVERY`]. Returns
+    /// whether it asked for any.
+    pub(super) fn check_stragglers(&mut self) -> bool {
         let now = Instant::now();
         if self
             .stragglers_checked
             .is_some_and(|at| now.duration_since(at) < CHECK_EVERY)
         {
-            return;
+            return false;
         }
         self.stragglers_checked = Some(now);
         // Each job's threshold, when it may get backups now: its mean is known and none of its
@@ -32,19 +42,16 @@ impl Grid {
         let mut running: HashMap<JobId, Vec<Running>> = HashMap::new();
         // Attempts come oldest first (ids follow start times), so the walk ends at the first
         // one that has not run longer than any threshold can be.
-        for (id, a) in &self.attempts {
-            let elapsed_ms = now.duration_since(a.started).as_secs_f64() * 1000.0;
-            if elapsed_ms <= MIN_SLACK_MS {
+        for a in self.attempts.values() {
+            if now.duration_since(a.started).as_secs_f64() * 1000.0 <= MIN_SLACK_MS {
                 break;
             }
-            // A worker holds up to twice its slots; an attempt behind as many older ones as it
-            // has slots is waiting its turn there, not running slow.
-            if let Some(w) = self.workers.get(&a.worker) {
-                let ahead = w.busy.iter().filter(|o| *o < id).count();
-                if ahead >= w.slots as usize {
-                    continue;
-                }
-            }
+            // An attempt waiting its turn at its worker is not running slow; one that got its
+            // turn counts from then.
+            let Some(turn) = a.turn else {
+                continue;
+            };
+            let elapsed_ms = now.duration_since(turn).as_secs_f64() * 1000.0;
             let limit = *limits.entry(a.job).or_insert_with(|| {
                 let j = self.jobs.get(&a.job)?;
                 if j.counts.queued > 0 {
@@ -74,11 +81,13 @@ impl Grid {
                 covered,
             });
         }
+        let mut asked = false;
         for (job, running) in running {
             let Some(j) = self.jobs.get(&job) else {
                 continue;
             };
             for task in straggler::backups(&j.timing, &running, j.counts.queued) {
+                asked = true;
                 tracing::debug!(task, job, "straggler: asking for a backup attempt");
                 let Some(t) = self.tasks.get_mut(&task) else {
                     continue;
@@ -91,5 +100,6 @@ impl Grid {
                 }
             }
         }
+        asked
     }
 }

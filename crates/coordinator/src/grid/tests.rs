@@ -205,12 +205,15 @@ proptest! {
     }
 }
 
-/// `free` holds exactly the connected workers holding fewer attempts than twice their slots.
+/// `free` holds exactly the connected workers holding fewer attempts than they may.
 fn assert_free_in_step(g: &Grid) {
     let expect: std::collections::BTreeSet<WorkerId> = g
         .workers
         .iter()
-        .filter(|(_, w)| w.busy.len() < 2 * w.slots as usize)
+        .filter(|(id, w)| {
+            let speed = g.trust.record(**id).map_or(0.0, |r| r.speed);
+            w.busy.len() < runegrid_core::schedule::capacity(w.slots, speed) as usize
+        })
         .map(|(id, _)| *id)
         .collect();
     assert_eq!(g.free, expect);
@@ -325,4 +328,41 @@ fn of_two_connections_of_one_worker_the_one_that_said_hello_last_stays() {
     join(&tx3, hello_order(), &mut fx);
     assert!(rejected(&fx, &tx_new), "the connection it replaced is told");
     assert!(!rejected(&fx, &tx3));
+}
+
+#[test]
+fn an_attempt_waiting_behind_its_workers_slots_gets_its_turn_when_one_ends() {
+    let mut g = grid(TrustParams::default());
+    let mut fx = Effects::default();
+    let _rx = connect(&mut g, 1, 1, &mut fx);
+    g.add_job(submission(PolicyKind::None, 3), &mut fx).unwrap();
+    g.dispatch(&mut fx);
+    // One slot, two attempts held: the second waits its turn at the worker.
+    let held = assigned(&fx, 1);
+    assert_eq!(held.len(), 2);
+    let turn = |g: &Grid, a: i64| g.attempts[&a].turn;
+    assert!(turn(&g, held[0]).is_some());
+    assert!(turn(&g, held[1]).is_none());
+    // The straggler walk passes over it however long it waits.
+    g.check_stragglers();
+    g.on_failed(1, held[0], runegrid_core::Loss::Failed(None), "x", &mut fx);
+    let first_ended = std::time::Instant::now();
+    let got = turn(&g, held[1]).expect("its turn came when the first ended");
+    assert!(got <= first_ended && got >= g.attempts[&held[1]].started);
+    // The attempt given out in the freed place waits behind it.
+    let next = assigned(&fx, 1)[2];
+    assert!(turn(&g, next).is_none());
+}
+
+#[test]
+fn a_worker_that_turns_slow_holds_fewer_attempts() {
+    let mut g = grid(TrustParams::default());
+    let mut fx = Effects::default();
+    let _rx = connect(&mut g, 1, 1, &mut fx);
+    g.add_job(submission(PolicyKind::None, 1), &mut fx).unwrap();
+    g.dispatch(&mut fx);
+    assert!(g.free.contains(&1), "one attempt of two held");
+    g.update_trust(1, |r, _| r.record_speed(10.0), &mut fx);
+    assert!(!g.free.contains(&1), "slow: one attempt per slot");
+    assert_free_in_step(&g);
 }

@@ -111,6 +111,8 @@ impl Grid {
         if let Some(standing) = self.trust.update(w, f) {
             self.standing_changed(w, standing, fx);
         }
+        // Its speed may have changed, and with it how many attempts it may hold.
+        self.refresh_free(w);
     }
 
     /// Tells a worker its new standing; a quarantined worker's attempts are taken back.

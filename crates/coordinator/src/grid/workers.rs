@@ -160,10 +160,12 @@ impl Grid {
         }
     }
 
-    /// Puts a worker in `free` or takes it out, after its attempts or its connection changed:
-    /// it is there while connected and holding fewer attempts than twice its slots.
+    /// Puts a worker in `free` or takes it out, after its attempts, its connection or its speed
+    /// changed: it is there while connected and holding fewer attempts than it may
+    /// (`schedule::capacity`: twice its slots, its slots while it is slow).
     pub(super) fn refresh_free(&mut self, id: WorkerId) {
-        let most = |w: &WorkerConn| runegrid_core::schedule::capacity(w.slots, 0.0);
+        let speed = self.trust.record(id).map_or(0.0, |r| r.speed);
+        let most = |w: &WorkerConn| runegrid_core::schedule::capacity(w.slots, speed);
         match self.workers.get(&id) {
             Some(w) if (w.busy.len() as u64) < u64::from(most(w)) => {
                 if w.busy.is_empty() {
