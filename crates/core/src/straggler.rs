@@ -9,7 +9,13 @@
 //!
 //! Backups are only given at the tail of a job, once none of its tasks is waiting for a first
 //! attempt (MapReduce's rule): before that a backup would take a slot from a task that has not
-//! run at all, and the straggler delays the job no more than any queued task does.
+//! run at all, and the straggler delays the job no more than any queued task does. And only
+//! once its results have stopped coming for [`MIN_SLACK_MS`]: a job of 20,000 tasks given out
+//! at once to 10,000 workers comes back over seconds, as fast as the coordinator takes the
+//! results in, so the last quarter of them ran past 1.5 times the mean of the first while they
+//! waited in the coordinator's own input; a backup for each (half as much work again, on a
+//! coordinator already behind) saves nothing. While results flow, the attempts still out are
+//! likelier on their way than slow; a straggler is what is left when they stop.
 
 use crate::TaskId;
 
@@ -61,10 +67,22 @@ pub struct Running {
     pub covered: bool,
 }
 
+/// Whether a job is at the tail where backups are given: none of its tasks waits for a first
+/// attempt, and its results stopped coming `MIN_SLACK_MS` ago (see [`backups`]).
+pub fn at_tail(waiting: u64, quiet_ms: f64) -> bool {
+    waiting == 0 && quiet_ms >= MIN_SLACK_MS
+}
+
 /// Tasks that should get a backup attempt now, each once. `waiting` is how many of the job's
-/// tasks wait for a first attempt: while any does, nothing gets a backup.
-pub fn backups(timing: &JobTiming, running: &[Running], waiting: u64) -> Vec<TaskId> {
-    if waiting > 0 {
+/// tasks wait for a first attempt, `quiet_ms` how long since its last result came (infinite
+/// before the first): while a task waits, or while results still come, nothing gets a backup.
+pub fn backups(
+    timing: &JobTiming,
+    running: &[Running],
+    waiting: u64,
+    quiet_ms: f64,
+) -> Vec<TaskId> {
+    if !at_tail(waiting, quiet_ms) {
         return Vec::new();
     }
     let Some(limit) = timing.threshold_ms() else {
@@ -87,6 +105,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// No result for long: only the other rules decide.
+    const QUIET: f64 = f64::INFINITY;
+
     fn timing(samples: &[f64]) -> JobTiming {
         let mut t = JobTiming::default();
         for s in samples {
@@ -106,7 +127,7 @@ mod tests {
 
     #[test]
     fn nothing_before_enough_samples() {
-        assert!(backups(&timing(&[10.0, 10.0]), &[run(1, 10_000.0)], 0).is_empty());
+        assert!(backups(&timing(&[10.0, 10.0]), &[run(1, 10_000.0)], 0, QUIET).is_empty());
     }
 
     #[test]
@@ -119,17 +140,29 @@ mod tests {
             run(2, 4000.0),
             run(3, 10_000.0),
         ];
-        assert_eq!(backups(&t, &r, 0), vec![2, 3]);
+        assert_eq!(backups(&t, &r, 0, QUIET), vec![2, 3]);
         let covered = Running {
             covered: true,
             ..run(3, 10_000.0)
         };
-        assert!(backups(&t, &[covered], 0).is_empty());
+        assert!(backups(&t, &[covered], 0, QUIET).is_empty());
         let spent = Running {
             backups: MAX_BACKUPS,
             ..run(3, 10_000.0)
         };
-        assert!(backups(&t, &[spent], 0).is_empty());
+        assert!(backups(&t, &[spent], 0, QUIET).is_empty());
+    }
+
+    #[test]
+    fn nothing_while_results_still_come() {
+        // A burst given out at once comes back over seconds: the first results fix a mean of
+        // 1 s, the last ones are out for 2 s, results arrive every millisecond.
+        let t = timing(&[1000.0; 100]);
+        let out = [run(1, 2000.0), run(2, 2500.0)];
+        assert!(backups(&t, &out, 0, 1.0).is_empty());
+        assert!(backups(&t, &out, 0, MIN_SLACK_MS - 1.0).is_empty());
+        // They stopped coming: what is left is late.
+        assert_eq!(backups(&t, &out, 0, MIN_SLACK_MS), vec![1, 2]);
     }
 
     #[test]
@@ -137,8 +170,11 @@ mod tests {
         let t = timing(&[0.2, 0.2, 0.2]);
         assert!((t.threshold_ms().unwrap() - (0.2 + MIN_SLACK_MS)).abs() < 1e-9);
         // 250 times the mean, but no later than a busy machine can make any process.
-        assert!(backups(&t, &[run(1, 50.0)], 0).is_empty());
-        assert_eq!(backups(&t, &[run(1, MIN_SLACK_MS + 1.0)], 0), vec![1]);
+        assert!(backups(&t, &[run(1, 50.0)], 0, QUIET).is_empty());
+        assert_eq!(
+            backups(&t, &[run(1, MIN_SLACK_MS + 1.0)], 0, QUIET),
+            vec![1]
+        );
         // Tens of milliseconds: the slack decides; seconds: the factor does.
         assert_eq!(timing(&[40.0; 3]).threshold_ms(), Some(140.0));
         assert_eq!(timing(&[400.0; 3]).threshold_ms(), Some(600.0));
@@ -148,9 +184,9 @@ mod tests {
     fn backups_wait_for_the_tail_of_the_job() {
         let t = timing(&[100.0; 5]);
         let late = [run(1, 5000.0)];
-        assert!(backups(&t, &late, 1).is_empty());
-        assert!(backups(&t, &late, 40).is_empty());
-        assert_eq!(backups(&t, &late, 0), vec![1]);
+        assert!(backups(&t, &late, 1, QUIET).is_empty());
+        assert!(backups(&t, &late, 40, QUIET).is_empty());
+        assert_eq!(backups(&t, &late, 0, QUIET), vec![1]);
     }
 
     fn runnings() -> impl Strategy<Value = Vec<Running>> {
@@ -169,18 +205,19 @@ mod tests {
     }
 
     proptest! {
-        /// A backup is only ever asked for at the tail of a job, for an attempt past the
-        /// threshold (at least `FACTOR` times the mean and `MIN_SLACK_MS` over it), at most once
-        /// per task, and never beyond the cap.
+        /// A backup is only ever asked for at the tail of a job once its results stopped
+        /// coming, for an attempt past the threshold (at least `FACTOR` times the mean and
+        /// `MIN_SLACK_MS` over it), at most once per task, and never beyond the cap.
         #[test]
         fn backups_are_justified(
             samples in proptest::collection::vec(0f64..1000.0, 0..10),
             running in runnings(),
             waiting in prop_oneof![Just(0u64), 0u64..1000],
+            quiet_ms in prop_oneof![Just(QUIET), 0f64..1000.0],
         ) {
             let t = timing(&samples);
-            let out = backups(&t, &running, waiting);
-            if waiting > 0 {
+            let out = backups(&t, &running, waiting, quiet_ms);
+            if waiting > 0 || quiet_ms < MIN_SLACK_MS {
                 prop_assert!(out.is_empty());
             }
             let mut seen = std::collections::HashSet::new();
@@ -206,7 +243,7 @@ mod tests {
             let running: Vec<Running> = late.iter().enumerate()
                 .map(|(i, x)| run(i as TaskId, mean + x * MIN_SLACK_MS))
                 .collect();
-            prop_assert!(backups(&t, &running, 0).is_empty());
+            prop_assert!(backups(&t, &running, 0, QUIET).is_empty());
         }
 
         /// A genuinely slow worker is still caught: at the tail of its job, an attempt `F`
@@ -223,8 +260,9 @@ mod tests {
             let elapsed = (mean * factor).max(mean + MIN_SLACK_MS + 1.0);
             let mut running: Vec<Running> = others.into_iter().map(|r| Running { task: r.task + 1, ..r }).collect();
             running.push(run(0, elapsed));
-            prop_assert!(backups(&t, &running, 0).contains(&0));
-            prop_assert!(!backups(&t, &running, 1).contains(&0));
+            prop_assert!(backups(&t, &running, 0, QUIET).contains(&0));
+            prop_assert!(backups(&t, &running, 0, MIN_SLACK_MS).contains(&0));
+            prop_assert!(!backups(&t, &running, 1, QUIET).contains(&0));
         }
     }
 }

@@ -172,6 +172,9 @@ impl Grid {
         let Some(a) = self.claim(worker, res.attempt) else {
             return;
         };
+        if let Some(j) = self.jobs.get_mut(&a.job) {
+            j.last_result = Some(Instant::now());
+        }
         self.update_trust(worker, |r, _| r.record_completed(), fx);
         let Some(special) = self.tasks.get(&a.task).map(|t| t.is_special()) else {
             return;

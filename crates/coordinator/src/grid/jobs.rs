@@ -257,6 +257,7 @@ impl Grid {
                 owner_name,
                 policy,
                 timing: JobTiming::default(),
+                last_result: None,
                 program,
                 tasks: ids.clone(),
                 counts,

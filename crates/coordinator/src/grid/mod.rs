@@ -75,6 +75,8 @@ struct JobMem {
     policy: Policy,
     /// Times of its finished attempts, for the straggler rule.
     timing: JobTiming,
+    /// When its last result came in (the straggler rule waits until they stop coming).
+    last_result: Option<Instant>,
     program: Arc<ProgramBytes>,
     tasks: Vec<TaskId>,
     counts: Counts,

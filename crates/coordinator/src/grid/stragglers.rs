@@ -1,7 +1,7 @@
 //! Stragglers: attempts running past their job's threshold get a backup attempt on another
 //! worker (`core::straggler` decides which); the first valid answer wins.
 
-use super::{Effects, Grid};
+use super::{Effects, Grid, JobMem};
 use runegrid_core::JobId;
 use runegrid_core::straggler::{self, MIN_SLACK_MS, Running};
 use std::collections::HashMap;
@@ -36,8 +36,8 @@ impl Grid {
             return false;
         }
         self.stragglers_checked = Some(now);
-        // Each job's threshold, when it may get backups now: its mean is known and none of its
-        // tasks waits for a first attempt.
+        // Each job's threshold, when it may get backups now: its mean is known, none of its
+        // tasks waits for a first attempt and its results stopped coming.
         let mut limits: HashMap<JobId, Option<f64>> = HashMap::new();
         let mut running: HashMap<JobId, Vec<Running>> = HashMap::new();
         // Attempts come oldest first (ids follow start times), so the walk ends at the first
@@ -54,7 +54,7 @@ impl Grid {
             let elapsed_ms = now.duration_since(turn).as_secs_f64() * 1000.0;
             let limit = *limits.entry(a.job).or_insert_with(|| {
                 let j = self.jobs.get(&a.job)?;
-                if j.counts.queued > 0 {
+                if !straggler::at_tail(j.counts.queued, quiet_ms(j, now)) {
                     return None;
                 }
                 j.timing.threshold_ms()
@@ -86,7 +86,8 @@ impl Grid {
             let Some(j) = self.jobs.get(&job) else {
                 continue;
             };
-            for task in straggler::backups(&j.timing, &running, j.counts.queued) {
+            let quiet = quiet_ms(j, now);
+            for task in straggler::backups(&j.timing, &running, j.counts.queued, quiet) {
                 asked = true;
                 tracing::debug!(task, job, "straggler: asking for a backup attempt");
                 let Some(t) = self.tasks.get_mut(&task) else {
@@ -102,4 +103,11 @@ impl Grid {
         }
         asked
     }
+}
+
+/// Milliseconds since the job's last result came (infinite before the first).
+fn quiet_ms(j: &JobMem, now: Instant) -> f64 {
+    j.last_result.map_or(f64::INFINITY, |at| {
+        now.saturating_duration_since(at).as_secs_f64() * 1000.0
+    })
 }
