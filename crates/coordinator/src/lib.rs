@@ -50,6 +50,7 @@ mod programs;
 #[cfg(test)]
 mod regression_tests;
 mod relay;
+mod signatures;
 mod stats;
 mod submit;
 mod web;

@@ -14,8 +14,8 @@ use futures_util::{Sink, SinkExt, StreamExt};
 use runegrid_core::{AttemptId, Loss, WorkerId};
 use runegrid_proto::PROTOCOL_VERSION;
 use runegrid_proto::worker::{
-    AssignDigest, Capabilities, ToCoordinator, ToWorker, assign_digest, check_failure,
-    check_result, hello_message,
+    AssignDigest, Capabilities, ResultFault, ToCoordinator, ToWorker, assign_digest, check_failure,
+    hello_message, result_claim,
 };
 use runegrid_store::{Account, NewWorker};
 use std::collections::HashMap;
@@ -119,6 +119,16 @@ pub(crate) enum Flow {
     Continue,
     /// The connection ends; how the worker's attempts are lost, and why.
     End(Loss, String),
+    /// A result whose signature is to be checked (in a batch with other connections'), before
+    /// the connection's next message is read.
+    Check(Box<Claim>),
+}
+
+/// A result that passed every check but its signature's.
+pub(crate) struct Claim {
+    result: runegrid_proto::worker::AttemptResult,
+    message: Vec<u8>,
+    signature: ed25519_dalek::Signature,
 }
 
 /// A direct connection: the WebSocket as a sink of messages and a stream of [`Inbound`].
@@ -168,7 +178,26 @@ where
             Some(Err(end)) => break end,
             Some(Ok(t)) => t,
         };
-        if let Flow::End(loss, why) = session.handle(&text) {
+        let mut flow = session.handle(&text);
+        if let Flow::Check(claim) = flow {
+            let Claim {
+                result,
+                message,
+                signature,
+            } = *claim;
+            let valid = session
+                .app
+                .signatures
+                .verify(session.key, message, signature)
+                .await;
+            let checked = if valid {
+                Ok(())
+            } else {
+                Err(ResultFault::Signature)
+            };
+            flow = session.on_checked(result, checked);
+        }
+        if let Flow::End(loss, why) = flow {
             break (loss, why);
         }
     };
@@ -385,10 +414,27 @@ impl Session {
         Flow::Continue
     }
 
-    /// A result, checked against the digest of the assignment this connection sent.
+    /// A result, checked against the digest of the assignment this connection sent: all but
+    /// its signature here, the signature by the batch checker (`Flow::Check`).
     fn on_result(&self, assign: AssignDigest, r: runegrid_proto::worker::AttemptResult) -> Flow {
+        match result_claim(&assign, &r) {
+            Ok((message, signature)) => Flow::Check(Box::new(Claim {
+                result: r,
+                message,
+                signature,
+            })),
+            Err(fault) => self.on_checked(r, Err(fault)),
+        }
+    }
+
+    /// A result once checked.
+    fn on_checked(
+        &self,
+        r: runegrid_proto::worker::AttemptResult,
+        checked: Result<(), ResultFault>,
+    ) -> Flow {
         let (app, id) = (&self.app, self.id);
-        match check_result(&self.key, &assign, &r) {
+        match checked {
             Err(fault) if let Carrier::Relay(link) = &self.carrier => {
                 return link.altered(app, id, r.attempt, fault);
             }

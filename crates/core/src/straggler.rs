@@ -10,7 +10,8 @@
 //! Backups are only given at the tail of a job, once none of its tasks is waiting for a first
 //! attempt (MapReduce's rule): before that a backup would take a slot from a task that has not
 //! run at all, and the straggler delays the job no more than any queued task does. And only
-//! once its results have stopped coming for [`MIN_SLACK_MS`]: a job of 20,000 tasks given out
+//! once its results have stopped coming for half its mean attempt time (at least
+//! [`MIN_SLACK_MS`]): a job of 20,000 tasks given out
 //! at once to 10,000 workers comes back over seconds, as fast as the coordinator takes the
 //! results in, so the last quarter of them ran past 1.5 times the mean of the first while they
 //! waited in the coordinator's own input; a backup for each (half as much work again, on a
@@ -68,9 +69,18 @@ pub struct Running {
 }
 
 /// Whether a job is at the tail where backups are given: none of its tasks waits for a first
-/// attempt, and its results stopped coming `MIN_SLACK_MS` ago (see [`backups`]).
-pub fn at_tail(waiting: u64, quiet_ms: f64) -> bool {
-    waiting == 0 && quiet_ms >= MIN_SLACK_MS
+/// attempt, and its results stopped coming [`quiet_needed_ms`] ago (see [`backups`]).
+pub fn at_tail(timing: &JobTiming, waiting: u64, quiet_ms: f64) -> bool {
+    waiting == 0 && quiet_ms >= quiet_needed_ms(timing)
+}
+
+/// How long a job's results must have stopped coming before its stragglers get backups: half
+/// its mean attempt time, at least [`MIN_SLACK_MS`] (a pause of a busy coordinator's input, a
+/// process descheduled for a moment, is not the end of the results).
+pub fn quiet_needed_ms(timing: &JobTiming) -> f64 {
+    timing
+        .mean_ms()
+        .map_or(MIN_SLACK_MS, |m| (m / 2.0).max(MIN_SLACK_MS))
 }
 
 /// Tasks that should get a backup attempt now, each once. `waiting` is how many of the job's
@@ -82,7 +92,7 @@ pub fn backups(
     waiting: u64,
     quiet_ms: f64,
 ) -> Vec<TaskId> {
-    if !at_tail(waiting, quiet_ms) {
+    if !at_tail(timing, waiting, quiet_ms) {
         return Vec::new();
     }
     let Some(limit) = timing.threshold_ms() else {
@@ -160,9 +170,14 @@ mod tests {
         let t = timing(&[1000.0; 100]);
         let out = [run(1, 2000.0), run(2, 2500.0)];
         assert!(backups(&t, &out, 0, 1.0).is_empty());
-        assert!(backups(&t, &out, 0, MIN_SLACK_MS - 1.0).is_empty());
+        // A pause shorter than half the mean is not the end of them.
+        assert!(backups(&t, &out, 0, 499.0).is_empty());
         // They stopped coming: what is left is late.
-        assert_eq!(backups(&t, &out, 0, MIN_SLACK_MS), vec![1, 2]);
+        assert_eq!(backups(&t, &out, 0, 500.0), vec![1, 2]);
+        // Short tasks: the pause must still be past scheduling noise.
+        let t = timing(&[2.0; 10]);
+        assert!(backups(&t, &[run(1, 500.0)], 0, MIN_SLACK_MS - 1.0).is_empty());
+        assert_eq!(backups(&t, &[run(1, 500.0)], 0, MIN_SLACK_MS), vec![1]);
     }
 
     #[test]
@@ -217,7 +232,7 @@ mod tests {
         ) {
             let t = timing(&samples);
             let out = backups(&t, &running, waiting, quiet_ms);
-            if waiting > 0 || quiet_ms < MIN_SLACK_MS {
+            if waiting > 0 || quiet_ms < MIN_SLACK_MS || quiet_ms < quiet_needed_ms(&t) {
                 prop_assert!(out.is_empty());
             }
             let mut seen = std::collections::HashSet::new();
@@ -261,7 +276,7 @@ mod tests {
             let mut running: Vec<Running> = others.into_iter().map(|r| Running { task: r.task + 1, ..r }).collect();
             running.push(run(0, elapsed));
             prop_assert!(backups(&t, &running, 0, QUIET).contains(&0));
-            prop_assert!(backups(&t, &running, 0, MIN_SLACK_MS).contains(&0));
+            prop_assert!(backups(&t, &running, 0, quiet_needed_ms(&t)).contains(&0));
             prop_assert!(!backups(&t, &running, 1, QUIET).contains(&0));
         }
     }

@@ -411,7 +411,19 @@ pub fn check_result(
     assign: &AssignDigest,
     r: &AttemptResult,
 ) -> Result<(), ResultFault> {
-    use ed25519_dalek::{Signature, Verifier as _};
+    use ed25519_dalek::Verifier as _;
+    let (message, sig) = result_claim(assign, r)?;
+    key.verify(&message, &sig)
+        .map_err(|_| ResultFault::Signature)
+}
+
+/// Everything [`check_result`] checks but the signature itself: the message the worker must
+/// have signed, and the signature it sent, for a checker that verifies many at once.
+pub fn result_claim(
+    assign: &AssignDigest,
+    r: &AttemptResult,
+) -> Result<(Vec<u8>, ed25519_dalek::Signature), ResultFault> {
+    use ed25519_dalek::Signature;
     use sha2::Digest as _;
     for f in &r.files {
         if f.data.len() as u64 != f.file.size
@@ -428,8 +440,7 @@ pub fn check_result(
         .ok()
         .and_then(|b| Signature::from_slice(&b).ok())
         .ok_or(ResultFault::MalformedSignature)?;
-    key.verify(&result_message(r.attempt, assign, &r.digest), &sig)
-        .map_err(|_| ResultFault::Signature)
+    Ok((result_message(r.attempt, assign, &r.digest), sig))
 }
 
 #[cfg(test)]

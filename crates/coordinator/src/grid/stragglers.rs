@@ -54,7 +54,7 @@ impl Grid {
             let elapsed_ms = now.duration_since(turn).as_secs_f64() * 1000.0;
             let limit = *limits.entry(a.job).or_insert_with(|| {
                 let j = self.jobs.get(&a.job)?;
-                if !straggler::at_tail(j.counts.queued, quiet_ms(j, now)) {
+                if !straggler::at_tail(&j.timing, j.counts.queued, quiet_ms(j, now)) {
                     return None;
                 }
                 j.timing.threshold_ms()
