@@ -33,8 +33,8 @@ pub struct App {
     pub blobs: BlobStore,
     /// Relay operators caught altering results (`relay.rs`).
     pub relays: crate::relay::Relays,
-    /// The checker of results' signatures, in batches (`signatures.rs`).
-    pub signatures: crate::signatures::Signatures,
+    /// The checkers of results' signatures, in batches (`proto::signatures`).
+    pub signatures: runegrid_proto::signatures::Signatures,
 }
 
 impl App {
@@ -77,7 +77,7 @@ impl App {
             history: History::default(),
             blobs,
             relays: crate::relay::Relays::default(),
-            signatures: crate::signatures::Signatures::spawn(),
+            signatures: runegrid_proto::signatures::Signatures::spawn(),
         })
     }
 

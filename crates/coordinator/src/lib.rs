@@ -50,7 +50,6 @@ mod programs;
 #[cfg(test)]
 mod regression_tests;
 mod relay;
-mod signatures;
 mod stats;
 mod submit;
 mod web;

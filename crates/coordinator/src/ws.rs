@@ -109,6 +109,8 @@ struct Session {
     /// The digest of every assignment sent on this connection and not yet answered, taken as
     /// it was sent: a result's signature must cover it.
     sent: Sent,
+    /// Where its results' signatures are checked (`proto::signatures`).
+    checker: runegrid_proto::signatures::Checker,
 }
 
 /// Assignment digests by attempt, shared by a connection's outbound task and its session.
@@ -186,8 +188,7 @@ where
                 signature,
             } = *claim;
             let valid = session
-                .app
-                .signatures
+                .checker
                 .verify(session.key, message, signature)
                 .await;
             let checked = if valid {
@@ -303,6 +304,7 @@ async fn register(
         Carrier::Relay(link) => Some(link.id),
     };
     tracing::info!(worker = id, name = %hello.name, slots = hello.caps.slots, account = %account.name, ?relay, "worker connected");
+    let checker = app.signatures.checker();
     let session = Session {
         app,
         id,
@@ -311,6 +313,7 @@ async fn register(
         carrier,
         heard,
         sent: Sent::default(),
+        checker,
     };
     Ok((session, rx))
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod chat;
 pub mod failover;
 pub mod relay;
+pub mod signatures;
 pub mod worker;
 
 pub use api::*;

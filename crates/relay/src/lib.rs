@@ -124,6 +124,8 @@ pub(crate) struct Hub {
     /// The heartbeat interval the coordinator asks of workers, in ms (0 until its welcome
     /// frame told it): how often the relay must say it is alive.
     pub heartbeat_ms: AtomicU64,
+    /// The checkers of results' signatures, in batches.
+    pub signatures: runegrid_proto::signatures::Signatures,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -202,6 +204,7 @@ pub async fn start(config: RelayConfig, listen: SocketAddr) -> Result<Running, R
         stats: stats::Counters::default(),
         http,
         heartbeat_ms: AtomicU64::new(0),
+        signatures: runegrid_proto::signatures::Signatures::spawn(),
     });
     let upstream = coordinators.urls().join(",");
     tokio::spawn(upstream::run(hub.clone(), coordinators));

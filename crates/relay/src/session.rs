@@ -17,7 +17,8 @@ use futures_util::{SinkExt, StreamExt};
 use runegrid_core::AttemptId;
 use runegrid_proto::relay::{Frame, SessionId};
 use runegrid_proto::worker::{
-    Assign, AssignDigest, AttemptResult, ToCoordinator, assign_digest, check_failure, check_result,
+    Assign, AssignDigest, AttemptResult, ResultFault, ToCoordinator, assign_digest, check_failure,
+    result_claim,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -154,6 +155,7 @@ async fn serve(hub: Arc<Hub>, token: String, socket: WebSocket) {
     hub.stats.sessions_opened.fetch_add(1, Relaxed);
     tracing::debug!(session = id, "worker connected");
     let (mut sink, mut stream) = socket.split();
+    let checker = hub.signatures.checker();
     let mut key: Option<VerifyingKey> = None;
     let mut heard = Instant::now();
     let silence = tokio::time::sleep(SILENT_BEFORE_WELCOME);
@@ -167,7 +169,16 @@ async fn serve(hub: Arc<Hub>, token: String, socket: WebSocket) {
                 Some(Ok(Message::Text(t))) => {
                     heard = Instant::now();
                     silence.as_mut().reset(heard + silent_after(&state));
-                    if let Err(why) = on_message(&hub, &state, &mut key, t) {
+                    let mut step = on_message(&hub, &state, &mut key, t);
+                    if let Ok(Step::Check(claim)) = step {
+                        let Claim { result, text, message, signature } = *claim;
+                        let valid = match key {
+                            Some(k) => checker.verify(k, message, signature).await,
+                            None => false,
+                        };
+                        step = checked(&hub, &state, result, text, valid).map(|()| Step::Done);
+                    }
+                    if let Err(why) = step {
                         let _ = sink.send(Message::Close(None)).await;
                         break End::Here(why);
                     }
@@ -242,13 +253,30 @@ fn silent_after(state: &SessionState) -> Duration {
     }
 }
 
-/// One message from the worker: forwarded, answered here, or the end of the session (why).
+/// What is left to do with a worker's message.
+enum Step {
+    Done,
+    /// A result whose signature is to be checked (in a batch with other sessions') before it
+    /// is forwarded and the session's next message read.
+    Check(Box<Claim>),
+}
+
+/// A result that passed every check but its signature's.
+struct Claim {
+    result: AttemptResult,
+    text: Utf8Bytes,
+    message: Vec<u8>,
+    signature: ed25519_dalek::Signature,
+}
+
+/// One message from the worker: forwarded, answered here, a result to check, or the end of the
+/// session (why).
 fn on_message(
     hub: &Hub,
     state: &SessionState,
     key: &mut Option<VerifyingKey>,
     text: Utf8Bytes,
-) -> Result<(), String> {
+) -> Result<Step, String> {
     let msg: ToCoordinator =
         serde_json::from_str(&text).map_err(|e| format!("malformed message: {e}"))?;
     match msg {
@@ -256,7 +284,7 @@ fn on_message(
         // upstream.
         ToCoordinator::Heartbeat => {
             hub.stats.heartbeats_kept.fetch_add(1, Relaxed);
-            return Ok(());
+            return Ok(Step::Done);
         }
         ToCoordinator::Hello { ref public_key, .. } => {
             *key = hex::decode(public_key)
@@ -279,7 +307,7 @@ fn on_message(
                     attempt,
                     "failure of an attempt not assigned here: dropped"
                 );
-                return Ok(());
+                return Ok(Step::Done);
             };
             if let Err(fault) = check_failure(k, &assign, attempt, reason, kind, signature) {
                 hub.stats.results_rejected.fetch_add(1, Relaxed);
@@ -291,14 +319,14 @@ fn on_message(
         }
         ToCoordinator::NeedProgram { ref sha256 } if state.holds(sha256) => {
             match crate::programs::ask(hub, state, sha256) {
-                crate::programs::Ask::Answered => return Ok(()),
+                crate::programs::Ask::Answered => return Ok(Step::Done),
                 crate::programs::Ask::Fetch => {}
             }
         }
-        ToCoordinator::Result(mut r) => {
-            let Some(k) = key else {
+        ToCoordinator::Result(r) => {
+            if key.is_none() {
                 return Err("a result before the hello".into());
-            };
+            }
             let Some(assign) = lock(&state.assigns).remove(&r.attempt) else {
                 // Not assigned through this session (or answered already): the coordinator
                 // would not take it either.
@@ -307,36 +335,62 @@ fn on_message(
                     attempt = r.attempt,
                     "result of an attempt not assigned here: dropped"
                 );
-                return Ok(());
+                return Ok(Step::Done);
             };
-            if let Err(fault) = check_result(k, &assign, &r) {
-                hub.stats.results_rejected.fetch_add(1, Relaxed);
-                tracing::warn!(session = state.id, attempt = r.attempt, why = %fault, "the worker sent a result that fails its checks: session ended");
-                return Err(format!(
-                    "the worker sent a result that fails its checks: {fault}"
-                ));
-            }
-            if hub.config.misbehaviour == Some(Misbehaviour::ForgeFailure) {
-                // The worker's good result replaced by a failure in its name, unsigned.
-                hub.stats.failures_forged.fetch_add(1, Relaxed);
-                return forward_instead(
-                    hub,
-                    state,
-                    &ToCoordinator::Failed {
-                        attempt: r.attempt,
-                        reason: "forged by the relay".into(),
-                        kind: None,
-                        signature: String::new(),
-                    },
-                );
-            }
-            if hub.config.misbehaviour == Some(Misbehaviour::FlipResult) {
-                flip(&mut r);
-                hub.stats.results_altered.fetch_add(1, Relaxed);
-                return forward_instead(hub, state, &ToCoordinator::Result(r));
-            }
+            return match result_claim(&assign, &r) {
+                Ok((message, signature)) => Ok(Step::Check(Box::new(Claim {
+                    result: r,
+                    text,
+                    message,
+                    signature,
+                }))),
+                Err(fault) => Err(rejected(hub, state, r.attempt, fault)),
+            };
         }
         _ => {}
+    }
+    let frame = Frame::message(state.id, text.to_string())
+        .map_err(|e| format!("malformed message: {e}"))?;
+    forward(hub, state.id, frame).map(|()| Step::Done)
+}
+
+/// A result that failed its checks: counted, and why the session ends.
+fn rejected(hub: &Hub, state: &SessionState, attempt: AttemptId, fault: ResultFault) -> String {
+    hub.stats.results_rejected.fetch_add(1, Relaxed);
+    tracing::warn!(session = state.id, attempt, why = %fault, "the worker sent a result that fails its checks: session ended");
+    format!("the worker sent a result that fails its checks: {fault}")
+}
+
+/// A result once its signature was checked: forwarded as the worker sent it (or, by a relay
+/// misbehaving on purpose, something else), or the end of the session (why).
+fn checked(
+    hub: &Hub,
+    state: &SessionState,
+    mut r: AttemptResult,
+    text: Utf8Bytes,
+    valid: bool,
+) -> Result<(), String> {
+    if !valid {
+        return Err(rejected(hub, state, r.attempt, ResultFault::Signature));
+    }
+    if hub.config.misbehaviour == Some(Misbehaviour::ForgeFailure) {
+        // The worker's good result replaced by a failure in its name, unsigned.
+        hub.stats.failures_forged.fetch_add(1, Relaxed);
+        return forward_instead(
+            hub,
+            state,
+            &ToCoordinator::Failed {
+                attempt: r.attempt,
+                reason: "forged by the relay".into(),
+                kind: None,
+                signature: String::new(),
+            },
+        );
+    }
+    if hub.config.misbehaviour == Some(Misbehaviour::FlipResult) {
+        flip(&mut r);
+        hub.stats.results_altered.fetch_add(1, Relaxed);
+        return forward_instead(hub, state, &ToCoordinator::Result(r));
     }
     let frame = Frame::message(state.id, text.to_string())
         .map_err(|e| format!("malformed message: {e}"))?;

@@ -1,8 +1,8 @@
-//! Result signatures, checked in batches. Every result a worker sends is signed with its key,
-//! and checking one signature was a fifth of a loaded coordinator's CPU (10,000 results a
-//! second). Connections hand their results' signatures to one checker thread; it takes every
-//! signature waiting when it wakes and checks them together (`ed25519_dalek::verify_batch`,
-//! about half the work each for large batches). When a batch fails, each of its signatures is
+//! Result signatures, checked in batches, by the coordinator and by relays. Every result a
+//! worker sends is signed with its key, and checking one signature was a fifth of a loaded
+//! coordinator's CPU (10,000 results a second). Connections hand their results' signatures to a checker thread (one per two cores,
+//! each connection to the same one); it takes every signature waiting when it wakes and checks
+//! them together (`ed25519_dalek::verify_batch`, about half the work each for large batches). When a batch fails, each of its signatures is
 //! checked alone, so one bad signature costs only its own connection its result. A lone
 //! signature is checked alone at once: an idle coordinator waits for nothing.
 //!
@@ -12,6 +12,8 @@
 //! a relay included — can pass off a message as the worker's.
 
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -29,34 +31,56 @@ struct Check {
 /// The handle connections check result signatures through.
 #[derive(Clone)]
 pub struct Signatures {
-    tx: mpsc::Sender<Check>,
+    checkers: Arc<[mpsc::Sender<Check>]>,
+    next: Arc<AtomicUsize>,
 }
 
+/// A connection's way to the checker it uses.
+#[derive(Clone)]
+pub struct Checker(mpsc::Sender<Check>);
+
 impl Signatures {
-    /// Starts the checker thread; it ends when the last handle is dropped.
+    /// Starts the checker threads, one per two cores; they end when the last handle is dropped.
     pub fn spawn() -> Signatures {
-        let (tx, rx) = mpsc::channel::<Check>();
-        std::thread::Builder::new()
-            .name("runegrid-signatures".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(c) => batch.push(c),
-                            Err(_) => break,
-                        }
-                    }
-                    let verdicts = verify_all(&batch);
-                    for (c, ok) in batch.into_iter().zip(verdicts) {
-                        let _ = c.verdict.send(ok);
-                    }
-                }
-            })
-            .expect("spawn the signature checker thread");
-        Signatures { tx }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let checkers: Vec<mpsc::Sender<Check>> = (0..(cores / 2).max(1)).map(spawn_one).collect();
+        Signatures {
+            checkers: checkers.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
+    /// The checker a new connection uses, in turns.
+    pub fn checker(&self) -> Checker {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.checkers.len();
+        Checker(self.checkers[i].clone())
+    }
+}
+
+fn spawn_one(n: usize) -> mpsc::Sender<Check> {
+    let (tx, rx) = mpsc::channel::<Check>();
+    std::thread::Builder::new()
+        .name(format!("runegrid-signatures-{n}"))
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(c) => batch.push(c),
+                        Err(_) => break,
+                    }
+                }
+                let verdicts = verify_all(&batch);
+                for (c, ok) in batch.into_iter().zip(verdicts) {
+                    let _ = c.verdict.send(ok);
+                }
+            }
+        })
+        .expect("spawn a signature checker thread");
+    tx
+}
+
+impl Checker {
     /// Whether `signature` is `key`'s over `message`.
     pub async fn verify(&self, key: VerifyingKey, message: Vec<u8>, signature: Signature) -> bool {
         let (verdict, rx) = oneshot::channel();
@@ -66,7 +90,7 @@ impl Signatures {
             signature,
             verdict,
         };
-        if let Err(mpsc::SendError(c)) = self.tx.send(check) {
+        if let Err(mpsc::SendError(c)) = self.0.send(check) {
             // The checker thread is gone (it never ends while a handle lives): check here.
             return c.key.verify(&c.message, &c.signature).is_ok();
         }
@@ -140,7 +164,7 @@ mod tests {
         let s = Signatures::spawn();
         let mut tasks = Vec::new();
         for i in 0..200u8 {
-            let s = s.clone();
+            let s = s.checker();
             let forged = u8::from(i % 7 == 3);
             tasks.push(tokio::spawn(async move {
                 let (c, _) = check(i, forged);
