@@ -48,7 +48,7 @@ impl Grid {
             return false;
         }
         fx.send(worker, &w.tx, ToWorker::Assign(assign));
-        let waits = w.busy.len() >= w.slots as usize;
+        let behind = (w.busy.len() / (w.slots.max(1) as usize)) as u32;
         w.busy.insert(id);
         let owner = w.owner;
         let gpu_class = w.gpu.as_ref().map(|g| g.class());
@@ -96,7 +96,8 @@ impl Grid {
                 owner,
                 deadline,
                 started: now,
-                turn: (!waits).then_some(now),
+                turn: (behind == 0).then_some(now),
+                behind,
                 backup,
                 streamed: false,
             },
@@ -281,8 +282,9 @@ impl Grid {
         let Some(j) = self.jobs.get_mut(&a.job) else {
             return;
         };
-        let elapsed_ms = a.running_since().elapsed().as_secs_f64() * 1000.0;
         let mean = j.timing.mean_ms().filter(|m| *m > 0.0);
+        let since = a.running_since(mean).unwrap_or(a.started);
+        let elapsed_ms = since.elapsed().as_secs_f64() * 1000.0;
         j.timing.record(elapsed_ms);
         if let Some(mean) = mean {
             self.update_trust(a.worker, |r, _| r.record_speed(elapsed_ms / mean), fx);

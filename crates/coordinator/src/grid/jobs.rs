@@ -362,10 +362,11 @@ impl Grid {
                     },
                 );
             }
-            let elapsed = att.running_since().elapsed().as_secs_f64() * 1000.0;
             if let Some((limit, mean)) = threshold
-                && elapsed > limit
+                && let Some(since) = att.running_since(Some(mean))
+                && since.elapsed().as_secs_f64() * 1000.0 > limit
             {
+                let elapsed = since.elapsed().as_secs_f64() * 1000.0;
                 self.update_trust(att.worker, |r, _| r.record_speed(elapsed / mean), fx);
             }
             fx.change(Change::CancelAttempt { id: a, at });

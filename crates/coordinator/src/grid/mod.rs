@@ -223,9 +223,11 @@ struct AttemptMem {
     /// When it got its turn at its worker: at its start, or, given to a worker already holding
     /// as many attempts as it has slots, when one of those ended (`None` while it waits). A
     /// worker holds twice its slots so it never idles between short tasks; the second attempt's
-    /// time counts from here, or every one of them would pass for a straggler and make its
-    /// worker look slow.
+    /// time counts from about here (`running_since`), or every one of them would pass for a
+    /// straggler and make its worker look slow.
     turn: Option<Instant>,
+    /// Rounds of its worker's slots held before it when it was given out (0: it ran at once).
+    behind: u32,
     backup: bool,
     /// Some of its stdout has come in: a follower arriving now would see the rest without the
     /// start, so it gets none of this attempt's chunks.
@@ -233,9 +235,17 @@ struct AttemptMem {
 }
 
 impl AttemptMem {
-    /// Since when it has been running at its worker, as far as the grid knows.
-    fn running_since(&self) -> Instant {
-        self.turn.unwrap_or(self.started)
+    /// Since when it has been running at its worker, as far as the grid can tell (`None` while
+    /// it waits its turn): from its turn, or, if earlier, from when the attempts before it
+    /// would have ended taking its job's mean time each. A worker that delivers late but runs
+    /// at speed (a slow link: each result far behind, one every mean time) ends its attempts
+    /// one mean apart, so turns alone would make each look quick.
+    fn running_since(&self, mean_ms: Option<f64>) -> Option<Instant> {
+        let turn = self.turn?;
+        let expected = mean_ms
+            .filter(|m| m.is_finite() && *m >= 0.0)
+            .map(|m| self.started + Duration::from_secs_f64(m / 1000.0 * f64::from(self.behind)));
+        Some(expected.map_or(turn, |e| e.min(turn)))
     }
 }
 

@@ -36,9 +36,9 @@ impl Grid {
             return false;
         }
         self.stragglers_checked = Some(now);
-        // Each job's threshold, when it may get backups now: its mean is known, none of its
-        // tasks waits for a first attempt and its results stopped coming.
-        let mut limits: HashMap<JobId, Option<f64>> = HashMap::new();
+        // Each job's threshold and mean, when it may get backups now: its mean is known, none
+        // of its tasks waits for a first attempt and its results stopped coming.
+        let mut limits: HashMap<JobId, Option<(f64, f64)>> = HashMap::new();
         let mut running: HashMap<JobId, Vec<Running>> = HashMap::new();
         // Attempts come oldest first (ids follow start times), so the walk ends at the first
         // one that has not run longer than any threshold can be.
@@ -46,20 +46,22 @@ impl Grid {
             if now.duration_since(a.started).as_secs_f64() * 1000.0 <= MIN_SLACK_MS {
                 break;
             }
-            // An attempt waiting its turn at its worker is not running slow; one that got its
-            // turn counts from then.
-            let Some(turn) = a.turn else {
-                continue;
-            };
-            let elapsed_ms = now.duration_since(turn).as_secs_f64() * 1000.0;
-            let limit = *limits.entry(a.job).or_insert_with(|| {
+            let Some((limit, mean)) = *limits.entry(a.job).or_insert_with(|| {
                 let j = self.jobs.get(&a.job)?;
                 if !straggler::at_tail(&j.timing, j.counts.queued, quiet_ms(j, now)) {
                     return None;
                 }
-                j.timing.threshold_ms()
-            });
-            if limit.is_none_or(|l| elapsed_ms <= l) {
+                j.timing.threshold_ms().zip(j.timing.mean_ms())
+            }) else {
+                continue;
+            };
+            // An attempt waiting its turn at its worker is not running slow; one that got its
+            // turn counts from then, or from when it would have had it (`running_since`).
+            let Some(since) = a.running_since(Some(mean)) else {
+                continue;
+            };
+            let elapsed_ms = now.saturating_duration_since(since).as_secs_f64() * 1000.0;
+            if elapsed_ms <= limit {
                 continue;
             }
             let Some(t) = self.tasks.get(&a.task) else {

@@ -366,3 +366,40 @@ fn a_worker_that_turns_slow_holds_fewer_attempts() {
     assert!(!g.free.contains(&1), "slow: one attempt per slot");
     assert_free_in_step(&g);
 }
+
+#[test]
+fn an_attempt_counts_from_its_turn_or_from_when_the_ones_before_it_would_have_ended() {
+    use std::time::Instant;
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let attempt = |turn: Option<Duration>, behind| super::AttemptMem {
+        task: 1,
+        job: 1,
+        worker: 1,
+        owner: 1,
+        deadline: t0,
+        started: t0,
+        turn: turn.map(|d| t0 + d),
+        behind,
+        backup: false,
+        streamed: false,
+    };
+    let since = |turn, behind, mean| {
+        attempt(turn, behind)
+            .running_since(mean)
+            .map(|at: Instant| at.duration_since(t0).as_secs_f64() * 1000.0)
+    };
+    let near = |got: Option<f64>, want: f64| got.is_some_and(|g| (g - want).abs() < 0.01);
+    // Waiting its turn: not running yet.
+    assert_eq!(since(None, 1, Some(10.0)), None);
+    // Ran at once: from its start.
+    assert!(near(since(Some(ms(0)), 0, Some(10.0)), 0.0));
+    // Behind one attempt that ended in about the mean: from its turn.
+    assert!(near(since(Some(ms(9)), 1, Some(10.0)), 9.0));
+    // Behind one whose result came far later than the mean (a worker that delivers late, one
+    // result every mean): from when that one would have ended.
+    assert!(near(since(Some(ms(700)), 1, Some(70.0)), 70.0));
+    assert!(near(since(Some(ms(700)), 2, Some(70.0)), 140.0));
+    // No mean yet: its turn.
+    assert!(near(since(Some(ms(700)), 1, None), 700.0));
+}
