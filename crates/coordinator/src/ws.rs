@@ -15,7 +15,7 @@ use runegrid_core::{AttemptId, Loss, WorkerId};
 use runegrid_proto::PROTOCOL_VERSION;
 use runegrid_proto::worker::{
     AssignDigest, Capabilities, ResultFault, ToCoordinator, ToWorker, assign_digest, check_failure,
-    hello_message, result_claim,
+    hello_message,
 };
 use runegrid_store::{Account, NewWorker};
 use std::collections::HashMap;
@@ -121,16 +121,15 @@ pub(crate) enum Flow {
     Continue,
     /// The connection ends; how the worker's attempts are lost, and why.
     End(Loss, String),
-    /// A result whose signature is to be checked (in a batch with other connections'), before
-    /// the connection's next message is read.
+    /// A result to check (its signature in a batch with other connections'), before the
+    /// connection's next message is read.
     Check(Box<Claim>),
 }
 
-/// A result that passed every check but its signature's.
+/// A result, and the digest of the assignment it answers.
 pub(crate) struct Claim {
+    assign: AssignDigest,
     result: runegrid_proto::worker::AttemptResult,
-    message: Vec<u8>,
-    signature: ed25519_dalek::Signature,
 }
 
 /// A direct connection: the WebSocket as a sink of messages and a stream of [`Inbound`].
@@ -182,20 +181,11 @@ where
         };
         let mut flow = session.handle(&text);
         if let Flow::Check(claim) = flow {
-            let Claim {
-                result,
-                message,
-                signature,
-            } = *claim;
-            let valid = session
+            let Claim { assign, result } = *claim;
+            let checked = session
                 .checker
-                .verify(session.key, message, signature)
+                .check_result(session.key, &assign, &result)
                 .await;
-            let checked = if valid {
-                Ok(())
-            } else {
-                Err(ResultFault::Signature)
-            };
             flow = session.on_checked(result, checked);
         }
         if let Flow::End(loss, why) = flow {
@@ -417,17 +407,10 @@ impl Session {
         Flow::Continue
     }
 
-    /// A result, checked against the digest of the assignment this connection sent: all but
-    /// its signature here, the signature by the batch checker (`Flow::Check`).
+    /// A result, checked against the digest of the assignment this connection sent (by the
+    /// message loop: `Flow::Check`).
     fn on_result(&self, assign: AssignDigest, r: runegrid_proto::worker::AttemptResult) -> Flow {
-        match result_claim(&assign, &r) {
-            Ok((message, signature)) => Flow::Check(Box::new(Claim {
-                result: r,
-                message,
-                signature,
-            })),
-            Err(fault) => self.on_checked(r, Err(fault)),
-        }
+        Flow::Check(Box::new(Claim { assign, result: r }))
     }
 
     /// A result once checked.

@@ -11,6 +11,7 @@
 //! only the holder of the key can make one, over a message it signed anyway, so nobody else —
 //! a relay included — can pass off a message as the worker's.
 
+use crate::worker::{AssignDigest, AttemptResult, ResultFault, result_claim};
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,6 +82,21 @@ fn spawn_one(n: usize) -> mpsc::Sender<Check> {
 }
 
 impl Checker {
+    /// [`check_result`](crate::worker::check_result), the signature checked in a batch.
+    pub async fn check_result(
+        &self,
+        key: VerifyingKey,
+        assign: &AssignDigest,
+        r: &AttemptResult,
+    ) -> Result<(), ResultFault> {
+        let (message, signature) = result_claim(assign, r)?;
+        if self.verify(key, message, signature).await {
+            Ok(())
+        } else {
+            Err(ResultFault::Signature)
+        }
+    }
+
     /// Whether `signature` is `key`'s over `message`.
     pub async fn verify(&self, key: VerifyingKey, message: Vec<u8>, signature: Signature) -> bool {
         let (verdict, rx) = oneshot::channel();

@@ -18,7 +18,6 @@ use runegrid_core::AttemptId;
 use runegrid_proto::relay::{Frame, SessionId};
 use runegrid_proto::worker::{
     Assign, AssignDigest, AttemptResult, ResultFault, ToCoordinator, assign_digest, check_failure,
-    result_claim,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -171,12 +170,9 @@ async fn serve(hub: Arc<Hub>, token: String, socket: WebSocket) {
                     silence.as_mut().reset(heard + silent_after(&state));
                     let mut step = on_message(&hub, &state, &mut key, t);
                     if let Ok(Step::Check(claim)) = step {
-                        let Claim { result, text, message, signature } = *claim;
-                        let valid = match key {
-                            Some(k) => checker.verify(k, message, signature).await,
-                            None => false,
-                        };
-                        step = checked(&hub, &state, result, text, valid).map(|()| Step::Done);
+                        let Claim { key, assign, result, text } = *claim;
+                        let verdict = checker.check_result(key, &assign, &result).await;
+                        step = checked(&hub, &state, result, text, verdict).map(|()| Step::Done);
                     }
                     if let Err(why) = step {
                         let _ = sink.send(Message::Close(None)).await;
@@ -256,17 +252,17 @@ fn silent_after(state: &SessionState) -> Duration {
 /// What is left to do with a worker's message.
 enum Step {
     Done,
-    /// A result whose signature is to be checked (in a batch with other sessions') before it
-    /// is forwarded and the session's next message read.
+    /// A result to check (its signature in a batch with other sessions') before it is
+    /// forwarded and the session's next message read.
     Check(Box<Claim>),
 }
 
-/// A result that passed every check but its signature's.
+/// A result as the worker sent it, with what it is checked against.
 struct Claim {
+    key: VerifyingKey,
+    assign: AssignDigest,
     result: AttemptResult,
     text: Utf8Bytes,
-    message: Vec<u8>,
-    signature: ed25519_dalek::Signature,
 }
 
 /// One message from the worker: forwarded, answered here, a result to check, or the end of the
@@ -324,9 +320,9 @@ fn on_message(
             }
         }
         ToCoordinator::Result(r) => {
-            if key.is_none() {
+            let Some(key) = *key else {
                 return Err("a result before the hello".into());
-            }
+            };
             let Some(assign) = lock(&state.assigns).remove(&r.attempt) else {
                 // Not assigned through this session (or answered already): the coordinator
                 // would not take it either.
@@ -337,15 +333,12 @@ fn on_message(
                 );
                 return Ok(Step::Done);
             };
-            return match result_claim(&assign, &r) {
-                Ok((message, signature)) => Ok(Step::Check(Box::new(Claim {
-                    result: r,
-                    text,
-                    message,
-                    signature,
-                }))),
-                Err(fault) => Err(rejected(hub, state, r.attempt, fault)),
-            };
+            return Ok(Step::Check(Box::new(Claim {
+                key,
+                assign,
+                result: r,
+                text,
+            })));
         }
         _ => {}
     }
@@ -354,24 +347,21 @@ fn on_message(
     forward(hub, state.id, frame).map(|()| Step::Done)
 }
 
-/// A result that failed its checks: counted, and why the session ends.
-fn rejected(hub: &Hub, state: &SessionState, attempt: AttemptId, fault: ResultFault) -> String {
-    hub.stats.results_rejected.fetch_add(1, Relaxed);
-    tracing::warn!(session = state.id, attempt, why = %fault, "the worker sent a result that fails its checks: session ended");
-    format!("the worker sent a result that fails its checks: {fault}")
-}
-
-/// A result once its signature was checked: forwarded as the worker sent it (or, by a relay
-/// misbehaving on purpose, something else), or the end of the session (why).
+/// A result once checked: forwarded as the worker sent it (or, by a relay misbehaving on
+/// purpose, something else), or the end of the session (why).
 fn checked(
     hub: &Hub,
     state: &SessionState,
     mut r: AttemptResult,
     text: Utf8Bytes,
-    valid: bool,
+    verdict: Result<(), ResultFault>,
 ) -> Result<(), String> {
-    if !valid {
-        return Err(rejected(hub, state, r.attempt, ResultFault::Signature));
+    if let Err(fault) = verdict {
+        hub.stats.results_rejected.fetch_add(1, Relaxed);
+        tracing::warn!(session = state.id, attempt = r.attempt, why = %fault, "the worker sent a result that fails its checks: session ended");
+        return Err(format!(
+            "the worker sent a result that fails its checks: {fault}"
+        ));
     }
     if hub.config.misbehaviour == Some(Misbehaviour::ForgeFailure) {
         // The worker's good result replaced by a failure in its name, unsigned.
